@@ -1,0 +1,26 @@
+"""symgrad: trace NumPy-style Python into a typed graph, differentiate it in reverse mode, and
+run value and gradient as native C (or in the NumPy interpreter).
+
+    import symgrad, symgrad.numpy as snp
+
+    @symgrad.compile
+    def loss(w, x):
+        return snp.sum(snp.tanh(x @ w) ** 2)
+
+    value, dw = loss.value_and_grad(w, x)
+
+See API.md for the contract.
+"""
+from . import nn, numerical
+from . import numpy  # noqa: F401  (symgrad.numpy)
+from .api import CompiledFunction, compile, grad, trace, value_and_grad
+from .check import GradCheckReport, check_grad
+from .errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
+                     TracingError)
+from .ir import Graph
+
+__version__ = "0.1.0"
+
+__all__ = ["CompiledFunction", "compile", "grad", "value_and_grad", "trace", "check_grad",
+           "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
+           "GradientCheckError", "SymgradError", "nn", "numerical", "numpy"]

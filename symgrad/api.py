@@ -1,0 +1,300 @@
+"""``symgrad.compile`` and friends: the compiled function users call.
+
+A ``CompiledFunction`` wraps a Python function. Each call looks up the specialization for the
+arguments' shapes, dtypes and static values (tracing and compiling it the first time), converts
+the arguments and runs the backend: the NumPy interpreter or native C.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+import numpy as np
+
+from . import tracing
+from .autodiff import value_and_grad_graph
+from .errors import DTypeError, ShapeError
+from .interp import evaluate
+from .passes import optimize
+from .types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
+
+BACKENDS = ("c", "interp")
+
+
+class InterpExecutable:
+    """Runs the forward and value-and-gradient graphs in the NumPy interpreter."""
+
+    def __init__(self, forward, value_and_grad):
+        self.forward = forward
+        self.value_and_grad_graph = value_and_grad
+        self.source = None
+
+    def value(self, args):
+        return evaluate(self.forward, args)[0]
+
+    def value_and_grad(self, args):
+        out = evaluate(self.value_and_grad_graph, args)
+        return out[0], out[1:]
+
+
+class Specialization:
+    """One traced (and, for the C backend, compiled) version of the function."""
+
+    def __init__(self, owner, types, static):
+        self.owner = owner
+        self.types = types                  # TensorType per argument, None for static ones
+        self.static = static
+        self.traced = [i for i, t in enumerate(types) if t is not None]
+        graph = tracing.trace(owner.fn, types, static, name=owner.__name__)
+        self.graph = optimize(graph)
+        self._lock = threading.Lock()
+        self._vg = None
+        self._executable = None
+
+    def value_and_grad_graph(self):
+        if self._vg is None:
+            positions = [self.traced.index(i) for i in self.owner.argnums]
+            self._vg = value_and_grad_graph(self.graph, positions)
+        return self._vg
+
+    @property
+    def scalar_output(self):
+        return self.graph.outputs[0].shape == ()
+
+    def executable(self):
+        with self._lock:
+            if self._executable is None:
+                self._executable = self.owner._build(self)
+            return self._executable
+
+
+class CompiledFunction:
+    """The object ``@symgrad.compile`` returns; see API.md §2."""
+
+    def __init__(self, fn, *, argnums=0, static_argnums=(), signature=None, backend="c",
+                 dtype=None, cache_dir=None, cflags=None):
+        backend = os.environ.get("SYMGRAD_BACKEND", backend) if backend == "c" else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.fn = fn
+        self.single = isinstance(argnums, int)
+        self.argnums = (argnums,) if self.single else tuple(argnums)
+        self.static_argnums = ((static_argnums,) if isinstance(static_argnums, int)
+                               else tuple(static_argnums))
+        overlap = set(self.argnums) & set(self.static_argnums)
+        if overlap:
+            raise ValueError(f"arguments {sorted(overlap)} cannot be both differentiated and static")
+        self.signature = _parse_signature(fn, signature)
+        self.backend = backend
+        self.dtype = canonical_dtype(dtype) if dtype is not None else None
+        if self.dtype is not None and self.dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"dtype={dtype!r}: choose float32 or float64")
+        self.cache_dir = cache_dir
+        self.cflags = cflags
+        self._specs = {}
+        self._lock = threading.Lock()
+        functools.update_wrapper(self, fn)
+
+    # -- specialization ------------------------------------------------------------------------
+
+    def _convert(self, args):
+        """The arrays to pass, the specialization key, and the argument types."""
+        nparams = self._arity()
+        if nparams is not None and len(args) != nparams:
+            raise TypeError(f"{self.__name__}() takes {nparams} positional arguments but "
+                            f"{len(args)} were given")
+        for i in self.argnums:
+            if i >= len(args):
+                raise TypeError(f"argnums includes {i} but {self.__name__}() got only "
+                                f"{len(args)} arguments")
+        arrays, key, types, static = [], [], [], {}
+        weak_float = self.dtype or _widest_float(args, self.static_argnums)
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                try:
+                    hash(a)
+                except TypeError:
+                    raise TypeError(f"static argument {i} of {self.__name__} must be hashable, "
+                                    f"got {type(a).__name__}") from None
+                key.append(("static", type(a).__name__, a))
+                types.append(None)
+                static[i] = a
+                continue
+            arr = _to_array(a, i, self.__name__, weak_float, self.dtype)
+            if i in self.argnums and arr.dtype.kind not in "fc":
+                raise ValueError(f"cannot differentiate {self.__name__} with respect to argument "
+                                 f"{i}: it is {arr.dtype} data. Integer arrays are never "
+                                 f"differentiated; pass floats.")
+            if self.signature:
+                _check_signature(self.signature, i, arr, self.__name__)
+            t = TensorType(arr.shape, arr.dtype.name)
+            arrays.append(arr)
+            key.append((arr.shape, arr.dtype.name))
+            types.append(t)
+        return arrays, tuple(key), types, static
+
+    def _arity(self):
+        names = tracing.parameter_names(self.fn)
+        import inspect
+        try:
+            params = inspect.signature(self.fn).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return None
+        return len(names)
+
+    def specialize(self, *args):
+        """The Specialization for these arguments, and the converted arrays."""
+        arrays, key, types, static = self._convert(args)
+        spec = self._specs.get(key)
+        if spec is None:
+            with self._lock:
+                spec = self._specs.get(key)
+                if spec is None:
+                    spec = Specialization(self, types, static)
+                    self._specs[key] = spec
+        return spec, arrays
+
+    def _build(self, spec):
+        if self.backend == "interp":
+            return InterpExecutable(spec.graph, spec.value_and_grad_graph()
+                                    if spec.scalar_output and spec.graph.outputs[0].type.is_float
+                                    else None)
+        from .backend.native import NativeExecutable
+        return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def __call__(self, *args):
+        spec, arrays = self.specialize(*args)
+        return _value(spec.executable().value(arrays))
+
+    def _grads(self, *args):
+        spec, arrays = self.specialize(*args)
+        if not spec.scalar_output or not spec.graph.outputs[0].type.is_float:
+            raise ValueError(f"grad needs a scalar float result; {self.__name__} returns "
+                             f"{spec.graph.outputs[0].type}. Reduce it (e.g. snp.sum) or use "
+                             f"symgrad.jacobian.")
+        value, grads = spec.executable().value_and_grad(arrays)
+        grads = [g[()] if g.ndim == 0 else g for g in grads]
+        return _value(value), (grads[0] if self.single else tuple(grads))
+
+    def grad(self, *args):
+        """The gradient with respect to ``argnums``: an array, or a tuple for a tuple."""
+        return self._grads(*args)[1]
+
+    def value_and_grad(self, *args):
+        """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
+        return self._grads(*args)
+
+    def trace(self, *args):
+        """The traced (and optimized) forward Graph for these arguments."""
+        return self.specialize(*args)[0].graph
+
+    def source(self, *args):
+        """The generated C source for these arguments."""
+        from .backend.native import render_specialization
+        return render_specialization(self.specialize(*args)[0]).source
+
+    def check(self, *args, **kwargs):
+        """``symgrad.check_grad(self, *args, argnums=self.argnums)``."""
+        from .check import check_grad
+        return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
+                          **kwargs)
+
+    def __repr__(self):
+        return f"<symgrad.compile {self.__name__} backend={self.backend} argnums={self.argnums}>"
+
+
+def _value(out):
+    return float(out) if out.ndim == 0 else out
+
+
+def _widest_float(args, static_argnums):
+    """Python floats take the float dtype of the array arguments (float64 when they differ)."""
+    found = {np.asarray(a).dtype.name for i, a in enumerate(args)
+             if i not in static_argnums and isinstance(a, np.ndarray) and a.dtype.kind == "f"}
+    return "float32" if found == {"float32"} else "float64"
+
+
+def _to_array(a, i, name, weak_float, dtype):
+    if isinstance(a, tracing.Tracer):
+        raise TypeError(f"{name}: argument {i} is a traced value; calling a compiled function "
+                        f"inside a traced function is not supported")
+    if isinstance(a, float) or (isinstance(a, (list, tuple)) and _has_float(a)):
+        arr = np.asarray(a, dtype=weak_float)
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as e:
+            raise TypeError(f"{name}: argument {i} ({type(a).__name__}) is not an array") from e
+    if arr.dtype == object:
+        raise TypeError(f"{name}: argument {i} could not be read as a numeric array "
+                        f"(ragged list or non-numeric values)")
+    target = canonical_dtype(arr.dtype) if arr.dtype.kind != "c" else None
+    if target is None:
+        raise DTypeError(f"{name}: argument {i} is complex; symgrad differentiates real functions")
+    if dtype is not None and arr.dtype.kind == "f":
+        target = dtype
+    return arr if arr.dtype.name == target else arr.astype(target)
+
+
+def _has_float(seq):
+    return any(isinstance(x, float) or (isinstance(x, (list, tuple)) and _has_float(x))
+               for x in seq)
+
+
+def _parse_signature(fn, signature):
+    if signature is None:
+        return None
+    names = tracing.parameter_names(fn)
+    parsed = {}
+    for key, text in signature.items():
+        index = key if isinstance(key, int) else (names.index(key) if key in names else None)
+        if index is None:
+            raise ValueError(f"signature names {key!r}, which is not a parameter of "
+                             f"{fn.__name__}({', '.join(names)})")
+        parsed[index] = (key, text, *parse_type(text))
+    return parsed
+
+
+def _check_signature(signature, i, arr, name):
+    if i not in signature:
+        return
+    key, text, dtype, dims = signature[i]
+    if len(dims) != arr.ndim or any(isinstance(d, int) and d != s for d, s in zip(dims, arr.shape)):
+        raise ShapeError(f"{name}: argument {key!r} has shape {arr.shape}, but the signature "
+                         f"says {text}")
+    if arr.dtype.name != dtype and not np.can_cast(arr.dtype, dtype, "same_kind"):
+        raise DTypeError(f"{name}: argument {key!r} has dtype {arr.dtype}, but the signature "
+                         f"says {text}")
+
+
+def compile(fn=None, *, argnums=0, static_argnums=(), signature=None, backend="c", dtype=None,
+            cache_dir=None, cflags=None):
+    """Compile ``fn``; usable as ``@compile`` or ``@compile(argnums=..., ...)``. See API.md §2."""
+    options = dict(argnums=argnums, static_argnums=static_argnums, signature=signature,
+                   backend=backend, dtype=dtype, cache_dir=cache_dir, cflags=cflags)
+    if fn is None:
+        return lambda f: CompiledFunction(f, **options)
+    return CompiledFunction(fn, **options)
+
+
+def trace(fn, *args):
+    """The traced Graph of ``fn`` for these arguments (every non-static argument traced)."""
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, backend="interp")
+    return cf.trace(*args)
+
+
+def grad(fn, argnums=0, **options):
+    """A callable returning the gradient of ``fn`` (compiled), JAX style."""
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
+    return cf.grad
+
+
+def value_and_grad(fn, argnums=0, **options):
+    """A callable returning ``(value, gradient)`` of ``fn`` (compiled), JAX style."""
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
+    return cf.value_and_grad

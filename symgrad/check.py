@@ -1,0 +1,173 @@
+"""``check_grad``: a compiled gradient against three independent references.
+
+1. the NumPy interpreter running the same adjoint graph (catches backend bugs),
+2. central finite differences of the forward graph (catches derivative-rule bugs),
+3. the complex step on the forward graph (the same, with no cancellation: ~1e-15).
+
+The references evaluate the forward graph in float64/complex128 even for a float32 function, so
+they measure float32's rounding, not their own. Large arguments are checked on a random sample of
+coordinates plus one random direction (``max_coords``), which keeps a 3073x10 weight cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import numerical
+from .errors import GradientCheckError
+from .interp import evaluate
+from .types import TensorType
+
+F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
+
+
+@dataclass
+class Comparison:
+    method: str
+    argument: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+    worst: list = field(default_factory=list)   # (index, gradient, reference) of the worst entries
+
+
+@dataclass
+class GradCheckReport:
+    """What ``check_grad`` found: one Comparison per (method, argument)."""
+    function: str
+    value: float
+    comparisons: list
+    rtol: float
+    atol: float
+
+    @property
+    def ok(self):
+        return all(c.ok for c in self.comparisons)
+
+    def errors(self, method):
+        """The largest relative error of ``method`` over all arguments."""
+        return max(c.max_rel for c in self.comparisons if c.method == method)
+
+    def __str__(self):
+        lines = [f"gradient check of {self.function}: value {self.value:.10g}  "
+                 f"({'ok' if self.ok else 'MISMATCH'}; rtol {self.rtol:g}, atol {self.atol:g})",
+                 f"  {'method':<14} {'argument':<12} {'max abs err':>12} {'max rel err':>12}  "]
+        for c in self.comparisons:
+            lines.append(f"  {c.method:<14} {c.argument:<12} {c.max_abs:12.3e} {c.max_rel:12.3e}  "
+                         f"{'ok' if c.ok else 'FAIL'}")
+        for c in self.comparisons:
+            if not c.ok:
+                lines.append(f"  {c.method} vs gradient of {c.argument}, worst entries:")
+                lines.append(f"    {'index':<14} {'gradient':>22} {'reference':>22}")
+                for idx, a, b in c.worst:
+                    lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+
+def _compare(method, name, grad, ref, rtol, atol, index=None):
+    grad = np.asarray(grad, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    diff = np.abs(grad - ref)
+    scale = float(np.max(np.abs(ref), initial=0.0))
+    max_abs = float(np.max(diff, initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    ok = bool(np.all(np.isfinite(grad) == np.isfinite(ref))) and max_abs <= atol + rtol * scale
+    order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
+    index = np.arange(grad.size) if index is None else index
+    worst = [(int(index[k]), float(grad[k]), float(ref[k])) for k in order]
+    return Comparison(method, name, max_abs, max_rel, ok, worst)
+
+
+def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
+               raise_on_error=True):
+    """Compare the gradient of ``fn`` at ``args`` with the interpreter, central differences and
+    the complex step.
+
+    ``fn``: a CompiledFunction or a plain function (compiled with the C backend). Returns a
+    GradCheckReport; raises GradientCheckError when a comparison fails (unless
+    ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
+    """
+    from .api import CompiledFunction
+    single = isinstance(argnums, int)
+    argnums_t = (argnums,) if single else tuple(argnums)
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
+    if cf.argnums != argnums_t:
+        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
+                              cflags=cf.cflags)
+    value, grads = cf.value_and_grad(*args)
+    grads = (grads,) if single else grads
+    spec, arrays = cf.specialize(*args)
+    is_f32 = any(t is not None and t.dtype == "float32" for t in spec.types)
+    tol = max(rtol, F32_RTOL) if is_f32 else rtol
+    names = [spec.graph.inputs[spec.traced.index(i)].name for i in argnums_t]
+    comparisons = []
+
+    # 1. The interpreter on the same adjoint graph, in the same dtype.
+    interp = evaluate(spec.value_and_grad_graph(), arrays)[1:]
+    for name, g, ref in zip(names, grads, interp):
+        comparisons.append(_compare("interpreter", name, g, ref, max(rtol, 1e-10) if not is_f32
+                                    else tol, atol))
+
+    # 2-3. Finite differences and the complex step on the float64 forward graph.
+    f64 = _float64_graph(cf, spec, args)
+    base = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+    rng = np.random.default_rng(seed)
+    for name, i, g in zip(names, argnums_t, grads):
+        pos = spec.traced.index(i)
+        x0 = base[pos]
+
+        def f(x, pos=pos):
+            args_ = list(base)
+            args_[pos] = x
+            return evaluate(f64, args_)[0]
+
+        g = np.asarray(g, dtype=np.float64)
+        if x0.size <= max_coords:
+            fd = numerical.grad(f, x0, method="central")
+            cs = numerical.grad(f, x0, method="complex")
+            comparisons.append(_compare("central diff", name, g, fd, tol, atol))
+            comparisons.append(_compare("complex step", name, g, cs, tol, atol))
+            continue
+        coords = np.sort(rng.choice(x0.size, size=max_coords, replace=False))
+        fd, cs = _sampled(f, x0, coords)
+        comparisons.append(_compare("central diff", name, g.ravel()[coords], fd, tol, atol, coords))
+        comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol, coords))
+        s = rng.standard_normal(x0.shape)
+        comparisons.append(_compare("directional", name, np.sum(g * s),
+                                    numerical.directional(f, x0, s), max(tol, 1e-6), atol))
+    report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
+                             if np.ndim(value) else float(value), comparisons, tol, atol)
+    if raise_on_error and not report.ok:
+        raise GradientCheckError(report)
+    return report
+
+
+def _sampled(f, x0, coords):
+    """Central differences and complex step of f along the chosen coordinates only."""
+    fd, cs = [], []
+    flat = x0.ravel()
+    for k in coords:
+        def along(t, k=k):
+            x = flat.astype(np.result_type(flat, np.asarray(t))).copy()
+            x[k] = x[k] + t
+            return f(x.reshape(x0.shape))
+        fd.append(float(numerical.grad(along, 0.0, method="central",
+                                       h=np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[k])))))
+        cs.append(float(numerical.grad(along, 0.0, method="complex")))
+    return np.array(fd), np.array(cs)
+
+
+def _float64_graph(cf, spec, args):
+    """The forward graph traced with float64 in place of float32 (the references' precision)."""
+    if all(t is None or t.dtype != "float32" for t in spec.types):
+        return spec.graph
+    from . import tracing
+    from .passes import optimize
+    types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
+                                               else t.dtype) for t in spec.types]
+    return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))
