@@ -100,9 +100,11 @@ class CompiledFunction:
 
     def _convert(self, args):
         """The arrays to pass, the specialization key, and the argument types."""
-        nparams = self._arity()
-        if nparams is not None and len(args) != nparams:
-            raise TypeError(f"{self.__name__}() takes {nparams} positional arguments but "
+        arity = self._arity()
+        if arity is not None and not arity[0] <= len(args) <= arity[1]:
+            fewest, most = arity
+            count = f"{most}" if fewest == most else f"from {fewest} to {most}"
+            raise TypeError(f"{self.__name__}() takes {count} positional arguments but "
                             f"{len(args)} were given")
         for i in self.argnums:
             if i >= len(args):
@@ -135,6 +137,7 @@ class CompiledFunction:
         return arrays, tuple(key), types, static
 
     def _arity(self):
+        """(fewest, most) positional arguments fn takes; None when it takes ``*args``."""
         names = tracing.parameter_names(self.fn)
         import inspect
         try:
@@ -143,7 +146,8 @@ class CompiledFunction:
             return None
         if any(p.kind == p.VAR_POSITIONAL for p in params):
             return None
-        return len(names)
+        required = sum(1 for p in params if p.name in names and p.default is p.empty)
+        return required, len(names)
 
     def specialize(self, *args):
         """The Specialization for these arguments, and the converted arrays."""

@@ -14,7 +14,8 @@ from .primitives import bind
 def sigmoid(x):
     """1 / (1 + exp(-x)), as the ``logistic`` primitive (its derivative uses out * (1 - out))."""
     if not snp._traced(x):
-        x = _np.asarray(x, dtype=float)
+        x = _np.asarray(x)
+        x = x if x.dtype.kind in "fc" else x.astype(float)
         # exp(-|x|) never overflows; pick the form that divides by a number >= 1.
         z = _np.exp(-_np.abs(x))
         return _np.where(x >= 0, 1 / (1 + z), z / (1 + z))

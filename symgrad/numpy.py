@@ -472,6 +472,7 @@ def getitem(x, key):
     if builtins.any(k is Ellipsis for k in key):
         i = next(j for j, k in enumerate(key) if k is Ellipsis)
         key = key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
+        used = x.ndim
     key = key + (slice(None),) * (x.ndim - used)
 
     # 1. Basic indexing: strided slices, then drop integer axes and insert new ones.

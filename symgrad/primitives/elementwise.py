@@ -156,6 +156,8 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, float_only=True,
         elementwise=True,
         c_expr=functools.partial(_c_from_sympy, expr),
         doc=doc or f"{name}: {expr}",
+        expr=expr,
+        derivs=derivs,
     ))
 
 

@@ -12,6 +12,10 @@ A primitive gathers everything symgrad knows about one operation in one place:
   by the C backend), or ``c_kernel(k) -> list[str]`` for a structured one (``k`` is the backend's
   kernel context: names, shapes and loop helpers).
 
+An elementwise primitive written as a sympy expression also keeps that expression (``expr``, in
+the symbols x, y) and its derivative per operand (``derivs``, which may mention ``out``), so
+tests can check stated derivatives against ``sympy.diff``.
+
 ``tests/test_registry.py`` fails if a registered primitive lacks one of these.
 """
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Primitive:
     c_expr: Callable | None = None      # elementwise: operands (C expressions) -> C expression
     c_kernel: Callable | None = None    # structured: kernel context -> lines of C
     doc: str = ""
+    expr: object = None                 # sympy-defined elementwise: the expression of x (and y)
+    derivs: tuple | None = None         # ... and its derivative per operand, in x, y and out
 
     def __repr__(self):
         return f"<primitive {self.name}>"

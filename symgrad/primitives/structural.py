@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
-from ..ir import Literal, format_scalar
+from ..cspell import c_literal as _lit
 from ..types import INT_DTYPES, TensorType
 from . import ops
 from .registry import Primitive, bind, register
@@ -22,19 +22,6 @@ from .registry import Primitive, bind, register
 
 def _no_inputs_vjp(g, out, *inputs, **attrs):
     return (None,) * len(inputs)
-
-
-def _lit(value, ctype):
-    """A C literal of ``value`` for a variable of C type ``ctype``."""
-    if ctype in ("double", "float"):
-        v = float(value)
-        if np.isnan(v):
-            return "NAN"
-        if np.isinf(v):
-            return "INFINITY" if v > 0 else "-INFINITY"
-        text = repr(v)
-        return text + ("f" if ctype == "float" else "")
-    return format_scalar(int(value)) if ctype != "bool" else ("1" if value else "0")
 
 
 # --- const ---------------------------------------------------------------------------------------
@@ -195,7 +182,7 @@ def _prod_update(acc, v, ctype):
 
 def _max_update(op):
     def update(acc, v, ctype):
-        nan = f" || isnan({v})" if ctype in ("double", "float") else ""
+        nan = " || isnan(v)" if ctype in ("double", "float") else ""
         return [f"{{ const {ctype} v = {v}; if (v {op} {acc}{nan}) {acc} = v; }}"]
     return update
 

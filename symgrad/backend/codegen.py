@@ -1,0 +1,425 @@
+"""Render graphs as C: storage, loop fusion and statement order; layout by Jinja templates.
+
+A graph becomes one C function ``int NAME(inputs..., outputs...)`` returning a status code.
+
+- Scalars (0-d values) are straight-line local variables; scalar constants are literals.
+- Elementwise statements over the same shape, one after another, fuse into one loop; a value
+  used only inside its loop stays a local there, the others are stored (graph outputs are stored
+  straight into the caller's buffers).
+- Every other statement is a kernel block from its primitive's ``c_kernel``.
+- Each block carries a comment with the user's source line, and for an adjoint block the forward
+  statement it differentiates.
+
+Templates get only names, signatures and pre-rendered lines (``templates/*.j2``).
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from ..cspell import CTYPES, STATUS, c_literal
+from ..ir import Graph
+from ..primitives import REGISTRY
+
+ALIGN = 64   # bytes: every workspace array starts on a cache line
+
+# Identifiers the generated code declares itself, and C's keywords: IR names that collide get
+# a trailing underscore.
+C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
+for goto if inline int long register restrict return short signed sizeof static struct switch
+typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
+int64_t int32_t size_t""".split())
+KERNEL_LOCALS = {"status", "ws", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
+                 "aip", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
+                     f"j{d}" for d in range(16)}
+RESERVED = C_KEYWORDS | KERNEL_LOCALS | set(STATUS) | set(keyword.kwlist)
+
+
+def c_identifier(name, taken):
+    """A C identifier for ``name``, unique among ``taken`` (which it joins)."""
+    ident = re.sub(r"\W", "_", name)
+    if not ident or ident[0].isdigit():
+        ident = "_" + ident
+    while ident in RESERVED or ident in taken or ident.startswith("symgrad_"):
+        ident += "_"
+    taken.add(ident)
+    return ident
+
+
+@dataclass
+class CVar:
+    """How a value is held in C: a pointer to an array, a scalar local, or a literal."""
+    name: str
+    shape: tuple
+    ctype: str
+    kind: str                       # "array" | "scalar" | "literal"
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return math.prod(self.shape)
+
+    @property
+    def strides(self):
+        out, acc = [], 1
+        for d in reversed(self.shape):
+            out.append(acc)
+            acc *= d
+        return tuple(reversed(out))
+
+
+class KernelContext:
+    """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
+
+    def __init__(self, node, out, ins, fail):
+        self.node = node
+        self.attrs = node.attrs
+        self.out = out
+        self.ins = ins
+        self._fail = fail
+
+    @staticmethod
+    def idx(n):
+        return [f"i{d}" for d in range(n)]
+
+    @staticmethod
+    def offset(var, indices):
+        terms = []
+        for ix, stride, n in zip(indices, var.strides, var.shape):
+            if ix in ("0", 0) or n == 1:
+                continue
+            terms.append(ix if stride == 1 else f"{ix} * {stride}")
+        return " + ".join(terms) or "0"
+
+    @staticmethod
+    def at(var, offset):
+        if var.kind == "array":
+            return f"{var.name}[{offset}]"
+        return var.name
+
+    @staticmethod
+    def ptr(var):
+        return var.name
+
+    @staticmethod
+    def loop(shape, body):
+        return loop_nest(shape, body)
+
+    def fail(self, code):
+        self._fail()
+        return f"{{ status = {code}; goto done; }}"
+
+
+def loop_nest(shape, body, names=None):
+    """Nested ``for`` loops over ``shape``; an axis of size 1 is a constant index, no loop."""
+    names = names or [f"i{d}" for d in range(len(shape))]
+    fixed = [f"const int64_t {ix} = 0;" for n, ix in zip(shape, names) if n == 1]
+    loops = [(n, ix) for n, ix in zip(shape, names) if n != 1]
+    if not loops:
+        return ["{", *("    " + line for line in fixed + body), "}"]
+    lines = []
+    for d, (n, ix) in enumerate(loops):
+        lines.append("    " * d + f"for (int64_t {ix} = 0; {ix} < {n}; ++{ix}) {{")
+    lines += ["    " * len(loops) + line for line in fixed + body]
+    lines += ["    " * d + "}" for d in reversed(range(len(loops)))]
+    return lines
+
+
+@dataclass
+class Block:
+    comments: list
+    lines: list
+
+
+@dataclass
+class CFunction:
+    """Everything the function template needs, already rendered."""
+    name: str
+    params: list
+    doc: list
+    prologue: list
+    blocks: list
+    epilogue: list
+    workspace_bytes: int
+    can_fail: bool
+    inputs: list = field(default_factory=list)    # (c name, ctype, shape) per graph input
+    outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
+
+
+def _statement(node, names):
+    """``e = exp d`` as the IR printer would say it (for comments)."""
+    args = " ".join(names.get(v, "?") for v in node.inputs)
+    return f"{names[node.out]} = {node.prim} {args}".rstrip()
+
+
+class FunctionRenderer:
+    """Turns one Graph into a CFunction."""
+
+    def __init__(self, graph: Graph, name: str, output_names):
+        self.graph = graph
+        self.name = name
+        self.ir_names = graph.names()
+        self.producers = graph.producers()
+        self.uses = graph.uses()
+        self.can_fail = False
+        taken = set()
+        self.cnames = {}
+        for v in graph.inputs:
+            self.cnames[v] = c_identifier(self.ir_names[v], taken)
+        self.out_params = [c_identifier(n, taken) for n in output_names]
+        for n in graph.nodes:
+            self.cnames[n.out] = c_identifier(self.ir_names[n.out], taken)
+        self.storage = {}
+        self.workspace = []          # (cname, ctype, size)
+        self.prologue, self.epilogue = [], []
+        self.aliases = set()
+        self.groups = self._group()
+        self.internal = set()
+        for g in self.groups:
+            if len(g) > 1 or REGISTRY[g[0].prim].elementwise:
+                self.internal |= self._internal(g)
+
+    # -- fusion ---------------------------------------------------------------------------------
+
+    def _group(self):
+        """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
+        groups = []
+        for n in self.graph.nodes:
+            if n.prim == "const" and n.out.ndim == 0:
+                continue
+            fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
+            if (fusible and groups and REGISTRY[groups[-1][-1].prim].elementwise
+                    and groups[-1][-1].out.shape == n.out.shape):
+                groups[-1].append(n)
+            else:
+                groups.append([n])
+        return groups
+
+    def _internal(self, nodes):
+        """Values of a fused loop that nothing outside it reads: they stay loop locals."""
+        produced = {n.out for n in nodes}
+        outputs = set(self.graph.outputs)
+        return {v for v in produced if v not in outputs and v.ndim > 0
+                and all(u in nodes for u in self.uses.get(v, []))}
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def _plan_storage(self):
+        outputs = self.graph.outputs
+        first_output = {}
+        for k, v in enumerate(outputs):
+            first_output.setdefault(v, k)
+        params = []
+        for v in self.graph.inputs:
+            ctype = CTYPES[v.dtype]
+            name = self.cnames[v]
+            if v.ndim == 0:
+                params.append(f"const {ctype} *restrict {name}_ptr")
+                self.prologue.append(f"const {ctype} {name} = *{name}_ptr;")
+                self.storage[v] = CVar(name, (), ctype, "scalar")
+            else:
+                params.append(f"const {ctype} *restrict {name}")
+                self.storage[v] = CVar(name, v.shape, ctype, "array")
+        for n in self.graph.nodes:
+            v, ctype = n.out, CTYPES[n.out.dtype]
+            if n.prim == "const" and v.ndim == 0:
+                self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
+                                       "literal")
+            elif v.ndim == 0 or v in self.internal:
+                self.storage[v] = CVar(self.cnames[v], v.shape, ctype, "scalar")
+            elif (n.prim == "reshape" and self.storage[n.inputs[0]].kind == "array"
+                  and v not in first_output):
+                # Row-major reshape moves no data: the same buffer, read with other strides.
+                self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "array")
+                self.aliases.add(v)
+            elif v in first_output and v not in self.graph.inputs:
+                name = self.out_params[first_output[v]]
+                self.storage[v] = CVar(name, v.shape, ctype, "array")
+            else:
+                self.storage[v] = CVar(self.cnames[v], v.shape, ctype, "array")
+                self.workspace.append((self.cnames[v], ctype, v.type.size))
+        for k, v in enumerate(outputs):
+            ctype, name = CTYPES[v.dtype], self.out_params[k]
+            params.append(f"{ctype} *restrict {name}")
+            src = self.storage[v]
+            if v.ndim == 0:
+                self.epilogue.append(f"*{name} = {src.name};")
+            elif src.name != name:
+                self.epilogue.append(f"memcpy({name}, {src.name}, sizeof({ctype}) * {v.type.size});")
+        return params
+
+    # -- statements -----------------------------------------------------------------------------
+
+    def _comments(self, nodes):
+        seen, out = set(), []
+        for n in nodes:
+            if n.grad_of is not None:
+                fwd = n.grad_of
+                text = f"grad of: {_statement(fwd, self.ir_names)}"
+                loc = fwd.loc
+            else:
+                text, loc = "", n.loc
+            where = f"{loc}: {loc.text}" if loc is not None and loc.text else (str(loc) if loc else "")
+            line = f"{text}   {where}".strip() if text else where
+            if line and line not in seen:
+                seen.add(line)
+                out.append(line.replace("*/", "* /"))
+        return out
+
+    def _kernel_block(self, node):
+        out = self.storage[node.out]
+        ins = [self.storage[v] for v in node.inputs]
+
+        def mark_fail():
+            self.can_fail = True
+
+        ctx = KernelContext(node, out, ins, mark_fail)
+        body = REGISTRY[node.prim].c_kernel(ctx)
+        lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
+        lines += ["{", *("    " + line for line in body), "}"]
+        return Block(self._comments([node]), lines)
+
+    def _scalar_block(self, nodes):
+        lines = []
+        for n in nodes:
+            out = self.storage[n.out]
+            expr = REGISTRY[n.prim].c_expr([self.storage[v].name for v in n.inputs], out.ctype)
+            lines.append(f"const {out.ctype} {out.name} = {expr};")
+        return Block(self._comments(nodes), lines)
+
+    def _fused_block(self, nodes):
+        """One loop over the common shape computing every statement of ``nodes``."""
+        shape = nodes[0].out.shape
+        produced = {n.out for n in nodes}
+        internal = self.internal
+        outside = {v for n in nodes for v in n.inputs if v not in produced
+                   and self.storage[v].kind == "array"}
+        flat = all(v.shape == shape for v in outside)
+        if flat:
+            index_names = ["i"]
+            own = "i"
+
+            def ref(v):
+                s = self.storage[v]
+                if v in internal or s.kind != "array":
+                    return s.name
+                return f"{s.name}[i]"
+        else:
+            index_names = [f"i{d}" for d in range(len(shape))]
+            own = KernelContext.offset(CVar("", shape, "", "array"), index_names)
+
+            def ref(v):
+                s = self.storage[v]
+                if v in internal or s.kind != "array":
+                    return s.name
+                if v in produced:
+                    return f"{s.name}[{own}]"
+                lead = len(shape) - s.ndim
+                idx = ["0" if s.shape[d] == 1 else index_names[lead + d] for d in range(s.ndim)]
+                return f"{s.name}[{KernelContext.offset(s, idx)}]"
+        body = []
+        for n in nodes:
+            out = self.storage[n.out]
+            expr = REGISTRY[n.prim].c_expr([ref(v) for v in n.inputs], out.ctype)
+            if n.out in internal:
+                body.append(f"const {out.ctype} {out.name} = {expr};")
+            else:
+                body.append(f"{out.name}[{own}] = {expr};")
+        loop_shape = (math.prod(shape),) if flat else shape
+        return Block(self._comments(nodes), loop_nest(loop_shape, body, index_names))
+
+    def _blocks(self):
+        blocks = []
+        for group in self.groups:
+            first = group[0]
+            if first.out in self.aliases:
+                continue
+            if not REGISTRY[first.prim].elementwise:
+                blocks.append(self._kernel_block(first))
+            elif first.out.ndim == 0:
+                blocks.append(self._scalar_block(group))
+            else:
+                blocks.append(self._fused_block(group))
+        return _tidy(blocks)
+
+    def render(self, doc=()):
+        params = self._plan_storage()
+        blocks = self._blocks()
+        offset, prologue = 0, []
+        for cname, ctype, size in self.workspace:
+            prologue.append(f"{ctype} *restrict {cname} = ({ctype} *)(ws + {offset});")
+            offset += -(-max(size, 1) * _sizeof(ctype) // ALIGN) * ALIGN
+        return CFunction(
+            name=self.name, params=params, doc=list(doc), prologue=prologue + self.prologue,
+            blocks=blocks, epilogue=self.epilogue, workspace_bytes=offset,
+            can_fail=self.can_fail,
+            inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
+            outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
+                     for k, v in enumerate(self.graph.outputs)])
+
+
+def _tidy(blocks):
+    """Merge consecutive straight-line blocks with the same comment; a comment is said once."""
+    merged = []
+    for b in blocks:
+        straight = all(line.startswith("const ") for line in b.lines)
+        if (merged and b.comments == merged[-1].comments and straight
+                and all(line.startswith("const ") for line in merged[-1].lines)):
+            merged[-1].lines.extend(b.lines)
+        else:
+            merged.append(b)
+    previous = None
+    for b in merged:
+        if b.comments == previous:
+            b.comments = []
+        else:
+            previous = b.comments
+    return merged
+
+
+def _sizeof(ctype):
+    return {"double": 8, "float": 4, "int64_t": 8, "int32_t": 4, "bool": 1}[ctype]
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+def template_dir():
+    """templates/ of a source checkout, or symgrad/templates of an installed wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "templates", here / "templates"):
+        if (candidate / "module.c.j2").is_file():
+            return candidate
+    raise FileNotFoundError("symgrad's C templates are missing (looked in templates/ and "
+                            "symgrad/templates/); reinstall symgrad")
+
+
+_ENV = None
+
+
+def environment():
+    global _ENV
+    if _ENV is None:
+        _ENV = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(template_dir())),
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return _ENV
+
+
+def render_module(functions, *, title, version):
+    """The C source of a module holding ``functions`` (CFunctions)."""
+    return environment().get_template("module.c.j2").render(
+        functions=functions, title=title, version=version, status=STATUS)
+
+
+def render_prototypes(functions):
+    """The C declarations of ``functions`` (for cffi's cdef and for headers)."""
+    return environment().get_template("prototypes.h.j2").render(functions=functions)

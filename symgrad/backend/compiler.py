@@ -1,0 +1,75 @@
+"""Finding and running the C compiler.
+
+``compile_library`` turns one C file into a shared library next to it. Its command, stderr and
+the C file's path go into ``CompileError`` on failure. ``invocations()`` counts compiler runs in
+this process (the cache tests assert a warm cache makes none).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import subprocess
+
+from ..errors import CompileError
+
+DEFAULT_CFLAGS = ("-O3", "-march=native")
+# Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
+# independent code for a shared library, and libm.
+REQUIRED_CFLAGS = ("-std=c99", "-fPIC", "-shared")
+
+_count = 0
+
+
+def invocations():
+    """How many times this process has run the C compiler."""
+    return _count
+
+
+def find_compiler():
+    """The C compiler command: $CC, else cc, gcc or clang on PATH; CompileError if none."""
+    cc = os.environ.get("CC")
+    if cc:
+        return cc
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    raise CompileError(
+        "no C compiler found: symgrad's native backend needs one. Install gcc "
+        "(Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install) or set CC; "
+        "meanwhile backend='interp' (or SYMGRAD_BACKEND=interp) runs everything in NumPy.")
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_identity(cc):
+    """A string naming the compiler and its version and the machine (part of cache keys)."""
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else cc
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CompileError(f"cannot run the C compiler {cc!r}: {e}", command=[cc, "--version"])
+    return f"{first} | {platform.machine()} | {platform.system()}"
+
+
+def flags(cflags=None):
+    """The flags a compile uses: ``cflags`` (or the defaults) plus the required ones."""
+    chosen = tuple(DEFAULT_CFLAGS if cflags is None else cflags)
+    return chosen + REQUIRED_CFLAGS
+
+
+def compile_library(source_path, library_path, cflags=None, cc=None):
+    """Compile ``source_path`` into the shared library ``library_path``; raise CompileError."""
+    global _count
+    cc = cc or find_compiler()
+    command = [cc, *flags(cflags), "-o", str(library_path), str(source_path), "-lm"]
+    _count += 1
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CompileError(f"could not run the C compiler: {e}", command=command,
+                           source_path=str(source_path)) from None
+    if result.returncode != 0:
+        raise CompileError(f"the C compiler failed (exit code {result.returncode})",
+                           command=command, stderr=result.stderr, source_path=str(source_path))
+    return result.stderr

@@ -1,0 +1,168 @@
+"""Native execution: render a specialization as C, build it (or find it in the cache), load it
+with cffi and call it.
+
+The library holds two functions: ``NAME`` (the value) and, for a scalar float result,
+``NAME_value_and_grad``. The per-call path converts nothing it does not have to: C-contiguous,
+aligned arrays are passed as they are (``ffi.from_buffer``), others are copied; outputs are fresh
+arrays the C code writes into.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import cffi
+import numpy as np
+
+from .. import __version__ as VERSION
+from ..cspell import CTYPES, STATUS
+from ..interp import evaluate
+from . import compiler
+from .cache import Cache, cache_key
+from .codegen import FunctionRenderer, render_module, render_prototypes
+
+
+@dataclass
+class RenderedModule:
+    source: str
+    cdef: str
+    value_name: str
+    grad_name: str | None
+
+
+def _c_name(name):
+    ident = re.sub(r"\W", "_", name)
+    return ident if ident and not ident[0].isdigit() else "f_" + ident
+
+
+def render_specialization(spec):
+    """The C module of a specialization (value function, and value-and-grad if it has one)."""
+    base = _c_name(spec.owner.__name__)
+    graph = spec.graph
+    functions = [FunctionRenderer(graph, base, ["out"]).render(
+        doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
+    grad_name = None
+    if graph.outputs[0].shape == () and graph.outputs[0].type.is_float:
+        vg = spec.value_and_grad_graph()
+        grad_name = f"{base}_value_and_grad"
+        wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
+        names = ["value"] + [f"grad_{v.name}" for v in wrt]
+        functions.append(FunctionRenderer(vg, grad_name, names).render(
+            doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
+                 f"{_signature(graph)}",
+                 "with respect to " + ", ".join(v.name for v in wrt)]))
+    title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
+    source = render_module(functions, title=title, version=VERSION)
+    return RenderedModule(source, render_prototypes(functions), base, grad_name)
+
+
+def _signature(graph):
+    return "(" + ", ".join(f"{v.name}: {v.type}" for v in graph.inputs) + ")"
+
+
+def _origin(fn):
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "Python"
+    import os
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
+
+class NativeExecutable:
+    """A loaded library for one specialization; ``value`` and ``value_and_grad`` call into it."""
+
+    def __init__(self, spec, cache_dir=None, cflags=None):
+        self.spec = spec
+        self.module = render_specialization(spec)
+        cc = compiler.find_compiler()
+        identity = compiler.compiler_identity(cc)
+        flags = compiler.flags(cflags)
+        key = cache_key(self.module.source, identity, flags, VERSION)
+        cache = Cache(cache_dir)
+        lib_path = cache.lookup(key)
+        if lib_path is None:
+            lib_path = cache.build(
+                key, self.module.source,
+                lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+                {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
+                 "functions": [n for n in (self.module.value_name, self.module.grad_name) if n]})
+        self.library_path = lib_path
+        self.source_path = lib_path.parent / "module.c"
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(self.module.cdef)
+        self.lib = self.ffi.dlopen(str(lib_path))
+        self._value = getattr(self.lib, self.module.value_name)
+        self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
+        graph = spec.graph
+        self.in_types = [CTYPES[v.dtype] + "[]" for v in graph.inputs]
+        self.out_type = graph.outputs[0].type
+        self.index_checks = _index_checks(graph)
+        self.lock = threading.Lock()
+
+    def _inputs(self, arrays):
+        for pos, axis, size, what in self.index_checks:
+            _check_range(arrays[pos], axis, size, what)
+        bufs = []
+        for a, t in zip(arrays, self.in_types):
+            if not (a.flags.c_contiguous and a.flags.aligned):
+                a = np.ascontiguousarray(a)
+            bufs.append(self.ffi.from_buffer(t, a))
+        return bufs
+
+    def _out(self, t):
+        arr = np.empty(t.shape, dtype=t.dtype)
+        return arr, self.ffi.from_buffer(CTYPES[t.dtype] + "[]", arr, require_writable=True)
+
+    def value(self, arrays):
+        bufs = self._inputs(arrays)
+        out, buf = self._out(self.out_type)
+        self._status(self._value(*bufs, buf), arrays)
+        return out
+
+    def value_and_grad(self, arrays):
+        bufs = self._inputs(arrays)
+        outs = [self._out(v.type) for v in self.spec.value_and_grad_graph().outputs]
+        self._status(self._vg(*bufs, *[b for _, b in outs]), arrays)
+        return outs[0][0], [a for a, _ in outs[1:]]
+
+    def _status(self, status, arrays):
+        if status == STATUS["SYMGRAD_OK"]:
+            return
+        if status == STATUS["SYMGRAD_ENOMEM"]:
+            raise MemoryError(f"{self.spec.owner.__name__}: the native code could not allocate "
+                              f"its workspace")
+        if status == STATUS["SYMGRAD_EINDEX"]:
+            evaluate(self.spec.graph, arrays)      # raises IndexError saying which index
+            raise IndexError(f"{self.spec.owner.__name__}: an integer index is out of range")
+        raise RuntimeError(f"{self.spec.owner.__name__}: native code returned status {status}")
+
+
+def _index_checks(graph):
+    """(input position, axis, size, description) for every index array that is a graph input,
+    so out-of-range indices are reported before any native code runs."""
+    producers = graph.producers()
+    positions = {v: i for i, v in enumerate(graph.inputs)}
+    checks = set()
+    for n in graph.nodes:
+        if n.prim not in ("gather", "scatter_add"):
+            continue
+        table = n.inputs[0].shape if n.prim == "gather" else n.attrs["shape"]
+        for axis, idx in enumerate(n.inputs[1:]):
+            v = idx
+            while v in producers and producers[v].prim in ("convert", "broadcast_in_dim",
+                                                           "reshape"):
+                v = producers[v].inputs[0]
+            if v in positions:
+                checks.add((positions[v], axis, table[axis], f"argument {v.name!r}"))
+    return sorted(checks)
+
+
+def _check_range(arr, axis, size, what):
+    if arr.size == 0:
+        return
+    lo, hi = arr.min(), arr.max()
+    if lo < -size or hi >= size:
+        bad = lo if lo < -size else hi
+        raise IndexError(f"index {int(bad)} in {what} is out of bounds for axis {axis} with "
+                         f"size {size}")

@@ -1,0 +1,227 @@
+"""The C backend: generated source (golden snapshots), compiling, the cache, errors, calling."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad.backend import compiler
+from symgrad.backend.cache import Cache
+
+import golden_functions as gf
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("SYMGRAD_UPDATE_GOLDEN") == "1"
+
+CASES = {
+    "add_mul": (gf.add_mul, (-2.0, 5.0, -4.0), (0, 1, 2)),
+    "neuron": (gf.neuron, (np.array([2.0, -3.0, -3.0]), np.array([-1.0, -2.0])), (0, 1)),
+    "rowmax_loss": (gf.rowmax_loss, (np.ones((3, 2)), np.array([0.5, -1.0])), (0, 1)),
+    "pick": (gf.pick, (np.zeros((4, 3)), np.array([0, 2, 1, 2])), 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_c(name):
+    """The generated C is pinned: a change to codegen shows up here as a diff."""
+    fn, args, argnums = CASES[name]
+    source = symgrad.compile(fn, argnums=argnums).source(*args)
+    path = GOLDEN / f"{name}.c"
+    if UPDATE or not path.exists():
+        path.write_text(source)
+    assert source == path.read_text(), (
+        f"generated C for {name} changed; if intended, rerun with SYMGRAD_UPDATE_GOLDEN=1 and "
+        f"review the diff of {path}")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_functions_native_equals_interpreter(name):
+    fn, args, argnums = CASES[name]
+    native = symgrad.compile(fn, argnums=argnums)
+    interp = symgrad.compile(fn, argnums=argnums, backend="interp")
+    v1, g1 = native.value_and_grad(*args)
+    v2, g2 = interp.value_and_grad(*args)
+    assert v1 == pytest.approx(v2, rel=1e-12)
+    for a, b in zip(np.atleast_1d(g1) if isinstance(argnums, int) else g1,
+                    np.atleast_1d(g2) if isinstance(argnums, int) else g2):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+
+
+def test_add_mul_source_reads_like_the_math():
+    src = symgrad.compile(gf.add_mul, argnums=(0, 1, 2)).source(-2.0, 5.0, -4.0)
+    assert "const double a = x + y;" in src
+    assert "const double b = a*z;" in src
+    assert "*grad_x = z;" in src and "*grad_z = a;" in src
+
+
+def test_adjoint_blocks_name_the_statement_and_line():
+    src = symgrad.compile(gf.pick).source(np.zeros((4, 3)), np.array([0, 2, 1, 2]))
+    assert "/* grad of: " in src
+    assert "golden_functions.py:" in src
+    assert "restrict" in src
+
+
+def test_elementwise_chain_fuses_into_one_loop():
+    def chain(x):
+        return snp.sum(snp.exp(snp.sin(x) * 2.0 + 1.0))
+    import symgrad.numpy as snp
+    src = symgrad.compile(chain).source(np.ones(100))
+    forward = src.split("_value_and_grad")[0]
+    assert forward.count("for (int64_t i = 0; i < 100; ++i)") == 1
+
+
+def test_value_and_gradient_match_interpreter_on_noncontiguous_inputs():
+    f = symgrad.compile(gf.rowmax_loss, argnums=(0, 1))
+    A = np.asfortranarray(np.arange(6.0).reshape(3, 2) - 2.5)
+    b = np.array([0.5, 9.0, -1.0])[::2]
+    v, (dA, db) = f.value_and_grad(A, b)
+    vi, (dAi, dbi) = symgrad.compile(gf.rowmax_loss, argnums=(0, 1),
+                                     backend="interp").value_and_grad(A, b)
+    assert v == pytest.approx(vi, rel=1e-14)
+    np.testing.assert_allclose(dA, dAi, rtol=1e-14)
+    np.testing.assert_allclose(db, dbi, rtol=1e-14)
+
+
+def test_outputs_are_fresh_arrays():
+    f = symgrad.compile(lambda x: x * 1.0)
+    x = np.arange(3.0)
+    y = f(x)
+    assert not np.shares_memory(x, y)
+    y[0] = 100.0
+    assert x[0] == 0.0
+
+
+def test_index_argument_out_of_range_is_rejected_before_native_code():
+    f = symgrad.compile(gf.pick)
+    before = compiler.invocations()
+    f(np.zeros((4, 3)), np.array([0, 1, 2, 0]))     # compiles once
+    assert compiler.invocations() - before <= 1
+    with pytest.raises(IndexError, match=r"index 3 .*axis 1 with size 3"):
+        f(np.zeros((4, 3)), np.array([0, 3, 1, 0]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        f.grad(np.zeros((4, 3)), np.array([0, 1, -4, 0]))
+
+
+def test_computed_index_out_of_range_is_caught_by_the_generated_code():
+    import symgrad.numpy as snp
+
+    def shifted(x, i):
+        return snp.sum(x[i + 1])
+    f = symgrad.compile(shifted)
+    assert f(np.arange(4.0), np.array([0, 2])) == 4.0
+    with pytest.raises(IndexError, match="out of bounds"):
+        f(np.arange(4.0), np.array([0, 3]))
+
+
+def test_compile_error_carries_command_stderr_and_source(tmp_path):
+    f = symgrad.compile(gf.add_mul, cflags=["-O2", "--no-such-flag-for-symgrad"],
+                        cache_dir=tmp_path)
+    with pytest.raises(symgrad.CompileError) as info:
+        f(1.0, 2.0, 3.0)
+    err = info.value
+    assert "--no-such-flag-for-symgrad" in err.command
+    assert "no-such-flag-for-symgrad" in err.stderr
+    assert Path(err.source_path).is_file()
+    assert "int add_mul(" in Path(err.source_path).read_text()
+
+
+def test_cache_entry_has_source_library_and_manifest(tmp_path):
+    f = symgrad.compile(gf.add_mul, cache_dir=tmp_path)
+    assert f(1.0, 2.0, 3.0) == 9.0
+    (entry,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert sorted(p.name for p in entry.iterdir()) == sorted(
+        ["manifest.json", "module.c", manifest["library"]])
+    assert manifest["library"].endswith(".so")
+    assert manifest["symgrad_version"] == symgrad.__version__
+    assert manifest["functions"] == ["add_mul", "add_mul_value_and_grad"]
+    assert "-O3" in manifest["flags"]
+
+
+def test_memory_hit_does_not_retrace(tmp_path):
+    f = symgrad.compile(gf.add_mul, cache_dir=tmp_path)
+    f(1.0, 2.0, 3.0)
+    spec = f.specialize(1.0, 2.0, 3.0)[0]
+    exe = spec.executable()
+    before = compiler.invocations()
+    f(4.0, 5.0, 6.0)
+    assert f.specialize(4.0, 5.0, 6.0)[0] is spec and spec.executable() is exe
+    assert compiler.invocations() == before
+
+
+def test_corrupted_library_is_rebuilt_not_loaded(tmp_path):
+    f = symgrad.compile(gf.add_mul, cache_dir=tmp_path)
+    f(1.0, 2.0, 3.0)
+    (entry,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    broken = entry / "broken.tmp"
+    broken.write_bytes(b"not a library")
+    os.replace(broken, entry / manifest["library"])   # a new file: the loaded one stays mapped
+    before = compiler.invocations()
+    g = symgrad.compile(gf.add_mul, cache_dir=tmp_path)
+    assert g(1.0, 2.0, 3.0) == 9.0
+    assert compiler.invocations() == before + 1
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, symgrad
+    sys.path.insert(0, {tests!r})
+    import golden_functions as gf
+    from symgrad.backend import compiler
+    f = symgrad.compile(gf.pick, cflags={cflags!r})
+    v, g = f.value_and_grad(np.zeros((4, 3)), np.array([0, 2, 1, 2]))
+    print(compiler.invocations(), repr(v))
+""")
+
+
+def _run(cache, cflags=None):
+    script = _SCRIPT.format(tests=str(Path(__file__).parent), cflags=cflags)
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(cache))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True)
+    count, value = out.stdout.split()
+    return int(count), float(value)
+
+
+def test_disk_cache_serves_a_new_process_without_compiling(tmp_path):
+    first = _run(tmp_path)
+    second = _run(tmp_path)
+    assert first[0] == 1
+    assert second[0] == 0
+    assert first[1] == second[1] == pytest.approx(np.log(3.0))
+
+
+def test_changed_flags_miss_the_cache(tmp_path):
+    assert _run(tmp_path)[0] == 1
+    assert _run(tmp_path, ["-O2"])[0] == 1
+    assert _run(tmp_path, ["-O2"])[0] == 0
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_cache_lookup_rejects_manifest_for_another_key(tmp_path):
+    cache = Cache(tmp_path)
+    lib = cache.build("a" * 64, "int f(void) { return 1; }\n",
+                      lambda src, lib: compiler.compile_library(src, lib), {})
+    assert cache.lookup("a" * 64) == lib
+    manifest = json.loads((lib.parent / "manifest.json").read_text())
+    manifest["key"] = "b" * 64
+    (lib.parent / "manifest.json").write_text(json.dumps(manifest))
+    assert cache.lookup("a" * 64) is None
+
+
+def test_float32_specialization_computes_in_float32():
+    import symgrad.numpy as snp
+
+    def f(x):
+        return snp.sum(snp.tanh(x) ** 2)
+    cf = symgrad.compile(f)
+    x = np.linspace(-1, 1, 7).astype(np.float32)
+    v, g = cf.value_and_grad(x)
+    assert g.dtype == np.float32
+    assert "float" in cf.source(x) and "tanhf(" in cf.source(x)
+    np.testing.assert_allclose(g, 2 * np.tanh(x) * (1 - np.tanh(x) ** 2), rtol=1e-5)
