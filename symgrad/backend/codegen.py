@@ -96,6 +96,9 @@ class KernelContext:
         for ix, stride, n in zip(indices, var.strides, var.shape):
             if ix in ("0", 0) or n == 1:
                 continue
+            ix = str(ix)
+            if stride != 1 and not ix.isidentifier():
+                ix = f"({ix})"
             terms.append(ix if stride == 1 else f"{ix} * {stride}")
         return " + ".join(terms) or "0"
 
@@ -284,8 +287,10 @@ class FunctionRenderer:
         ctx = KernelContext(node, out, ins, mark_fail)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
-        lines += ["{", *("    " + line for line in body), "}"]
-        return Block(self._comments([node]), lines)
+        # A kernel that declares names outside its loops gets a scope of its own.
+        if any(line and not line.startswith((" ", "for ", "{", "}")) for line in body):
+            body = ["{", *("    " + line for line in body), "}"]
+        return Block(self._comments([node]), lines + body)
 
     def _scalar_block(self, nodes):
         lines = []

@@ -427,8 +427,11 @@ def _slices(start, step, shape):
 
 
 def _slice_src(k, start, step):
-    return [f"({s0} + i{d} * {st})" if (s0, st) != (0, 1) else f"i{d}"
-            for d, (s0, st) in enumerate(zip(start, step))]
+    """The C index into the sliced array along each axis: start + i * step."""
+    def term(d, s0, st):
+        scaled = f"i{d}" if st == 1 else f"i{d} * {st}" if st > 0 else f"i{d} * ({st})"
+        return scaled if s0 == 0 else f"{s0} + {scaled}"
+    return [term(d, s0, st) for d, (s0, st) in enumerate(zip(start, step))]
 
 
 def _slice_c(k):

@@ -31,10 +31,8 @@ int neuron(const double *restrict w,
     double *restrict d = (double *)(ws + 128);
 
     /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    {
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            a[i0] = w[i0];
-        }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        a[i0] = w[i0];
     }
 
     for (int64_t i = 0; i < 2; ++i) {
@@ -43,28 +41,22 @@ int neuron(const double *restrict w,
 
     double c;
     {
-        {
-            const int64_t i0 = 0;
-            c = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            c += b[i0];
-        }
+        const int64_t i0 = 0;
+        c = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        c += b[i0];
     }
 
     {
-        {
-            const int64_t i0 = 0;
-            d[0] = w[(2 + i0 * 1)];
-        }
+        const int64_t i0 = 0;
+        d[0] = w[2 + i0];
     }
 
     double e;
     {
-        {
-            const int64_t i0 = 0;
-            e = d[i0];
-        }
+        const int64_t i0 = 0;
+        e = d[i0];
     }
 
     const double f = c + e;
@@ -96,10 +88,8 @@ int neuron_value_and_grad(const double *restrict w,
     double *restrict k = (double *)(ws + 448);
 
     /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    {
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            a[i0] = w[i0];
-        }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        a[i0] = w[i0];
     }
 
     for (int64_t i = 0; i < 2; ++i) {
@@ -108,28 +98,22 @@ int neuron_value_and_grad(const double *restrict w,
 
     double c;
     {
-        {
-            const int64_t i0 = 0;
-            c = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            c += b[i0];
-        }
+        const int64_t i0 = 0;
+        c = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        c += b[i0];
     }
 
     {
-        {
-            const int64_t i0 = 0;
-            d[0] = w[(2 + i0 * 1)];
-        }
+        const int64_t i0 = 0;
+        d[0] = w[2 + i0];
     }
 
     double e;
     {
-        {
-            const int64_t i0 = 0;
-            e = d[i0];
-        }
+        const int64_t i0 = 0;
+        e = d[i0];
     }
 
     const double f = c + e;
@@ -141,28 +125,22 @@ int neuron_value_and_grad(const double *restrict w,
 
     /* grad of: e = reshape d   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     {
-        {
-            const int64_t i0 = 0;
-            b_d[i0] = i_;
-        }
+        const int64_t i0 = 0;
+        b_d[i0] = i_;
     }
 
     /* grad of: d = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    for (int64_t i0 = 0; i0 < 3; ++i0) {
+        j_[i0] = 0.0;
+    }
     {
-        for (int64_t i0 = 0; i0 < 3; ++i0) {
-            j_[i0] = 0.0;
-        }
-        {
-            const int64_t i0 = 0;
-            j_[(2 + i0 * 1)] = b_d[0];
-        }
+        const int64_t i0 = 0;
+        j_[2 + i0] = b_d[0];
     }
 
     /* grad of: c = reduce_sum b   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    {
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            b_b[i0] = i_;
-        }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        b_b[i0] = i_;
     }
 
     /* grad of: b = mul a x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
@@ -172,13 +150,11 @@ int neuron_value_and_grad(const double *restrict w,
     }
 
     /* grad of: a = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    {
-        for (int64_t i0 = 0; i0 < 3; ++i0) {
-            k[i0] = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            k[i0] = b_a[i0];
-        }
+    for (int64_t i0 = 0; i0 < 3; ++i0) {
+        k[i0] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        k[i0] = b_a[i0];
     }
 
     for (int64_t i = 0; i < 3; ++i) {

@@ -36,14 +36,12 @@ int pick(const double *restrict logits,
     double *restrict l = (double *)(ws + 576);
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            a[i0] = -INFINITY;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        a[i0] = -INFINITY;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
         }
     }
 
@@ -58,14 +56,12 @@ int pick(const double *restrict logits,
         }
     }
 
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            f[i0] = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                f[i0] += e[i0 * 3 + i1];
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        f[i0] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            f[i0] += e[i0 * 3 + i1];
         }
     }
 
@@ -81,36 +77,30 @@ int pick(const double *restrict logits,
     }
 
     /* golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            k[i0] = (int64_t)i0;
-        }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        k[i0] = (int64_t)i0;
     }
 
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            int64_t base = 0;
-            int64_t j0 = (int64_t)k[i0];
-            if (j0 < 0) j0 += 4;
-            if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-            base += j0 * 3;
-            int64_t j1 = (int64_t)labels[i0];
-            if (j1 < 0) j1 += 3;
-            if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-            base += j1 * 1;
-            for (int64_t r = 0; r < 1; ++r) l[i0 * 1 + r] = j_[base + r];
-        }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        int64_t base = 0;
+        int64_t j0 = (int64_t)k[i0];
+        if (j0 < 0) j0 += 4;
+        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
+        base += j0 * 3;
+        int64_t j1 = (int64_t)labels[i0];
+        if (j1 < 0) j1 += 3;
+        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
+        base += j1 * 1;
+        for (int64_t r = 0; r < 1; ++r) l[i0 * 1 + r] = j_[base + r];
     }
 
     double m;
     {
-        {
-            const int64_t i0 = 0;
-            m = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            m += l[i0];
-        }
+        const int64_t i0 = 0;
+        m = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        m += l[i0];
     }
 
     const double n = m/4.0;
@@ -147,14 +137,12 @@ int pick_value_and_grad(const double *restrict logits,
     double *restrict b_d = (double *)(ws + 1024);
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            a[i0] = -INFINITY;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        a[i0] = -INFINITY;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
         }
     }
 
@@ -165,14 +153,12 @@ int pick_value_and_grad(const double *restrict logits,
         }
     }
 
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            e[i0] = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                e[i0] += d[i0 * 3 + i1];
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        e[i0] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            e[i0] += d[i0 * 3 + i1];
         }
     }
 
@@ -188,36 +174,30 @@ int pick_value_and_grad(const double *restrict logits,
     }
 
     /* golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            j_[i0] = (int64_t)i0;
-        }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        j_[i0] = (int64_t)i0;
     }
 
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            int64_t base = 0;
-            int64_t j0 = (int64_t)j_[i0];
-            if (j0 < 0) j0 += 4;
-            if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-            base += j0 * 3;
-            int64_t j1 = (int64_t)labels[i0];
-            if (j1 < 0) j1 += 3;
-            if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-            base += j1 * 1;
-            for (int64_t r = 0; r < 1; ++r) k[i0 * 1 + r] = i_[base + r];
-        }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        int64_t base = 0;
+        int64_t j0 = (int64_t)j_[i0];
+        if (j0 < 0) j0 += 4;
+        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
+        base += j0 * 3;
+        int64_t j1 = (int64_t)labels[i0];
+        if (j1 < 0) j1 += 3;
+        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
+        base += j1 * 1;
+        for (int64_t r = 0; r < 1; ++r) k[i0 * 1 + r] = i_[base + r];
     }
 
     double l;
     {
-        {
-            const int64_t i0 = 0;
-            l = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            l += k[i0];
-        }
+        const int64_t i0 = 0;
+        l = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        l += k[i0];
     }
 
     const double m = l/4.0;
@@ -232,22 +212,20 @@ int pick_value_and_grad(const double *restrict logits,
     }
 
     /* grad of: k = gather i j labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    {
-        for (int64_t i0 = 0; i0 < 12; ++i0) {
-            b_i[i0] = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            int64_t base = 0;
-            int64_t j0 = (int64_t)j_[i0];
-            if (j0 < 0) j0 += 4;
-            if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-            base += j0 * 3;
-            int64_t j1 = (int64_t)labels[i0];
-            if (j1 < 0) j1 += 3;
-            if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-            base += j1 * 1;
-            for (int64_t r = 0; r < 1; ++r) b_i[base + r] += b_k[i0 * 1 + r];
-        }
+    for (int64_t i0 = 0; i0 < 12; ++i0) {
+        b_i[i0] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        int64_t base = 0;
+        int64_t j0 = (int64_t)j_[i0];
+        if (j0 < 0) j0 += 4;
+        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
+        base += j0 * 3;
+        int64_t j1 = (int64_t)labels[i0];
+        if (j1 < 0) j1 += 3;
+        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
+        base += j1 * 1;
+        for (int64_t r = 0; r < 1; ++r) b_i[base + r] += b_k[i0 * 1 + r];
     }
 
     /* grad of: i = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
@@ -255,14 +233,12 @@ int pick_value_and_grad(const double *restrict logits,
         o[i] = -b_i[i];
     }
 
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            p_[i0] = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                p_[i0] += o[i0 * 3 + i1];
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        p_[i0] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            p_[i0] += o[i0 * 3 + i1];
         }
     }
 
@@ -273,11 +249,9 @@ int pick_value_and_grad(const double *restrict logits,
     }
 
     /* grad of: e = reduce_sum d   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    {
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            for (int64_t i1 = 0; i1 < 3; ++i1) {
-                b_d[i0 * 3 + i1] = b_f[i0];
-            }
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            b_d[i0 * 3 + i1] = b_f[i0];
         }
     }
 

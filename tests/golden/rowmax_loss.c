@@ -31,17 +31,15 @@ int rowmax_loss(const double *restrict A,
 
     /* golden_functions.py:18: scores = A @ b */
     {
-        {
-            const int64_t i0 = 0;
-            const double *restrict pa = A + i0 * 6;
-            const double *restrict pb = b + i0 * 2;
-            double *restrict pc = c + i0 * 3;
-            for (int64_t i = 0; i < 3; ++i) {
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-                for (int64_t p = 0; p < 2; ++p) {
-                    const double aip = pa[i * 2 + p];
-                    for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
-                }
+        const int64_t i0 = 0;
+        const double *restrict pa = A + i0 * 6;
+        const double *restrict pb = b + i0 * 2;
+        double *restrict pc = c + i0 * 3;
+        for (int64_t i = 0; i < 3; ++i) {
+            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
+            for (int64_t p = 0; p < 2; ++p) {
+                const double aip = pa[i * 2 + p];
+                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
             }
         }
     }
@@ -54,13 +52,11 @@ int rowmax_loss(const double *restrict A,
 
     double g;
     {
-        {
-            const int64_t i0 = 0;
-            g = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 3; ++i0) {
-            g += f[i0];
-        }
+        const int64_t i0 = 0;
+        g = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 3; ++i0) {
+        g += f[i0];
     }
 
     *out = g;
@@ -88,17 +84,15 @@ int rowmax_loss_value_and_grad(const double *restrict A,
 
     /* golden_functions.py:18: scores = A @ b */
     {
-        {
-            const int64_t i0 = 0;
-            const double *restrict pa = A + i0 * 6;
-            const double *restrict pb = b + i0 * 2;
-            double *restrict pc = c + i0 * 3;
-            for (int64_t i = 0; i < 3; ++i) {
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-                for (int64_t p = 0; p < 2; ++p) {
-                    const double aip = pa[i * 2 + p];
-                    for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
-                }
+        const int64_t i0 = 0;
+        const double *restrict pa = A + i0 * 6;
+        const double *restrict pb = b + i0 * 2;
+        double *restrict pc = c + i0 * 3;
+        for (int64_t i = 0; i < 3; ++i) {
+            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
+            for (int64_t p = 0; p < 2; ++p) {
+                const double aip = pa[i * 2 + p];
+                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
             }
         }
     }
@@ -111,13 +105,11 @@ int rowmax_loss_value_and_grad(const double *restrict A,
 
     double g;
     {
-        {
-            const int64_t i0 = 0;
-            g = 0.0;
-        }
-        for (int64_t i0 = 0; i0 < 3; ++i0) {
-            g += f[i0];
-        }
+        const int64_t i0 = 0;
+        g = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < 3; ++i0) {
+        g += f[i0];
     }
 
     /* grad of: g = reduce_sum f   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
@@ -139,42 +131,36 @@ int rowmax_loss_value_and_grad(const double *restrict A,
 
     /* grad of: c = matmul A a   golden_functions.py:18: scores = A @ b */
     {
-        {
-            const int64_t i0 = 0;
-            const double *restrict pa = b_d + i0 * 3;
-            const double *restrict pb = b + i0 * 2;
-            double *restrict pc = grad_A + i0 * 6;
-            for (int64_t i = 0; i < 3; ++i) {
-                for (int64_t j = 0; j < 2; ++j) {
-                    double acc = 0.0;
-                    for (int64_t p = 0; p < 1; ++p) acc += pa[i * 1 + p] * pb[j * 1 + p];
-                    pc[i * 2 + j] = acc;
-                }
+        const int64_t i0 = 0;
+        const double *restrict pa = b_d + i0 * 3;
+        const double *restrict pb = b + i0 * 2;
+        double *restrict pc = grad_A + i0 * 6;
+        for (int64_t i = 0; i < 3; ++i) {
+            for (int64_t j = 0; j < 2; ++j) {
+                double acc = 0.0;
+                for (int64_t p = 0; p < 1; ++p) acc += pa[i * 1 + p] * pb[j * 1 + p];
+                pc[i * 2 + j] = acc;
             }
         }
     }
 
     {
-        {
-            const int64_t i0 = 0;
-            const double *restrict pa = A + i0 * 6;
-            const double *restrict pb = b_d + i0 * 3;
-            double *restrict pc = b_a + i0 * 2;
-            for (int64_t i = 0; i < 2; ++i) {
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-                for (int64_t p = 0; p < 3; ++p) {
-                    const double aip = pa[p * 2 + i];
-                    for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
-                }
+        const int64_t i0 = 0;
+        const double *restrict pa = A + i0 * 6;
+        const double *restrict pb = b_d + i0 * 3;
+        double *restrict pc = b_a + i0 * 2;
+        for (int64_t i = 0; i < 2; ++i) {
+            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
+            for (int64_t p = 0; p < 3; ++p) {
+                const double aip = pa[p * 2 + i];
+                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
             }
         }
     }
 
     /* grad of: a = reshape b   golden_functions.py:18: scores = A @ b */
-    {
-        for (int64_t i0 = 0; i0 < 2; ++i0) {
-            grad_b[i0] = b_a[i0];
-        }
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
+        grad_b[i0] = b_a[i0];
     }
 
     *value = g;
