@@ -31,7 +31,7 @@ class InterpExecutable:
         self.source = None
 
     def value(self, args):
-        return evaluate(self.forward, args)[0]
+        return evaluate(self.forward, args)
 
     def value_and_grad(self, args):
         out = evaluate(self.value_and_grad_graph, args)
@@ -59,8 +59,10 @@ class Specialization:
         return self._vg
 
     @property
-    def scalar_output(self):
-        return self.graph.outputs[0].shape == ()
+    def differentiable(self):
+        """Whether the result is one float scalar, which grad needs."""
+        out = self.graph.outputs[0]
+        return not self.graph.tuple_output and out.shape == () and out.type.is_float
 
     def executable(self):
         with self._lock:
@@ -99,7 +101,14 @@ class CompiledFunction:
     # -- specialization ------------------------------------------------------------------------
 
     def _convert(self, args):
-        """The arrays to pass, the specialization key, and the argument types."""
+        """The arrays to pass, the specialization key, and the argument types.
+
+        Checks everything the native code relies on before it runs: the number of arguments,
+        dtypes (NumPy ``same_kind`` casts are made, anything else raises ``DTypeError`` naming
+        the argument), and with a ``signature`` each argument's rank, fixed sizes and named
+        sizes (one ``N`` must mean one size across arguments; ``ShapeError`` otherwise).
+        Without a signature a new shape is simply a new specialization.
+        """
         arity = self._arity()
         if arity is not None and not arity[0] <= len(args) <= arity[1]:
             fewest, most = arity
@@ -110,7 +119,8 @@ class CompiledFunction:
             if i >= len(args):
                 raise TypeError(f"argnums includes {i} but {self.__name__}() got only "
                                 f"{len(args)} arguments")
-        arrays, key, types, static = [], [], [], {}
+        names = tracing.parameter_names(self.fn)
+        arrays, key, types, static, sizes = [], [], [], {}, {}
         weak_float = self.dtype or _widest_float(args, self.static_argnums)
         for i, a in enumerate(args):
             if i in self.static_argnums:
@@ -123,13 +133,14 @@ class CompiledFunction:
                 types.append(None)
                 static[i] = a
                 continue
-            arr = _to_array(a, i, self.__name__, weak_float, self.dtype)
-            if i in self.argnums and arr.dtype.kind not in "fc":
-                raise ValueError(f"cannot differentiate {self.__name__} with respect to argument "
-                                 f"{i}: it is {arr.dtype} data. Integer arrays are never "
-                                 f"differentiated; pass floats.")
+            label = f"argument {i}" + (f" ({names[i]!r})" if i < len(names) else "")
+            arr = _to_array(a, label, self.__name__, weak_float, self.dtype)
             if self.signature:
-                _check_signature(self.signature, i, arr, self.__name__)
+                arr = _check_signature(self.signature, i, arr, self.__name__, sizes)
+            if i in self.argnums and arr.dtype.kind not in "fc":
+                raise ValueError(f"cannot differentiate {self.__name__} with respect to {label}: "
+                                 f"it is {arr.dtype} data. Integer arrays are never "
+                                 f"differentiated; pass floats.")
             t = TensorType(arr.shape, arr.dtype.name)
             arrays.append(arr)
             key.append((arr.shape, arr.dtype.name))
@@ -164,8 +175,7 @@ class CompiledFunction:
     def _build(self, spec):
         if self.backend == "interp":
             return InterpExecutable(spec.graph, spec.value_and_grad_graph()
-                                    if spec.scalar_output and spec.graph.outputs[0].type.is_float
-                                    else None)
+                                    if spec.differentiable else None)
         from .backend.native import NativeExecutable
         return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
 
@@ -173,14 +183,15 @@ class CompiledFunction:
 
     def __call__(self, *args):
         spec, arrays = self.specialize(*args)
-        return _value(spec.executable().value(arrays))
+        outs = [_value(v) for v in spec.executable().value(arrays)]
+        return tuple(outs) if spec.graph.tuple_output else outs[0]
 
     def _grads(self, *args):
         spec, arrays = self.specialize(*args)
-        if not spec.scalar_output or not spec.graph.outputs[0].type.is_float:
+        if not spec.differentiable:
+            what = ("a tuple" if spec.graph.tuple_output else str(spec.graph.outputs[0].type))
             raise ValueError(f"grad needs a scalar float result; {self.__name__} returns "
-                             f"{spec.graph.outputs[0].type}. Reduce it (e.g. snp.sum) or use "
-                             f"symgrad.jacobian.")
+                             f"{what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
         value, grads = spec.executable().value_and_grad(arrays)
         grads = [g[()] if g.ndim == 0 else g for g in grads]
         return _value(value), (grads[0] if self.single else tuple(grads))
@@ -223,26 +234,47 @@ def _widest_float(args, static_argnums):
     return "float32" if found == {"float32"} else "float64"
 
 
-def _to_array(a, i, name, weak_float, dtype):
+def _to_array(a, label, name, weak_float, dtype):
+    """``a`` as an array in a dtype symgrad computes with, in native byte order.
+
+    Python floats (and lists holding one) take ``weak_float``; float arrays take ``dtype`` when
+    it is set. Other dtypes are cast when NumPy's ``same_kind`` rule allows it (unsigned and
+    small ints to int64, float16 and longdouble to float64); complex, object, string, datetime
+    and structured data raise ``DTypeError`` naming ``label`` (e.g. "argument 1 ('y')").
+    Raises OverflowError for unsigned integers too big for int64 rather than wrapping them.
+    """
     if isinstance(a, tracing.Tracer):
-        raise TypeError(f"{name}: argument {i} is a traced value; calling a compiled function "
+        raise TypeError(f"{name}: {label} is a traced value; calling a compiled function "
                         f"inside a traced function is not supported")
     if isinstance(a, float) or (isinstance(a, (list, tuple)) and _has_float(a)):
-        arr = np.asarray(a, dtype=weak_float)
+        try:
+            arr = np.asarray(a, dtype=weak_float)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: {label} could not be read as a numeric array "
+                            f"(ragged list or non-numeric values)") from e
     else:
         try:
             arr = np.asarray(a)
         except Exception as e:
-            raise TypeError(f"{name}: argument {i} ({type(a).__name__}) is not an array") from e
-    if arr.dtype == object:
-        raise TypeError(f"{name}: argument {i} could not be read as a numeric array "
-                        f"(ragged list or non-numeric values)")
-    target = canonical_dtype(arr.dtype) if arr.dtype.kind != "c" else None
-    if target is None:
-        raise DTypeError(f"{name}: argument {i} is complex; symgrad differentiates real functions")
-    if dtype is not None and arr.dtype.kind == "f":
-        target = dtype
-    return arr if arr.dtype.name == target else arr.astype(target)
+            raise TypeError(f"{name}: {label} ({type(a).__name__}) could not be read as a "
+                            f"numeric array (ragged list or non-numeric values)") from e
+    kind = arr.dtype.kind
+    if kind == "O":
+        raise TypeError(f"{name}: {label} could not be read as a numeric array "
+                        f"(ragged list or non-numeric values, got {type(a).__name__})")
+    if kind == "c":
+        raise DTypeError(f"{name}: {label} is complex ({arr.dtype}); symgrad differentiates "
+                         f"real functions")
+    if kind not in "biuf":
+        raise DTypeError(f"{name}: {label} has dtype {arr.dtype}, which symgrad cannot compute "
+                         f"with; pass float32, float64, int32, int64 or bool data")
+    if kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise OverflowError(f"{name}: {label} holds {arr.max()} ({arr.dtype}), which does not "
+                            f"fit the int64 symgrad computes with")
+    target = dtype if dtype is not None and kind == "f" else canonical_dtype(arr.dtype)
+    if arr.dtype.name != target or not arr.dtype.isnative:
+        arr = arr.astype(target)          # astype to a plain dtype also fixes byte order
+    return arr
 
 
 def _has_float(seq):
@@ -264,16 +296,32 @@ def _parse_signature(fn, signature):
     return parsed
 
 
-def _check_signature(signature, i, arr, name):
+def _check_signature(signature, i, arr, name, sizes):
+    """``arr`` checked against (and cast to) the signature's type for argument ``i``.
+
+    ``sizes`` maps the named dimensions seen so far to their sizes; the first argument using
+    a name binds it. Raises ShapeError (rank, a fixed size, or a named size that differs from
+    an earlier argument's) or DTypeError (a cast NumPy's ``same_kind`` rule refuses).
+    """
     if i not in signature:
-        return
+        return arr
     key, text, dtype, dims = signature[i]
     if len(dims) != arr.ndim or any(isinstance(d, int) and d != s for d, s in zip(dims, arr.shape)):
         raise ShapeError(f"{name}: argument {key!r} has shape {arr.shape}, but the signature "
                          f"says {text}")
-    if arr.dtype.name != dtype and not np.can_cast(arr.dtype, dtype, "same_kind"):
-        raise DTypeError(f"{name}: argument {key!r} has dtype {arr.dtype}, but the signature "
-                         f"says {text}")
+    for d, s in zip(dims, arr.shape):
+        if isinstance(d, str):
+            bound = sizes.setdefault(d, (s, key))
+            if bound[0] != s:
+                raise ShapeError(f"{name}: argument {key!r} has shape {arr.shape}, so {d} = {s}, "
+                                 f"but argument {bound[1]!r} set {d} = {bound[0]} (signature "
+                                 f"says {text})")
+    if arr.dtype.name != dtype:
+        if not np.can_cast(arr.dtype, dtype, "same_kind"):
+            raise DTypeError(f"{name}: argument {key!r} has dtype {arr.dtype}, but the signature "
+                             f"says {text}; NumPy's same_kind rule does not cast one to the other")
+        arr = arr.astype(dtype)
+    return arr
 
 
 def compile(fn=None, *, argnums=0, static_argnums=(), signature=None, backend="c", dtype=None,

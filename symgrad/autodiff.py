@@ -28,10 +28,11 @@ def value_and_grad_graph(graph, argnums, *, simplify=True):
     ``graph`` must have one scalar float output. ``argnums`` index ``graph.inputs``. Raises
     ValueError for a non-scalar output or an integer input asked for a gradient.
     """
-    (y,) = graph.outputs
-    if y.shape != () or not y.type.is_float:
+    y = graph.outputs[0]
+    if graph.tuple_output or y.shape != () or not y.type.is_float:
+        what = ("a tuple" if graph.tuple_output else str(y.type))
         raise ValueError(f"grad needs a function with a scalar float result; {graph.name} "
-                         f"returns {y.type}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
+                         f"returns {what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
     wrt = [graph.inputs[i] for i in argnums]
     for i, v in zip(argnums, wrt):
         if not v.type.is_float:
@@ -63,5 +64,6 @@ def value_and_grad_graph(graph, argnums, *, simplify=True):
                 g.adjoint_of = v
             grads.append(g)
     out = Graph(graph.inputs, builder.nodes, [y, *grads], name=f"value_and_grad_{graph.name}")
+
     out = strip_stop_gradients(out)
     return optimize(out) if simplify else out

@@ -79,27 +79,28 @@ def cmd_check(ns):
 
 
 def cmd_inspect(ns):
-    from .api import CompiledFunction
-    from .backend.native import render_specialization
+    """Print (or write to ``-o``) the IR, adjoint, C and costs of FILE.py:FUNC; see inspect.py."""
+    import warnings
+
+    from .inspect import bind_dims, report
     fn = load_function(ns.target)
-    args = [a for _, a in example_arguments(ns.arg, ns.seed)]
+    try:
+        specs = bind_dims(ns.arg, ns.dim)
+    except ValueError as e:
+        raise SystemExit(f"symgrad inspect: {e}") from None
+    args = [a for _, a in example_arguments(specs, ns.seed)]
     argnums = tuple(ns.argnums) if ns.argnums else 0
-    f = CompiledFunction(fn, argnums=argnums)
-    t0 = time.perf_counter()
-    spec, arrays = f.specialize(*args)
-    print("# forward IR\n" + spec.graph.format(lines=True))
-    vg = spec.value_and_grad_graph()
-    print("\n# value-and-gradient IR\n" + vg.format(lines=True))
-    module = render_specialization(spec)
-    print("\n# generated C\n" + module.source)
-    value, _ = f.value_and_grad(*args)
-    build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    f.value_and_grad(*args)
-    call = time.perf_counter() - t0
-    print(f"# summary: forward {len(spec.graph.nodes)} nodes, value-and-gradient "
-          f"{len(vg.nodes)} nodes; value {value:.6g}; first call {build * 1e3:.1f} ms, "
-          f"cached call {call * 1e3:.3f} ms")
+    rep = report(fn, *args, argnums=argnums, values=ns.values)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        text = {"text": rep.text, "dot": rep.dot, "html": rep.html}[ns.format]()
+    for w in caught:
+        print(w.message, file=sys.stderr)
+    if ns.output:
+        Path(ns.output).write_text(text, encoding="utf-8")
+        print(f"symgrad inspect: wrote {ns.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -120,6 +121,13 @@ def main(argv=None):
             p.add_argument("--rtol", type=float, default=1e-6)
             p.add_argument("--atol", type=float, default=1e-9)
             p.add_argument("--backend", default="c", choices=("c", "interp"))
+        if name == "inspect":
+            p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                           help="the size of a named dimension such as N (default 8)")
+            p.add_argument("--values", action="store_true",
+                           help="show the value of every statement (use numbers as --arg)")
+            p.add_argument("--format", default="text", choices=("text", "dot", "html"))
+            p.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
     ns = parser.parse_args(argv)
     return {"demo": cmd_demo, "check": cmd_check, "inspect": cmd_inspect}[ns.command](ns)
 

@@ -114,11 +114,18 @@ class Node:
 class Graph:
     """A typed SSA program: ``inputs`` → ``nodes`` (in order) → ``outputs``."""
 
-    def __init__(self, inputs, nodes, outputs, *, name="f"):
+    def __init__(self, inputs, nodes, outputs, *, name="f", tuple_output=False):
         self.inputs = list(inputs)
         self.nodes = list(nodes)
         self.outputs = list(outputs)
         self.name = name
+        self.tuple_output = tuple_output    # the function returned a tuple (of len(outputs))
+
+    def replace(self, *, nodes=None, outputs=None, name=None):
+        """A graph with the same inputs and some parts replaced."""
+        return Graph(self.inputs, self.nodes if nodes is None else nodes,
+                     self.outputs if outputs is None else outputs, name=name or self.name,
+                     tuple_output=self.tuple_output)
 
     def producers(self):
         """Map each var defined by a node to that node."""

@@ -13,7 +13,8 @@ import math
 
 import numpy as _np
 
-from .errors import DTypeError, ShapeError, where
+# errors.where formats a source location; snp.where (below) takes its name.
+from .errors import DTypeError, ShapeError, where as _at
 from .ir import current_builder, user_location
 from .primitives import bind, ops
 from .tracing import Tracer, _install_operators
@@ -180,10 +181,10 @@ def _axes(axis, ndim):
     for a in axes:
         if not -ndim <= a < ndim:
             raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}"
-                             f"{where(user_location())}")
+                             f"{_at(user_location())}")
         out.append(a % ndim)
     if len(set(out)) != len(out):
-        raise ShapeError(f"repeated axis in {axis}{where(user_location())}")
+        raise ShapeError(f"repeated axis in {axis}{_at(user_location())}")
     return tuple(sorted(out))
 
 
@@ -240,11 +241,11 @@ def reshape(x, newshape):
     shape = (newshape,) if isinstance(newshape, int) else tuple(newshape)
     if shape.count(-1) > 1:
         raise ShapeError(f"can only specify one unknown dimension in {shape}"
-                         f"{where(user_location())}")
+                         f"{_at(user_location())}")
     if -1 in shape:
         known = math.prod(d for d in shape if d != -1)
         if known == 0 or x.size % known:
-            raise ShapeError(f"cannot reshape {x.shape} into {shape}{where(user_location())}")
+            raise ShapeError(f"cannot reshape {x.shape} into {shape}{_at(user_location())}")
         shape = tuple(x.size // known if d == -1 else d for d in shape)
     return _wrap(ops.reshape(x.var, shape))
 
@@ -286,7 +287,7 @@ def squeeze(x, axis=None):
     for a in axes:
         if x.shape[a] != 1:
             raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} in shape {x.shape}"
-                             f"{where(user_location())}")
+                             f"{_at(user_location())}")
     return reshape(x, [d for i, d in enumerate(x.shape) if i not in axes])
 
 
@@ -301,7 +302,7 @@ def concatenate(arrays, axis=0):
     vars_ = _lift(arrays)
     ndim = vars_[0].ndim
     if ndim == 0:
-        raise ShapeError(f"zero-dimensional arrays cannot be concatenated{where(user_location())}")
+        raise ShapeError(f"zero-dimensional arrays cannot be concatenated{_at(user_location())}")
     return _wrap(bind("concatenate", *vars_, axis=axis % ndim))
 
 
@@ -321,18 +322,18 @@ def matmul(a, b):
     av, bv = _lift((a, b))
     if av.ndim == 0 or bv.ndim == 0:
         raise ShapeError(f"matmul of a scalar: shapes {av.shape} and {bv.shape}"
-                         f"{where(user_location())}; use * for scaling")
+                         f"{_at(user_location())}; use * for scaling")
     a2 = ops.reshape(av, (1,) + av.shape) if av.ndim == 1 else av
     b2 = ops.reshape(bv, bv.shape + (1,)) if bv.ndim == 1 else bv
     if a2.shape[-1] != b2.shape[-2]:
         raise ShapeError(f"matmul: shapes {av.shape} and {bv.shape} are not aligned: "
                          f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
-                         f"(second-to-last axis of the second){where(user_location())}")
+                         f"(second-to-last axis of the second){_at(user_location())}")
     try:
         batch = _np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions of {av.shape} and {bv.shape} do not "
-                         f"broadcast{where(user_location())}") from None
+                         f"broadcast{_at(user_location())}") from None
     a2 = ops.broadcast_to(a2, batch + a2.shape[-2:])
     b2 = ops.broadcast_to(b2, batch + b2.shape[-2:])
     out = bind("matmul", a2, b2, transpose_a=False, transpose_b=False)
@@ -349,7 +350,7 @@ def dot(a, b):
         return multiply(av, bv)     # noqa: F821
     if av.ndim > 2 or bv.ndim > 2:
         raise ShapeError(f"dot of arrays with more than two dimensions ({av.shape}, {bv.shape}) "
-                         f"is not supported{where(user_location())}; use matmul or sum")
+                         f"is not supported{_at(user_location())}; use matmul or sum")
     return matmul(av, bv)
 
 
@@ -447,10 +448,10 @@ def _is_index_array(k):
         arr = _np.asarray(k)
         if arr.dtype == bool:
             raise IndexError(f"boolean mask indexing has a data-dependent shape and cannot be "
-                             f"compiled{where(user_location())}; use snp.where instead")
+                             f"compiled{_at(user_location())}; use snp.where instead")
         if arr.dtype.kind not in "iu" and arr.size:
             raise IndexError(f"index arrays must be integers, got {arr.dtype}"
-                             f"{where(user_location())}")
+                             f"{_at(user_location())}")
         return True
     return False
 
@@ -466,9 +467,9 @@ def getitem(x, key):
     used = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
     if used > x.ndim:
         raise IndexError(f"too many indices ({used}) for an array of shape {x.shape}"
-                         f"{where(user_location())}")
+                         f"{_at(user_location())}")
     if builtins.sum(1 for k in key if k is Ellipsis) > 1:
-        raise IndexError(f"an index can only have a single ellipsis{where(user_location())}")
+        raise IndexError(f"an index can only have a single ellipsis{_at(user_location())}")
     if builtins.any(k is Ellipsis for k in key):
         i = next(j for j, k in enumerate(key) if k is Ellipsis)
         key = key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
@@ -493,11 +494,16 @@ def getitem(x, key):
         elif isinstance(k, (int, _np.integer)) and not has_array:
             if not -n <= k < n:
                 raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}"
-                                 f"{where(user_location())}")
+                                 f"{_at(user_location())}")
             start.append(int(k) % n)
             step.append(1)
             size.append(1)
         else:   # an index array (or an int among index arrays): keep the axis whole for now
+            # Constant indices are known now: check them here, naming the user's line.
+            bad = [] if isinstance(k, Tracer) else [i for i in _np.ravel(k) if not -n <= i < n]
+            if bad:
+                raise IndexError(f"index {int(bad[0])} is out of bounds for axis {axis} with size "
+                                 f"{n}{_at(user_location())}")
             start.append(0)
             step.append(1)
             size.append(n)
@@ -518,12 +524,12 @@ def getitem(x, key):
     for idx in indices:
         if idx.var.dtype not in ("int64", "int32"):
             raise IndexError(f"index arrays must be integers, got {idx.var.dtype}"
-                             f"{where(user_location())}")
+                             f"{_at(user_location())}")
     try:
         batch = _np.broadcast_shapes(*[i.shape for i in indices])
     except ValueError:
         raise IndexError("index arrays of shapes " + ", ".join(str(i.shape) for i in indices)
-                         + f" do not broadcast together{where(user_location())}") from None
+                         + f" do not broadcast together{_at(user_location())}") from None
     idx_vars = [ops.broadcast_to(ops.convert(i.var, "int64"), batch) for i in indices]
     rest = [p for p in range(v.ndim) if p not in positions]
     v = ops.transpose(v, positions + rest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Graph, Literal, Node, Var
+from .ir import Literal, Node, Var
 from .primitives import REGISTRY
 
 FOLD_LIMIT = 64   # fold constants up to this many elements; larger ones stay as computations
@@ -24,7 +24,7 @@ def _rebuild(graph, nodes, subst):
         inputs = tuple(s(v) for v in n.inputs)
         new_nodes.append(n if inputs == n.inputs else
                          Node(n.prim, inputs, n.attrs, n.out, n.loc, n.grad_of))
-    return Graph(graph.inputs, new_nodes, [s(v) for v in graph.outputs], name=graph.name)
+    return graph.replace(nodes=new_nodes, outputs=[s(v) for v in graph.outputs])
 
 
 def dce(graph):
@@ -35,7 +35,7 @@ def dce(graph):
         if n.out in live:
             kept.append(n)
             live.update(n.inputs)
-    return Graph(graph.inputs, kept[::-1], graph.outputs, name=graph.name)
+    return graph.replace(nodes=kept[::-1])
 
 
 def cse(graph):
@@ -65,7 +65,7 @@ def fold_constants(graph):
             consts[n.out] = value
             n = Node("const", (), {"value": Literal(value)}, n.out, n.loc, n.grad_of)
         nodes.append(n)
-    return Graph(graph.inputs, nodes, graph.outputs, name=graph.name)
+    return graph.replace(nodes=nodes)
 
 
 def _const_value(producers, v):

@@ -153,16 +153,21 @@ def trace(fn, arg_types, static=None, *, name=None):
         args.append(Tracer(var))
     with building(builder):
         result = fn(*args)
-        out = _as_output(result, fn)
-    return Graph(inputs, builder.nodes, [out], name=name or getattr(fn, "__name__", "f"))
+        several = isinstance(result, (tuple, list))
+        outs = [_as_output(r, fn) for r in result] if several else [_as_output(result, fn)]
+    if several and not outs:
+        raise TracingError(f"{getattr(fn, '__name__', 'the function')} returned an empty "
+                           f"{type(result).__name__}")
+    return Graph(inputs, builder.nodes, outs, name=name or getattr(fn, "__name__", "f"),
+                 tuple_output=several)
 
 
 def _as_output(result, fn):
     from . import numpy as snp
     if isinstance(result, (tuple, list, dict)):
-        raise TracingError(f"{getattr(fn, '__name__', 'the function')} returned a "
-                           f"{type(result).__name__}; symgrad functions return one array or "
-                           f"scalar")
+        raise TracingError(f"{getattr(fn, '__name__', 'the function')} returned a nested "
+                           f"{type(result).__name__}; symgrad functions return an array, a "
+                           f"scalar, or a flat tuple of them")
     if isinstance(result, Tracer):
         return result.var
     try:

@@ -127,7 +127,7 @@ def test_compile_error_carries_command_stderr_and_source(tmp_path):
     assert "--no-such-flag-for-symgrad" in err.command
     assert "no-such-flag-for-symgrad" in err.stderr
     assert Path(err.source_path).is_file()
-    assert "int add_mul(" in Path(err.source_path).read_text()
+    assert "int symgrad_add_mul(" in Path(err.source_path).read_text()
 
 
 def test_cache_entry_has_source_library_and_manifest(tmp_path):
@@ -139,7 +139,7 @@ def test_cache_entry_has_source_library_and_manifest(tmp_path):
         ["manifest.json", "module.c", manifest["library"]])
     assert manifest["library"].endswith(".so")
     assert manifest["symgrad_version"] == symgrad.__version__
-    assert manifest["functions"] == ["add_mul", "add_mul_value_and_grad"]
+    assert manifest["functions"] == ["symgrad_add_mul", "symgrad_add_mul_value_and_grad"]
     assert "-O3" in manifest["flags"]
 
 

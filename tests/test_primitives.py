@@ -357,7 +357,6 @@ def primitives_used():
             spec, _ = f.specialize(*args)
             for graph in (spec.graph, spec.value_and_grad_graph()):
                 used.update(n.prim for n in graph.nodes)
-    # Mixed float32/float64 arguments are what exercise convert.
     return used
 
 

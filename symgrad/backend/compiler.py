@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 
@@ -27,25 +28,37 @@ def invocations():
     return _count
 
 
+_INSTALL_HINT = ("Install a C compiler (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install "
+                 "gcc; macOS: xcode-select --install) or point $CC at one; meanwhile "
+                 "backend='interp' (or the environment variable SYMGRAD_BACKEND=interp) runs "
+                 "everything in NumPy.")
+
+
 def find_compiler():
-    """The C compiler command: $CC, else cc, gcc or clang on PATH; CompileError if none."""
+    """The C compiler command: $CC, else cc, gcc or clang on PATH.
+
+    $CC may carry arguments (``"ccache gcc"``). Raises one CompileError saying what to install
+    and how to run without a compiler when there is none, or when $CC names no executable.
+    """
     cc = os.environ.get("CC")
     if cc:
+        program = shlex.split(cc)[0] if shlex.split(cc) else cc
+        if shutil.which(program) is None:
+            raise CompileError(f"$CC is set to {cc!r}, but {program!r} is not an executable "
+                               f"program. Unset CC or set it to a C compiler. " + _INSTALL_HINT)
         return cc
     for name in ("cc", "gcc", "clang"):
         if shutil.which(name):
             return name
-    raise CompileError(
-        "no C compiler found: symgrad's native backend needs one. Install gcc "
-        "(Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install) or set CC; "
-        "meanwhile backend='interp' (or SYMGRAD_BACKEND=interp) runs everything in NumPy.")
+    raise CompileError("no C compiler found (looked for $CC, cc, gcc and clang on PATH): "
+                       "symgrad's native backend needs one. " + _INSTALL_HINT)
 
 
 @functools.lru_cache(maxsize=None)
 def compiler_identity(cc):
     """A string naming the compiler and its version and the machine (part of cache keys)."""
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, timeout=60)
         first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else cc
     except (OSError, subprocess.SubprocessError) as e:
         raise CompileError(f"cannot run the C compiler {cc!r}: {e}", command=[cc, "--version"])
@@ -62,7 +75,7 @@ def compile_library(source_path, library_path, cflags=None, cc=None):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError."""
     global _count
     cc = cc or find_compiler()
-    command = [cc, *flags(cflags), "-o", str(library_path), str(source_path), "-lm"]
+    command = [*shlex.split(cc), *flags(cflags), "-o", str(library_path), str(source_path), "-lm"]
     _count += 1
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)

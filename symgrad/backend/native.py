@@ -32,18 +32,19 @@ class RenderedModule:
 
 
 def _c_name(name):
-    ident = re.sub(r"\W", "_", name)
-    return ident if ident and not ident[0].isdigit() else "f_" + ident
+    """``symgrad_<name>``: the prefix keeps user names (``exp``, ``main``) clear of libc's."""
+    return "symgrad_" + re.sub(r"\W", "_", name)
 
 
 def render_specialization(spec):
     """The C module of a specialization (value function, and value-and-grad if it has one)."""
     base = _c_name(spec.owner.__name__)
     graph = spec.graph
-    functions = [FunctionRenderer(graph, base, ["out"]).render(
+    outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
+    functions = [FunctionRenderer(graph, base, outs).render(
         doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
     grad_name = None
-    if graph.outputs[0].shape == () and graph.outputs[0].type.is_float:
+    if spec.differentiable:
         vg = spec.value_and_grad_graph()
         grad_name = f"{base}_value_and_grad"
         wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
@@ -96,17 +97,21 @@ class NativeExecutable:
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
         graph = spec.graph
         self.in_types = [CTYPES[v.dtype] + "[]" for v in graph.inputs]
-        self.out_type = graph.outputs[0].type
+        self.out_types = [v.type for v in graph.outputs]
         self.index_checks = _index_checks(graph)
         self.lock = threading.Lock()
 
     def _inputs(self, arrays):
+        """cffi buffers over ``arrays`` (converted by ``api._convert``: right dtype, native byte
+        order). C-contiguous aligned arrays, read-only ones included, are passed without a copy;
+        strided, Fortran-ordered or misaligned ones are copied (``ascontiguousarray`` alone keeps
+        a contiguous misaligned array as it is, which the C code must not be given)."""
         for pos, axis, size, what in self.index_checks:
             _check_range(arrays[pos], axis, size, what)
         bufs = []
         for a, t in zip(arrays, self.in_types):
-            if not (a.flags.c_contiguous and a.flags.aligned):
-                a = np.ascontiguousarray(a)
+            if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
+                a = np.array(a, order="C", copy=True, dtype=a.dtype.newbyteorder("="))
             bufs.append(self.ffi.from_buffer(t, a))
         return bufs
 
@@ -116,9 +121,9 @@ class NativeExecutable:
 
     def value(self, arrays):
         bufs = self._inputs(arrays)
-        out, buf = self._out(self.out_type)
-        self._status(self._value(*bufs, buf), arrays)
-        return out
+        outs = [self._out(t) for t in self.out_types]
+        self._status(self._value(*bufs, *[b for _, b in outs]), arrays)
+        return [a for a, _ in outs]
 
     def value_and_grad(self, arrays):
         bufs = self._inputs(arrays)

@@ -166,7 +166,8 @@ elementwise("add", X + Y, float_only=False)
 elementwise("sub", X - Y, float_only=False)
 elementwise("mul", X * Y, float_only=False)
 elementwise("div", X / Y)
-elementwise("pow", X ** Y)
+# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
+elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)])
 elementwise("neg", -X, float_only=False)
 elementwise("square", X ** 2, float_only=False)
 
@@ -190,7 +191,15 @@ elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
 # out * (1 - out) is exact there.
-elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT * (1 - OUT)])
+def _logistic_impl(x):
+    # Both forms are analytic (the complex step rides along); each is the one that cannot
+    # overflow on its half-line.
+    positive = np.real(x) >= 0
+    z = np.exp(np.where(positive, -x, x))      # exp(-|x|): never overflows
+    return np.where(positive, 1 / (1 + z), z / (1 + z))
+
+
+elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT * (1 - OUT)], impl=_logistic_impl)
 
 # abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
 # abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.

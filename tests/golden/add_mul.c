@@ -18,11 +18,11 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
-/* add_mul: the value of add_mul(x: f64[], y: f64[], z: f64[]) */
-int add_mul(const double *restrict x_ptr,
-            const double *restrict y_ptr,
-            const double *restrict z_ptr,
-            double *restrict out)
+/* symgrad_add_mul: the value of add_mul(x: f64[], y: f64[], z: f64[]) */
+int symgrad_add_mul(const double *restrict x_ptr,
+                    const double *restrict y_ptr,
+                    const double *restrict z_ptr,
+                    double *restrict out)
 {
     int status = SYMGRAD_OK;
     const double x = *x_ptr;
@@ -37,15 +37,15 @@ int add_mul(const double *restrict x_ptr,
     return status;
 }
 
-/* add_mul_value_and_grad: value and gradient of add_mul(x: f64[], y: f64[], z: f64[])
+/* symgrad_add_mul_value_and_grad: value and gradient of add_mul(x: f64[], y: f64[], z: f64[])
  * with respect to x, y, z */
-int add_mul_value_and_grad(const double *restrict x_ptr,
-                           const double *restrict y_ptr,
-                           const double *restrict z_ptr,
-                           double *restrict value,
-                           double *restrict grad_x,
-                           double *restrict grad_y,
-                           double *restrict grad_z)
+int symgrad_add_mul_value_and_grad(const double *restrict x_ptr,
+                                   const double *restrict y_ptr,
+                                   const double *restrict z_ptr,
+                                   double *restrict value,
+                                   double *restrict grad_x,
+                                   double *restrict grad_y,
+                                   double *restrict grad_z)
 {
     int status = SYMGRAD_OK;
     const double x = *x_ptr;

@@ -18,10 +18,10 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
-/* neuron: the value of neuron(w: f64[3], x: f64[2]) */
-int neuron(const double *restrict w,
-           const double *restrict x,
-           double *restrict out)
+/* symgrad_neuron: the value of neuron(w: f64[3], x: f64[2]) */
+int symgrad_neuron(const double *restrict w,
+                   const double *restrict x,
+                   double *restrict out)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(192);
@@ -67,13 +67,13 @@ int neuron(const double *restrict w,
     return status;
 }
 
-/* neuron_value_and_grad: value and gradient of neuron(w: f64[3], x: f64[2])
+/* symgrad_neuron_value_and_grad: value and gradient of neuron(w: f64[3], x: f64[2])
  * with respect to w, x */
-int neuron_value_and_grad(const double *restrict w,
-                          const double *restrict x,
-                          double *restrict value,
-                          double *restrict grad_w,
-                          double *restrict grad_x)
+int symgrad_neuron_value_and_grad(const double *restrict w,
+                                  const double *restrict x,
+                                  double *restrict value,
+                                  double *restrict grad_w,
+                                  double *restrict grad_x)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(512);

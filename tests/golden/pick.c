@@ -18,10 +18,10 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
-/* pick: the value of pick(logits: f64[4,3], labels: i64[4]) */
-int pick(const double *restrict logits,
-         const int64_t *restrict labels,
-         double *restrict out)
+/* symgrad_pick: the value of pick(logits: f64[4,3], labels: i64[4]) */
+int symgrad_pick(const double *restrict logits,
+                 const int64_t *restrict labels,
+                 double *restrict out)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(640);
@@ -112,12 +112,12 @@ done:
     return status;
 }
 
-/* pick_value_and_grad: value and gradient of pick(logits: f64[4,3], labels: i64[4])
+/* symgrad_pick_value_and_grad: value and gradient of pick(logits: f64[4,3], labels: i64[4])
  * with respect to logits */
-int pick_value_and_grad(const double *restrict logits,
-                        const int64_t *restrict labels,
-                        double *restrict value,
-                        double *restrict grad_logits)
+int symgrad_pick_value_and_grad(const double *restrict logits,
+                                const int64_t *restrict labels,
+                                double *restrict value,
+                                double *restrict grad_logits)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(1152);

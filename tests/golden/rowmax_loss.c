@@ -18,10 +18,10 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
-/* rowmax_loss: the value of rowmax_loss(A: f64[3,2], b: f64[2]) */
-int rowmax_loss(const double *restrict A,
-                const double *restrict b,
-                double *restrict out)
+/* symgrad_rowmax_loss: the value of rowmax_loss(A: f64[3,2], b: f64[2]) */
+int symgrad_rowmax_loss(const double *restrict A,
+                        const double *restrict b,
+                        double *restrict out)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(128);
@@ -64,13 +64,13 @@ int rowmax_loss(const double *restrict A,
     return status;
 }
 
-/* rowmax_loss_value_and_grad: value and gradient of rowmax_loss(A: f64[3,2], b: f64[2])
+/* symgrad_rowmax_loss_value_and_grad: value and gradient of rowmax_loss(A: f64[3,2], b: f64[2])
  * with respect to A, b */
-int rowmax_loss_value_and_grad(const double *restrict A,
-                               const double *restrict b,
-                               double *restrict value,
-                               double *restrict grad_A,
-                               double *restrict grad_b)
+int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
+                                       const double *restrict b,
+                                       double *restrict value,
+                                       double *restrict grad_A,
+                                       double *restrict grad_b)
 {
     int status = SYMGRAD_OK;
     char *ws = (char *)malloc(384);
