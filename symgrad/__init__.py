@@ -11,7 +11,7 @@ run value and gradient as native C (or in the NumPy interpreter).
 
 See API.md for the contract.
 """
-from . import nn, numerical
+from . import inspect, nn, numerical
 from . import numpy  # noqa: F401  (symgrad.numpy)
 from .api import CompiledFunction, compile, grad, trace, value_and_grad
 from .check import GradCheckReport, check_grad
@@ -23,4 +23,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CompiledFunction", "compile", "grad", "value_and_grad", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
-           "GradientCheckError", "SymgradError", "nn", "numerical", "numpy"]
+           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy"]

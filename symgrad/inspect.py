@@ -35,6 +35,7 @@ import numpy as np
 
 from . import tracing
 from .autodiff import value_and_grad_graph
+from .errors import CompileError
 from .interp import evaluate
 from .primitives import REGISTRY
 
@@ -103,7 +104,6 @@ class Report:
     def __init__(self, cf, args, *, values=False):
         from .backend.native import render_specialization
         self.name = cf.__name__
-        self.show_values = values
         self.timings = {}
         t0 = time.perf_counter()
         spec, arrays = cf.specialize(*args)
@@ -134,17 +134,21 @@ class Report:
         t0 = time.perf_counter()
         try:
             executable = spec.executable()
-        except Exception as e:          # a missing or failing compiler: still show the rest
+        except (CompileError, OSError) as e:     # no or a failing compiler: show the rest
             self.compile_error = f"{type(e).__name__}: {e}".splitlines()[0]
         else:
             self.timings["compile (or load from cache)"] = time.perf_counter() - t0
             call = executable.value_and_grad if self.gradable else executable.value
             samples = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                call(arrays)
-                samples.append(time.perf_counter() - t0)
-            self.call_time = statistics.median(samples)
+            try:
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    call(arrays)
+                    samples.append(time.perf_counter() - t0)
+            except (IndexError, ValueError) as e:   # e.g. random labels out of range
+                self.compile_error = f"compiled, but the call failed: {type(e).__name__}: {e}"
+            else:
+                self.call_time = statistics.median(samples)
 
     # -- naming and formatting -----------------------------------------------------------------
 
@@ -255,8 +259,8 @@ class Report:
         wrt = ", ".join(self.names[self.forward.inputs[i]] for i in self.wrt)
         lines = [Line(f"# adjoint IR (reverse mode, d {self.names[self.forward.outputs[0]]} / d "
                       f"{wrt}): {len(self.adjoint_nodes)} statements as the derivative rules "
-                      f"emit them; optimization leaves "
-                      f"{len(self.optimized.nodes) - len(self.forward.nodes)}", "comment")]
+                      f"emit them, {len(self.optimized.nodes) - len(self.forward.nodes)} after "
+                      f"optimization", "comment")]
         group = object()
         for n in self.adjoint_nodes:
             if n.out in inline or n.out in folded:
@@ -359,7 +363,8 @@ class Report:
                          + ", ".join(_bytes(b) for b in workspace))
         lines.append("time: " + "; ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.timings.items()))
         if self.compile_error:
-            lines.append(f"not compiled: {self.compile_error}")
+            lines.append(self.compile_error if self.compile_error.startswith("compiled")
+                         else f"not compiled: {self.compile_error}")
         elif self.call_time is not None:
             what = "value_and_grad" if self.gradable else "value"
             lines.append(f"call ({what}, native, median of 5): {self.call_time * 1e3:.3f} ms")
@@ -493,6 +498,7 @@ class Report:
 
 
 def folded_chain(node, folded):
+    """The contributions folded into ``node``'s ``+=`` line (their names link to it too)."""
     return [folded[v] for v in node.inputs if v in folded]
 
 

@@ -1,8 +1,8 @@
 """Tensor types: a shape and a dtype, the type strings of the API (``"f64[N,3]"``), promotion.
 
-A ``TensorType`` is what a graph value is known to be at trace time. Dimensions are ints; type
-strings may also name a dimension (``N``), which a signature binds to the size of the argument
-passed in.
+A ``TensorType`` is what a graph value is known to be at trace time. Dimensions are ints, or
+sympy expressions of named run-time sizes (see ``dims``): a type string may name a dimension
+(``f64[N,3]``), which becomes a size the compiled code takes at run time.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dims
 from .errors import DTypeError
 
 # Short names of the type strings, and the dtypes symgrad computes with.
@@ -37,7 +38,8 @@ class TensorType:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        """The number of elements: an int, or an expression of run-time sizes."""
+        return dims.prod(self.shape)
 
     @property
     def is_float(self):
@@ -92,4 +94,4 @@ def promote(*dtypes):
 
 def broadcast_shapes(*shapes):
     """NumPy broadcasting of shapes; raises ValueError (the caller adds the location)."""
-    return tuple(np.broadcast_shapes(*shapes))
+    return dims.broadcast(*shapes)

@@ -1,0 +1,92 @@
+"""Dimensions: an int, or a sympy expression of named run-time sizes (``N``, ``2*N``).
+
+A signature such as ``{"X": "f64[N,3073]"}`` makes ``N`` a run-time size: the graph is traced
+once with the symbol ``N`` in its shapes, the C code takes ``int64_t N`` and loops over it, and
+the interpreter binds ``N`` from the arrays it is given. Everything that computes with shapes goes
+through these helpers, so plain ints stay plain ints.
+"""
+from __future__ import annotations
+
+import math
+
+import sympy as sp
+
+
+def symbol(name):
+    """The run-time size called ``name`` (a non-negative integer)."""
+    return sp.Symbol(name, integer=True, nonnegative=True)
+
+
+def is_static(d):
+    return isinstance(d, int)
+
+
+def static_shape(shape):
+    return all(isinstance(d, int) for d in shape)
+
+
+def equal(a, b):
+    """Whether two dimensions are certainly equal."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    return sp.simplify(sp.sympify(a) - sp.sympify(b)) == 0
+
+
+def normalize(d):
+    """An int where the expression is a number; otherwise a simplified sympy expression."""
+    if isinstance(d, int):
+        return d
+    d = sp.sympify(d)
+    return int(d) if d.is_Integer else d
+
+
+def prod(shape):
+    """The number of elements (an int, or an expression)."""
+    return normalize(math.prod(shape, start=1))
+
+
+def broadcast(*shapes):
+    """NumPy broadcasting of shapes that may hold symbols; ValueError when they do not fit."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(ndim):
+        dim = 1
+        for s in shapes:
+            k = axis - (ndim - len(s))
+            if k < 0:
+                continue
+            d = s[k]
+            if isinstance(d, int) and d == 1:
+                continue
+            if isinstance(dim, int) and dim == 1:
+                dim = d
+            elif not equal(dim, d):
+                raise ValueError(f"shapes {' and '.join(str(tuple(s)) for s in shapes)} do not "
+                                 f"broadcast together")
+        out.append(dim)
+    return tuple(out)
+
+
+def free_symbols(shapes):
+    """The run-time sizes named in the shapes, sorted by name."""
+    names = set()
+    for shape in shapes:
+        for d in shape:
+            if not isinstance(d, int):
+                names |= sp.sympify(d).free_symbols
+    return sorted(names, key=lambda s: s.name)
+
+
+def substitute(d, bindings):
+    """The int value of dimension ``d`` once the run-time sizes in ``bindings`` are known."""
+    if isinstance(d, int):
+        return d
+    return int(sp.sympify(d).subs(bindings))
+
+
+def c_expr(d):
+    """A dimension as a C expression (int64_t arithmetic)."""
+    if isinstance(d, int):
+        return str(d)
+    from sympy.printing.c import ccode
+    return f"({ccode(d)})" if not sp.sympify(d).is_Symbol else ccode(d)
