@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from . import tracing
+from . import dims, tracing
 from .autodiff import value_and_grad_graph
 from .errors import DTypeError, ShapeError
 from .interp import evaluate
@@ -119,7 +119,9 @@ class CompiledFunction:
             if i >= len(args):
                 raise TypeError(f"argnums includes {i} but {self.__name__}() got only "
                                 f"{len(args)} arguments")
-        names = tracing.parameter_names(self.fn)
+        names = self.__dict__.get("_parameter_names")      # for messages; looked up once
+        if names is None:
+            names = self.__dict__["_parameter_names"] = tracing.parameter_names(self.fn)
         arrays, key, types, static, sizes = [], [], [], {}, {}
         weak_float = self.dtype or _widest_float(args, self.static_argnums)
         for i, a in enumerate(args):
@@ -141,10 +143,10 @@ class CompiledFunction:
                 raise ValueError(f"cannot differentiate {self.__name__} with respect to {label}: "
                                  f"it is {arr.dtype} data. Integer arrays are never "
                                  f"differentiated; pass floats.")
-            t = TensorType(arr.shape, arr.dtype.name)
+            shape = _declared_shape(self.signature, i, arr.shape)
             arrays.append(arr)
-            key.append((arr.shape, arr.dtype.name))
-            types.append(t)
+            key.append((shape, arr.dtype.name))
+            types.append(TensorType(shape, arr.dtype.name))
         return arrays, tuple(key), types, static
 
     def _arity(self):
@@ -294,6 +296,15 @@ def _parse_signature(fn, signature):
                              f"{fn.__name__}({', '.join(names)})")
         parsed[index] = (key, text, *parse_type(text))
     return parsed
+
+
+def _declared_shape(signature, i, shape):
+    """The shape argument ``i`` is traced with: named dimensions of the signature become
+    run-time sizes (one native function for every size), the others are the actual ones."""
+    if not signature or i not in signature:
+        return tuple(shape)
+    return tuple(dims.symbol(d) if isinstance(d, str) else s
+                 for d, s in zip(signature[i][3], shape))
 
 
 def _check_signature(signature, i, arr, name, sizes):

@@ -90,3 +90,42 @@ def c_expr(d):
         return str(d)
     from sympy.printing.c import ccode
     return f"({ccode(d)})" if not sp.sympify(d).is_Symbol else ccode(d)
+
+
+def bind(declared, actual, names=None):
+    """The values of the run-time sizes, read off ``actual`` shapes against ``declared`` ones.
+
+    Raises ValueError naming the argument when a size disagrees with another use of its name or
+    a fixed dimension differs.
+    """
+    bindings = {}
+    for k, (want, got) in enumerate(zip(declared, actual)):
+        label = names[k] if names else f"argument {k}"
+        if len(want) != len(got):
+            raise ValueError(f"{label} has shape {tuple(got)}, expected {len(want)} dimensions "
+                             f"{_fmt(want)}")
+        for w, g in zip(want, got):
+            if isinstance(w, int):
+                if w != g:
+                    raise ValueError(f"{label} has shape {tuple(got)}, expected {_fmt(want)}")
+            elif w in bindings and bindings[w] != g:
+                raise ValueError(f"{label} has shape {tuple(got)}: {w} is {g} here but "
+                                 f"{bindings[w]} in an earlier argument")
+            else:
+                bindings[w] = g
+    return bindings
+
+
+def _fmt(shape):
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def substitute_attrs(attrs, bindings):
+    """Attributes with every run-time size replaced by its value."""
+    def sub(v):
+        if isinstance(v, tuple):
+            return tuple(sub(x) for x in v)
+        if isinstance(v, sp.Basic):
+            return int(v.subs(bindings))
+        return v
+    return {k: sub(v) for k, v in attrs.items()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dims
+from .errors import ShapeError
 from .primitives import REGISTRY
 
 
@@ -19,10 +21,19 @@ def evaluate(graph, args, *, keep=False):
     env = {}
     for v, a in zip(graph.inputs, args):
         env[v] = np.asarray(a)
+    shapes = [v.shape for v in graph.inputs]
+    bindings = None
+    if dims.free_symbols(shapes):
+        try:
+            bindings = dims.bind(shapes, [env[v].shape for v in graph.inputs],
+                                 [v.name for v in graph.inputs])
+        except ValueError as e:
+            raise ShapeError(f"{graph.name}: {e}") from None
     for n in graph.nodes:
-        value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **n.attrs)
+        attrs = n.attrs if bindings is None else dims.substitute_attrs(n.attrs, bindings)
+        value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **attrs)
         value = np.asarray(value)
-        if not np.iscomplexobj(value) or n.out.type.dtype == "complex128":
+        if not np.iscomplexobj(value):
             value = value.astype(n.out.dtype, copy=False)
         env[n.out] = value
     outputs = [np.array(env[v], copy=True) for v in graph.outputs]

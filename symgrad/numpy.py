@@ -14,6 +14,9 @@ import math
 import numpy as _np
 
 # errors.where formats a source location; snp.where (below) takes its name.
+import sympy as _sp
+
+from . import dims as _dims
 from .errors import DTypeError, ShapeError, where as _at
 from .ir import current_builder, user_location
 from .primitives import bind, ops
@@ -49,8 +52,17 @@ array = asarray
 
 
 def _is_weak(x):
-    """Python scalars take the dtype of the array they meet (NumPy 2's rule)."""
-    return isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)
+    """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
+    return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
+        isinstance(x, _sp.Basic)
+
+
+def _size_value(d, dtype):
+    """A dimension as a value of ``dtype``: a constant, or the run-time size itself."""
+    d = _dims.normalize(d)
+    if isinstance(d, int):
+        return ops.const(d, dtype)
+    return ops.convert(bind("dim", expr=d), dtype)
 
 
 def _dtype_of(x):
@@ -61,7 +73,7 @@ def _dtype_of(x):
 
 def _common_dtype(values, need_float=False):
     strong = [_dtype_of(v) for v in values if not _is_weak(v)]
-    weak = [v for v in values if _is_weak(v)]
+    weak = [0 if isinstance(v, _sp.Basic) else v for v in values if _is_weak(v)]
     dtype = promote(*strong) if strong else None
     if dtype is None:
         dtype = promote(*[_np.asarray(w).dtype for w in weak])
@@ -79,6 +91,8 @@ def _lift(values, need_float=False):
     for v in values:
         if isinstance(v, Tracer):
             out.append(ops.convert(v.var, dtype))
+        elif isinstance(v, _sp.Basic):
+            out.append(_size_value(v, dtype))
         else:
             out.append(ops.const(_np.asarray(v), dtype))
     return out
@@ -173,16 +187,20 @@ def astype(x, dtype):
 
 # --- reductions -------------------------------------------------------------------------------
 
+def _axis(a, ndim):
+    """The axis ``a`` of an ``ndim``-dimensional array, made non-negative; ShapeError if out
+    of range (as NumPy's AxisError, never wrapped around)."""
+    if not -ndim <= a < ndim:
+        raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}"
+                         f"{_at(user_location())}")
+    return a % ndim
+
+
 def _axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}"
-                             f"{_at(user_location())}")
-        out.append(a % ndim)
+    out = [_axis(a, ndim) for a in axes]
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis}{_at(user_location())}")
     return tuple(sorted(out))
@@ -227,9 +245,9 @@ def mean(x, axis=None, keepdims=False):
     if not _traced(x):
         return _np.mean(x, axis=axis, keepdims=keepdims)
     x = asarray(x)
-    count = math.prod(x.shape[a] for a in _axes(axis, x.ndim))
+    count = _dims.prod([x.shape[a] for a in _axes(axis, x.ndim)])
     total = sum(astype(x, "float64") if x.var.dtype not in FLOAT_DTYPES else x, axis, keepdims)
-    return divide(total, float(count))     # noqa: F821
+    return divide(total, float(count) if isinstance(count, int) else count)     # noqa: F821
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -242,11 +260,13 @@ def reshape(x, newshape):
     if shape.count(-1) > 1:
         raise ShapeError(f"can only specify one unknown dimension in {shape}"
                          f"{_at(user_location())}")
-    if -1 in shape:
-        known = math.prod(d for d in shape if d != -1)
-        if known == 0 or x.size % known:
+    if builtins.any(isinstance(d, int) and d == -1 for d in shape):
+        known = _dims.prod([d for d in shape if not (isinstance(d, int) and d == -1)])
+        if known == 0 or _dims.normalize(_sp.Mod(x.size, known)) != 0:
             raise ShapeError(f"cannot reshape {x.shape} into {shape}{_at(user_location())}")
-        shape = tuple(x.size // known if d == -1 else d for d in shape)
+        whole = (x.size // known if isinstance(x.size, int) and isinstance(known, int)
+                 else _dims.normalize(x.size / known))
+        shape = tuple(whole if isinstance(d, int) and d == -1 else d for d in shape)
     return _wrap(ops.reshape(x.var, shape))
 
 
@@ -254,7 +274,7 @@ def transpose(x, axes=None):
     if not _traced(x):
         return _np.transpose(x, axes)
     x = asarray(x)
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim) for a in axes)
     return _wrap(ops.transpose(x.var, perm))
 
 
@@ -272,7 +292,7 @@ def expand_dims(x, axis):
     x = asarray(x)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     ndim = x.ndim + len(axes)
-    axes = sorted(a % ndim for a in axes)
+    axes = _axes(axes, ndim)
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -303,7 +323,7 @@ def concatenate(arrays, axis=0):
     ndim = vars_[0].ndim
     if ndim == 0:
         raise ShapeError(f"zero-dimensional arrays cannot be concatenated{_at(user_location())}")
-    return _wrap(bind("concatenate", *vars_, axis=axis % ndim))
+    return _wrap(bind("concatenate", *vars_, axis=_axis(axis, ndim)))
 
 
 def stack(arrays, axis=0):
@@ -330,7 +350,7 @@ def matmul(a, b):
                          f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
                          f"(second-to-last axis of the second){_at(user_location())}")
     try:
-        batch = _np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        batch = _dims.broadcast(a2.shape[:-2], b2.shape[:-2])
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions of {av.shape} and {bv.shape} do not "
                          f"broadcast{_at(user_location())}") from None
@@ -373,6 +393,12 @@ def arange(start, stop=None, step=1, dtype=None):
     if current_builder() is None:
         return _np.arange(start, stop, step, dtype=dtype)
     start, stop = (0, start) if stop is None else (start, stop)
+    if isinstance(stop, _sp.Basic) or isinstance(start, _sp.Basic):
+        if start != 0 or step != 1:
+            raise ShapeError(f"arange over a run-time size takes only a stop (arange(n))"
+                             f"{_at(user_location())}")
+        return _wrap(bind("iota", shape=(stop,), dimension=0,
+                          dtype=canonical_dtype(dtype) if dtype is not None else "int64"))
     n = builtins.max(0, math.ceil((stop - start) / step))
     floaty = builtins.any(isinstance(v, float) for v in (start, stop, step))
     dt = canonical_dtype(dtype) if dtype is not None else ("float64" if floaty else "int64")
@@ -484,7 +510,16 @@ def getitem(x, key):
             out_shape.append(1)
             continue
         n = x.shape[axis]
-        if isinstance(k, slice):
+        if not isinstance(n, int) and not (isinstance(k, slice) and k == slice(None)) \
+                and not _is_index_array(k):
+            raise IndexError(f"axis {axis} has the run-time size {n}: it can only be taken "
+                             f"whole (:) or indexed with an index array{_at(user_location())}")
+        if isinstance(k, slice) and not isinstance(n, int):
+            start.append(0)
+            step.append(1)
+            size.append(n)
+            out_shape.append(n)
+        elif isinstance(k, slice):
             s0, s1, st = k.indices(n)
             cnt = len(range(s0, s1, st))
             start.append(s0 if cnt else 0)
@@ -526,7 +561,7 @@ def getitem(x, key):
             raise IndexError(f"index arrays must be integers, got {idx.var.dtype}"
                              f"{_at(user_location())}")
     try:
-        batch = _np.broadcast_shapes(*[i.shape for i in indices])
+        batch = _dims.broadcast(*[i.shape for i in indices])
     except ValueError:
         raise IndexError("index arrays of shapes " + ", ".join(str(i.shape) for i in indices)
                          + f" do not broadcast together{_at(user_location())}") from None

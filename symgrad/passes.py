@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dims import static_shape
 from .ir import Literal, Node, Var
 from .primitives import REGISTRY
 
@@ -59,7 +60,8 @@ def fold_constants(graph):
     for n in graph.nodes:
         if n.prim == "const":
             consts[n.out] = n.attrs["value"].value
-        elif n.inputs and all(v in consts for v in n.inputs) and n.out.type.size <= FOLD_LIMIT:
+        elif (n.inputs and all(v in consts for v in n.inputs) and static_shape(n.out.shape)
+              and n.out.type.size <= FOLD_LIMIT):
             value = np.asarray(REGISTRY[n.prim].impl(*[consts[v] for v in n.inputs], **n.attrs),
                                dtype=n.out.dtype)
             consts[n.out] = value

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jinja2
 
+from .. import dims
 from ..cspell import CTYPES, STATUS, c_literal
 from ..ir import Graph
 from ..primitives import REGISTRY
@@ -99,7 +100,7 @@ class KernelContext:
             ix = str(ix)
             if stride != 1 and not ix.isidentifier():
                 ix = f"({ix})"
-            terms.append(ix if stride == 1 else f"{ix} * {stride}")
+            terms.append(ix if stride == 1 else f"{ix} * {dims.c_expr(stride)}")
         return " + ".join(terms) or "0"
 
     @staticmethod
@@ -130,7 +131,7 @@ def loop_nest(shape, body, names=None):
         return ["{", *("    " + line for line in fixed + body), "}"]
     lines = []
     for d, (n, ix) in enumerate(loops):
-        lines.append("    " * d + f"for (int64_t {ix} = 0; {ix} < {n}; ++{ix}) {{")
+        lines.append("    " * d + f"for (int64_t {ix} = 0; {ix} < {dims.c_expr(n)}; ++{ix}) {{")
     lines += ["    " * len(loops) + line for line in fixed + body]
     lines += ["    " * d + "}" for d in reversed(range(len(loops)))]
     return lines
@@ -151,8 +152,10 @@ class CFunction:
     prologue: list
     blocks: list
     epilogue: list
-    workspace_bytes: int
+    workspace_bytes: str               # a C expression; "" for no workspace
     can_fail: bool
+    size_checks: list = field(default_factory=list)
+    workspace_may_be_empty: bool = False   # run-time sizes may all be 0: malloc(0) may be NULL
     inputs: list = field(default_factory=list)    # (c name, ctype, shape) per graph input
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
 
@@ -256,7 +259,8 @@ class FunctionRenderer:
             if v.ndim == 0:
                 self.epilogue.append(f"*{name} = {src.name};")
             elif src.name != name:
-                self.epilogue.append(f"memcpy({name}, {src.name}, sizeof({ctype}) * {v.type.size});")
+                self.epilogue.append(f"memcpy({name}, {src.name}, sizeof({ctype}) * "
+                                     f"{dims.c_expr(v.type.size)});")
         return params
 
     # -- statements -----------------------------------------------------------------------------
@@ -355,16 +359,41 @@ class FunctionRenderer:
                 blocks.append(self._fused_block(group))
         return _tidy(blocks)
 
-    def render(self, doc=()):
-        params = self._plan_storage()
-        blocks = self._blocks()
-        offset, prologue = 0, []
-        for cname, ctype, size in self.workspace:
-            prologue.append(f"{ctype} *restrict {cname} = ({ctype} *)(ws + {offset});")
+    def _workspace_layout(self):
+        """(name, ctype, byte offset) per workspace array: static sizes first, each padded to a
+        cache line; arrays with run-time sizes after them, widest element type first, so every
+        array stays aligned to its element size."""
+        static = [w for w in self.workspace if dims.is_static(w[2])]
+        dynamic = sorted((w for w in self.workspace if not dims.is_static(w[2])),
+                         key=lambda w: -_sizeof(w[1]))
+        layout, offset = [], 0
+        for cname, ctype, size in static:
+            layout.append((cname, ctype, offset))
             offset += -(-max(size, 1) * _sizeof(ctype) // ALIGN) * ALIGN
+        for cname, ctype, size in dynamic:
+            layout.append((cname, ctype, offset))
+            offset = dims.normalize(offset + _sizeof(ctype) * size)
+        return layout, offset
+
+    def _workspace_bytes(self):
+        return self._workspace_layout()[1]
+
+    def _workspace_lines(self):
+        return [f"{ctype} *restrict {cname} = ({ctype} *)(ws + {dims.c_expr(offset)});"
+                for cname, ctype, offset in self._workspace_layout()[0]]
+
+    def render(self, doc=()):
+        sizes = dims.free_symbols([v.shape for v in self.graph.inputs])
+        params = [f"int64_t {s.name}" for s in sizes] + self._plan_storage()
+        checks = [f"if ({s.name} < 0) return SYMGRAD_ESIZE;" for s in sizes]
+        blocks = self._blocks()
+        nbytes = self._workspace_bytes()
         return CFunction(
-            name=self.name, params=params, doc=list(doc), prologue=prologue + self.prologue,
-            blocks=blocks, epilogue=self.epilogue, workspace_bytes=offset,
+            name=self.name, params=params, doc=list(doc), size_checks=checks,
+            prologue=self._workspace_lines() + self.prologue,
+            blocks=blocks, epilogue=self.epilogue,
+            workspace_bytes=dims.c_expr(nbytes) if nbytes != 0 else "",
+            workspace_may_be_empty=not dims.is_static(nbytes),
             can_fail=self.can_fail,
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)

@@ -16,6 +16,7 @@ import cffi
 import numpy as np
 
 from .. import __version__ as VERSION
+from .. import dims
 from ..cspell import CTYPES, STATUS
 from ..interp import evaluate
 from . import compiler
@@ -99,6 +100,11 @@ class NativeExecutable:
         self.in_types = [CTYPES[v.dtype] + "[]" for v in graph.inputs]
         self.out_types = [v.type for v in graph.outputs]
         self.index_checks = _index_checks(graph)
+        # Run-time sizes go first in every call: each is read off the first argument using it.
+        self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
+        self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
+                                  for a, d in enumerate(v.shape) if d == sym)
+                             for sym in self.size_symbols]
         self.lock = threading.Lock()
 
     def _inputs(self, arrays):
@@ -106,28 +112,36 @@ class NativeExecutable:
         order). C-contiguous aligned arrays, read-only ones included, are passed without a copy;
         strided, Fortran-ordered or misaligned ones are copied (``ascontiguousarray`` alone keeps
         a contiguous misaligned array as it is, which the C code must not be given)."""
+        sizes = [arrays[p].shape[a] for p, a in self.size_sources]
+        binding = dict(zip(self.size_symbols, sizes)) if sizes else None
         for pos, axis, size, what in self.index_checks:
-            _check_range(arrays[pos], axis, size, what)
-        bufs = []
+            _check_range(arrays[pos], axis,
+                         size if binding is None else dims.substitute(size, binding), what)
+        bufs = list(sizes)
         for a, t in zip(arrays, self.in_types):
             if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
                 a = np.array(a, order="C", copy=True, dtype=a.dtype.newbyteorder("="))
             bufs.append(self.ffi.from_buffer(t, a))
         return bufs
 
-    def _out(self, t):
-        arr = np.empty(t.shape, dtype=t.dtype)
+    def _out(self, t, arrays):
+        shape = t.shape
+        if not dims.static_shape(shape):
+            binding = {sym: arrays[p].shape[a]
+                       for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
+            shape = tuple(dims.substitute(d, binding) for d in shape)
+        arr = np.empty(shape, dtype=t.dtype)
         return arr, self.ffi.from_buffer(CTYPES[t.dtype] + "[]", arr, require_writable=True)
 
     def value(self, arrays):
         bufs = self._inputs(arrays)
-        outs = [self._out(t) for t in self.out_types]
+        outs = [self._out(t, arrays) for t in self.out_types]
         self._status(self._value(*bufs, *[b for _, b in outs]), arrays)
         return [a for a, _ in outs]
 
     def value_and_grad(self, arrays):
         bufs = self._inputs(arrays)
-        outs = [self._out(v.type) for v in self.spec.value_and_grad_graph().outputs]
+        outs = [self._out(v.type, arrays) for v in self.spec.value_and_grad_graph().outputs]
         self._status(self._vg(*bufs, *[b for _, b in outs]), arrays)
         return outs[0][0], [a for a, _ in outs[1:]]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dims
 from ..ir import Literal
 from .registry import bind
 
@@ -91,7 +92,7 @@ def move_axes_last(x, axes):
     perm = kept + axes
     xt = transpose(x, perm)
     kept_shape = tuple(x.shape[i] for i in kept)
-    size = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+    size = dims.prod([x.shape[i] for i in axes])
     return reshape(xt, kept_shape + (size,)), perm
 
 

@@ -14,10 +14,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
+from .. import dims
 from ..cspell import c_literal as _lit
 from ..types import INT_DTYPES, TensorType
 from . import ops
 from .registry import Primitive, bind, register
+
+
+_dim_equal = dims.equal
+
+
+def _d(d):
+    """A dimension (int or run-time expression) as C."""
+    return dims.c_expr(dims.normalize(d))
 
 
 def _no_inputs_vjp(g, out, *inputs, **attrs):
@@ -68,8 +77,9 @@ register(Primitive(
 # --- broadcast_in_dim -----------------------------------------------------------------------------
 
 def _bid_type(x, *, shape, dims):
-    if len(dims) != x.ndim or any(
-            x.shape[i] not in (1, shape[d]) for i, d in enumerate(dims)) or list(dims) != sorted(dims):
+    axes = dims     # the attribute's name shadows the dims module here
+    if len(axes) != x.ndim or list(axes) != sorted(axes) or not all(
+            x.shape[i] == 1 or _dim_equal(x.shape[i], shape[d]) for i, d in enumerate(axes)):
         raise ShapeError(f"cannot broadcast shape {x.shape} to {shape}")
     return TensorType(tuple(shape), x.dtype)
 
@@ -103,7 +113,7 @@ register(Primitive(
 # --- reshape ---------------------------------------------------------------------------------------
 
 def _reshape_type(x, *, shape):
-    if int(np.prod(shape, dtype=np.int64)) != x.size:
+    if not dims.equal(dims.prod(shape), x.size):
         raise ShapeError(f"cannot reshape {x.shape} (size {x.size}) into {tuple(shape)}")
     return TensorType(tuple(shape), x.dtype)
 
@@ -274,7 +284,7 @@ def _arg_type(x):
 
 def _arg_c(op, k):
     x, out = k.ins[0], k.out
-    n = x.shape[-1]
+    n = _d(x.shape[-1])
     nan = (f" || (isnan(v) && !isnan(best))" if x.ctype in ("double", "float") else "")
     return k.loop((out.size,), [
         f"{x.ctype} best = {k.at(x, f'i0 * {n}')};",
@@ -324,13 +334,13 @@ register(Primitive(
     shape_rule=lambda x: TensorType(_last_axis_type(x)[0].shape, x.dtype),
     impl=_prod_others_impl,
     vjp=_prod_others_vjp,
-    c_kernel=lambda k: k.loop((int(np.prod(k.out.shape[:-1], dtype=np.int64)),), [
-        f"const int64_t base = i0 * {k.out.shape[-1]};",
+    c_kernel=lambda k: k.loop((dims.prod(k.out.shape[:-1]),), [
+        f"const int64_t base = i0 * {_d(k.out.shape[-1])};",
         f"{k.out.ctype} acc = {_lit(1, k.out.ctype)};",
-        f"for (int64_t r = 0; r < {k.out.shape[-1]}; ++r) {{ "
+        f"for (int64_t r = 0; r < {_d(k.out.shape[-1])}; ++r) {{ "
         f"{k.at(k.out, 'base + r')} = acc; acc *= {k.at(k.ins[0], 'base + r')}; }}",
         f"acc = {_lit(1, k.out.ctype)};",
-        f"for (int64_t r = {k.out.shape[-1]} - 1; r >= 0; --r) {{ "
+        f"for (int64_t r = {_d(k.out.shape[-1])} - 1; r >= 0; --r) {{ "
         f"{k.at(k.out, 'base + r')} *= acc; acc *= {k.at(k.ins[0], 'base + r')}; }}",
     ]),
     doc="prod_others(x): along the last axis, the product of all other elements (no division)",
@@ -352,7 +362,7 @@ def _matmul_type(a, b, *, transpose_a=False, transpose_b=False):
         raise DTypeError(f"operands have different dtypes {a.dtype} and {b.dtype}")
     m, ka = _mm_dims(a.shape, transpose_a)
     kb, n = _mm_dims(b.shape, transpose_b)
-    if ka != kb:
+    if not dims.equal(ka, kb):
         raise ShapeError(f"contracted dimensions differ: {a.shape} @ {b.shape} "
                          f"({ka} != {kb})")
     return TensorType(a.shape[:-2] + (m, n), a.dtype)
@@ -378,29 +388,30 @@ def _matmul_vjp(g, out, a, b, *, transpose_a=False, transpose_b=False):
 def _matmul_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
     ta, tb = k.attrs.get("transpose_a", False), k.attrs.get("transpose_b", False)
-    m, kk = _mm_dims(a.shape, ta)
-    n = out.shape[-1]
-    batch = int(np.prod(out.shape[:-2], dtype=np.int64))
-    A = (lambda i, j: f"pa[{j} * {m} + {i}]") if ta else (lambda i, j: f"pa[{i} * {kk} + {j}]")
-    B = (lambda i, j: f"pb[{j} * {kk} + {i}]") if tb else (lambda i, j: f"pb[{i} * {n} + {j}]")
+    m, kk = (dims.normalize(d) for d in _mm_dims(a.shape, ta))
+    n = dims.normalize(out.shape[-1])
+    batch = dims.prod(out.shape[:-2])
+    m_, kk_, n_ = _d(m), _d(kk), _d(n)
+    A = (lambda i, j: f"pa[{j} * {m_} + {i}]") if ta else (lambda i, j: f"pa[{i} * {kk_} + {j}]")
+    B = (lambda i, j: f"pb[{j} * {kk_} + {i}]") if tb else (lambda i, j: f"pb[{i} * {n_} + {j}]")
     t = out.ctype
     if not tb:   # i-k-j: the innermost loop runs along rows of B and C
-        body = [f"for (int64_t i = 0; i < {m}; ++i) {{",
-                f"    for (int64_t j = 0; j < {n}; ++j) pc[i * {n} + j] = {_lit(0, t)};",
-                f"    for (int64_t p = 0; p < {kk}; ++p) {{",
+        body = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
+                f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};",
+                f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
                 f"        const {t} aip = {A('i', 'p')};",
-                f"        for (int64_t j = 0; j < {n}; ++j) pc[i * {n} + j] += aip * {B('p', 'j')};",
+                f"        for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] += aip * {B('p', 'j')};",
                 "    }", "}"]
     else:        # i-j-k: each output is a dot product along rows of A and B
-        body = [f"for (int64_t i = 0; i < {m}; ++i) {{",
-                f"    for (int64_t j = 0; j < {n}; ++j) {{",
+        body = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
+                f"    for (int64_t j = 0; j < {n_}; ++j) {{",
                 f"        {t} acc = {_lit(0, t)};",
-                f"        for (int64_t p = 0; p < {kk}; ++p) acc += {A('i', 'p')} * {B('p', 'j')};",
-                f"        pc[i * {n} + j] = acc;", "    }", "}"]
+                f"        for (int64_t p = 0; p < {kk_}; ++p) acc += {A('i', 'p')} * {B('p', 'j')};",
+                f"        pc[i * {n_} + j] = acc;", "    }", "}"]
     return k.loop((batch,), [
-        f"const {t} *restrict pa = {k.ptr(a)} + i0 * {m * kk};",
-        f"const {t} *restrict pb = {k.ptr(b)} + i0 * {kk * n};",
-        f"{t} *restrict pc = {k.ptr(out)} + i0 * {m * n};",
+        f"const {t} *restrict pa = {k.ptr(a)} + i0 * {_d(m * kk)};",
+        f"const {t} *restrict pb = {k.ptr(b)} + i0 * {_d(kk * n)};",
+        f"{t} *restrict pc = {k.ptr(out)} + i0 * {_d(m * n)};",
         *body])
 
 
@@ -415,6 +426,11 @@ register(Primitive(
 
 def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
+        if not dims.is_static(x.shape[d]) or not dims.is_static(n):
+            if (s0, st) != (0, 1) or not dims.equal(n, x.shape[d]):
+                raise ShapeError(f"axis {d} of {x.shape} has a run-time size: it can only be "
+                                 f"taken whole (:)")
+            continue
         last = s0 + (n - 1) * st
         if n and not (0 <= s0 < x.shape[d] and 0 <= last < x.shape[d]):
             raise ShapeError(f"slice of axis {d} runs outside {x.shape}")
@@ -526,20 +542,20 @@ def _scatter_impl(g, *indices, shape):
 
 def _index_loop(k, table, indices, body):
     """Loop over the index arrays; ``body(base)`` copies one row at offset ``base`` of ``table``."""
-    count = int(np.prod(indices[0].shape, dtype=np.int64))
+    count = dims.prod(indices[0].shape)
     lines = ["int64_t base = 0;"]
     for axis, idx in enumerate(indices):
-        n = table.shape[axis]
+        n = _d(table.shape[axis])
         lines += [f"int64_t j{axis} = (int64_t){k.at(idx, 'i0')};",
                   f"if (j{axis} < 0) j{axis} += {n};",
                   f"if (j{axis} < 0 || j{axis} >= {n}) {k.fail('SYMGRAD_EINDEX')}",
-                  f"base += j{axis} * {table.strides[axis]};"]
+                  f"base += j{axis} * {_d(table.strides[axis])};"]
     return k.loop((count,), lines + body("base"))
 
 
 def _gather_c(k):
     x, indices, out = k.ins[0], k.ins[1:], k.out
-    row = int(np.prod(x.shape[len(indices):], dtype=np.int64))
+    row = _d(dims.prod(x.shape[len(indices):]))
     return _index_loop(k, x, indices, lambda base: [
         f"for (int64_t r = 0; r < {row}; ++r) "
         f"{k.at(out, f'i0 * {row} + r')} = {k.at(x, f'{base} + r')};"])
@@ -547,7 +563,7 @@ def _gather_c(k):
 
 def _scatter_c(k):
     g, indices, out = k.ins[0], k.ins[1:], k.out
-    row = int(np.prod(out.shape[len(indices):], dtype=np.int64))
+    row = _d(dims.prod(out.shape[len(indices):]))
     return [*k.loop((out.size,), [f"{k.at(out, 'i0')} = {_lit(0, out.ctype)};"]),
             *_index_loop(k, out, indices, lambda base: [
                 f"for (int64_t r = 0; r < {row}; ++r) "
@@ -605,7 +621,8 @@ def _concat_vjp(g, out, *xs, axis):
 def _concat_c(k):
     axis, out, lines, offset = k.attrs["axis"], k.out, [], 0
     for x in k.ins:
-        dst = [f"(i{d} + {offset})" if d == axis and offset else f"i{d}" for d in range(x.ndim)]
+        dst = [f"i{d} + {_d(offset)}" if d == axis and offset != 0 else f"i{d}"
+               for d in range(x.ndim)]
         lines += k.loop(x.shape, [
             f"{k.at(out, k.offset(out, dst))} = {k.at(x, k.offset(x, k.idx(x.ndim)))};"])
         offset += x.shape[axis]
@@ -617,4 +634,16 @@ register(Primitive(
     impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
     vjp=_concat_vjp, c_kernel=_concat_c,
     doc="concatenate[axis](x0, x1, ...)",
+))
+
+
+# --- dim: a run-time size as a value ---------------------------------------------------------
+
+register(Primitive(
+    name="dim",
+    shape_rule=lambda *, expr: TensorType((), "int64"),
+    impl=lambda *, expr: np.asarray(expr, dtype=np.int64),
+    vjp=_no_inputs_vjp,
+    c_kernel=lambda k: [f"{k.at(k.out, '0')} = {_d(k.attrs['expr'])};"],
+    doc="dim[expr]: the value of a run-time size such as N (an int64 scalar)",
 ))
