@@ -11,16 +11,18 @@ run value and gradient as native C (or in the NumPy interpreter).
 
 See API.md for the contract.
 """
+__version__ = "0.1.0"   # first: modules below read it
+
 from . import inspect, nn, numerical
 from . import numpy  # noqa: F401  (symgrad.numpy)
+from .aot import export
 from .api import CompiledFunction, compile, grad, trace, value_and_grad
 from .check import GradCheckReport, check_grad
 from .errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
 from .ir import Graph
 
-__version__ = "0.1.0"
 
-__all__ = ["CompiledFunction", "compile", "grad", "value_and_grad", "trace", "check_grad",
+__all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
            "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy"]

@@ -104,11 +104,31 @@ def cmd_inspect(ns):
     return 0
 
 
+def cmd_build(ns):
+    from .aot import build
+    from .errors import CompileError
+    log = (lambda *a: None) if ns.quiet else print
+    try:
+        build(ns.spec, ns.output, cflags=ns.cflags.split() if ns.cflags else None, log=log)
+    except (FileNotFoundError, ValueError, CompileError) as e:
+        print(f"symgrad build: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="symgrad", description="symbolic-to-C automatic "
                                      "differentiation for NumPy-style Python")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the lecture examples and the softmax classifier")
+    p = sub.add_parser("build", help="compile the exports of SPEC.py into a C library, a "
+                       "header and a Python loader")
+    p.add_argument("spec", help="SPEC.py, which calls symgrad.export(fn, types...)")
+    p.add_argument("-o", "--output", default="build", help="output directory (default: build/)")
+    p.add_argument("--cflags", default=None,
+                   help="compiler flags instead of the portable default -O3, e.g. "
+                   "'-O3 -march=native'")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
     for name, helptext in (("check", "check a function's gradient"),
                            ("inspect", "show the IR, the adjoint IR and the generated C")):
         p = sub.add_parser(name, help=helptext)
@@ -129,7 +149,8 @@ def main(argv=None):
             p.add_argument("--format", default="text", choices=("text", "dot", "html"))
             p.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
     ns = parser.parse_args(argv)
-    return {"demo": cmd_demo, "check": cmd_check, "inspect": cmd_inspect}[ns.command](ns)
+    return {"demo": cmd_demo, "build": cmd_build, "check": cmd_check,
+            "inspect": cmd_inspect}[ns.command](ns)
 
 
 if __name__ == "__main__":

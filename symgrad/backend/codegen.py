@@ -38,12 +38,18 @@ int64_t int32_t size_t""".split())
 KERNEL_LOCALS = {"status", "ws", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
                  "aip", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
                      f"j{d}" for d in range(16)}
-RESERVED = C_KEYWORDS | KERNEL_LOCALS | set(STATUS) | set(keyword.kwlist)
+# libm and libc names a generated symbol must not take (it would clash at link time).
+LIBC_NAMES = set("""exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
+atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
+lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
+memset memmove strlen printf main exit abort""".split())
+RESERVED = C_KEYWORDS | KERNEL_LOCALS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
 
 
 def c_identifier(name, taken):
-    """A C identifier for ``name``, unique among ``taken`` (which it joins)."""
-    ident = re.sub(r"\W", "_", name)
+    """A C identifier for ``name``, unique among ``taken`` (which it joins): ASCII letters,
+    digits and underscores only, never a keyword or a libc/libm name."""
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
     if not ident or ident[0].isdigit():
         ident = "_" + ident
     while ident in RESERVED or ident in taken or ident.startswith("symgrad_"):

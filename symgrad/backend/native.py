@@ -34,17 +34,16 @@ class RenderedModule:
 
 def _c_name(name):
     """``symgrad_<name>``: the prefix keeps user names (``exp``, ``main``) clear of libc's."""
-    return "symgrad_" + re.sub(r"\W", "_", name)
+    return "symgrad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
-def render_specialization(spec):
-    """The C module of a specialization (value function, and value-and-grad if it has one)."""
-    base = _c_name(spec.owner.__name__)
+def specialization_functions(spec, base):
+    """The CFunctions of a specialization: ``base`` (the value) and, when the result is one
+    float scalar, ``base_value_and_grad``."""
     graph = spec.graph
     outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
     functions = [FunctionRenderer(graph, base, outs).render(
         doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
-    grad_name = None
     if spec.differentiable:
         vg = spec.value_and_grad_graph()
         grad_name = f"{base}_value_and_grad"
@@ -54,8 +53,16 @@ def render_specialization(spec):
             doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
                  f"{_signature(graph)}",
                  "with respect to " + ", ".join(v.name for v in wrt)]))
+    return functions
+
+
+def render_specialization(spec):
+    """The C module of a specialization (value function, and value-and-grad if it has one)."""
+    base = _c_name(spec.owner.__name__)
+    functions = specialization_functions(spec, base)
     title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
     source = render_module(functions, title=title, version=VERSION)
+    grad_name = functions[1].name if len(functions) > 1 else None
     return RenderedModule(source, render_prototypes(functions), base, grad_name)
 
 

@@ -1,0 +1,202 @@
+"""Ahead-of-time builds: symgrad build writes C, a header, a library and a symgrad-free loader."""
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad import aot
+from symgrad.cli import main
+
+SPEC = Path(__file__).parent / "aot_spec.py"
+sys.path.insert(0, str(SPEC.parent))
+import aot_spec  # noqa: E402
+
+D, C = 30, 10
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aot")
+    assert main(["build", str(SPEC), "-o", str(out), "--quiet"]) == 0
+    return out
+
+
+def data(n, seed=0):
+    r = np.random.default_rng(seed)
+    return (r.standard_normal((D, C)) * 0.1, r.standard_normal((n, D)), r.integers(0, C, n),
+            1e-3)
+
+
+def test_build_writes_every_file(built):
+    names = sorted(p.name for p in built.iterdir())
+    assert names == ["aot_spec.c", "aot_spec.h", "aot_spec.json", "aot_spec.py",
+                     "libaot_spec.so"]
+    manifest = json.loads((built / "aot_spec.json").read_text())
+    assert manifest["symgrad_version"] == symgrad.__version__
+    (soft, dot) = manifest["exports"]
+    assert soft["name"] == "softmax_loss" and soft["sizes"] == ["N"]
+    assert [a["type"] for a in soft["arguments"]] == ["f64[30,10]", "f64[N,30]", "i64[N]", "f64[]"]
+    assert soft["c_functions"] == ["softmax_loss", "softmax_loss_value_and_grad"]
+    assert dot["name"] == "dot_int" and dot["gradient_of"] == ["x", "y"]
+
+
+def test_header_documents_prototypes_and_buffer_sizes(built):
+    header = (built / "aot_spec.h").read_text()
+    assert "int softmax_loss_value_and_grad(int64_t N," in header
+    assert "out grad_W: double[30 * 10]" in header
+    assert "X: double[N * 30]" in header
+    assert "#define SYMGRAD_EINDEX 2" in header
+    assert "extern \"C\"" in header
+
+
+_LOADER_SCRIPT = textwrap.dedent("""
+    import sys, json
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "symgrad" or name.startswith("symgrad."):
+                raise ImportError("the loader must not import symgrad")
+    sys.meta_path.insert(0, Block())
+    sys.path.insert(0, {out!r})
+    import numpy as np
+    import aot_spec
+    results = []
+    for n in (1, 7, 256):
+        r = np.random.default_rng(n)
+        W = r.standard_normal((30, 10)) * 0.1
+        X = r.standard_normal((n, 30))
+        y = r.integers(0, 10, n)
+        v, g = aot_spec.softmax_loss_value_and_grad(W, X, y, 1e-3)
+        results.append([n, v, g.tolist(), aot_spec.softmax_loss(W, X, y, 1e-3)])
+    print(json.dumps(results))
+    print("symgrad" in sys.modules, file=sys.stderr)
+""")
+
+
+def test_loader_without_symgrad_matches_jit_and_interpreter(built):
+    out = subprocess.run([sys.executable, "-c", _LOADER_SCRIPT.format(out=str(built))],
+                         capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "False"
+    jit = symgrad.compile(aot_spec.softmax_loss)
+    interp = symgrad.compile(aot_spec.softmax_loss, backend="interp")
+    for n, value, grad, plain in json.loads(out.stdout):
+        r = np.random.default_rng(n)
+        W = r.standard_normal((30, 10)) * 0.1
+        X = r.standard_normal((n, 30))
+        y = r.integers(0, 10, n)
+        v_jit, g_jit = jit.value_and_grad(W, X, y, 1e-3)
+        v_int, g_int = interp.value_and_grad(W, X, y, 1e-3)
+        assert value == pytest.approx(v_jit, rel=1e-13) and plain == value
+        assert value == pytest.approx(v_int, rel=1e-12)
+        np.testing.assert_allclose(grad, g_jit, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(grad, g_int, rtol=1e-10, atol=1e-13)
+
+
+_MAIN_C = textwrap.dedent("""
+    #include <stdio.h>
+    #include "aot_spec.h"
+
+    int main(void)
+    {
+        double W[30 * 10], X[7 * 30], reg = 1e-3, value, grad[30 * 10];
+        int64_t y[7];
+        for (int i = 0; i < 30 * 10; ++i) W[i] = 0.01 * (i % 17) - 0.05;
+        for (int i = 0; i < 7 * 30; ++i) X[i] = 0.1 * (i % 13) - 0.6;
+        for (int i = 0; i < 7; ++i) y[i] = (3 * i) % 10;
+        int status = softmax_loss_value_and_grad(7, W, X, y, &reg, &value, grad);
+        printf("%d %.17g %.17g %.17g\\n", status, value, grad[0], grad[299]);
+        y[3] = 10;
+        printf("%d\\n", softmax_loss_value_and_grad(7, W, X, y, &reg, &value, grad));
+        y[3] = 3;
+        printf("%d\\n", softmax_loss(-1, W, X, y, &reg, &value));
+        return 0;
+    }
+""")
+
+
+def test_c_program_links_the_library_and_matches_jit(built, tmp_path):
+    (tmp_path / "main.c").write_text(_MAIN_C)
+    exe = tmp_path / "main"
+    subprocess.run(["cc", "-std=c99", "-O2", "-I", str(built), str(tmp_path / "main.c"),
+                    "-L", str(built), "-laot_spec", f"-Wl,-rpath,{built}", "-lm", "-o",
+                    str(exe)], check=True, capture_output=True, text=True)
+    lines = subprocess.run([str(exe)], capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    status, value, g0, g299 = lines[0].split()
+    W = np.array([0.01 * (i % 17) - 0.05 for i in range(300)]).reshape(30, 10)
+    X = np.array([0.1 * (i % 13) - 0.6 for i in range(210)]).reshape(7, 30)
+    y = np.array([(3 * i) % 10 for i in range(7)])
+    v, g = symgrad.compile(aot_spec.softmax_loss).value_and_grad(W, X, y, 1e-3)
+    assert int(status) == 0
+    assert float(value) == pytest.approx(v, rel=1e-14)
+    assert float(g0) == pytest.approx(g[0, 0], rel=1e-12)
+    assert float(g299) == pytest.approx(g[29, 9], rel=1e-12)
+    assert int(lines[1]) == 2      # SYMGRAD_EINDEX: label 10 of 10 classes
+    assert int(lines[2]) == 3      # SYMGRAD_ESIZE: N = -1
+
+
+def load(built, name):
+    """Import the loader of a build under its own module name (the SPEC has the same stem)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, built / "aot_spec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loader_raises_clear_errors(built):
+    loader = load(built, "aot_loader_errors")
+    W, X, y, reg = data(5)
+    with pytest.raises(IndexError, match="out of range"):
+        loader.softmax_loss_value_and_grad(W, X, np.array([0, 1, 10, 2, 3]), reg)
+    with pytest.raises(ValueError, match=r"N = 4.*N = 5"):
+        loader.softmax_loss(W, X, y[:4], reg)
+    with pytest.raises(ValueError, match="expected f64\\[30,10\\]"):
+        loader.softmax_loss(W[:, :9], X, y, reg)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        loader.softmax_loss(W, X, y)
+    with pytest.raises(TypeError, match="dtype complex128"):
+        loader.softmax_loss(W.astype(complex), X, y, reg)
+
+
+def test_keyword_names_are_mangled_and_work(built):
+    source = (built / "aot_spec.c").read_text()
+    assert "int dot_int(" in source and "int int(" not in source
+    loader = load(built, "aot_loader_keywords")
+    x, y = np.arange(4.0), np.arange(4.0) + 1
+    v, (gx, gy) = loader.dot_int_value_and_grad(x, y)
+    assert v == float(x @ y)
+    np.testing.assert_array_equal(gx, y)
+    np.testing.assert_array_equal(gy, x)
+
+
+def test_build_is_reproducible(built, tmp_path):
+    assert main(["build", str(SPEC), "-o", str(tmp_path), "--quiet"]) == 0
+    for name in ("aot_spec.c", "aot_spec.h", "aot_spec.py", "aot_spec.json"):
+        assert (tmp_path / name).read_bytes() == (built / name).read_bytes(), name
+
+
+def test_build_reports_what_it_wrote(tmp_path, capsys):
+    assert main(["build", str(SPEC), "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 export(s)" in out and str(tmp_path / "libaot_spec.so") in out
+
+
+def test_spec_without_exports_is_an_error(tmp_path, capsys):
+    spec = tmp_path / "empty.py"
+    spec.write_text("x = 1\n")
+    assert main(["build", str(spec), "-o", str(tmp_path / "out")]) == 1
+    assert "declares no exports" in capsys.readouterr().err
+
+
+def test_export_checks_its_types():
+    with pytest.raises(ValueError, match="2 types for the 4 parameters"):
+        symgrad.export(aot_spec.softmax_loss, "f64[3]", "f64[3]")
+    with pytest.raises(ValueError, match="cannot read type string"):
+        symgrad.export(aot_spec.int, "f64(3)", "f64[3]")
+    aot._EXPORTS.clear()
