@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symgrad
 import symgrad.numpy as snp
@@ -125,10 +127,26 @@ def reshape_bad(x):
     return x.reshape(4, 2)
 
 
+def transpose_bad_axis(x):
+    return snp.transpose(x, (0, 5))
+
+
+def expand_dims_bad_axis(x):
+    return snp.expand_dims(x, 3)
+
+
+def concatenate_bad_axis(x):
+    return snp.concatenate([x, x], axis=-3)
+
+
 @pytest.mark.parametrize("fn, args, shapes", [
     (matmul_mismatched, (np.ones((2, 3)), np.ones((4, 5))), ["(2, 3)", "(4, 5)"]),
     (reduce_bad_axis, (np.ones((2, 3)),), ["axis 2"]),
     (reshape_bad, (np.ones((2, 3)),), ["(2, 3)", "(4, 2)"]),
+    # out-of-range axes raise as in NumPy, never wrap around
+    (transpose_bad_axis, (np.ones((2, 3)),), ["axis 5", "dimension 2"]),
+    (expand_dims_bad_axis, (np.ones((2, 3)),), ["axis 3", "dimension 3"]),
+    (concatenate_bad_axis, (np.ones((2, 3)),), ["axis -3", "dimension 2"]),
 ])
 def test_other_shape_errors_name_shapes_and_line(fn, args, shapes):
     with pytest.raises(symgrad.ShapeError) as info:
@@ -296,6 +314,48 @@ def test_indexing_matches_numpy(backend, index):
     np.add.at(expected, np.unravel_index(fn(np.arange(12).reshape(3, 4)), x.shape), w)
     g = symgrad.compile(lambda x: snp.sum(fn(x) * w), backend=backend).grad(x)
     np.testing.assert_array_equal(g, expected)
+
+
+ints = st.integers(-3, 2)                 # in range for every axis of CUBE
+slices = st.builds(slice, st.sampled_from([None, -5, -2, 0, 1, 3, 7]),
+                   st.sampled_from([None, -6, -1, 0, 2, 4, 9]),
+                   st.sampled_from([None, 1, 2, 3, -1, -2]))
+index_lists = st.lists(ints, min_size=1, max_size=3)
+
+
+@st.composite
+def keys(draw):
+    """Keys mixing ints, slices, None, Ellipsis and integer lists for an array of 3 axes."""
+    parts = draw(st.lists(st.one_of(ints, slices, st.none(), index_lists), min_size=1,
+                          max_size=4))
+    if sum(p is not None for p in parts) > 3:
+        parts = [p for p in parts if p is not None][:3]
+    lists = [p for p in parts if isinstance(p, list)]
+    if lists:               # NumPy indexes with arrays of one broadcast shape
+        parts = [lists[0] if isinstance(p, list) else p for p in parts]
+    elif draw(st.booleans()):
+        # An Ellipsis between index arrays changes where NumPy puts their axes (an empty one
+        # included); symgrad does not copy that corner, so the Ellipsis goes only with basic keys.
+        parts.insert(draw(st.integers(0, len(parts))), Ellipsis)
+    return tuple(parts)
+
+
+CUBE = np.arange(60.0).reshape(3, 4, 5) ** 1.5
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(key=keys())
+def test_indexing_matches_numpy_for_random_keys(key):
+    expected = CUBE[key]
+    f = symgrad.compile(lambda x: x[key], backend="interp")
+    np.testing.assert_array_equal(f(CUBE), expected)
+    if expected.size == 0:
+        return
+    w = np.arange(1.0, 1.0 + expected.size).reshape(expected.shape)
+    grad = np.zeros(CUBE.size)
+    np.add.at(grad, np.arange(CUBE.size).reshape(CUBE.shape)[key].ravel(), w.ravel())
+    g = symgrad.compile(lambda x: snp.sum(x[key] * w), backend="interp").grad(CUBE)
+    np.testing.assert_array_equal(g, grad.reshape(CUBE.shape))
 
 
 @pytest.mark.parametrize("shapes", [((3, 1), (1, 4)), ((2, 3, 4), (4,)), ((), (2, 3)),

@@ -24,15 +24,20 @@ and saying with ``warnings.warn`` which directory was refused and why. The same 
 the same kind of warning naming the OS error, covers a cache directory we cannot write
 (read-only, permission denied) and any OS error while writing an entry (a full disk:
 ``ENOSPC``). A compiler failure is not a cache problem and raises ``CompileError`` as usual.
+A safe directory we cannot write is still read: its valid entries are used without a warning.
+Only the directory itself is checked, not its parents (a parent writable by others could swap
+it; ``~/.cache`` and a ``mkdtemp`` directory are fine).
 """
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -106,6 +111,15 @@ def insecure_reason(path):
     return None
 
 
+def _user_stacklevel():
+    """The ``stacklevel`` that makes a warning from our caller point at the user's code."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class Cache:
     """One cache directory. ``root`` may change to the private fallback (see the module doc)."""
 
@@ -126,7 +140,7 @@ class Cache:
         private = private_cache_dir()
         warnings.warn(f"symgrad: {problem}; compiling into the private temporary directory "
                       f"{private} instead (set SYMGRAD_CACHE_DIR or cache_dir= to a directory "
-                      f"only you can write)", RuntimeWarning, stacklevel=2)
+                      f"only you can write)", RuntimeWarning, stacklevel=_user_stacklevel())
         self.root = private
 
     def entry(self, key):
@@ -155,11 +169,9 @@ class Cache:
         if self.root != _private:
             try:
                 self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-                self._check_root()
-                if self.root == _private:
-                    return self._build(key, source, compile_fn, info)
-                if not os.access(self.root, os.W_OK | os.X_OK):
-                    raise PermissionError(f"cannot write in {self.root}")
+                self._check_root()                  # someone else may have created it
+                if self.root != _private and not os.access(self.root, os.W_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, "no write permission")
                 return self._build(key, source, compile_fn, info)
             except CompileError:
                 raise

@@ -1,5 +1,9 @@
 """Finding and running the C compiler.
 
+``find_compiler`` honours $CC (which may carry arguments, e.g. ``"ccache gcc"``) and otherwise
+looks for cc, gcc or clang on PATH; with none it raises a single CompileError saying what to
+install and that ``SYMGRAD_BACKEND=interp`` runs without a compiler.
+
 ``compile_library`` turns one C file into a shared library next to it. Its command, stderr and
 the C file's path go into ``CompileError`` on failure. ``invocations()`` counts compiler runs in
 this process (the cache tests assert a warm cache makes none).
@@ -58,7 +62,8 @@ def find_compiler():
 def compiler_identity(cc):
     """A string naming the compiler and its version and the machine (part of cache keys)."""
     try:
-        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True,
+                             timeout=60)
         first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else cc
     except (OSError, subprocess.SubprocessError) as e:
         raise CompileError(f"cannot run the C compiler {cc!r}: {e}", command=[cc, "--version"])

@@ -1,0 +1,174 @@
+"""``symgrad.check_grad``: its report, and that it catches a wrong derivative rule or a wrong
+backend gradient, printing gradient and reference side by side."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad import check
+from symgrad.primitives import REGISTRY, ops
+
+X = np.array([0.1, 0.5, 1.0])
+
+
+def sin_sum(x):
+    return snp.sum(snp.sin(x) * np.array([1.0, 2.0, 3.0]))
+
+
+@pytest.fixture
+def wrong_sin_rule(monkeypatch):
+    """Make d sin(x) = sin(x) (it is cos(x)) for the duration of one test."""
+    prim = REGISTRY["sin"]
+    monkeypatch.setitem(REGISTRY, "sin",
+                        dataclasses.replace(prim, vjp=lambda g, out, x: (ops.mul(g, out),)))
+    yield                                       # monkeypatch restores the rule afterwards
+
+
+def test_report_of_a_correct_gradient(backend):
+    f = symgrad.compile(sin_sum, backend=backend)
+    report = symgrad.check_grad(f, X)
+    assert isinstance(report, symgrad.GradCheckReport)
+    assert report.ok
+    assert report.value == pytest.approx(np.sum(np.sin(X) * [1, 2, 3]), rel=1e-15)
+    assert {(c.method, c.argument) for c in report.comparisons} == {
+        ("interpreter", "x"), ("central diff", "x"), ("complex step", "x")}
+    assert report.errors("interpreter") <= 1e-15
+    assert report.errors("central diff") < 1e-8
+    assert report.errors("complex step") < 1e-14
+    assert (report.rtol, report.atol) == (1e-6, 1e-9)
+    text = str(report)
+    assert text.splitlines()[0].startswith("gradient check of sin_sum: value")
+    assert "(ok;" in text and "MISMATCH" not in text and "FAIL" not in text
+    for method in ("interpreter", "central diff", "complex step"):
+        assert method in text
+
+
+def test_compiled_check_method_is_check_grad(backend):
+    f = symgrad.compile(lambda x, y: snp.sum(snp.exp(x) * y), argnums=(0, 1), backend=backend)
+    report = f.check(X, np.array([2.0, -1.0, 0.5]))
+    assert report.ok
+    assert {c.argument for c in report.comparisons} == {"x", "y"}
+    assert len(report.comparisons) == 6
+
+
+def test_wrong_rule_raises_with_gradient_and_reference_side_by_side(backend, wrong_sin_rule):
+    f = symgrad.compile(sin_sum, backend=backend)
+    with pytest.raises(symgrad.GradientCheckError) as info:
+        symgrad.check_grad(f, X)
+    error = info.value
+    assert isinstance(error, AssertionError) and isinstance(error, symgrad.SymgradError)
+    report = error.report
+    assert not report.ok
+    status = {c.method: c.ok for c in report.comparisons}
+    # the backend agrees with the interpreter (both run the wrong rule); the references do not
+    assert status == {"interpreter": True, "central diff": False, "complex step": False}
+    wrong, right = np.sin(X) * [1, 2, 3], np.cos(X) * [1, 2, 3]
+    assert report.errors("complex step") == pytest.approx(
+        np.max(np.abs(wrong - right)) / np.max(np.abs(right)), rel=1e-9)
+    text = str(error)
+    assert text == str(report)
+    assert "MISMATCH" in text and "FAIL" in text
+    assert "complex step vs gradient of x, worst entries:" in text
+    header = next(line for line in text.splitlines() if "gradient" in line and "reference" in line)
+    assert header.split() == ["index", "gradient", "reference"]
+    # each worst entry prints the analytic and the reference value on one line
+    for k in range(3):
+        assert any(line.split() == [str(k), f"{wrong[k]:.15g}", f"{right[k]:.15g}"]
+                   for line in text.splitlines())
+
+
+def test_corrected_rule_is_not_served_from_a_cache(backend, monkeypatch):
+    """Compiled code is cached by content: a changed derivative rule must change the key."""
+    weights = np.array([1.0, 2.0, 3.0])
+    monkeypatch.setitem(REGISTRY, "sin", dataclasses.replace(
+        REGISTRY["sin"], vjp=lambda g, out, x: (ops.mul(g, out),)))
+    wrong = symgrad.compile(sin_sum, backend=backend).grad(X)
+    np.testing.assert_allclose(wrong, np.sin(X) * weights, rtol=1e-15)
+    monkeypatch.undo()
+    right = symgrad.compile(sin_sum, backend=backend).grad(X)
+    np.testing.assert_allclose(right, np.cos(X) * weights, rtol=1e-15)
+
+
+def test_wrong_rule_reported_without_raising(backend, wrong_sin_rule):
+    f = symgrad.compile(sin_sum, backend=backend)
+    report = symgrad.check_grad(f, X, raise_on_error=False)
+    assert not report.ok
+    assert report.errors("central diff") > 0.1
+
+
+def test_wrong_rule_caught_on_large_arguments(backend, wrong_sin_rule):
+    """Beyond max_coords entries the check samples coordinates plus a random direction."""
+    x = np.linspace(0.1, 1.2, 60).reshape(6, 10)
+    f = symgrad.compile(lambda x: snp.sum(snp.sin(x)), backend=backend)
+    report = symgrad.check_grad(f, x, raise_on_error=False)
+    assert not report.ok
+    assert {c.method for c in report.comparisons} == {"interpreter", "central diff",
+                                                      "complex step", "directional"}
+    assert not next(c for c in report.comparisons if c.method == "directional").ok
+    sampled = next(c for c in report.comparisons if c.method == "complex step")
+    for index, g, ref in sampled.worst:
+        assert 0 <= index < x.size
+        assert g == pytest.approx(np.sin(x.flat[index]), rel=1e-12)
+        assert ref == pytest.approx(np.cos(x.flat[index]), rel=1e-12)
+
+
+def test_large_arguments_pass_when_right(backend, rng):
+    W = rng.standard_normal((30, 4))
+    X = rng.standard_normal((5, 30))
+    f = symgrad.compile(lambda W, X: snp.sum(snp.tanh(X @ W) ** 2), backend=backend)
+    report = symgrad.check_grad(f, W, X)
+    assert report.ok
+    assert "directional" in {c.method for c in report.comparisons}
+
+
+def test_backend_disagreeing_with_interpreter_is_caught(backend):
+    """A gradient off by 1e-3 in one entry (as a backend bug would be) fails the interpreter leg."""
+    f = symgrad.compile(sin_sum, backend=backend)
+    honest = f.value_and_grad
+
+    def off_by_a_little(*args):
+        value, g = honest(*args)
+        g = g.copy()
+        g[1] += 1e-3
+        return value, g
+
+    f.value_and_grad = off_by_a_little          # an instance attribute: this f only
+    with pytest.raises(symgrad.GradientCheckError) as info:
+        symgrad.check_grad(f, X)
+    comparison = next(c for c in info.value.report.comparisons if c.method == "interpreter")
+    assert not comparison.ok
+    assert comparison.max_abs == pytest.approx(1e-3, rel=1e-9)
+    assert comparison.worst[0][0] == 1
+
+
+def test_tolerances_are_honoured(backend):
+    f = symgrad.compile(lambda x: snp.sum(x ** 3), backend=backend)
+    x = np.array([1e3, 2e3])
+    # central differences at this scale are good to ~1e-9 relative, not 1e-15
+    with pytest.raises(symgrad.GradientCheckError):
+        symgrad.check_grad(f, x, rtol=1e-15, atol=0.0)
+    assert symgrad.check_grad(f, x, rtol=1e-6).ok
+
+
+def test_float32_uses_float32_tolerance(backend):
+    f = symgrad.compile(lambda x: snp.sum(snp.exp(x) * x), backend=backend)
+    x = np.array([0.3, -0.2, 1.5], dtype=np.float32)
+    report = symgrad.check_grad(f, x)
+    assert report.ok
+    assert report.rtol == check.F32_RTOL
+    # the references ran in float64: their error is float32 rounding, well above float64's
+    assert 1e-9 < report.errors("complex step") < check.F32_RTOL
+
+
+def test_check_grad_with_other_argnums(backend):
+    def fn(x, k, y):
+        return snp.sum(x[k] * y ** 2)
+    f = symgrad.compile(fn, argnums=0, backend=backend)
+    report = symgrad.check_grad(f, X, np.array([2, 0, 2]), np.array([1.0, -2.0, 0.5]),
+                                argnums=2)
+    assert report.ok
+    assert {c.argument for c in report.comparisons} == {"y"}
+    with pytest.raises(ValueError, match="argument 1"):
+        symgrad.check_grad(f, X, np.array([2, 0, 2]), np.array([1.0, -2.0, 0.5]), argnums=1)
