@@ -248,7 +248,8 @@ def _to_array(a, label, name, weak_float, dtype):
     if isinstance(a, tracing.Tracer):
         raise TypeError(f"{name}: {label} is a traced value; calling a compiled function "
                         f"inside a traced function is not supported")
-    if isinstance(a, float) or (isinstance(a, (list, tuple)) and _has_float(a)):
+    if (isinstance(a, float) and not isinstance(a, np.generic)) or (
+            isinstance(a, (list, tuple)) and _has_float(a)):
         try:
             arr = np.asarray(a, dtype=weak_float)
         except (TypeError, ValueError) as e:

@@ -68,7 +68,7 @@ class GradCheckReport:
         p.text(str(self))
 
 
-def _compare(method, name, grad, ref, rtol, atol, index=None):
+def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     grad = np.asarray(grad, dtype=np.float64).ravel()
     ref = np.asarray(ref, dtype=np.float64).ravel()
     diff = np.abs(grad - ref)
@@ -78,7 +78,11 @@ def _compare(method, name, grad, ref, rtol, atol, index=None):
     ok = bool(np.all(np.isfinite(grad) == np.isfinite(ref))) and max_abs <= atol + rtol * scale
     order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
     index = np.arange(grad.size) if index is None else index
-    worst = [(int(index[k]), float(grad[k]), float(ref[k])) for k in order]
+    def position(flat):       # (i, j) for a matrix; a plain index for a vector
+        if shape is None or len(shape) <= 1:
+            return int(flat)
+        return tuple(int(i) for i in np.unravel_index(flat, shape))
+    worst = [(position(index[k]), float(grad[k]), float(ref[k])) for k in order]
     return Comparison(method, name, max_abs, max_rel, ok, worst)
 
 
@@ -111,7 +115,7 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
     interp = evaluate(spec.value_and_grad_graph(), arrays)[1:]
     for name, g, ref in zip(names, grads, interp):
         comparisons.append(_compare("interpreter", name, g, ref, max(rtol, 1e-10) if not is_f32
-                                    else tol, atol))
+                                    else tol, atol, shape=np.shape(ref)))
 
     # 2-3. Finite differences and the complex step on the float64 forward graph.
     f64 = _float64_graph(cf, spec, args)
@@ -130,13 +134,15 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
         if x0.size <= max_coords:
             fd = numerical.grad(f, x0, method="central")
             cs = numerical.grad(f, x0, method="complex")
-            comparisons.append(_compare("central diff", name, g, fd, tol, atol))
-            comparisons.append(_compare("complex step", name, g, cs, tol, atol))
+            comparisons.append(_compare("central diff", name, g, fd, tol, atol, shape=g.shape))
+            comparisons.append(_compare("complex step", name, g, cs, tol, atol, shape=g.shape))
             continue
         coords = np.sort(rng.choice(x0.size, size=max_coords, replace=False))
         fd, cs = _sampled(f, x0, coords)
-        comparisons.append(_compare("central diff", name, g.ravel()[coords], fd, tol, atol, coords))
-        comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol, coords))
+        comparisons.append(_compare("central diff", name, g.ravel()[coords], fd, tol, atol, coords,
+                                    g.shape))
+        comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol, coords,
+                                    g.shape))
         s = rng.standard_normal(x0.shape)
         comparisons.append(_compare("directional", name, np.sum(g * s),
                                     numerical.directional(f, x0, s), max(tol, 1e-6), atol))

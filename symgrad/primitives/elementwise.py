@@ -190,7 +190,8 @@ elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh)
 elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
-# out * (1 - out) is exact there.
+# out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
+# keeps full relative accuracy on both sides.
 def _logistic_impl(x):
     # Both forms are analytic (the complex step rides along); each is the one that cannot
     # overflow on its half-line.
@@ -199,7 +200,8 @@ def _logistic_impl(x):
     return np.where(positive, 1 / (1 + z), z / (1 + z))
 
 
-elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT * (1 - OUT)], impl=_logistic_impl)
+elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT / (1 + sp.exp(X))],
+            impl=_logistic_impl)
 
 # abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
 # abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.
