@@ -97,6 +97,9 @@ class CompiledFunction:
         self._specs = {}
         self._lock = threading.Lock()
         functools.update_wrapper(self, fn)
+        # Looked up once: the per-call path must not inspect the function again.
+        self._parameter_names = tracing.parameter_names(fn)
+        self._arity_range = self._arity()
 
     # -- specialization ------------------------------------------------------------------------
 
@@ -109,21 +112,17 @@ class CompiledFunction:
         sizes (one ``N`` must mean one size across arguments; ``ShapeError`` otherwise).
         Without a signature a new shape is simply a new specialization.
         """
-        arity = self._arity()
+        arity = self._arity_range
         if arity is not None and not arity[0] <= len(args) <= arity[1]:
             fewest, most = arity
             count = f"{most}" if fewest == most else f"from {fewest} to {most}"
             raise TypeError(f"{self.__name__}() takes {count} positional arguments but "
                             f"{len(args)} were given")
-        for i in self.argnums:
-            if i >= len(args):
-                raise TypeError(f"argnums includes {i} but {self.__name__}() got only "
-                                f"{len(args)} arguments")
-        names = self.__dict__.get("_parameter_names")      # for messages; looked up once
-        if names is None:
-            names = self.__dict__["_parameter_names"] = tracing.parameter_names(self.fn)
-        arrays, key, types, static, sizes = [], [], [], {}, {}
-        weak_float = self.dtype or _widest_float(args, self.static_argnums)
+        if self.argnums and max(self.argnums) >= len(args):
+            raise TypeError(f"argnums includes {max(self.argnums)} but {self.__name__}() got "
+                            f"only {len(args)} arguments")
+        arrays, key, static, sizes = [], [], {}, {}
+        weak_float = self.dtype
         for i, a in enumerate(args):
             if i in self.static_argnums:
                 try:
@@ -132,22 +131,38 @@ class CompiledFunction:
                     raise TypeError(f"static argument {i} of {self.__name__} must be hashable, "
                                     f"got {type(a).__name__}") from None
                 key.append(("static", type(a).__name__, a))
-                types.append(None)
                 static[i] = a
                 continue
-            label = f"argument {i}" + (f" ({names[i]!r})" if i < len(names) else "")
-            arr = _to_array(a, label, self.__name__, weak_float, self.dtype)
+            # The common case first: an array symgrad computes with as it is.
+            if type(a) is np.ndarray and a.dtype in _READY and (
+                    self.dtype is None or a.dtype.kind != "f"):
+                arr = a
+            elif type(a) is float:
+                if weak_float is None:
+                    weak_float = _widest_float(args, self.static_argnums)
+                arr = np.array(a, dtype=weak_float)
+            else:
+                if weak_float is None:
+                    weak_float = _widest_float(args, self.static_argnums)
+                arr = _to_array(a, self._label(i), self.__name__, weak_float, self.dtype)
             if self.signature:
                 arr = _check_signature(self.signature, i, arr, self.__name__, sizes)
             if i in self.argnums and arr.dtype.kind not in "fc":
-                raise ValueError(f"cannot differentiate {self.__name__} with respect to {label}: "
-                                 f"it is {arr.dtype} data. Integer arrays are never "
-                                 f"differentiated; pass floats.")
-            shape = _declared_shape(self.signature, i, arr.shape)
+                raise ValueError(f"cannot differentiate {self.__name__} with respect to "
+                                 f"{self._label(i)}: it is {arr.dtype} data. Integer arrays "
+                                 f"are never differentiated; pass floats.")
             arrays.append(arr)
-            key.append((shape, arr.dtype.name))
-            types.append(TensorType(shape, arr.dtype.name))
-        return arrays, tuple(key), types, static
+            key.append((arr.shape if not self.signature else
+                        _declared_shape(self.signature, i, arr.shape), arr.dtype))
+        return arrays, tuple(key), static
+
+    def _label(self, i):
+        names = self._parameter_names
+        return f"argument {i}" + (f" ({names[i]!r})" if i < len(names) else "")
+
+    def _types(self, key):
+        """The argument types of a specialization key (None for static arguments)."""
+        return [None if k[0] == "static" else TensorType(tuple(k[0]), k[1].name) for k in key]
 
     def _arity(self):
         """(fewest, most) positional arguments fn takes; None when it takes ``*args``."""
@@ -164,13 +179,13 @@ class CompiledFunction:
 
     def specialize(self, *args):
         """The Specialization for these arguments, and the converted arrays."""
-        arrays, key, types, static = self._convert(args)
+        arrays, key, static = self._convert(args)
         spec = self._specs.get(key)
         if spec is None:
             with self._lock:
                 spec = self._specs.get(key)
                 if spec is None:
-                    spec = Specialization(self, types, static)
+                    spec = Specialization(self, self._types(key), static)
                     self._specs[key] = spec
         return spec, arrays
 
@@ -229,11 +244,16 @@ def _value(out):
     return float(out) if out.ndim == 0 else out
 
 
+# dtypes passed to native code as they are (native byte order).
+_READY = frozenset(np.dtype(t) for t in ("float64", "float32", "int64", "int32", "bool"))
+_F32, _F64 = np.dtype("float32"), np.dtype("float64")
+
+
 def _widest_float(args, static_argnums):
     """Python floats take the float dtype of the array arguments (float64 when they differ)."""
-    found = {np.asarray(a).dtype.name for i, a in enumerate(args)
+    found = {a.dtype for i, a in enumerate(args)
              if i not in static_argnums and isinstance(a, np.ndarray) and a.dtype.kind == "f"}
-    return "float32" if found == {"float32"} else "float64"
+    return _F32 if found == {_F32} else _F64
 
 
 def _to_array(a, label, name, weak_float, dtype):

@@ -104,8 +104,11 @@ class NativeExecutable:
         self._value = getattr(self.lib, self.module.value_name)
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
         graph = spec.graph
-        self.in_types = [CTYPES[v.dtype] + "[]" for v in graph.inputs]
-        self.out_types = [v.type for v in graph.outputs]
+        # Resolved once: the per-call path only allocates and calls.
+        self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
+        self._value_plan = self._plan(graph.outputs)
+        self._vg_plan = (self._plan(spec.value_and_grad_graph().outputs)
+                         if self.module.grad_name else None)
         self.index_checks = _index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
         self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
@@ -113,6 +116,10 @@ class NativeExecutable:
                                   for a, d in enumerate(v.shape) if d == sym)
                              for sym in self.size_symbols]
         self.lock = threading.Lock()
+
+    def _plan(self, outputs):
+        return [(v.shape, np.dtype(v.dtype), self.ffi.typeof(CTYPES[v.dtype] + "[]"))
+                for v in outputs]
 
     def _inputs(self, arrays):
         """cffi buffers over ``arrays`` (converted by ``api._convert``: right dtype, native byte
@@ -131,26 +138,33 @@ class NativeExecutable:
             bufs.append(self.ffi.from_buffer(t, a))
         return bufs
 
-    def _out(self, t, arrays):
-        shape = t.shape
-        if not dims.static_shape(shape):
-            binding = {sym: arrays[p].shape[a]
-                       for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
-            shape = tuple(dims.substitute(d, binding) for d in shape)
-        arr = np.empty(shape, dtype=t.dtype)
-        return arr, self.ffi.from_buffer(CTYPES[t.dtype] + "[]", arr, require_writable=True)
+    def _outputs(self, plan, arrays):
+        """Fresh output arrays (shapes with run-time sizes read off the inputs) and their
+        buffers."""
+        binding = None
+        outs, bufs = [], []
+        for shape, dtype, ctype in plan:
+            if not dims.static_shape(shape):
+                if binding is None:
+                    binding = {sym: arrays[p].shape[a]
+                               for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
+                shape = tuple(dims.substitute(d, binding) for d in shape)
+            arr = np.empty(shape, dtype=dtype)
+            outs.append(arr)
+            bufs.append(self.ffi.from_buffer(ctype, arr, require_writable=True))
+        return outs, bufs
 
     def value(self, arrays):
         bufs = self._inputs(arrays)
-        outs = [self._out(t, arrays) for t in self.out_types]
-        self._status(self._value(*bufs, *[b for _, b in outs]), arrays)
-        return [a for a, _ in outs]
+        outs, out_bufs = self._outputs(self._value_plan, arrays)
+        self._status(self._value(*bufs, *out_bufs), arrays)
+        return outs
 
     def value_and_grad(self, arrays):
         bufs = self._inputs(arrays)
-        outs = [self._out(v.type, arrays) for v in self.spec.value_and_grad_graph().outputs]
-        self._status(self._vg(*bufs, *[b for _, b in outs]), arrays)
-        return outs[0][0], [a for a, _ in outs[1:]]
+        outs, out_bufs = self._outputs(self._vg_plan, arrays)
+        self._status(self._vg(*bufs, *out_bufs), arrays)
+        return outs[0], outs[1:]
 
     def _status(self, status, arrays):
         if status == STATUS["SYMGRAD_OK"]:

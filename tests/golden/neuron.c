@@ -82,10 +82,10 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
     double *restrict b = (double *)(ws + 64);
     double *restrict d = (double *)(ws + 128);
     double *restrict b_d = (double *)(ws + 192);
-    double *restrict j_ = (double *)(ws + 256);
+    double *restrict k = (double *)(ws + 256);
     double *restrict b_b = (double *)(ws + 320);
     double *restrict b_a = (double *)(ws + 384);
-    double *restrict k = (double *)(ws + 448);
+    double *restrict l = (double *)(ws + 448);
 
     /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -120,27 +120,28 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
     const double g = 1.0/(1 + exp(-f));
 
     /* grad of: g = logistic f   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    const double h = 1.0 - g;
-    const double i_ = g*h;
+    const double h = exp(f);
+    const double i_ = h + 1.0;
+    const double j_ = g/i_;
 
     /* grad of: e = reshape d   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     {
         const int64_t i0 = 0;
-        b_d[i0] = i_;
+        b_d[i0] = j_;
     }
 
     /* grad of: d = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i0 = 0; i0 < 3; ++i0) {
-        j_[i0] = 0.0;
+        k[i0] = 0.0;
     }
     {
         const int64_t i0 = 0;
-        j_[2 + i0] = b_d[0];
+        k[2 + i0] = b_d[0];
     }
 
     /* grad of: c = reduce_sum b   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i0 = 0; i0 < 2; ++i0) {
-        b_b[i0] = i_;
+        b_b[i0] = j_;
     }
 
     /* grad of: b = mul a x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
@@ -151,14 +152,14 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
 
     /* grad of: a = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i0 = 0; i0 < 3; ++i0) {
-        k[i0] = 0.0;
+        l[i0] = 0.0;
     }
     for (int64_t i0 = 0; i0 < 2; ++i0) {
-        k[i0] = b_a[i0];
+        l[i0] = b_a[i0];
     }
 
     for (int64_t i = 0; i < 3; ++i) {
-        grad_w[i] = j_[i] + k[i];
+        grad_w[i] = k[i] + l[i];
     }
 
     *value = g;
