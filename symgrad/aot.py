@@ -19,10 +19,8 @@ machine of the same architecture; pass ``cflags`` for ``-march=native``.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from .backend.native import specialization_functions
 from .cspell import CTYPES, STATUS
 from .tracing import parameter_names
 from .types import TensorType, parse_type
+from .userfiles import import_file
 
 AOT_CFLAGS = ("-O3",)
 _EXPORTS: list = []
@@ -86,14 +85,7 @@ def collect(spec_path):
     if not spec_path.is_file():
         raise FileNotFoundError(f"no such SPEC file: {spec_path}")
     del _EXPORTS[:]
-    module_spec = importlib.util.spec_from_file_location(
-        f"symgrad_spec_{spec_path.stem}", spec_path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.path.insert(0, str(spec_path.parent.resolve()))
-    try:
-        module_spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
+    import_file(spec_path, f"symgrad_spec_{spec_path.stem}")
     exports = list(_EXPORTS)
     del _EXPORTS[:]
     if not exports:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .types import parse_type
+from .userfiles import import_file
 
 
 def load_function(target):
@@ -20,14 +20,7 @@ def load_function(target):
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"symgrad: no such file: {path}")
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent.resolve()))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    fn = getattr(module, name, None)
+    fn = getattr(import_file(path), name, None)
     if fn is None:
         raise SystemExit(f"symgrad: {path} has no function {name!r}")
     return getattr(fn, "fn", fn)
