@@ -281,14 +281,29 @@ class building:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# symgrad's own modules that hold functions written *for* tracing (optimizer update rules, the
+# demo's losses): their lines are the user's lines, so the C (and its cache key) does not depend
+# on who called them first.
+_TRACED_MODULES = {_PACKAGE_DIR + name for name in ("optim.py", "demo.py")}
+_internal = {}
+
+
+def _is_internal(filename):
+    known = _internal.get(filename)
+    if known is None:
+        path = os.path.abspath(filename)
+        known = _internal[filename] = (path.startswith(_PACKAGE_DIR)
+                                       and path not in _TRACED_MODULES) or \
+            filename.startswith("<frozen")
+    return known
 
 
 def user_location():
-    """The innermost frame outside the symgrad package: the user's line being traced."""
+    """The innermost frame outside symgrad's machinery: the user's line being traced."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
+        if not _is_internal(filename):
             return SourceLoc(filename, frame.f_lineno, frame.f_code.co_name)
         frame = frame.f_back
     return None

@@ -21,8 +21,10 @@ from ..errors import CompileError
 
 DEFAULT_CFLAGS = ("-O3", "-march=native")
 # Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
-# independent code for a shared library, and libm.
-REQUIRED_CFLAGS = ("-std=c99", "-fPIC", "-shared")
+# independent code for a shared library, and -fno-math-errno: generated code never reads errno,
+# and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
+# -ffast-math it changes no result.
+REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared")
 
 _count = 0
 
