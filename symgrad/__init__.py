@@ -13,16 +13,17 @@ See API.md for the contract.
 """
 __version__ = "0.1.0"   # first: modules below read it
 
-from . import inspect, nn, numerical
+from . import inspect, nn, numerical, optim
 from . import numpy  # noqa: F401  (symgrad.numpy)
 from .aot import export
-from .api import CompiledFunction, compile, grad, trace, value_and_grad
+from .api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
 from .check import GradCheckReport, check_grad
 from .errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
 from .ir import Graph
 
 
-__all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad", "trace", "check_grad",
+__all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
+           "jacobian", "hessian", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
-           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy"]
+           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy", "optim"]

@@ -3,6 +3,12 @@
 A ``CompiledFunction`` wraps a Python function. Each call looks up the specialization for the
 arguments' shapes, dtypes and static values (tracing and compiling it the first time), converts
 the arguments and runs the backend: the NumPy interpreter or native C.
+
+Forward mode and second order (API.md §4) are compiled functions too: ``f.jvp``, ``f.hvp``,
+``jacobian`` and ``hessian`` each compile a Python function that, when traced, applies the
+transformation (``symgrad.transforms``) to ``fn``'s trace. Called on traced values (inside a
+function being traced) every entry point inlines its transformed graph instead, which is how
+``grad(grad(f))`` and forward-over-reverse compose.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import threading
 
 import numpy as np
 
-from . import dims, tracing
+from . import dims, tracing, transforms
 from .autodiff import value_and_grad_graph
 from .errors import DTypeError, ShapeError
 from .interp import evaluate
@@ -199,11 +205,15 @@ class CompiledFunction:
     # -- the API -------------------------------------------------------------------------------
 
     def __call__(self, *args):
+        if transforms.any_traced(args):
+            return transforms.call(self.fn, args)
         spec, arrays = self.specialize(*args)
         outs = [_value(v) for v in spec.executable().value(arrays)]
         return tuple(outs) if spec.graph.tuple_output else outs[0]
 
     def _grads(self, *args):
+        if transforms.any_traced(args):
+            return transforms.value_and_grad(self.fn, self.argnums, self.single, args)
         spec, arrays = self.specialize(*args)
         if not spec.differentiable:
             what = ("a tuple" if spec.graph.tuple_output else str(spec.graph.outputs[0].type))
@@ -221,6 +231,73 @@ class CompiledFunction:
         """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
         return self._grads(*args)
 
+    def jvp(self, args, tangents):
+        """Forward mode: ``(value, tangent_out)``, the value of ``fn(*args)`` and its directional
+        derivative along ``tangents`` (one per ``argnums`` entry; for an int ``argnums`` the
+        tangent itself may be given). Both have the structure of ``fn``'s result."""
+        args, tangents = tuple(args), self._per_argnum(tangents, "tangents")
+        if transforms.any_traced(args + tangents):
+            return transforms.jvp(self.fn, self.argnums, args, tangents)
+        n = len(args)
+        cf = self._derived("jvp", n, lambda *xs: _flatten(
+            transforms.jvp(self.fn, self.argnums, xs[:n], xs[n:])))
+        flat = cf(*args, *tangents)
+        if not self.specialize(*args)[0].graph.tuple_output:
+            return flat[0], flat[1]
+        half = len(flat) // 2
+        return tuple(flat[:half]), tuple(flat[half:])
+
+    def hvp(self, args, v):
+        """The Hessian-vector product H·v of a scalar ``fn`` with respect to ``argnums``, by
+        forward mode over reverse mode (one gradient sweep and its tangent). ``v``: one array
+        per ``argnums`` entry (or the array itself for an int ``argnums``); the result has the
+        structure of ``grad``'s."""
+        args, v = tuple(args), self._per_argnum(v, "v")
+        if transforms.any_traced(args + v):
+            return _hvp_traced(self.fn, self.argnums, self.single, args, v)
+        n = len(args)
+        cf = self._derived("hvp", n, lambda *xs: tuple(_hvp_traced(
+            self.fn, self.argnums, False, xs[:n], xs[n:])))
+        out = cf(*args, *v)
+        return out[0] if self.single else tuple(out)
+
+    def _per_argnum(self, values, what):
+        if self.single:
+            return values if isinstance(values, tuple) and len(values) == 1 else (values,)
+        if isinstance(values, (tuple, list)) and len(values) == len(self.argnums):
+            return tuple(values)
+        raise TypeError(f"{self.__name__}: {what} needs one entry per argnums entry "
+                        f"({len(self.argnums)}), as a tuple")
+
+    def _derived(self, kind, nargs, fn):
+        """The compiled function ``fn(*args, *per_argnum)`` of kind ``jvp``/``hvp`` for ``nargs``
+        positional arguments, with this function's options; made once and kept. The extra
+        parameters are named ``t_<name>`` (tangents) or ``v_<name>`` (hvp directions) and take
+        their argument's type in a ``signature``."""
+        derived = self.__dict__.setdefault("_derived_functions", {})
+        key = (kind, nargs)
+        if key not in derived:
+            names = tracing.parameter_names(self.fn)[:nargs]
+            names += [f"arg{i}" for i in range(len(names), nargs)]
+            extra = []
+            for i in self.argnums:
+                name = f"{'t' if kind == 'jvp' else 'v'}_{names[i]}"
+                while name in names or name in extra:
+                    name += "_"
+                extra.append(name)
+            signature = None
+            if self.signature:
+                signature = {i: entry[1] for i, entry in self.signature.items()}
+                signature.update({nargs + k: self.signature[i][1]
+                                  for k, i in enumerate(self.argnums) if i in self.signature})
+            fn.__name__ = fn.__qualname__ = f"{kind}_{self.__name__}"
+            fn.__signature__ = _parameters(names + extra)
+            derived[key] = CompiledFunction(
+                fn, argnums=(), static_argnums=self.static_argnums, signature=signature,
+                backend=self.backend, dtype=self.dtype, cache_dir=self.cache_dir,
+                cflags=self.cflags)
+        return derived[key]
+
     def trace(self, *args):
         """The traced (and optimized) forward Graph for these arguments."""
         return self.specialize(*args)[0].graph
@@ -235,6 +312,48 @@ class CompiledFunction:
         from .check import check_grad
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
+
+    # -- pickling (Dask workers, multiprocessing) --------------------------------------------
+    # A CompiledFunction travels as its Python function and options, never its specializations:
+    # the receiving process traces again and finds each library in its own disk cache (or
+    # compiles it once). The pair is pickled with cloudpickle when installed (by reference when
+    # the function is importable, by value otherwise: lambdas, closures, __main__), else with
+    # pickle. Unpickling the same bytes again in one process returns the same object, so its
+    # in-memory specializations and loaded libraries are reused: a Dask worker handed the
+    # function with every task traces and loads each specialization once. Those objects live
+    # as long as the process.
+
+    _unpickled = {}     # sha256 of the pickled (fn, options) -> the CompiledFunction
+
+    def __reduce__(self):
+        payload = self.__dict__.get("_pickled")
+        if payload is None:
+            options = dict(
+                argnums=self.argnums[0] if self.single else self.argnums,
+                static_argnums=self.static_argnums,
+                signature=({key: text for key, text, *_ in self.signature.values()}
+                           if self.signature else None),
+                backend=self.backend, dtype=self.dtype, cache_dir=self.cache_dir,
+                cflags=self.cflags)
+            try:
+                import cloudpickle as pickler
+            except ImportError:
+                import pickle as pickler
+            payload = self._pickled = pickler.dumps((self.fn, options))
+        return CompiledFunction._unpickle, (payload,)
+
+    @classmethod
+    def _unpickle(cls, payload):
+        import hashlib
+        import pickle
+        key = hashlib.sha256(payload).hexdigest()
+        cf = cls._unpickled.get(key)
+        if cf is None:
+            fn, options = pickle.loads(payload)
+            cf = cls(fn, **options)
+            cf._pickled = payload
+            cf = cls._unpickled.setdefault(key, cf)
+        return cf
 
     def __repr__(self):
         return f"<symgrad.compile {self.__name__} backend={self.backend} argnums={self.argnums}>"
@@ -373,12 +492,87 @@ def trace(fn, *args):
 
 
 def grad(fn, argnums=0, **options):
-    """A callable returning the gradient of ``fn`` (compiled), JAX style."""
+    """A callable returning the gradient of ``fn`` (compiled), JAX style. Called inside a traced
+    function it inlines the gradient, so it composes: ``grad(grad(f))``."""
     cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
-    return cf.grad
+    return _entry_point(cf, cf.grad, "grad")
 
 
 def value_and_grad(fn, argnums=0, **options):
     """A callable returning ``(value, gradient)`` of ``fn`` (compiled), JAX style."""
     cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
-    return cf.value_and_grad
+    return _entry_point(cf, cf.value_and_grad, "value_and_grad")
+
+
+def jacobian(fn, argnums=0, mode="auto", **options):
+    """The compiled Jacobian of ``fn`` with respect to ``argnums``: ``out.shape + in.shape``.
+
+    ``mode``: ``"forward"`` (one jvp per input coordinate), ``"reverse"`` (one vjp per output
+    coordinate) or ``"auto"``: forward when the differentiated inputs have fewer elements than
+    the result, reverse otherwise. A tuple ``argnums`` gives a tuple of Jacobians; a function
+    returning a tuple gives one entry per result. ``options`` go to ``symgrad.compile``
+    (``backend=``, ``dtype=``, ...). Raises ValueError for an unknown mode, integer results
+    or run-time sizes.
+    """
+    transforms.choose_mode(mode, 0, 0)
+    target, single, nums = _target(fn, argnums)
+
+    def jac(*args):
+        return transforms.jacobian(target, nums, single, mode, args)
+    return CompiledFunction(_named(jac, target, "jacobian"), argnums=nums, **options)
+
+
+def hessian(fn, argnums=0, **options):
+    """The compiled Hessian of a scalar ``fn``: the forward-mode Jacobian of its reverse-mode
+    gradient (``in.shape + in.shape``; nested tuples for a tuple ``argnums``)."""
+    target, single, nums = _target(fn, argnums)
+
+    def gradient(*args):
+        return transforms.value_and_grad(target, nums, single, args)[1]
+
+    def hess(*args):
+        return transforms.jacobian(_named(gradient, target, "grad"), nums, single, "forward",
+                                   args)
+    return CompiledFunction(_named(hess, target, "hessian"), argnums=nums, **options)
+
+
+def _target(fn, argnums):
+    target = fn.fn if isinstance(fn, CompiledFunction) else fn
+    single = isinstance(argnums, int)
+    return target, single, ((argnums,) if single else tuple(argnums))
+
+
+def _named(wrapper, fn, kind):
+    """``wrapper`` with ``fn``'s parameters (for argument names) and the name kind_<fn>."""
+    functools.update_wrapper(wrapper, fn)
+    wrapper.__name__ = wrapper.__qualname__ = f"{kind}_{getattr(fn, '__name__', 'f')}"
+    return wrapper
+
+
+def _entry_point(cf, method, kind):
+    def entry(*args):
+        return method(*args)
+    entry = _named(entry, cf.fn, kind)
+    entry.compiled = cf
+    return entry
+
+
+def _hvp_traced(fn, argnums, single, args, v):
+    def gradient(*xs):
+        return transforms.value_and_grad(fn, argnums, False, xs)[1]
+    _, hv = transforms.jvp(_named(gradient, fn, "grad"), argnums, args, v)
+    return hv[0] if single else hv
+
+
+def _flatten(pair):
+    """(outputs, tangents), each a value or a tuple, as one flat tuple."""
+    flat = []
+    for part in pair:
+        flat.extend(part if isinstance(part, tuple) else (part,))
+    return tuple(flat)
+
+
+def _parameters(names):
+    import inspect
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(n, kind) for n in names])

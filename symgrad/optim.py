@@ -427,7 +427,7 @@ class MinimizeResult:
 
 
 def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, steps=None,
-             callback=None, progress=True, seed=None):
+             callback=None, progress=True, seed=None, client=None):
     """Minimize ``f(params, *batch)`` with ``optimizer``; returns a ``MinimizeResult``.
 
     ``params``: an array or a (nested) tuple/list/dict of float arrays. ``f`` is a symgrad-
@@ -443,6 +443,9 @@ def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, step
     updated parameters and the loss measured before the update; returning True stops the run.
     ``progress``: a tqdm bar when tqdm is installed, else a one-line status on stderr.
     Ctrl-C stops the run and returns what was reached; a loss that is not finite stops it too.
+    ``client``: a Dask client; ``data`` is then a list of shards (see
+    ``symgrad.distributed.value_and_grad``), placed on the workers once, and each step is the
+    full-data gradient computed shard by shard on the cluster.
     Raises ValueError when neither ``epochs`` nor ``steps`` is given.
     """
     if epochs is None and steps is None:
@@ -451,14 +454,22 @@ def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, step
     leaves = [_float_copy(p) for p in leaves]
     k = len(leaves)
     fn = f.fn if isinstance(f, CompiledFunction) else f      # compiled again below, for leaves
-    batches = _Batches(data, batch_size, seed)
+    if client is not None:
+        if batch_size is not None:
+            raise ValueError("with a client, data are shards on the cluster: batch_size does "
+                             "not apply")
+        from .distributed import ShardedLoss
+        compiled = ShardedLoss(fn, params, data, client)
+        batches = _Batches(None, None, seed)
+    else:
+        batches = _Batches(data, batch_size, seed)
 
-    def loss(*args):
-        return fn(tree_unflatten(treedef, args[:k]), *args[k:])
+        def loss(*args):
+            return fn(tree_unflatten(treedef, args[:k]), *args[k:])
 
-    loss.__name__ = loss.__qualname__ = getattr(f, "__name__", "loss")
-    loss.__signature__ = _signature(fn, treedef, len(batches.data))
-    compiled = _compile_batched(loss, leaves, batches)
+        loss.__name__ = loss.__qualname__ = getattr(f, "__name__", "loss")
+        loss.__signature__ = _signature(fn, treedef, len(batches.data))
+        compiled = _compile_batched(loss, leaves, batches)
 
     total = batches.steps_for(epochs)
     if steps is not None:

@@ -15,5 +15,10 @@ def int(x, y):          # a Python name that is a C keyword: the build must mang
     return snp.sum(x * y)
 
 
+def scaled_residual(x, s):   # a vector result: only a value function, no gradient
+    return (x - 1.0) * s
+
+
 symgrad.export(softmax_loss, "f64[30,10]", "f64[N,30]", "i64[N]", "f64[]")
 symgrad.export(int, "f64[K]", "f64[K]", name="dot_int", argnums=(0, 1))
+symgrad.export(scaled_residual, "f32[K]", "f32[]")

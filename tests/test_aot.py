@@ -39,7 +39,8 @@ def test_build_writes_every_file(built):
                      "libaot_spec.so"]
     manifest = json.loads((built / "aot_spec.json").read_text())
     assert manifest["symgrad_version"] == symgrad.__version__
-    (soft, dot) = manifest["exports"]
+    (soft, dot, residual) = manifest["exports"]
+    assert residual["c_functions"] == ["scaled_residual"] and residual["gradient_of"] == []
     assert soft["name"] == "softmax_loss" and soft["sizes"] == ["N"]
     assert [a["type"] for a in soft["arguments"]] == ["f64[30,10]", "f64[N,30]", "i64[N]", "f64[]"]
     assert soft["c_functions"] == ["softmax_loss", "softmax_loss_value_and_grad"]
@@ -184,7 +185,7 @@ def test_build_is_reproducible(built, tmp_path):
 def test_build_reports_what_it_wrote(tmp_path, capsys):
     assert main(["build", str(SPEC), "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "2 export(s)" in out and str(tmp_path / "libaot_spec.so") in out
+    assert "3 export(s)" in out and str(tmp_path / "libaot_spec.so") in out
 
 
 def test_spec_without_exports_is_an_error(tmp_path, capsys):
@@ -200,3 +201,11 @@ def test_export_checks_its_types():
     with pytest.raises(ValueError, match="cannot read type string"):
         symgrad.export(aot_spec.int, "f64(3)", "f64[3]")
     aot._EXPORTS.clear()
+
+
+def test_vector_result_export_has_a_value_function_only(built):
+    loader = load(built, "aot_loader_vector")
+    out = loader.scaled_residual(np.array([1.0, 2.0, 4.0], dtype=np.float32), 2.0)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [0.0, 2.0, 6.0])
+    assert not hasattr(loader, "scaled_residual_value_and_grad")

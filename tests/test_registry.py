@@ -1,4 +1,4 @@
-"""The primitive registry: every primitive is complete, stated derivatives are right, and every
+"""The primitive registry: every primitive is complete (adjoint and tangent rule included), stated derivatives are right, and every
 primitive has a row in the test table of ``test_primitives.py``."""
 import pytest
 import sympy as sp
@@ -25,6 +25,7 @@ def test_primitive_has_every_field(name):
     assert callable(prim.shape_rule)
     assert callable(prim.impl)
     assert callable(prim.vjp)
+    assert callable(prim.jvp), "a tangent rule beside the adjoint rule"
     assert (prim.c_expr is None) != (prim.c_kernel is None), "exactly one C rendering"
     assert callable(prim.c_expr if prim.c_expr is not None else prim.c_kernel)
     # Fused elementwise primitives render as C expressions; structured ones as kernels.
@@ -35,12 +36,15 @@ def test_primitive_has_every_field(name):
 def test_register_rejects_duplicates_and_missing_c():
     noop = lambda *a, **k: None   # noqa: E731
     with pytest.raises(ValueError, match="registered twice"):
-        register(Primitive("add", noop, noop, noop, c_expr=noop))
+        register(Primitive("add", noop, noop, noop, c_expr=noop, jvp=noop))
     with pytest.raises(ValueError, match="exactly one of c_expr and c_kernel"):
-        register(Primitive("no_c_rule", noop, noop, noop))
+        register(Primitive("no_c_rule", noop, noop, noop, jvp=noop))
     with pytest.raises(ValueError, match="exactly one of c_expr and c_kernel"):
-        register(Primitive("two_c_rules", noop, noop, noop, c_expr=noop, c_kernel=noop))
-    assert "no_c_rule" not in REGISTRY and "two_c_rules" not in REGISTRY
+        register(Primitive("two_c_rules", noop, noop, noop, c_expr=noop, c_kernel=noop,
+                           jvp=noop))
+    with pytest.raises(ValueError, match="needs a jvp"):
+        register(Primitive("no_jvp_rule", noop, noop, noop, c_expr=noop))
+    assert not {"no_c_rule", "two_c_rules", "no_jvp_rule"} & set(REGISTRY)
 
 
 SYMPY_DEFINED = sorted(name for name, p in REGISTRY.items() if p.expr is not None)

@@ -6,7 +6,8 @@ A few entries state their derivative in terms of ``out`` instead, where that is 
 sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
 
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
-``ops.sum_to_shape`` (the one place broadcasting is undone).
+``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
+expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
 """
 from __future__ import annotations
 
@@ -121,6 +122,24 @@ def _sympy_vjp(derivs, g, out, *inputs):
     return tuple(adjoints)
 
 
+def _sympy_jvp(derivs, t, out, *inputs):
+    """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
+    env = dict(zip(SYMBOLS, inputs))
+    env[OUT] = out
+    total = None
+    for tx, d in zip(t, derivs):
+        if tx is None:
+            continue
+        if d == 1:
+            term = tx
+        elif d == -1:
+            term = ops.neg(tx)
+        else:
+            term = ops.mul(to_ir(d, env), tx)
+        total = term if total is None else ops.add(total, term)
+    return None if total is None else ops.broadcast_to(total, out.shape)
+
+
 def _c_from_sympy(expr, operands, ctype):
     printer = _PRINTERS["float32" if ctype == "float" else "float64"]
     return _c_format(printer, expr).format(*operands)
@@ -132,15 +151,15 @@ def _c_format(printer, expr):
     return printer.doprint(expr.xreplace(placeholders))
 
 
-def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, float_only=True, sympy_func=None,
-                doc=""):
+def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
+                sympy_func=None, doc=""):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
     be numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
     would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
     stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
-    only for the subgradient conventions sympy cannot state.
+    only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -153,6 +172,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, float_only=True,
         shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
+        jvp=jvp or functools.partial(_sympy_jvp, derivs),
         elementwise=True,
         c_expr=functools.partial(_c_from_sympy, expr),
         doc=doc or f"{name}: {expr}",
@@ -209,13 +229,32 @@ def _abs_vjp(g, out, x):
     return (ops.select(ops.ge(x, ops.scalar_like(0, x)), g, ops.neg(g)),)
 
 
+def _abs_jvp(t, out, x):
+    (tx,) = t
+    return ops.select(ops.ge(x, ops.scalar_like(0, x)), tx, ops.neg(tx))
+
+
 def _no_gradient(g, out, *inputs, **attrs):
     return (None,) * len(inputs)
 
 
-elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp,
+def _no_tangent(t, out, *inputs, **attrs):
+    return None
+
+
+def _select_tangents(c, t, out):
+    """select(c, t0, t1) with a zero for a missing tangent; None when both are missing."""
+    if all(tx is None for tx in t):
+        return None
+    zero = ops.scalar_like(0, out)
+    t0, t1 = (zero if tx is None else tx for tx in t)
+    return ops.broadcast_to(ops.select(c, t0, t1), out.shape)
+
+
+elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp, jvp=_abs_jvp,
             impl=lambda x: np.where(np.real(x) < 0, -x, x))
 elementwise("sign", sp.sign(X), float_only=False, sympy_func=sp.sign, vjp=_no_gradient,
+            jvp=_no_tangent,
             impl=lambda x: np.sign(np.real(x)).astype(x.dtype))
 
 
@@ -242,6 +281,10 @@ def _winner_vjp(compare, g, out, x, y):
             ops.sum_to_shape(ops.select(first, zero, g), y.shape))
 
 
+def _winner_jvp(compare, t, out, x, y):
+    return _select_tangents(bind(compare, x, y), t, out)
+
+
 def _minmax_c(compare, operands, ctype):
     x, y = operands
     nan = f" || isnan({x})" if ctype in ("double", "float") else ""
@@ -254,6 +297,7 @@ for _name, _cmp, _impl in (("maximum", "ge", _max_impl), ("minimum", "le", _min_
         shape_rule=functools.partial(_broadcast_type, _name, float_only=False),
         impl=_impl,
         vjp=functools.partial(_winner_vjp, _cmp),
+        jvp=functools.partial(_winner_jvp, _cmp),
         c_expr=functools.partial(_minmax_c, ">=" if _cmp == "ge" else "<="),
         doc=f"{_name}(x, y); the gradient goes to the winner, to x on a tie",
     ))
@@ -279,6 +323,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         shape_rule=functools.partial(_compare_type, _name),
         impl=functools.partial(_compare_impl, _np_op),
         vjp=_no_gradient,
+        jvp=_no_tangent,
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
         doc=f"x {_c_op} y (compares real parts for the complex step)",
@@ -307,6 +352,7 @@ register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
+    jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
@@ -329,6 +375,8 @@ def _convert_vjp(g, out, x, *, dtype):
 register(Primitive(
     name="convert", elementwise=True, shape_rule=_convert_type, impl=_convert_impl,
     vjp=_convert_vjp,
+    jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
+                                     if t[0] is not None and out.type.is_float else None),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
     doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
 ))
@@ -341,6 +389,7 @@ register(Primitive(
     shape_rule=functools.partial(_broadcast_type, "stop_gradient", float_only=False),
     impl=lambda x: x,
     vjp=_no_gradient,
+    jvp=_no_tangent,
     c_expr=lambda operands, ctype: operands[0],
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
 ))

@@ -8,6 +8,10 @@ A primitive gathers everything symgrad knows about one operation in one place:
 - ``vjp(g, out, *inputs, **attrs) -> tuple``: its derivative rule, written in IR operations (it
   binds primitives, it never computes numbers), one adjoint per input or ``None`` for an input
   that has no gradient (integer data, conditions);
+- ``jvp(t, out, *inputs, **attrs) -> Var | None``: its tangent rule (forward mode), also in IR
+  operations: ``t`` holds one tangent per input, ``None`` where the input's tangent is zero
+  (inactive values, integer data); it returns the tangent of ``out``, or ``None`` when that is
+  zero. Linear primitives apply themselves to the tangents;
 - its C rendering: ``c_expr(operands, ctype) -> str`` for an elementwise primitive (fused into loops
   by the C backend), or ``c_kernel(k) -> list[str]`` for a structured one (``k`` is the backend's
   kernel context: names, shapes and loop helpers).
@@ -41,6 +45,7 @@ class Primitive:
     doc: str = ""
     expr: object = None                 # sympy-defined elementwise: the expression of x (and y)
     derivs: tuple | None = None         # ... and its derivative per operand, in x, y and out
+    jvp: Callable | None = None         # tangent rule; required (keyword so vjp stays 4th)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -51,6 +56,8 @@ def register(prim):
         raise ValueError(f"primitive {prim.name!r} is registered twice")
     if (prim.c_expr is None) == (prim.c_kernel is None):
         raise ValueError(f"primitive {prim.name!r} needs exactly one of c_expr and c_kernel")
+    if not callable(prim.jvp):
+        raise ValueError(f"primitive {prim.name!r} needs a jvp (tangent) rule")
     REGISTRY[prim.name] = prim
     return prim
 

@@ -1,7 +1,8 @@
 """Structured primitives: constants, broadcasting, shapes, reductions, products, indexing.
 
-Each block below is one primitive: shape rule, NumPy evaluation, derivative rule (in IR
-operations) and C kernel. The kernels write loops through the backend's kernel context ``k``:
+Each block below is one primitive: shape rule, NumPy evaluation, derivative rules (adjoint and
+tangent, in IR operations) and C kernel. Linear primitives are their own tangent rule: they apply
+themselves to the tangent of their (first) operand. The kernels write loops through the backend's kernel context ``k``:
 
 - ``k.out`` / ``k.ins[i]``: the operands, each with ``.shape``, ``.ctype``, ``.strides`` (in
   elements) and ``k.at(operand, offset)``, which renders an element read or write;
@@ -33,6 +34,17 @@ def _no_inputs_vjp(g, out, *inputs, **attrs):
     return (None,) * len(inputs)
 
 
+def _no_tangent(t, out, *inputs, **attrs):
+    return None
+
+
+def _linear(rule):
+    """The tangent rule of an operation linear in its first operand: the operation itself."""
+    def jvp(t, out, x, *rest, **attrs):
+        return None if t[0] is None else rule(t[0], *rest, **attrs)
+    return jvp
+
+
 # --- const ---------------------------------------------------------------------------------------
 
 def _const_c(k):
@@ -46,7 +58,7 @@ register(Primitive(
     name="const",
     shape_rule=lambda *, value: TensorType(value.value.shape, value.value.dtype.name),
     impl=lambda *, value: value.value,
-    vjp=_no_inputs_vjp,
+    vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=_const_c,
     doc="a constant array (0-d constants are inlined as literals)",
 ))
@@ -66,7 +78,7 @@ def _iota_impl(*, shape, dimension, dtype):
 
 
 register(Primitive(
-    name="iota", shape_rule=_iota_type, impl=_iota_impl, vjp=_no_inputs_vjp,
+    name="iota", shape_rule=_iota_type, impl=_iota_impl, vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=lambda k: k.loop(k.out.shape, [
         f"{k.at(k.out, k.offset(k.out, k.idx(k.out.ndim)))} = "
         f"({k.out.ctype})i{k.attrs['dimension']};"]),
@@ -106,6 +118,7 @@ def _bid_c(k):
 
 register(Primitive(
     name="broadcast_in_dim", shape_rule=_bid_type, impl=_bid_impl, vjp=_bid_vjp, c_kernel=_bid_c,
+    jvp=_linear(lambda t, *, shape, dims: ops.broadcast_in_dim(t, shape, dims)),
     doc="broadcast_in_dim[shape, dims](x): x's axis i becomes axis dims[i] of shape",
 ))
 
@@ -127,6 +140,7 @@ register(Primitive(
     name="reshape", shape_rule=_reshape_type,
     impl=lambda x, *, shape: np.reshape(x, shape),
     vjp=lambda g, out, x, *, shape: (ops.reshape(g, x.shape),),
+    jvp=_linear(lambda t, *, shape: ops.reshape(t, shape)),
     c_kernel=_copy_c,
     doc="reshape[shape](x), row-major",
 ))
@@ -153,6 +167,7 @@ register(Primitive(
     name="transpose", shape_rule=_transpose_type,
     impl=lambda x, *, perm: np.transpose(x, perm),
     vjp=lambda g, out, x, *, perm: (ops.transpose(g, tuple(np.argsort(perm))),),
+    jvp=_linear(lambda t, *, perm: ops.transpose(t, perm)),
     c_kernel=_transpose_c,
     doc="transpose[perm](x): output axis i is input axis perm[i]",
 ))
@@ -209,6 +224,7 @@ register(Primitive(
     impl=lambda x, *, axes: np.sum(x, axis=axes),
     vjp=lambda g, out, x, *, axes: (ops.broadcast_in_dim(
         g, x.shape, tuple(i for i in range(x.ndim) if i not in axes)),),
+    jvp=_linear(lambda t, *, axes: ops.reduce_sum(t, axes)),
     c_kernel=lambda k: _reduce_c(lambda t: _lit(0, t), _sum_update, k),
     doc="reduce_sum[axes](x)",
 ))
@@ -225,10 +241,24 @@ def _extremum_vjp(arg, g, out, x, *, axes):
     return (ops.restore_axes(routed, x.shape, perm),)
 
 
+def _extremum_jvp(arg, t, out, x, *, axes):
+    """The tangent of the first maximal (minimal) element of each reduced group."""
+    if t[0] is None:
+        return None
+    flat, _ = ops.move_axes_last(x, axes)
+    t_flat, _ = ops.move_axes_last(t[0], axes)
+    positions = bind("iota", shape=flat.shape, dimension=flat.ndim - 1, dtype="int64")
+    kept = tuple(range(flat.ndim - 1))
+    hit = ops.eq(positions, ops.broadcast_in_dim(bind(arg, flat), flat.shape, kept))
+    picked = ops.select(hit, t_flat, ops.scalar_like(0, t_flat))
+    return ops.reshape(ops.reduce_sum(picked, (flat.ndim - 1,)), out.shape)
+
+
 register(Primitive(
     name="reduce_max", shape_rule=_nonempty_reduce_type,
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmax),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmax", g, out, x, axes=axes),
+    jvp=lambda t, out, x, *, axes: _extremum_jvp("argmax", t, out, x, axes=axes),
     c_kernel=lambda k: _reduce_c(lambda t: _extreme(t, -1), _max_update(">"), k),
     doc="reduce_max[axes](x); the gradient goes to the first maximum",
 ))
@@ -236,6 +266,7 @@ register(Primitive(
     name="reduce_min", shape_rule=_nonempty_reduce_type,
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmin),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmin", g, out, x, axes=axes),
+    jvp=lambda t, out, x, *, axes: _extremum_jvp("argmin", t, out, x, axes=axes),
     c_kernel=lambda k: _reduce_c(lambda t: _extreme(t, +1), _max_update("<"), k),
     doc="reduce_min[axes](x); the gradient goes to the first minimum",
 ))
@@ -260,10 +291,21 @@ def _prod_vjp(g, out, x, *, axes):
                              x.shape, perm),)
 
 
+def _prod_jvp(t, out, x, *, axes):
+    # d prod = sum_j t_j * prod_{k != j} x_k: exact at zeros, like the adjoint.
+    if t[0] is None:
+        return None
+    flat, _ = ops.move_axes_last(x, axes)
+    t_flat, _ = ops.move_axes_last(t[0], axes)
+    terms = ops.mul(bind("prod_others", flat), t_flat)
+    return ops.reshape(ops.reduce_sum(terms, (flat.ndim - 1,)), out.shape)
+
+
 register(Primitive(
     name="reduce_prod", shape_rule=_reduce_type,
     impl=lambda x, *, axes: np.prod(x, axis=axes),
     vjp=_prod_vjp,
+    jvp=_prod_jvp,
     c_kernel=lambda k: _reduce_c(lambda t: _lit(1, t), _prod_update, k),
     doc="reduce_prod[axes](x); its gradient is the product of the other elements (exact at 0)",
 ))
@@ -300,14 +342,14 @@ def _arg_c(op, k):
 register(Primitive(
     name="argmax", shape_rule=_arg_type,
     impl=lambda x: np.argmax(np.real(x), axis=-1),
-    vjp=_no_inputs_vjp,
+    vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=lambda k: _arg_c(">", k),
     doc="argmax(x) along the last axis, first occurrence",
 ))
 register(Primitive(
     name="argmin", shape_rule=_arg_type,
     impl=lambda x: np.argmin(np.real(x), axis=-1),
-    vjp=_no_inputs_vjp,
+    vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=lambda k: _arg_c("<", k),
     doc="argmin(x) along the last axis, first occurrence",
 ))
@@ -329,11 +371,23 @@ def _prod_others_vjp(g, out, x):
     return (ops.div(ops.sub(ops.broadcast_in_dim(total, x.shape, kept), ops.mul(g, out)), x),)
 
 
+def _prod_others_jvp(t, out, x):
+    # d out_i = sum_{j != i} t_j * prod_{k != i, j} x_k = out_i * (sum_j t_j / x_j - t_i / x_i),
+    # the transpose of the adjoint's closed form (exact where x != 0, as there).
+    if t[0] is None:
+        return None
+    ratio = ops.div(t[0], x)
+    kept = tuple(range(x.ndim - 1))
+    total = ops.broadcast_in_dim(ops.reduce_sum(ratio, (x.ndim - 1,)), x.shape, kept)
+    return ops.mul(out, ops.sub(total, ratio))
+
+
 register(Primitive(
     name="prod_others",
     shape_rule=lambda x: TensorType(_last_axis_type(x)[0].shape, x.dtype),
     impl=_prod_others_impl,
     vjp=_prod_others_vjp,
+    jvp=_prod_others_jvp,
     c_kernel=lambda k: k.loop((dims.prod(k.out.shape[:-1]),), [
         f"const int64_t base = i0 * {_d(k.out.shape[-1])};",
         f"{k.out.ctype} acc = {_lit(1, k.out.ctype)};",
@@ -385,6 +439,16 @@ def _matmul_vjp(g, out, a, b, *, transpose_a=False, transpose_b=False):
     return da, db
 
 
+def _matmul_jvp(t, out, a, b, **flags):
+    # Bilinear: d(op(A) op(B)) = op(dA) op(B) + op(A) op(dB).
+    ta, tb = t
+    terms = ([bind("matmul", ta, b, **flags)] if ta is not None else []) + \
+            ([bind("matmul", a, tb, **flags)] if tb is not None else [])
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else ops.add(*terms)
+
+
 def _matmul_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
     ta, tb = k.attrs.get("transpose_a", False), k.attrs.get("transpose_b", False)
@@ -416,7 +480,7 @@ def _matmul_c(k):
 
 
 register(Primitive(
-    name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp,
+    name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
     c_kernel=_matmul_c,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
@@ -462,6 +526,7 @@ register(Primitive(
     impl=lambda x, *, start, step, shape: x[_slices(start, step, shape)],
     vjp=lambda g, out, x, *, start, step, shape: (
         bind("pad_slice", g, start=start, step=step, shape=x.shape),),
+    jvp=_linear(lambda t, **attrs: bind("slice", t, **attrs)),
     c_kernel=_slice_c,
     doc="slice[start, step, shape](x): element start + i*step along each axis",
 ))
@@ -490,6 +555,7 @@ register(Primitive(
     name="pad_slice", shape_rule=_pad_type, impl=_pad_impl,
     vjp=lambda g, out, x, *, start, step, shape: (
         bind("slice", g, start=start, step=step, shape=x.shape),),
+    jvp=_linear(lambda t, **attrs: bind("pad_slice", t, **attrs)),
     c_kernel=_pad_c,
     doc="pad_slice[start, step, shape](g): zeros of shape with g where slice would read",
 ))
@@ -581,12 +647,14 @@ register(Primitive(
     name="gather", shape_rule=_gather_type, impl=_gather_impl,
     vjp=lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),)
     + (None,) * len(indices),
+    jvp=_linear(lambda t, *indices: bind("gather", t, *indices)),
     c_kernel=_gather_c,
     doc="gather(x, i0, i1, ...) = x[i0, i1, ...] for integer arrays of one shape",
 ))
 register(Primitive(
     name="scatter_add", shape_rule=_scatter_type, impl=_scatter_impl,
     vjp=lambda g, out, u, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
+    jvp=_linear(lambda t, *indices, shape: bind("scatter_add", t, *indices, shape=shape)),
     c_kernel=_scatter_c,
     doc="scatter_add[shape](u, i0, ...): zeros of shape, u added at [i0, ...]; repeats add up",
 ))
@@ -618,6 +686,13 @@ def _concat_vjp(g, out, *xs, axis):
     return tuple(adjoints)
 
 
+def _concat_jvp(t, out, *xs, axis):
+    if all(tx is None for tx in t):
+        return None
+    parts = [ops.zeros_like(x) if tx is None else tx for x, tx in zip(xs, t)]
+    return bind("concatenate", *parts, axis=axis)
+
+
 def _concat_c(k):
     axis, out, lines, offset = k.attrs["axis"], k.out, [], 0
     for x in k.ins:
@@ -632,7 +707,7 @@ def _concat_c(k):
 register(Primitive(
     name="concatenate", shape_rule=_concat_type,
     impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
-    vjp=_concat_vjp, c_kernel=_concat_c,
+    vjp=_concat_vjp, jvp=_concat_jvp, c_kernel=_concat_c,
     doc="concatenate[axis](x0, x1, ...)",
 ))
 
@@ -643,7 +718,7 @@ register(Primitive(
     name="dim",
     shape_rule=lambda *, expr: TensorType((), "int64"),
     impl=lambda *, expr: np.asarray(expr, dtype=np.int64),
-    vjp=_no_inputs_vjp,
+    vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=lambda k: [f"{k.at(k.out, '0')} = {_d(k.attrs['expr'])};"],
     doc="dim[expr]: the value of a run-time size such as N (an int64 scalar)",
 ))
