@@ -380,10 +380,56 @@ class Report:
             lines.append(f"  ... {len(costly) - 40} more")
         return [Line(t, "comment") for t in lines]
 
+    def tangent_lines(self):
+        """Forward mode: the statements that carry tangents (those that depend on a tangent
+        input ``t_x``), each with the user line of the statement it differentiates. With
+        ``values``, the tangents are evaluated along t = 1 for every differentiated input."""
+        from .autodiff import jvp_graph
+        if any(not self.forward.inputs[i].type.is_float for i in self.wrt):
+            return [Line("# no tangent IR: an integer argument cannot be perturbed", "comment")]
+        graph = jvp_graph(self.forward, self.wrt, simplify=False)
+        names = graph.names()
+        tangent_inputs = graph.inputs[len(self.forward.inputs):]
+        values = {}
+        if self.values:
+            ones = [np.ones(v.shape, dtype=v.dtype) for v in tangent_inputs]
+            values = evaluate(graph, list(self.arrays) + ones, keep=True)[1]
+        carried = set(tangent_inputs)
+        producers = graph.producers()
+
+        def ref(v):
+            n = producers.get(v)
+            if n is not None and n.prim == "const" and v.ndim == 0:
+                return repr(n.attrs["value"])
+            return names.get(v, "?")
+
+        body, where = [], None
+        for n in graph.nodes:
+            if not any(v in carried for v in n.inputs):
+                continue
+            carried.add(n.out)
+            if n.loc is not None and n.loc != where:
+                where = n.loc
+                body.append(Line(f"# tangent of {where}: {where.text}", "comment"))
+            stmt = f"  {names[n.out]}:{n.out.type} = {n.prim} " + " ".join(
+                ref(v) for v in n.inputs)
+            shown = format_value(values[n.out]) if n.out in values else ""
+            body.append(Line(_columns(stmt, f"= {shown}" if shown else "", ""), "stmt",
+                             [names[n.out]]))
+        along = ", ".join(names[v] for v in tangent_inputs)
+        outs = graph.outputs[len(self.forward.outputs):]
+        count = sum(1 for line in body if line.kind == "stmt")
+        head = Line(f"# tangent IR (forward mode, along {along}): {count} statements as the "
+                    f"tangent rules emit them", "comment")
+        tail = Line("# tangent of the result: " + ", ".join(ref(v) for v in outs), "frame",
+                    [names.get(v, "?") for v in outs])
+        return [head, *body, tail]
+
     def sections(self):
         """(title, lines) of each text view, in order."""
         return [("forward IR", self.forward_lines()), ("adjoint IR", self.adjoint_lines()),
-                ("generated C", self.c_lines()), ("cost", self.summary_lines())]
+                ("tangent IR", self.tangent_lines()), ("generated C", self.c_lines()),
+                ("cost", self.summary_lines())]
 
     def text(self):
         """The plain-text report ``symgrad inspect`` prints."""

@@ -240,3 +240,13 @@ def test_cli_html_with_dot(loss_file, tmp_path):
     text = page.read_text()
     assert "<svg" in text and 'id="node_b_w"' in text
     assert_self_contained(text)
+
+
+def test_tangent_view_shows_forward_mode_along_ones():
+    r = sgi.report(lambda x, y, z: (x + y) * z, -2.0, 5.0, -4.0, argnums=(0, 1, 2), values=True)
+    lines = [line.text for line in r.tangent_lines()]
+    assert lines[0].startswith("# tangent IR (forward mode, along t_x, t_y, t_z): 4 statements")
+    # d/dt [(x+y)*z] along (1, 1, 1) = z + z + (x + y) = -4 - 4 + 3
+    assert any(line.split()[:4] == ["f:f64[]", "=", "add", "d"] and line.rstrip().endswith("-5")
+               for line in lines)
+    assert "tangent IR" in [title for title, _ in r.sections()]
