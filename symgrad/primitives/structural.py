@@ -449,6 +449,9 @@ def _matmul_jvp(t, out, a, b, **flags):
     return terms[0] if len(terms) == 1 else ops.add(*terms)
 
 
+TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
+
+
 def _matmul_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
     ta, tb = k.attrs.get("transpose_a", False), k.attrs.get("transpose_b", False)
@@ -459,13 +462,35 @@ def _matmul_c(k):
     A = (lambda i, j: f"pa[{j} * {m_} + {i}]") if ta else (lambda i, j: f"pa[{i} * {kk_} + {j}]")
     B = (lambda i, j: f"pb[{j} * {kk_} + {i}]") if tb else (lambda i, j: f"pb[{i} * {n_} + {j}]")
     t = out.ctype
-    if not tb:   # i-k-j: the innermost loop runs along rows of B and C
-        body = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
-                f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};",
-                f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
-                f"        const {t} aip = {A('i', 'p')};",
-                f"        for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] += aip * {B('p', 'j')};",
-                "    }", "}"]
+    i_k_j = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
+             f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};",
+             f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
+             f"        const {t} aip = {A('i', 'p')};",
+             f"        for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] += aip * {B('p', 'j')};",
+             "    }", "}"]
+    if ta and not tb:
+        # C = A^T B with A stored (K, M). With few rows K, i-k-j is best: the K cache lines
+        # of A that a run of i touches stay cached and C's row stays in registers. With many
+        # rows (a tall A, e.g. a whole data set) that order streams all of A once per i, so
+        # it goes p-i-j over blocks of C's rows instead: A is read once, row by row, and the
+        # block of C (<= 16 KB) stays in L1. A run-time K decides at run time.
+        blk = max(8, 2048 // n) if isinstance(n, int) and n > 0 else 64
+        p_i_j = [f"for (int64_t r = 0; r < {_d(m * n)}; ++r) pc[r] = {_lit(0, t)};",
+                 f"for (int64_t blk = 0; blk < {m_}; blk += {blk}) {{",
+                 f"    const int64_t blk_end = blk + {blk} < {m_} ? blk + {blk} : {m_};",
+                 f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
+                 "        for (int64_t i = blk; i < blk_end; ++i) {",
+                 f"            const {t} api = {A('i', 'p')};",
+                 f"            for (int64_t j = 0; j < {n_}; ++j) "
+                 f"pc[i * {n_} + j] += api * {B('p', 'j')};",
+                 "        }", "    }", "}"]
+        if isinstance(kk, int):
+            body = i_k_j if kk <= TALL else p_i_j
+        else:
+            body = [f"if ({kk_} <= {TALL}) {{", *("    " + x for x in i_k_j), "} else {",
+                    *("    " + x for x in p_i_j), "}"]
+    elif not tb:   # i-k-j: the innermost loop runs along rows of B and C
+        body = i_k_j
     else:        # i-j-k: each output is a dot product along rows of A and B
         body = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
                 f"    for (int64_t j = 0; j < {n_}; ++j) {{",
