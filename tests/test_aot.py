@@ -209,3 +209,42 @@ def test_vector_result_export_has_a_value_function_only(built):
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [0.0, 2.0, 6.0])
     assert not hasattr(loader, "scaled_residual_value_and_grad")
+
+
+_DERIVATIVE_SPEC = '''
+import symgrad
+import symgrad.numpy as snp
+
+
+def rosen(x):
+    return snp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+symgrad.export(symgrad.hessian(rosen), "f64[4]", name="rosen_hessian")
+symgrad.export(symgrad.jacobian(lambda x: snp.sin(x) * x[0], mode="forward"), "f64[3]",
+               name="jac")
+'''
+
+
+def test_hessian_and_jacobian_export(tmp_path):
+    spec = tmp_path / "derivs.py"
+    spec.write_text(_DERIVATIVE_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    import importlib.util
+    module_spec = importlib.util.spec_from_file_location("aot_derivs", tmp_path / "out" /
+                                                         "derivs.py")
+    loader = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(loader)
+    x = np.array([1.2, 0.7, -0.3, 2.0])
+    H = loader.rosen_hessian(x)
+    # d2/dx_i dx_j of Rosenbrock, written out
+    expected = np.zeros((4, 4))
+    for i in range(3):
+        expected[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        expected[i + 1, i + 1] += 200
+        expected[i, i + 1] = expected[i + 1, i] = -400 * x[i]
+    np.testing.assert_allclose(H, expected, rtol=1e-13)
+    z = np.array([0.5, 1.0, 2.0])
+    J = np.diag(np.cos(z) * z[0])
+    J[:, 0] += np.sin(z)
+    np.testing.assert_allclose(loader.jac(z), J, rtol=1e-14)
