@@ -414,15 +414,15 @@ class Report:
             stmt = f"  {names[n.out]}:{n.out.type} = {n.prim} " + " ".join(
                 ref(v) for v in n.inputs)
             shown = format_value(values[n.out]) if n.out in values else ""
-            body.append(Line(_columns(stmt, f"= {shown}" if shown else "", ""), "stmt",
-                             [names[n.out]]))
+            # No ids: the JVP graph names its values afresh (its ``b`` is not the graph's ``b``),
+            # so linking them would highlight unrelated nodes and lines on the page.
+            body.append(Line(_columns(stmt, f"= {shown}" if shown else "", ""), "stmt"))
         along = ", ".join(names[v] for v in tangent_inputs)
         outs = graph.outputs[len(self.forward.outputs):]
         count = sum(1 for line in body if line.kind == "stmt")
         head = Line(f"# tangent IR (forward mode, along {along}): {count} statements as the "
                     f"tangent rules emit them", "comment")
-        tail = Line("# tangent of the result: " + ", ".join(ref(v) for v in outs), "frame",
-                    [names.get(v, "?") for v in outs])
+        tail = Line("# tangent of the result: " + ", ".join(ref(v) for v in outs), "frame")
         return [head, *body, tail]
 
     def sections(self):
