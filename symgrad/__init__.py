@@ -21,9 +21,10 @@ from .check import GradCheckReport, check_grad
 from .errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
 from .ir import Graph
+from .loops import fori_loop, scan
 
 
 __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
            "jacobian", "hessian", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
-           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy", "optim"]
+           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy", "optim", "fori_loop", "scan"]

@@ -269,6 +269,10 @@ TABLE = [
     Row("runtime_size", lambda x, y: snp.sum(x * y, axis=0) / x.shape[0] + snp.mean(x),
         [(U(4, 3), U(3)), (U(1, 3), U(1))], signature={0: "{t}[N,3]"}),
 
+    # Structured loops (symgrad.loops): one scan statement, its adjoint another scan.
+    Row("scan", lambda c, w, xs: symgrad.scan(
+        lambda h, x: (snp.tanh(h * w + x), h * x), c, xs)[1], [(U(3), U(3), U(4, 3))]),
+
     # Compositions from the course.
     Row("softmax_loss", lambda W, X, y, reg: (
         -snp.mean((X @ W - nn.logsumexp(X @ W, axis=1, keepdims=True))[snp.arange(X.shape[0]), y])

@@ -36,7 +36,7 @@ for goto if inline int long register restrict return short signed sizeof static 
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
 int64_t int32_t size_t""".split())
 KERNEL_LOCALS = {"status", "ws", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
-                 "aip", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
+                 "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
                      f"j{d}" for d in range(16)}
 # libm and libc names a generated symbol must not take (it would clash at link time).
 LIBC_NAMES = set("""exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
@@ -127,6 +127,32 @@ class KernelContext:
         self._fail()
         return f"{{ status = {code}; goto done; }}"
 
+    def inline_graph(self, graph, inputs, outputs):
+        """The statements of ``graph`` (a loop body) rendered in place, for a kernel's own loop.
+
+        ``inputs``: one C expression per graph input (a pointer for an array, a value for a
+        scalar); ``outputs``: one pointer per graph output, written by the statements. Returns
+        ``(workspace bytes as a C expression or "", lines)``; the lines expect a ``char *ws`` of
+        that many bytes in scope. Names get a prefix derived from this kernel's result, so they
+        cannot collide with the enclosing function's.
+        """
+        fn = FunctionRenderer(graph, "", [f"o{k}" for k in range(len(graph.outputs))],
+                              prefix=f"symgrad_{self.out.name}_").render()
+        if fn.can_fail:
+            self._fail()
+        lines = []
+        for (name, ctype, shape), expr in zip(fn.inputs, inputs):
+            if len(shape) == 0:
+                lines.append(f"const {ctype} *restrict {name}_ptr = (const {ctype}[]){{{expr}}};")
+            else:
+                lines.append(f"const {ctype} *restrict {name} = {expr};")
+        lines += [f"{ctype} *restrict {name} = {expr};"
+                  for (name, ctype, _), expr in zip(fn.outputs, outputs)]
+        lines += fn.prologue
+        for block in fn.blocks:
+            lines += [f"/* {c} */" for c in block.comments] + block.lines
+        return fn.workspace_bytes, lines + fn.epilogue
+
 
 def loop_nest(shape, body, names=None):
     """Nested ``for`` loops over ``shape``; an axis of size 1 is a constant index, no loop."""
@@ -175,7 +201,7 @@ def _statement(node, names):
 class FunctionRenderer:
     """Turns one Graph into a CFunction."""
 
-    def __init__(self, graph: Graph, name: str, output_names):
+    def __init__(self, graph: Graph, name: str, output_names, *, prefix=""):
         self.graph = graph
         self.name = name
         self.ir_names = graph.names()
@@ -185,10 +211,10 @@ class FunctionRenderer:
         taken = set()
         self.cnames = {}
         for v in graph.inputs:
-            self.cnames[v] = c_identifier(self.ir_names[v], taken)
-        self.out_params = [c_identifier(n, taken) for n in output_names]
+            self.cnames[v] = prefix + c_identifier(self.ir_names[v], taken)
+        self.out_params = [prefix + c_identifier(n, taken) for n in output_names]
         for n in graph.nodes:
-            self.cnames[n.out] = c_identifier(self.ir_names[n.out], taken)
+            self.cnames[n.out] = prefix + c_identifier(self.ir_names[n.out], taken)
         self.storage = {}
         self.workspace = []          # (cname, ctype, size)
         self.prologue, self.epilogue = [], []

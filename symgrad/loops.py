@@ -1,0 +1,487 @@
+"""Structured loops: ``fori_loop`` and ``scan`` (JAX's semantics) that stay loops.
+
+Called on plain arrays (outside a trace) they are Python loops. While tracing, the loop body is
+traced once into a sub-graph and the loop becomes one ``scan`` statement holding that graph
+(``Body``, hashed by the graph's ``structural_hash``), whatever the trip count.
+
+The ``scan`` primitive works on packed values, so that one statement defines one value:
+
+- inputs ``(c0, xs..., consts...)``: the initial carry flattened into one vector ``c0[P]``, the
+  arrays scanned along axis 0 (``xs``, ``n_xs`` of them) and the values of the enclosing trace the
+  body closed over (``consts``, explicit inputs of the body graph);
+- the body graph ``(i, c[P], x..., consts...) -> (c'[P], y[Q])`` (``y`` only when Q > 0), where
+  ``i`` is the int64 step index and ``x`` the step's slices;
+- its result ``out[T+1, P+Q]``: row ``t`` holds the carry step ``t`` reads and the ``y`` it
+  writes; the carry the last step writes is in the last row (``reverse``: rows run backwards,
+  the initial carry in row T and the final one in row 0). The rows of carries are the *tape*
+  reverse mode reads: T x P numbers.
+
+Reverse mode (``_scan_vjp``) is another ``scan``, running the other way over the tape: its body is
+the body's adjoint (which recomputes the body's intermediates from the taped carry), its carry
+the carry's adjoint and the accumulated adjoints of the closed-over values, its per-step outputs
+the adjoints of the ``xs`` slices. Forward mode (``_scan_jvp``) is a scan over (carry, carry
+tangent) whose body is the body's jvp. The interpreter runs the body graph once per step; the C
+backend renders its statements inside one ``for`` loop (``KernelContext.inline_graph``), so the
+C size does not depend on the trip count.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .autodiff import inline, jvp_graph, value_and_grad_graph
+from .errors import ShapeError, TracingError, where
+from .ir import Builder, Graph, Node, Var, building, current_builder, user_location
+from .passes import optimize
+from .primitives import REGISTRY, bind, ops
+from .primitives.registry import Primitive, register
+from .tracing import Tracer
+from .types import TensorType
+
+
+class Body:
+    """A loop body graph as a statement attribute: compared and hashed by its content."""
+    __slots__ = ("graph", "key")
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.key = graph.structural_hash()
+
+    def __eq__(self, other):
+        return isinstance(other, Body) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return f"<{self.graph.name} {self.key[:16]}>"
+
+
+# --- IR helpers: packing values into one vector and back -----------------------------------------
+
+def _pack(vars_):
+    parts = [ops.reshape(v, (v.type.size,)) for v in vars_]
+    return parts[0] if len(parts) == 1 else bind("concatenate", *parts, axis=0)
+
+
+def _sizes(types):
+    return [int(t.size) for t in types]
+
+
+def _unpack(vec, types):
+    """Split the vector ``vec`` into values of ``types``."""
+    out, offset = [], 0
+    for t, n in zip(types, _sizes(types)):
+        part = vec if (offset == 0 and n == vec.shape[0]) else bind(
+            "slice", vec, start=(offset,), step=(1,), shape=(n,))
+        out.append(ops.reshape(part, t.shape))
+        offset += n
+    return out
+
+
+def _block(x, row, rows, col, cols):
+    """``x[row:row+rows, col:col+cols]`` of a 2-d value."""
+    if (row, col) == (0, 0) and (rows, cols) == x.shape:
+        return x
+    return bind("slice", x, start=(row, col), step=(1, 1), shape=(rows, cols))
+
+
+def _row(x, row, col, cols):
+    return ops.reshape(_block(x, row, 1, col, cols), (cols,))
+
+
+# --- the primitive -------------------------------------------------------------------------------
+
+def _widths(body):
+    P = body.graph.outputs[0].shape[0]
+    Q = body.graph.outputs[1].shape[0] if len(body.graph.outputs) > 1 else 0
+    return int(P), int(Q)
+
+
+def _scan_type(c0, *rest, body, length, n_xs, reverse):
+    P, Q = _widths(body)
+    g = body.graph
+    if c0.shape != (P,) or c0.dtype != g.inputs[1].dtype:
+        raise ShapeError(f"initial carry {c0} does not match the body's {g.inputs[1].type}")
+    for k, (t, v) in enumerate(zip(rest, g.inputs[2:])):
+        want = (length,) + v.shape if k < n_xs else v.shape
+        if t.shape != want or t.dtype != v.dtype:
+            raise ShapeError(f"operand {k + 1} is {t}, the body expects {v.dtype}{list(want)}")
+    return TensorType((length + 1, P + Q), c0.dtype)
+
+
+def _rows(length, reverse):
+    """(row of the initial carry, [(step, row read, row written)...]) in execution order."""
+    if reverse:
+        return length, [(t, t + 1, t) for t in range(length - 1, -1, -1)]
+    return 0, [(t, t, t + 1) for t in range(length)]
+
+
+def _step_function(graph):
+    """The body graph as a Python function of its input arrays (the interpreter, minus its
+    per-call checks: it runs T times)."""
+    slots = {v: k for k, v in enumerate(graph.inputs)}
+    program = []
+    for n in graph.nodes:
+        impl = REGISTRY[n.prim].impl
+        program.append((functools.partial(impl, **n.attrs) if n.attrs else impl,
+                        tuple(slots[v] for v in n.inputs), np.dtype(n.out.dtype).char,
+                        len(slots)))
+        slots[n.out] = len(slots)
+    outs = [slots[v] for v in graph.outputs]
+
+    def run(args):
+        env = list(args) + [None] * len(program)
+        for impl, ins, char, k in program:
+            value = impl(*[env[j] for j in ins])
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value)
+            if value.dtype.char != char and value.dtype.kind != "c":
+                value = value.astype(char)
+            env[k] = value
+        return [env[j] for j in outs]
+    return run
+
+
+def _scan_impl(c0, *rest, body, length, n_xs, reverse):
+    xs, consts = rest[:n_xs], rest[n_xs:]
+    P, Q = _widths(body)
+    arrays = (c0, *xs, *consts)
+    complex_ = any(np.iscomplexobj(a) for a in arrays)
+    out = np.zeros((length + 1, P + Q), np.complex128 if complex_ else c0.dtype)
+    run = _step_function(body.graph)
+    first, steps = _rows(length, reverse)
+    out[first, :P] = c0
+    for t, read, write in steps:
+        results = run([np.int64(t), out[read, :P], *[x[t] for x in xs], *consts])
+        out[write, :P] = results[0]
+        if Q:
+            out[t, P:] = results[1]
+    return out
+
+
+def _scan_c(k):
+    """One C ``for`` loop around the body's statements, reading and writing rows of ``out``."""
+    out = k.out
+    attrs = k.attrs
+    body, length, n_xs, reverse = attrs["body"], attrs["length"], attrs["n_xs"], attrs["reverse"]
+    P, Q = _widths(body)
+    W = P + Q
+    c0 = k.ins[0]
+    xs, consts = k.ins[1:1 + n_xs], k.ins[1 + n_xs:]
+    t = f"symgrad_{out.name}_t"
+    read, write = (f"({t} + 1)", t) if reverse else (t, f"({t} + 1)")
+    inputs = [t, f"{out.name} + {read} * {W}"]
+    for x in xs:
+        n = int(np.prod(x.shape[1:], dtype=np.int64))
+        inputs.append(f"{x.name}[{t}]" if x.ndim == 1 else f"{x.name} + {t} * {n}")
+    inputs += [c.name for c in consts]
+    outputs = [f"{out.name} + {write} * {W}"] + ([f"{out.name} + {t} * {W} + {P}"] if Q else [])
+    ws, lines = k.inline_graph(body.graph, inputs, outputs)
+    first = length if reverse else 0
+    c0_ref = c0.name if c0.kind == "array" else f"(const {c0.ctype}[]){{{c0.name}}}"
+    head = [f"memcpy({out.name} + {first * W}, {c0_ref}, sizeof({out.ctype}) * {P});"]
+    if Q:
+        head.append(f"memset({out.name} + {length * W + P}, 0, sizeof({out.ctype}) * {Q});")
+    if ws:
+        head = [f"char *ws = (char *)malloc({ws});",
+                f"if (ws == NULL) {k.fail('SYMGRAD_ENOMEM')}"] + head
+    loop = (f"for (int64_t {t} = {length - 1}; {t} >= 0; --{t}) {{" if reverse else
+            f"for (int64_t {t} = 0; {t} < {length}; ++{t}) {{")
+    body_lines = [loop, *("    " + line for line in lines), "}"]
+    tail = ["free(ws);"] if ws else []
+    return ["{", *("    " + line for line in head + body_lines + tail), "}"]
+
+
+def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
+    xs, consts = rest[:n_xs], rest[n_xs:]
+    P, Q = _widths(body)
+    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q)
+    K = sum(consts[j].type.size for j in float_k)
+    T = length
+    read0, last = (1, 0) if reverse else (0, T)
+    tape = _block(out, read0, T, 0, P)
+    g_tape = _block(g, read0, T, 0, P)
+    a0 = _row(g, last, 0, P)
+    if K:
+        a0 = bind("concatenate", a0, ops.broadcast_to(ops.scalar_like(0, g), (K,)), axis=0)
+    scanned = [tape, *xs] + ([_block(g, 0, T, P, Q)] if Q else []) + [g_tape]
+    o2 = bind("scan", a0, *scanned, *consts, body=Body(adj), length=T, n_xs=len(scanned),
+              reverse=not reverse)
+    a_final = _row(o2, T if reverse else 0, 0, P + K)
+    grads_k = _unpack(ops.reshape(_block(ops.reshape(a_final, (1, P + K)), 0, 1, P, K), (K,)),
+                      [consts[j].type for j in float_k]) if K else []
+    d_c0 = _row(ops.reshape(a_final, (1, P + K)), 0, 0, P) if K else a_final
+    result = [d_c0] + [None] * (n_xs + len(consts))
+    offset = P + K
+    for j in float_x:
+        n = xs[j].type.size // T if T else 0
+        result[1 + j] = ops.reshape(_block(o2, 0, T, offset, n), xs[j].shape)
+        offset += n
+    for j, gk in zip(float_k, grads_k):
+        result[1 + n_xs + j] = gk
+    return tuple(result)
+
+
+def _adjoint_body(graph, n_xs, P, Q):
+    """The adjoint scan's body ``(i, a[P+K], c, x..., gy?, gc, consts...) -> (a', dx?)``: the
+    body's vjp at the taped carry ``c`` with cotangents (carry adjoint, ``gy``), plus ``gc``
+    (the tape row's own adjoint); ``a`` carries the closed-over values' adjoints, summed."""
+    i, c, xs, consts = graph.inputs[0], graph.inputs[1], graph.inputs[2:2 + n_xs], \
+        graph.inputs[2 + n_xs:]
+    float_x = [j for j, x in enumerate(xs) if x.type.is_float]
+    float_k = [j for j, k in enumerate(consts) if k.type.is_float]
+    K = sum(consts[j].type.size for j in float_k)
+    dtype = c.dtype
+    u_c = Var(c.type, name="u_c")
+    u_y = [Var(TensorType((Q,), dtype), name="u_y")] if Q else []
+    here = current_builder().loc if current_builder() is not None else None
+    b = Builder()
+    b.nodes = list(graph.nodes)
+    b.loc = here
+    with building(b):
+        s = ops.reduce_sum(ops.mul(graph.outputs[0], u_c), (0,))
+        if Q:
+            s = ops.add(s, ops.reduce_sum(ops.mul(graph.outputs[1], u_y[0]), (0,)))
+    loss = Graph(graph.inputs + [u_c] + u_y, b.nodes, [s], name="body")
+    argnums = [1] + [2 + j for j in float_x] + [2 + n_xs + j for j in float_k]
+    vg = value_and_grad_graph(loss, argnums)
+
+    i2, c2 = Var(i.type, name="i"), Var(c.type, name="carry")
+    a = Var(TensorType((P + K,), dtype), name="a")
+    x2 = [Var(x.type, name=x.name) for x in xs]
+    gy = [Var(TensorType((Q,), dtype), name="gy")] if Q else []
+    gc = Var(c.type, name="gc")
+    k2 = [Var(k.type, name=k.name) for k in consts]
+    b2 = Builder()
+    b2.loc = here
+    with building(b2):
+        a_c = bind("slice", a, start=(0,), step=(1,), shape=(P,)) if K else a
+        grads = inline(vg, [i2, c2, *x2, *k2, a_c, *gy])[1:]
+        parts = [ops.add(grads[0], gc)]
+        if K:
+            a_k = bind("slice", a, start=(P,), step=(1,), shape=(K,))
+            parts.append(ops.add(a_k, _pack(grads[1 + len(float_x):])))
+        outputs = [_pack(parts)]
+        if float_x:
+            outputs.append(_pack(grads[1:1 + len(float_x)]))
+    adj = Graph([i2, a, c2, *x2, *gy, gc, *k2], b2.nodes, outputs, name="adjoint_body")
+    return optimize(adj), float_x, float_k
+
+
+def _scan_jvp(t, out, c0, *rest, body, length, n_xs, reverse):
+    """Forward mode: one scan over (carry, carry tangent) whose body is the body's jvp; the
+    tangent of ``out`` is read from its tangent columns. (The primal loop runs again inside.)"""
+    xs, consts = rest[:n_xs], rest[n_xs:]
+    t_c0, t_xs, t_ks = t[0], t[1:1 + n_xs], t[1 + n_xs:]
+    P, Q = _widths(body)
+    sel_x = [j for j, tx in enumerate(t_xs) if tx is not None and xs[j].type.is_float]
+    sel_k = [j for j, tk in enumerate(t_ks) if tk is not None and consts[j].type.is_float]
+    g = body.graph
+    jg = jvp_graph(g, [1] + [2 + j for j in sel_x] + [2 + n_xs + j for j in sel_k])
+    here = current_builder().loc
+    i2 = Var(g.inputs[0].type, name="i")
+    c2 = Var(TensorType((2 * P,), c0.dtype), name="carry")
+    x2 = [Var(v.type, name=v.name) for v in g.inputs[2:2 + n_xs]]
+    tx2 = [Var(x2[j].type, name=f"t_{x2[j].name}") for j in sel_x]
+    k2 = [Var(v.type, name=v.name) for v in g.inputs[2 + n_xs:]]
+    tk2 = [Var(k2[j].type, name=f"t_{k2[j].name}") for j in sel_k]
+    b = Builder()
+    b.loc = here
+    with building(b):
+        c, tc = _unpack(c2, [g.inputs[1].type] * 2)
+        outs = inline(jg, [i2, c, *x2, *k2, tc, *tx2, *tk2])
+        n = len(g.outputs)
+        outputs = [_pack([outs[0], outs[n]])] + ([_pack([outs[1], outs[n + 1]])] if Q else [])
+    jbody = optimize(Graph([i2, c2, *x2, *tx2, *k2, *tk2], b.nodes, outputs, name="jvp_body"))
+    tc0 = t_c0 if t_c0 is not None else ops.zeros_like(c0)
+    o2 = bind("scan", _pack([c0, tc0]), *xs, *[t_xs[j] for j in sel_x], *consts,
+              *[t_ks[j] for j in sel_k], body=Body(jbody), length=length,
+              n_xs=n_xs + len(sel_x), reverse=reverse)
+    tangent = _block(o2, 0, length + 1, P, P)
+    if Q:
+        tangent = bind("concatenate", tangent, _block(o2, 0, length + 1, 2 * P + Q, Q), axis=1)
+    return tangent
+
+
+register(Primitive(
+    name="scan", shape_rule=_scan_type, impl=_scan_impl, vjp=_scan_vjp, jvp=_scan_jvp,
+    c_kernel=_scan_c,
+    doc="scan[body, length, n_xs, reverse](c0, xs..., consts...): the body graph run length "
+        "times over a packed carry; rows of (carry read, y written) per step, final carry last",
+))
+
+
+# --- the front end -------------------------------------------------------------------------------
+
+def _as_list(value):
+    if value is None:
+        return [], None
+    if isinstance(value, (tuple, list)):
+        return list(value), type(value)
+    return [value], False
+
+
+def _restore(values, kind):
+    if kind is None:
+        return None
+    return values[0] if kind is False else tuple(values)
+
+
+def _static_trip(n, what):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise NotImplementedError(f"{what}: the trip count must be a Python int; run-time trip "
+                                  f"counts ({type(n).__name__}) are not supported yet")
+    return int(n)
+
+
+def scan(f, init, xs=None, length=None):
+    """``jax.lax.scan``: ``carry, y = f(carry, x)`` over ``x`` in ``xs`` (sliced along axis 0);
+    returns ``(final carry, ys)`` with the ys stacked along a new leading axis.
+
+    ``init``: an array or a flat tuple of arrays (the carry, whose types ``f`` must keep);
+    ``xs``: None, an array or a flat tuple of arrays of one leading length; ``length``: the trip
+    count when ``xs`` is None. ``f`` may return ``None`` for y. Traced, the body is traced once
+    and becomes one loop statement. Raises ShapeError for mismatched lengths or carry types.
+    """
+    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan")
+
+
+def fori_loop(lower, upper, body, init):
+    """``jax.lax.fori_loop``: ``val = body(i, val)`` for ``i`` in ``range(lower, upper)``.
+
+    ``lower`` and ``upper`` are Python ints (run-time trip counts are not supported yet); ``init``
+    an array or a flat tuple of arrays. Traced, the body is traced once into one loop statement.
+    """
+    lower = _static_trip(lower, "fori_loop")
+    upper = _static_trip(upper, "fori_loop")
+    if current_builder() is None:
+        val = init
+        for i in range(lower, upper):
+            val = body(i, val)
+        return val
+
+    def step(i, c, x):
+        return body(i + lower if lower else i, c), None
+    carry, _ = _scan(step, init, None, max(upper - lower, 0), "fori_loop")
+    return carry
+
+
+def _scan(f, init, xs, length, what):
+    carries, carry_kind = _as_list(init)
+    xs_l, xs_kind = _as_list(xs)
+    if xs_l:
+        n = len(xs_l[0])
+        if any(len(x) != n for x in xs_l) or (length is not None and length != n):
+            raise ShapeError(f"{what}: xs have leading lengths "
+                             f"{[len(x) for x in xs_l]}, length={length}{where(user_location())}")
+        length = n
+    elif length is None:
+        raise ValueError(f"{what}: give xs or length")
+    length = _static_trip(length, what)
+    if current_builder() is None:
+        return _scan_python(f, init, xs_l, xs_kind, length)
+    return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what)
+
+
+def _scan_python(f, carry, xs_l, xs_kind, length):
+    ys = []
+    for t in range(length):
+        x = _restore([x[t] for x in xs_l], xs_kind)
+        carry, y = f(t, carry, x)
+        ys.append(y)
+    if not ys or ys[0] is None:
+        return carry, None
+    if isinstance(ys[0], (tuple, list)):
+        return carry, tuple(np.stack([np.asarray(y[k]) for y in ys])
+                            for k in range(len(ys[0])))
+    return carry, np.stack([np.asarray(y) for y in ys])
+
+
+def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what):
+    from . import numpy as snp
+    init = [snp.asarray(c).var for c in carries]
+    if not init:
+        raise ValueError(f"{what}: the carry must hold at least one array")
+    dtype = init[0].dtype
+    if any(v.dtype != dtype for v in init) or not init[0].type.is_float:
+        raise TypeError(f"{what}: the carries must share one float dtype; got "
+                        f"{[str(v.type) for v in init]}")
+    xs_vars = [snp.asarray(x).var for x in xs_l]
+    carry_types = [v.type for v in init]
+    P = sum(_sizes(carry_types))
+
+    i = Var(TensorType((), "int64"), name="i")
+    c = Var(TensorType((P,), dtype), name="carry")
+    x_in = [Var(TensorType(x.shape[1:], x.dtype), name=f"x{j}" if len(xs_vars) > 1 else "x")
+            for j, x in enumerate(xs_vars)]
+    builder = Builder()
+    with building(builder):
+        parts = [Tracer(v) for v in _unpack(c, carry_types)]
+        result = f(Tracer(i), _restore(parts, carry_kind),
+                   _restore([Tracer(v) for v in x_in], xs_kind))
+        if not (isinstance(result, (tuple, list)) and len(result) == 2):
+            raise TracingError(f"{what}: the body must return (carry, y)")
+        new, y = result
+        new_l, _ = _as_list(new)
+        if len(new_l) != len(init):
+            raise TracingError(f"{what}: the body returned {len(new_l)} carries for "
+                               f"{len(init)}{where(user_location())}")
+        new_vars = []
+        for k, (v, t) in enumerate(zip(new_l, carry_types)):
+            v = snp.asarray(v).var
+            if v.type.is_float and v.dtype != dtype:
+                v = ops.convert(v, dtype)
+            if v.type != t:
+                raise ShapeError(f"{what}: carry {k} enters the body as {t} and leaves as "
+                                 f"{v.type}; a loop keeps its carry's types")
+            new_vars.append(v)
+        outputs = [_pack(new_vars)]
+        y_l, y_kind = _as_list(y)
+        y_vars = []
+        for v in y_l:
+            v = snp.asarray(v).var
+            if v.dtype != dtype:
+                if not v.type.is_float:
+                    raise TypeError(f"{what}: per-step outputs must be {dtype}; got {v.type}")
+                v = ops.convert(v, dtype)
+            y_vars.append(v)
+        if y_vars:
+            outputs.append(_pack(y_vars))
+    body = _close(Graph([i, c, *x_in], builder.nodes, outputs, name="body"))
+    free = body.closed_over
+    body = optimize(body)
+    out = bind("scan", _pack(init), *xs_vars, *free, body=Body(body), length=length,
+               n_xs=len(xs_vars), reverse=False)
+    final = [Tracer(v) for v in _unpack(_row(out, length, 0, P), carry_types)]
+    ys = None
+    if y_vars:
+        ys, offset = [], P
+        for v in y_vars:
+            n = v.type.size
+            ys.append(Tracer(ops.reshape(_block(out, 0, length, offset, n),
+                                         (length,) + v.shape)))
+            offset += n
+        ys = _restore(ys, y_kind)
+    return _restore(final, carry_kind), ys
+
+
+def _close(graph):
+    """Make the values of the enclosing trace that the body reads explicit inputs of it; the
+    outer vars are kept as ``graph.closed_over`` (in input order)."""
+    defined = set(graph.inputs) | {n.out for n in graph.nodes}
+    free = []
+    for v in [v for n in graph.nodes for v in n.inputs] + graph.outputs:
+        if v not in defined and v not in free:
+            free.append(v)
+    env = {v: Var(v.type, name=f"k{j}") for j, v in enumerate(free)}
+    nodes = [Node(n.prim, tuple(env.get(v, v) for v in n.inputs), n.attrs, n.out, n.loc,
+                  n.grad_of) for n in graph.nodes]
+    out = Graph(graph.inputs + [env[v] for v in free], nodes,
+                [env.get(v, v) for v in graph.outputs], name=graph.name)
+    out.closed_over = free
+    return out
+
+
+__all__ = ["scan", "fori_loop", "Body"]

@@ -1,0 +1,220 @@
+"""Structured loops (``symgrad.fori_loop``, ``symgrad.scan``): one loop statement whatever the
+trip count, reversed by a second loop over the tape of carries, on both backends."""
+import re
+
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad import numerical
+
+G = 9.81
+
+
+# --- the damped pendulum: explicit Euler over 5 s, loss on the final state ----------------------
+
+def pendulum_step(dt, damping, length, theta, omega):
+    return (theta + dt * omega,
+            omega + dt * (-G / length * snp.sin(theta) - damping * omega))
+
+
+def pendulum(T):
+    dt = 5.0 / T
+
+    def loss(damping, length):
+        def step(i, state):
+            return pendulum_step(dt, damping, length, *state)
+        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(1.0), snp.asarray(0.0)))
+        return theta ** 2 + 0.5 * omega ** 2
+    return loss
+
+
+def pendulum_unrolled(T):
+    dt = 5.0 / T
+
+    def loss(damping, length):
+        theta, omega = 1.0, 0.0
+        for _ in range(T):
+            theta, omega = pendulum_step(dt, damping, length, theta, omega)
+        return theta ** 2 + 0.5 * omega ** 2
+    return loss
+
+
+def test_pendulum_equals_unrolled(backend):
+    looped = symgrad.compile(pendulum(10), argnums=(0, 1), backend=backend)
+    unrolled = symgrad.compile(pendulum_unrolled(10), argnums=(0, 1), backend=backend)
+    value, grads = looped.value_and_grad(0.3, 1.5)
+    ref_value, ref_grads = unrolled.value_and_grad(0.3, 1.5)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-14)
+    np.testing.assert_allclose(grads, ref_grads, rtol=1e-12)
+
+
+@pytest.mark.parametrize("T", [10, 1000])
+def test_pendulum_check_grad(backend, T):
+    f = symgrad.compile(pendulum(T), argnums=(0, 1), backend=backend)
+    report = symgrad.check_grad(f, 0.3, 1.5, argnums=(0, 1))
+    assert report.ok, str(report)
+
+
+def test_pendulum_100000_steps(backend):
+    """The gradient at T = 100,000 against central differences of the compiled (C) forward
+    loop. check_grad's references run the interpreter (~5 s per forward evaluation at this T),
+    so they are taken directly; the complex step is checked at T = 10 and 1,000."""
+    T = 100_000
+    f = symgrad.compile(pendulum(T), argnums=(0, 1), backend=backend)
+    p = np.array([0.3, 1.5])
+    value, grads = f.value_and_grad(*p)
+    assert len(f.trace(*p).nodes) < 40        # one loop statement, not 100,000 steps
+    native = symgrad.compile(pendulum(T), argnums=(0, 1), backend="c")
+    fd = numerical.grad(lambda q: native(q[0], q[1]), p, method="central")
+    np.testing.assert_allclose(grads, fd, rtol=1e-6)
+    if backend != "c":
+        native_value, native_grads = native.value_and_grad(*p)
+        np.testing.assert_allclose(value, native_value, rtol=1e-12)
+        np.testing.assert_allclose(grads, native_grads, rtol=1e-10)
+
+
+def _normalized(source):
+    """The C source with every number (trip counts, sizes, dt) replaced by N."""
+    return re.sub(r"\d+(\.\d*)?([eE][-+]?\d+)?", "N", source)
+
+
+def test_c_source_size_does_not_depend_on_trip_count():
+    sources = {T: symgrad.compile(pendulum(T), argnums=(0, 1), backend="c").source(0.3, 1.5)
+               for T in (10, 100_000)}
+    short, long_ = sources[10], sources[100_000]
+    assert _normalized(short) == _normalized(long_)
+    assert abs(len(short) - len(long_)) < 200     # only the digits of sizes and dt differ
+    # The forward function's loop; value_and_grad's forward loop and its adjoint loop.
+    assert len(re.findall(r"for \(int64_t symgrad_\w+_t = ", short)) == 3
+
+
+# --- an RNN-style cell: per-step outputs stacked by scan ------------------------------------------
+
+def rnn_loss(W, U, h0, xs):
+    def cell(h, x):
+        h = snp.tanh(W @ h + U @ x)
+        return h, h * h
+    hT, ys = symgrad.scan(cell, h0, xs)
+    return snp.sum(ys * snp.arange(1.0, 4.0)) + snp.sum(hT)
+
+
+def rnn_reference(W, U, h0, xs):
+    h, total = h0, 0.0
+    for x in xs:
+        h = np.tanh(W @ h + U @ x)
+        total += np.sum(h * h * np.arange(1.0, 4.0))
+    return total + np.sum(h)
+
+
+def test_rnn_scan_matches_numpy(backend):
+    rng = np.random.default_rng(0)
+    W, U = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2))
+    h0, xs = rng.normal(size=3), rng.normal(size=(7, 2))
+    f = symgrad.compile(rnn_loss, argnums=(0, 1, 2, 3), backend=backend)
+    value, grads = f.value_and_grad(W, U, h0, xs)
+    args = [W, U, h0, xs]
+    np.testing.assert_allclose(value, rnn_reference(*args), rtol=1e-12)
+    for k, g in enumerate(grads):
+        def partial(a, k=k):
+            return rnn_reference(*[a if j == k else args[j] for j in range(4)])
+        np.testing.assert_allclose(g, numerical.grad(partial, args[k]), rtol=1e-6, atol=1e-9)
+
+
+def test_scan_tuples_and_length(backend):
+    def fn(a, xs, ys):
+        def body(carry, x):
+            s, p = carry
+            u, v = x
+            return (s + u * snp.sum(v) * a, p * a), (s, u + p)
+        (s, p), (out1, out2) = symgrad.scan(body, (snp.asarray(0.0), snp.ones(2)), (xs, ys))
+        z, _ = symgrad.scan(lambda c, _: (c * 0.5 + a, None), a, length=4)
+        return snp.sum(out1) + snp.sum(out2 * out2) + s + snp.sum(p) + z
+    rng = np.random.default_rng(1)
+    args = (0.7, rng.normal(size=5), rng.normal(size=(5, 2)))
+    f = symgrad.compile(fn, argnums=(0, 1, 2), backend=backend)
+    np.testing.assert_allclose(f(*args), fn(*args), rtol=1e-12)   # plain NumPy loop
+    assert symgrad.check_grad(f, *args, argnums=(0, 1, 2)).ok
+
+
+def test_fori_loop_uses_the_index(backend):
+    def fn(x):
+        return snp.sum(symgrad.fori_loop(2, 6, lambda i, c: c * x + i, snp.zeros(3)))
+    x = np.array([0.5, -1.0, 2.0])
+    f = symgrad.compile(fn, backend=backend)
+    np.testing.assert_allclose(f(x), fn(x), rtol=1e-12)
+    assert symgrad.check_grad(f, x).ok
+
+
+# --- plain NumPy, errors --------------------------------------------------------------------------
+
+def test_plain_numpy_loops():
+    assert symgrad.fori_loop(0, 5, lambda i, c: c + i, 0) == 10
+    carry, ys = symgrad.scan(lambda c, x: (c + x, c * x), 1.0, np.arange(4.0))
+    assert carry == 7.0
+    np.testing.assert_array_equal(ys, [0.0, 1.0, 4.0, 12.0])
+    carry, ys = symgrad.scan(lambda c, _: (c * 2, None), np.ones(2), length=3)
+    np.testing.assert_array_equal(carry, [8.0, 8.0])
+    assert ys is None
+
+
+def test_nested_loops(backend):
+    def fn(a, xs):
+        def outer(c, x):
+            inner = symgrad.fori_loop(0, 3, lambda i, h: snp.sin(h * a + x), c)
+            return inner, inner * x
+        c, ys = symgrad.scan(outer, snp.zeros(2), xs)
+        return snp.sum(ys) + snp.sum(c)
+    xs = np.random.default_rng(3).normal(size=(4, 2))
+    f = symgrad.compile(fn, argnums=(0, 1), backend=backend)
+    np.testing.assert_allclose(f(0.7, xs), fn(0.7, xs), rtol=1e-12)
+    assert symgrad.check_grad(f, 0.7, xs, argnums=(0, 1)).ok
+
+
+# --- forward mode and second order ---------------------------------------------------------------
+
+def test_forward_mode_equals_reverse_mode(backend):
+    rng = np.random.default_rng(2)
+    args = (rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2)), rng.normal(size=3),
+            rng.normal(size=(6, 2)))
+    for argnums in (2, 3):     # the initial carry; the scanned inputs
+        forward = symgrad.jacobian(rnn_loss, argnums=argnums, mode="forward", backend=backend)
+        reverse = symgrad.jacobian(rnn_loss, argnums=argnums, mode="reverse", backend=backend)
+        np.testing.assert_allclose(forward(*args), reverse(*args), rtol=1e-12, atol=1e-14)
+    forward = symgrad.jacobian(pendulum(30), argnums=(0, 1), mode="forward", backend=backend)
+    reverse = symgrad.jacobian(pendulum(30), argnums=(0, 1), mode="reverse", backend=backend)
+    np.testing.assert_allclose(forward(0.3, 1.5), reverse(0.3, 1.5), rtol=1e-12)
+
+
+def test_second_order_through_the_loop(backend):
+    f = pendulum(30)
+    gradient = symgrad.compile(f, argnums=0, backend=backend)
+    second = symgrad.compile(symgrad.grad(f, argnums=0), argnums=0, backend=backend)
+    h = 1e-5
+    fd = (gradient.grad(0.3 + h, 1.5) - gradient.grad(0.3 - h, 1.5)) / (2 * h)
+    np.testing.assert_allclose(second.grad(0.3, 1.5), fd, rtol=1e-6)
+    hessian = symgrad.hessian(f, argnums=0, backend=backend)     # forward over reverse
+    np.testing.assert_allclose(hessian(0.3, 1.5), fd, rtol=1e-6)
+
+
+def test_loop_errors():
+    with pytest.raises(symgrad.ShapeError, match="carry 0"):
+        symgrad.compile(lambda x: symgrad.fori_loop(0, 3, lambda i, c: snp.sum(c), x))(
+            np.ones(2))
+    with pytest.raises(NotImplementedError, match="trip count"):
+        symgrad.compile(lambda x: symgrad.fori_loop(0, x, lambda i, c: c, x))(3.0)
+
+
+def test_body_is_traced_once_with_closed_over_values_as_inputs():
+    graph = symgrad.compile(pendulum(50), argnums=(0, 1)).trace(0.3, 1.5)
+    loops = [n for n in graph.nodes if n.prim == "scan"]
+    assert len(loops) == 1
+    body = loops[0].attrs["body"].graph
+    # i, the packed carry, then damping and length (closed over): explicit inputs of the body.
+    assert [v.name for v in body.inputs][:2] == ["i", "carry"]
+    assert len(body.inputs) == 4
+    # The body attribute compares by content (CSE, graph hashes): a second trace gives an equal one.
+    again = [n for n in symgrad.compile(pendulum(50), argnums=(0, 1)).trace(0.3, 1.5).nodes
+             if n.prim == "scan"][0].attrs["body"]
+    assert again == loops[0].attrs["body"] and hash(again) == hash(loops[0].attrs["body"])
