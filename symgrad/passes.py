@@ -89,16 +89,16 @@ def simplify(graph):
         ins = [subst.get(v, v) for v in n.inputs]
         out = n.out
         replacement = None
-        if n.prim in ("add", "sub", "mul", "div"):
+        if n.prim in ("add", "sub", "mul", "div", "chain_mul"):
             x, y = ins
             cx, cy = _const_value(producers, x), _const_value(producers, y)
             if n.prim == "add" and cx == 0 and same_type(y, out):
                 replacement = y
             elif n.prim in ("add", "sub") and cy == 0 and same_type(x, out):
                 replacement = x
-            elif n.prim == "mul" and cx == 1 and same_type(y, out):
+            elif n.prim in ("mul", "chain_mul") and cx == 1 and same_type(y, out):
                 replacement = y
-            elif n.prim in ("mul", "div") and cy == 1 and same_type(x, out):
+            elif n.prim in ("mul", "div", "chain_mul") and cy == 1 and same_type(x, out):
                 replacement = x
         elif n.prim == "neg":
             inner = producers.get(ins[0])

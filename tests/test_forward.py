@@ -128,14 +128,15 @@ def test_jvp_graph_listing():
     def f(x, y):
         return snp.sin(x) * y
     graph = symgrad.trace(f, np.ones(3), 2.0)
-    # Each statement is followed by its tangent; y is not perturbed, so it has none.
+    # Each statement is followed by its tangent; y is not perturbed, so it has none. Tangents
+    # are scaled with chain_mul (exactly 0 where the tangent is 0, see tests/test_nan_safe.py).
     assert str(jvp_graph(graph, (0,))) == """\
 { lambda x:f64[3], y:f64[], t_x:f64[3] .
   a:f64[3] = sin x
   b:f64[3] = cos x
-  c:f64[3] = mul b t_x
+  c:f64[3] = chain_mul t_x b
   d:f64[3] = mul a y
-  e:f64[3] = mul y c
+  e:f64[3] = chain_mul c y
   in (d, e) }"""
 
 

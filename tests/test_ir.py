@@ -72,7 +72,7 @@ def test_printer_names_adjoints_after_their_primal():
     lines = str(graph).splitlines()
     assert lines[0] == "{ lambda x:f64[3], y:f64[] ."
     assert lines[-1] == "  in (c, b_x, b_y) }"
-    assert "  b_x:f64[3] = mul " in str(graph)
+    assert "  b_x:f64[3] = chain_mul " in str(graph)
 
 
 def test_printer_is_deterministic():

@@ -117,7 +117,7 @@ def _sympy_vjp(derivs, g, out, *inputs):
         elif d == -1:
             term = ops.neg(g)
         else:
-            term = ops.mul(g, to_ir(d, env))
+            term = bind("chain_mul", g, to_ir(d, env))
         adjoints.append(ops.sum_to_shape(term, x.shape))
     return tuple(adjoints)
 
@@ -135,7 +135,7 @@ def _sympy_jvp(derivs, t, out, *inputs):
         elif d == -1:
             term = ops.neg(tx)
         else:
-            term = ops.mul(to_ir(d, env), tx)
+            term = bind("chain_mul", tx, to_ir(d, env))
         total = term if total is None else ops.add(total, term)
     return None if total is None else ops.broadcast_to(total, out.shape)
 
@@ -392,4 +392,43 @@ register(Primitive(
     jvp=_no_tangent,
     c_expr=lambda operands, ctype: operands[0],
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
+))
+
+
+# --- chain_mul: the chain rule's product, NaN-safe by construction ------------------------------
+# Reverse and forward mode multiply an incoming adjoint (or tangent) g by a local derivative d.
+# Where g is exactly 0 -- the branch a where/maximum/clip/abs did not take -- the product is
+# exactly 0 even if d is inf or NaN there (sqrt'(0), log'(0), 1/0): where(x > 0, sqrt(x), 0) has a
+# finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN.
+
+def _chain_mul_impl(g, d):
+    with np.errstate(all="ignore"):
+        return np.where(g == 0, np.zeros((), dtype=np.result_type(g, d)), g * d)
+
+
+def _chain_mul_vjp(a, out, g, d):
+    return (ops.sum_to_shape(bind("chain_mul", a, d), g.shape),
+            ops.sum_to_shape(bind("chain_mul", a, g), d.shape))
+
+
+def _chain_mul_jvp(t, out, g, d):
+    tg, td = t
+    terms = [bind("chain_mul", tg, d) if tg is not None else None,
+             bind("chain_mul", g, td) if td is not None else None]
+    terms = [x for x in terms if x is not None]
+    total = terms[0] if len(terms) == 1 else ops.add(*terms)
+    return ops.broadcast_to(total, out.shape)
+
+
+def _chain_mul_c(operands, ctype):
+    g, d = operands
+    zero = "0.0f" if ctype == "float" else "0.0"
+    return f"({g} == 0 ? {zero} : {g}*{d})"
+
+
+register(Primitive(
+    name="chain_mul", elementwise=True,
+    shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
+    impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
 ))

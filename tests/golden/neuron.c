@@ -146,8 +146,8 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
 
     /* grad of: b = mul a x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i = 0; i < 2; ++i) {
-        b_a[i] = b_b[i]*x[i];
-        grad_x[i] = b_b[i]*a[i];
+        b_a[i] = (b_b[i] == 0 ? 0.0 : b_b[i]*x[i]);
+        grad_x[i] = (b_b[i] == 0 ? 0.0 : b_b[i]*a[i]);
     }
 
     /* grad of: a = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */

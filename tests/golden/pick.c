@@ -245,7 +245,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     /* grad of: g = log f   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i = 0; i < 4; ++i) {
         const double q = 1.0/e[i];
-        b_f[i] = p_[i]*q;
+        b_f[i] = (p_[i] == 0 ? 0.0 : p_[i]*q);
     }
 
     /* grad of: e = reduce_sum d   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
@@ -258,7 +258,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     /* grad of: d = exp c   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     /* grad of: c = sub logits ?   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i = 0; i < 12; ++i) {
-        const double b_c = b_d[i]*d[i];
+        const double b_c = (b_d[i] == 0 ? 0.0 : b_d[i]*d[i]);
         grad_logits[i] = b_i[i] + b_c;
     }
 
