@@ -49,7 +49,9 @@ _PAGE_NUMBERS = itertools.count(1)    # element ids of several reports in one no
 # Infix forms of the primitives that have one; every other primitive reads ``prim[attrs](args)``.
 INFIX = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
          "pow": "{0} ** {1}", "neg": "-{0}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
-         "lt": "{0} < {1}", "le": "{0} <= {1}", "eq": "{0} == {1}", "ne": "{0} != {1}"}
+         "lt": "{0} < {1}", "le": "{0} <= {1}", "eq": "{0} == {1}", "ne": "{0} != {1}",
+         # the chain rule's product (exactly 0 where the adjoint is 0): read as the math
+         "chain_mul": "{0} * {1}"}
 
 # Primitives that move data but compute nothing (0 FLOPs in the estimate).
 DATA_MOVEMENT = {"const", "iota", "reshape", "broadcast_in_dim", "transpose", "slice", "pad_slice",
