@@ -33,3 +33,30 @@ def backend(request):
 def rng():
     """A seeded generator, so every failure reproduces."""
     return np.random.default_rng(1234)
+
+
+# --- fuzzing (tests/test_fuzz.py): the `fuzz` marker and hypothesis profiles --------------------
+# Tests marked `fuzz` run only when asked for (`pytest -m fuzz`); the default run keeps its own
+# bounded, derandomized examples. `--hypothesis-profile=long` sets how many programs `-m fuzz`
+# tries; `--hypothesis-profile=ci` pins the long test to a small deterministic sample.
+try:
+    from hypothesis import HealthCheck as _HealthCheck
+    from hypothesis import settings as _settings
+except ImportError:                                      # hypothesis is a test extra
+    _settings = None
+if _settings is not None:
+    _fuzz_health = [_HealthCheck.too_slow, _HealthCheck.data_too_large]
+    _settings.register_profile("long", max_examples=1000, deadline=None,
+                               suppress_health_check=_fuzz_health)
+    _settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                               suppress_health_check=_fuzz_health)
+
+
+def pytest_collection_modifyitems(config, items):
+    if "fuzz" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="fuzz test: run with `pytest -m fuzz "
+                                   "--hypothesis-profile=long`")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)

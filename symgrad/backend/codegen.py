@@ -39,7 +39,7 @@ KERNEL_LOCALS = {"status", "ws", "done", "data", "acc", "best", "arg", "base", "
                  "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
                      f"j{d}" for d in range(16)}
 # libm and libc names a generated symbol must not take (it would clash at link time).
-LIBC_NAMES = set("""exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
+LIBC_NAMES = set("""errno math_errhandling assert exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
 atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
 lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
 memset memmove strlen printf main exit abort""".split())
@@ -48,14 +48,25 @@ RESERVED = C_KEYWORDS | KERNEL_LOCALS | LIBC_NAMES | set(STATUS) | set(keyword.k
 
 def c_identifier(name, taken):
     """A C identifier for ``name``, unique among ``taken`` (which it joins): ASCII letters,
-    digits and underscores only, never a keyword or a libc/libm name."""
+    digits and underscores only; never a keyword, a libc/libm name, a macro-like name (all
+    capitals, such as NULL or HUGE_VAL), a name C reserves (``__x``, ``_X``) or one in symgrad's
+    own ``symgrad_`` namespace."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    if not ident or ident[0].isdigit():
-        ident = "_" + ident
-    while ident in RESERVED or ident in taken or ident.startswith("symgrad_"):
+    if not ident or ident[0].isdigit() or ident.startswith("symgrad_") or ident.startswith("__") \
+            or (ident.startswith("_") and ident[1:2].isupper()):
+        ident = "v" + ident
+    if len(ident) > 1 and re.fullmatch(r"[A-Z0-9_]+", ident):
+        ident += "_"
+    while ident in RESERVED or ident in taken:
         ident += "_"
     taken.add(ident)
     return ident
+
+
+def c_comment(text):
+    """``text`` made safe inside a C comment: one line, and no ``*/`` or ``/*``."""
+    return re.sub(r"[\r\n\v\f\x85\u2028\u2029]+", " ", str(text)).replace("*/", "* /").replace(
+        "/*", "/ *")
 
 
 @dataclass
@@ -195,7 +206,8 @@ class CFunction:
 def _statement(node, names):
     """``e = exp d`` as the IR printer would say it (for comments)."""
     args = " ".join(names.get(v, "?") for v in node.inputs)
-    return f"{names[node.out]} = {node.prim} {args}".rstrip()
+    # the forward statement may itself have been folded away by the optimizer
+    return f"{names.get(node.out, '(folded)')} = {node.prim} {args}".rstrip()
 
 
 class FunctionRenderer:
@@ -310,7 +322,7 @@ class FunctionRenderer:
             line = f"{text}   {where}".strip() if text else where
             if line and line not in seen:
                 seen.add(line)
-                out.append(line.replace("*/", "* /"))
+                out.append(c_comment(line))
         return out
 
     def _kernel_block(self, node):
@@ -482,8 +494,10 @@ def environment():
 
 def render_module(functions, *, title, version):
     """The C source of a module holding ``functions`` (CFunctions)."""
+    for fn in functions:
+        fn.doc = [c_comment(line) for line in fn.doc]
     return environment().get_template("module.c.j2").render(
-        functions=functions, title=title, version=version, status=STATUS)
+        functions=functions, title=c_comment(title), version=version, status=STATUS)
 
 
 def render_prototypes(functions):

@@ -1,0 +1,410 @@
+"""Differential fuzzing (issue 6): random symgrad programs, native == interpreter == references.
+
+A hypothesis strategy writes a random program as Python source: a small DAG over the op set of
+API.md §1 (elementwise functions on their domains, binary operations with broadcasting,
+reductions with ``axis``/``keepdims``, reshape/transpose/expand_dims, basic slicing, matmul,
+where/maximum/clip, concatenate/stack, integer-array indexing, ``symgrad.nn``), over inputs of
+random shapes (at most 3 dimensions of sizes 1-4) in float64 or float32, reduced to a scalar
+loss ``sum_k sum(v_k * w_k)`` over every value no other statement uses. For each program:
+
+- the C backend's value equals the interpreter's (rtol 1e-12 float64, 1e-5 float32, relative
+  to the value's scale) and NumPy's (the undecorated function on the same arrays);
+- ``symgrad.check_grad`` passes: the native gradient agrees with the interpreter's, central
+  differences and the complex step (float32 is held to ``check.F32_RTOL``, since its references
+  are computed in float64).
+
+Domains are kept by construction, not by filtering: ``log`` sees ``1.5 + tanh(a)``, ``arcsin``
+sees ``0.9 * tanh(a)``, growth is bounded by ``tanh`` where an op could overflow, and every kink
+(abs, sign, relu, maximum, where, clip) is shifted by an irrational-looking constant, so exact
+ties and zeros (where the subgradient convention and finite differences rightly disagree) do not
+occur except on plateaus whose gradient is 0 either way.
+
+A failure prints the program's source (the reproducer). The default run is bounded and
+deterministic (``derandomize=True``); ``pytest -m fuzz --hypothesis-profile=long`` runs many
+more programs (profiles are registered in ``conftest.py``).
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad import nn
+
+# SYMGRAD_FUZZ_CFLAGS="-O1 -fsanitize=address,undefined" (with libasan preloaded) fuzzes under
+# sanitizers; SYMGRAD_FUZZ_CFLAGS="-O3 -march=native" fuzzes gcc's default cost model (see the
+# regression below: the default flags add -fvect-cost-model=very-cheap).
+CFLAGS = os.environ.get("SYMGRAD_FUZZ_CFLAGS", "").split() or None
+# Programs in the default run (deterministic); the sanitizer run (test_sanitize.py) uses fewer.
+EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", "50"))
+VALUE_RTOL = {"float64": 1e-12, "float32": 1e-5}
+GRAD_ATOL = {"float64": 1e-9, "float32": 2e-5}     # times max(1, |loss|)
+
+# --- the op set: each entry renders Python source from operand names ---------------------------
+
+UNARY = {
+    "exp": "snp.exp(snp.tanh({a}))",
+    "expm1": "snp.expm1(snp.tanh({a}))",
+    "log": "snp.log(1.5 + snp.tanh({a}))",
+    "log1p": "snp.log1p(0.5 * snp.tanh({a}))",
+    "sqrt": "snp.sqrt(1.25 + snp.sin({a}))",
+    "square": "snp.square(snp.tanh({a}))",
+    "sin": "snp.sin({a})",
+    "cos": "snp.cos({a})",
+    "tan": "snp.tan(snp.tanh({a}))",
+    "arcsin": "snp.arcsin(0.9 * snp.tanh({a}))",
+    "arccos": "snp.arccos(0.9 * snp.tanh({a}))",
+    "arctan": "snp.arctan({a})",
+    "sinh": "snp.sinh(snp.tanh({a}))",
+    "cosh": "snp.cosh(snp.tanh({a}))",
+    "tanh": "snp.tanh({a})",
+    "negative": "-{a}",
+    "abs": "snp.abs({a} - 0.3141)",
+    "abs_builtin": "abs({a} + 0.1732)",
+    "sign": "snp.sign({a} + 0.2718) * {a}",
+    "relu": "nn.relu({a} - 0.1618)",
+    "sigmoid": "nn.sigmoid({a})",
+    "softplus": "nn.softplus({a})",
+    "pow_int": "snp.tanh({a}) ** 3",
+    "pow_frac": "(1.5 + snp.tanh({a})) ** 2.5",
+    "rpow": "2.0 ** snp.tanh({a})",
+    "clip": "snp.clip({a}, -0.577, 0.433)",
+    "clip_method": "{a}.clip(-0.2887, None)",
+    "maximum_scalar": "snp.maximum({a}, 0.1234)",
+    "minimum_scalar": "snp.minimum(-0.0987, {a})",
+    "where_scalar": "snp.where({a} >= 0.0731, {a}, snp.cos({a}))",
+    "scalar_arith": "2.5 - {a} / 3.0 + 1.0",
+}
+
+BINARY = {
+    "add": "{a} + {b}",
+    "subtract": "{a} - {b}",
+    "multiply": "{a} * snp.tanh({b})",
+    "divide": "{a} / (1.5 + snp.tanh({b}))",
+    "power": "(1.5 + snp.tanh({a})) ** snp.tanh({b})",
+    "maximum": "snp.maximum({a}, {b} + 0.0577)",
+    "minimum": "snp.minimum({a} - 0.0421, {b})",
+    "where_gt": "snp.where({a} > {b} + 0.0123, snp.sin({a}), {b})",
+    "where_le": "snp.where({a} - 0.0311 <= {b}, {a} * {b}, {a} - {b})",
+    "clip_arrays": "snp.clip({a}, {b} - 0.5, {b} + 0.5)",
+}
+
+REDUCTIONS = {
+    "sum": "snp.sum({a}{axis})",
+    "sum_method": "{a}.sum({axis0})",
+    "mean": "snp.mean({a}{axis})",
+    "max": "snp.max({a}{axis})",
+    "min": "{a}.min({axis0})",
+    "prod": "snp.prod(1.0 + 0.25 * snp.tanh({a}){axis})",
+    "logsumexp": "nn.logsumexp({a}{axis})",
+}
+
+
+def _shape_of(src, env):
+    """The shape of ``src`` evaluated by NumPy on the dummy values in ``env``, or None."""
+    try:
+        with np.errstate(all="ignore"):
+            return np.shape(eval(src, GLOBALS, env))
+    except Exception:
+        return None
+
+
+def _weights(shape, dtype):
+    """The fixed loss weights of a value: distinct, positive, in ``dtype``."""
+    n = int(np.prod(shape, dtype=np.int64))
+    return np.linspace(0.5, 1.5, n).reshape(shape).astype(dtype)
+
+
+GLOBALS = {"np": np, "snp": snp, "nn": nn, "_w": _weights}
+
+dims = st.integers(1, 4)
+shapes = st.lists(dims, min_size=0, max_size=3).map(tuple)
+
+
+def _broadcast_partner(draw, shape):
+    """A shape that broadcasts with ``shape``: a suffix of it, with some dims set to 1."""
+    k = draw(st.integers(0, len(shape)))
+    tail = shape[len(shape) - k:]
+    return tuple(1 if draw(st.booleans()) else d for d in tail)
+
+
+class Program:
+    """A random program under construction: inputs, statements, and the shapes of values."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.inputs = []        # (name, kind, shape, data) with kind "float" | "int"
+        self.lines = []
+        self.env = {}           # name -> dummy NumPy value (for shapes)
+        self.shapes = {}        # name -> shape of each float value
+        self.used = set()
+
+    def add_input(self, shape, kind="float", data=None):
+        name = f"x{len(self.inputs)}"
+        self.inputs.append((name, kind, shape, data))
+        if kind == "float":
+            self.env[name] = np.random.default_rng(len(self.inputs)).uniform(-2, 2, shape)
+            self.shapes[name] = shape
+        else:
+            self.env[name] = data
+        return name
+
+    def emit(self, src, used):
+        """Add ``v = src`` if NumPy accepts it and the result is non-empty; return the name."""
+        shape = _shape_of(src, self.env)
+        if shape is None or 0 in shape or len(shape) > 4:
+            return None
+        name = f"v{len(self.lines)}"
+        self.env[name] = eval(src, GLOBALS, self.env)
+        self.lines.append(f"{name} = {src}")
+        self.shapes[name] = shape
+        self.used.update(used)
+        return name
+
+    def source(self):
+        outputs = [n for n in self.shapes if n not in self.used]
+        terms = [f"snp.sum({n} * _w({self.shapes[n]!r}, {self.dtype!r}))" for n in outputs]
+        params = ", ".join(name for name, *_ in self.inputs)
+        body = "\n".join(self.lines + ["return " + " + ".join(terms)])
+        return f"def program({params}):\n{textwrap.indent(body, '    ')}\n"
+
+
+@st.composite
+def programs(draw, max_statements=6):
+    """(source, dtype, input specs, seed): a random program and how to make its arguments."""
+    dtype = draw(st.sampled_from(["float64", "float32"]))
+    p = Program(dtype)
+    p.add_input(draw(shapes))
+    n = draw(st.integers(1, max_statements))
+    attempts = 0
+    while len(p.lines) < n and attempts < 12 * n:
+        attempts += 1
+        names = sorted(p.shapes)
+        a = draw(st.sampled_from(names))
+        shape = p.shapes[a]
+        kind = draw(st.sampled_from(["unary", "unary", "binary", "binary", "new_input",
+                                     "reduce", "shape", "slice", "matmul", "join", "gather",
+                                     "nn_axis"]))
+        if kind == "new_input":
+            # a fresh argument that broadcasts with an existing value
+            other = _broadcast_partner(draw, shape) if draw(st.booleans()) else shape
+            x = p.add_input(other)
+            p.emit(draw(st.sampled_from(list(BINARY.values()))).format(a=a, b=x)
+                   if draw(st.booleans()) else
+                   draw(st.sampled_from(list(BINARY.values()))).format(a=x, b=a), [a, x])
+        elif kind == "unary":
+            p.emit(draw(st.sampled_from(sorted(UNARY.items())))[1].format(a=a), [a])
+        elif kind == "binary":
+            b = draw(st.sampled_from(names))
+            p.emit(draw(st.sampled_from(sorted(BINARY.items())))[1].format(a=a, b=b), [a, b])
+        elif kind == "reduce":
+            template = draw(st.sampled_from(sorted(REDUCTIONS.items())))[1]
+            axis, keep = None, draw(st.booleans())
+            if shape and draw(st.booleans()):
+                axes = draw(st.lists(st.integers(0, len(shape) - 1), min_size=1,
+                                     max_size=len(shape), unique=True))
+                axes = [ax - len(shape) if draw(st.booleans()) else ax for ax in axes]
+                axis = axes[0] if len(axes) == 1 else tuple(axes)
+            kw = [f"axis={axis!r}"] if axis is not None else []
+            kw += ["keepdims=True"] if keep else []
+            p.emit(template.format(a=a, axis="".join(", " + k for k in kw),
+                                   axis0=", ".join(kw)), [a])
+        elif kind == "shape":
+            size = int(np.prod(shape, dtype=np.int64))
+            choice = draw(st.sampled_from(["reshape", "flatten", "transpose", "T",
+                                           "expand_dims", "squeeze", "broadcast_to"]))
+            if choice == "reshape":
+                target = draw(st.permutations(list(shape) + [1])) if shape else [1, 1]
+                p.emit(f"snp.reshape({a}, {tuple(target)!r})", [a])
+            elif choice == "flatten":
+                p.emit(f"{a}.reshape(-1)" if shape else f"{a}.reshape((1,))", [a])
+            elif choice == "transpose" and len(shape) >= 2:
+                perm = draw(st.permutations(range(len(shape))))
+                p.emit(f"snp.transpose({a}, {tuple(perm)!r})", [a])
+            elif choice == "T":
+                p.emit(f"{a}.T", [a])
+            elif choice == "expand_dims":
+                ax = draw(st.integers(-len(shape) - 1, len(shape)))
+                p.emit(f"snp.expand_dims({a}, {ax})", [a])
+            elif choice == "squeeze" and 1 in shape:
+                p.emit(f"snp.squeeze({a})", [a])
+            elif choice == "broadcast_to" and size:
+                lead = draw(dims)
+                p.emit(f"snp.broadcast_to({a}, {(lead,) + shape!r})", [a])
+        elif kind == "slice" and shape:
+            parts = []
+            for d in shape[:draw(st.integers(1, len(shape)))]:
+                form = draw(st.sampled_from(["all", "range", "step", "reverse", "int", "none"]))
+                if form == "all":
+                    parts.append(":")
+                elif form == "range":
+                    start = draw(st.integers(-d, d - 1))
+                    parts.append(f"{start}:")
+                elif form == "step":
+                    parts.append(f"::{draw(st.integers(1, 3))}")
+                elif form == "reverse":
+                    parts.append(f"::-{draw(st.integers(1, 2))}")
+                elif form == "int":
+                    parts.append(str(draw(st.integers(-d, d - 1))))
+                else:
+                    parts.extend(["None", ":"])
+            if draw(st.booleans()) and len(parts) < len(shape):
+                parts.insert(0, "...")
+            p.emit(f"{a}[{', '.join(parts)}]", [a])
+        elif kind == "matmul" and shape:
+            k = shape[-1]
+            form = draw(st.sampled_from(["new", "vector", "self"]))
+            if form == "self" and len(shape) == 2:
+                p.emit(f"{a} @ {a}.T", [a])
+            else:
+                m = draw(dims)
+                w = p.add_input((k, m) if form == "new" else (k,))
+                fn = draw(st.sampled_from(["{a} @ {b}", "snp.matmul({a}, {b})", "snp.dot({a}, {b})"
+                                           if len(shape) <= 2 else "{a} @ {b}"]))
+                p.emit(fn.format(a=a, b=w), [a, w])
+        elif kind == "join" and shape:
+            ax = draw(st.integers(-len(shape), len(shape) - 1))
+            partners = [b for b in names if p.shapes[b] == shape or (
+                len(p.shapes[b]) == len(shape) and all(
+                    x == y for i, (x, y) in enumerate(zip(p.shapes[b], shape))
+                    if i != ax % len(shape)))]
+            b = draw(st.sampled_from(partners))
+            if draw(st.booleans()):
+                p.emit(f"snp.concatenate([{a}, snp.cos({b})], axis={ax})", [a, b])
+            elif p.shapes[b] == shape:
+                p.emit(f"snp.stack([{a}, {b}, {a}], axis={ax})", [a, b])
+        elif kind == "gather" and shape:
+            d = shape[0]
+            idx = draw(st.lists(st.integers(-d, d - 1), min_size=1, max_size=5))
+            form = draw(st.sampled_from(["const", "arg", "axis1", "pairs"]))
+            if form == "const":
+                p.emit(f"{a}[np.array({idx!r})]", [a])
+            elif form == "arg":
+                i = p.add_input((len(idx),), kind="int", data=np.array(idx, dtype=np.int64))
+                p.emit(f"{a}[{i}]", [a])
+            elif form == "axis1" and len(shape) >= 2:
+                cols = [c % shape[1] for c in idx]
+                p.emit(f"{a}[:, {cols!r}]", [a])
+            elif form == "pairs" and len(shape) >= 2:
+                cols = [c % shape[1] for c in draw(st.lists(st.integers(0, 3), min_size=d,
+                                                            max_size=d))]
+                p.emit(f"{a}[snp.arange({a}.shape[0]), np.array({cols!r})]", [a])
+        elif kind == "nn_axis" and shape:
+            ax = draw(st.integers(-len(shape), len(shape) - 1))
+            fn = draw(st.sampled_from(["nn.softmax", "nn.log_softmax"]))
+            p.emit(f"{fn}({a}, axis={ax})", [a])
+    if not p.lines:
+        p.emit(UNARY["sin"].format(a="x0"), ["x0"])
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    return p.source(), dtype, [(kind, shape, data) for _, kind, shape, data in p.inputs], seed
+
+
+def build(source, filename):
+    """The function ``program`` defined by ``source``; its lines are visible to linecache, so
+    symgrad's comments and errors can quote them."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = dict(GLOBALS)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["program"]
+
+
+def make_args(inputs, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-2, 2, shape).astype(dtype) if kind == "float" else data
+            for kind, shape, data in inputs]
+
+
+def check_program(source, dtype, inputs, seed, filename="<fuzz>"):
+    """Assert native == interpreter == NumPy for the value and check_grad for the gradient."""
+    fn = build(source, filename)
+    args = make_args(inputs, dtype, seed)
+    argnums = tuple(i for i, (kind, _, _) in enumerate(inputs) if kind == "float")
+    native = symgrad.compile(fn, argnums=argnums, cflags=CFLAGS)
+    interp = symgrad.compile(fn, argnums=argnums, backend="interp")
+    expected = fn(*args)
+    tol = VALUE_RTOL[dtype]
+    value, value_interp = native(*args), interp(*args)
+    scale = max(1.0, abs(float(expected)))
+    assert isinstance(value, float)
+    assert abs(value - value_interp) <= tol * scale, (value, value_interp)
+    assert abs(value - float(expected)) <= tol * scale, (value, float(expected))
+    # Absolute tolerance at the loss's scale: a gradient that is 0 in exact arithmetic (softmax
+    # is shift-invariant) comes out as rounding noise of about eps * |terms|.
+    atol = GRAD_ATOL[dtype] * scale
+    report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol)
+    assert report.ok, str(report)
+
+
+def _explain(source, dtype, inputs, seed):
+    return (f"dtype {dtype}, seed {seed}, inputs "
+            f"{[(k, s, None if d is None else d.tolist()) for k, s, d in inputs]}\n{source}")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(programs())
+def test_random_programs_native_interpreter_and_references_agree(program):
+    source, dtype, inputs, seed = program
+    try:
+        check_program(source, dtype, inputs, seed)
+    except BaseException as e:
+        raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
+                             f"{_explain(*program)}") from e
+
+
+@pytest.mark.fuzz
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                HealthCheck.data_too_large])
+@given(programs(max_statements=10))
+def test_fuzz_long(program):
+    """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``."""
+    source, dtype, inputs, seed = program
+    try:
+        check_program(source, dtype, inputs, seed)
+    except BaseException as e:
+        raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
+                             f"{_explain(*program)}") from e
+
+
+# --- regressions: every bug the fuzzer found, as its minimal program ----------------------------
+
+def _has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512f" in f.read()
+    except OSError:
+        return False
+
+
+# Found by fuzzing: gcc 12.2's loop vectorizer at -O3 -march=native (its default "cheap" cost
+# model; AVX2 and AVX-512 alike) produced garbage here (1.9e79, 6.9e-310). The default flags now
+# add -fvect-cost-model=very-cheap (backend/compiler.py), which compiles it right.
+def test_regression_maximum_broadcast_middle_axis_gradient():
+    def program(x, y):
+        return snp.sum(snp.maximum(x, y))
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-2, 2, (2, 1, 8)), rng.uniform(-2, 2, (2, 8))
+    gx, gy = symgrad.compile(program, argnums=(0, 1)).grad(x, y)
+    wins = np.maximum(x, y) == x                       # (2, 2, 8): where x wins
+    np.testing.assert_array_equal(gx, wins.sum(axis=1, keepdims=True))
+    np.testing.assert_array_equal(gy, (~wins).sum(axis=0))
+
+
+# Found by fuzzing: the 'grad of:' comment named a forward statement the optimizer had folded
+# away (KeyError in codegen._statement).
+def test_regression_grad_comment_of_a_folded_statement():
+    def program(x):
+        return nn.logsumexp(x) + snp.where(x <= x, x, x - x)
+    g = symgrad.compile(program).grad(np.float64(0.3))
+    assert g == pytest.approx(2.0, rel=1e-15)
+    assert symgrad.compile(program, backend="interp").grad(np.float64(0.3)) == \
+        pytest.approx(2.0, rel=1e-15)
