@@ -34,13 +34,12 @@ from __future__ import annotations
 import inspect
 import math
 import threading
-import time
 import uuid
 
 import numpy as np
 
 from .api import CompiledFunction, compile
-from .optim import MinimizeResult, tree_flatten, tree_unflatten
+from .optim import tree_flatten, tree_unflatten
 from .types import LONG_TO_SHORT, canonical_dtype
 
 __all__ = ["value_and_grad", "minimize", "put", "ShardedLoss"]
@@ -283,24 +282,8 @@ def minimize(f, params, optimizer, shards, client, steps, reduce="mean", callbac
     ``history`` holds the loss before each update; one epoch is one step. A loss that is not
     finite stops the run.
     """
+    from .optim import _Batches, train
     loss = ShardedLoss(f, params, shards, client, reduce, retries)
-    leaves, treedef = [np.array(p) for p in loss.leaves], loss.treedef
-    history, best_loss, best = [], math.inf, leaves
-    message, step, start = "done", 0, time.perf_counter()
-    while step < steps:
-        value, grads = loss.value_and_grad(*leaves)
-        history.append(value)
-        if not math.isfinite(value):
-            message = f"stopped: the loss is {value} at step {step}"
-            break
-        if value < best_loss:
-            best_loss, best = value, leaves
-        leaves = tree_flatten(optimizer.step(list(leaves), list(grads)))[0]
-        step += 1
-        if callback is not None and callback(step, tree_unflatten(treedef, leaves), value):
-            message = f"stopped by the callback at step {step}"
-            break
-    return MinimizeResult(params=tree_unflatten(treedef, leaves), history=np.asarray(history),
-                          best_params=tree_unflatten(treedef, best), best_loss=best_loss,
-                          steps=step, epochs=float(step), message=message,
-                          wall_time=time.perf_counter() - start)
+    leaves = [np.array(p) for p in loss.leaves]
+    return train(loss, leaves, loss.treedef, optimizer, _Batches(None, None, None), steps,
+                 callback)

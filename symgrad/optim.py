@@ -474,7 +474,16 @@ def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, step
     total = batches.steps_for(epochs)
     if steps is not None:
         total = steps if total is None else min(total, steps)
-    bar = _Progress(total, progress)
+    return train(compiled, leaves, treedef, optimizer, batches, total, callback,
+                 _Progress(total, progress))
+
+
+def train(compiled, leaves, treedef, optimizer, batches, total, callback=None, bar=None):
+    """The training loop of ``minimize`` (also ``symgrad.distributed.minimize``'s): ``total``
+    steps of ``compiled.value_and_grad(*leaves, *batch)`` then ``optimizer.step``; stops early
+    on a loss that is not finite, a callback returning True, or Ctrl-C. Returns a
+    MinimizeResult."""
+    bar = bar or _Progress(total, False)
     history, best_loss, best = [], math.inf, leaves
     message, step, start = "done", 0, time.perf_counter()
     try:
