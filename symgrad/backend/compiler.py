@@ -66,14 +66,15 @@ def find_compiler():
 
 @functools.lru_cache(maxsize=None)
 def compiler_identity(cc):
-    """A string naming the compiler and its version and the machine (part of cache keys)."""
+    """A string naming the compiler command (with any arguments $CC carries, such as
+    -fsanitize=...), its version and the machine: part of every cache key."""
     try:
         out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True,
                              timeout=60)
         first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else cc
     except (OSError, subprocess.SubprocessError) as e:
         raise CompileError(f"cannot run the C compiler {cc!r}: {e}", command=[cc, "--version"])
-    return f"{first} | {platform.machine()} | {platform.system()}"
+    return f"{cc} | {first} | {platform.machine()} | {platform.system()}"
 
 
 def flags(cflags=None):
