@@ -13,7 +13,7 @@ See API.md for the contract.
 """
 __version__ = "0.1.0"   # first: modules below read it
 
-from . import inspect, nn, numerical, optim
+from . import distributed, inspect, nn, numerical, optim   # distributed imports Dask lazily
 from . import numpy  # noqa: F401  (symgrad.numpy)
 from .aot import export
 from .api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
@@ -27,4 +27,5 @@ from .loops import fori_loop, scan
 __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
            "jacobian", "hessian", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
-           "GradientCheckError", "SymgradError", "inspect", "nn", "numerical", "numpy", "optim", "fori_loop", "scan"]
+           "GradientCheckError", "SymgradError", "fori_loop", "scan", "distributed", "inspect",
+           "nn", "numerical", "numpy", "optim"]
