@@ -71,10 +71,13 @@ class Specialization:
         return not self.graph.tuple_output and out.shape == () and out.type.is_float
 
     def executable(self):
-        with self._lock:
-            if self._executable is None:
-                self._executable = self.owner._build(self)
-            return self._executable
+        executable = self._executable       # built once; later calls take no lock
+        if executable is None:
+            with self._lock:
+                if self._executable is None:
+                    self._executable = self.owner._build(self)
+                executable = self._executable
+        return executable
 
 
 class CompiledFunction:

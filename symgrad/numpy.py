@@ -17,7 +17,7 @@ import numpy as _np
 import sympy as _sp
 
 from . import dims as _dims
-from .errors import DTypeError, ShapeError, where as _at
+from .errors import ShapeError, where as _at
 from .ir import current_builder, user_location
 from .primitives import bind, ops
 from .tracing import Tracer, _install_operators

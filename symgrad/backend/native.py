@@ -9,7 +9,6 @@ arrays the C code writes into.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
 import cffi
@@ -115,7 +114,6 @@ class NativeExecutable:
         self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
                                   for a, d in enumerate(v.shape) if d == sym)
                              for sym in self.size_symbols]
-        self.lock = threading.Lock()
 
     def _plan(self, outputs):
         return [(v.shape, np.dtype(v.dtype), self.ffi.typeof(CTYPES[v.dtype] + "[]"))

@@ -327,7 +327,7 @@ def _arg_type(x):
 def _arg_c(op, k):
     x, out = k.ins[0], k.out
     n = _d(x.shape[-1])
-    nan = (f" || (isnan(v) && !isnan(best))" if x.ctype in ("double", "float") else "")
+    nan = (" || (isnan(v) && !isnan(best))" if x.ctype in ("double", "float") else "")
     return k.loop((out.size,), [
         f"{x.ctype} best = {k.at(x, f'i0 * {n}')};",
         "int64_t arg = 0;",
