@@ -84,6 +84,28 @@ def substitute(d, bindings):
     return int(sp.sympify(d).subs(bindings))
 
 
+class CeilDiv(sp.Function):
+    """``ceil(a / b)`` of non-negative integers, printed as C integer division."""
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Integer and b.is_Integer:
+            return -(-a // b)
+
+    def _ccode(self, printer):
+        a, b = self.args
+        return f"(({printer._print(a)} + {int(b) - 1}) / {printer._print(b)})"
+
+
+def align_up(d, alignment):
+    """``d`` rounded up to a multiple of ``alignment`` (an int)."""
+    if isinstance(d, int):
+        return -(-d // alignment) * alignment
+    return normalize(alignment * CeilDiv(sp.sympify(d), alignment))
+
+
 def c_expr(d):
     """A dimension as a C expression (int64_t arithmetic)."""
     if isinstance(d, int):

@@ -184,14 +184,12 @@ def _scan_c(k):
     head = [f"memcpy({out.name} + {first * W}, {c0_ref}, sizeof({out.ctype}) * {P});"]
     if Q:
         head.append(f"memset({out.name} + {length * W + P}, 0, sizeof({out.ctype}) * {Q});")
-    if ws:
-        head = [f"char *ws = (char *)malloc({ws});",
-                f"if (ws == NULL) {k.fail('SYMGRAD_ENOMEM')}"] + head
+    if ws != 0:
+        head = [f"char *ws = {k.scratch(ws)};"] + head
     loop = (f"for (int64_t {t} = {length - 1}; {t} >= 0; --{t}) {{" if reverse else
             f"for (int64_t {t} = 0; {t} < {length}; ++{t}) {{")
     body_lines = [loop, *("    " + line for line in lines), "}"]
-    tail = ["free(ws);"] if ws else []
-    return ["{", *("    " + line for line in head + body_lines + tail), "}"]
+    return ["{", *("    " + line for line in head + body_lines), "}"]
 
 
 def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):

@@ -35,7 +35,7 @@ C_KEYWORDS = set("""auto break case char const continue default do double else e
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
 int64_t int32_t size_t""".split())
-KERNEL_LOCALS = {"status", "ws", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
+KERNEL_LOCALS = {"status", "ws", "ws_bytes", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
                  "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
                      f"j{d}" for d in range(16)}
 # libm and libc names a generated symbol must not take (it would clash at link time).
@@ -97,12 +97,18 @@ class CVar:
 class KernelContext:
     """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
 
-    def __init__(self, node, out, ins, fail):
+    def __init__(self, node, out, ins, fail, scratch):
         self.node = node
         self.attrs = node.attrs
         self.out = out
         self.ins = ins
         self._fail = fail
+        self._scratch = scratch
+
+    def scratch(self, nbytes):
+        """A ``char *`` (its C name) to ``nbytes`` bytes of the function's workspace, aligned to
+        a cache line, for this kernel's own temporaries (contents undefined on entry)."""
+        return self._scratch(nbytes)
 
     @staticmethod
     def idx(n):
@@ -143,26 +149,29 @@ class KernelContext:
 
         ``inputs``: one C expression per graph input (a pointer for an array, a value for a
         scalar); ``outputs``: one pointer per graph output, written by the statements. Returns
-        ``(workspace bytes as a C expression or "", lines)``; the lines expect a ``char *ws`` of
-        that many bytes in scope. Names get a prefix derived from this kernel's result, so they
+        ``(workspace bytes, lines)``; the lines expect a ``char *ws`` of that many bytes in
+        scope (for instance ``char *ws = k.scratch(bytes)``). Names get a prefix derived from this kernel's result, so they
         cannot collide with the enclosing function's.
         """
         fn = FunctionRenderer(graph, "", [f"o{k}" for k in range(len(graph.outputs))],
                               prefix=f"symgrad_{self.out.name}_").render()
         if fn.can_fail:
             self._fail()
+        # No ``restrict`` on these pointers: a loop's step reads the row the step before wrote
+        # through another pointer, and gcc lets restrict pointers declared in a loop body
+        # reorder such accesses across iterations.
         lines = []
         for (name, ctype, shape), expr in zip(fn.inputs, inputs):
             if len(shape) == 0:
-                lines.append(f"const {ctype} *restrict {name}_ptr = (const {ctype}[]){{{expr}}};")
+                lines.append(f"const {ctype} *{name}_ptr = (const {ctype}[]){{{expr}}};")
             else:
-                lines.append(f"const {ctype} *restrict {name} = {expr};")
-        lines += [f"{ctype} *restrict {name} = {expr};"
+                lines.append(f"const {ctype} *{name} = {expr};")
+        lines += [f"{ctype} *{name} = {expr};"
                   for (name, ctype, _), expr in zip(fn.outputs, outputs)]
         lines += fn.prologue
         for block in fn.blocks:
             lines += [f"/* {c} */" for c in block.comments] + block.lines
-        return fn.workspace_bytes, lines + fn.epilogue
+        return fn.workspace_size, lines + fn.epilogue
 
 
 def loop_nest(shape, body, names=None):
@@ -198,7 +207,7 @@ class CFunction:
     workspace_bytes: str               # a C expression; "" for no workspace
     can_fail: bool
     size_checks: list = field(default_factory=list)
-    workspace_may_be_empty: bool = False   # run-time sizes may all be 0: malloc(0) may be NULL
+    workspace_size: object = 0         # the same as a dimension (an int or an expression)
     inputs: list = field(default_factory=list)    # (c name, ctype, shape) per graph input
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
 
@@ -332,7 +341,12 @@ class FunctionRenderer:
         def mark_fail():
             self.can_fail = True
 
-        ctx = KernelContext(node, out, ins, mark_fail)
+        def scratch(nbytes):
+            name = f"symgrad_ws_{out.name}"
+            self.workspace.append((name, "char", nbytes))
+            return name
+
+        ctx = KernelContext(node, out, ins, mark_fail, scratch)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
         # A kernel that declares names outside its loops gets a scope of its own.
@@ -404,19 +418,19 @@ class FunctionRenderer:
         return _tidy(blocks)
 
     def _workspace_layout(self):
-        """(name, ctype, byte offset) per workspace array: static sizes first, each padded to a
-        cache line; arrays with run-time sizes after them, widest element type first, so every
-        array stays aligned to its element size."""
+        """(name, ctype, byte offset) per workspace array, each starting on a cache line:
+        static sizes first, arrays with run-time sizes after them."""
         static = [w for w in self.workspace if dims.is_static(w[2])]
-        dynamic = sorted((w for w in self.workspace if not dims.is_static(w[2])),
-                         key=lambda w: -_sizeof(w[1]))
+        dynamic = [w for w in self.workspace if not dims.is_static(w[2])]
         layout, offset = [], 0
         for cname, ctype, size in static:
             layout.append((cname, ctype, offset))
-            offset += -(-max(size, 1) * _sizeof(ctype) // ALIGN) * ALIGN
-        for cname, ctype, size in dynamic:
+            offset += dims.align_up(max(size, 1) * _sizeof(ctype), ALIGN)
+        for k, (cname, ctype, size) in enumerate(dynamic):
             layout.append((cname, ctype, offset))
-            offset = dims.normalize(offset + _sizeof(ctype) * size)
+            nbytes = _sizeof(ctype) * size
+            offset = dims.normalize(offset + (nbytes if k == len(dynamic) - 1 else
+                                              dims.align_up(nbytes, ALIGN)))
         return layout, offset
 
     def _workspace_bytes(self):
@@ -437,7 +451,7 @@ class FunctionRenderer:
             prologue=self._workspace_lines() + self.prologue,
             blocks=blocks, epilogue=self.epilogue,
             workspace_bytes=dims.c_expr(nbytes) if nbytes != 0 else "",
-            workspace_may_be_empty=not dims.is_static(nbytes),
+            workspace_size=nbytes,
             can_fail=self.can_fail,
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
@@ -464,7 +478,7 @@ def _tidy(blocks):
 
 
 def _sizeof(ctype):
-    return {"double": 8, "float": 4, "int64_t": 8, "int32_t": 4, "bool": 1}[ctype]
+    return {"double": 8, "float": 4, "int64_t": 8, "int32_t": 4, "bool": 1, "char": 1}[ctype]
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -497,7 +511,8 @@ def render_module(functions, *, title, version):
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
     return environment().get_template("module.c.j2").render(
-        functions=functions, title=c_comment(title), version=version, status=STATUS)
+        functions=functions, title=c_comment(title), version=version, status=STATUS,
+        uses_workspace=any(fn.workspace_bytes for fn in functions))
 
 
 def render_prototypes(functions):

@@ -7,15 +7,24 @@ install and that ``SYMGRAD_BACKEND=interp`` runs without a compiler.
 ``compile_library`` turns one C file into a shared library next to it. Its command, stderr and
 the C file's path go into ``CompileError`` on failure. ``invocations()`` counts compiler runs in
 this process (the cache tests assert a warm cache makes none).
+
+``blas`` finds scipy-openblas32. Where it is installed, JIT builds define ``SYMGRAD_USE_BLAS``
+(large matrix products call its gemm) and link it with an rpath to its directory; where it is
+not, they build the loops alone. Either way the flags and the compiler identity say so, so the
+two kinds of build never share a cache entry. Ahead-of-time builds pass ``blas=False``.
 """
 from __future__ import annotations
 
 import functools
+import glob
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from ..errors import CompileError
 
@@ -23,12 +32,17 @@ from ..errors import CompileError
 # a fused broadcast-and-select adjoint loop into garbage on AVX2 and AVX-512 alike (found by
 # tests/test_fuzz.py; a standalone reproducer is in the closing note of the first session). The
 # very-cheap model (-O2's) compiled every case right and measured as fast or faster here.
-DEFAULT_CFLAGS = ("-O3", "-march=native", "-fvect-cost-model=very-cheap")
+# -mno-avx512f: with AVX-512 enabled, gcc 12.2 stores the constant array {1, 1, 1, 0, 0, 0} as
+# {1, 1, 1, 1, 0, 0} (one vpbroadcastq for the first four lanes), whether copied by a loop or by
+# memcpy; this made a loop's gradient wrong (tests/test_reliability.py::test_avx512_constants).
+# AVX2 compiles it right; on the AMD machines measured here AVX-512 was no faster.
+DEFAULT_CFLAGS = ("-O3", "-march=native", "-fvect-cost-model=very-cheap") + (
+    ("-mno-avx512f",) if platform.machine().lower() in ("x86_64", "amd64") else ())
 # Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
 # independent code for a shared library, and -fno-math-errno: generated code never reads errno,
 # and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
-# -ffast-math it changes no result.
-REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared")
+# -ffast-math it changes no result. -pthread: the workspace kept per thread (workspace.c.j2).
+REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
 
 _count = 0
 
@@ -64,10 +78,51 @@ def find_compiler():
                        "symgrad's native backend needs one. " + _INSTALL_HINT)
 
 
+@dataclass(frozen=True)
+class Blas:
+    """A CBLAS library that JIT builds link: its name, version, directory and link name."""
+    name: str
+    version: str
+    lib_dir: str
+    link_name: str
+
+    def compile_flags(self):
+        return ("-DSYMGRAD_USE_BLAS",)
+
+    def link_flags(self):
+        # -Xlinker passes the directory as one argument, whatever characters its path holds
+        # (-Wl,-rpath,DIR would split it at commas).
+        return (f"-L{self.lib_dir}", "-Xlinker", "-rpath", "-Xlinker", self.lib_dir,
+                f"-l{self.link_name}")
+
+
 @functools.lru_cache(maxsize=None)
-def compiler_identity(cc):
-    """A string naming the compiler command (with any arguments $CC carries, such as
-    -fsanitize=...), its version and the machine: part of every cache key."""
+def blas():
+    """scipy-openblas32 as a ``Blas``, or None when it is not installed (or broken).
+
+    The package is located, not imported: importing it loads its library with RTLD_GLOBAL, and
+    a few of its symbols share names with the 64-bit-index OpenBLAS that NumPy's wheels carry,
+    so it could capture NumPy's calls. Our libraries name it as a dependency instead, loaded in
+    their own scope. Its helpers get_lib_dir()/get_library() compute the same directory and name.
+    """
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+        version = importlib.metadata.version("scipy-openblas32")
+    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    lib_dir = os.path.join(os.path.dirname(spec.origin), "lib")
+    found = sorted(glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.so")) +
+                   glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.dylib")))
+    if not found:
+        return None
+    link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
+    return Blas("scipy-openblas32", version, lib_dir, link_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cc):
     try:
         out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True,
                              timeout=60)
@@ -77,17 +132,42 @@ def compiler_identity(cc):
     return f"{cc} | {first} | {platform.machine()} | {platform.system()}"
 
 
-def flags(cflags=None):
-    """The flags a compile uses: ``cflags`` (or the defaults) plus the required ones."""
-    chosen = tuple(DEFAULT_CFLAGS if cflags is None else cflags)
-    return chosen + REQUIRED_CFLAGS
+def compiler_identity(cc):
+    """A string naming the compiler command (with any arguments $CC carries, such as
+    -fsanitize=...), its version, the machine and the BLAS a JIT build links (or "no BLAS"):
+    part of every cache key, so a new BLAS version is a new entry."""
+    linked = blas()
+    return (f"{_compiler_version(cc)} | "
+            + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 
-def compile_library(source_path, library_path, cflags=None, cc=None):
-    """Compile ``source_path`` into the shared library ``library_path``; raise CompileError."""
+def _flag_groups(cflags, blas_linked):
+    """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones, and with
+    ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm."""
+    linked = blas() if blas_linked else None
+    compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
+    if linked is None:
+        return compile_flags, ()
+    return compile_flags + linked.compile_flags(), linked.link_flags()
+
+
+def flags(cflags=None, blas_linked=True):
+    """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    return compile_flags + link_flags
+
+
+def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True):
+    """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
+
+    With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
+    without (ahead-of-time builds), it needs only libc and libm."""
     global _count
     cc = cc or find_compiler()
-    command = [*shlex.split(cc), *flags(cflags), "-o", str(library_path), str(source_path), "-lm"]
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
+    command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
+               *link_flags, "-lm"]
     _count += 1
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
