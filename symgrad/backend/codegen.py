@@ -240,6 +240,7 @@ class FunctionRenderer:
         self.workspace = []          # (cname, ctype, size)
         self.prologue, self.epilogue = [], []
         self.aliases = set()
+        self.views = self._broadcast_views()
         self.groups = self._group()
         self.internal = set()
         for g in self.groups:
@@ -248,11 +249,19 @@ class FunctionRenderer:
 
     # -- fusion ---------------------------------------------------------------------------------
 
+    def _broadcast_views(self):
+        """Broadcasts read only by elementwise statements: those loops index the source with
+        broadcasting instead of reading a materialized copy."""
+        outputs = set(self.graph.outputs)
+        return {n.out for n in self.graph.nodes
+                if n.prim == "broadcast_in_dim" and n.out not in outputs
+                and all(REGISTRY[u.prim].elementwise for u in self.uses.get(n.out, []))}
+
     def _group(self):
         """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
         groups = []
         for n in self.graph.nodes:
-            if n.prim == "const" and n.out.ndim == 0:
+            if (n.prim == "const" and n.out.ndim == 0) or n.out in self.views:
                 continue
             fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
             if (fusible and groups and REGISTRY[groups[-1][-1].prim].elementwise
@@ -298,6 +307,22 @@ class FunctionRenderer:
                   and v not in first_output):
                 # Row-major reshape moves no data: the same buffer, read with other strides.
                 self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "array")
+                self.aliases.add(v)
+            elif v in self.views:
+                src = self.storage[n.inputs[0]]
+                expanded = [1] * v.ndim
+                for i, d in enumerate(n.attrs["dims"]):
+                    expanded[d] = n.inputs[0].shape[i]
+                self.storage[v] = CVar(src.name, tuple(expanded), ctype, src.kind)
+                self.aliases.add(v)
+            elif (n.prim == "slice" and self.storage[n.inputs[0]].kind == "array"
+                  and v not in first_output and _contiguous_slice(n)):
+                # A block of whole rows is a pointer into the sliced buffer.
+                src = self.storage[n.inputs[0]]
+                offset = dims.c_expr(dims.normalize(sum(
+                    (a * s for a, s in zip(n.attrs["start"], src.strides)), start=0)))
+                name = src.name if offset == "0" else f"({src.name} + {offset})"
+                self.storage[v] = CVar(name, v.shape, ctype, "array")
                 self.aliases.add(v)
             elif v in first_output and v not in self.graph.inputs:
                 name = self.out_params[first_output[v]]
@@ -369,7 +394,7 @@ class FunctionRenderer:
         internal = self.internal
         outside = {v for n in nodes for v in n.inputs if v not in produced
                    and self.storage[v].kind == "array"}
-        flat = all(v.shape == shape for v in outside)
+        flat = all(tuple(self.storage[v].shape) == tuple(shape) for v in outside)
         if flat:
             index_names = ["i"]
             own = "i"
@@ -456,6 +481,21 @@ class FunctionRenderer:
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
                      for k, v in enumerate(self.graph.outputs)])
+
+
+def _contiguous_slice(node):
+    """Whether a ``slice`` selects one contiguous run of its input (row-major): unit steps, and
+    after the first axis it cuts, only axes it keeps whole (before it, axes of extent 1)."""
+    start, step, shape = node.attrs["start"], node.attrs["step"], node.attrs["shape"]
+    full = node.inputs[0].shape
+    if any(st != 1 for st in step):
+        return False
+    cut = [d for d in range(len(full)) if not dims.equal(shape[d], full[d])]
+    if not cut:
+        return True
+    first = cut[0]
+    return (all(dims.equal(shape[d], 1) for d in range(first))
+            and all(d == first for d in cut))
 
 
 def _tidy(blocks):
