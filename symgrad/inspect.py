@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import tracing
+from . import loops, tracing
 from .autodiff import value_and_grad_graph
 from .errors import CompileError
 from .interp import evaluate
@@ -359,10 +359,17 @@ class Report:
             f"{label} {sum(flops(n) for n in g.nodes):,}" for label, g in graphs))
         lines.append("temporaries (arrays neither input nor output): " + "; ".join(
             f"{label} {_bytes(temporary_bytes(g))}" for label, g in graphs))
-        workspace = [int(b) for b in re.findall(r"malloc\((\d+)\)", self.c_source)]
+        workspace = re.findall(r"^int (\w+)\((?:[^{]*)\{\n(?:.*\n){0,40}?\s*const size_t "
+                               r"ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
         if workspace:
-            lines.append("C workspace (malloc per call): "
-                         + ", ".join(_bytes(b) for b in workspace))
+            lines.append("C workspace per call (kept by each calling thread): " + "; ".join(
+                f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
+                for fn, b in workspace))
+        for label, g in graphs:
+            tapes = loops.memory_lines(g)
+            if tapes:
+                lines.append(f"loops ({label}):")
+                lines += ["  " + t for t in tapes]
         lines.append("time: " + "; ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.timings.items()))
         if self.compile_error:
             lines.append(self.compile_error if self.compile_error.startswith("compiled")

@@ -27,9 +27,11 @@ C size does not depend on the trip count.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
+from . import dims
 from .autodiff import inline, jvp_graph, value_and_grad_graph
 from .errors import ShapeError, TracingError, where
 from .ir import Builder, Graph, Node, Var, building, current_builder, user_location
@@ -311,6 +313,31 @@ register(Primitive(
 ))
 
 
+# --- what loops store ----------------------------------------------------------------------------
+
+def memory_lines(graph):
+    """One line per loop of ``graph`` saying what its rows hold and their size; the loops of
+    a body (checkpointed segments, nested loops) follow indented: their rows live in the body's
+    workspace, reused by every step."""
+    names = graph.names()
+    lines = []
+    for n in graph.nodes:
+        if n.prim != "scan":
+            continue
+        body = n.attrs["body"]
+        P, Q = _widths(body)
+        rows = n.out.shape[0]
+        itemsize = np.dtype(n.out.dtype).itemsize
+        nbytes = dims.normalize(rows * (P + Q) * itemsize)
+        what = f"{P} carry" + (f" + {Q} per-step outputs" if Q else "")
+        size = f"{nbytes:,} bytes" if dims.is_static(nbytes) else f"{nbytes} bytes"
+        lines.append(f"{names[n.out]}: {n.attrs['length']} steps of {body.graph.name} "
+                     f"({'backwards' if n.attrs['reverse'] else 'forwards'}); "
+                     f"rows {rows} x ({what}) {n.out.dtype} = {size}")
+        lines += ["  " + line for line in memory_lines(body.graph)]
+    return lines
+
+
 # --- the front end -------------------------------------------------------------------------------
 
 def _as_list(value):
@@ -334,7 +361,7 @@ def _static_trip(n, what):
     return int(n)
 
 
-def scan(f, init, xs=None, length=None):
+def scan(f, init, xs=None, length=None, *, checkpoint=None):
     """``jax.lax.scan``: ``carry, y = f(carry, x)`` over ``x`` in ``xs`` (sliced along axis 0);
     returns ``(final carry, ys)`` with the ys stacked along a new leading axis.
 
@@ -342,19 +369,25 @@ def scan(f, init, xs=None, length=None):
     ``xs``: None, an array or a flat tuple of arrays of one leading length; ``length``: the trip
     count when ``xs`` is None. ``f`` may return ``None`` for y. Traced, the body is traced once
     and becomes one loop statement. Raises ShapeError for mismatched lengths or carry types.
+
+    ``checkpoint``: None (reverse mode stores every step's carry), an int K (it stores every
+    K-th and recomputes the steps between from it) or ``"sqrt"`` (K = ceil(sqrt(length))): the
+    tape shrinks from length to about length/K + K carries, for one more forward pass.
     """
-    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan")
+    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan", checkpoint)
 
 
-def fori_loop(lower, upper, body, init):
+def fori_loop(lower, upper, body, init, *, checkpoint=None):
     """``jax.lax.fori_loop``: ``val = body(i, val)`` for ``i`` in ``range(lower, upper)``.
 
     ``lower`` and ``upper`` are Python ints (run-time trip counts are not supported yet); ``init``
     an array or a flat tuple of arrays. Traced, the body is traced once into one loop statement.
+    ``checkpoint``: as for ``scan``.
     """
     lower = _static_trip(lower, "fori_loop")
     upper = _static_trip(upper, "fori_loop")
     if current_builder() is None:
+        _segment_length(checkpoint, max(upper - lower, 0), "fori_loop")   # the traced errors
         val = init
         for i in range(lower, upper):
             val = body(i, val)
@@ -362,11 +395,11 @@ def fori_loop(lower, upper, body, init):
 
     def step(i, c, x):
         return body(i + lower if lower else i, c), None
-    carry, _ = _scan(step, init, None, max(upper - lower, 0), "fori_loop")
+    carry, _ = _scan(step, init, None, max(upper - lower, 0), "fori_loop", checkpoint)
     return carry
 
 
-def _scan(f, init, xs, length, what):
+def _scan(f, init, xs, length, what, checkpoint=None):
     carries, carry_kind = _as_list(init)
     xs_l, xs_kind = _as_list(xs)
     if xs_l:
@@ -379,8 +412,9 @@ def _scan(f, init, xs, length, what):
         raise ValueError(f"{what}: give xs or length")
     length = _static_trip(length, what)
     if current_builder() is None:
+        _segment_length(checkpoint, length, what)       # the same errors as when traced
         return _scan_python(f, init, xs_l, xs_kind, length)
-    return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what)
+    return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint)
 
 
 def _scan_python(f, carry, xs_l, xs_kind, length):
@@ -397,7 +431,7 @@ def _scan_python(f, carry, xs_l, xs_kind, length):
     return carry, np.stack([np.asarray(y) for y in ys])
 
 
-def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what):
+def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint):
     from . import numpy as snp
     init = [snp.asarray(c).var for c in carries]
     if not init:
@@ -450,19 +484,116 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what):
     body = _close(Graph([i, c, *x_in], builder.nodes, outputs, name="body"))
     free = body.closed_over
     body = optimize(body)
-    out = bind("scan", _pack(init), *xs_vars, *free, body=Body(body), length=length,
-               n_xs=len(xs_vars), reverse=False)
-    final = [Tracer(v) for v in _unpack(_row(out, length, 0, P), carry_types)]
+    Q = sum(v.type.size for v in y_vars)
+    carry, ys_all = _loop(body, _pack(init), xs_vars, free, length, P, Q,
+                          _segment_length(checkpoint, length, what))
+    final = [Tracer(v) for v in _unpack(carry, carry_types)]
     ys = None
     if y_vars:
-        ys, offset = [], P
+        ys, offset = [], 0
         for v in y_vars:
             n = v.type.size
-            ys.append(Tracer(ops.reshape(_block(out, 0, length, offset, n),
+            ys.append(Tracer(ops.reshape(_block(ys_all, 0, length, offset, n),
                                          (length,) + v.shape)))
             offset += n
         ys = _restore(ys, y_kind)
     return _restore(final, carry_kind), ys
+
+
+# --- checkpointing -------------------------------------------------------------------------------
+
+def _segment_length(checkpoint, length, what):
+    """The steps per segment K for ``checkpoint`` (None: no checkpointing)."""
+    if checkpoint is None:
+        return None
+    if checkpoint == "sqrt":
+        K = math.isqrt(length - 1) + 1 if length > 1 else 1     # ceil(sqrt(length))
+    elif isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool) \
+            and checkpoint >= 1:
+        K = int(checkpoint)
+    else:
+        raise ValueError(f"{what}: checkpoint must be None, a positive int (steps between "
+                         f"stored carries) or 'sqrt'; got {checkpoint!r}")
+    return K if K < length else None
+
+
+def _loop(body, c0, xs, consts, length, P, Q, K):
+    """The loop statements for ``body`` run ``length`` times from the packed carry ``c0``:
+    returns (final carry [P], per-step outputs [length, Q] or None).
+
+    Without checkpointing (K None) one ``scan``. With K, the steps are cut into segments of K:
+    an outer scan over the segments whose body is an inner scan of K steps, then a plain scan
+    of the ``length % K`` steps left. The outer scan's tape holds one carry per segment; its
+    adjoint recomputes a segment's K carries from the stored one (the inner scan's own tape,
+    K x P numbers in the adjoint body's workspace) before running back through them.
+    """
+    if K is None:
+        out = bind("scan", c0, *xs, *consts, body=Body(body), length=length, n_xs=len(xs),
+                   reverse=False)
+        return _row(out, length, 0, P), (_block(out, 0, length, P, Q) if Q else None)
+    n, r = divmod(length, K)
+    carry, ys = c0, []
+    segment = _segment_body(body, len(xs), K, P, Q)
+    xs_seg = [ops.reshape(_leading(x, 0, n * K), (n, K) + x.shape[1:]) for x in xs]
+    out = bind("scan", carry, *xs_seg, *consts, body=Body(segment), length=n, n_xs=len(xs),
+               reverse=False)
+    carry = _row(out, n, 0, P)
+    if Q:
+        ys.append(ops.reshape(_block(out, 0, n, P, K * Q), (n * K, Q)))
+    if r:
+        tail = _reindexed(body, len(xs), K)
+        out = bind("scan", carry, *[_leading(x, n * K, r) for x in xs], *consts,
+                   ops.const(n, "int64"), body=Body(tail), length=r, n_xs=len(xs),
+                   reverse=False)
+        carry = _row(out, r, 0, P)
+        if Q:
+            ys.append(_block(out, 0, r, P, Q))
+    if not Q:
+        return carry, None
+    return carry, (ys[0] if len(ys) == 1 else bind("concatenate", *ys, axis=0))
+
+
+def _leading(x, start, count):
+    """``x[start:start+count]``."""
+    if start == 0 and count == x.shape[0]:
+        return x
+    return bind("slice", x, start=(start,) + (0,) * (x.ndim - 1), step=(1,) * x.ndim,
+                shape=(count,) + x.shape[1:])
+
+
+def _reindexed(body, n_xs, stride):
+    """``body`` with one more input ``j`` (int64, last) that runs step ``t`` as step
+    ``j * stride + t``: ``(t, c, x..., consts..., j) -> body(j*stride + t, c, x..., consts...)``."""
+    g = body
+    t = Var(g.inputs[0].type, name="t")
+    j = Var(TensorType((), "int64"), name="j")
+    rest = [Var(v.type, name=v.name) for v in g.inputs[1:]]
+    b = Builder()
+    b.loc = current_builder().loc if current_builder() is not None else None
+    with building(b):
+        index = ops.add(ops.mul(j, ops.const(stride, "int64")), t)
+        outs = inline(g, [index, *rest])
+    return optimize(Graph([t, *rest, j], b.nodes, outs, name="body"))
+
+
+def _segment_body(body, n_xs, K, P, Q):
+    """The outer scan's body for checkpointing: ``(j, c[P], xs[K,...]..., consts...) ->
+    (carry after the K steps of segment j, their y's [K*Q])``, an inner scan of ``body``."""
+    g = body
+    j = Var(g.inputs[0].type, name="j")
+    c = Var(g.inputs[1].type, name="carry")
+    xs = [Var(TensorType((K,) + v.shape, v.dtype), name=v.name) for v in g.inputs[2:2 + n_xs]]
+    consts = [Var(v.type, name=v.name) for v in g.inputs[2 + n_xs:]]
+    inner = _reindexed(body, n_xs, K)
+    b = Builder()
+    b.loc = current_builder().loc if current_builder() is not None else None
+    with building(b):
+        out = bind("scan", c, *xs, *consts, j, body=Body(inner), length=K, n_xs=n_xs,
+                   reverse=False)
+        outputs = [_row(out, K, 0, P)]
+        if Q:
+            outputs.append(ops.reshape(_block(out, 0, K, P, Q), (K * Q,)))
+    return optimize(Graph([j, c, *xs, *consts], b.nodes, outputs, name="segment"))
 
 
 def _close(graph):

@@ -100,6 +100,23 @@ def test_cost_model():
     assert sgi.temporary_bytes(g) == (3 + 4 + 4 + 4 + 3) * 8
 
 
+def test_summary_reports_the_workspace_and_what_loops_store():
+    import symgrad
+
+    def loss(damping):
+        def step(i, c):
+            return c - 0.01 * damping * c
+        return symgrad.fori_loop(0, 100, step, snp.ones(2), checkpoint=10) @ snp.ones(2)
+    text = "\n".join(line.text for line in sgi.report(loss, 0.5).summary_lines())
+    assert re.search(r"C workspace per call .*symgrad_loss_value_and_grad [\d.]+ KiB", text)
+    # The forward loop over 10 segments of 10 steps, and its adjoint, each with the inner
+    # loop of a segment indented under it.
+    assert "loops (value-and-gradient):" in text
+    assert "10 steps of segment (forwards); rows 11 x (2 carry) float64 = 176 bytes" in text
+    assert "\n    " in text.split("loops (value-and-gradient):")[1]
+    assert "steps of adjoint_body (backwards)" in text
+
+
 def test_bind_dims():
     assert sgi.bind_dims(["X=f64[N,3]", "y=i64[N]", "r=f64[]", "s=2.0"], ["N=256"]) == \
         ["X=f64[256,3]", "y=i64[256]", "r=f64[]", "s=2.0"]

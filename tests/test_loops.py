@@ -19,13 +19,14 @@ def pendulum_step(dt, damping, length, theta, omega):
             omega + dt * (-G / length * snp.sin(theta) - damping * omega))
 
 
-def pendulum(T):
+def pendulum(T, checkpoint=None):
     dt = 5.0 / T
 
     def loss(damping, length):
         def step(i, state):
             return pendulum_step(dt, damping, length, *state)
-        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(1.0), snp.asarray(0.0)))
+        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(1.0), snp.asarray(0.0)),
+                                         checkpoint=checkpoint)
         return theta ** 2 + 0.5 * omega ** 2
     return loss
 
@@ -218,3 +219,95 @@ def test_body_is_traced_once_with_closed_over_values_as_inputs():
     again = [n for n in symgrad.compile(pendulum(50), argnums=(0, 1)).trace(0.3, 1.5).nodes
              if n.prim == "scan"][0].attrs["body"]
     assert again == loops[0].attrs["body"] and hash(again) == hash(loops[0].attrs["body"])
+
+
+# --- checkpointing: every K-th carry stored, the steps between recomputed -------------------------
+
+def _workspace_bytes(f, *args):
+    """The value-and-gradient C function's workspace (its tape included), in bytes."""
+    source = f.source(*args)
+    return int(re.search(r"_value_and_grad\((?:.|\n)*?ws_bytes = \(size_t\)(\d+);",
+                         source).group(1))
+
+
+@pytest.mark.parametrize("checkpoint", [1, 7, 100, "sqrt"])
+def test_checkpointed_gradient_equals_the_stored_tape(backend, checkpoint):
+    T = 1000 if backend == "c" else 150
+    plain = symgrad.compile(pendulum(T), argnums=(0, 1), backend=backend)
+    checked = symgrad.compile(pendulum(T, checkpoint), argnums=(0, 1), backend=backend)
+    value, grads = plain.value_and_grad(0.3, 1.5)
+    c_value, c_grads = checked.value_and_grad(0.3, 1.5)
+    # The forward steps are the same operations in the same order; the adjoints of the
+    # closed-over damping and length are summed per segment, so they may differ in rounding.
+    assert c_value == value
+    np.testing.assert_allclose(c_grads, grads, rtol=1e-13)
+
+
+def test_checkpointed_scan_outputs_and_a_remainder(backend):
+    """7 steps in segments of 3: two segments and one step left over; the stacked outputs
+    come from both."""
+    rng = np.random.default_rng(0)
+    W, U = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2))
+    h0, xs = rng.normal(size=3), rng.normal(size=(7, 2))
+
+    def loss(W, U, h0, xs):
+        def cell(h, x):
+            h = snp.tanh(W @ h + U @ x)
+            return h, h * h
+        hT, ys = symgrad.scan(cell, h0, xs, checkpoint=3)
+        return snp.sum(ys * snp.arange(1.0, 4.0)) + snp.sum(hT)
+    f = symgrad.compile(loss, argnums=(0, 1, 2, 3), backend=backend)
+    ref = symgrad.compile(rnn_loss, argnums=(0, 1, 2, 3), backend=backend)
+    value, grads = f.value_and_grad(W, U, h0, xs)
+    ref_value, ref_grads = ref.value_and_grad(W, U, h0, xs)
+    np.testing.assert_allclose(value, rnn_reference(W, U, h0, xs), rtol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-15)
+    assert symgrad.check_grad(f, W, U, h0, xs, argnums=(0, 1, 2, 3)).ok
+
+
+def test_checkpointing_shrinks_the_tape():
+    """The value-and-gradient workspace at T = 10,000: about 8 doubles per step with the full
+    tape (docs/loops.md); with checkpoint="sqrt", two segments of 100 steps' worth."""
+    T = 10_000
+    plain = symgrad.compile(pendulum(T), argnums=(0, 1))
+    sqrt = symgrad.compile(pendulum(T, "sqrt"), argnums=(0, 1))
+    full, small = _workspace_bytes(plain, 0.3, 1.5), _workspace_bytes(sqrt, 0.3, 1.5)
+    assert full >= T * 2 * 8             # at least the tape: 2 carries of 8 bytes per step
+    assert small < 20 * 101 * 8 * 4      # O(sqrt(T)) rows, a few arrays of them
+    assert small < full / 30
+    lines = symgrad.loops.memory_lines(sqrt.specialize(0.3, 1.5)[0].value_and_grad_graph())
+    assert any("100 steps of segment" in line and "rows 101 x (2 carry)" in line
+               for line in lines), lines
+    assert any(line.startswith("  ") and "100 steps of body" in line for line in lines), lines
+
+
+def test_checkpointed_pendulum_100000_steps():
+    T = 100_000
+    f = symgrad.compile(pendulum(T, "sqrt"), argnums=(0, 1))
+    p = np.array([0.3, 1.5])
+    grads = f.grad(*p)
+    fd = numerical.grad(lambda q: f(q[0], q[1]), p, method="central")
+    np.testing.assert_allclose(grads, fd, rtol=1e-6)
+    np.testing.assert_allclose(grads, symgrad.compile(pendulum(T), argnums=(0, 1)).grad(*p),
+                               rtol=1e-12)
+
+
+def test_forward_mode_and_second_order_through_checkpoints(backend):
+    f = symgrad.compile(pendulum(40, checkpoint=6), argnums=(0, 1), backend=backend)
+    g = symgrad.compile(pendulum(40), argnums=(0, 1), backend=backend)
+    _, tangent = f.jvp((0.3, 1.5), (1.0, 0.5))
+    _, ref_tangent = g.jvp((0.3, 1.5), (1.0, 0.5))
+    np.testing.assert_allclose(tangent, ref_tangent, rtol=1e-12)
+    np.testing.assert_allclose(symgrad.hessian(pendulum(40, checkpoint=6),
+                                               backend=backend)(0.3, 1.5),
+                               symgrad.hessian(pendulum(40), backend=backend)(0.3, 1.5),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "log", True])
+def test_checkpoint_argument_errors(bad):
+    with pytest.raises(ValueError, match="checkpoint"):
+        symgrad.compile(pendulum(10, bad), argnums=(0, 1))(0.3, 1.5)
+    with pytest.raises(ValueError, match="checkpoint"):
+        symgrad.fori_loop(0, 3, lambda i, c: c + i, 0.0, checkpoint=bad)
