@@ -17,6 +17,46 @@ def symbol(name):
     return sp.Symbol(name, integer=True, nonnegative=True)
 
 
+_VALUE_PREFIX = "symgrad_value_"
+
+
+def value_of(name):
+    """The value of the int argument ``name`` as a size (a loop's run-time trip count). Unlike
+    a named size it may be negative; it is bound from the argument's value, not a shape."""
+    return sp.Symbol(_VALUE_PREFIX + name, integer=True)
+
+
+def value_source(sym):
+    """The argument name behind a ``value_of`` symbol, else None."""
+    return sym.name[len(_VALUE_PREFIX):] if sym.name.startswith(_VALUE_PREFIX) else None
+
+
+def value_symbols(shapes):
+    """The ``value_of`` symbols in ``shapes``."""
+    return [s for s in free_symbols(shapes) if value_source(s) is not None]
+
+
+def graph_symbols(graph):
+    """Every run-time size a graph's statements use: in their types and attributes, and in the
+    graphs of loop bodies they hold."""
+    found = set(free_symbols([v.shape for v in graph.inputs]))
+
+    def visit(value):
+        if isinstance(value, sp.Basic):
+            found.update(value.free_symbols)
+        elif isinstance(value, tuple):
+            for x in value:
+                visit(x)
+        elif hasattr(value, "graph") and hasattr(value.graph, "nodes"):
+            found.update(graph_symbols(value.graph))
+
+    for n in graph.nodes:
+        found.update(free_symbols([n.out.shape]))
+        for a in n.attrs.values():
+            visit(a)
+    return sorted(found, key=lambda s: s.name)
+
+
 def is_static(d):
     return isinstance(d, int)
 
@@ -99,6 +139,31 @@ class CeilDiv(sp.Function):
         return f"(({printer._print(a)} + {int(b) - 1}) / {printer._print(b)})"
 
 
+class AtLeastZero(sp.Function):
+    """``max(a, 0)`` of an integer, printed as a C conditional (a trip count ``upper - lower``
+    is 0 when ``upper < lower``)."""
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, a):
+        if a.is_Integer:
+            return max(a, sp.Integer(0))
+        if a.is_nonnegative:
+            return a
+
+    def _ccode(self, printer):
+        a = printer._print(self.args[0])
+        return f"(({a}) > 0 ? ({a}) : 0)"
+
+
+def at_least_zero(d):
+    """``max(d, 0)`` of a dimension."""
+    if isinstance(d, int):
+        return max(d, 0)
+    return normalize(AtLeastZero(sp.sympify(d)))
+
+
 def align_up(d, alignment):
     """``d`` rounded up to a multiple of ``alignment`` (an int)."""
     if isinstance(d, int):
@@ -149,5 +214,7 @@ def substitute_attrs(attrs, bindings):
             return tuple(sub(x) for x in v)
         if isinstance(v, sp.Basic):
             return int(v.subs(bindings))
+        if hasattr(v, "substitute"):         # a loop body (loops.Body)
+            return v.substitute(bindings)
         return v
     return {k: sub(v) for k, v in attrs.items()}

@@ -29,6 +29,15 @@ def evaluate(graph, args, *, keep=False):
                                  [v.name for v in graph.inputs])
         except ValueError as e:
             raise ShapeError(f"{graph.name}: {e}") from None
+    by_name = {v.name: v for v in graph.inputs}
+    for s in dims.graph_symbols(graph):
+        name = dims.value_source(s)
+        if name is not None:          # a trip count given by an int argument's value
+            if name not in by_name:
+                raise ShapeError(f"{graph.name}: a loop runs {name} times, but {name} is not "
+                                 f"an input of this graph")
+            bindings = dict(bindings or {})
+            bindings[s] = int(np.real(env[by_name[name]]))
     for n in graph.nodes:
         attrs = n.attrs if bindings is None else dims.substitute_attrs(n.attrs, bindings)
         value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **attrs)

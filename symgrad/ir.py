@@ -264,6 +264,12 @@ def current_builder():
     return stack[-1]
 
 
+def tracing_input(var):
+    """Whether ``var`` is an input of a function being traced (``tracing.trace`` records its
+    inputs on its builder)."""
+    return any(var in getattr(b, "inputs", ()) for b in getattr(_state, "stack", ()))
+
+
 class building:
     """Context manager: nodes bound inside go to ``builder``."""
 

@@ -30,11 +30,13 @@ import functools
 import math
 
 import numpy as np
+import sympy as sp
 
 from . import dims
 from .autodiff import inline, jvp_graph, value_and_grad_graph
 from .errors import ShapeError, TracingError, where
-from .ir import Builder, Graph, Node, Var, building, current_builder, user_location
+from .ir import (Builder, Graph, Node, Var, building, current_builder, tracing_input,
+                 user_location)
 from .passes import optimize
 from .primitives import REGISTRY, bind, ops
 from .primitives.registry import Primitive, register
@@ -59,6 +61,30 @@ class Body:
     def __repr__(self):
         return f"<{self.graph.name} {self.key[:16]}>"
 
+    def substitute(self, bindings):
+        """This body with the run-time sizes in ``bindings`` replaced by their values, for the
+        interpreter (whose primitives need ints)."""
+        g = self.graph
+        shapes = [v.shape for v in g.inputs] + [n.out.shape for n in g.nodes]
+        if not dims.free_symbols(shapes) and not any(
+                isinstance(a, (sp.Basic, Body)) for n in g.nodes for a in n.attrs.values()):
+            return self
+        env = {}
+
+        def var(v):
+            if v not in env:
+                shape = tuple(dims.substitute(d, bindings) for d in v.shape)
+                env[v] = Var(TensorType(shape, v.dtype), name=v.name)
+            return env[v]
+        inputs = [var(v) for v in g.inputs]
+        nodes = [Node(n.prim, tuple(var(v) for v in n.inputs),
+                      dims.substitute_attrs(n.attrs, bindings), var(n.out), n.loc, n.grad_of)
+                 for n in g.nodes]
+        bound = object.__new__(Body)
+        bound.graph = Graph(inputs, nodes, [var(v) for v in g.outputs], name=g.name)
+        bound.key = f"{self.key}/{sorted((str(k), v) for k, v in bindings.items())}"
+        return bound
+
 
 # --- IR helpers: packing values into one vector and back -----------------------------------------
 
@@ -68,17 +94,17 @@ def _pack(vars_):
 
 
 def _sizes(types):
-    return [int(t.size) for t in types]
+    return [dims.normalize(t.size) for t in types]
 
 
 def _unpack(vec, types):
     """Split the vector ``vec`` into values of ``types``."""
     out, offset = [], 0
     for t, n in zip(types, _sizes(types)):
-        part = vec if (offset == 0 and n == vec.shape[0]) else bind(
+        part = vec if (offset == 0 and dims.equal(n, vec.shape[0])) else bind(
             "slice", vec, start=(offset,), step=(1,), shape=(n,))
         out.append(ops.reshape(part, t.shape))
-        offset += n
+        offset = dims.normalize(offset + n)
     return out
 
 
@@ -98,7 +124,7 @@ def _row(x, row, col, cols):
 def _widths(body):
     P = body.graph.outputs[0].shape[0]
     Q = body.graph.outputs[1].shape[0] if len(body.graph.outputs) > 1 else 0
-    return int(P), int(Q)
+    return dims.normalize(P), dims.normalize(Q)
 
 
 def _scan_type(c0, *rest, body, length, n_xs, reverse):
@@ -108,9 +134,10 @@ def _scan_type(c0, *rest, body, length, n_xs, reverse):
         raise ShapeError(f"initial carry {c0} does not match the body's {g.inputs[1].type}")
     for k, (t, v) in enumerate(zip(rest, g.inputs[2:])):
         want = (length,) + v.shape if k < n_xs else v.shape
-        if t.shape != want or t.dtype != v.dtype:
+        if (len(t.shape) != len(want) or not all(dims.equal(a, b) for a, b in zip(t.shape, want))
+                or t.dtype != v.dtype):
             raise ShapeError(f"operand {k + 1} is {t}, the body expects {v.dtype}{list(want)}")
-    return TensorType((length + 1, P + Q), c0.dtype)
+    return TensorType((dims.normalize(length + 1), dims.normalize(P + Q)), c0.dtype)
 
 
 def _rows(length, reverse):
@@ -169,27 +196,30 @@ def _scan_c(k):
     attrs = k.attrs
     body, length, n_xs, reverse = attrs["body"], attrs["length"], attrs["n_xs"], attrs["reverse"]
     P, Q = _widths(body)
-    W = P + Q
+    W = dims.normalize(P + Q)
     c0 = k.ins[0]
     xs, consts = k.ins[1:1 + n_xs], k.ins[1 + n_xs:]
     t = f"symgrad_{out.name}_t"
     read, write = (f"({t} + 1)", t) if reverse else (t, f"({t} + 1)")
-    inputs = [t, f"{out.name} + {read} * {W}"]
+    w = dims.c_expr(W)
+    inputs = [t, f"{out.name} + {read} * {w}"]
     for x in xs:
-        n = int(np.prod(x.shape[1:], dtype=np.int64))
+        n = dims.c_expr(dims.prod(x.shape[1:]))
         inputs.append(f"{x.name}[{t}]" if x.ndim == 1 else f"{x.name} + {t} * {n}")
     inputs += [c.name for c in consts]
-    outputs = [f"{out.name} + {write} * {W}"] + ([f"{out.name} + {t} * {W} + {P}"] if Q else [])
+    outputs = [f"{out.name} + {write} * {w}"] + (
+        [f"{out.name} + {t} * {w} + {dims.c_expr(P)}"] if Q != 0 else [])
     ws, lines = k.inline_graph(body.graph, inputs, outputs)
-    first = length if reverse else 0
+    first = dims.c_expr(dims.normalize(length * W)) if reverse else "0"
     c0_ref = c0.name if c0.kind == "array" else f"(const {c0.ctype}[]){{{c0.name}}}"
-    head = [f"memcpy({out.name} + {first * W}, {c0_ref}, sizeof({out.ctype}) * {P});"]
-    if Q:
-        head.append(f"memset({out.name} + {length * W + P}, 0, sizeof({out.ctype}) * {Q});")
+    head = [f"memcpy({out.name} + {first}, {c0_ref}, sizeof({out.ctype}) * {dims.c_expr(P)});"]
+    if Q != 0:
+        last = dims.c_expr(dims.normalize(length * W + P))
+        head.append(f"memset({out.name} + {last}, 0, sizeof({out.ctype}) * {dims.c_expr(Q)});")
     if ws != 0:
         head = [f"char *ws = {k.scratch(ws)};"] + head
-    loop = (f"for (int64_t {t} = {length - 1}; {t} >= 0; --{t}) {{" if reverse else
-            f"for (int64_t {t} = 0; {t} < {length}; ++{t}) {{")
+    loop = (f"for (int64_t {t} = {dims.c_expr(dims.normalize(length - 1))}; {t} >= 0; --{t}) {{"
+            if reverse else f"for (int64_t {t} = 0; {t} < {dims.c_expr(length)}; ++{t}) {{")
     body_lines = [loop, *("    " + line for line in lines), "}"]
     return ["{", *("    " + line for line in head + body_lines), "}"]
 
@@ -198,7 +228,7 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     xs, consts = rest[:n_xs], rest[n_xs:]
     P, Q = _widths(body)
     adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q)
-    K = sum(consts[j].type.size for j in float_k)
+    K = dims.normalize(sum(consts[j].type.size for j in float_k))
     T = length
     read0, last = (1, 0) if reverse else (0, T)
     tape = _block(out, read0, T, 0, P)
@@ -216,7 +246,7 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     result = [d_c0] + [None] * (n_xs + len(consts))
     offset = P + K
     for j in float_x:
-        n = xs[j].type.size // T if T else 0
+        n = dims.prod(xs[j].shape[1:])
         result[1 + j] = ops.reshape(_block(o2, 0, T, offset, n), xs[j].shape)
         offset += n
     for j, gk in zip(float_k, grads_k):
@@ -232,7 +262,7 @@ def _adjoint_body(graph, n_xs, P, Q):
         graph.inputs[2 + n_xs:]
     float_x = [j for j, x in enumerate(xs) if x.type.is_float]
     float_k = [j for j, k in enumerate(consts) if k.type.is_float]
-    K = sum(consts[j].type.size for j in float_k)
+    K = dims.normalize(sum(consts[j].type.size for j in float_k))
     dtype = c.dtype
     u_c = Var(c.type, name="u_c")
     u_y = [Var(TensorType((Q,), dtype), name="u_y")] if Q else []
@@ -299,9 +329,10 @@ def _scan_jvp(t, out, c0, *rest, body, length, n_xs, reverse):
     o2 = bind("scan", _pack([c0, tc0]), *xs, *[t_xs[j] for j in sel_x], *consts,
               *[t_ks[j] for j in sel_k], body=Body(jbody), length=length,
               n_xs=n_xs + len(sel_x), reverse=reverse)
-    tangent = _block(o2, 0, length + 1, P, P)
+    rows = dims.normalize(length + 1)
+    tangent = _block(o2, 0, rows, P, P)
     if Q:
-        tangent = bind("concatenate", tangent, _block(o2, 0, length + 1, 2 * P + Q, Q), axis=1)
+        tangent = bind("concatenate", tangent, _block(o2, 0, rows, 2 * P + Q, Q), axis=1)
     return tangent
 
 
@@ -340,25 +371,84 @@ def memory_lines(graph):
 
 # --- the front end -------------------------------------------------------------------------------
 
-def _as_list(value):
-    if value is None:
-        return [], None
-    if isinstance(value, (tuple, list)):
-        return list(value), type(value)
-    return [value], False
+def _as_list(tree):
+    """The leaves of a pytree (tuples, lists, named tuples and dicts, the latter in sorted key
+    order as in JAX; None is an empty subtree) and its structure, for ``_restore``."""
+    leaves = []
+
+    def walk(x):
+        if x is None:
+            return None
+        if isinstance(x, (tuple, list)):
+            return (type(x), tuple(walk(e) for e in x))
+        if isinstance(x, dict):
+            keys = sorted(x)
+            return (dict, tuple(keys), tuple(walk(x[k]) for k in keys))
+        leaves.append(x)
+        return False
+    return leaves, walk(tree)
 
 
-def _restore(values, kind):
-    if kind is None:
-        return None
-    return values[0] if kind is False else tuple(values)
+def _restore(values, structure):
+    """The pytree of ``structure`` (from ``_as_list``) with ``values`` as its leaves."""
+    values = iter(values)
+
+    def build(st):
+        if st is None:
+            return None
+        if st is False:
+            return next(values)
+        if st[0] is dict:
+            return {k: build(c) for k, c in zip(st[1], st[2])}
+        kind, children = st[0], [build(c) for c in st[1]]
+        return kind(*children) if hasattr(kind, "_fields") else kind(children)
+    return build(structure)
 
 
-def _static_trip(n, what):
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise NotImplementedError(f"{what}: the trip count must be a Python int; run-time trip "
-                                  f"counts ({type(n).__name__}) are not supported yet")
-    return int(n)
+def _leaf_paths(structure, prefix=""):
+    """Where each leaf sits in the pytree: ``["state"].pos``, ``[1]``; "" for a bare array."""
+    if structure is None:
+        return []
+    if structure is False:
+        return [prefix]
+    if structure[0] is dict:
+        return [p for k, c in zip(structure[1], structure[2])
+                for p in _leaf_paths(c, f"{prefix}[{k!r}]")]
+    fields = getattr(structure[0], "_fields", None)
+    return [p for j, c in enumerate(structure[1])
+            for p in _leaf_paths(c, f"{prefix}.{fields[j]}" if fields else f"{prefix}[{j}]")]
+
+
+def _describe(structure):
+    """A pytree structure in words, for error messages."""
+    if structure is None:
+        return "None"
+    if structure is False:
+        return "array"
+    if structure[0] is dict:
+        return "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(structure[1],
+                                                                       structure[2])) + "}"
+    inner = ", ".join(_describe(c) for c in structure[1])
+    return f"[{inner}]" if structure[0] is list else f"({inner}{',' if len(structure[1]) == 1 else ''})"
+
+
+def _trip_count(n, what):
+    """A trip count or loop bound as a dimension: a Python int, or a run-time size (such as
+    ``xs.shape[0]`` where the signature names that size)."""
+    if isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)):
+        return int(n)
+    if isinstance(n, sp.Expr) and n.is_integer and n.free_symbols:
+        return dims.normalize(n)
+    if isinstance(n, Tracer):
+        v = n.var
+        if v.ndim == 0 and v.dtype in ("int64", "int32") and tracing_input(v):
+            return dims.value_of(v.name)
+        raise TypeError(f"{what}: a traced trip count must be an int argument of the compiled "
+                        f"function itself (such as n in f(x, n)); this one is a {v.type} "
+                        f"computed inside it{where(user_location())}")
+    raise TypeError(f"{what}: a trip count must be a Python int, a run-time size such as "
+                    f"x.shape[0] (a dimension the signature names) or an int argument; got "
+                    f"{type(n).__name__}{where(user_location())}")
 
 
 def scan(f, init, xs=None, length=None, *, checkpoint=None):
@@ -384,18 +474,19 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
     an array or a flat tuple of arrays. Traced, the body is traced once into one loop statement.
     ``checkpoint``: as for ``scan``.
     """
-    lower = _static_trip(lower, "fori_loop")
-    upper = _static_trip(upper, "fori_loop")
+    lower = _trip_count(lower, "fori_loop")
+    upper = _trip_count(upper, "fori_loop")
+    length = dims.at_least_zero(dims.normalize(upper - lower))
     if current_builder() is None:
-        _segment_length(checkpoint, max(upper - lower, 0), "fori_loop")   # the traced errors
+        _segment_length(checkpoint, length, "fori_loop")   # the traced errors
         val = init
         for i in range(lower, upper):
             val = body(i, val)
         return val
 
     def step(i, c, x):
-        return body(i + lower if lower else i, c), None
-    carry, _ = _scan(step, init, None, max(upper - lower, 0), "fori_loop", checkpoint)
+        return body(i + lower if lower != 0 else i, c), None
+    carry, _ = _scan(step, init, None, length, "fori_loop", checkpoint)
     return carry
 
 
@@ -403,14 +494,16 @@ def _scan(f, init, xs, length, what, checkpoint=None):
     carries, carry_kind = _as_list(init)
     xs_l, xs_kind = _as_list(xs)
     if xs_l:
-        n = len(xs_l[0])
-        if any(len(x) != n for x in xs_l) or (length is not None and length != n):
-            raise ShapeError(f"{what}: xs have leading lengths "
-                             f"{[len(x) for x in xs_l]}, length={length}{where(user_location())}")
+        leading = [np.shape(x)[0] if np.ndim(x) else None for x in xs_l]
+        n = leading[0]
+        if (n is None or any(m is None or not dims.equal(m, n) for m in leading)
+                or (length is not None and not dims.equal(_trip_count(length, what), n))):
+            raise ShapeError(f"{what}: xs have leading lengths {leading}, length={length}"
+                             f"{where(user_location())}")
         length = n
     elif length is None:
         raise ValueError(f"{what}: give xs or length")
-    length = _static_trip(length, what)
+    length = dims.at_least_zero(_trip_count(length, what))
     if current_builder() is None:
         _segment_length(checkpoint, length, what)       # the same errors as when traced
         return _scan_python(f, init, xs_l, xs_kind, length)
@@ -423,12 +516,12 @@ def _scan_python(f, carry, xs_l, xs_kind, length):
         x = _restore([x[t] for x in xs_l], xs_kind)
         carry, y = f(t, carry, x)
         ys.append(y)
-    if not ys or ys[0] is None:
+    if not ys:
         return carry, None
-    if isinstance(ys[0], (tuple, list)):
-        return carry, tuple(np.stack([np.asarray(y[k]) for y in ys])
-                            for k in range(len(ys[0])))
-    return carry, np.stack([np.asarray(y) for y in ys])
+    leaves = [_as_list(y)[0] for y in ys]
+    structure = _as_list(ys[0])[1]
+    return carry, _restore([np.stack([np.asarray(step[k]) for step in leaves])
+                            for k in range(len(leaves[0]))], structure)
 
 
 def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint):
@@ -456,17 +549,20 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             raise TracingError(f"{what}: the body must return (carry, y)")
         new, y = result
-        new_l, _ = _as_list(new)
-        if len(new_l) != len(init):
-            raise TracingError(f"{what}: the body returned {len(new_l)} carries for "
-                               f"{len(init)}{where(user_location())}")
+        new_l, new_kind = _as_list(new)
+        if new_kind != carry_kind:
+            raise TracingError(f"{what}: the body returned a carry structured as "
+                               f"{_describe(new_kind)} for one structured as "
+                               f"{_describe(carry_kind)}; a loop keeps its carry's structure"
+                               f"{where(user_location())}")
         new_vars = []
         for k, (v, t) in enumerate(zip(new_l, carry_types)):
             v = snp.asarray(v).var
             if v.type.is_float and v.dtype != dtype:
                 v = ops.convert(v, dtype)
             if v.type != t:
-                raise ShapeError(f"{what}: carry {k} enters the body as {t} and leaves as "
+                raise ShapeError(f"{what}: the carry{_leaf_paths(carry_kind)[k]} enters the "
+                                 f"body as {t} and leaves as "
                                  f"{v.type}; a loop keeps its carry's types")
             new_vars.append(v)
         outputs = [_pack(new_vars)]
@@ -506,6 +602,9 @@ def _segment_length(checkpoint, length, what):
     """The steps per segment K for ``checkpoint`` (None: no checkpointing)."""
     if checkpoint is None:
         return None
+    if not dims.is_static(length):
+        raise NotImplementedError(f"{what}: checkpoint= needs a trip count known when tracing; "
+                                  f"this loop runs {length} times (a run-time size)")
     if checkpoint == "sqrt":
         K = math.isqrt(length - 1) + 1 if length > 1 else 1     # ceil(sqrt(length))
     elif isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool) \

@@ -10,6 +10,7 @@ import inspect
 
 import numpy as np
 
+from . import dims
 from .errors import TracingError, where
 from .ir import Builder, Graph, Var, building, user_location
 from .types import TensorType, canonical_dtype
@@ -151,6 +152,7 @@ def trace(fn, arg_types, static=None, *, name=None):
         var = Var(t, name=label)
         inputs.append(var)
         args.append(Tracer(var))
+    builder.inputs = inputs
     with building(builder):
         result = fn(*args)
         several = isinstance(result, (tuple, list))
@@ -158,6 +160,15 @@ def trace(fn, arg_types, static=None, *, name=None):
     if several and not outs:
         raise TracingError(f"{getattr(fn, '__name__', 'the function')} returned an empty "
                            f"{type(result).__name__}")
+    for v in outs:
+        by_value = dims.value_symbols([v.shape])
+        if by_value:
+            raise TracingError(
+                f"{getattr(fn, '__name__', 'the function')} returns an array of shape "
+                f"{tuple(v.shape)}, whose size depends on the value of the argument "
+                f"{', '.join(dims.value_source(s) for s in by_value)} (a loop's trip count). "
+                f"Return something of a fixed size instead, such as the final carry or a sum "
+                f"of the per-step outputs, or make the trip count a Python int")
     return Graph(inputs, builder.nodes, outs, name=name or getattr(fn, "__name__", "f"),
                  tuple_output=several)
 

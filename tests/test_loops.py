@@ -200,10 +200,10 @@ def test_second_order_through_the_loop(backend):
 
 
 def test_loop_errors():
-    with pytest.raises(symgrad.ShapeError, match="carry 0"):
+    with pytest.raises(symgrad.ShapeError, match="the carry enters the body as f64"):
         symgrad.compile(lambda x: symgrad.fori_loop(0, 3, lambda i, c: snp.sum(c), x))(
             np.ones(2))
-    with pytest.raises(NotImplementedError, match="trip count"):
+    with pytest.raises(TypeError, match="trip count must be an int argument"):
         symgrad.compile(lambda x: symgrad.fori_loop(0, x, lambda i, c: c, x))(3.0)
 
 
@@ -311,3 +311,122 @@ def test_checkpoint_argument_errors(bad):
         symgrad.compile(pendulum(10, bad), argnums=(0, 1))(0.3, 1.5)
     with pytest.raises(ValueError, match="checkpoint"):
         symgrad.fori_loop(0, 3, lambda i, c: c + i, 0.0, checkpoint=bad)
+
+
+# --- run-time trip counts: a named size, or an int argument ---------------------------------------
+
+def test_trip_count_from_a_named_size(backend):
+    """scan over xs whose length the signature names, and fori_loop up to xs.shape[0] from 2:
+    one compiled function for every length, 0 included."""
+    def loss(W, xs, h0):
+        def cell(h, x):
+            h = snp.tanh(W @ h + x)
+            return h, snp.sum(h * h)
+        hT, ys = symgrad.scan(cell, h0, xs)
+        shifted = symgrad.fori_loop(2, xs.shape[0], lambda i, c: c * 0.5 + xs[i], hT)
+        return snp.sum(shifted) + snp.sum(ys * ys)
+    rng = np.random.default_rng(3)
+    W, h0 = rng.normal(size=(2, 2)) * 0.5, rng.normal(size=2)
+    sig = {"W": "f64[2,2]", "xs": "f64[T,2]", "h0": "f64[2]"}
+    f = symgrad.compile(loss, argnums=(0, 1, 2), signature=sig, backend=backend)
+    f.value_and_grad(W, np.ones((3, 2)), h0)
+    for T in (0, 1, 2, 5, 40):
+        xs = rng.normal(size=(T, 2))
+        before = symgrad.backend.compiler.invocations()
+        value, grads = f.value_and_grad(W, xs, h0)
+        assert symgrad.backend.compiler.invocations() == before     # no new build for a T
+        ref_value, ref_grads = symgrad.compile(loss, argnums=(0, 1, 2),
+                                               backend=backend).value_and_grad(W, xs, h0)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-13)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-15)
+    assert symgrad.check_grad(f, W, rng.normal(size=(6, 2)), h0, argnums=(0, 1, 2)).ok
+
+
+def pendulum_for(damping, length, T):
+    def step(i, state):
+        return pendulum_step(0.01, damping, length, *state)
+    theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(1.0), snp.asarray(0.0)))
+    return theta ** 2 + 0.5 * omega ** 2
+
+
+def test_trip_count_from_an_argument(backend):
+    """The horizon is an argument: every T, negative ones running no step (range semantics),
+    from one compiled function."""
+    f = symgrad.compile(pendulum_for, argnums=(0, 1), backend=backend)
+    f.value_and_grad(0.3, 1.5, 7)
+    before = symgrad.backend.compiler.invocations()
+    for T in (0, 1, 10, 300, -3):
+        value, grads = f.value_and_grad(0.3, 1.5, T)
+        assert symgrad.backend.compiler.invocations() == before     # no new build for a T
+        static = symgrad.compile(lambda d, l, T=T: pendulum_for(d, l, T), argnums=(0, 1),
+                                 backend=backend)
+        ref_value, ref_grads = static.value_and_grad(0.3, 1.5)
+        before = symgrad.backend.compiler.invocations()
+        assert value == ref_value
+        np.testing.assert_allclose(grads, ref_grads, rtol=1e-13)
+    assert symgrad.check_grad(f, 0.3, 1.5, 200, argnums=(0, 1)).ok
+    _, tangent = f.jvp((0.3, 1.5, 50), (1.0, 0.0))
+    np.testing.assert_allclose(tangent, symgrad.compile(
+        lambda d, l: pendulum_for(d, l, 50), argnums=(0, 1), backend=backend).grad(0.3, 1.5)[0],
+        rtol=1e-12)
+
+
+def test_trip_count_argument_keeps_the_c_and_its_size_at_run_time():
+    f = symgrad.compile(pendulum_for, argnums=(0, 1))
+    src = f.source(0.3, 1.5, 10)
+    assert src == f.source(0.3, 1.5, 100_000)
+    assert "const int64_t symgrad_value_T = (int64_t)*T_ptr;" in src
+    grads = f.grad(0.3, 1.5, 2000)        # 20 s of swinging, dt = 0.01
+    fd = numerical.grad(lambda q: f(q[0], q[1], 2000), np.array([0.3, 1.5]))
+    np.testing.assert_allclose(grads, fd, rtol=1e-6)
+
+
+def test_run_time_trip_count_errors():
+    def stacked(x, n):
+        _, ys = symgrad.scan(lambda c, _: (c * x, c), x, length=n)
+        return ys
+    with pytest.raises(symgrad.TracingError, match="depends on the value of the argument n"):
+        symgrad.compile(stacked, argnums=())(0.5, 4)
+    with pytest.raises(TypeError, match="computed inside it"):
+        symgrad.compile(lambda x, n: symgrad.fori_loop(0, 2 * n, lambda i, c: c * x, x))(
+            0.5, 3)
+    with pytest.raises(NotImplementedError, match="checkpoint= needs a trip count"):
+        symgrad.compile(lambda x, n: symgrad.fori_loop(0, n, lambda i, c: c * x, x,
+                                                       checkpoint=4))(0.5, 3)
+
+
+# --- pytrees: carries, xs and ys of nested tuples, named tuples, lists and dicts -------------------
+
+def test_pytree_carries_xs_and_ys(backend):
+    from collections import namedtuple
+    State = namedtuple("State", "pos vel")
+
+    def loss(k, xs):
+        def f(c, x):
+            st = c["state"]
+            new = State(st.pos + 0.1 * st.vel, st.vel - 0.1 * k * st.pos + x["force"])
+            return {"state": new, "energy": c["energy"] + snp.sum(new.vel ** 2)}, \
+                (new.pos, {"v": new.vel})
+        init = {"state": State(snp.ones(2), snp.zeros(2)), "energy": snp.asarray(0.0)}
+        c, (ps, d) = symgrad.scan(f, init, {"force": xs})
+        assert isinstance(c["state"], State)
+        return snp.sum(c["state"].pos) + c["energy"] + snp.sum(ps * d["v"])
+    xs = np.random.default_rng(0).normal(size=(5, 2))
+    f = symgrad.compile(loss, argnums=(0, 1), backend=backend)
+    np.testing.assert_allclose(f(0.7, xs), loss(0.7, xs), rtol=1e-13)    # plain NumPy loop
+    assert symgrad.check_grad(f, 0.7, xs, argnums=(0, 1)).ok
+
+
+def test_pytree_structure_errors():
+    def swaps(x):
+        return symgrad.fori_loop(0, 2, lambda i, c: (c[1], c[0], c[0]), (x, x))
+    with pytest.raises(symgrad.TracingError, match=r"structured as \(array, array, array\) for "
+                                                   r"one structured as \(array, array\)"):
+        symgrad.compile(swaps, argnums=())(1.0)
+
+    def grows(x):
+        return symgrad.fori_loop(0, 2, lambda i, c: {"a": c["a"], "b": snp.stack([c["b"]] * 2)},
+                                 {"a": x, "b": x})
+    with pytest.raises(symgrad.ShapeError, match=r"the carry\['b'\] enters the body as f64\[\]"):
+        symgrad.compile(grows, argnums=())(1.0)

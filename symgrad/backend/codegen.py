@@ -225,6 +225,7 @@ class FunctionRenderer:
     def __init__(self, graph: Graph, name: str, output_names, *, prefix=""):
         self.graph = graph
         self.name = name
+        self.nested = bool(prefix)      # a loop body, inlined into an enclosing function
         self.ir_names = graph.names()
         self.producers = graph.producers()
         self.uses = graph.uses()
@@ -240,6 +241,7 @@ class FunctionRenderer:
         self.workspace = []          # (cname, ctype, size)
         self.prologue, self.epilogue = [], []
         self.aliases = set()
+        self.offsets = {}            # slice views: (buffer, element offset into it)
         self.views = self._broadcast_views()
         self.groups = self._group()
         self.internal = set()
@@ -308,6 +310,8 @@ class FunctionRenderer:
                 # Row-major reshape moves no data: the same buffer, read with other strides.
                 self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "array")
                 self.aliases.add(v)
+                if n.inputs[0] in self.offsets:
+                    self.offsets[v] = self.offsets[n.inputs[0]]
             elif v in self.views:
                 src = self.storage[n.inputs[0]]
                 expanded = [1] * v.ndim
@@ -317,11 +321,14 @@ class FunctionRenderer:
                 self.aliases.add(v)
             elif (n.prim == "slice" and self.storage[n.inputs[0]].kind == "array"
                   and v not in first_output and _contiguous_slice(n)):
-                # A block of whole rows is a pointer into the sliced buffer.
+                # A block of whole rows is a pointer into the sliced buffer (of a slice of a
+                # slice, into the first one's source).
                 src = self.storage[n.inputs[0]]
-                offset = dims.c_expr(dims.normalize(sum(
-                    (a * s for a, s in zip(n.attrs["start"], src.strides)), start=0)))
-                name = src.name if offset == "0" else f"({src.name} + {offset})"
+                base, offset = self.offsets.get(n.inputs[0], (src.name, 0))
+                offset = dims.normalize(offset + sum(
+                    (a * s for a, s in zip(n.attrs["start"], src.strides)), start=0))
+                self.offsets[v] = (base, offset)
+                name = base if offset == 0 else f"({base} + {dims.c_expr(offset)})"
                 self.storage[v] = CVar(name, v.shape, ctype, "array")
                 self.aliases.add(v)
             elif v in first_output and v not in self.graph.inputs:
@@ -465,10 +472,26 @@ class FunctionRenderer:
         return [f"{ctype} *restrict {cname} = ({ctype} *)(ws + {dims.c_expr(offset)});"
                 for cname, ctype, offset in self._workspace_layout()[0]]
 
+    def _value_sizes(self):
+        """Trip counts given by an int argument's value: defined first, as sizes are."""
+        by_name = {v.name: v for v in self.graph.inputs}
+        lines = []
+        for s in dims.graph_symbols(self.graph):
+            name = dims.value_source(s)
+            if name is None:
+                continue
+            if name not in by_name or by_name[name].ndim != 0:
+                raise ValueError(f"{self.graph.name}: a loop runs {name} times, but {name} is "
+                                 f"not a scalar input of this function")
+            lines.append(f"const int64_t {s.name} = (int64_t)*{self.cnames[by_name[name]]}_ptr;")
+        return lines
+
     def render(self, doc=()):
         sizes = dims.free_symbols([v.shape for v in self.graph.inputs])
         params = [f"int64_t {s.name}" for s in sizes] + self._plan_storage()
         checks = [f"if ({s.name} < 0) return SYMGRAD_ESIZE;" for s in sizes]
+        if not self.nested:
+            checks += self._value_sizes()
         blocks = self._blocks()
         nbytes = self._workspace_bytes()
         return CFunction(

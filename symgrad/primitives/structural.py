@@ -13,6 +13,7 @@ themselves to the tangent of their (first) operand. The kernels write loops thro
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from ..errors import DTypeError, ShapeError
 from .. import dims
@@ -515,8 +516,11 @@ register(Primitive(
 
 def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
-        if not dims.is_static(x.shape[d]) or not dims.is_static(n):
-            if (s0, st) != (0, 1) or not dims.equal(n, x.shape[d]):
+        if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
+            # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
+            room = sp.sympify(x.shape[d] - s0 - n)
+            if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
+                               and room.is_nonnegative):
                 raise ShapeError(f"axis {d} of {x.shape} has a run-time size: it can only be "
                                  f"taken whole (:)")
             continue
@@ -535,7 +539,7 @@ def _slice_src(k, start, step):
     """The C index into the sliced array along each axis: start + i * step."""
     def term(d, s0, st):
         scaled = f"i{d}" if st == 1 else f"i{d} * {st}" if st > 0 else f"i{d} * ({st})"
-        return scaled if s0 == 0 else f"{s0} + {scaled}"
+        return scaled if s0 == 0 else f"{dims.c_expr(s0)} + {scaled}"
     return [term(d, s0, st) for d, (s0, st) in enumerate(zip(start, step))]
 
 
