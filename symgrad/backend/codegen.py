@@ -242,6 +242,7 @@ class FunctionRenderer:
         self.prologue, self.epilogue = [], []
         self.aliases = set()
         self.offsets = {}            # slice views: (buffer, element offset into it)
+        self.padded = {}             # pad_slice views: (source CVar, start)
         self.views = self._broadcast_views()
         self.groups = self._group()
         self.internal = set()
@@ -252,12 +253,21 @@ class FunctionRenderer:
     # -- fusion ---------------------------------------------------------------------------------
 
     def _broadcast_views(self):
-        """Broadcasts read only by elementwise statements: those loops index the source with
-        broadcasting instead of reading a materialized copy."""
+        """Broadcasts and zero-paddings (``pad_slice``, the adjoint of a slice) read only by
+        elementwise statements: those loops read the source, with broadcasting or a bounds
+        test, instead of a materialized copy."""
         outputs = set(self.graph.outputs)
-        return {n.out for n in self.graph.nodes
-                if n.prim == "broadcast_in_dim" and n.out not in outputs
-                and all(REGISTRY[u.prim].elementwise for u in self.uses.get(n.out, []))}
+        views = set()
+        for n in self.graph.nodes:
+            if n.out in outputs or not all(REGISTRY[u.prim].elementwise
+                                           for u in self.uses.get(n.out, [])):
+                continue
+            if n.prim == "broadcast_in_dim":
+                views.add(n.out)
+            elif (n.prim == "pad_slice" and all(st == 1 for st in n.attrs["step"])
+                  and n.inputs[0] not in views and n.inputs[0].ndim > 0):
+                views.add(n.out)
+        return views
 
     def _group(self):
         """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
@@ -269,9 +279,23 @@ class FunctionRenderer:
             if (fusible and groups and REGISTRY[groups[-1][-1].prim].elementwise
                     and groups[-1][-1].out.shape == n.out.shape):
                 groups[-1].append(n)
+            elif self._folds_into(n, groups[-1] if groups else None):
+                groups[-1].append(n)
             else:
                 groups.append([n])
         return groups
+
+    @staticmethod
+    def _folds_into(node, group):
+        """Whether reduction ``node`` can run inside ``group``'s loop: the group is a fused
+        elementwise loop (perhaps already ending in reductions) over its operand's shape, and
+        computes that operand."""
+        if REGISTRY[node.prim].c_reduce is None or not group:
+            return False
+        loops = [n for n in group if REGISTRY[n.prim].elementwise]
+        return (bool(loops) and loops[-1].out.ndim > 0
+                and loops[-1].out.shape == node.inputs[0].shape
+                and node.inputs[0] in {n.out for n in loops})
 
     def _internal(self, nodes):
         """Values of a fused loop that nothing outside it reads: they stay loop locals."""
@@ -312,6 +336,10 @@ class FunctionRenderer:
                 self.aliases.add(v)
                 if n.inputs[0] in self.offsets:
                     self.offsets[v] = self.offsets[n.inputs[0]]
+            elif v in self.views and n.prim == "pad_slice":
+                self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "padded")
+                self.padded[v] = (self.storage[n.inputs[0]], n.attrs["start"])
+                self.aliases.add(v)
             elif v in self.views:
                 src = self.storage[n.inputs[0]]
                 expanded = [1] * v.ndim
@@ -395,19 +423,26 @@ class FunctionRenderer:
         return Block(self._comments(nodes), lines)
 
     def _fused_block(self, nodes):
-        """One loop over the common shape computing every statement of ``nodes``."""
+        """One loop over the common shape computing every statement of ``nodes``; reductions
+        at the end of the group accumulate inside the same loop."""
+        reductions = [n for n in nodes if not REGISTRY[n.prim].elementwise]
+        nodes = [n for n in nodes if REGISTRY[n.prim].elementwise]
         shape = nodes[0].out.shape
         produced = {n.out for n in nodes}
         internal = self.internal
         outside = {v for n in nodes for v in n.inputs if v not in produced
-                   and self.storage[v].kind == "array"}
-        flat = all(tuple(self.storage[v].shape) == tuple(shape) for v in outside)
+                   and self.storage[v].kind in ("array", "padded")}
+        flat = (all(tuple(self.storage[v].shape) == tuple(shape) for v in outside)
+                and all(len(r.attrs["axes"]) == len(shape) for r in reductions)
+                and all(self.storage[v].kind == "array" or len(shape) == 1 for v in outside))
         if flat:
             index_names = ["i"]
             own = "i"
 
             def ref(v):
                 s = self.storage[v]
+                if s.kind == "padded":
+                    return self._padded_ref(v, ["i"])
                 if v in internal or s.kind != "array":
                     return s.name
                 return f"{s.name}[i]"
@@ -417,6 +452,10 @@ class FunctionRenderer:
 
             def ref(v):
                 s = self.storage[v]
+                if s.kind == "padded":
+                    lead = len(shape) - s.ndim
+                    return self._padded_ref(v, [index_names[lead + d] if s.shape[d] != 1
+                                                else "0" for d in range(s.ndim)])
                 if v in internal or s.kind != "array":
                     return s.name
                 if v in produced:
@@ -432,8 +471,42 @@ class FunctionRenderer:
                 body.append(f"const {out.ctype} {out.name} = {expr};")
             else:
                 body.append(f"{out.name}[{own}] = {expr};")
+        before = []
+        for r in reductions:
+            init, update = REGISTRY[r.prim].c_reduce
+            out = self.storage[r.out]
+            if out.kind == "scalar":
+                before.append(f"{out.ctype} {out.name} = {init(out.ctype)};")
+                acc = out.name
+            else:
+                before += loop_nest((out.size,), [f"{out.name}[i0] = {init(out.ctype)};"])
+                kept = [ix for d, ix in enumerate(index_names) if d not in r.attrs["axes"]]
+                acc = f"{out.name}[{KernelContext.offset(out, kept)}]"
+            body += update(acc, ref(r.inputs[0]), out.ctype)
         loop_shape = (math.prod(shape),) if flat else shape
-        return Block(self._comments(nodes), loop_nest(loop_shape, body, index_names))
+        return Block(self._comments(nodes + reductions),
+                     before + loop_nest(loop_shape, body, index_names))
+
+    def _padded_ref(self, v, indices):
+        """Element ``indices`` of the pad_slice view ``v``: its source's element where the
+        index falls inside the slice, else 0."""
+        src, start = self.padded[v]
+        tests, at = [], []
+        for ix, s0, n, full in zip(indices, start, src.shape, v.shape):
+            if s0 == 0 and dims.equal(n, full):
+                at.append(ix)
+                continue
+            end = dims.normalize(s0 + n)
+            if s0 != 0:
+                tests.append(f"{ix} >= {dims.c_expr(s0)}")
+            if not dims.equal(end, full):
+                tests.append(f"{ix} < {dims.c_expr(end)}")
+            at.append(ix if s0 == 0 else f"{ix} - {dims.c_expr(s0)}")
+        value = f"{src.name}[{KernelContext.offset(src, at)}]"
+        if not tests:
+            return value
+        zero = "0.0f" if src.ctype == "float" else "0.0" if src.ctype == "double" else "0"
+        return f"({' && '.join(tests)} ? {value} : {zero})"
 
     def _blocks(self):
         blocks = []

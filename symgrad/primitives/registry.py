@@ -14,7 +14,8 @@ A primitive gathers everything symgrad knows about one operation in one place:
   zero. Linear primitives apply themselves to the tangents;
 - its C rendering: ``c_expr(operands, ctype) -> str`` for an elementwise primitive (fused into loops
   by the C backend), or ``c_kernel(k) -> list[str]`` for a structured one (``k`` is the backend's
-  kernel context: names, shapes and loop helpers).
+  kernel context: names, shapes and loop helpers); a reduction also gives ``c_reduce`` (its
+  initial value and update), so it can be folded into the loop that computes its operand.
 
 An elementwise primitive written as a sympy expression also keeps that expression (``expr``, in
 the symbols x, y) and its derivative per operand (``derivs``, which may mention ``out``), so
@@ -46,6 +47,9 @@ class Primitive:
     expr: object = None                 # sympy-defined elementwise: the expression of x (and y)
     derivs: tuple | None = None         # ... and its derivative per operand, in x, y and out
     jvp: Callable | None = None         # tangent rule; required (keyword so vjp stays 4th)
+    # A reduction: (init(ctype) -> C value, update(acc, value, ctype) -> C lines), so the C
+    # backend can fold it into the elementwise loop that computes its operand.
+    c_reduce: tuple | None = None
 
     def __repr__(self):
         return f"<primitive {self.name}>"

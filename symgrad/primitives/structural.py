@@ -220,13 +220,20 @@ def _extreme(ctype, sign):
     return f"{bits}_MIN" if sign < 0 else f"{bits}_MAX"
 
 
+# (initial value, update) of each reduction: its kernel, and the C backend's fused loops.
+_SUM = (lambda t: _lit(0, t), _sum_update)
+_PROD = (lambda t: _lit(1, t), _prod_update)
+_MAX = (lambda t: _extreme(t, -1), _max_update(">"))
+_MIN = (lambda t: _extreme(t, +1), _max_update("<"))
+
+
 register(Primitive(
     name="reduce_sum", shape_rule=_reduce_type,
     impl=lambda x, *, axes: np.sum(x, axis=axes),
     vjp=lambda g, out, x, *, axes: (ops.broadcast_in_dim(
         g, x.shape, tuple(i for i in range(x.ndim) if i not in axes)),),
     jvp=_linear(lambda t, *, axes: ops.reduce_sum(t, axes)),
-    c_kernel=lambda k: _reduce_c(lambda t: _lit(0, t), _sum_update, k),
+    c_kernel=lambda k: _reduce_c(*_SUM, k), c_reduce=_SUM,
     doc="reduce_sum[axes](x)",
 ))
 
@@ -260,7 +267,7 @@ register(Primitive(
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmax),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmax", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmax", t, out, x, axes=axes),
-    c_kernel=lambda k: _reduce_c(lambda t: _extreme(t, -1), _max_update(">"), k),
+    c_kernel=lambda k: _reduce_c(*_MAX, k), c_reduce=_MAX,
     doc="reduce_max[axes](x); the gradient goes to the first maximum",
 ))
 register(Primitive(
@@ -268,7 +275,7 @@ register(Primitive(
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmin),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmin", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmin", t, out, x, axes=axes),
-    c_kernel=lambda k: _reduce_c(lambda t: _extreme(t, +1), _max_update("<"), k),
+    c_kernel=lambda k: _reduce_c(*_MIN, k), c_reduce=_MIN,
     doc="reduce_min[axes](x); the gradient goes to the first minimum",
 ))
 
@@ -307,7 +314,7 @@ register(Primitive(
     impl=lambda x, *, axes: np.prod(x, axis=axes),
     vjp=_prod_vjp,
     jvp=_prod_jvp,
-    c_kernel=lambda k: _reduce_c(lambda t: _lit(1, t), _prod_update, k),
+    c_kernel=lambda k: _reduce_c(*_PROD, k), c_reduce=_PROD,
     doc="reduce_prod[axes](x); its gradient is the product of the other elements (exact at 0)",
 ))
 
