@@ -1,18 +1,24 @@
 #!/usr/bin/env python
-"""Where symgrad's per-call time goes on W1 (scalar inputs from Python floats).
+"""Where symgrad's per-call time goes: W1a/W1b (Python floats in, the scalar buffer path) and
+W2 at n=10 (a small float64 array, the array path).
 
-    python benchmarks/profile_overhead.py            # prints Markdown; --out FILE writes it
+    python benchmarks/profile_overhead.py                 # prints Markdown
+    python benchmarks/profile_overhead.py --out benchmarks/profile_w1.md
 
-A manual breakdown re-runs each stage of ``CompiledFunction.value_and_grad`` on its own (the
-stages mirror ``symgrad/api.py`` and ``symgrad/backend/native.py``), then cProfile lists the
-functions with the most own time. Both use symgrad's internals as they are today: if those are
-renamed the breakdown says so and the cProfile part still runs.
+Each row times one layer of ``f.value_and_grad(*args)`` on its own, from the inside out, with
+the same objects the call uses (the remembered call, the executable's plan, its cffi function
+and buffers): each outer row includes the inner ones, so the differences are what each layer
+adds. The rows follow ``symgrad/api.py`` (fast key, remembered call) and
+``symgrad/backend/native.py`` (``_scalar_call``, ``_plan``); if those internals are renamed the
+breakdown says so and the totals and cProfile still run. Every figure is the best of several
+runs (the machine is shared), so rows are lower bounds and need not add up exactly.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
 import io
+import platform
 import pstats
 import sys
 import tempfile
@@ -22,187 +28,209 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+N, REPEAT = 20000, 15
 
-def per_call(fn, n=20000, repeat=7):
-    best = []
+
+def per_call(fn, n=N, repeat=REPEAT):
+    best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
-        best.append((time.perf_counter() - t0) / n)
-    return min(best)   # the machine is shared: the least-disturbed run
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best   # the machine is shared: the least-disturbed run
 
 
-class _Timer:
-    """Wraps callables so each call adds its inclusive time to ``acc[label]``."""
+def compiled(name):
+    import symgrad
+    import workloads as wls
+    from workloads import WORKLOADS, ns_symgrad
+    wl = WORKLOADS[name]
+    ns = ns_symgrad()
 
-    def __init__(self):
-        self.acc = {}
-        self.calls = {}
-        self.restore = []
-
-    def wrap(self, owner, name, label):
-        orig = getattr(owner, name)
-        acc, calls, pc = self.acc, self.calls, time.perf_counter
-        acc.setdefault(label, 0.0)
-        calls.setdefault(label, 0)
-
-        def timed(*a, **k):
-            t0 = pc()
-            try:
-                return orig(*a, **k)
-            finally:
-                acc[label] += pc() - t0
-                calls[label] += 1
-        had = name in getattr(owner, "__dict__", {})
-        setattr(owner, name, timed)
-        self.restore.append((owner, name, orig, had))
-
-    def undo(self):
-        for owner, name, orig, had in reversed(self.restore):
-            if had:
-                setattr(owner, name, orig)
-            else:
-                delattr(owner, name)
+    def f(*a):
+        return wl.fn(ns, *a)
+    f.__name__ = wl.name.lower()
+    wrt = wl.wrt
+    cf = symgrad.compile(f, argnums=wrt if len(wrt) > 1 else wrt[0],
+                         cache_dir=tempfile.mkdtemp())
+    case = wls.Case(wl.name, "n=1e1", "float64", (("n", 10),)) if name == "W2" else \
+        wls.Case(wl.name, "", "float64")
+    args = wls.make_args(case)
+    cf.value_and_grad(*args)
+    return wl, cf, args
 
 
-def instrumented_breakdown(cf, args, total, n=20000):
-    """Inclusive time per stage of real calls, by wrapping symgrad's internals in timers (robust
-    to signature changes; the timers' own cost, measured on a no-op, is subtracted)."""
-    from symgrad import api, tracing
-    spec, _ = cf.specialize(*args)
-    exe = spec.executable()
-
-    # the cost of one timed wrapper around a no-op
-    class Z:
-        def noop(self):
-            return None
-    z = Z()
-    tz = _Timer()
-    tz.wrap(z, "noop", "noop")
-    t_wrapped = per_call(lambda: z.noop(), n)
-    tz.undo()
-    t_plain = per_call(lambda: z.noop(), n)
-    overhead = max(0.0, t_wrapped - t_plain)
-
-    tm = _Timer()
-    stages = [
-        (cf, "specialize", "specialization: `specialize()` = `_convert()` + key lookup"),
-        (cf, "_convert", "  `_convert()`: arity, names, arrays, key"),
-        (cf, "_arity", "    `_arity()` (inspect.signature)"),
-        (api.tracing, "parameter_names", "    `tracing.parameter_names()`"),
-        (api, "_widest_float", "    `_widest_float()`"),
-        (api, "_to_array", "    `_to_array()` (per argument)"),
-        (spec, "executable", "`spec.executable()`"),
-        (exe, "_inputs", "`exe._inputs()`: index checks + `ffi.from_buffer`"),
-        (exe, "_out", "`exe._out()`: output arrays + `ffi.from_buffer`"),
-        (exe, "_outputs", "`exe._outputs()`: output arrays + `ffi.from_buffer`"),
-        (exe, "_vg", "the cffi call (`lib.<f>_value_and_grad`)"),
-        (exe, "_status", "`exe._status()`"),
-    ]
-    present = []
-    for owner, name, label in stages:
-        if hasattr(owner, name):
-            tm.wrap(owner, name, label)
-            present.append(label)
-    try:
+def full_path(cf, args):
+    """A call that misses the fast key: ``_convert``, the specialization lookup, the arrays."""
+    def call():
+        cf._fast_grads.clear()
         cf.value_and_grad(*args)
-        for k in tm.acc:
-            tm.acc[k] = 0.0
-            tm.calls[k] = 0
-        t0 = time.perf_counter()
-        for _ in range(n):
-            cf.value_and_grad(*args)
-        wall = (time.perf_counter() - t0) / n
-    finally:
-        tm.undo()
-    out = []
-    nested = {"  `_convert()`: arity, names, arrays, key": ["    `_arity()` (inspect.signature)",
-                                                      "    `tracing.parameter_names()`",
-                                                      "    `_widest_float()`",
-                                                      "    `_to_array()` (per argument)"]}
-    parent_of = {c: p for p, cs in nested.items() for c in cs}
-    parent_of["  `_convert()`: arity, names, arrays, key"] = \
-        "specialization: `specialize()` = `_convert()` + key lookup"
-    # subtract the timers' own cost: each wrapped call nested inside a stage inflates it
-    per_stage = {}
-    for label in present:
-        calls = tm.calls[label] / n
-        inner_calls = sum(tm.calls[c] / n for c, p in parent_of.items() if p == label
-                          and c in tm.calls)
-        inner_calls += sum(tm.calls[g] / n for g, p in parent_of.items()
-                           if p in parent_of and parent_of[p] == label and g in tm.calls)
-        t = tm.acc[label] / n - overhead * inner_calls
-        per_stage[label] = max(t, 0.0)
-        if calls:
-            out.append((f"{label} ×{calls:g}", per_stage[label]))
-    top = [l for l in present if l not in parent_of]
-    timers = sum(tm.calls[l] for l in present) / n
-    # what no stage accounts for, against the uninstrumented total
-    rest = total - sum(per_stage[l] for l in top)
-    out.append(("rest: Python glue in `value_and_grad`/`_grads`, result conversion "
-                "(total minus the stages above)", rest))
-    return out
+    return per_call(call, n=N // 4) - per_call(cf._fast_grads.clear)
+
+
+def scalar_rows(cf, args):
+    """The layers of a W1 call (float64 scalars: ``native._scalar_call``)."""
+    import numpy as np
+    spec = cf.specialize(*args)[0]
+    exe = spec.executable()
+    key = cf._fast_key(args)
+    remembered = cf._fast_grads[key]
+    run = exe.scalars_and_grad
+    fn = exe._vg
+    n_in = len(args)
+    n = n_in + 1 + len(cf.argnums)
+    buf = exe.ffi.new(f"double[{n}]")
+    buf[0:n_in] = args
+    view = np.frombuffer(exe.ffi.buffer(buf), np.float64)
+    pointers = tuple(buf + k for k in range(n))
+    pool = [(buf, view, pointers)]
+    import operator
+    grads_of = operator.itemgetter(*range(n_in + 1, n))
+
+    def pool_ops():
+        entry = pool.pop()
+        pool.append(entry)
+
+    def write():
+        buf[0:n_in] = args
+
+    def read():
+        return buf[n_in], grads_of(view)
+    fast, table = cf._fast_key, cf._fast_grads
+    return [
+        ("fast key + table lookup (`_fast_key`, dict get)", per_call(lambda: table[fast(args)])),
+        ("the remembered call: `exe.scalars_and_grad(args)`"
+         + ("" if remembered is run else " (wrapped)"), per_call(lambda: remembered(args))),
+        ("  buffer from the pool and back (`list.pop`/`append`)", per_call(pool_ops)),
+        ("  write the inputs (`buf[0:n] = args`)", per_call(write)),
+        ("  the C function through cffi (ABI mode, pointers ready)",
+         per_call(lambda: fn(*pointers))),
+        ("  read value + gradients (float, NumPy float64 scalars)", per_call(read)),
+    ]
+
+
+def array_rows(cf, args):
+    """The layers of a W2 n=10 call (one float64 array: ``NativeExecutable._plan``)."""
+    import numpy as np
+    spec, arrays = cf.specialize(*args)
+    exe = spec.executable()
+    fn = exe._vg
+    ffi = exe.ffi
+    x = arrays[0]
+    t = ffi.typeof("double[]")
+    cell = ffi.new("double[1]")
+    grad = np.empty(x.shape)
+    bufs = [ffi.from_buffer(t, x), cell, ffi.from_buffer(t, grad, True)]
+    from_buffer = ffi._backend.from_buffer
+    fast, table = cf._fast_key, cf._fast_grads
+    remembered = table[fast(args)]
+    value_and_grad = exe.value_and_grad
+    pool = [cell]
+
+    def check():
+        flags = x.flags
+        return flags.c_contiguous and flags.aligned and x.dtype.isnative
+
+    def pool_ops():
+        entry = pool.pop()
+        pool.append(entry)
+    return [
+        ("fast key + table lookup (`_fast_key`, dict get)", per_call(lambda: table[fast(args)])),
+        ("the remembered call (array plan + result)", per_call(lambda: remembered(args))),
+        ("  the array plan: `exe.value_and_grad(arrays)`", per_call(lambda: value_and_grad(args))),
+        ("    layout check of the input (`a.flags`)", per_call(check)),
+        ("    `from_buffer` per array (2: the input, the gradient)",
+         2 * per_call(lambda: from_buffer(t, x, False))),
+        ("    `np.empty` for the gradient", per_call(lambda: np.empty(x.shape, x.dtype))),
+        ("    the value's pooled `double[1]` (`list.pop`/`append`)", per_call(pool_ops)),
+        ("    the C function through cffi (ABI mode, buffers ready)", per_call(lambda: fn(*bufs))),
+    ]
+
+
+def floor_rows(name, args):
+    """The hand-written C (floors/floors.c: scalars by value, one output buffer), through cffi in
+    API mode (the floor run.py uses) and in ABI mode (as symgrad loads its libraries)."""
+    import cffi
+    sys.path.insert(0, str(HERE / "floors"))
+    import build as floors_build
+    mod = floors_build.load()
+    out = mod.ffi.new("double[3]")
+    cfn = getattr(mod.lib, f"{name.lower()}_vg")
+    rows = [("reference: hand C, cffi API mode (call + 3 reads)",
+             per_call(lambda: (cfn(args[0], args[1], out), out[0], out[1], out[2])))]
+    ffi = cffi.FFI()
+    ffi.cdef((HERE / "floors" / "floors.h").read_text())
+    lib = ffi.dlopen(mod.__file__)
+    abi = getattr(lib, f"{name.lower()}_vg")
+    out2 = ffi.new("double[3]")
+    rows.append(("reference: the same C, cffi ABI mode (call + 3 reads)",
+                 per_call(lambda: (abi(args[0], args[1], out2), out2[0], out2[1], out2[2]))))
+    return rows
+
+
+def section(name):
+    wl, cf, args = compiled(name)
+    shown = ", ".join(repr(a) if isinstance(a, float) else f"x: f64[{a.size}]" for a in args)
+    lines = [f"## {wl.name}: {wl.title}, `f.value_and_grad({shown})`\n"]
+    total = per_call(lambda: cf.value_and_grad(*args))
+    rows = [("**total** `f.value_and_grad(...)`", total)]
+    try:
+        rows += scalar_rows(cf, args) if name != "W2" else array_rows(cf, args)
+    except Exception as e:  # internals moved: report, keep the rest
+        lines.append(f"(layer breakdown unavailable: {type(e).__name__}: {e})\n")
+    try:
+        rows.append(("for comparison: a call that misses the fast key (`_convert`, lookup, "
+                     "the array plan, remembering the key)", full_path(cf, args)))
+    except Exception as e:
+        lines.append(f"(full-path timing unavailable: {type(e).__name__}: {e})\n")
+    if name != "W2":
+        try:
+            rows += floor_rows(name, args)
+        except Exception as e:
+            lines.append(f"(C floor unavailable: {type(e).__name__}: {e})\n")
+    lines.append("| layer | µs per call | share of total |")
+    lines.append("|---|---:|---:|")
+    for label, t in rows:
+        lines.append(f"| {label} | {t * 1e6:.2f} | {100 * t / total:.0f}% |")
+    lines.append("")
+    return lines, cf, args
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workload", default="W1a", choices=["W1a", "W1b"])
+    ap.add_argument("--workloads", default="W1a,W1b,W2", help="any of W1a, W1b, W2 (n=10)")
     ap.add_argument("--out", default=None)
     opts = ap.parse_args(argv)
 
-    import numpy as np
-    import symgrad
-    import workloads as wls
-    from workloads import WORKLOADS, ns_symgrad
+    lines = ["# symgrad per-call overhead (W1: Python floats; W2: a 10-element array)\n",
+             f"Generated by `python benchmarks/profile_overhead.py --out {opts.out or 'FILE'}` on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
+             f"{platform.python_version()}, {platform.machine()}. The machine is shared with other "
+             f"work (2 cores): each figure is the best of {REPEAT} runs of {N:,} calls, so it is "
+             f"the least-disturbed reading, and indented rows are parts of the row above.\n",
+             "Before the fast key and the call plans (commit da5f68e) W1a took 9.6 µs: "
+             "`_convert` 2.8, two 0-d input arrays and `from_buffer` 2.1, three output arrays "
+             "and `from_buffer` 2.8, the specialization lookup, `executable()` and glue 1.3, "
+             "the cffi call 0.6 (this file's git history has that breakdown).\n"]
+    first = None
+    for name in opts.workloads.split(","):
+        sec, cf, args = section(name.strip())
+        lines += sec
+        first = first or (cf, args)
 
-    wl = WORKLOADS[opts.workload]
-    ns = ns_symgrad()
-
-    def f(x, y):
-        return wl.fn(ns, x, y)
-    f.__name__ = wl.name.lower()
-    cf = symgrad.compile(f, argnums=(0, 1), cache_dir=tempfile.mkdtemp())
-    args = wls.make_args(wls.Case(wl.name, "", "float64"))
-    cf.value_and_grad(*args)
-    lines = [f"# symgrad per-call overhead on {wl.name} ({wl.title})\n",
-             f"`f.value_and_grad({args[0]}, {args[1]})`, argnums=(0, 1); best of 7 runs of 20,000 calls each.\n"]
-
-    total = per_call(lambda: cf.value_and_grad(*args))
-    rows = [("total `f.value_and_grad(x, y)`", total)]
-    try:
-        rows += instrumented_breakdown(cf, args, total)
-    except Exception as e:  # internals moved: report, keep the cProfile part
-        lines.append(f"(instrumented breakdown unavailable: {type(e).__name__}: {e})\n")
-
-    # A reference point: the hand-written C through cffi API mode.
-    try:
-        sys.path.insert(0, str(HERE / "floors"))
-        import build as floors_build
-        mod = floors_build.load()
-        out = mod.ffi.new("double[3]")
-        cfn = mod.lib.w1a_vg if wl.name == "W1a" else mod.lib.w1b_vg
-        rows.append(("reference: hand C via cffi API mode (call + 3 reads)",
-                     per_call(lambda: (cfn(args[0], args[1], out), out[0], out[1], out[2]))))
-    except Exception as e:
-        lines.append(f"(C floor unavailable: {e})\n")
-
-    lines.append("| stage | µs per call | share of total |")
-    lines.append("|---|---:|---:|")
-    for name, t in rows:
-        lines.append(f"| {name} | {t * 1e6:.2f} | {100 * t / total:.0f}% |")
-    lines.append("")
-
+    cf, args = first
     pr = cProfile.Profile()
     pr.enable()
-    for _ in range(20000):
+    for _ in range(N):
         cf.value_and_grad(*args)
     pr.disable()
     s = io.StringIO()
-    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(18)
+    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(12)
     text = s.getvalue()
     body = text[text.find("ncalls"):] if "ncalls" in text else text
-    lines.append("cProfile, 20,000 calls, sorted by own time (cProfile inflates small functions):\n")
+    lines.append(f"cProfile of the first workload, {N:,} calls, sorted by own time (cProfile "
+                 f"sees Python functions only: the cffi call and NumPy are inside them):\n")
     lines.append("```\n" + body.strip() + "\n```\n")
     md = "\n".join(lines)
     if opts.out:

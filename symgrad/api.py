@@ -2,7 +2,9 @@
 
 A ``CompiledFunction`` wraps a Python function. Each call looks up the specialization for the
 arguments' shapes, dtypes and static values (tracing and compiling it the first time), converts
-the arguments and runs the backend: the NumPy interpreter or native C.
+the arguments and runs the backend: the NumPy interpreter or native C. A call whose argument
+types, dtypes and shapes were seen before skips the lookup and conversion (the fast path, see
+``CompiledFunction._remember``).
 
 Forward mode and second order (API.md §4) are compiled functions too: ``f.jvp``, ``f.hvp``,
 ``jacobian`` and ``hessian`` each compile a Python function that, when traced, applies the
@@ -64,7 +66,7 @@ class Specialization:
             self._vg = value_and_grad_graph(self.graph, positions)
         return self._vg
 
-    @property
+    @functools.cached_property
     def differentiable(self):
         """Whether the result is one float scalar, which grad needs."""
         out = self.graph.outputs[0]
@@ -105,21 +107,33 @@ class CompiledFunction:
         self.cflags = cflags
         self._specs = {}
         self._lock = threading.Lock()
-        functools.update_wrapper(self, fn)
+        # The name, docstring and module, not fn's __dict__: when fn is a CompiledFunction
+        # that would overwrite this one's argnums and specializations.
+        functools.update_wrapper(self, fn, updated=())
         # Looked up once: the per-call path must not inspect the function again.
         self._parameter_names = tracing.parameter_names(fn)
         self._arity_range = self._arity()
+        # The fast path (see _remember): fast key -> the call, for values and for gradients.
+        self._fast_values, self._fast_grads = {}, {}
+        self._fast_key = (_fast_key if not self.static_argnums else
+                          functools.partial(_fast_key_static, frozenset(self.static_argnums)))
 
     # -- specialization ------------------------------------------------------------------------
 
     def _convert(self, args):
-        """The arrays to pass, the specialization key, and the argument types.
+        """The arrays to pass, the specialization key, the static arguments and how each array
+        was made.
 
         Checks everything the native code relies on before it runs: the number of arguments,
         dtypes (NumPy ``same_kind`` casts are made, anything else raises ``DTypeError`` naming
         the argument), and with a ``signature`` each argument's rank, fixed sizes and named
         sizes (one ``N`` must mean one size across arguments; ``ShapeError`` otherwise).
         Without a signature a new shape is simply a new specialization.
+
+        How each array was made (one entry per array) decides whether later calls with the
+        same fast key may skip all this (``_remember``): ``None`` for an array passed as it
+        is, a dtype for a NumPy or Python float scalar converted by ``np.array(a, dtype)`` in
+        one step, ``False`` for anything else.
         """
         arity = self._arity_range
         if arity is not None and not arity[0] <= len(args) <= arity[1]:
@@ -130,7 +144,7 @@ class CompiledFunction:
         if self.argnums and max(self.argnums) >= len(args):
             raise TypeError(f"argnums includes {max(self.argnums)} but {self.__name__}() got "
                             f"only {len(args)} arguments")
-        arrays, key, static, sizes = [], [], {}, {}
+        arrays, key, static, sizes, made = [], [], {}, {}, []
         weak_float = self.dtype
         for i, a in enumerate(args):
             if i in self.static_argnums:
@@ -154,16 +168,21 @@ class CompiledFunction:
                 if weak_float is None:
                     weak_float = _widest_float(args, self.static_argnums)
                 arr = _to_array(a, self._label(i), self.__name__, weak_float, self.dtype)
+            how = (None if arr is a and type(a) is np.ndarray else
+                   arr.dtype if type(a) in _SCALARS else False)
             if self.signature:
-                arr = _check_signature(self.signature, i, arr, self.__name__, sizes)
+                checked = _check_signature(self.signature, i, arr, self.__name__, sizes)
+                if checked is not arr:          # a second cast: not one np.array() step
+                    arr, how = checked, False
             if i in self.argnums and arr.dtype.kind not in "fc":
                 raise ValueError(f"cannot differentiate {self.__name__} with respect to "
                                  f"{self._label(i)}: it is {arr.dtype} data. Integer arrays "
                                  f"are never differentiated; pass floats.")
             arrays.append(arr)
+            made.append(how)
             key.append((arr.shape if not self.signature else
                         _declared_shape(self.signature, i, arr.shape), arr.dtype))
-        return arrays, tuple(key), static
+        return arrays, tuple(key), static, made
 
     def _label(self, i):
         names = self._parameter_names
@@ -188,7 +207,10 @@ class CompiledFunction:
 
     def specialize(self, *args):
         """The Specialization for these arguments, and the converted arrays."""
-        arrays, key, static = self._convert(args)
+        return self._specialize(args)[:2]
+
+    def _specialize(self, args):
+        arrays, key, static, made = self._convert(args)
         spec = self._specs.get(key)
         if spec is None:
             with self._lock:
@@ -196,7 +218,7 @@ class CompiledFunction:
                 if spec is None:
                     spec = Specialization(self, self._types(key), static)
                     self._specs[key] = spec
-        return spec, arrays
+        return spec, arrays, made
 
     def _build(self, spec):
         if self.backend == "interp":
@@ -208,31 +230,92 @@ class CompiledFunction:
     # -- the API -------------------------------------------------------------------------------
 
     def __call__(self, *args):
+        try:
+            call = self._fast_values[self._fast_key(args)]
+        except (KeyError, TypeError):           # not seen yet, or an unhashable static value
+            return self._call(args)
+        return call(args)
+
+    def grad(self, *args):
+        """The gradient with respect to ``argnums``: an array, or a tuple for a tuple."""
+        return self.value_and_grad(*args)[1]
+
+    def value_and_grad(self, *args):
+        """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
+        try:
+            call = self._fast_grads[self._fast_key(args)]
+        except (KeyError, TypeError):
+            return self._grads(args)
+        return call(args)
+
+    def _call(self, args):
         if transforms.any_traced(args):
             return transforms.call(self.fn, args)
-        spec, arrays = self.specialize(*args)
-        outs = [_value(v) for v in spec.executable().value(arrays)]
-        return tuple(outs) if spec.graph.tuple_output else outs[0]
+        spec, arrays, made = self._specialize(args)
+        executable = spec.executable()
+        finish = _values_of(spec)
+        self._remember(self._fast_values, args, spec, made, executable.value, finish,
+                       getattr(executable, "scalars", None))
+        return finish(executable.value(arrays))
 
-    def _grads(self, *args):
+    def _grads(self, args):
         if transforms.any_traced(args):
             return transforms.value_and_grad(self.fn, self.argnums, self.single, args)
-        spec, arrays = self.specialize(*args)
+        spec, arrays, made = self._specialize(args)
         if not spec.differentiable:
             what = ("a tuple" if spec.graph.tuple_output else str(spec.graph.outputs[0].type))
             raise ValueError(f"grad needs a scalar float result; {self.__name__} returns "
                              f"{what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
-        value, grads = spec.executable().value_and_grad(arrays)
-        grads = [g[()] if g.ndim == 0 else g for g in grads]
-        return _value(value), (grads[0] if self.single else tuple(grads))
+        executable = spec.executable()
+        finish = _grads_of(spec, self.single)
+        scalar_run = getattr(executable, "scalars_and_grad", None)
+        if scalar_run is not None and self.single:
+            scalar_run = _first_grad(scalar_run)
+        self._remember(self._fast_grads, args, spec, made, executable.value_and_grad, finish,
+                       scalar_run)
+        return finish(executable.value_and_grad(arrays))
 
-    def grad(self, *args):
-        """The gradient with respect to ``argnums``: an array, or a tuple for a tuple."""
-        return self._grads(*args)[1]
+    # -- the fast path ---------------------------------------------------------------------------
+    # A call whose fast key (each argument's type, and an array's dtype and shape; static
+    # arguments by type and value) was seen before goes straight to the call made for that key
+    # the first time: the key fixes every decision ``_convert`` makes (arity, casts, weak
+    # float dtypes, the signature's checks) and so the specialization. Only calls whose
+    # arguments all need no conversion or a one-step one are remembered: arrays passed as they
+    # are, and Python and NumPy float scalars, converted by ``np.array(a, dtype)`` or, when the
+    # C function takes and returns float64 scalars only, written straight into its buffer.
+    # Anything else (lists, ints, casts) takes ``_convert`` every time, as before.
 
-    def value_and_grad(self, *args):
-        """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
-        return self._grads(*args)
+    _FAST_LIMIT = 256      # remembered keys per kind; a run-time size can make many
+
+    def _remember(self, table, args, spec, made, run, finish, scalar_run):
+        """Enter the call for ``args``' fast key into ``table`` (see above). ``run`` takes the
+        arrays and ``finish`` makes the user's result of its outputs; ``scalar_run``, if not
+        None, takes the float64 scalars themselves and gives the user's result."""
+        if any(how is False for how in made):
+            return
+        traced = spec.traced
+        if scalar_run is not None and all(how is not None and how == _F64 for how in made):
+            call = scalar_run
+            if len(traced) != len(args):        # static arguments: pass the others
+                call = _picking(call, traced)
+        elif len(traced) == len(args) and all(how is None for how in made):
+            def call(args):                     # arrays only, passed as they are
+                return finish(run(args))
+        else:
+            plan = list(zip(traced, made))
+
+            def call(args):
+                arrays = []
+                for i, how in plan:
+                    arrays.append(args[i] if how is None else np.array(args[i], dtype=how))
+                return finish(run(arrays))
+        try:
+            key = self._fast_key(args)
+        except TypeError:
+            return
+        if len(table) >= self._FAST_LIMIT:
+            table.clear()
+        table[key] = call
 
     def jvp(self, args, tangents):
         """Forward mode: ``(value, tangent_out)``, the value of ``fn(*args)`` and its directional
@@ -366,9 +449,69 @@ def _value(out):
     return float(out) if out.ndim == 0 else out
 
 
+def _values_of(spec):
+    """``finish(outputs)``: the user's result (API.md §2) from the output arrays of ``spec``'s
+    value function: a float for a scalar, else the array; a tuple for a tuple result."""
+    if spec.graph.tuple_output:
+        return lambda outs: tuple([_value(v) for v in outs])
+    if spec.graph.outputs[0].shape == ():
+        return lambda outs: float(outs[0])
+    return lambda outs: outs[0]
+
+
+def _grads_of(spec, single):
+    """``finish((value, gradients))``: the user's ``value_and_grad`` result from the arrays of
+    ``spec``'s value-and-gradient function: the value a float; each gradient an array, a 0-d
+    one indexed to its NumPy scalar; the gradient itself for an int ``argnums``, else a
+    tuple."""
+    zero_d = any(spec.types[i].shape == () for i in spec.owner.argnums)
+
+    def finish(outs):
+        value, grads = outs
+        if zero_d:
+            grads = [g[()] if g.ndim == 0 else g for g in grads]
+        return float(value), (grads[0] if single else tuple(grads))
+    return finish
+
+
+def _fast_key(args):
+    """The fast key of arguments, none static: the type of each, and for an array its dtype
+    and shape (an array subclass is keyed by its type, so it is never remembered)."""
+    key = []
+    for a in args:              # a plain loop: a comprehension is a function call on 3.11
+        key.append((a.dtype, a.shape) if type(a) is np.ndarray else type(a))
+    return tuple(key)
+
+
+def _fast_key_static(static, args):
+    """``_fast_key`` when the positions in ``static`` are static arguments, which count by type
+    and value (raises TypeError for an unhashable one)."""
+    key = tuple([(type(a), a) if i in static else
+                 (a.dtype, a.shape) if type(a) is np.ndarray else type(a)
+                 for i, a in enumerate(args)])
+    hash(key)
+    return key
+
+
+def _picking(run, positions):
+    """``run`` given only the arguments at ``positions``."""
+    return lambda args: run([args[i] for i in positions])
+
+
+def _first_grad(run):
+    """``run`` returning (value, the only gradient) instead of (value, (gradient,))."""
+    def call(args):
+        value, grads = run(args)
+        return value, grads[0]
+    return call
+
+
 # dtypes passed to native code as they are (native byte order).
 _READY = frozenset(np.dtype(t) for t in ("float64", "float32", "int64", "int32", "bool"))
 _F32, _F64 = np.dtype("float32"), np.dtype("float64")
+# Scalars converted in one np.array(a, dtype) step; remembered by the fast path. (An int
+# becomes int64 whatever its value; one that does not fit raises OverflowError either way.)
+_SCALARS = (float, np.float64, np.float32, int, np.int64)
 
 
 def _widest_float(args, static_argnums):

@@ -2,12 +2,15 @@
 with cffi and call it.
 
 The library holds two functions: ``NAME`` (the value) and, for a scalar float result,
-``NAME_value_and_grad``. The per-call path converts nothing it does not have to: C-contiguous,
-aligned arrays are passed as they are (``ffi.from_buffer``), others are copied; outputs are fresh
-arrays the C code writes into.
+``NAME_value_and_grad``. Each gets a call plan, worked out once when the library is loaded, so
+the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they
+are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
+function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
+outputs go through one pooled ``double[]`` buffer (``_scalar_call``).
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 
@@ -103,66 +106,110 @@ class NativeExecutable:
         self._value = getattr(self.lib, self.module.value_name)
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
         graph = spec.graph
-        # Resolved once: the per-call path only allocates and calls.
-        self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
-        self._value_plan = self._plan(graph.outputs)
-        self._vg_plan = (self._plan(spec.value_and_grad_graph().outputs)
-                         if self.module.grad_name else None)
         self.index_checks = _index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
         self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
         self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
                                   for a, d in enumerate(v.shape) if d == sym)
                              for sym in self.size_symbols]
+        # Resolved once: the per-call path only allocates and calls.
+        self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
+        self.value = self._plan(self._value, graph.outputs)
+        self.scalars = _scalar_call(self, self._value, graph.inputs, graph.outputs,
+                                    grads=False)
+        self.value_and_grad = self.scalars_and_grad = None
+        if self._vg is not None:
+            vg_outputs = spec.value_and_grad_graph().outputs
+            self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
+            self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
+                                                 grads=True)
 
-    def _plan(self, outputs):
-        return [(v.shape, np.dtype(v.dtype), self.ffi.typeof(CTYPES[v.dtype] + "[]"))
-                for v in outputs]
+    # The call plans. ``value(arrays)`` and ``value_and_grad(arrays)`` take the arrays
+    # ``api._convert`` made (right dtype, native byte order) and return fresh outputs
+    # (``value_and_grad``: the value, a 0-d array or NumPy scalar, and the list of gradients).
+    # ``scalars(values)`` and ``scalars_and_grad(values)``, set only when every input and
+    # output is a float64 scalar, take the input values themselves (Python floats) and return
+    # the user's result (see ``_scalar_call``): no NumPy array is made at all.
 
-    def _inputs(self, arrays):
-        """cffi buffers over ``arrays`` (converted by ``api._convert``: right dtype, native byte
-        order). C-contiguous aligned arrays, read-only ones included, are passed without a copy;
-        strided, Fortran-ordered or misaligned ones are copied (``ascontiguousarray`` alone keeps
-        a contiguous misaligned array as it is, which the C code must not be given)."""
+    def _plan(self, fn, outputs, split=False):
+        """``run(arrays) -> outputs`` for the C function ``fn``; with ``split`` (the
+        value-and-gradient function), ``(value, [gradients])``.
+
+        C-contiguous aligned inputs, read-only ones included, are passed without a copy;
+        strided, Fortran-ordered or misaligned ones are copied (``ascontiguousarray`` alone
+        keeps a contiguous misaligned array as it is, which the C code must not be given).
+        Outputs are fresh arrays; their shapes with run-time sizes are read off the inputs.
+        A float64 value (``split``) is written into a slot of a pooled buffer instead, as in
+        ``_scalar_call``, and read out as a NumPy float64 scalar. Index arrays that are
+        arguments are range-checked first, so the error names them.
+        """
+        # ``FFI.from_buffer`` is a Python wrapper that only resolves a type given as a string
+        # before calling the backend's; the types here are resolved already.
+        backend = getattr(self.ffi, "_backend", None)
+        from_buffer = getattr(backend, "from_buffer", None) or self.ffi.from_buffer
+        in_types = self.in_types
+        cell = split and outputs[0].dtype == "float64" and outputs[0].shape == ()
+        arrays_out = outputs[1:] if cell else outputs
+        shapes = [v.shape for v in arrays_out]
+        dtypes = [np.dtype(v.dtype) for v in arrays_out]
+        ctypes = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in arrays_out]
+        out_plan = list(zip(shapes, dtypes, ctypes))
+        check = self._check if self.index_checks or self.size_symbols else None
+        dynamic = not all(dims.static_shape(shape) for shape in shapes)
+        empty = np.empty
+        pool, new_cell = [], self._cell
+
+        # Plain loops, no comprehensions: on Python 3.11 each comprehension is a function call.
+        def run(arrays):
+            sizes = check(arrays) if check is not None else ()
+            bufs = []
+            for a, t in zip(arrays, in_types):
+                flags = a.flags
+                if not (flags.c_contiguous and flags.aligned and a.dtype.isnative):
+                    a = np.array(a, order="C", copy=True, dtype=a.dtype.newbyteorder("="))
+                bufs.append(from_buffer(t, a, False))
+            if cell:
+                try:
+                    entry = pool.pop()
+                except IndexError:
+                    entry = new_cell()
+                bufs.append(entry[0])
+            outs = []
+            for shape, dtype, t in (zip(self._bind(shapes, arrays), dtypes, ctypes) if dynamic
+                                    else out_plan):
+                out = empty(shape, dtype)
+                outs.append(out)
+                bufs.append(from_buffer(t, out, True))
+            status = fn(*sizes, *bufs)
+            if cell:
+                value = entry[1][0]
+                pool.append(entry)
+            if status != _OK:
+                self._status(status, arrays)
+            if not split:
+                return outs
+            return (value, outs) if cell else (outs[0], outs[1:])
+        return run
+
+    def _cell(self):
+        """A pooled ``double[1]`` and its float64 view (indexing it makes a NumPy scalar)."""
+        buf = self.ffi.new("double[1]")
+        return buf, np.frombuffer(self.ffi.buffer(buf), np.float64)
+
+    def _check(self, arrays):
+        """The run-time sizes to pass first, after range-checking the index arguments."""
         sizes = [arrays[p].shape[a] for p, a in self.size_sources]
         binding = dict(zip(self.size_symbols, sizes)) if sizes else None
         for pos, axis, size, what in self.index_checks:
             _check_range(arrays[pos], axis,
                          size if binding is None else dims.substitute(size, binding), what)
-        bufs = list(sizes)
-        for a, t in zip(arrays, self.in_types):
-            if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
-                a = np.array(a, order="C", copy=True, dtype=a.dtype.newbyteorder("="))
-            bufs.append(self.ffi.from_buffer(t, a))
-        return bufs
+        return sizes
 
-    def _outputs(self, plan, arrays):
-        """Fresh output arrays (shapes with run-time sizes read off the inputs) and their
-        buffers."""
-        binding = None
-        outs, bufs = [], []
-        for shape, dtype, ctype in plan:
-            if not dims.static_shape(shape):
-                if binding is None:
-                    binding = {sym: arrays[p].shape[a]
-                               for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
-                shape = tuple(dims.substitute(d, binding) for d in shape)
-            arr = np.empty(shape, dtype=dtype)
-            outs.append(arr)
-            bufs.append(self.ffi.from_buffer(ctype, arr, require_writable=True))
-        return outs, bufs
-
-    def value(self, arrays):
-        bufs = self._inputs(arrays)
-        outs, out_bufs = self._outputs(self._value_plan, arrays)
-        self._status(self._value(*bufs, *out_bufs), arrays)
-        return outs
-
-    def value_and_grad(self, arrays):
-        bufs = self._inputs(arrays)
-        outs, out_bufs = self._outputs(self._vg_plan, arrays)
-        self._status(self._vg(*bufs, *out_bufs), arrays)
-        return outs[0], outs[1:]
+    def _bind(self, shapes, arrays):
+        """``shapes`` with the run-time sizes read off ``arrays``."""
+        binding = {sym: arrays[p].shape[a]
+                   for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
+        return [tuple(dims.substitute(d, binding) for d in shape) for shape in shapes]
 
     def _status(self, status, arrays):
         if status == STATUS["SYMGRAD_OK"]:
@@ -174,6 +221,69 @@ class NativeExecutable:
             evaluate(self.spec.graph, arrays)      # raises IndexError saying which index
             raise IndexError(f"{self.spec.owner.__name__}: an integer index is out of range")
         raise RuntimeError(f"{self.spec.owner.__name__}: native code returned status {status}")
+
+
+_OK = STATUS["SYMGRAD_OK"]
+
+
+def _scalar_call(exe, fn, inputs, outputs, *, grads):
+    """``run(values)`` for a C function whose inputs and outputs are all float64 scalars (None
+    for any other function). ``run`` gives the user's result: for the value function a Python
+    float, or a tuple of them for a tuple result; with ``grads``, ``(value, gradients)``, the
+    value a Python float and the gradients a tuple of NumPy float64 scalars (what indexing a
+    0-d output array gives on the array path).
+
+    The values go through one ``double[]`` buffer, inputs first, and the C function gets a
+    pointer to each slot. Buffers come from a pool and go back after the call, so each call, in
+    whatever thread, has a buffer of its own while it runs (``list.pop`` and ``append`` are
+    atomic); the results are read out as new objects, never shared.
+    """
+    if exe.index_checks or any(v.dtype != "float64" or v.shape != ()
+                               for v in (*inputs, *outputs)):
+        return None
+    ffi = exe.ffi
+    n_in, n = len(inputs), len(inputs) + len(outputs)
+    slots = ffi.typeof(f"double[{n}]")
+    # The results: indexing the float64 view of the buffer makes NumPy scalars, indexing the
+    # buffer itself Python floats; ``_getter`` makes a tuple of several in one step.
+    value_slot = n_in if grads or not exe.spec.graph.tuple_output else None
+    grads_of = _getter(n_in + 1, n) if grads else None
+    outs_of = _getter(n_in, n)
+    pool = []
+
+    def new():
+        buf = ffi.new(slots)
+        view = np.frombuffer(ffi.buffer(buf), np.float64)
+        return buf, view, tuple(buf + k for k in range(n))   # pointers do not keep buf alive
+
+    def run(values):
+        try:
+            entry = pool.pop()
+        except IndexError:
+            entry = new()
+        buf, view, pointers = entry
+        buf[0:n_in] = values
+        status = fn(*pointers)
+        if grads:
+            result = buf[value_slot], grads_of(view)
+        elif value_slot is not None:
+            result = buf[value_slot]
+        else:
+            result = outs_of(buf)
+        pool.append(entry)
+        if status != _OK:
+            exe._status(status, [np.array(v, dtype=np.float64) for v in values])
+        return result
+    return run
+
+
+def _getter(start, stop):
+    """``get(seq) -> (seq[start], ..., seq[stop - 1])``, a tuple even of one or none."""
+    if stop - start == 0:
+        return lambda seq: ()
+    if stop - start == 1:
+        return lambda seq: (seq[start],)
+    return operator.itemgetter(*range(start, stop))
 
 
 def _index_checks(graph):
