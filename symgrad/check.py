@@ -4,6 +4,11 @@
 2. central finite differences of the forward graph (catches derivative-rule bugs),
 3. the complex step on the forward graph (the same, with no cancellation: ~1e-15).
 
+When the C gradient disagrees with the interpreter, the report also names the first statement
+of the adjoint graph whose C value differs from the interpreter's (``divergence``): the graph is
+compiled once more with every value as an output, and the two are compared statement by
+statement.
+
 The references evaluate the forward graph in float64/complex128 even for a float32 function, so
 they measure float32's rounding, not their own. Large arguments are checked on a random sample of
 coordinates plus one random direction (``max_coords``), which keeps a 3073x10 weight cheap.
@@ -40,6 +45,7 @@ class GradCheckReport:
     comparisons: list
     rtol: float
     atol: float
+    divergence: str | None = None     # C vs interpreter: the first statement that differs
 
     @property
     def ok(self):
@@ -62,6 +68,8 @@ class GradCheckReport:
                 lines.append(f"    {'index':<14} {'gradient':>22} {'reference':>22}")
                 for idx, a, b in c.worst:
                     lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
+        if self.divergence:
+            lines.append("  " + self.divergence)
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):
@@ -146,11 +154,57 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
         s = rng.standard_normal(x0.shape)
         comparisons.append(_compare("directional", name, np.sum(g * s),
                                     numerical.directional(f, x0, s), max(tol, 1e-6), atol))
+    divergence = None
+    if cf.backend == "c" and not all(c.ok for c in comparisons if c.method == "interpreter"):
+        divergence = first_divergence(spec.value_and_grad_graph(), arrays, tol, atol,
+                                      cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
-                             if np.ndim(value) else float(value), comparisons, tol, atol)
+                             if np.ndim(value) else float(value), comparisons, tol, atol,
+                             divergence)
     if raise_on_error and not report.ok:
         raise GradientCheckError(report)
     return report
+
+
+def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
+    """The first statement of ``graph`` whose value differs between the C backend and the
+    interpreter, as a sentence naming it, its source line and the difference (None if every
+    value agrees)."""
+    from .backend.native import evaluate_native
+    from .ir import Graph
+    nodes = [n for n in graph.nodes if n.prim != "const"]
+    if not nodes:
+        return None
+    probe = Graph(graph.inputs, graph.nodes, [n.out for n in nodes], name=graph.name)
+    native = evaluate_native(probe, arrays, cache_dir=cache_dir, cflags=cflags)
+    _, env = evaluate(graph, arrays, keep=True)
+    names = graph.names()
+    for n, got in zip(nodes, native):
+        want = np.asarray(env[n.out])
+        if got.dtype.kind in "fc":
+            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            scale = float(np.max(np.abs(want), initial=0.0)) if want.size else 0.0
+            same_finite = np.array_equal(np.isfinite(got), np.isfinite(want))
+            worst = float(np.max(np.nan_to_num(diff, nan=0.0), initial=0.0))
+            if same_finite and worst <= atol + rtol * scale:
+                continue
+            how = (f"max |C - interpreter| = {worst:.3e} (largest |value| {scale:.3e})"
+                   if same_finite else "C and the interpreter differ in where values are "
+                                      "finite (NaN or inf)")
+        else:
+            if np.array_equal(got, want):
+                continue
+            how = f"{int(np.sum(got != want))} of {got.size} elements differ"
+        args = " ".join(names.get(v, "?") for v in n.inputs)
+        where_ = f" ({n.loc}: {n.loc.text})" if n.loc is not None and n.loc.text else ""
+        adjoint = ""
+        if n.grad_of is not None:
+            fwd = n.grad_of
+            adjoint = (f", in the adjoint of {names.get(fwd.out, '(folded)')} = {fwd.prim} "
+                       f"{' '.join(names.get(v, '?') for v in fwd.inputs)}")
+        return (f"first value that differs between C and the interpreter: "
+                f"{names[n.out]} = {n.prim} {args}{adjoint}{where_}; {how}")
+    return None
 
 
 def _sampled(f, x0, coords):

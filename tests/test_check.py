@@ -172,3 +172,29 @@ def test_check_grad_with_other_argnums(backend):
     assert {c.argument for c in report.comparisons} == {"y"}
     with pytest.raises(ValueError, match="argument 1"):
         symgrad.check_grad(f, X, np.array([2, 0, 2]), np.array([1.0, -2.0, 0.5]), argnums=1)
+
+
+def test_a_c_backend_bug_is_traced_to_the_first_statement_that_differs(monkeypatch):
+    """A deliberately wrong C rendering of sin (cos): check_grad says which statement's C
+    value first leaves the interpreter's, with its source line."""
+    import dataclasses
+
+    from symgrad.primitives import REGISTRY
+    wrong = dataclasses.replace(REGISTRY["sin"], c_expr=lambda ops, ctype: f"cos({ops[0]})")
+    monkeypatch.setitem(REGISTRY, "sin", wrong)
+
+    def f(x):
+        y = x * 2.0
+        return snp.sum(snp.sin(y) * x)
+    with pytest.raises(symgrad.GradientCheckError) as info:
+        symgrad.check_grad(f, np.array([0.3, 0.7, 1.1]))
+    report = info.value.report
+    assert report.divergence is not None
+    assert "= sin " in report.divergence and "test_check.py" in report.divergence
+    assert "return snp.sum(snp.sin(y) * x)" in report.divergence
+    assert report.divergence in str(report)
+
+
+def test_no_divergence_reported_when_c_agrees():
+    report = symgrad.check_grad(lambda x: snp.sum(snp.sin(x) * x), np.array([0.3, 0.7]))
+    assert report.ok and report.divergence is None

@@ -226,6 +226,40 @@ class NativeExecutable:
 _OK = STATUS["SYMGRAD_OK"]
 
 
+def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
+    """Run any ``graph`` as C once (the interpreter's counterpart, for diagnosis): compile it
+    as one function (cached like every build) and call it on ``arrays``, one per input, of the
+    graph's dtypes. Returns its outputs as fresh arrays."""
+    name = _c_name(f"{graph.name}_probe")
+    outs = [f"out{k}" for k in range(len(graph.outputs))]
+    fn = FunctionRenderer(graph, name, outs).render(doc=[f"{name}: {graph.name}, every value"])
+    source = render_module([fn], title=f"{graph.name}: probe", version=VERSION)
+    cc = compiler.find_compiler()
+    identity = compiler.compiler_identity(cc)
+    key = cache_key(source, identity, compiler.flags(cflags), VERSION)
+    cache = Cache(cache_dir)
+    lib_path = cache.lookup(key) or cache.build(
+        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+        {"symgrad_version": VERSION, "compiler": identity, "functions": [name]})
+    ffi = cffi.FFI()
+    ffi.cdef(render_prototypes([fn]))
+    lib = ffi.dlopen(str(lib_path))
+    symbols = dims.free_symbols([v.shape for v in graph.inputs])
+    binding = dims.bind([v.shape for v in graph.inputs], [a.shape for a in arrays]) \
+        if symbols else {}
+    ins = [np.ascontiguousarray(a, dtype=v.dtype) for v, a in zip(graph.inputs, arrays)]
+    results = [np.empty(tuple(dims.substitute(d, binding) for d in v.shape), v.dtype)
+               for v in graph.outputs]
+    status = getattr(lib, name)(*[binding[s] for s in symbols],
+                                *[ffi.from_buffer(CTYPES[v.dtype] + "[]", a)
+                                  for v, a in zip(graph.inputs, ins)],
+                                *[ffi.from_buffer(CTYPES[v.dtype] + "[]", a, True)
+                                  for v, a in zip(graph.outputs, results)])
+    if status != _OK:
+        raise RuntimeError(f"{graph.name}: native code returned status {status}")
+    return results
+
+
 def _scalar_call(exe, fn, inputs, outputs, *, grads):
     """``run(values)`` for a C function whose inputs and outputs are all float64 scalars (None
     for any other function). ``run`` gives the user's result: for the value function a Python
