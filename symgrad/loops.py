@@ -451,20 +451,22 @@ def _trip_count(n, what):
                     f"{type(n).__name__}{where(user_location())}")
 
 
-def scan(f, init, xs=None, length=None, *, checkpoint=None):
+def scan(f, init, xs=None, length=None, reverse=False, *, checkpoint=None):
     """``jax.lax.scan``: ``carry, y = f(carry, x)`` over ``x`` in ``xs`` (sliced along axis 0);
     returns ``(final carry, ys)`` with the ys stacked along a new leading axis.
 
-    ``init``: an array or a flat tuple of arrays (the carry, whose types ``f`` must keep);
-    ``xs``: None, an array or a flat tuple of arrays of one leading length; ``length``: the trip
-    count when ``xs`` is None. ``f`` may return ``None`` for y. Traced, the body is traced once
-    and becomes one loop statement. Raises ShapeError for mismatched lengths or carry types.
+    ``init``: a pytree of arrays (the carry, whose structure and types ``f`` must keep);
+    ``xs``: None or a pytree of arrays of one leading length; ``length``: the trip count when
+    ``xs`` is None (an int, a run-time size or an int argument). ``f`` may return ``None`` for
+    y. ``reverse``: run from the last x to the first (``ys`` stay in ``xs``' order). Traced, the
+    body is traced once and becomes one loop statement. Raises ShapeError for mismatched lengths
+    or carry types, TracingError for a carry whose structure changes.
 
     ``checkpoint``: None (reverse mode stores every step's carry), an int K (it stores every
     K-th and recomputes the steps between from it) or ``"sqrt"`` (K = ceil(sqrt(length))): the
     tape shrinks from length to about length/K + K carries, for one more forward pass.
     """
-    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan", checkpoint)
+    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan", checkpoint, bool(reverse))
 
 
 def fori_loop(lower, upper, body, init, *, checkpoint=None):
@@ -490,7 +492,7 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
     return carry
 
 
-def _scan(f, init, xs, length, what, checkpoint=None):
+def _scan(f, init, xs, length, what, checkpoint=None, reverse=False):
     carries, carry_kind = _as_list(init)
     xs_l, xs_kind = _as_list(xs)
     if xs_l:
@@ -506,16 +508,16 @@ def _scan(f, init, xs, length, what, checkpoint=None):
     length = dims.at_least_zero(_trip_count(length, what))
     if current_builder() is None:
         _segment_length(checkpoint, length, what)       # the same errors as when traced
-        return _scan_python(f, init, xs_l, xs_kind, length)
-    return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint)
+        return _scan_python(f, init, xs_l, xs_kind, length, reverse)
+    return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint,
+                        reverse)
 
 
-def _scan_python(f, carry, xs_l, xs_kind, length):
-    ys = []
-    for t in range(length):
+def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
+    ys = [None] * length
+    for t in (range(length - 1, -1, -1) if reverse else range(length)):
         x = _restore([x[t] for x in xs_l], xs_kind)
-        carry, y = f(t, carry, x)
-        ys.append(y)
+        carry, ys[t] = f(t, carry, x)
     if not ys:
         return carry, None
     leaves = [_as_list(y)[0] for y in ys]
@@ -524,7 +526,7 @@ def _scan_python(f, carry, xs_l, xs_kind, length):
                             for k in range(len(leaves[0]))], structure)
 
 
-def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint):
+def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse):
     from . import numpy as snp
     init = [snp.asarray(c).var for c in carries]
     if not init:
@@ -582,7 +584,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     body = optimize(body)
     Q = sum(v.type.size for v in y_vars)
     carry, ys_all = _loop(body, _pack(init), xs_vars, free, length, P, Q,
-                          _segment_length(checkpoint, length, what))
+                          _segment_length(checkpoint, length, what), reverse)
     final = [Tracer(v) for v in _unpack(carry, carry_types)]
     ys = None
     if y_vars:
@@ -616,37 +618,39 @@ def _segment_length(checkpoint, length, what):
     return K if K < length else None
 
 
-def _loop(body, c0, xs, consts, length, P, Q, K):
-    """The loop statements for ``body`` run ``length`` times from the packed carry ``c0``:
-    returns (final carry [P], per-step outputs [length, Q] or None).
+def _loop(body, c0, xs, consts, length, P, Q, K, reverse=False):
+    """The loop statements for ``body`` run ``length`` times from the packed carry ``c0`` (with
+    ``reverse``, steps length-1 down to 0): returns (final carry [P], per-step outputs
+    [length, Q] in step order, or None).
 
     Without checkpointing (K None) one ``scan``. With K, the steps are cut into segments of K:
-    an outer scan over the segments whose body is an inner scan of K steps, then a plain scan
-    of the ``length % K`` steps left. The outer scan's tape holds one carry per segment; its
-    adjoint recomputes a segment's K carries from the stored one (the inner scan's own tape,
-    K x P numbers in the adjoint body's workspace) before running back through them.
+    an outer scan over the segments whose body is an inner scan of K steps, and a plain scan
+    of the ``length % K`` steps left (run last: after the segments, or with ``reverse`` before
+    them in step order). The outer scan's tape holds one carry per segment; its adjoint
+    recomputes a segment's K carries from the stored one (the inner scan's own tape, K x P
+    numbers in the adjoint body's workspace) before running back through them.
     """
+    def run(carry, xs_, body_, steps, *extra):
+        out = bind("scan", carry, *xs_, *consts, *extra, body=Body(body_), length=steps,
+                   n_xs=len(xs_), reverse=reverse)
+        return out, _row(out, 0 if reverse else steps, 0, P)
+
     if K is None:
-        out = bind("scan", c0, *xs, *consts, body=Body(body), length=length, n_xs=len(xs),
-                   reverse=False)
-        return _row(out, length, 0, P), (_block(out, 0, length, P, Q) if Q else None)
+        out, carry = run(c0, xs, body, length)
+        return carry, (_block(out, 0, length, P, Q) if Q else None)
     n, r = divmod(length, K)
-    carry, ys = c0, []
-    segment = _segment_body(body, len(xs), K, P, Q)
-    xs_seg = [ops.reshape(_leading(x, 0, n * K), (n, K) + x.shape[1:]) for x in xs]
-    out = bind("scan", carry, *xs_seg, *consts, body=Body(segment), length=n, n_xs=len(xs),
-               reverse=False)
-    carry = _row(out, n, 0, P)
-    if Q:
-        ys.append(ops.reshape(_block(out, 0, n, P, K * Q), (n * K, Q)))
+    first = r if reverse else 0                 # the step the segments start at
+    segment = _segment_body(body, len(xs), K, P, Q, first, reverse)
+    xs_seg = [ops.reshape(_leading(x, first, n * K), (n, K) + x.shape[1:]) for x in xs]
+    out, carry = run(c0, xs_seg, segment, n)
+    ys = [ops.reshape(_block(out, 0, n, P, K * Q), (n * K, Q))] if Q else []
     if r:
-        tail = _reindexed(body, len(xs), K)
-        out = bind("scan", carry, *[_leading(x, n * K, r) for x in xs], *consts,
-                   ops.const(n, "int64"), body=Body(tail), length=r, n_xs=len(xs),
-                   reverse=False)
-        carry = _row(out, r, 0, P)
+        tail_start = 0 if reverse else n * K
+        tail = _reindexed(body, len(xs), 0, tail_start) if tail_start else body
+        out, carry = run(carry, [_leading(x, tail_start, r) for x in xs], tail, r,
+                         *([ops.const(0, "int64")] if tail_start else []))
         if Q:
-            ys.append(_block(out, 0, r, P, Q))
+            ys.insert(0 if reverse else 1, _block(out, 0, r, P, Q))
     if not Q:
         return carry, None
     return carry, (ys[0] if len(ys) == 1 else bind("concatenate", *ys, axis=0))
@@ -660,9 +664,10 @@ def _leading(x, start, count):
                 shape=(count,) + x.shape[1:])
 
 
-def _reindexed(body, n_xs, stride):
+def _reindexed(body, n_xs, stride, offset=0):
     """``body`` with one more input ``j`` (int64, last) that runs step ``t`` as step
-    ``j * stride + t``: ``(t, c, x..., consts..., j) -> body(j*stride + t, c, x..., consts...)``."""
+    ``j * stride + offset + t``: ``(t, c, x..., consts..., j) -> body(that step, c, x...,
+    consts...)``."""
     g = body
     t = Var(g.inputs[0].type, name="t")
     j = Var(TensorType((), "int64"), name="j")
@@ -671,25 +676,28 @@ def _reindexed(body, n_xs, stride):
     b.loc = current_builder().loc if current_builder() is not None else None
     with building(b):
         index = ops.add(ops.mul(j, ops.const(stride, "int64")), t)
+        if offset:
+            index = ops.add(index, ops.const(offset, "int64"))
         outs = inline(g, [index, *rest])
     return optimize(Graph([t, *rest, j], b.nodes, outs, name="body"))
 
 
-def _segment_body(body, n_xs, K, P, Q):
+def _segment_body(body, n_xs, K, P, Q, first=0, reverse=False):
     """The outer scan's body for checkpointing: ``(j, c[P], xs[K,...]..., consts...) ->
-    (carry after the K steps of segment j, their y's [K*Q])``, an inner scan of ``body``."""
+    (carry after the K steps of segment j, their y's [K*Q])``, an inner scan of ``body`` over
+    steps ``first + j*K ...`` (backwards with ``reverse``)."""
     g = body
     j = Var(g.inputs[0].type, name="j")
     c = Var(g.inputs[1].type, name="carry")
     xs = [Var(TensorType((K,) + v.shape, v.dtype), name=v.name) for v in g.inputs[2:2 + n_xs]]
     consts = [Var(v.type, name=v.name) for v in g.inputs[2 + n_xs:]]
-    inner = _reindexed(body, n_xs, K)
+    inner = _reindexed(body, n_xs, K, first)
     b = Builder()
     b.loc = current_builder().loc if current_builder() is not None else None
     with building(b):
         out = bind("scan", c, *xs, *consts, j, body=Body(inner), length=K, n_xs=n_xs,
-                   reverse=False)
-        outputs = [_row(out, K, 0, P)]
+                   reverse=reverse)
+        outputs = [_row(out, 0 if reverse else K, 0, P)]
         if Q:
             outputs.append(ops.reshape(_block(out, 0, K, P, Q), (K * Q,)))
     return optimize(Graph([j, c, *xs, *consts], b.nodes, outputs, name="segment"))

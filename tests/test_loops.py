@@ -430,3 +430,33 @@ def test_pytree_structure_errors():
                                  {"a": x, "b": x})
     with pytest.raises(symgrad.ShapeError, match=r"the carry\['b'\] enters the body as f64\[\]"):
         symgrad.compile(grows, argnums=())(1.0)
+
+
+# --- scan(reverse=True): last x first, ys in xs' order ----------------------------------------------
+
+def _backward_recursion(a, xs, checkpoint=None):
+    """h_t = tanh(a * h_{t+1} + x_t), from the last x; ys the h's, and their weighted sum."""
+    def cell(h, x):
+        h = snp.tanh(a * h + x)
+        return h, h
+    h0, ys = symgrad.scan(cell, snp.zeros(2), xs, reverse=True, checkpoint=checkpoint)
+    return snp.sum(h0) + snp.sum(ys * snp.arange(1.0, 1.0 + ys.shape[0])[:, None])
+
+
+def _backward_reference(a, xs):
+    h, ys = np.zeros(2), np.zeros_like(xs)
+    for t in range(len(xs) - 1, -1, -1):
+        h = np.tanh(a * h + xs[t])
+        ys[t] = h
+    return np.sum(h) + np.sum(ys * np.arange(1.0, 1.0 + len(xs))[:, None])
+
+
+@pytest.mark.parametrize("checkpoint", [None, 3, "sqrt"])
+def test_reverse_scan(backend, checkpoint):
+    xs = np.random.default_rng(5).normal(size=(11, 2))
+    f = symgrad.compile(lambda a, xs: _backward_recursion(a, xs, checkpoint), argnums=(0, 1),
+                        backend=backend)
+    np.testing.assert_allclose(f(0.8, xs), _backward_reference(0.8, xs), rtol=1e-13)
+    np.testing.assert_allclose(_backward_recursion(0.8, xs, checkpoint),     # plain NumPy
+                               _backward_reference(0.8, xs), rtol=1e-13)
+    assert symgrad.check_grad(f, 0.8, xs, argnums=(0, 1)).ok
