@@ -5,7 +5,8 @@ point at real lines), the library ``module-<build id>.so`` and ``manifest.json``
 version, compiler, flags, the library's file name and sha256). Each build names its library
 afresh: the dynamic loader keeps a library by path, so a rebuilt entry must not reuse the path
 of one a process may still have loaded. The key is a sha256 of the C source, the compiler's
-identity, the flags and the symgrad version: change any of them and it is a different entry,
+identity (which names the BLAS a JIT build links, and its version), the flags (with or without
+``-DSYMGRAD_USE_BLAS``) and the symgrad version: change any of them and it is a different entry,
 with no version to bump.
 
 Writes are atomic: an entry is built in a temporary directory beside it and renamed into place.

@@ -648,7 +648,9 @@ def render_module(functions, *, title, version):
         fn.doc = [c_comment(line) for line in fn.doc]
     return environment().get_template("module.c.j2").render(
         functions=functions, title=c_comment(title), version=version, status=STATUS,
-        uses_workspace=any(fn.workspace_bytes for fn in functions))
+        uses_workspace=any(fn.workspace_bytes for fn in functions),
+        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
+                      for fn in functions for block in fn.blocks for line in block.lines))
 
 
 def render_prototypes(functions):

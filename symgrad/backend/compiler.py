@@ -9,12 +9,14 @@ the C file's path go into ``CompileError`` on failure. ``invocations()`` counts 
 this process (the cache tests assert a warm cache makes none).
 
 ``blas`` finds scipy-openblas32. Where it is installed, JIT builds define ``SYMGRAD_USE_BLAS``
-(large matrix products call its gemm) and link it with an rpath to its directory; where it is
-not, they build the loops alone. Either way the flags and the compiler identity say so, so the
-two kinds of build never share a cache entry. Ahead-of-time builds pass ``blas=False``.
+(large matrix products call its gemm) and link it with an rpath to its directory, and it runs
+one thread unless OPENBLAS_NUM_THREADS asks for more; where it is not, they build the loops
+alone. Either way the flags and the compiler identity say so, so the two kinds of build never
+share a cache entry. Ahead-of-time builds pass ``blas_linked=False``.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import glob
 import importlib.metadata
@@ -117,8 +119,38 @@ def blas():
                    glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.dylib")))
     if not found:
         return None
+    _one_thread_unless_asked(found[0])
     link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
     return Blas("scipy-openblas32", version, lib_dir, link_name)
+
+
+# The variables OpenBLAS reads for its thread count, in its order.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _one_thread_unless_asked(path):
+    """Make the BLAS run one thread unless the environment asks for more.
+
+    Left alone, OpenBLAS starts a thread per core, beside the pool of the OpenBLAS in NumPy:
+    two pools whose threads spin after each call, competing for the same cores (measured on 2
+    loaded cores: NumPy's median W3 step went from 8 to 30 ms with our pool at 2 threads). One
+    thread keeps symgrad's code single-threaded, as the rest of it is. SYMGRAD_NUM_THREADS=k
+    gives symgrad's matrix products k threads and leaves NumPy's alone; without it,
+    OPENBLAS_NUM_THREADS (or GOTO_/OMP_NUM_THREADS), which both libraries read, decides. The
+    library is loaded here by path (RTLD_LOCAL): it is the one instance our libraries find
+    later through their rpath."""
+    wanted = os.environ.get("SYMGRAD_NUM_THREADS", "").strip()
+    if not wanted and any(os.environ.get(v) for v in THREAD_VARIABLES):
+        return
+    try:
+        threads = max(1, int(wanted)) if wanted else 1
+    except ValueError:
+        raise ValueError(f"SYMGRAD_NUM_THREADS={wanted!r}: give a number of threads, such as "
+                         f"2") from None
+    try:
+        ctypes.CDLL(path).scipy_openblas_set_num_threads(threads)
+    except (OSError, AttributeError):
+        pass                        # a library we cannot load fails, clearly, at dlopen
 
 
 @functools.lru_cache(maxsize=None)

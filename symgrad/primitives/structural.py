@@ -459,6 +459,42 @@ def _matmul_jvp(t, out, a, b, **flags):
 
 TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
 
+# Products of at least this many multiply-adds (m*n*k) call the BLAS gemm where one is linked
+# (-DSYMGRAD_USE_BLAS, see module.c.j2); smaller ones run the generated loops, which measured as
+# fast there (docs/design.md). Matrix-vector products are no exception: gemm beat the loops on
+# them too (256x3073 @ 3073: 2.1 -> 0.4 ms).
+GEMM_MIN_MADDS = 8192
+INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the loops
+
+
+def _gemm_call(t, ta, tb, m_, n_, kk_):
+    """The row-major CBLAS call pc = 1 op(pa) op(pb) + 0 pc (SYMGRAD_[SD]GEMM: module.c.j2)."""
+    gemm = "SYMGRAD_SGEMM" if t == "float" else "SYMGRAD_DGEMM"
+    flag = {False: "CblasNoTrans", True: "CblasTrans"}
+    lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
+    ldb = kk_ if tb else n_
+    return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
+            f"{' ' * len(gemm)} {_lit(1, t)}, pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
+
+
+def _with_gemm(loops, t, ta, tb, m, n, kk):
+    """``loops`` (C lines), or the gemm call under ``#ifdef SYMGRAD_USE_BLAS`` with the loops as
+    the fallback. Static sizes decide here; a run-time size adds a test in C (the product is
+    large enough, every size fits an int)."""
+    sizes = (m, n, kk)
+    static = [d for d in sizes if isinstance(d, int)]
+    if any(d > INT32_MAX for d in static):
+        return loops
+    if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
+        return loops
+    call = _gemm_call(t, ta, tb, *(_d(d) for d in sizes))
+    if len(static) == 3:
+        return ["#ifdef SYMGRAD_USE_BLAS", *call, "#else", *loops, "#endif"]
+    fits = [f"{_d(d)} <= INT32_MAX" for d in dict.fromkeys(sizes) if not isinstance(d, int)]
+    test = " && ".join([f"{_d(m * n * kk)} >= {GEMM_MIN_MADDS}", *fits])
+    return ["#ifdef SYMGRAD_USE_BLAS", f"if ({test}) {{", *("    " + x for x in call),
+            "} else", "#endif", "{", *("    " + x for x in loops), "}"]
+
 
 def _matmul_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
@@ -509,7 +545,7 @@ def _matmul_c(k):
         f"const {t} *restrict pa = {k.ptr(a)} + i0 * {_d(m * kk)};",
         f"const {t} *restrict pb = {k.ptr(b)} + i0 * {_d(kk * n)};",
         f"{t} *restrict pc = {k.ptr(out)} + i0 * {_d(m * n)};",
-        *body])
+        *_with_gemm(body, t, ta, tb, m, n, kk)])
 
 
 register(Primitive(

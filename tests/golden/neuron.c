@@ -18,52 +18,119 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
+ * its block between calls (a fresh large malloc on every call costs page faults), growing it
+ * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
+ * call instead. A thread's block is freed when the thread exits. */
+#include <pthread.h>
+
+#ifndef SYMGRAD_WORKSPACE_KEEP
+#define SYMGRAD_WORKSPACE_KEEP ((size_t)1 << 30)
+#endif
+
+typedef struct {
+    char *data;
+    size_t size;
+} symgrad_block;
+
+static pthread_key_t symgrad_workspace_key;
+static pthread_once_t symgrad_workspace_once = PTHREAD_ONCE_INIT;
+static int symgrad_workspace_kept;      /* whether the key exists: blocks are kept */
+
+static void symgrad_block_free(void *p)
+{
+    symgrad_block *block = (symgrad_block *)p;
+    free(block->data);
+    free(block);
+}
+
+static void symgrad_workspace_init(void)
+{
+    symgrad_workspace_kept = pthread_key_create(&symgrad_workspace_key, symgrad_block_free) == 0;
+}
+
+/* Unloading this library: free this thread's block and delete the key, so that no thread
+ * calls a destructor that is no longer mapped (other threads' blocks are left behind). */
+__attribute__((destructor)) static void symgrad_workspace_unload(void)
+{
+    if (symgrad_workspace_kept) {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block != NULL)
+            symgrad_block_free(block);
+        pthread_key_delete(symgrad_workspace_key);
+        symgrad_workspace_kept = 0;
+    }
+}
+
+static int symgrad_keeps(size_t bytes)
+{
+    pthread_once(&symgrad_workspace_once, symgrad_workspace_init);
+    return symgrad_workspace_kept && bytes <= SYMGRAD_WORKSPACE_KEEP;
+}
+
+/* At least `bytes` bytes of workspace (never NULL for a request of 0), or NULL when out of
+ * memory. Release it with symgrad_workspace_release(ws, bytes). */
+static char *symgrad_workspace(size_t bytes)
+{
+    char *ws;
+    if (!symgrad_keeps(bytes)) {
+        ws = (char *)malloc(bytes > 0 ? bytes : 1);
+    } else {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block == NULL) {
+            block = (symgrad_block *)calloc(1, sizeof *block);
+            if (block == NULL)
+                return NULL;
+            if (pthread_setspecific(symgrad_workspace_key, block) != 0) {
+                free(block);
+                return NULL;
+            }
+        }
+        if (block->size < bytes || block->data == NULL) {
+            free(block->data);
+            block->data = (char *)malloc(bytes > 0 ? bytes : 1);
+            block->size = block->data != NULL ? bytes : 0;
+        }
+        ws = block->data;
+    }
+#ifdef SYMGRAD_POISON_WORKSPACE
+    /* Testing: fill the workspace with NaNs, so code reading what it never wrote shows up. */
+    if (ws != NULL)
+        memset(ws, 0xff, bytes);
+#endif
+    return ws;
+}
+
+static void symgrad_workspace_release(char *ws, size_t bytes)
+{
+    if (!symgrad_keeps(bytes))
+        free(ws);
+}
+
 /* symgrad_neuron: the value of neuron(w: f64[3], x: f64[2]) */
 int symgrad_neuron(const double *restrict w,
                    const double *restrict x,
                    double *restrict out)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(192);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict a = (double *)(ws + 0);
-    double *restrict b = (double *)(ws + 64);
-    double *restrict d = (double *)(ws + 128);
 
     /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        a[i0] = w[i0];
-    }
-
+    double c = 0.0;
     for (int64_t i = 0; i < 2; ++i) {
-        b[i] = a[i]*x[i];
-    }
-
-    double c;
-    {
-        const int64_t i0 = 0;
-        c = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        c += b[i0];
-    }
-
-    {
-        const int64_t i0 = 0;
-        d[0] = w[2 + i0];
+        const double b = w[i]*x[i];
+        c += b;
     }
 
     double e;
     {
         const int64_t i0 = 0;
-        e = d[i0];
+        e = (w + 2)[i0];
     }
 
     const double f = c + e;
     const double g = 1.0/(1 + exp(-f));
 
     *out = g;
-    free(ws);
     return status;
 }
 
@@ -76,44 +143,23 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
                                   double *restrict grad_x)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(512);
+    const size_t ws_bytes = (size_t)128;
+    char *ws = symgrad_workspace(ws_bytes);
     if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict a = (double *)(ws + 0);
-    double *restrict b = (double *)(ws + 64);
-    double *restrict d = (double *)(ws + 128);
-    double *restrict b_d = (double *)(ws + 192);
-    double *restrict k = (double *)(ws + 256);
-    double *restrict b_b = (double *)(ws + 320);
-    double *restrict b_a = (double *)(ws + 384);
-    double *restrict l = (double *)(ws + 448);
+    double *restrict b_d = (double *)(ws + 0);
+    double *restrict b_a = (double *)(ws + 64);
 
     /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        a[i0] = w[i0];
-    }
-
+    double c = 0.0;
     for (int64_t i = 0; i < 2; ++i) {
-        b[i] = a[i]*x[i];
-    }
-
-    double c;
-    {
-        const int64_t i0 = 0;
-        c = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        c += b[i0];
-    }
-
-    {
-        const int64_t i0 = 0;
-        d[0] = w[2 + i0];
+        const double b = w[i]*x[i];
+        c += b;
     }
 
     double e;
     {
         const int64_t i0 = 0;
-        e = d[i0];
+        e = (w + 2)[i0];
     }
 
     const double f = c + e;
@@ -130,39 +176,18 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
         b_d[i0] = j_;
     }
 
-    /* grad of: d = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i0 = 0; i0 < 3; ++i0) {
-        k[i0] = 0.0;
-    }
-    {
-        const int64_t i0 = 0;
-        k[2 + i0] = b_d[0];
-    }
-
-    /* grad of: c = reduce_sum b   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        b_b[i0] = j_;
-    }
-
     /* grad of: b = mul a x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i = 0; i < 2; ++i) {
-        b_a[i] = (b_b[i] == 0 ? 0.0 : b_b[i]*x[i]);
-        grad_x[i] = (b_b[i] == 0 ? 0.0 : b_b[i]*a[i]);
+        b_a[i] = (j_ == 0 ? 0.0 : j_*x[i]);
+        grad_x[i] = (j_ == 0 ? 0.0 : j_*w[i]);
     }
 
     /* grad of: a = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i0 = 0; i0 < 3; ++i0) {
-        l[i0] = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        l[i0] = b_a[i0];
-    }
-
     for (int64_t i = 0; i < 3; ++i) {
-        grad_w[i] = k[i] + l[i];
+        grad_w[i] = (i >= 2 ? b_d[0] : 0.0) + (i < 2 ? b_a[i] : 0.0);
     }
 
     *value = g;
-    free(ws);
+    symgrad_workspace_release(ws, ws_bytes);
     return status;
 }

@@ -18,22 +18,111 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
+ * its block between calls (a fresh large malloc on every call costs page faults), growing it
+ * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
+ * call instead. A thread's block is freed when the thread exits. */
+#include <pthread.h>
+
+#ifndef SYMGRAD_WORKSPACE_KEEP
+#define SYMGRAD_WORKSPACE_KEEP ((size_t)1 << 30)
+#endif
+
+typedef struct {
+    char *data;
+    size_t size;
+} symgrad_block;
+
+static pthread_key_t symgrad_workspace_key;
+static pthread_once_t symgrad_workspace_once = PTHREAD_ONCE_INIT;
+static int symgrad_workspace_kept;      /* whether the key exists: blocks are kept */
+
+static void symgrad_block_free(void *p)
+{
+    symgrad_block *block = (symgrad_block *)p;
+    free(block->data);
+    free(block);
+}
+
+static void symgrad_workspace_init(void)
+{
+    symgrad_workspace_kept = pthread_key_create(&symgrad_workspace_key, symgrad_block_free) == 0;
+}
+
+/* Unloading this library: free this thread's block and delete the key, so that no thread
+ * calls a destructor that is no longer mapped (other threads' blocks are left behind). */
+__attribute__((destructor)) static void symgrad_workspace_unload(void)
+{
+    if (symgrad_workspace_kept) {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block != NULL)
+            symgrad_block_free(block);
+        pthread_key_delete(symgrad_workspace_key);
+        symgrad_workspace_kept = 0;
+    }
+}
+
+static int symgrad_keeps(size_t bytes)
+{
+    pthread_once(&symgrad_workspace_once, symgrad_workspace_init);
+    return symgrad_workspace_kept && bytes <= SYMGRAD_WORKSPACE_KEEP;
+}
+
+/* At least `bytes` bytes of workspace (never NULL for a request of 0), or NULL when out of
+ * memory. Release it with symgrad_workspace_release(ws, bytes). */
+static char *symgrad_workspace(size_t bytes)
+{
+    char *ws;
+    if (!symgrad_keeps(bytes)) {
+        ws = (char *)malloc(bytes > 0 ? bytes : 1);
+    } else {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block == NULL) {
+            block = (symgrad_block *)calloc(1, sizeof *block);
+            if (block == NULL)
+                return NULL;
+            if (pthread_setspecific(symgrad_workspace_key, block) != 0) {
+                free(block);
+                return NULL;
+            }
+        }
+        if (block->size < bytes || block->data == NULL) {
+            free(block->data);
+            block->data = (char *)malloc(bytes > 0 ? bytes : 1);
+            block->size = block->data != NULL ? bytes : 0;
+        }
+        ws = block->data;
+    }
+#ifdef SYMGRAD_POISON_WORKSPACE
+    /* Testing: fill the workspace with NaNs, so code reading what it never wrote shows up. */
+    if (ws != NULL)
+        memset(ws, 0xff, bytes);
+#endif
+    return ws;
+}
+
+static void symgrad_workspace_release(char *ws, size_t bytes)
+{
+    if (!symgrad_keeps(bytes))
+        free(ws);
+}
+
 /* symgrad_pick: the value of pick(logits: f64[4,3], labels: i64[4]) */
 int symgrad_pick(const double *restrict logits,
                  const int64_t *restrict labels,
                  double *restrict out)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(640);
+    const size_t ws_bytes = (size_t)512;
+    char *ws = symgrad_workspace(ws_bytes);
     if (ws == NULL) return SYMGRAD_ENOMEM;
     double *restrict a = (double *)(ws + 0);
     double *restrict c = (double *)(ws + 64);
-    double *restrict e = (double *)(ws + 128);
-    double *restrict f = (double *)(ws + 256);
-    double *restrict i_ = (double *)(ws + 320);
-    double *restrict j_ = (double *)(ws + 384);
-    int64_t *restrict k = (int64_t *)(ws + 512);
-    double *restrict l = (double *)(ws + 576);
+    double *restrict f = (double *)(ws + 128);
+    double *restrict i_ = (double *)(ws + 192);
+    double *restrict j_ = (double *)(ws + 256);
+    int64_t *restrict k = (int64_t *)(ws + 384);
+    double *restrict l = (double *)(ws + 448);
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
@@ -50,18 +139,13 @@ int symgrad_pick(const double *restrict logits,
     }
 
     for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double d = logits[i0 * 3 + i1] - c[i0];
-            e[i0 * 3 + i1] = exp(d);
-        }
-    }
-
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
         f[i0] = 0.0;
     }
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
-            f[i0] += e[i0 * 3 + i1];
+            const double d = logits[i0 * 3 + i1] - c[i0];
+            const double e = exp(d);
+            f[i0] += e;
         }
     }
 
@@ -108,7 +192,7 @@ int symgrad_pick(const double *restrict logits,
 
     *out = o;
 done:
-    free(ws);
+    symgrad_workspace_release(ws, ws_bytes);
     return status;
 }
 
@@ -120,7 +204,8 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
                                 double *restrict grad_logits)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(1152);
+    const size_t ws_bytes = (size_t)896;
+    char *ws = symgrad_workspace(ws_bytes);
     if (ws == NULL) return SYMGRAD_ENOMEM;
     double *restrict a = (double *)(ws + 0);
     double *restrict d = (double *)(ws + 64);
@@ -131,10 +216,8 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     double *restrict k = (double *)(ws + 512);
     double *restrict b_k = (double *)(ws + 576);
     double *restrict b_i = (double *)(ws + 640);
-    double *restrict o = (double *)(ws + 768);
-    double *restrict p_ = (double *)(ws + 896);
-    double *restrict b_f = (double *)(ws + 960);
-    double *restrict b_d = (double *)(ws + 1024);
+    double *restrict p_ = (double *)(ws + 768);
+    double *restrict b_f = (double *)(ws + 832);
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
@@ -147,17 +230,12 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     }
 
     for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double c = logits[i0 * 3 + i1] - a[i0];
-            d[i0 * 3 + i1] = exp(c);
-        }
-    }
-
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
         e[i0] = 0.0;
     }
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
+            const double c = logits[i0 * 3 + i1] - a[i0];
+            d[i0 * 3 + i1] = exp(c);
             e[i0] += d[i0 * 3 + i1];
         }
     }
@@ -229,16 +307,13 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     }
 
     /* grad of: i = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i = 0; i < 12; ++i) {
-        o[i] = -b_i[i];
-    }
-
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         p_[i0] = 0.0;
     }
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
-            p_[i0] += o[i0 * 3 + i1];
+            const double o = -b_i[i0 * 3 + i1];
+            p_[i0] += o;
         }
     }
 
@@ -248,22 +323,17 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
         b_f[i] = (p_[i] == 0 ? 0.0 : p_[i]*q);
     }
 
-    /* grad of: e = reduce_sum d   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            b_d[i0 * 3 + i1] = b_f[i0];
-        }
-    }
-
     /* grad of: d = exp c   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     /* grad of: c = sub logits ?   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i = 0; i < 12; ++i) {
-        const double b_c = (b_d[i] == 0 ? 0.0 : b_d[i]*d[i]);
-        grad_logits[i] = b_i[i] + b_c;
+    for (int64_t i0 = 0; i0 < 4; ++i0) {
+        for (int64_t i1 = 0; i1 < 3; ++i1) {
+            const double b_c = (b_f[i0] == 0 ? 0.0 : b_f[i0]*d[i0 * 3 + i1]);
+            grad_logits[i0 * 3 + i1] = b_i[i0 * 3 + i1] + b_c;
+        }
     }
 
     *value = n;
 done:
-    free(ws);
+    symgrad_workspace_release(ws, ws_bytes);
     return status;
 }

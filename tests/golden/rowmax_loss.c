@@ -18,16 +18,105 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
+ * its block between calls (a fresh large malloc on every call costs page faults), growing it
+ * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
+ * call instead. A thread's block is freed when the thread exits. */
+#include <pthread.h>
+
+#ifndef SYMGRAD_WORKSPACE_KEEP
+#define SYMGRAD_WORKSPACE_KEEP ((size_t)1 << 30)
+#endif
+
+typedef struct {
+    char *data;
+    size_t size;
+} symgrad_block;
+
+static pthread_key_t symgrad_workspace_key;
+static pthread_once_t symgrad_workspace_once = PTHREAD_ONCE_INIT;
+static int symgrad_workspace_kept;      /* whether the key exists: blocks are kept */
+
+static void symgrad_block_free(void *p)
+{
+    symgrad_block *block = (symgrad_block *)p;
+    free(block->data);
+    free(block);
+}
+
+static void symgrad_workspace_init(void)
+{
+    symgrad_workspace_kept = pthread_key_create(&symgrad_workspace_key, symgrad_block_free) == 0;
+}
+
+/* Unloading this library: free this thread's block and delete the key, so that no thread
+ * calls a destructor that is no longer mapped (other threads' blocks are left behind). */
+__attribute__((destructor)) static void symgrad_workspace_unload(void)
+{
+    if (symgrad_workspace_kept) {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block != NULL)
+            symgrad_block_free(block);
+        pthread_key_delete(symgrad_workspace_key);
+        symgrad_workspace_kept = 0;
+    }
+}
+
+static int symgrad_keeps(size_t bytes)
+{
+    pthread_once(&symgrad_workspace_once, symgrad_workspace_init);
+    return symgrad_workspace_kept && bytes <= SYMGRAD_WORKSPACE_KEEP;
+}
+
+/* At least `bytes` bytes of workspace (never NULL for a request of 0), or NULL when out of
+ * memory. Release it with symgrad_workspace_release(ws, bytes). */
+static char *symgrad_workspace(size_t bytes)
+{
+    char *ws;
+    if (!symgrad_keeps(bytes)) {
+        ws = (char *)malloc(bytes > 0 ? bytes : 1);
+    } else {
+        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
+        if (block == NULL) {
+            block = (symgrad_block *)calloc(1, sizeof *block);
+            if (block == NULL)
+                return NULL;
+            if (pthread_setspecific(symgrad_workspace_key, block) != 0) {
+                free(block);
+                return NULL;
+            }
+        }
+        if (block->size < bytes || block->data == NULL) {
+            free(block->data);
+            block->data = (char *)malloc(bytes > 0 ? bytes : 1);
+            block->size = block->data != NULL ? bytes : 0;
+        }
+        ws = block->data;
+    }
+#ifdef SYMGRAD_POISON_WORKSPACE
+    /* Testing: fill the workspace with NaNs, so code reading what it never wrote shows up. */
+    if (ws != NULL)
+        memset(ws, 0xff, bytes);
+#endif
+    return ws;
+}
+
+static void symgrad_workspace_release(char *ws, size_t bytes)
+{
+    if (!symgrad_keeps(bytes))
+        free(ws);
+}
+
 /* symgrad_rowmax_loss: the value of rowmax_loss(A: f64[3,2], b: f64[2]) */
 int symgrad_rowmax_loss(const double *restrict A,
                         const double *restrict b,
                         double *restrict out)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(128);
+    const size_t ws_bytes = (size_t)64;
+    char *ws = symgrad_workspace(ws_bytes);
     if (ws == NULL) return SYMGRAD_ENOMEM;
     double *restrict c = (double *)(ws + 0);
-    double *restrict f = (double *)(ws + 64);
 
     /* golden_functions.py:18: scores = A @ b */
     {
@@ -45,22 +134,15 @@ int symgrad_rowmax_loss(const double *restrict A,
     }
 
     /* golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    double g = 0.0;
     for (int64_t i = 0; i < 3; ++i) {
         const double e = ((c[i] >= 0.0 || isnan(c[i])) ? c[i] : 0.0);
-        f[i] = pow(e, 2);
-    }
-
-    double g;
-    {
-        const int64_t i0 = 0;
-        g = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 3; ++i0) {
-        g += f[i0];
+        const double f = pow(e, 2);
+        g += f;
     }
 
     *out = g;
-    free(ws);
+    symgrad_workspace_release(ws, ws_bytes);
     return status;
 }
 
@@ -73,14 +155,14 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
                                        double *restrict grad_b)
 {
     int status = SYMGRAD_OK;
-    char *ws = (char *)malloc(384);
+    const size_t ws_bytes = (size_t)320;
+    char *ws = symgrad_workspace(ws_bytes);
     if (ws == NULL) return SYMGRAD_ENOMEM;
     double *restrict c = (double *)(ws + 0);
     double *restrict e = (double *)(ws + 64);
-    double *restrict f = (double *)(ws + 128);
-    double *restrict b_f = (double *)(ws + 192);
-    double *restrict b_d = (double *)(ws + 256);
-    double *restrict b_a = (double *)(ws + 320);
+    double *restrict b_f = (double *)(ws + 128);
+    double *restrict b_d = (double *)(ws + 192);
+    double *restrict b_a = (double *)(ws + 256);
 
     /* golden_functions.py:18: scores = A @ b */
     {
@@ -98,18 +180,11 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
     }
 
     /* golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    double g = 0.0;
     for (int64_t i = 0; i < 3; ++i) {
         e[i] = ((c[i] >= 0.0 || isnan(c[i])) ? c[i] : 0.0);
-        f[i] = pow(e[i], 2);
-    }
-
-    double g;
-    {
-        const int64_t i0 = 0;
-        g = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 3; ++i0) {
-        g += f[i0];
+        const double f = pow(e[i], 2);
+        g += f;
     }
 
     /* grad of: g = reduce_sum f   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
@@ -164,6 +239,6 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
     }
 
     *value = g;
-    free(ws);
+    symgrad_workspace_release(ws, ws_bytes);
     return status;
 }
