@@ -179,6 +179,19 @@ def c_expr(d):
     return f"({ccode(d)})" if not sp.sympify(d).is_Symbol else ccode(d)
 
 
+def evaluator(dims_, symbols):
+    """``f(values) -> [int per dimension]``: the dimensions ``dims_`` (ints or expressions of
+    ``symbols``) evaluated at ``values``, one per symbol in order. Built once (sympy's
+    ``lambdify``), so a call costs microseconds where ``substitute`` costs a sympy ``subs``."""
+    dims_ = list(dims_)
+    if all(isinstance(d, int) for d in dims_):
+        return lambda values: dims_
+    f = sp.lambdify(list(symbols), [sp.sympify(d) for d in dims_],
+                    modules=[{"CeilDiv": lambda a, b: -(-a // b),
+                              "AtLeastZero": lambda a: max(a, 0)}, "math"])
+    return lambda values: [int(v) for v in f(*values)]
+
+
 def bind(declared, actual, names=None):
     """The values of the run-time sizes, read off ``actual`` shapes against ``declared`` ones.
 

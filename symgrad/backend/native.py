@@ -112,6 +112,8 @@ class NativeExecutable:
         self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
                                   for a, d in enumerate(v.shape) if d == sym)
                              for sym in self.size_symbols]
+        self._index_sizes = dims.evaluator([size for _, _, size, _ in self.index_checks],
+                                           self.size_symbols)
         # Resolved once: the per-call path only allocates and calls.
         self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
         self.value = self._plan(self._value, graph.outputs)
@@ -156,6 +158,18 @@ class NativeExecutable:
         out_plan = list(zip(shapes, dtypes, ctypes))
         check = self._check if self.index_checks or self.size_symbols else None
         dynamic = not all(dims.static_shape(shape) for shape in shapes)
+        if dynamic:
+            rank = [len(shape) for shape in shapes]
+            flat = dims.evaluator([d for shape in shapes for d in shape], self.size_symbols)
+            sources = self.size_sources
+
+            def bind(arrays):
+                values = flat([arrays[p].shape[a] for p, a in sources])
+                out, k = [], 0
+                for n in rank:
+                    out.append(tuple(values[k:k + n]))
+                    k += n
+                return out
         empty = np.empty
         pool, new_cell = [], self._cell
 
@@ -175,7 +189,7 @@ class NativeExecutable:
                     entry = new_cell()
                 bufs.append(entry[0])
             outs = []
-            for shape, dtype, t in (zip(self._bind(shapes, arrays), dtypes, ctypes) if dynamic
+            for shape, dtype, t in (zip(bind(arrays), dtypes, ctypes) if dynamic
                                     else out_plan):
                 out = empty(shape, dtype)
                 outs.append(out)
@@ -199,17 +213,10 @@ class NativeExecutable:
     def _check(self, arrays):
         """The run-time sizes to pass first, after range-checking the index arguments."""
         sizes = [arrays[p].shape[a] for p, a in self.size_sources]
-        binding = dict(zip(self.size_symbols, sizes)) if sizes else None
-        for pos, axis, size, what in self.index_checks:
-            _check_range(arrays[pos], axis,
-                         size if binding is None else dims.substitute(size, binding), what)
+        if self.index_checks:
+            for (pos, axis, _, what), size in zip(self.index_checks, self._index_sizes(sizes)):
+                _check_range(arrays[pos], axis, size, what)
         return sizes
-
-    def _bind(self, shapes, arrays):
-        """``shapes`` with the run-time sizes read off ``arrays``."""
-        binding = {sym: arrays[p].shape[a]
-                   for sym, (p, a) in zip(self.size_symbols, self.size_sources)}
-        return [tuple(dims.substitute(d, binding) for d in shape) for shape in shapes]
 
     def _status(self, status, arrays):
         if status == STATUS["SYMGRAD_OK"]:
