@@ -276,14 +276,35 @@ class FunctionRenderer:
             if (n.prim == "const" and n.out.ndim == 0) or n.out in self.views:
                 continue
             fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
-            if (fusible and groups and REGISTRY[groups[-1][-1].prim].elementwise
-                    and groups[-1][-1].out.shape == n.out.shape):
+            if fusible and groups and self._joins(n, groups[-1]):
                 groups[-1].append(n)
             elif self._folds_into(n, groups[-1] if groups else None):
                 groups[-1].append(n)
             else:
                 groups.append([n])
         return groups
+
+    def _joins(self, node, group):
+        """Whether elementwise ``node`` can run inside ``group``'s loop: the group is a fused
+        loop over the node's shape, and the node reads none of the group's reductions, not even
+        through a broadcast or padding view (they are complete only after the loop). So a
+        gradient's elementwise statements join the forward loop across the loss's sum, and its
+        values never leave registers."""
+        first = group[0]
+        if not (REGISTRY[first.prim].elementwise and first.out.ndim > 0
+                and first.out.shape == node.out.shape):
+            return False
+        reduced = {n.out for n in group if not REGISTRY[n.prim].elementwise}
+        if not reduced:
+            return True
+        pending = list(node.inputs)
+        while pending:
+            v = pending.pop()
+            if v in reduced:
+                return False
+            if v in self.views:
+                pending.extend(self.producers[v].inputs)
+        return True
 
     @staticmethod
     def _folds_into(node, group):
