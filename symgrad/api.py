@@ -230,9 +230,10 @@ class CompiledFunction:
     # -- the API -------------------------------------------------------------------------------
 
     def __call__(self, *args):
-        try:
-            call = self._fast_values[self._fast_key(args)]
-        except (KeyError, TypeError):           # not seen yet, or an unhashable static value
+        # .get, not try/except KeyError: an error on the full path must not be reported as
+        # raised "while handling" a KeyError.
+        call = self._fast_values.get(self._fast_key(args))
+        if call is None:                        # not seen yet, or an unhashable static value
             return self._call(args)
         return call(args)
 
@@ -242,9 +243,8 @@ class CompiledFunction:
 
     def value_and_grad(self, *args):
         """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
-        try:
-            call = self._fast_grads[self._fast_key(args)]
-        except (KeyError, TypeError):
+        call = self._fast_grads.get(self._fast_key(args))
+        if call is None:
             return self._grads(args)
         return call(args)
 
@@ -309,9 +309,8 @@ class CompiledFunction:
                 for i, how in plan:
                     arrays.append(args[i] if how is None else np.array(args[i], dtype=how))
                 return finish(run(arrays))
-        try:
-            key = self._fast_key(args)
-        except TypeError:
+        key = self._fast_key(args)
+        if key is None:
             return
         if len(table) >= self._FAST_LIMIT:
             table.clear()
@@ -485,11 +484,14 @@ def _fast_key(args):
 
 def _fast_key_static(static, args):
     """``_fast_key`` when the positions in ``static`` are static arguments, which count by type
-    and value (raises TypeError for an unhashable one)."""
+    and value; None (never remembered) when one of them is unhashable."""
     key = tuple([(type(a), a) if i in static else
                  (a.dtype, a.shape) if type(a) is np.ndarray else type(a)
                  for i, a in enumerate(args)])
-    hash(key)
+    try:
+        hash(key)
+    except TypeError:
+        return None
     return key
 
 

@@ -351,3 +351,14 @@ def test_compiling_a_compiled_function_keeps_its_own_argnums():
     assert outer.grad(3.0, 2.0) == 9.0          # d/dy (x^2 y) = x^2
     assert inner.grad(3.0, 2.0) == 12.0         # d/dx = 2xy
     assert outer.__name__ == inner.__name__
+
+
+def test_errors_on_the_full_path_are_not_chained_to_the_fast_lookup():
+    """A user's error must not read 'During handling of the above exception (KeyError) ...'."""
+    f = symgrad.compile(lambda x: snp.sum(x * snp.no_such_function(x)))
+    with pytest.raises(AttributeError) as info:
+        f.value_and_grad(np.ones(3))
+    assert not isinstance(info.value.__context__, KeyError)
+    with pytest.raises(AttributeError) as info:
+        f(np.ones(3))
+    assert not isinstance(info.value.__context__, KeyError)
