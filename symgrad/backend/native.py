@@ -86,6 +86,8 @@ class NativeExecutable:
     def __init__(self, spec, cache_dir=None, cflags=None):
         self.spec = spec
         self.module = render_specialization(spec)
+        if cflags is None and _straight_line(spec):
+            cflags = compiler.STRAIGHT_LINE_CFLAGS
         cc = compiler.find_compiler()
         identity = compiler.compiler_identity(cc)
         flags = compiler.flags(cflags)
@@ -231,6 +233,12 @@ class NativeExecutable:
 
 
 _OK = STATUS["SYMGRAD_OK"]
+
+
+def _straight_line(spec):
+    """Whether every value the specialization's functions compute is a scalar (no loops)."""
+    graphs = [spec.graph] + ([spec.value_and_grad_graph()] if spec.differentiable else [])
+    return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
 
 
 def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
