@@ -65,7 +65,7 @@ class Skip(Exception):
 # ---------------------------------------------------------------------------------------------
 # peers: each returns call() -> (value, (d_damping, d_length)) as Python floats
 
-def peer_symgrad(T, tmp):
+def peer_symgrad(T, tmp, checkpoint=None, name="symgrad"):
     import symgrad
     import symgrad.numpy as snp
     dt = HORIZON / T
@@ -75,13 +75,45 @@ def peer_symgrad(T, tmp):
             theta, omega = state
             return (theta + dt * omega,
                     omega + dt * (-G / length * snp.sin(theta) - damping * omega))
-        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(THETA0), snp.asarray(OMEGA0)))
+        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(THETA0), snp.asarray(OMEGA0)),
+                                         checkpoint=checkpoint)
         return theta ** 2 + omega ** 2
 
-    f = symgrad.compile(loss, argnums=(0, 1), backend="c", cache_dir=str(tmp / "symgrad"))
+    f = symgrad.compile(loss, argnums=(0, 1), backend="c", cache_dir=str(tmp / name))
 
     def call():
         return f.value_and_grad(*P)
+
+    def conv(r):
+        v, (a, b) = r
+        return float(v), (float(a), float(b))
+    return call, conv
+
+
+def peer_symgrad_sqrt(T, tmp):
+    """symgrad with checkpoint="sqrt": every ceil(sqrt(T))-th carry stored, the rest recomputed."""
+    return peer_symgrad(T, tmp, checkpoint="sqrt", name="symgrad_sqrt")
+
+
+def peer_symgrad_T_arg(T, tmp):
+    """symgrad with the trip count (and dt) as arguments: one build serves every T."""
+    import symgrad
+    import symgrad.numpy as snp
+
+    def loss(damping, length, dt, steps):
+        def step(i, state):
+            theta, omega = state
+            return (theta + dt * omega,
+                    omega + dt * (-G / length * snp.sin(theta) - damping * omega))
+        theta, omega = symgrad.fori_loop(0, steps, step,
+                                         (snp.asarray(THETA0), snp.asarray(OMEGA0)))
+        return theta ** 2 + omega ** 2
+
+    f = symgrad.compile(loss, argnums=(0, 1), backend="c", cache_dir=str(tmp / "symgrad_T_arg"))
+    dt = HORIZON / T
+
+    def call():
+        return f.value_and_grad(*P, dt, T)
 
     def conv(r):
         v, (a, b) = r
@@ -213,7 +245,8 @@ def peer_casadi_map_c(T, tmp):
     return call, _casadi_conv
 
 
-PEERS = {"symgrad": peer_symgrad, "jax": peer_jax, "torch": peer_torch,
+PEERS = {"symgrad": peer_symgrad, "symgrad_sqrt": peer_symgrad_sqrt,
+         "symgrad_T_arg": peer_symgrad_T_arg, "jax": peer_jax, "torch": peer_torch,
          "casadi_sx": peer_casadi_sx, "casadi_map": peer_casadi_map,
          "casadi_map_c": peer_casadi_map_c}
 
