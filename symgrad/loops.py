@@ -429,7 +429,9 @@ def _describe(structure):
         return "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(structure[1],
                                                                        structure[2])) + "}"
     inner = ", ".join(_describe(c) for c in structure[1])
-    return f"[{inner}]" if structure[0] is list else f"({inner}{',' if len(structure[1]) == 1 else ''})"
+    if structure[0] is list:
+        return f"[{inner}]"
+    return f"({inner}{',' if len(structure[1]) == 1 else ''})"
 
 
 def _trip_count(n, what):

@@ -35,9 +35,9 @@ C_KEYWORDS = set("""auto break case char const continue default do double else e
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
 int64_t int32_t size_t""".split())
-KERNEL_LOCALS = {"status", "ws", "ws_bytes", "done", "data", "acc", "best", "arg", "base", "pa", "pb", "pc",
-                 "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {f"i{d}" for d in range(16)} | {
-                     f"j{d}" for d in range(16)}
+KERNEL_LOCALS = {"status", "ws", "ws_bytes", "done", "data", "acc", "best", "arg", "base", "pa",
+                 "pb", "pc", "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {
+                     f"i{d}" for d in range(16)} | {f"j{d}" for d in range(16)}
 # libm and libc names a generated symbol must not take (it would clash at link time).
 LIBC_NAMES = set("""errno math_errhandling assert exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
 atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
@@ -150,8 +150,8 @@ class KernelContext:
         ``inputs``: one C expression per graph input (a pointer for an array, a value for a
         scalar); ``outputs``: one pointer per graph output, written by the statements. Returns
         ``(workspace bytes, lines)``; the lines expect a ``char *ws`` of that many bytes in
-        scope (for instance ``char *ws = k.scratch(bytes)``). Names get a prefix derived from this kernel's result, so they
-        cannot collide with the enclosing function's.
+        scope (for instance ``char *ws = k.scratch(bytes)``). Names get a prefix derived from
+        this kernel's result, so they cannot collide with the enclosing function's.
         """
         fn = FunctionRenderer(graph, "", [f"o{k}" for k in range(len(graph.outputs))],
                               prefix=f"symgrad_{self.out.name}_").render()
