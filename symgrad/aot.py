@@ -108,8 +108,10 @@ def _entry(export_, functions, taken):
     spec = export_.specialization()
     graph = spec.graph
     sizes = [s.name for s in dims.free_symbols([v.shape for v in graph.inputs])]
+    trip_counts = {dims.value_source(s) for s in dims.graph_symbols(graph)} - {None}
     args = [{"name": v.name, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
-             "shape": [_dim_text(d) for d in v.shape], "type": str(v.type)}
+             "shape": [_dim_text(d) for d in v.shape], "type": str(v.type),
+             "trip_count": v.name in trip_counts}
             for v in graph.inputs]
     size_sources = {}
     for k, v in enumerate(graph.inputs):

@@ -248,3 +248,60 @@ def test_hessian_and_jacobian_export(tmp_path):
     J = np.diag(np.cos(z) * z[0])
     J[:, 0] += np.sin(z)
     np.testing.assert_allclose(loader.jac(z), J, rtol=1e-14)
+
+
+_LOOP_SPEC = textwrap.dedent("""
+    import symgrad
+    import symgrad.numpy as snp
+
+    def pendulum(damping, length, steps):
+        def step(i, state):
+            theta, omega = state
+            return (theta + 0.01 * omega,
+                    omega + 0.01 * (-9.81 / length * snp.sin(theta) - damping * omega))
+        theta, omega = symgrad.fori_loop(0, steps, step, (snp.asarray(1.0), snp.asarray(0.0)))
+        return theta ** 2 + 0.5 * omega ** 2
+
+    def rnn(W, xs, h0):
+        def cell(h, x):
+            h = snp.tanh(W @ h + x)
+            return h, snp.sum(h * h)
+        hT, ys = symgrad.scan(cell, h0, xs, checkpoint=None)
+        return snp.sum(hT) + snp.sum(ys)
+
+    symgrad.export(pendulum, "f64[]", "f64[]", "i64[]", argnums=(0, 1))
+    symgrad.export(rnn, "f64[3,3]", "f64[T,3]", "f64[3]", argnums=(0, 1, 2))
+""")
+
+
+def test_one_loop_library_serves_every_horizon(tmp_path):
+    """A trip count given as an argument, and one given by a run-time size: the library built
+    once gives the JIT's numbers for every T, 0 included."""
+    spec = tmp_path / "loops_spec.py"
+    spec.write_text(_LOOP_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    import importlib.util
+    module_spec = importlib.util.spec_from_file_location("aot_loops", tmp_path / "out" /
+                                                         "loops_spec.py")
+    loader = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(loader)
+    namespace = {}
+    exec(compile(_LOOP_SPEC, "loops_spec.py", "exec"), namespace)
+    jit_pendulum = symgrad.compile(namespace["pendulum"], argnums=(0, 1))
+    for steps in (0, 1, 10, 1000):
+        value, grads = loader.pendulum_value_and_grad(0.3, 1.5, steps)
+        ref_value, ref_grads = jit_pendulum.value_and_grad(0.3, 1.5, steps)
+        assert value == pytest.approx(ref_value, rel=1e-14)
+        np.testing.assert_allclose(grads, ref_grads, rtol=1e-13)
+    jit_rnn = symgrad.compile(namespace["rnn"], argnums=(0, 1, 2))
+    rng = np.random.default_rng(0)
+    W, h0 = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=3)
+    for T in (0, 4, 50):
+        xs = rng.normal(size=(T, 3))
+        value, grads = loader.rnn_value_and_grad(W, xs, h0)
+        ref_value, ref_grads = jit_rnn.value_and_grad(W, xs, h0)
+        assert value == pytest.approx(ref_value, rel=1e-14)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-15)
+    header = (tmp_path / "out" / "loops_spec.h").read_text()
+    assert "steps: int64_t[1] (a loop's trip count, read at run time)" in header
