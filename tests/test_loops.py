@@ -460,3 +460,24 @@ def test_reverse_scan(backend, checkpoint):
     np.testing.assert_allclose(_backward_recursion(0.8, xs, checkpoint),     # plain NumPy
                                _backward_reference(0.8, xs), rtol=1e-13)
     assert symgrad.check_grad(f, 0.8, xs, argnums=(0, 1)).ok
+
+
+def test_trip_count_argument_inside_a_loop_body(backend):
+    """The inner loop's count is an argument the outer body closes over."""
+    def f(x, n):
+        def outer(i, c):
+            return symgrad.fori_loop(0, n, lambda j, d: d * x + 0.1 * i, c)
+        return snp.sum(symgrad.fori_loop(0, 3, outer, snp.ones(2)))
+
+    def reference(x, n):
+        c = np.ones(2)
+        for i in range(3):
+            for _ in range(n):
+                c = c * x + 0.1 * i
+        return np.sum(c)
+    g = symgrad.compile(f, backend=backend)
+    for n in (0, 1, 4):
+        value, grad = g.value_and_grad(0.7, n)
+        np.testing.assert_allclose(value, reference(0.7, n), rtol=1e-14)
+        np.testing.assert_allclose(grad, numerical.grad(lambda x: reference(x, n), 0.7),
+                                   rtol=1e-7, atol=1e-12)
