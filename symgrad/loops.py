@@ -227,16 +227,19 @@ def _scan_c(k):
 def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     xs, consts = rest[:n_xs], rest[n_xs:]
     P, Q = _widths(body)
-    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q)
-    K = dims.normalize(sum(consts[j].type.size for j in float_k))
     T = length
     read0, last = (1, 0) if reverse else (0, T)
+    # The adjoint of the carry rows the steps read: usually zero (only the final carry is
+    # used, so g is a padding of the last row), and then the adjoint body does not take it.
+    g_tape = None if _zero_block(g, read0, T, 0, P) else _block(g, read0, T, 0, P)
+    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q, with_gc=g_tape is not None)
+    K = dims.normalize(sum(consts[j].type.size for j in float_k))
     tape = _block(out, read0, T, 0, P)
-    g_tape = _block(g, read0, T, 0, P)
     a0 = _row(g, last, 0, P)
     if K:
         a0 = bind("concatenate", a0, ops.broadcast_to(ops.scalar_like(0, g), (K,)), axis=0)
-    scanned = [tape, *xs] + ([_block(g, 0, T, P, Q)] if Q else []) + [g_tape]
+    scanned = [tape, *xs] + ([_block(g, 0, T, P, Q)] if Q else []) + (
+        [g_tape] if g_tape is not None else [])
     o2 = bind("scan", a0, *scanned, *consts, body=Body(adj), length=T, n_xs=len(scanned),
               reverse=not reverse)
     a_final = _row(o2, T if reverse else 0, 0, P + K)
@@ -254,10 +257,11 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     return tuple(result)
 
 
-def _adjoint_body(graph, n_xs, P, Q):
-    """The adjoint scan's body ``(i, a[P+K], c, x..., gy?, gc, consts...) -> (a', dx?)``: the
+def _adjoint_body(graph, n_xs, P, Q, with_gc=True):
+    """The adjoint scan's body ``(i, a[P+K], c, x..., gy?, gc?, consts...) -> (a', dx?)``: the
     body's vjp at the taped carry ``c`` with cotangents (carry adjoint, ``gy``), plus ``gc``
-    (the tape row's own adjoint); ``a`` carries the closed-over values' adjoints, summed."""
+    (the tape row's own adjoint, left out when it is known to be zero); ``a`` carries the
+    closed-over values' adjoints, summed."""
     i, c, xs, consts = graph.inputs[0], graph.inputs[1], graph.inputs[2:2 + n_xs], \
         graph.inputs[2 + n_xs:]
     float_x = [j for j, x in enumerate(xs) if x.type.is_float]
@@ -282,22 +286,41 @@ def _adjoint_body(graph, n_xs, P, Q):
     a = Var(TensorType((P + K,), dtype), name="a")
     x2 = [Var(x.type, name=x.name) for x in xs]
     gy = [Var(TensorType((Q,), dtype), name="gy")] if Q else []
-    gc = Var(c.type, name="gc")
+    gc = [Var(c.type, name="gc")] if with_gc else []
     k2 = [Var(k.type, name=k.name) for k in consts]
     b2 = Builder()
     b2.loc = here
     with building(b2):
         a_c = bind("slice", a, start=(0,), step=(1,), shape=(P,)) if K else a
         grads = inline(vg, [i2, c2, *x2, *k2, a_c, *gy])[1:]
-        parts = [ops.add(grads[0], gc)]
+        parts = [ops.add(grads[0], gc[0]) if gc else grads[0]]
         if K:
             a_k = bind("slice", a, start=(P,), step=(1,), shape=(K,))
             parts.append(ops.add(a_k, _pack(grads[1 + len(float_x):])))
         outputs = [_pack(parts)]
         if float_x:
             outputs.append(_pack(grads[1:1 + len(float_x)]))
-    adj = Graph([i2, a, c2, *x2, *gy, gc, *k2], b2.nodes, outputs, name="adjoint_body")
+    adj = Graph([i2, a, c2, *x2, *gy, *gc, *k2], b2.nodes, outputs, name="adjoint_body")
     return optimize(adj), float_x, float_k
+
+
+def _zero_block(x, row, rows, col, cols):
+    """Whether ``x[row:row+rows, col:col+cols]`` is known to be zero while building: ``x`` is a
+    zero padding (``pad_slice``) whose data lies outside that block, or a zero constant."""
+    builder = current_builder()
+    node = next((n for n in reversed(builder.nodes) if n.out is x), None) if builder else None
+    if node is None:
+        return False
+    if node.prim == "const":
+        return not np.any(node.attrs["value"].value)
+    if node.prim != "pad_slice" or any(st != 1 for st in node.attrs["step"]):
+        return False
+    (r0, c0), (nr, nc) = node.attrs["start"], node.inputs[0].shape
+
+    def before(end, begin):             # end <= begin, for dims that may be run-time sizes
+        return bool(sp.sympify(begin - end).is_nonnegative)
+    return (before(r0 + nr, row) or before(row + rows, r0)
+            or before(c0 + nc, col) or before(col + cols, c0))
 
 
 def _scan_jvp(t, out, c0, *rest, body, length, n_xs, reverse):

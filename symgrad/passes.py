@@ -78,7 +78,8 @@ def _const_value(producers, v):
 
 
 def simplify(graph):
-    """Algebraic identities that hold for every float: x+0, x-0, x*1, x/1, --x, no-op reshapes."""
+    """Algebraic identities that hold for every float: x+0, x-0, x*1, x/1, --x, no-op reshapes,
+    and a slice that takes back what a padding put in."""
     producers = graph.producers()
     subst = {}
 
@@ -109,6 +110,15 @@ def simplify(graph):
                 replacement = ins[0]
         elif n.prim == "transpose" and n.attrs["perm"] == tuple(range(out.ndim)):
             replacement = ins[0]
+        elif n.prim == "slice":
+            # The slice of a zero padding that takes exactly the padded data (a loop's final
+            # carry, read back in its adjoint) is that data.
+            inner = producers.get(ins[0])
+            if (inner is not None and inner.prim == "pad_slice"
+                    and inner.attrs["start"] == n.attrs["start"]
+                    and all(st == 1 for st in inner.attrs["step"] + n.attrs["step"])
+                    and same_type(inner.inputs[0], out)):
+                replacement = subst.get(inner.inputs[0], inner.inputs[0])
         if replacement is not None and replacement is not out:
             subst[out] = replacement
     return _rebuild(graph, graph.nodes, subst)

@@ -267,7 +267,7 @@ def test_checkpointed_scan_outputs_and_a_remainder(backend):
 
 
 def test_checkpointing_shrinks_the_tape():
-    """The value-and-gradient workspace at T = 10,000: about 8 doubles per step with the full
+    """The value-and-gradient workspace at T = 10,000: about 6 doubles per step with the full
     tape (docs/loops.md); with checkpoint="sqrt", two segments of 100 steps' worth."""
     T = 10_000
     plain = symgrad.compile(pendulum(T), argnums=(0, 1))
