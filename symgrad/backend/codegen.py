@@ -603,7 +603,7 @@ class FunctionRenderer:
 def _contiguous_slice(node):
     """Whether a ``slice`` selects one contiguous run of its input (row-major): unit steps, and
     after the first axis it cuts, only axes it keeps whole (before it, axes of extent 1)."""
-    start, step, shape = node.attrs["start"], node.attrs["step"], node.attrs["shape"]
+    step, shape = node.attrs["step"], node.attrs["shape"]
     full = node.inputs[0].shape
     if any(st != 1 for st in step):
         return False
