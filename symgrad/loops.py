@@ -108,6 +108,53 @@ def _unpack(vec, types):
     return out
 
 
+# --- carries of several dtypes: int and bool leaves ride in the float vector, bit for bit ------
+
+_INT_OF = {"float64": "int64", "float32": "int32"}
+
+
+def _carry_dtype(types, what):
+    """The float dtype of a carry vector holding leaves of ``types``: the floats' dtype (one of
+    them); ints and bools travel as that float's bits, so int64 leaves need float64."""
+    floats = {t.dtype for t in types if t.is_float}
+    if len(floats) > 1:
+        raise TypeError(f"{what}: the float carries must share one dtype; got "
+                        f"{[str(t) for t in types]}")
+    dtype = floats.pop() if floats else "float64"
+    if dtype == "float32" and any(t.dtype == "int64" for t in types):
+        raise TypeError(f"{what}: an int64 carry cannot travel beside float32 state (its bits "
+                        f"do not fit a float32); make it int32 (x.astype('int32')) or the state "
+                        f"float64")
+    return dtype
+
+
+def _to_carry(v, dtype):
+    """A carry leaf as ``dtype`` values: floats as they are, ints and bools by their bits."""
+    if v.type.is_float:
+        return v
+    width = _INT_OF[dtype]
+    if v.dtype != width:
+        v = ops.convert(v, width)          # bool or int32 -> the width of the float: exact
+    return bind("bitcast", v, dtype=dtype)
+
+
+def _from_carry(v, t):
+    """The leaf of type ``t`` back from its ``_to_carry`` form ``v``."""
+    if t.is_float:
+        return v
+    v = bind("bitcast", v, dtype=_INT_OF[v.dtype])
+    return v if v.dtype == t.dtype else ops.convert(v, t.dtype)
+
+
+def _pack_carry(vars_, dtype):
+    return _pack([_to_carry(v, dtype) for v in vars_])
+
+
+def _unpack_carry(vec, types, dtype):
+    as_floats = [TensorType(t.shape, dtype) for t in types]
+    return [_from_carry(v, t) for v, t in zip(_unpack(vec, as_floats), types)]
+
+
 def _block(x, row, rows, col, cols):
     """``x[row:row+rows, col:col+cols]`` of a 2-d value."""
     if (row, col) == (0, 0) and (rows, cols) == x.shape:
@@ -556,10 +603,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     init = [snp.asarray(c).var for c in carries]
     if not init:
         raise ValueError(f"{what}: the carry must hold at least one array")
-    dtype = init[0].dtype
-    if any(v.dtype != dtype for v in init) or not init[0].type.is_float:
-        raise TypeError(f"{what}: the carries must share one float dtype; got "
-                        f"{[str(v.type) for v in init]}")
+    dtype = _carry_dtype([v.type for v in init], what)
     xs_vars = [snp.asarray(x).var for x in xs_l]
     carry_types = [v.type for v in init]
     P = sum(_sizes(carry_types))
@@ -570,7 +614,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
             for j, x in enumerate(xs_vars)]
     builder = Builder()
     with building(builder):
-        parts = [Tracer(v) for v in _unpack(c, carry_types)]
+        parts = [Tracer(v) for v in _unpack_carry(c, carry_types, dtype)]
         result = f(Tracer(i), _restore(parts, carry_kind),
                    _restore([Tracer(v) for v in x_in], xs_kind))
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
@@ -592,7 +636,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
                                  f"body as {t} and leaves as "
                                  f"{v.type}; a loop keeps its carry's types")
             new_vars.append(v)
-        outputs = [_pack(new_vars)]
+        outputs = [_pack_carry(new_vars, dtype)]
         y_l, y_kind = _as_list(y)
         y_vars = []
         for v in y_l:
@@ -608,9 +652,9 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     free = body.closed_over
     body = optimize(body)
     Q = sum(v.type.size for v in y_vars)
-    carry, ys_all = _loop(body, _pack(init), xs_vars, free, length, P, Q,
+    carry, ys_all = _loop(body, _pack_carry(init, dtype), xs_vars, free, length, P, Q,
                           _segment_length(checkpoint, length, what), reverse)
-    final = [Tracer(v) for v in _unpack(carry, carry_types)]
+    final = [Tracer(v) for v in _unpack_carry(carry, carry_types, dtype)]
     ys = None
     if y_vars:
         ys, offset = [], 0

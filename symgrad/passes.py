@@ -61,7 +61,10 @@ def fold_constants(graph):
         if n.prim == "const":
             consts[n.out] = n.attrs["value"].value
         elif (n.inputs and all(v in consts for v in n.inputs) and static_shape(n.out.shape)
-              and n.out.type.size <= FOLD_LIMIT):
+              and n.out.type.size <= FOLD_LIMIT
+              # An int's bits read as a float may be a NaN with a payload, which no C float
+              # literal spells: the bitcast stays, of an int constant, and runs in C.
+              and not (n.prim == "bitcast" and n.out.type.is_float)):
             value = np.asarray(REGISTRY[n.prim].impl(*[consts[v] for v in n.inputs], **n.attrs),
                                dtype=n.out.dtype)
             consts[n.out] = value

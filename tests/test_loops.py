@@ -481,3 +481,44 @@ def test_trip_count_argument_inside_a_loop_body(backend):
         np.testing.assert_allclose(value, reference(0.7, n), rtol=1e-14)
         np.testing.assert_allclose(grad, numerical.grad(lambda x: reference(x, n), 0.7),
                                    rtol=1e-7, atol=1e-12)
+
+
+# --- carries of mixed dtypes: ints and bools ride in the float vector as its bits ----------------
+
+def _counted(x, checkpoint=None):
+    """Float state beside an int counter that goes negative (its bits are a NaN pattern), a
+    huge int (2**62: no float holds it exactly) and a bool flag."""
+    def body(i, c):
+        s, k, big, flag = c
+        return s * x + k * 0.001, k - 7, big + 1, k > -20
+    s, k, big, flag = symgrad.fori_loop(0, 6, body, (snp.ones(2), -1, 2 ** 62, False),
+                                        checkpoint=checkpoint)
+    return snp.sum(s) + (k + (big - 2 ** 62)) * 0.5 + flag * 1.0
+
+
+@pytest.mark.parametrize("checkpoint", [None, 4])
+def test_int_and_bool_carries_beside_float_state(backend, checkpoint):
+    f = symgrad.compile(lambda x: _counted(x, checkpoint), backend=backend)
+    np.testing.assert_allclose(f(0.7), _counted(0.7), rtol=1e-14)     # plain Python loop
+    assert symgrad.check_grad(f, 0.7).ok                               # complex step included
+    _, tangent = f.jvp((0.7,), (1.0,))
+    np.testing.assert_allclose(tangent, f.grad(0.7), rtol=1e-12)
+
+    def final(x):
+        return symgrad.fori_loop(0, 6, lambda i, c: (c[0] * x, c[1] - 7), (snp.ones(2), -1))
+    state, k = symgrad.compile(final, argnums=(), backend=backend)(0.7)
+    assert k == -43            # (a scalar result comes back as a Python float: API.md §2)
+    np.testing.assert_allclose(state, 0.7 ** 6, rtol=1e-14)
+
+
+def test_int_carry_errors():
+    def f32_state(x):
+        return snp.sum(symgrad.fori_loop(0, 3, lambda i, c: (c[0] * x, c[1] + 1),
+                                         (snp.ones(2).astype("float32"), 0))[0])
+    with pytest.raises(TypeError, match="int64 carry cannot travel beside float32"):
+        symgrad.compile(f32_state)(np.float32(0.5))
+
+    def int_becomes_float(x):
+        return symgrad.fori_loop(0, 3, lambda i, c: (c[0] * x, c[1] * 0.5), (x, 3))[0]
+    with pytest.raises(symgrad.ShapeError, match=r"the carry\[1\] enters the body as i64\[\]"):
+        symgrad.compile(int_becomes_float)(0.5)

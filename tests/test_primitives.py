@@ -272,6 +272,10 @@ TABLE = [
     # Structured loops (symgrad.loops): one scan statement, its adjoint another scan.
     Row("scan", lambda c, w, xs: symgrad.scan(
         lambda h, x: (snp.tanh(h * w + x), h * x), c, xs)[1], [(U(3), U(3), U(4, 3))]),
+    # An int carry beside the float state travels as the float's bits (bitcast).
+    Row("loop_int_carry", lambda w, x: symgrad.fori_loop(
+        0, 4, lambda i, c: (c[0] * w + x * c[1].astype(x.dtype), c[1] * 2 - 1),
+        (x, snp.asarray(-3).astype("int32")))[0], [(U(3), U(3))]),
 
     # Compositions from the course.
     Row("softmax_loss", lambda W, X, y, reg: (

@@ -372,6 +372,42 @@ def _convert_vjp(g, out, x, *, dtype):
     return (ops.convert(g, x.dtype) if x.type.is_float else None,)
 
 
+# --- bitcast: the same bits read as another type of the same width ------------------------------
+# A loop packs an int carry (a step counter) into its float carry vector this way: exact for every
+# value, where a conversion to float would round large ints. Only copies ever touch those bits.
+
+BITCAST_PAIRS = {("int64", "float64"), ("float64", "int64"), ("int32", "float32"),
+                 ("float32", "int32")}
+
+
+def _bitcast_type(x, *, dtype):
+    if (x.dtype, dtype) not in BITCAST_PAIRS:
+        raise DTypeError(f"cannot bitcast {x.dtype} to {dtype}: only int64 <-> float64 and "
+                         f"int32 <-> float32 (same width)")
+    return TensorType(x.shape, dtype)
+
+
+def _bitcast_impl(x, *, dtype):
+    x = np.asarray(x)
+    if np.iscomplexobj(x):          # the complex step: the bits sit in the real part
+        x = x.real
+    return (x if x.flags.c_contiguous else x.copy()).view(dtype)   # 0-d stays 0-d
+
+
+_BITCAST_FROM = {"double": "int64_t", "int64_t": "double", "float": "int32_t", "int32_t": "float"}
+
+
+register(Primitive(
+    name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
+    vjp=lambda g, out, x, *, dtype: (None,),
+    jvp=lambda t, out, x, *, dtype: None,
+    c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
+                                    f"{{ .from = {operands[0]} }}).to"),
+    doc="bitcast[dtype](x): x's bits read as dtype (int64 <-> float64, int32 <-> float32); "
+        "no gradient",
+))
+
+
 register(Primitive(
     name="convert", elementwise=True, shape_rule=_convert_type, impl=_convert_impl,
     vjp=_convert_vjp,
