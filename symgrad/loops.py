@@ -638,16 +638,14 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
             new_vars.append(v)
         outputs = [_pack_carry(new_vars, dtype)]
         y_l, y_kind = _as_list(y)
-        y_vars = []
-        for v in y_l:
-            v = snp.asarray(v).var
-            if v.dtype != dtype:
-                if not v.type.is_float:
-                    raise TypeError(f"{what}: per-step outputs must be {dtype}; got {v.type}")
-                v = ops.convert(v, dtype)
-            y_vars.append(v)
+        y_vars = [snp.asarray(v).var for v in y_l]
+        if any(v.dtype == "int64" for v in y_vars) and dtype == "float32":
+            raise TypeError(f"{what}: an int64 per-step output cannot travel beside float32 "
+                            f"state; make it int32 or the state float64")
         if y_vars:
-            outputs.append(_pack(y_vars))
+            outputs.append(_pack([_to_carry(v if not v.type.is_float or v.dtype == dtype
+                                            else ops.convert(v, dtype), dtype)
+                                  for v in y_vars]))
     body = _close(Graph([i, c, *x_in], builder.nodes, outputs, name="body"))
     free = body.closed_over
     body = optimize(body)
@@ -658,10 +656,11 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     ys = None
     if y_vars:
         ys, offset = [], 0
-        for v in y_vars:
+        for v in y_vars:            # each in its own dtype again (a float one converted back)
             n = v.type.size
-            ys.append(Tracer(ops.reshape(_block(ys_all, 0, length, offset, n),
-                                         (length,) + v.shape)))
+            y = _from_carry(ops.reshape(_block(ys_all, 0, length, offset, n),
+                                        (length,) + v.shape), v.type)
+            ys.append(Tracer(y if y.dtype == v.dtype else ops.convert(y, v.dtype)))
             offset += n
         ys = _restore(ys, y_kind)
     return _restore(final, carry_kind), ys

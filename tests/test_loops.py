@@ -522,3 +522,28 @@ def test_int_carry_errors():
         return symgrad.fori_loop(0, 3, lambda i, c: (c[0] * x, c[1] * 0.5), (x, 3))[0]
     with pytest.raises(symgrad.ShapeError, match=r"the carry\[1\] enters the body as i64\[\]"):
         symgrad.compile(int_becomes_float)(0.5)
+
+
+def test_per_step_outputs_of_any_dtype(backend):
+    """ys keep their own dtypes (ints and bools by their bits, a float32 y beside float64
+    state converted back exactly), as in JAX."""
+    xs = np.random.default_rng(0).normal(size=(5, 2))
+
+    def f(x, xs):
+        def cell(c, xx):
+            s, k = c
+            s2 = snp.tanh(s * x + xx)
+            return (s2, k + 1), (s2, k * 10 - 3, s2 > 0, snp.sum(s2).astype("float32"))
+        _, (ss, ks, flags, f32s) = symgrad.scan(cell, (snp.zeros(2), -2), xs)
+        return ss, ks, flags, f32s
+    got = symgrad.compile(f, argnums=(), backend=backend)(0.7, xs)
+    want = f(0.7, xs)                        # plain NumPy loop
+    assert [g.dtype for g in got] == [np.float64, np.int64, np.bool_, np.float32]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-14 if g.dtype != np.float32 else 1e-6)
+    np.testing.assert_array_equal(got[1], [-23, -13, -3, 7, 17])
+
+    def loss(x, xs):
+        ss, ks, flags, _ = f(x, xs)
+        return snp.sum(ss * ks[:, None]) + snp.sum(flags * 1.0)
+    assert symgrad.check_grad(symgrad.compile(loss, backend=backend), 0.7, xs).ok
