@@ -639,9 +639,10 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
         outputs = [_pack_carry(new_vars, dtype)]
         y_l, y_kind = _as_list(y)
         y_vars = [snp.asarray(v).var for v in y_l]
-        if any(v.dtype == "int64" for v in y_vars) and dtype == "float32":
-            raise TypeError(f"{what}: an int64 per-step output cannot travel beside float32 "
-                            f"state; make it int32 or the state float64")
+        if dtype == "float32" and any(v.dtype in ("int64", "float64") for v in y_vars):
+            raise TypeError(f"{what}: a 64-bit per-step output cannot travel beside float32 "
+                            f"state exactly; make it 32-bit (int32, float32) or the state "
+                            f"float64")
         if y_vars:
             outputs.append(_pack([_to_carry(v if not v.type.is_float or v.dtype == dtype
                                             else ops.convert(v, dtype), dtype)

@@ -518,6 +518,12 @@ def test_int_carry_errors():
     with pytest.raises(TypeError, match="int64 carry cannot travel beside float32"):
         symgrad.compile(f32_state)(np.float32(0.5))
 
+    def f64_output_beside_f32_state(x):
+        return symgrad.scan(lambda c, _: (c * x, snp.sum(c).astype("float64")),
+                            snp.ones(2).astype("float32"), length=3)[1]
+    with pytest.raises(TypeError, match="64-bit per-step output cannot travel beside float32"):
+        symgrad.compile(f64_output_beside_f32_state, argnums=())(np.float32(0.5))
+
     def int_becomes_float(x):
         return symgrad.fori_loop(0, 3, lambda i, c: (c[0] * x, c[1] * 0.5), (x, 3))[0]
     with pytest.raises(symgrad.ShapeError, match=r"the carry\[1\] enters the body as i64\[\]"):
