@@ -23,6 +23,11 @@ the adjoints of the ``xs`` slices. Forward mode (``_scan_jvp``) is a scan over (
 tangent) whose body is the body's jvp. The interpreter runs the body graph once per step; the C
 backend renders its statements inside one ``for`` loop (``KernelContext.inline_graph``), so the
 C size does not depend on the trip count.
+
+The front end adds: carries, xs and ys as pytrees (int and bool leaves travel in the float
+vector as its bits, ``bitcast``); trip counts that are run-time sizes or an int argument's value
+(``dims.value_of``); and checkpointing (``_loop``: an outer scan over segments whose body is an
+inner scan).
 """
 from __future__ import annotations
 
