@@ -34,7 +34,7 @@ from .tracing import parameter_names
 from .types import TensorType, parse_type
 from .userfiles import import_file
 
-AOT_CFLAGS = ("-O3",)
+AOT_CFLAGS = ("-O2",)   # -O2, as for JIT builds: compiler.py says why
 _EXPORTS: list = []
 
 

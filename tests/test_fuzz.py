@@ -399,6 +399,20 @@ def test_regression_maximum_broadcast_middle_axis_gradient():
     np.testing.assert_array_equal(gy, (~wins).sum(axis=0))
 
 
+# Found by fuzzing (the long run): at -O3 -march=native (AVX or AVX2, any vectorizer cost model)
+# gcc 12.2 computed two entries of this gradient wrong (0.132 for 0.985, 3.0 for 3.97); -O2 is
+# right. The default flags are -O2 now (backend/compiler.py).
+def test_regression_clip_of_broadcast_at_O3():
+    source = ("def program(x0):\n"
+              "    v0 = snp.abs(x0 - 0.3141)\n"
+              "    v1 = snp.broadcast_to(x0, (2, 3, 3))\n"
+              "    v2 = snp.abs(v0 - 0.3141)\n"
+              "    v8 = snp.clip(v1, -0.577, 0.433)\n"
+              "    return snp.sum(v2 * _w((3, 3), 'float64')) + "
+              "snp.sum(v8 * _w((2, 3, 3), 'float64'))\n")
+    check_program(source, "float64", [("float", (3, 3), None)], 0)
+
+
 # Found by fuzzing: the 'grad of:' comment named a forward statement the optimizer had folded
 # away (KeyError in codegen._statement).
 def test_regression_grad_comment_of_a_folded_statement():
