@@ -65,19 +65,25 @@ class Skip(Exception):
 # ---------------------------------------------------------------------------------------------
 # peers: each returns call() -> (value, (d_damping, d_length)) as Python floats
 
-def peer_symgrad(T, tmp, checkpoint=None, name="symgrad"):
+def _symgrad_loss(damping, length, dt, steps, checkpoint=None):
     import symgrad
     import symgrad.numpy as snp
+
+    def step(i, state):
+        theta, omega = state
+        return (theta + dt * omega,
+                omega + dt * (-G / length * snp.sin(theta) - damping * omega))
+    theta, omega = symgrad.fori_loop(0, steps, step, (snp.asarray(THETA0), snp.asarray(OMEGA0)),
+                                     checkpoint=checkpoint)
+    return theta ** 2 + omega ** 2
+
+
+def peer_symgrad(T, tmp, checkpoint=None, name="symgrad"):
+    import symgrad
     dt = HORIZON / T
 
     def loss(damping, length):
-        def step(i, state):
-            theta, omega = state
-            return (theta + dt * omega,
-                    omega + dt * (-G / length * snp.sin(theta) - damping * omega))
-        theta, omega = symgrad.fori_loop(0, T, step, (snp.asarray(THETA0), snp.asarray(OMEGA0)),
-                                         checkpoint=checkpoint)
-        return theta ** 2 + omega ** 2
+        return _symgrad_loss(damping, length, dt, T, checkpoint)
 
     f = symgrad.compile(loss, argnums=(0, 1), backend="c", cache_dir=str(tmp / name))
 
@@ -98,16 +104,9 @@ def peer_symgrad_sqrt(T, tmp):
 def peer_symgrad_T_arg(T, tmp):
     """symgrad with the trip count (and dt) as arguments: one build serves every T."""
     import symgrad
-    import symgrad.numpy as snp
 
     def loss(damping, length, dt, steps):
-        def step(i, state):
-            theta, omega = state
-            return (theta + dt * omega,
-                    omega + dt * (-G / length * snp.sin(theta) - damping * omega))
-        theta, omega = symgrad.fori_loop(0, steps, step,
-                                         (snp.asarray(THETA0), snp.asarray(OMEGA0)))
-        return theta ** 2 + omega ** 2
+        return _symgrad_loss(damping, length, dt, steps)
 
     f = symgrad.compile(loss, argnums=(0, 1), backend="c", cache_dir=str(tmp / "symgrad_T_arg"))
     dt = HORIZON / T

@@ -27,6 +27,15 @@ def built(tmp_path_factory):
     return out
 
 
+def _import_loader(path, name):
+    """The Python loader a build wrote, imported from its file."""
+    import importlib.util
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    loader = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(loader)
+    return loader
+
+
 def data(n, seed=0):
     r = np.random.default_rng(seed)
     return (r.standard_normal((D, C)) * 0.1, r.standard_normal((n, D)), r.integers(0, C, n),
@@ -230,11 +239,7 @@ def test_hessian_and_jacobian_export(tmp_path):
     spec = tmp_path / "derivs.py"
     spec.write_text(_DERIVATIVE_SPEC)
     assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    import importlib.util
-    module_spec = importlib.util.spec_from_file_location("aot_derivs", tmp_path / "out" /
-                                                         "derivs.py")
-    loader = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(loader)
+    loader = _import_loader(tmp_path / "out" / "derivs.py", "aot_derivs")
     x = np.array([1.2, 0.7, -0.3, 2.0])
     H = loader.rosen_hessian(x)
     # d2/dx_i dx_j of Rosenbrock, written out
@@ -280,11 +285,7 @@ def test_one_loop_library_serves_every_horizon(tmp_path):
     spec = tmp_path / "loops_spec.py"
     spec.write_text(_LOOP_SPEC)
     assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    import importlib.util
-    module_spec = importlib.util.spec_from_file_location("aot_loops", tmp_path / "out" /
-                                                         "loops_spec.py")
-    loader = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(loader)
+    loader = _import_loader(tmp_path / "out" / "loops_spec.py", "aot_loops")
     namespace = {}
     exec(compile(_LOOP_SPEC, "loops_spec.py", "exec"), namespace)
     jit_pendulum = symgrad.compile(namespace["pendulum"], argnums=(0, 1))

@@ -243,7 +243,7 @@ class FunctionRenderer:
         self.aliases = set()
         self.offsets = {}            # slice views: (buffer, element offset into it)
         self.padded = {}             # pad_slice views: (source CVar, start)
-        self.views = self._broadcast_views()
+        self.views = self._views()
         self.groups = self._group()
         self.internal = set()
         for g in self.groups:
@@ -252,7 +252,7 @@ class FunctionRenderer:
 
     # -- fusion ---------------------------------------------------------------------------------
 
-    def _broadcast_views(self):
+    def _views(self):
         """Broadcasts and zero-paddings (``pad_slice``, the adjoint of a slice) read only by
         elementwise statements: those loops read the source, with broadcasting or a bounds
         test, instead of a materialized copy."""

@@ -88,23 +88,10 @@ class NativeExecutable:
         self.module = render_specialization(spec)
         if cflags is None and _straight_line(spec):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
-        cc = compiler.find_compiler()
-        identity = compiler.compiler_identity(cc)
-        flags = compiler.flags(cflags)
-        key = cache_key(self.module.source, identity, flags, VERSION)
-        cache = Cache(cache_dir)
-        lib_path = cache.lookup(key)
-        if lib_path is None:
-            lib_path = cache.build(
-                key, self.module.source,
-                lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
-                {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
-                 "functions": [n for n in (self.module.value_name, self.module.grad_name) if n]})
-        self.library_path = lib_path
-        self.source_path = lib_path.parent / "module.c"
-        self.ffi = cffi.FFI()
-        self.ffi.cdef(self.module.cdef)
-        self.lib = self.ffi.dlopen(str(lib_path))
+        names = [n for n in (self.module.value_name, self.module.grad_name) if n]
+        self.library_path, self.ffi, self.lib = _load(self.module.source, self.module.cdef, names,
+                                                      cflags, cache_dir)
+        self.source_path = self.library_path.parent / "module.c"
         self._value = getattr(self.lib, self.module.value_name)
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
         graph = spec.graph
@@ -241,6 +228,23 @@ def _straight_line(spec):
     return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
 
 
+def _load(source, cdef, names, cflags, cache_dir):
+    """The library of the C ``source`` (built, or found in the cache by its content hash),
+    loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
+    cc = compiler.find_compiler()
+    identity = compiler.compiler_identity(cc)
+    flags = compiler.flags(cflags)
+    key = cache_key(source, identity, flags, VERSION)
+    cache = Cache(cache_dir)
+    lib_path = cache.lookup(key) or cache.build(
+        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+        {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
+         "functions": names})
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    return lib_path, ffi, ffi.dlopen(str(lib_path))
+
+
 def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
     """Run any ``graph`` as C once (the interpreter's counterpart, for diagnosis): compile it
     as one function (cached like every build) and call it on ``arrays``, one per input, of the
@@ -249,16 +253,7 @@ def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
     outs = [f"out{k}" for k in range(len(graph.outputs))]
     fn = FunctionRenderer(graph, name, outs).render(doc=[f"{name}: {graph.name}, every value"])
     source = render_module([fn], title=f"{graph.name}: probe", version=VERSION)
-    cc = compiler.find_compiler()
-    identity = compiler.compiler_identity(cc)
-    key = cache_key(source, identity, compiler.flags(cflags), VERSION)
-    cache = Cache(cache_dir)
-    lib_path = cache.lookup(key) or cache.build(
-        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
-        {"symgrad_version": VERSION, "compiler": identity, "functions": [name]})
-    ffi = cffi.FFI()
-    ffi.cdef(render_prototypes([fn]))
-    lib = ffi.dlopen(str(lib_path))
+    _, ffi, lib = _load(source, render_prototypes([fn]), [name], cflags, cache_dir)
     symbols = dims.free_symbols([v.shape for v in graph.inputs])
     binding = dims.bind([v.shape for v in graph.inputs], [a.shape for a in arrays]) \
         if symbols else {}

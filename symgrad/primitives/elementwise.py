@@ -103,23 +103,21 @@ def to_ir(expr, env):
 
 # --- registration -------------------------------------------------------------------------------
 
+def _scaled(v, d, env):
+    """``v * d`` for a derivative expression ``d`` (no statement for d = 1, a negation for -1)."""
+    if d == 1:
+        return v
+    if d == -1:
+        return ops.neg(v)
+    return bind("chain_mul", v, to_ir(d, env))
+
+
 def _sympy_vjp(derivs, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
     env = dict(zip(SYMBOLS, inputs))
     env[OUT] = out
-    adjoints = []
-    for x, d in zip(inputs, derivs):
-        if not x.type.is_float:
-            adjoints.append(None)
-            continue
-        if d == 1:
-            term = g
-        elif d == -1:
-            term = ops.neg(g)
-        else:
-            term = bind("chain_mul", g, to_ir(d, env))
-        adjoints.append(ops.sum_to_shape(term, x.shape))
-    return tuple(adjoints)
+    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
+                 for x, d in zip(inputs, derivs))
 
 
 def _sympy_jvp(derivs, t, out, *inputs):
@@ -130,12 +128,7 @@ def _sympy_jvp(derivs, t, out, *inputs):
     for tx, d in zip(t, derivs):
         if tx is None:
             continue
-        if d == 1:
-            term = tx
-        elif d == -1:
-            term = ops.neg(tx)
-        else:
-            term = bind("chain_mul", tx, to_ir(d, env))
+        term = _scaled(tx, d, env)
         total = term if total is None else ops.add(total, term)
     return None if total is None else ops.broadcast_to(total, out.shape)
 
