@@ -26,6 +26,7 @@ from .. import dims
 from ..cspell import CTYPES, STATUS, c_literal
 from ..ir import Graph
 from ..primitives import REGISTRY
+from . import narrow
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
 
@@ -667,11 +668,12 @@ def render_module(functions, *, title, version):
     """The C source of a module holding ``functions`` (CFunctions)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
+    lines = [line for fn in functions for block in fn.blocks for line in block.lines]
+    parallel = narrow.template_parts(lines)
     return environment().get_template("module.c.j2").render(
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
-                      for fn in functions for block in fn.blocks for line in block.lines))
+        uses_blas=bool(parallel and parallel["blas"]), parallel=parallel)
 
 
 def render_prototypes(functions):

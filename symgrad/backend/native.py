@@ -21,7 +21,7 @@ from .. import __version__ as VERSION
 from .. import dims
 from ..cspell import CTYPES, STATUS
 from ..interp import evaluate
-from . import compiler
+from . import compiler, threads
 from .cache import Cache, cache_key
 from .codegen import FunctionRenderer, render_module, render_prototypes
 
@@ -233,11 +233,14 @@ def _load(source, cdef, names, cflags, cache_dir):
     loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(cflags)
+    # The thread pool, for a library with parallel loops: loaded before it (threads.py).
+    pool = "symgrad_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
+    flags = compiler.flags(cflags, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     lib_path = cache.lookup(key) or cache.build(
-        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
+                                                               threads=pool),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": names})
     ffi = cffi.FFI()

@@ -468,13 +468,28 @@ INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the l
 
 
 def _gemm_call(t, ta, tb, m_, n_, kk_):
-    """The row-major CBLAS call pc = 1 op(pa) op(pb) + 0 pc (SYMGRAD_[SD]GEMM: module.c.j2)."""
-    gemm = "SYMGRAD_SGEMM" if t == "float" else "SYMGRAD_DGEMM"
-    flag = {False: "CblasNoTrans", True: "CblasTrans"}
+    """pc = op(pa) op(pb) by the row-major CBLAS gemm, its rows or columns split over the
+    thread pool (symgrad_[sd]gemm_par: narrow.c.j2)."""
+    gemm = "symgrad_sgemm_par" if t == "float" else "symgrad_dgemm_par"
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
-    return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
-            f"{' ' * len(gemm)} {_lit(1, t)}, pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
+    return [f"{gemm}({int(ta)}, {int(tb)}, {m_}, {n_}, {kk_},",
+            f"{' ' * len(gemm)} pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
+
+
+# Products whose result has at most this many columns (a static count) and a wide operand read
+# as stored (A B or A^T B) run register-blocked kernels instead of the BLAS (backend/narrow.py).
+NARROW_MAX = 16
+
+
+def _narrow_call(t, ta, tb, m, n, kk):
+    """The call of the narrow kernel for pc = op(pa) op(pb), or None when none applies."""
+    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1:
+        return None
+    letter = "s" if t == "float" else "d"
+    if ta:       # A stored K x M: result rows are A's columns
+        return f"symgrad_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, pa, pb, pc, 0);"
+    return f"symgrad_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, pa, pb, pc, 0);"
 
 
 def _with_gemm(loops, t, ta, tb, m, n, kk):
@@ -541,11 +556,16 @@ def _matmul_c(k):
                 f"        {t} acc = {_lit(0, t)};",
                 f"        for (int64_t p = 0; p < {kk_}; ++p) acc += {A('i', 'p')} * {B('p', 'j')};",
                 f"        pc[i * {n_} + j] = acc;", "    }", "}"]
+    code = _with_gemm(body, t, ta, tb, m, n, kk)
+    narrow = _narrow_call(t, ta, tb, m, n, kk)
+    if narrow is not None and code is not body:
+        # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
+        code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
     return k.loop((batch,), [
         f"const {t} *restrict pa = {k.ptr(a)} + i0 * {_d(m * kk)};",
         f"const {t} *restrict pb = {k.ptr(b)} + i0 * {_d(kk * n)};",
         f"{t} *restrict pc = {k.ptr(out)} + i0 * {_d(m * n)};",
-        *_with_gemm(body, t, ta, tb, m, n, kk)])
+        *code])
 
 
 register(Primitive(
