@@ -26,7 +26,7 @@ from .. import dims
 from ..cspell import CTYPES, STATUS, c_literal
 from ..ir import Graph
 from ..primitives import REGISTRY
-from . import narrow
+from . import lanes, narrow
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
 
@@ -493,6 +493,7 @@ class FunctionRenderer:
                 body.append(f"const {out.ctype} {out.name} = {expr};")
             else:
                 body.append(f"{out.name}[{own}] = {expr};")
+        elementwise = list(body)
         before = []
         for r in reductions:
             init, update = REGISTRY[r.prim].c_reduce
@@ -506,6 +507,11 @@ class FunctionRenderer:
                 acc = f"{out.name}[{KernelContext.offset(out, kept)}]"
             body += update(acc, ref(r.inputs[0]), out.ctype)
         loop_shape = (math.prod(shape),) if flat else shape
+        if flat and lanes.splits(reductions, self.storage, loop_shape[0]):
+            return Block(self._comments(nodes + reductions), before + lanes.loop(
+                loop_shape[0], elementwise,
+                [(REGISTRY[r.prim].c_reduce, self.storage[r.out], ref(r.inputs[0]))
+                 for r in reductions]))
         return Block(self._comments(nodes + reductions),
                      before + loop_nest(loop_shape, body, index_names))
 
