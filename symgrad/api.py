@@ -270,7 +270,8 @@ class CompiledFunction:
         finish = _grads_of(spec, self.single)
         scalar_run = getattr(executable, "scalars_and_grad", None)
         if scalar_run is not None and self.single:
-            scalar_run = _first_grad(scalar_run)
+            scalar_run = (getattr(executable, "scalars_and_first_grad", None)
+                          or _first_grad(scalar_run))
         self._remember(self._fast_grads, args, spec, made, executable.value_and_grad, finish,
                        scalar_run)
         return finish(executable.value_and_grad(arrays))
@@ -476,6 +477,9 @@ def _grads_of(spec, single):
 def _fast_key(args):
     """The fast key of arguments, none static: the type of each, and for an array its dtype
     and shape (an array subclass is keyed by its type, so it is never remembered)."""
+    types = tuple(map(type, args))      # in C: all a call of scalars needs (W1: 0.27 -> 0.1 us)
+    if np.ndarray not in types:
+        return types
     key = []
     for a in args:              # a plain loop: a comprehension is a function call on 3.11
         key.append((a.dtype, a.shape) if type(a) is np.ndarray else type(a))

@@ -168,13 +168,15 @@ def compiler_identity(cc):
             + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 
-def _flag_groups(cflags, blas_linked, threads=False):
+def _flag_groups(cflags, blas_linked, threads=False, include=None):
     """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones; with
     ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm;
     with ``threads``, those that make the library call symgrad's thread pool (threads.py)."""
     linked = blas() if blas_linked else None
     compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
     link_flags = ()
+    if include:                 # CPython's headers, for pyentry.py's entry points
+        compile_flags += (f"-I{include}",)
     if threads:
         compile_flags += ("-DSYMGRAD_USE_THREADS",)
         link_flags += _threads.link_flags()
@@ -183,14 +185,14 @@ def _flag_groups(cflags, blas_linked, threads=False):
     return compile_flags + linked.compile_flags(), link_flags + linked.link_flags()
 
 
-def flags(cflags=None, blas_linked=True, threads=False):
+def flags(cflags=None, blas_linked=True, threads=False, include=None):
     """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads)
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
     return compile_flags + link_flags
 
 
 def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True,
-                    threads=False):
+                    threads=False, include=None):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
 
     With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
@@ -198,7 +200,7 @@ def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked
     once threads.runtime() is loaded) its big loops and products use symgrad's thread pool."""
     global _count
     cc = cc or find_compiler()
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads)
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
     # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
     command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
                *link_flags, "-lm"]

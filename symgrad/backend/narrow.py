@@ -12,13 +12,14 @@ each step loads R elements of the wide operand (broadcast) and one row of the na
 in panels small enough to stay in L1 cache.
 
 ``matmul``'s C rule (primitives/structural.py) names the kernel it calls,
-``symgrad_mm_<nn|tn>_<d|s><n>_run``; ``kernel_source`` writes the functions behind such names,
+``symgradrt_mm_<nn|tn>_<d|s><n>_run``; ``kernel_source`` writes the functions behind such names,
 and ``narrow.c.j2`` lays them out with the vector helpers and the parallel glue:
-``symgrad_parallel_for`` splits a kernel's rows (or a BLAS gemm's, ``symgrad_[ds]gemm_par``)
+``symgradrt_parallel_for`` splits a kernel's rows (or a BLAS gemm's, ``symgradrt_[ds]gemm_par``)
 over the thread pool of ``threads.c.j2`` when the build links it (``SYMGRAD_USE_THREADS``), and
 runs them in the calling thread otherwise (ahead-of-time libraries).
 
-The vectors are GCC/Clang vector extensions (32 bytes: AVX2 registers with -march=native, pairs
+Helper names start with ``symgradrt_``: a user's function ``f`` becomes ``symgrad_f``, so no
+user function can take them. The vectors are GCC/Clang vector extensions (32 bytes: AVX2 registers with -march=native, pairs
 of SSE or NEON registers elsewhere); multiply-adds use FMA where the target has it.
 """
 from __future__ import annotations
@@ -38,12 +39,12 @@ PANEL_BYTES = 16384                    # of the narrow operand per pass: half of
 # scores where 3 rows (9 accumulators) take 0.3 ms.
 VECTOR_REGISTERS = 16
 
-NAME = re.compile(r"\bsymgrad_mm_(nn|tn)_([ds])(\d+)_run\b")
+NAME = re.compile(r"\bsymgradrt_mm_(nn|tn)_([ds])(\d+)_run\b")
 
 
 def kernel_name(kind, ctype, n):
-    """The entry point ``matmul``'s C calls: ``symgrad_mm_<kind>_<d|s><n>_run``."""
-    return f"symgrad_mm_{kind}_{LETTER[ctype]}{n}_run"
+    """The entry point ``matmul``'s C calls: ``symgradrt_mm_<kind>_<d|s><n>_run``."""
+    return f"symgradrt_mm_{kind}_{LETTER[ctype]}{n}_run"
 
 
 def kernels_used(lines):
@@ -55,7 +56,7 @@ def kernels_used(lines):
     return sorted(found)
 
 
-GEMM = re.compile(r"\bsymgrad_[ds]gemm_par\(")
+GEMM = re.compile(r"\bsymgradrt_[ds]gemm_par\(")
 
 
 def template_parts(lines):
@@ -86,14 +87,14 @@ def _step(s, rows, nv, a_elem, row):
     S = s.upper()
     lines = []
     for v in range(nv):
-        lines.append(f"symgrad_v{s} b{v} = symgrad_load_{s}({row} + {v} * SYMGRAD_LANES_{S});")
+        lines.append(f"symgradrt_v{s} b{v} = symgradrt_load_{s}({row} + {v} * SYMGRADRT_LANES_{S});")
     # Kept in registers: gcc otherwise folds the loads into every multiply-add, reading the row
     # once per result row (load-bound: 0.61 ms instead of 0.3 for W3's scores).
-    lines.append(" ".join(f"SYMGRAD_IN_REGISTER(b{v});" for v in range(nv)))
+    lines.append(" ".join(f"SYMGRADRT_IN_REGISTER(b{v});" for v in range(nv)))
     for r in range(rows):
-        lines.append(f"x = symgrad_splat_{s}({a_elem(r)});")
+        lines.append(f"x = symgradrt_splat_{s}({a_elem(r)});")
         for v in range(nv):
-            lines.append(f"c{r}_{v} = SYMGRAD_MADD_{S}(x, b{v}, c{r}_{v});")
+            lines.append(f"c{r}_{v} = SYMGRADRT_MADD_{S}(x, b{v}, c{r}_{v});")
     return lines
 
 
@@ -101,25 +102,25 @@ def _block(s, rows, nv, widths, c_row, loop, a_elem, row):
     """``rows`` rows of the result: accumulators loaded (or zeroed), ``loop`` over a panel of
     the contraction, the result stored."""
     S = s.upper()
-    lines = [f"symgrad_v{s} x;"]
+    lines = [f"symgradrt_v{s} x;"]
     for r in range(rows):
         lines.append(f"{CTYPE[s]} *restrict c{r} = {c_row(r)};")
-    lines.append(f"symgrad_v{s} " + ", ".join(f"c{r}_{v}" for r in range(rows)
+    lines.append(f"symgradrt_v{s} " + ", ".join(f"c{r}_{v}" for r in range(rows)
                                                for v in range(nv)) + ";")
     lines.append("if (load) {")
     for r in range(rows):
         for v, w in enumerate(widths):
-            lines.append(f"    c{r}_{v} = symgrad_loadn_{s}(c{r} + {v} * SYMGRAD_LANES_{S}, {w});")
+            lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, {w});")
     lines.append("} else {")
     for r in range(rows):
-        lines.append("    " + " ".join(f"c{r}_{v} = symgrad_splat_{s}(0);" for v in range(nv)))
+        lines.append("    " + " ".join(f"c{r}_{v} = symgradrt_splat_{s}(0);" for v in range(nv)))
     lines.append("}")
     lines.append(loop + " {")
     lines += _indent(_step(s, rows, nv, a_elem, row))
     lines.append("}")
     for r in range(rows):
         for v, w in enumerate(widths):
-            lines.append(f"symgrad_storen_{s}(c{r} + {v} * SYMGRAD_LANES_{S}, c{r}_{v}, {w});")
+            lines.append(f"symgradrt_storen_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, c{r}_{v}, {w});")
     return lines
 
 
@@ -135,7 +136,7 @@ def _kernel(kind, ctype, n):
     widths = [min(lanes, n - v * lanes) for v in range(nv)]
     width = nv * lanes                     # a packed row of the narrow operand
     panel = max(16, PANEL_BYTES // (width * SIZEOF[ctype]))
-    name = f"symgrad_mm_{kind}_{s}{n}"
+    name = f"symgradrt_mm_{kind}_{s}{n}"
     t = ctype
     if kind == "nn":
         doc = [f"/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
@@ -199,7 +200,7 @@ def _tn(ctype, n):
 
 def _finish(lines, kind, s, n, rows):
     """The kernel's pool task and its ``_run`` entry point, after the kernel itself."""
-    name = f"symgrad_mm_{kind}_{s}{n}"
+    name = f"symgradrt_mm_{kind}_{s}{n}"
     if kind == "nn":
         task_call = f"{name}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, (const {CTYPE[s]} *)j->b, " \
                     f"({CTYPE[s]} *)j->c, j->accumulate);"
@@ -219,15 +220,15 @@ def _finish(lines, kind, s, n, rows):
         "",
         f"static void {name}_task(void *job, int64_t lo, int64_t hi)",
         "{",
-        "    const symgrad_mm_job *j = (const symgrad_mm_job *)job;",
+        "    const symgradrt_mm_job *j = (const symgradrt_mm_job *)job;",
         f"    {task_call}",
         "}",
         "",
         f"/* The whole product; its rows split over the thread pool when it pays. */",
         f"static void {name}_run({run_params})",
         "{",
-        f"    symgrad_mm_job job = {job};",
-        f"    symgrad_parallel_for({split}, {rows}, {work}, {name}_task, &job);",
+        f"    symgradrt_mm_job job = {job};",
+        f"    symgradrt_parallel_for({split}, {rows}, {work}, {name}_task, &job);",
         "}",
     ]
     return "\n".join(lines)

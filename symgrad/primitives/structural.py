@@ -470,7 +470,7 @@ INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the l
 def _gemm_call(t, ta, tb, m_, n_, kk_):
     """pc = op(pa) op(pb) by the row-major CBLAS gemm, its rows or columns split over the
     thread pool (symgrad_[sd]gemm_par: narrow.c.j2)."""
-    gemm = "symgrad_sgemm_par" if t == "float" else "symgrad_dgemm_par"
+    gemm = "symgradrt_sgemm_par" if t == "float" else "symgradrt_dgemm_par"
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
     return [f"{gemm}({int(ta)}, {int(tb)}, {m_}, {n_}, {kk_},",
@@ -488,8 +488,8 @@ def _narrow_call(t, ta, tb, m, n, kk):
         return None
     letter = "s" if t == "float" else "d"
     if ta:       # A stored K x M: result rows are A's columns
-        return f"symgrad_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, pa, pb, pc, 0);"
-    return f"symgrad_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, pa, pb, pc, 0);"
+        return f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, pa, pb, pc, 0);"
+    return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, pa, pb, pc, 0);"
 
 
 def _with_gemm(loops, t, ta, tb, m, n, kk):
