@@ -288,6 +288,11 @@ class CompiledFunction:
 
     _FAST_LIMIT = 256      # remembered keys per kind; a run-time size can make many
 
+    def forget_calls(self):
+        """Drop the remembered calls (an executable got faster ones: backend/pyentry.py)."""
+        self._fast_values.clear()
+        self._fast_grads.clear()
+
     def _remember(self, table, args, spec, made, run, finish, scalar_run):
         """Enter the call for ``args``' fast key into ``table`` (see above). ``run`` takes the
         arrays and ``finish`` makes the user's result of its outputs; ``scalar_run``, if not

@@ -192,19 +192,21 @@ def flags(cflags=None, blas_linked=True, threads=False, include=None):
 
 
 def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True,
-                    threads=False, include=None):
+                    threads=False, include=None, counted=True):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
 
     With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
     without (ahead-of-time builds), it needs only libc and libm. With ``threads`` (JIT builds,
-    once threads.runtime() is loaded) its big loops and products use symgrad's thread pool."""
+    once threads.runtime() is loaded) its big loops and products use symgrad's thread pool.
+    ``counted``: the build counts in ``invocations()`` (symgrad's own runtime libraries, built
+    once per cache, do not)."""
     global _count
     cc = cc or find_compiler()
     compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
     # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
     command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
                *link_flags, "-lm"]
-    _count += 1
+    _count += counted
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as e:

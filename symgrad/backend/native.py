@@ -23,7 +23,7 @@ from ..cspell import CTYPES, STATUS
 from ..interp import evaluate
 from . import compiler, pyentry, threads
 from .cache import Cache, cache_key
-from .codegen import FunctionRenderer, environment, render_module, render_prototypes
+from .codegen import FunctionRenderer, render_module, render_prototypes
 
 
 @dataclass
@@ -32,8 +32,6 @@ class RenderedModule:
     cdef: str
     value_name: str
     grad_name: str | None
-    python_entries: int = 0        # CPython entry points, built after the C (pyentry.py)
-    python_source: str = ""
 
 
 def _c_name(name):
@@ -67,19 +65,7 @@ def render_specialization(spec):
     title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
     source = render_module(functions, title=title, version=VERSION)
     grad_name = functions[1].name if len(functions) > 1 else None
-    entries, python = [], ""
-    if pyentry.available() and _float64_scalars(spec):
-        entries = pyentry.entries(functions, spec.owner.__name__, spec.graph.tuple_output,
-                                  release_gil=not _straight_line(spec))
-        python = environment().get_template("python_entry.c.j2").render(entries=entries)
-    return RenderedModule(source, render_prototypes(functions), base, grad_name, len(entries),
-                          python)
-
-
-def _float64_scalars(spec):
-    """Whether every input and output of the specialization is a float64 scalar."""
-    graph = spec.graph
-    return all(v.dtype == "float64" and v.shape == () for v in (*graph.inputs, *graph.outputs))
+    return RenderedModule(source, render_prototypes(functions), base, grad_name)
 
 
 def _signature(graph):
@@ -103,9 +89,8 @@ class NativeExecutable:
         if cflags is None and _straight_line(spec):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
         names = [n for n in (self.module.value_name, self.module.grad_name) if n]
-        self.library_path, self.ffi, self.lib = _load(
-            self.module.source + self.module.python_source, self.module.cdef, names, cflags,
-            cache_dir, python=bool(self.module.python_entries))
+        self.library_path, self.ffi, self.lib = _load(self.module.source, self.module.cdef, names,
+                                                      cflags, cache_dir)
         self.source_path = self.library_path.parent / "module.c"
         self._value = getattr(self.lib, self.module.value_name)
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
@@ -129,12 +114,32 @@ class NativeExecutable:
             self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
             self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
                                                  grads=True)
-        if self.module.python_entries:
-            # The same calls as CPython functions in the library (pyentry.py).
-            made = pyentry.load(self.library_path, self.module.python_entries)
-            self.scalars = made[0]
-            if self._vg is not None:
-                self.scalars_and_grad, self.scalars_and_first_grad = made[1], made[2]
+        if self.scalars is not None:
+            pyentry.when_ready(self._python_entries, cache_dir)
+
+    def _python_entries(self):
+        """Switch the scalar calls to CPython functions (pyentry.py): made, then the owner's
+        remembered calls forgotten, so that its next call remembers these."""
+        spec = self.spec
+        name, graph = spec.owner.__name__, spec.graph
+        release = not _straight_line(spec)        # loops inside: let other threads run
+        n_in = len(graph.inputs)
+        value = pyentry.entry(self.ffi, self._value, n_in, len(graph.outputs),
+                              pyentry.VALUES if graph.tuple_output else pyentry.VALUE, release,
+                              self.lib, name)
+        if value is None:
+            return
+        if self._vg is not None:
+            n_out = len(spec.value_and_grad_graph().outputs)
+            self.scalars_and_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out, pyentry.GRADS,
+                                                  release, self.lib, name)
+            self.scalars_and_first_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out,
+                                                        pyentry.FIRST_GRAD, release, self.lib,
+                                                        name)
+        self.scalars = value
+        forget = getattr(spec.owner, "forget_calls", None)
+        if forget is not None:
+            forget()
 
     # The call plans. ``value(arrays)`` and ``value_and_grad(arrays)`` take the arrays
     # ``api._convert`` made (right dtype, native byte order) and return fresh outputs
@@ -249,21 +254,19 @@ def _straight_line(spec):
     return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
 
 
-def _load(source, cdef, names, cflags, cache_dir, python=False):
+def _load(source, cdef, names, cflags, cache_dir):
     """The library of the C ``source`` (built, or found in the cache by its content hash),
-    loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest;
-    ``python``: the source includes ``Python.h`` (pyentry.py)."""
+    loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
     # The thread pool, for a library with parallel loops: loaded before it (threads.py).
     pool = "symgradrt_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
-    include = pyentry.include_dir() if python else None
-    flags = compiler.flags(cflags, threads=pool, include=include)
+    flags = compiler.flags(cflags, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     lib_path = cache.lookup(key) or cache.build(
         key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
-                                                               threads=pool, include=include),
+                                                               threads=pool),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": names})
     ffi = cffi.FFI()

@@ -1,16 +1,20 @@
-"""CPython entry points for functions of float64 scalars (W1), in the library itself.
+"""CPython entry points for functions of float64 scalars (W1).
 
 Such a function's arithmetic takes tens of nanoseconds; through cffi's ABI mode its call took
 1.4 us (benchmarks/profile_w1.md): the foreign call 0.3, filling and reading its buffer 0.3,
-the rest symgrad's fast path. ``templates/python_entry.c.j2`` appends CPython functions to the
-library's C: each reads the argument values, calls the C function with them in a local array
-(inlined: the compiler sees both) and builds the user's result, as ``native._scalar_call``'s
-``run`` does. The library is then loaded as usual, and ``entries`` asks it for the functions.
+the rest symgrad's fast path. ``templates/python_entry.c.j2`` is a small CPython library, built
+once per cache (and loaded once per process) like the thread pool: ``entry(...)`` makes a
+CPython function bound to one generated C function's address, which reads the argument values,
+calls it with pointers into a local array and builds the user's result, as
+``native._scalar_call``'s ``run`` does. The generated libraries themselves stay plain C, so a
+function's first call compiles no more than before. The entry library is built once per cache
+directory (in ``.runtime``, ~50 ms of compiler time here), in a background thread: until it is
+loaded, calls go through cffi; then the waiting functions switch (``when_ready``).
 
-This needs CPython's headers (``Python.h``); where they are missing (or the interpreter is not
-CPython), ``available()`` is false and the cffi path serves. Libraries built ahead of time never
-contain it. Results: a Python float for a value (a tuple of them for a tuple result), and
-NumPy float64 scalars for gradients, as on every other path.
+It needs CPython's headers (``Python.h``); where they are missing (or the interpreter is not
+CPython), or the library cannot be built, the cffi path serves.
+Results: a Python float for a value (a tuple of them for a tuple result), and NumPy float64
+scalars for gradients, as on every other path.
 """
 from __future__ import annotations
 
@@ -19,8 +23,20 @@ import functools
 import os
 import platform
 import sysconfig
+import threading
+import warnings
 
 import numpy as np
+
+from .. import __version__ as VERSION
+
+MOST = 32                      # inputs + outputs an entry point takes (one C pointer each)
+CFLAGS = ("-O2",)
+VALUE, VALUES, GRADS, FIRST_GRAD = range(4)     # what an entry point returns (see the C)
+
+_lock = threading.Lock()
+_make = None                   # symgrad_python_entry, once loaded
+_failed = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,48 +53,117 @@ def include_dir():
     return path
 
 
-def available():
-    return include_dir() is not None
+def when_ready(callback, cache_dir=None, cc=None):
+    """Call ``callback()`` once the entry library is loaded: now, if it is loaded or in the
+    cache; else after a build in a background thread (which calls it there), so that no call
+    waits for it. Never called when the library cannot be made."""
+    global _builder
+    if include_dir() is None or _failed:
+        return
+    with _lock:
+        if _make is None and _builder is None:
+            try:
+                found = _find(cache_dir, cc)
+            except Exception as e:          # no compiler, an unusable cache: cffi serves
+                _give_up(e)
+                return
+            if found is None:
+                _pending.append(callback)
+                _builder = threading.Thread(target=_build, args=(cache_dir, cc), daemon=True,
+                                            name="symgrad-python-entries")
+                _builder.start()
+                return
+            _loaded(found)
+        elif _make is None:
+            _pending.append(callback)
+            return
+    callback()
 
 
-def entries(functions, python_name, tuple_output, release_gil):
-    """What ``python_entry.c.j2`` needs for ``functions`` (the CFunctions of a specialization
-    whose inputs and outputs are all float64 scalars: the value, then value-and-gradient):
-    one entry per Python function, in the order ``load`` returns them: the value, and with a
-    gradient function, value-and-gradients and value-and-first-gradient."""
-    out = []
-    value = functions[0]
-    n_in = len(value.inputs)
-    out.append(_entry(value, "value", python_name, n_in,
-                      f"symgradrt_tuple(slots + {n_in}, {len(value.outputs)}, PyFloat_FromDouble)"
-                      if tuple_output else f"PyFloat_FromDouble(slots[{n_in}])", release_gil))
-    if len(functions) > 1:
-        vg = functions[1]
-        grads = len(vg.outputs) - 1
-        value_expr = f"PyFloat_FromDouble(slots[{n_in}])"
-        out.append(_entry(vg, "value_and_grad", python_name, n_in,
-                          f"symgradrt_pair({value_expr}, symgradrt_tuple(slots + {n_in + 1}, "
-                          f"{grads}, symgradrt_new_float64))", release_gil))
-        out.append(_entry(vg, "value_and_first_grad", python_name, n_in,
-                          f"symgradrt_pair({value_expr}, symgradrt_new_float64(slots[{n_in + 1}]))",
-                          release_gil))
-    return out
+def wait(timeout=None):
+    """Wait for a background build of the entry library (tests; never needed otherwise)."""
+    builder = _builder
+    if builder is not None:
+        builder.join(timeout)
 
 
-def _entry(fn, kind, python_name, n_in, result, release_gil):
-    total = n_in + len(fn.outputs)
-    return {"name": kind, "python": f"{python_name}.{kind}", "c_name": fn.name,
-            "doc": f"{kind}: {fn.name} on float64 scalars", "inputs": n_in,
-            "outputs": len(fn.outputs), "pointers": [f"&slots[{k}]" for k in range(total)],
-            "result": result, "release_gil": release_gil}
+_builder = None
+_pending = []
 
 
-def load(library_path, count):
-    """The library's entry points as Python functions (a tuple of ``count``)."""
-    make = ctypes.PyDLL(str(library_path)).symgrad_python_entries
-    make.argtypes = [ctypes.py_object]
+def _give_up(e):
+    global _failed
+    _failed = True
+    warnings.warn(f"symgrad: its Python entry points could not be built ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}); scalar functions are called "
+                  f"through cffi", RuntimeWarning, stacklevel=3)
+
+
+def _source_and_key(cc):
+    from . import compiler
+    from .cache import cache_key
+    from .codegen import environment
+    text = environment().get_template("python_entry.c.j2").render(version=VERSION, most=MOST)
+    identity = compiler.compiler_identity(cc)
+    flags = compiler.flags(CFLAGS, blas_linked=False, include=include_dir())
+    return text, cache_key(text, identity, flags, VERSION), identity, flags
+
+
+def _find(cache_dir, cc):
+    """The entry library's path if the cache has it, else None."""
+    from . import compiler
+    cc = cc or compiler.find_compiler()
+    return runtime_cache(cache_dir).lookup(_source_and_key(cc)[1])
+
+
+def _build(cache_dir, cc):
+    from . import compiler
+    try:
+        cc = cc or compiler.find_compiler()
+        text, key, identity, flags = _source_and_key(cc)
+        path = runtime_cache(cache_dir).build(
+            key, text, lambda src, lib: compiler.compile_library(
+                src, lib, CFLAGS, cc, blas_linked=False, include=include_dir(), counted=False),
+            {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
+             "functions": ["symgrad_python_entry"]})
+        with _lock:
+            _loaded(path)
+            callbacks = list(_pending)
+            _pending.clear()
+    except Exception as e:
+        with _lock:
+            _pending.clear()
+        _give_up(e)
+        return
+    for callback in callbacks:
+        callback()
+
+
+def _loaded(path):
+    """Load the library at ``path`` (with ``_lock`` held)."""
+    global _make
+    make = ctypes.PyDLL(str(path)).symgrad_python_entry
+    make.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_int, ctypes.c_int,
+                     ctypes.c_int, ctypes.c_int, ctypes.py_object, ctypes.c_char_p]
     make.restype = ctypes.py_object
-    made = make(np.float64)
-    if len(made) != count:
-        raise RuntimeError(f"{library_path}: {len(made)} Python entry points, expected {count}")
-    return made
+    _make = make
+
+
+def runtime_cache(cache_dir):
+    """Where symgrad's own libraries (this one, the thread pool) are cached: ``.runtime`` in the
+    cache directory, apart from the compiled functions' entries."""
+    from .cache import Cache, default_cache_dir
+    root = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    return Cache(os.path.join(root, ".runtime"))
+
+
+def entry(ffi, fn, inputs, outputs, result, release_gil, keep, name):
+    """A CPython function calling the cffi function ``fn`` (of ``inputs`` + ``outputs`` float64
+    scalar pointers) on a tuple or list of values, returning ``result`` (VALUE, VALUES, GRADS
+    or FIRST_GRAD); None when the entry library is not loaded. ``keep`` stays alive as long
+    as the function (the library ``fn`` is in)."""
+    if _make is None or inputs + outputs > MOST:
+        return None
+    address = int(ffi.cast("uintptr_t", fn))
+    return _make(np.float64, address, inputs, outputs, result, int(release_gil), keep,
+                 name.encode("utf-8", "replace")[:190])

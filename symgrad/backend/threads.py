@@ -1,8 +1,8 @@
 """symgrad's thread pool: one small library per process, shared by every library symgrad builds.
 
 ``templates/threads.c.j2`` is the pool (pthreads; how it sizes itself, sleeps, and survives
-``fork()`` is said there). ``runtime(cache_dir, cc)`` builds it once into the compile cache, like
-any library, and loads it with ``RTLD_GLOBAL`` so that the libraries built afterwards with
+``fork()`` is said there). ``runtime(cache_dir, cc)`` builds it once into the compile cache (in
+``.runtime``, beside the compiled functions' entries), and loads it with ``RTLD_GLOBAL`` so that the libraries built afterwards with
 ``-DSYMGRAD_USE_THREADS`` find its ``symgrad_rt1_parallel_for`` when they are loaded. The first
 library loaded serves the whole process, whichever cache directory later builds use: one pool,
 never one per compiled function.
@@ -59,16 +59,17 @@ def runtime(cache_dir=None, cc=None):
 
 def _load(cache_dir, cc):
     from . import compiler
-    from .cache import Cache, cache_key
+    from .cache import cache_key
+    from .pyentry import runtime_cache
     cc = cc or compiler.find_compiler()
     text = source()
     identity = compiler.compiler_identity(cc)
     flags = compiler.flags(CFLAGS, blas_linked=False)
     key = cache_key(text, identity, flags, VERSION)
-    cache = Cache(cache_dir)
+    cache = runtime_cache(cache_dir)
     path = cache.lookup(key) or cache.build(
         key, text, lambda src, lib: compiler.compile_library(src, lib, CFLAGS, cc,
-                                                             blas_linked=False),
+                                                             blas_linked=False, counted=False),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": [f"symgrad_{ABI}_parallel_for", f"symgrad_{ABI}_threads"]})
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
