@@ -26,7 +26,7 @@ from .. import dims
 from ..cspell import CTYPES, STATUS, c_literal
 from ..ir import Graph
 from ..primitives import REGISTRY
-from . import lanes, narrow
+from . import accumulate, lanes, narrow
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
 
@@ -99,6 +99,7 @@ class KernelContext:
     """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
 
     def __init__(self, node, out, ins, fail, scratch):
+        self.accumulate = False          # the kernel adds its result to its output's contents
         self.node = node
         self.attrs = node.attrs
         self.out = out
@@ -250,6 +251,9 @@ class FunctionRenderer:
         for g in self.groups:
             if len(g) > 1 or REGISTRY[g[0].prim].elementwise:
                 self.internal |= self._internal(g)
+        # Sums of a product and a term computed before it: all three share the sum's buffer.
+        self.accumulated = accumulate.plan(graph, self.groups, self.uses, self.views,
+                                           self.internal)
 
     # -- fusion ---------------------------------------------------------------------------------
 
@@ -346,7 +350,9 @@ class FunctionRenderer:
                 self.storage[v] = CVar(name, v.shape, ctype, "array")
         for n in self.graph.nodes:
             v, ctype = n.out, CTYPES[n.out.dtype]
-            if n.prim == "const" and v.ndim == 0:
+            if v in self.accumulated:
+                self._accumulated_storage(v, ctype, first_output)
+            elif n.prim == "const" and v.ndim == 0:
                 self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
                                        "literal")
             elif v.ndim == 0 or v in self.internal:
@@ -398,6 +404,23 @@ class FunctionRenderer:
                                      f"{dims.c_expr(v.type.size)});")
         return params
 
+    def _accumulated_storage(self, v, ctype, first_output):
+        """A sum's term, product or the sum itself (accumulate.py): the sum's buffer, made when
+        the first of them comes; the sum's own statement is then left out."""
+        s = self.accumulated[v].out
+        if s in self.storage:
+            self.storage[v] = CVar(self.storage[s].name, v.shape, ctype, "array")
+            if v is s:
+                self.aliases.add(v)
+            return
+        if s in first_output:
+            name = self.out_params[first_output[s]]
+        else:
+            name = self.cnames[s]
+            self.workspace.append((name, ctype, s.type.size))
+        self.storage[s] = CVar(name, s.shape, ctype, "array")
+        self.storage[v] = CVar(name, v.shape, ctype, "array")
+
     # -- statements -----------------------------------------------------------------------------
 
     def _comments(self, nodes):
@@ -429,6 +452,7 @@ class FunctionRenderer:
             return name
 
         ctx = KernelContext(node, out, ins, mark_fail, scratch)
+        ctx.accumulate = node.out in self.accumulated    # add into its output (accumulate.py)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
         # A kernel that declares names outside its loops gets a scope of its own.
