@@ -8,7 +8,7 @@ types, dtypes and shapes were seen before skips the lookup and conversion (the f
 
 Forward mode and second order (API.md §4) are compiled functions too: ``f.jvp``, ``f.hvp``,
 ``jacobian`` and ``hessian`` each compile a Python function that, when traced, applies the
-transformation (``symgrad.transforms``) to ``fn``'s trace. Called on traced values (inside a
+transformation (``symgrad.frontend.transforms``) to ``fn``'s trace. Called on traced values (inside a
 function being traced) every entry point inlines its transformed graph instead, which is how
 ``grad(grad(f))`` and forward-over-reverse compose.
 """
@@ -20,31 +20,16 @@ import threading
 
 import numpy as np
 
-from . import dims, tracing, transforms
-from .autodiff import value_and_grad_graph
-from .errors import DTypeError, ShapeError
-from .interp import evaluate
-from .passes import optimize
-from .types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
-
-BACKENDS = ("c", "interp")
-
-
-class InterpExecutable:
-    """Runs the forward and value-and-gradient graphs in the NumPy interpreter."""
-
-    def __init__(self, forward, value_and_grad):
-        self.forward = forward
-        self.value_and_grad_graph = value_and_grad
-        self.source = None
-
-    def value(self, args):
-        return evaluate(self.forward, args)
-
-    def value_and_grad(self, args):
-        out = evaluate(self.value_and_grad_graph, args)
-        return out[0], out[1:]
-
+from symgrad.core import dims
+from symgrad.frontend import tracing
+from symgrad.frontend import transforms
+from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.errors import DTypeError, ShapeError
+from symgrad import backends
+from symgrad.backends.c.module import render_program
+from symgrad.core.passes import optimize
+from symgrad.tools import check
+from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
 
 class Specialization:
     """One traced (and, for the C backend, compiled) version of the function."""
@@ -72,6 +57,13 @@ class Specialization:
         out = self.graph.outputs[0]
         return not self.graph.tuple_output and out.shape == () and out.type.is_float
 
+    def program(self):
+        """What a backend runs: this specialization's graphs."""
+        return backends.Program(
+            self.owner.__name__, _origin(self.owner.fn), self.graph,
+            self.value_and_grad_graph() if self.differentiable else None,
+            tuple(self.traced.index(i) for i in self.owner.argnums))
+
     def executable(self):
         executable = self._executable       # built once; later calls take no lock
         if executable is None:
@@ -88,8 +80,7 @@ class CompiledFunction:
     def __init__(self, fn, *, argnums=0, static_argnums=(), signature=None, backend="c",
                  dtype=None, cache_dir=None, cflags=None):
         backend = os.environ.get("SYMGRAD_BACKEND", backend) if backend == "c" else backend
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self._backend = backends.get(backend)       # ValueError for an unknown name
         self.fn = fn
         self.single = isinstance(argnums, int)
         self.argnums = (argnums,) if self.single else tuple(argnums)
@@ -221,11 +212,12 @@ class CompiledFunction:
         return spec, arrays, made
 
     def _build(self, spec):
-        if self.backend == "interp":
-            return InterpExecutable(spec.graph, spec.value_and_grad_graph()
-                                    if spec.differentiable else None)
-        from .backend.native import NativeExecutable
-        return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
+        executable = self._backend.build(spec.program(), cache_dir=self.cache_dir,
+                                         cflags=self.cflags)
+        when_faster = getattr(executable, "when_faster", None)
+        if when_faster is not None:             # its calls may get faster: forget the old ones
+            when_faster(self.forget_calls)
+        return executable
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -289,7 +281,7 @@ class CompiledFunction:
     _FAST_LIMIT = 256      # remembered keys per kind; a run-time size can make many
 
     def forget_calls(self):
-        """Drop the remembered calls (an executable got faster ones: backend/pyentry.py)."""
+        """Drop the remembered calls (an executable got faster ones: backends/c/pyentry.py)."""
         self._fast_values.clear()
         self._fast_grads.clear()
 
@@ -395,12 +387,10 @@ class CompiledFunction:
 
     def source(self, *args):
         """The generated C source for these arguments."""
-        from .backend.native import render_specialization
-        return render_specialization(self.specialize(*args)[0]).source
+        return render_program(self.specialize(*args)[0].program()).source
 
     def check(self, *args, **kwargs):
         """``symgrad.check_grad(self, *args, argnums=self.argnums)``."""
-        from .check import check_grad
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
 
@@ -733,3 +723,23 @@ def _parameters(names):
     import inspect
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter(n, kind) for n in names])
+
+
+def check_grad(fn, *args, argnums=0, **options):
+    """``symgrad.check_grad``: check the gradient of ``fn`` (a CompiledFunction or a plain
+    function, compiled with the C backend) at ``args``; see ``tools.check.check_compiled``."""
+    argnums_t = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
+    if cf.argnums != argnums_t:
+        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
+                              cflags=cf.cflags)
+    return check.check_compiled(cf, *args, argnums=argnums, **options)
+
+
+def _origin(fn):
+    """Where ``fn`` was written, ``loss.py:12``, for the generated code's title."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "Python"
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"

@@ -1,12 +1,12 @@
 """A sum of a matrix product and a term computed before it: the term is written into the sum's
-buffer and the product adds into it (backend/accumulate.py), on every path a product takes:
+buffer and the product adds into it (backends/c/accumulate.py), on every path a product takes:
 a gemm with beta = 1, the narrow kernels, and the loops."""
 import numpy as np
 import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import accumulate
+from symgrad.backends.c import accumulate
 
 
 def regularized(W, X):

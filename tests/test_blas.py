@@ -13,10 +13,10 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import compiler
-from symgrad.primitives.registry import bind
-from symgrad.primitives.structural import GEMM_MIN_MADDS, INT32_MAX, _with_gemm
-from symgrad.tracing import Tracer
+from symgrad.backends.c import compiler
+from symgrad.core.primitive import bind
+from symgrad.core.primitives.structural import GEMM_MIN_MADDS, INT32_MAX, _with_gemm
+from symgrad.frontend.tracer import Tracer
 
 BLAS = compiler.blas()
 needs_blas = pytest.mark.skipif(BLAS is None, reason="scipy-openblas32 is not installed")
@@ -30,7 +30,7 @@ RTOL = {"float64": 1e-12, "float32": 1e-5}
 def op_matmul(ta, tb):
     """``f(a, b) = op(a) @ op(b)`` with the transpose flags of the matmul primitive."""
     def f(a, b):
-        return Tracer(bind("matmul", a.var, b.var, transpose_a=ta, transpose_b=tb))
+        return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=tb))
     f.__name__ = f"matmul_{'t' if ta else 'n'}{'t' if tb else 'n'}"
     return f
 
@@ -180,7 +180,7 @@ def test_concurrent_calls_from_threads_agree(tmp_path):
 
 _THREADS_SCRIPT = textwrap.dedent("""
     import ctypes, os, sys, tempfile, numpy as np, symgrad, symgrad.numpy as snp
-    from symgrad.backend import compiler
+    from symgrad.backends.c import compiler
     f = symgrad.compile(lambda a, b: snp.sum(a @ b), cache_dir=tempfile.mkdtemp())
     f(np.ones((64, 64)), np.ones((64, 64)))
     blas = compiler.blas()
@@ -225,7 +225,7 @@ _COUNTING_GEMM = textwrap.dedent("""
 @needs_blas
 def test_aot_source_compiles_against_a_cblas_the_user_names(tmp_path):
     import cffi
-    from symgrad.cli import main
+    from symgrad.tools.cli import main
     spec = Path(__file__).parent / "aot_spec.py"
     assert main(["build", str(spec), "-o", str(tmp_path), "--quiet"]) == 0
     assert b"openblas" not in (tmp_path / "libaot_spec.so").read_bytes()   # self-contained
@@ -246,7 +246,7 @@ def test_aot_source_compiles_against_a_cblas_the_user_names(tmp_path):
     r = np.random.default_rng(4)
     W = r.standard_normal((30, 10)) * 0.1
     # X W and X^T G have 10 columns: gcc and clang build them as symgrad's narrow kernels
-    # (backend/narrow.py), not as gemm calls, however many rows X has.
+    # (backends/c/narrow.py), not as gemm calls, however many rows X has.
     for n, calls in ((20, 0), (400, 0)):
         X, y = r.standard_normal((n, 30)), r.integers(0, 10, n)
         value, grad = np.zeros(1), np.zeros((30, 10))

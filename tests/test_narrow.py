@@ -1,21 +1,21 @@
 """Products with a narrow result (<= 16 columns) run symgrad's register-blocked kernels
-(backend/narrow.py), built ahead of time too: every column count, both layouts, both dtypes,
+(backends/c/narrow.py), built ahead of time too: every column count, both layouts, both dtypes,
 blocks of rows and panels cut anywhere, against NumPy in float64."""
 import numpy as np
 import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import narrow
-from symgrad.primitives.registry import bind
-from symgrad.tracing import Tracer
+from symgrad.backends.c import narrow
+from symgrad.core.primitive import bind
+from symgrad.frontend.tracer import Tracer
 
 RTOL = {"float64": 1e-12, "float32": 2e-5}
 
 
 def product(ta):
     def f(a, b):
-        return Tracer(bind("matmul", a.var, b.var, transpose_a=ta, transpose_b=False))
+        return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=False))
     f.__name__ = "matmul_tn" if ta else "matmul_nn"
     return f
 

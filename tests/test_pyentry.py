@@ -1,5 +1,5 @@
 """Functions of float64 scalars are called through CPython entry points built into their library
-(backend/pyentry.py): the same results, of the same types, as the interpreter's path."""
+(backends/c/pyentry.py): the same results, of the same types, as the interpreter's path."""
 import threading
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 import symgrad
 import symgrad.nn as snn
 import symgrad.numpy as snp
-from symgrad.backend import pyentry
+from symgrad.backends.c import pyentry
 
 pytestmark = pytest.mark.skipif(pyentry.include_dir() is None, reason="no CPython headers")
 

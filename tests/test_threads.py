@@ -1,4 +1,4 @@
-"""symgrad's thread pool (backend/threads.py, templates/threads.c.j2): sized by the environment,
+"""symgrad's thread pool (backends/c/threads.py, symgrad/templates/threads.c.j2): sized by the environment,
 the same numbers with one thread or several, safe with many Python threads calling at once and
 across fork()."""
 import os
@@ -14,7 +14,7 @@ _PRELUDE = textwrap.dedent("""
     import os, sys, tempfile
     import numpy as np
     import symgrad, symgrad.numpy as snp
-    from symgrad.backend import threads
+    from symgrad.backends.c import threads
 
     def loss(W, X, b):
         h = snp.maximum(X @ W + b, 0.0)        # a wide product (gemm, split over the pool)
