@@ -123,7 +123,7 @@ def test_page_draws_every_node_and_makes_no_request(seed, page, tmp_path):
     names = rep.derived.names()
     assert {names[v] for v in rep.forward.inputs} | {"g", "b_g", "b_x", "b_y"} <= set(nodes)
     svg_text = re.sub(r"<[^>]+>", " ", dom[dom.index("<svg"):dom.index("</svg>")])
-    for label in ("value 1.54564", "grad 2.05957", "grad 1.59223"):    # g, d/dx, d/dy
+    for label in ("= 1.54564", "dg/dx = 2.05957", "dg/dy = 1.59223"):    # g, d/dx, d/dy
         assert label in svg_text
     assert page_requests(net_log) == []
 

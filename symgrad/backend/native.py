@@ -42,26 +42,36 @@ def _c_name(name):
 def specialization_functions(spec, base):
     """The CFunctions of a specialization: ``base`` (the value) and, when the result is one
     float scalar, ``base_value_and_grad``."""
+    return [renderer.render(doc=doc) for renderer, doc in specialization_renderers(spec, base)]
+
+
+def specialization_renderers(spec, base):
+    """``(FunctionRenderer, doc lines)`` of each C function of a specialization. The renderers
+    hold the C names of the values (``cnames``), which ``symgrad.inspect`` shows and links."""
     graph = spec.graph
     outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
-    functions = [FunctionRenderer(graph, base, outs).render(
-        doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
+    renderers = [(FunctionRenderer(graph, base, outs),
+                  [f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
     if spec.differentiable:
         vg = spec.value_and_grad_graph()
         grad_name = f"{base}_value_and_grad"
         wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
         names = ["value"] + [f"grad_{v.name}" for v in wrt]
-        functions.append(FunctionRenderer(vg, grad_name, names).render(
-            doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
-                 f"{_signature(graph)}",
-                 "with respect to " + ", ".join(v.name for v in wrt)]))
-    return functions
+        renderers.append((FunctionRenderer(vg, grad_name, names),
+                          [f"{grad_name}: value and gradient of {spec.owner.__name__}"
+                           f"{_signature(graph)}",
+                           "with respect to " + ", ".join(v.name for v in wrt)]))
+    return renderers
 
 
 def render_specialization(spec):
     """The C module of a specialization (value function, and value-and-grad if it has one)."""
+    return render_functions(spec, specialization_functions(spec, _c_name(spec.owner.__name__)))
+
+
+def render_functions(spec, functions):
+    """The C module of a specialization from its rendered CFunctions."""
     base = _c_name(spec.owner.__name__)
-    functions = specialization_functions(spec, base)
     title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
     source = render_module(functions, title=title, version=VERSION)
     grad_name = functions[1].name if len(functions) > 1 else None
