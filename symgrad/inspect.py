@@ -10,14 +10,19 @@ the same data:
   interpreter's, on ``args``).
 - ``dot()``: Graphviz source of the forward and adjoint graph (adjoint edges dashed).
 - ``html()``: one self-contained page (``templates/report.html.j2``) with the graph drawn by the
-  ``dot`` program when it is installed; clicking a node highlights its IR and C lines.
+  ``dot`` program when it is installed, scaled to fit the window (forward and backward side by
+  side; the mouse wheel zooms, dragging pans, a double click fits it again); clicking a node
+  highlights its IR and C lines.
 - ``_repr_html_()``: the same page body, for notebooks.
 
-The adjoint shown is the one the derivative rules emit, before optimization, because that is
-the one that reads like the chain rule; the C is compiled from the optimized graph, whose node
-counts the cost summary gives. Names are the IR printer's (``a``, ``b``, adjoints ``b_a``), which
-the C code uses too; a temporary of the adjoint that has no ``b_`` name is matched with nothing
-in the C, since optimization renumbers those.
+The adjoint shown is the one the derivative rules emit, less its dead statements (those run
+nowhere), before the other optimizations, because that is the one that reads like the chain
+rule; the C is compiled from the optimized graph, whose node counts the cost summary gives.
+Names are the graph's own (``Graph.names``: ``a``, ``b``, adjoints ``b_a``); the forward
+statements keep the names the value function's C gives them. The page links a line of C to the
+values it names through the C renderer's own naming (``native.specialization_renderers``), so a
+value the C renames (``i`` is ``i_`` there) or a temporary the optimizer renumbered still links
+to the right node.
 """
 from __future__ import annotations
 
@@ -270,7 +275,8 @@ class Report:
         wrt = ", ".join(self.names[self.forward.inputs[i]] for i in self.wrt)
         lines = [Line(f"# adjoint IR (reverse mode, d {self.names[self.forward.outputs[0]]} / d "
                       f"{wrt}): {len(self.adjoint_nodes)} statements as the derivative rules "
-                      f"emit them, {len(self.optimized.nodes) - len(self.forward.nodes)} after "
+                      f"emit them, dead ones dropped; "
+                      f"{len(self.optimized.nodes) - len(self.forward.nodes)} after "
                       f"optimization", "comment")]
         group = object()
         for n in self.adjoint_nodes:
@@ -494,20 +500,28 @@ class Report:
     # -- Graphviz ------------------------------------------------------------------------------
 
     def dot(self):
-        """Graphviz source: forward statements solid, adjoint ones dashed and orange."""
+        """Graphviz source: the forward graph and the adjoint graph as two clusters side by side
+        (each ranked top to bottom, so a long function is two columns, not one tall chain);
+        forward edges solid, adjoint ones dashed and orange. An adjoint statement's edge from
+        a forward value does not rank it below that value (``constraint=false``): otherwise
+        the backward pass would hang below the whole forward one."""
         graph = self._graph()
         inline = self._inline()
         adjoint = {n.out for n in self.adjoint_nodes}
         outputs = set(graph.outputs)
         out = [f'digraph "{_dot_escape(self.name)}" {{',
-               '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
-               'fontname="Helvetica", fontsize=10]; edge [color="#555555"];']
+               '  rankdir=TB; newrank=true; nodesep=0.2; ranksep=0.3; '
+               'fontname="Helvetica"; fontsize=11;',
+               '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
+               'fontname="Helvetica", fontsize=10, margin="0.08,0.03"]; edge [color="#555555"];']
+        nodes = {"forward": [], "backward": []}
+        edges = []
         for v in graph.inputs:
             label = f"{self.names[v]}\\n{v.type}"
             if v in self.values:
                 label += f"\\n{_dot_escape(format_value(self.values[v]))}"
-            out.append(f'  "{self.names[v]}" [id="node_{self.names[v]}", shape=ellipse, '
-                       f'fillcolor="#dff0d8", label="{label}"];')
+            nodes["forward"].append(f'    "{self.names[v]}" [id="node_{self.names[v]}", '
+                                    f'shape=ellipse, fillcolor="#dff0d8", label="{label}"];')
         y = self.names[self.forward.outputs[0]]
         plain = self._plain_ref()
         for n in graph.nodes:
@@ -523,13 +537,26 @@ class Report:
                 label += f"\\n{_dot_escape(what)}= {_dot_escape(format_value(self.values[n.out]))}"
             style = 'fillcolor="#fdebd0", color="#d9480f"' if n.out in adjoint else ""
             periph = ", peripheries=2" if n.out in outputs else ""
-            out.append(f'  "{name}" [id="node_{name}", label="{label}"'
-                       f'{", " + style if style else ""}{periph}];')
+            nodes["backward" if n.out in adjoint else "forward"].append(
+                f'    "{name}" [id="node_{name}", label="{label}"'
+                f'{", " + style if style else ""}{periph}];')
             for v in n.inputs:
                 if v in inline:
                     continue
-                edge = ('style=dashed, color="#d9480f"' if n.out in adjoint else 'style=solid')
-                out.append(f'  "{self.names[v]}" -> "{name}" [{edge}];')
+                if n.out not in adjoint:
+                    edge = "style=solid"
+                elif v in adjoint:
+                    edge = 'style=dashed, color="#d9480f"'
+                else:                      # a forward value read by the backward pass
+                    edge = 'style=dashed, color="#e8a27c", constraint=false'
+                edges.append(f'  "{self.names[v]}" -> "{name}" [{edge}];')
+        titles = {"forward": "forward", "backward": "backward (adjoint)"}
+        for part, lines in nodes.items():
+            if lines:
+                out += [f'  subgraph cluster_{part} {{',
+                        f'    label="{titles[part]}"; labeljust=l; style="rounded,dashed"; '
+                        f'color="#bbbbbb";', *lines, "  }"]
+        out += edges
         out.append("}")
         return "\n".join(out) + "\n"
 
@@ -561,6 +588,19 @@ class Report:
         svg = done.stdout
         return svg[svg.find("<svg"):] if "<svg" in svg else None
 
+    @staticmethod
+    def _scalable(svg):
+        """``(svg, width px, height px)``: the drawing without its fixed size, so the page
+        scales it to its box (the viewBox keeps the proportions), and its natural size, which
+        the box never exceeds (a small graph is not blown up)."""
+        m = re.match(r'<svg\s[^>]*?width="([\d.]+)pt"\s+height="([\d.]+)pt"', svg)
+        if m is None:
+            return svg, None, None
+        width, height = (float(x) * 4 / 3 for x in m.groups())      # points to CSS pixels
+        head, rest = svg.split(">", 1)
+        head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+        return f"{head}>{rest}", round(width), round(height)
+
     # -- HTML ----------------------------------------------------------------------------------
 
     def html(self, *, standalone=True):
@@ -575,6 +615,7 @@ class Report:
         svg = self.svg()
         if svg is None and shutil.which("dot") is None:
             warnings.warn(GRAPHVIZ_MISSING, RuntimeWarning, stacklevel=2)
+        svg, svg_width, svg_height = self._scalable(svg) if svg else (None, None, None)
         sections = []
         for title, lines in self.sections():
             if title == "generated C":
@@ -594,7 +635,8 @@ class Report:
             standalone=standalone, uid=uid, title=f"symgrad inspect: {self.name}",
             name=self.name, signature=", ".join(f"{self.names[v]}: {v.type}"
                                                  for v in self.forward.inputs),
-            svg=svg, missing=None if svg is not None else GRAPHVIZ_MISSING,
+            svg=svg, svg_width=svg_width, svg_height=svg_height,
+            missing=None if svg is not None else GRAPHVIZ_MISSING,
             dot_source=self.dot(), sections=sections)
 
     def _repr_html_(self):

@@ -149,8 +149,12 @@ def check_c_comments(source):
         for stmt in re.findall(r"/\* grad of: (.*?)   ", body):
             if "(of values folded away" in stmt:
                 continue
-            target, _, rhs = stmt.partition(" = ")
-            for token in [target] + rhs.split()[1:]:
+            if stmt.endswith(" (a view)"):          # no variable of its own: no target
+                tokens = stmt[:-len(" (a view)")].split()[1:]
+            else:
+                target, _, rhs = stmt.partition(" = ")
+                tokens = [target] + rhs.split()[1:]
+            for token in tokens:
                 if re.fullmatch(r"-?[\d.]+(e[-+]?\d+)?|true|false|-?inf|nan", token):
                     continue
                 assert token in names, (m.group(1), stmt, token)
