@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from pathlib import Path
 from . import __version__, dims
 from .api import CompiledFunction, Specialization
 from .backend import compiler
-from .backend.codegen import c_identifier, environment, render_module, render_prototypes
+from .backend.codegen import (C_KEYWORDS, KERNEL_LOCALS, LIBC_NAMES, c_identifier, environment,
+                               render_module, render_prototypes)
 from .backend.native import specialization_functions
 from .cspell import CTYPES, STATUS
 from .tracing import parameter_names
@@ -73,10 +75,40 @@ def export(fn, *types, name=None, argnums=0):
     name = name or fn.__name__
     if not name.isidentifier():
         raise ValueError(f"export name {name!r} is not an identifier")
+    problem = export_name_problem(name)
+    if problem is not None:
+        how = "pass name= with another" if name == fn.__name__ else "choose another name="
+        raise ValueError(f"export name {name!r} cannot be the C function's name: {problem}. "
+                         f"The library's functions are named exactly as exported, so {how}, "
+                         f"e.g. symgrad.export({fn.__name__}, ..., name=\"{name}_fn\")")
     argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     e = Export(fn, tuple(types), name, argnums)
     _EXPORTS.append(e)
     return e
+
+
+def export_name_problem(name):
+    """Why ``name`` cannot name an exported C function as it is, or None.
+
+    An export's C functions are ``name`` and ``name_value_and_grad``, public symbols of the
+    library. We refuse a name the C renderer would have to change (it used to turn ``exp`` into
+    ``exp_`` without a word): a caller reading the Python spec must find the same name in the
+    header."""
+    if name in LIBC_NAMES:
+        return ("it is a function of the C library (libc or libm), which the library links "
+                "and the generated code calls: the two would clash")
+    if name in C_KEYWORDS or keyword.iskeyword(name):
+        return "it is a C or Python keyword or type name"
+    if name in KERNEL_LOCALS or name in STATUS:
+        return "the generated C uses that name for its own variables or status codes"
+    if name.startswith("symgrad_"):
+        return "names beginning with symgrad_ belong to the generated code"
+    if name.startswith("__") or (name.startswith("_") and name[1:2].isupper()):
+        return "C reserves names beginning with __ or with _ and a capital letter"
+    if c_identifier(name, set()) != name:
+        return ("it is not a plain C identifier of ASCII letters, digits and underscores that "
+                "is not all capitals (those read as macros)")
+    return None
 
 
 def collect(spec_path):

@@ -306,3 +306,31 @@ def test_one_loop_library_serves_every_horizon(tmp_path):
             np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-15)
     header = (tmp_path / "out" / "loops_spec.h").read_text()
     assert "steps: int64_t[1] (a loop's trip count, read at run time)" in header
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("exp", "a function of the C library"), ("sqrt", "a function of the C library"),
+    ("double", "keyword"), ("status", "its own variables"), ("symgrad_loss", "belong to the "
+                                                                             "generated code"),
+    ("LOSS", "not all capitals")])
+def test_an_export_named_like_a_c_name_is_refused_with_the_reason(name, reason):
+    """It used to be renamed silently (exp became exp_ in the header)."""
+    with pytest.raises(ValueError, match=f"export name '{name}' cannot be the C function's "
+                                         f"name: .*{reason}.*name=\"{name}_fn\""):
+        symgrad.export(aot_spec.softmax_loss, "f64[3,2]", "f64[N,3]", "i64[N]", "f64[]",
+                       name=name)
+
+
+def test_a_function_named_exp_needs_a_name(tmp_path, capsys):
+    spec = tmp_path / "libm_spec.py"
+    spec.write_text("import symgrad, symgrad.numpy as snp\n"
+                    "def exp(x):\n"
+                    "    return snp.sum(snp.exp(x))\n"
+                    "symgrad.export(exp, 'f64[3]')\n")
+    assert main(["build", str(spec), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("symgrad build: export name 'exp' cannot be the C function's name")
+    assert "pass name= with another" in err and err.count("\n") == 1
+    spec.write_text(spec.read_text().replace("'f64[3]')", "'f64[3]', name='sum_exp')"))
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "int sum_exp(" in (tmp_path / "out" / "libm_spec.h").read_text()
