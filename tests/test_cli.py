@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from symgrad import cli
+from symgrad.tools import cli
 
 SMALL = textwrap.dedent("""\
     import symgrad.numpy as snp, symgrad.nn as snn
@@ -125,8 +125,8 @@ def test_bad_targets(small, capsys, target):
 
 
 def test_the_installed_command_exits_2_without_a_traceback(small):
-    """Through the console entry point (``python -m symgrad.cli``), as a user runs it."""
-    done = subprocess.run([sys.executable, "-m", "symgrad.cli", "check", f"{small}:small",
+    """Through the console entry point (``python -m symgrad.tools.cli``), as a user runs it."""
+    done = subprocess.run([sys.executable, "-m", "symgrad.tools.cli", "check", f"{small}:small",
                            "--arg", "W=f64[5,3"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("symgrad check: --arg W: cannot read type string")
@@ -135,7 +135,7 @@ def test_the_installed_command_exits_2_without_a_traceback(small):
 # --- symgrad cache -----------------------------------------------------------------------------
 
 def run_cache(env, *argv):
-    done = subprocess.run([sys.executable, "-m", "symgrad.cli", "cache", *argv],
+    done = subprocess.run([sys.executable, "-m", "symgrad.tools.cli", "cache", *argv],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout

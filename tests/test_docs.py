@@ -133,4 +133,4 @@ def test_docs_links_resolve():
             assert (page.parent / target).is_file(), (page.name, target)
     for target in re.findall(r"\]\(([^)#:]+)\)", README):
         assert (ROOT / target).exists(), target
-    importlib.import_module("symgrad.cli")
+    importlib.import_module("symgrad.tools.cli")

@@ -18,8 +18,9 @@ import pytest
 
 import golden_functions as gf
 import symgrad.numpy as snp
-from symgrad import cli, demo, inspect as sgi
-from symgrad.passes import dce
+from symgrad.tools import cli, demo
+from symgrad.tools import inspect as sgi
+from symgrad.core.passes import dce
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 rng = np.random.default_rng(0)

@@ -17,7 +17,8 @@ import textwrap
 
 import pytest
 
-from symgrad import cli, inspect as sgi
+from symgrad.tools import cli
+from symgrad.tools import inspect as sgi
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
                                                  "google-chrome"))), None)
@@ -235,7 +236,7 @@ def demo_pages(root):
     """(label, page) for each function of ``symgrad demo``, written by ``Report.html``."""
     import numpy as np
 
-    from symgrad import demo
+    from symgrad.tools import demo
     rng = np.random.default_rng(0)
     cases = [(label, fn, args, tuple(range(len(args)))) for label, fn, args in demo.LECTURE]
     cases.append(("softmax_loss", demo.softmax_loss,
