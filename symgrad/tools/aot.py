@@ -77,12 +77,6 @@ def export(fn, *types, name=None, argnums=0):
     name = name or fn.__name__
     if not name.isidentifier():
         raise ValueError(f"export name {name!r} is not an identifier")
-    problem = export_name_problem(name)
-    if problem is not None:
-        how = "pass name= with another" if name == fn.__name__ else "choose another name="
-        raise ValueError(f"export name {name!r} cannot be the C function's name: {problem}. "
-                         f"The library's functions are named exactly as exported, so {how}, "
-                         f"e.g. symgrad.export({fn.__name__}, ..., name=\"{name}_fn\")")
     argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     e = Export(fn, tuple(types), name, argnums)
     _EXPORTS.append(e)
@@ -93,12 +87,11 @@ def export_name_problem(name):
     """Why ``name`` cannot name an exported C function as it is, or None.
 
     An export's C functions are ``name`` and ``name_value_and_grad``, public symbols of the
-    library. We refuse a name the C renderer would have to change (it used to turn ``exp`` into
-    ``exp_`` without a word): a caller reading the Python spec must find the same name in the
-    header."""
+    library, so a name C cannot take is renamed there (``exp`` is ``exp_``): ``build`` says so
+    in its output and in the header, with this reason; the Python loader keeps the name."""
     if name in LIBC_NAMES:
         return ("it is a function of the C library (libc or libm), which the library links "
-                "and the generated code calls: the two would clash")
+                "and the generated code calls")
     if name in C_KEYWORDS or keyword.iskeyword(name):
         return "it is a C or Python keyword or type name"
     if name in KERNEL_LOCALS or name in STATUS:
@@ -108,9 +101,17 @@ def export_name_problem(name):
     if name.startswith("__") or (name.startswith("_") and name[1:2].isupper()):
         return "C reserves names beginning with __ or with _ and a capital letter"
     if c_identifier(name, set()) != name:
-        return ("it is not a plain C identifier of ASCII letters, digits and underscores that "
-                "is not all capitals (those read as macros)")
+        return ("a C name is made of ASCII letters, digits and underscores, and one in "
+                "capitals reads as a macro")
     return None
+
+
+def renaming_note(name, c_name, taken_before=False):
+    """The sentence ``build`` prints and the header holds for an export renamed in C."""
+    why = export_name_problem(name) or ("another export's C name is already "
+                                        f"{c_name.rstrip('_')}")
+    return (f"export {name!r} is the C function {c_name} (and {c_name}_value_and_grad): "
+            f"{why}; the Python loader keeps the name {name!r}")
 
 
 def collect(spec_path):
@@ -153,6 +154,7 @@ def _entry(export_, functions, taken):
             if not isinstance(d, int):
                 size_sources.setdefault(str(d), (k, axis))
     base = c_identifier(export_.name, taken)
+    renamed = renaming_note(export_.name, base) if base != export_.name else None
     funcs = specialization_functions(spec, base)
     functions.extend(funcs)
     entries = []
@@ -170,7 +172,7 @@ def _entry(export_, functions, taken):
     return {"name": export_.name, "python": export_.fn.__name__, "args": args, "sizes": sizes,
             "size_sources": size_sources, "value": entries[0],
             "value_and_grad": entries[1] if len(entries) > 1 else None, "wrt": wrt,
-            "types": list(export_.types)}
+            "types": list(export_.types), "renamed": renamed}
 
 
 def render(exports, stem):
@@ -194,7 +196,8 @@ def render(exports, stem):
                                            for a in e["args"]],
                              "sizes": e["sizes"], "gradient_of": e["wrt"],
                              "c_functions": [x["c_name"] for x in (e["value"],
-                                                                   e["value_and_grad"]) if x]}
+                                                                   e["value_and_grad"]) if x],
+                             **({"renamed": e["renamed"]} if e["renamed"] else {})}
                             for e in entries]}
     return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
@@ -208,6 +211,9 @@ def build(spec_path, out_dir="build", cflags=None, log=print):
     log(f"symgrad build: {len(exports)} export(s) from {spec_path}: "
         + ", ".join(e.name for e in exports))
     source, header, loader, manifest = render(exports, stem)
+    for e in json.loads(manifest)["exports"]:
+        if "renamed" in e:
+            log(f"  note: {e['renamed']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"source": out_dir / f"{stem}.c", "header": out_dir / f"{stem}.h",
              "loader": out_dir / f"{stem}.py", "manifest": out_dir / f"{stem}.json",
