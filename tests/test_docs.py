@@ -124,7 +124,7 @@ def test_readme_has_two_setup_commands_and_links_the_reference():
 def test_readme_says_what_a_newcomer_needs():
     assert "SYMGRAD_CACHE_DIR" in README and "symgrad cache --clear" in README
     assert re.search(r"The test suite takes about \d+ minutes", README)
-    assert "Graphviz (`dot`) and Chromium are optional" in README
+    assert "Graphviz (`dot`) and\nChromium are optional" in README
 
 
 def test_docs_links_resolve():
