@@ -32,7 +32,7 @@ from symgrad.backends.c import compiler
 from symgrad import templates
 from symgrad.backends.c.codegen import (C_KEYWORDS, KERNEL_LOCALS, LIBC_NAMES, c_identifier,
                                         render_module, render_prototypes)
-from symgrad.backends.c.native import specialization_functions
+from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.frontend.tracing import parameter_names
 from symgrad.core.types import TensorType, parse_type
@@ -155,7 +155,7 @@ def _entry(export_, functions, taken):
                 size_sources.setdefault(str(d), (k, axis))
     base = c_identifier(export_.name, taken)
     renamed = renaming_note(export_.name, base) if base != export_.name else None
-    funcs = specialization_functions(spec, base)
+    funcs = program_functions(spec.program(), base)
     functions.extend(funcs)
     entries = []
     for fn, vg_graph in zip(funcs, [graph, spec.value_and_grad_graph() if spec.differentiable

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from symgrad import backends
+from symgrad.api import CompiledFunction, check_grad
+from symgrad.errors import CompileError, GradientCheckError
+from symgrad.tools import demo
+from symgrad.tools.aot import build
+from symgrad.tools.inspect import bind_dims, report
 from symgrad.core.types import parse_type
 from symgrad.tools.userfiles import import_file
 
@@ -167,14 +173,10 @@ def _argnums(ns, nargs):
 
 
 def cmd_demo(ns):
-    from symgrad.tools.demo import run
-    return 0 if run() else 1
+    return 0 if demo.run() else 1
 
 
 def cmd_check(ns):
-    from symgrad.api import CompiledFunction
-    from symgrad.tools.check import check_grad
-    from symgrad.errors import GradientCheckError
     fn = load_function(ns.target)
     args = example_arguments(fn, bind_parameters(fn, ns.arg), ns.seed)
     argnums = _argnums(ns, len(args))
@@ -192,7 +194,6 @@ def cmd_inspect(ns):
     """Print (or write to ``-o``) the IR, adjoint, C and costs of FILE.py:FUNC; see inspect.py."""
     import warnings
 
-    from symgrad.tools.inspect import bind_dims, report
     fn = load_function(ns.target)
     try:
         specs = bind_dims(ns.arg, ns.dim)
@@ -215,8 +216,6 @@ def cmd_inspect(ns):
 
 
 def cmd_build(ns):
-    from symgrad.tools.aot import build
-    from symgrad.errors import CompileError
     log = (lambda *a: None) if ns.quiet else print
     try:
         build(ns.spec, ns.output, cflags=ns.cflags.split() if ns.cflags else None, log=log)
@@ -282,7 +281,7 @@ def main(argv=None):
         if name == "check":
             p.add_argument("--rtol", type=float, default=1e-6)
             p.add_argument("--atol", type=float, default=1e-9)
-            p.add_argument("--backend", default="c", choices=("c", "interp"))
+            p.add_argument("--backend", default="c", choices=backends.NAMES)
         if name == "inspect":
             p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                            help="the size of a named dimension such as N (default 8)")

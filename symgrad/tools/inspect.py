@@ -20,7 +20,7 @@ nowhere), before the other optimizations, because that is the one that reads lik
 rule; the C is compiled from the optimized graph, whose node counts the cost summary gives.
 Names are the graph's own (``Graph.names``: ``a``, ``b``, adjoints ``b_a``); the forward
 statements keep the names the value function's C gives them. The page links a line of C to the
-values it names through the C renderer's own naming (``native.specialization_renderers``), so a
+values it names through the C renderer's own naming (``module.program_renderers``), so a
 value the C renames (``i`` is ``i_`` there) or a temporary the optimizer renumbered still links
 to the right node.
 """
@@ -41,11 +41,13 @@ import numpy as np
 from symgrad.frontend import loops
 from symgrad.frontend import tracing
 from symgrad import templates
+from symgrad.api import CompiledFunction
 from symgrad.core.autodiff import value_and_grad_graph
 from symgrad.core.ir import _letter_names
 from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
+from symgrad.backends.c.module import _c_name, program_renderers, render_program
 from symgrad.core.primitives import REGISTRY
 
 GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` program, which was "
@@ -83,7 +85,6 @@ def report(fn, *args, argnums=0, values=False):
     Returns a ``Report``. Raises what tracing raises (``TracingError``, ``ShapeError``, ...);
     a failing C compiler is reported in the summary, not raised.
     """
-    from symgrad.api import CompiledFunction
     py_fn = getattr(fn, "fn", fn)
     cf = CompiledFunction(py_fn, argnums=argnums)
     return Report(cf, args, values=values)
@@ -113,8 +114,6 @@ class Report:
     """Everything ``symgrad inspect`` shows about one specialization; see the module docstring."""
 
     def __init__(self, cf, args, *, values=False):
-        from symgrad.backends.c.native import (_c_name, render_functions,
-                                               specialization_renderers)
         self.name = cf.__name__
         self.timings = {}
         t0 = time.perf_counter()
@@ -144,8 +143,9 @@ class Report:
         self.values = evaluate(shown, arrays, keep=True)[1] if values else {}
 
         t0 = time.perf_counter()
-        renderers = specialization_renderers(spec, _c_name(cf.__name__))
-        self.c_source = render_functions(spec, [r.render(doc=doc) for r, doc in renderers]).source
+        renderers = program_renderers(spec.program(), _c_name(cf.__name__))
+        self.c_source = render_program(spec.program(),
+                                       [r.render(doc=doc) for r, doc in renderers]).source
         self.timings["render C"] = time.perf_counter() - t0
         self.c_names = {r.name: c_names(r) for r, _ in renderers}
         self.compile_error = None
