@@ -23,6 +23,7 @@ from symgrad import numerical
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
 from symgrad.core.types import TensorType
+from symgrad.tree_util import tree_leaves
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
 
@@ -99,7 +100,9 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
     """Compare the gradient of ``fn`` at ``args`` with the interpreter, central differences and
     the complex step.
 
-    ``fn``: a CompiledFunction or a plain function (compiled with the C backend). Returns a
+    ``fn``: a CompiledFunction or a plain function (compiled with the C backend). Arguments
+    may be pytrees (a dict of parameters): every leaf of the ``argnums`` arguments is checked,
+    named after its key path (``params_w``). Returns a
     GradCheckReport; raises GradientCheckError when a comparison fails (unless
     ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
     """
@@ -109,18 +112,21 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
     cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
     if cf.argnums != argnums_t:
         cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              static_argnames=cf.static_argnames, has_aux=cf.has_aux,
                               backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
                               cflags=cf.cflags)
     value, grads = cf.value_and_grad(*args)
-    grads = (grads,) if single else grads
+    if cf.has_aux:
+        value = value[0]
+    grads = tree_leaves(grads if not single else (grads,))
     spec, arrays = cf.specialize(*args)
     is_f32 = any(t is not None and t.dtype == "float32" for t in spec.types)
     tol = max(rtol, F32_RTOL) if is_f32 else rtol
-    names = [spec.graph.inputs[spec.traced.index(i)].name for i in argnums_t]
+    names = [spec.graph.inputs[p].name for p in spec.wrt]
     comparisons = []
 
     # 1. The interpreter on the same adjoint graph, in the same dtype.
-    interp = evaluate(spec.value_and_grad_graph(), arrays)[1:]
+    interp = evaluate(spec.value_and_grad_graph(), arrays)[1 + spec.n_aux:]
     for name, g, ref in zip(names, grads, interp):
         comparisons.append(_compare("interpreter", name, g, ref, max(rtol, 1e-10) if not is_f32
                                     else tol, atol, shape=np.shape(ref)))
@@ -129,8 +135,7 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
     f64 = _float64_graph(cf, spec, args)
     base = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
     rng = np.random.default_rng(seed)
-    for name, i, g in zip(names, argnums_t, grads):
-        pos = spec.traced.index(i)
+    for name, pos, g in zip(names, spec.wrt, grads):
         x0 = base[pos]
 
         def f(x, pos=pos):
@@ -226,8 +231,6 @@ def _float64_graph(cf, spec, args):
     """The forward graph traced with float64 in place of float32 (the references' precision)."""
     if all(t is None or t.dtype != "float32" for t in spec.types):
         return spec.graph
-    from symgrad.frontend import tracing
-    from symgrad.core.passes import optimize
     types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
                                                else t.dtype) for t in spec.types]
-    return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))
+    return spec.retrace(types)

@@ -49,8 +49,9 @@ def specialization_functions(spec, base):
     if spec.differentiable:
         vg = spec.value_and_grad_graph()
         grad_name = f"{base}_value_and_grad"
-        wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
-        names = ["value"] + [f"grad_{v.name}" for v in wrt]
+        wrt = [graph.inputs[p] for p in spec.wrt]
+        names = (["value"] + [f"aux{k}" for k in range(spec.n_aux)]
+                 + [f"grad_{v.name}" for v in wrt])
         functions.append(FunctionRenderer(vg, grad_name, names).render(
             doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
                  f"{_signature(graph)}",
