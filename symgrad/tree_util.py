@@ -35,6 +35,22 @@ class _Node:
     def __init__(self, type_, flatten, unflatten, name):
         self.type, self.flatten, self.unflatten, self.name = type_, flatten, unflatten, name
 
+    def __reduce__(self):
+        # By its type: a structure pickled to another process (a Dask worker) finds the node
+        # registered there, and compares equal to that process's own structures.
+        return _node_for_type, (self.type,)
+
+
+def _node_for_type(t):
+    if t is type(None):
+        return _NONE
+    node = _REGISTRY.get(t)
+    if node is None and issubclass(t, tuple) and hasattr(t, "_fields"):
+        node = _node_of(t.__new__(t, *[None] * len(t._fields)))
+    if node is None:
+        raise ValueError(f"{t.__name__} is not registered as a pytree node in this process")
+    return node
+
 
 _REGISTRY: dict[type, _Node] = {}
 
@@ -99,6 +115,9 @@ class _Key:
 
     def __init__(self, key):
         self.key = key
+
+    def __reduce__(self):
+        return type(self), (self.key,)
 
     def __eq__(self, other):
         return type(self) is type(other) and self.key == other.key
@@ -227,6 +246,9 @@ class PyTreeDef:
 
     def unflatten(self, leaves):
         return tree_unflatten(self, leaves)
+
+    def __reduce__(self):
+        return PyTreeDef, (self.node, self.aux, self.children, self.keys)
 
     def __repr__(self):
         return f"PyTreeDef({self._text()})"
