@@ -3,8 +3,9 @@
 Contract:
 
 - ``SGD``, ``Adagrad``, ``RMSProp`` and ``Adam`` update parameters with
-  ``params = opt.step(params, grads)``. ``params`` is an array or a (nested) tuple, list or dict
-  of arrays; the result has the same structure. Each optimizer keeps its state (momentum,
+  ``params = opt.step(params, grads)``. ``params`` is an array or any pytree of arrays
+  (``symgrad.tree_util``: tuples, lists, dicts with their keys sorted as in JAX, named tuples,
+  registered classes); the result has the same structure. Each optimizer keeps its state (momentum,
   squared-gradient averages, the step count) for every leaf, packed with the other leaves of
   its dtype into one vector (``leaf_state(i)`` shows one leaf's).
 - Each update rule is written once, below, as a symgrad function of
@@ -45,8 +46,8 @@ def flatten(params):
     """``(x, unflatten)``: every leaf of ``params`` raveled into one 1-D float array ``x``.
 
     ``unflatten(x)`` returns arrays of the original shapes in the original structure (an array,
-    or a tuple/list/dict of arrays), so a loss over several arrays plugs into optimizers that
-    take one vector::
+    or any pytree of arrays; leaves in ``symgrad.tree_util`` order, dict keys sorted), so a loss
+    over several arrays plugs into optimizers that take one vector::
 
         x0, unflatten = flatten((A, omega))
         def fun(x):
