@@ -26,28 +26,11 @@ from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
 from symgrad.core.autodiff import value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
-from symgrad.backends.interp import evaluate
+from symgrad import backends
+from symgrad.backends.c.module import render_program
 from symgrad.core.passes import optimize
+from symgrad.tools import check
 from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
-
-BACKENDS = ("c", "interp")
-
-
-class InterpExecutable:
-    """Runs the forward and value-and-gradient graphs in the NumPy interpreter."""
-
-    def __init__(self, forward, value_and_grad):
-        self.forward = forward
-        self.value_and_grad_graph = value_and_grad
-        self.source = None
-
-    def value(self, args):
-        return evaluate(self.forward, args)
-
-    def value_and_grad(self, args):
-        out = evaluate(self.value_and_grad_graph, args)
-        return out[0], out[1:]
-
 
 class Specialization:
     """One traced (and, for the C backend, compiled) version of the function.
@@ -105,6 +88,13 @@ class Specialization:
         single = (not self.graph.tuple_output) or self.owner.has_aux
         return single and out.shape == () and out.type.is_float
 
+    def program(self):
+        """What a backend runs: this specialization's graphs."""
+        return backends.Program(
+            self.owner.__name__, _origin(self.owner.fn), self.graph,
+            self.value_and_grad_graph() if self.differentiable else None,
+            tuple(self.wrt), self.n_aux)
+
     def executable(self):
         executable = self._executable       # built once; later calls take no lock
         if executable is None:
@@ -121,8 +111,7 @@ class CompiledFunction:
     def __init__(self, fn, *, argnums=0, static_argnums=(), static_argnames=(), has_aux=False,
                  signature=None, backend="c", dtype=None, cache_dir=None, cflags=None):
         backend = os.environ.get("SYMGRAD_BACKEND", backend) if backend == "c" else backend
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self._backend = backends.get(backend)       # ValueError for an unknown name
         self.fn = fn
         self.single = isinstance(argnums, int)
         self.argnums = (argnums,) if self.single else tuple(argnums)
@@ -291,11 +280,7 @@ class CompiledFunction:
         return spec, arrays, made
 
     def _build(self, spec):
-        if self.backend == "interp":
-            return InterpExecutable(spec.graph, spec.value_and_grad_graph()
-                                    if spec.differentiable else None)
-        from symgrad.backends.c.native import NativeExecutable
-        return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
+        return self._backend.build(spec.program(), cache_dir=self.cache_dir, cflags=self.cflags)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -480,13 +465,11 @@ class CompiledFunction:
 
     def source(self, *args, **kwargs):
         """The generated C source for these arguments."""
-        from symgrad.backends.c.native import render_specialization
-        return render_specialization(self.specialize(*args, **kwargs)[0]).source
+        return render_program(self.specialize(*args, **kwargs)[0].program()).source
 
     def check(self, *args, **kwargs):
         """``symgrad.check_grad(self, *args, argnums=self.argnums)``; keyword arguments of
         ``check_grad`` (``rtol``, ``atol``, ...) are taken as such."""
-        from symgrad.tools.check import check_grad
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
 
@@ -909,3 +892,24 @@ def _parameters(names):
     import inspect
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter(n, kind) for n in names])
+
+
+def check_grad(fn, *args, argnums=0, **options):
+    """``symgrad.check_grad``: check the gradient of ``fn`` (a CompiledFunction or a plain
+    function, compiled with the C backend) at ``args``; see ``tools.check.check_compiled``."""
+    argnums_t = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
+    if cf.argnums != argnums_t:
+        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              static_argnames=cf.static_argnames, has_aux=cf.has_aux,
+                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
+                              cflags=cf.cflags)
+    return check.check_compiled(cf, *args, argnums=argnums, **options)
+
+
+def _origin(fn):
+    """Where ``fn`` was written, ``loss.py:12``, for the generated code's title."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "Python"
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"

@@ -22,7 +22,9 @@ from symgrad.core.autodiff import emit_jvp, inline, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Var, building
 from symgrad.core.passes import optimize
 from symgrad.core import ops
-from symgrad.frontend.tracing import Tracer
+from symgrad.core.primitive import bind
+from symgrad import numpy as snp
+from symgrad.frontend.tracer import Tracer
 
 MODES = ("auto", "forward", "reverse")
 
@@ -78,18 +80,18 @@ def _prepare(fn, args, argnums, what, kw=None, has_aux=False):
     wanted = [k for i in argnums for k in range(spans[i][1], spans[i][2])]
     for k in wanted:
         entries[k] = snp.asarray(entries[k])
-        if not entries[k].var.type.is_float:
+        if not entries[k].irvar.type.is_float:
             labels = labels or layout.labels(tracing.parameter_names(fn))
             raise ValueError(f"{what}: cannot differentiate with respect to {labels[k]} "
-                             f"({entries[k].var.type}): integer and boolean arguments are data")
-    types = [a.var.type if isinstance(a, Tracer) else None for a in entries]
+                             f"({entries[k].irvar.type}): integer and boolean arguments are data")
+    types = [a.irvar.type if isinstance(a, Tracer) else None for a in entries]
     static = {k: a for k, a in enumerate(entries) if not isinstance(a, Tracer)}
     name = getattr(fn, "__name__", "f")
     flat = calls.flat_function(fn, layout, tracing.parameter_names(fn), has_aux=has_aux,
                                name=name)
     graph = optimize(tracing.trace(flat, types, static, name=name))
     traced = [k for k, t in enumerate(types) if t is not None]
-    inputs = [entries[k].var for k in traced]
+    inputs = [entries[k].irvar for k in traced]
     return Prepared(graph, inputs, [traced.index(k) for k in wanted],
                     [layout.trees[i] for i in argnums], flat.out_tree)
 
@@ -126,7 +128,7 @@ def jvp(fn, argnums, args, tangents):
     seeds = {}
     for pos, t in zip(p.positions, leaves):
         x = p.graph.inputs[pos]
-        t = snp.asarray(t).var
+        t = snp.asarray(t).irvar
         seeds[pos] = ops.broadcast_to(ops.convert(t, x.dtype), x.shape)
     outs, t_outs = emit_jvp(p.graph, p.inputs, seeds)
     return p.outputs(outs), p.outputs(t_outs)
@@ -227,5 +229,4 @@ def _vjp_graph(graph, o, positions):
 
 
 def _join(parts, axis):
-    from symgrad.core.primitives import bind
     return parts[0] if len(parts) == 1 else bind("concatenate", *parts, axis=axis)
