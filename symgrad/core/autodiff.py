@@ -34,16 +34,19 @@ def needs_gradient(graph, wrt):
     return active
 
 
-def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
+def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=False):
     """Build the graph ``(inputs) -> (value, d value/d inputs[argnums]...)``.
 
     ``graph`` must have one scalar float output. ``argnums`` index ``graph.inputs``. Raises
     ValueError for a non-scalar output or an integer input asked for a gradient. ``strip=False``
     keeps the ``stop_gradient`` statements, for a graph that will be differentiated again.
+    ``has_aux``: the first output is the value and the others are auxiliary results, computed
+    beside it and passed through: ``(value, aux..., gradients...)``.
     """
     y = graph.outputs[0]
-    if graph.tuple_output or y.shape != () or not y.type.is_float:
-        what = ("a tuple" if graph.tuple_output else str(y.type))
+    aux = list(graph.outputs[1:]) if has_aux else []
+    if (graph.tuple_output and not has_aux) or y.shape != () or not y.type.is_float:
+        what = ("a tuple" if graph.tuple_output and not has_aux else str(y.type))
         raise ValueError(f"grad needs a function with a scalar float result; {graph.name} "
                          f"returns {what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
     wrt = [graph.inputs[i] for i in argnums]
@@ -76,7 +79,8 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
             if g.adjoint_of is None and g not in graph.inputs:
                 g.adjoint_of = v
             grads.append(g)
-    out = Graph(graph.inputs, builder.nodes, [y, *grads], name=f"value_and_grad_{graph.name}")
+    out = Graph(graph.inputs, builder.nodes, [y, *aux, *grads],
+                name=f"value_and_grad_{graph.name}")
 
     out = strip_stop_gradients(out) if strip else out
     return optimize(out) if simplify else out
