@@ -770,8 +770,8 @@ def _check_signature(entry, arr, name, sizes):
     return arr
 
 
-def compile(fn=None, *, argnums=0, static_argnums=(), static_argnames=(), has_aux=False,
-            signature=None, backend="c", dtype=None, cache_dir=None, cflags=None):
+def compile(fn=None, *, argnums=0, static_argnums=(), signature=None, backend="c", dtype=None,
+            cache_dir=None, cflags=None, static_argnames=(), has_aux=False):
     """Compile ``fn``; usable as ``@compile`` or ``@compile(argnums=..., ...)``. See API.md §2
     and §6 (pytrees, keywords, ``static_argnames``, ``has_aux``)."""
     options = dict(argnums=argnums, static_argnums=static_argnums,
