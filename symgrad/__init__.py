@@ -16,6 +16,7 @@ from symgrad._version import __version__
 from symgrad import distributed, nn, numerical, optim  # distributed imports Dask lazily
 from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
+from symgrad.scipy import special as _special  # noqa: F401  (registers scipy.special names)
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
                          value_and_grad)
