@@ -17,7 +17,7 @@ import difflib
 import numpy as np
 
 from symgrad.core.ir import Var, user_location
-from symgrad.errors import TracingError, where
+from symgrad.errors import TracingError, UnsupportedError, where
 
 # NumPy name ("sum", "linalg.solve") -> the symgrad.numpy function that traces it.
 IMPLEMENTATIONS: dict = {}
@@ -31,12 +31,17 @@ def implements(name, fn):
     return fn
 
 
-def unsupported(name):
-    """The error for a NumPy name symgrad does not trace: what it is, and what is close."""
-    close = difflib.get_close_matches(name, IMPLEMENTATIONS, n=4, cutoff=0.6)
+def closest(name, names, n=4):
+    """The supported names closest to ``name`` (by spelling), best first."""
+    return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+
+
+def unsupported(name, where_from="numpy", names=None):
+    """The error for a name symgrad does not trace: what it is, and what is close."""
+    close = closest(name, IMPLEMENTATIONS if names is None else names)
     hint = f" Closest supported: {', '.join(close)}." if close else ""
-    return TracingError(f"numpy.{name} is not supported on traced values yet{where(user_location())}."
-                        f"{hint} docs/numpy.md lists what symgrad.numpy supports.")
+    return UnsupportedError(f"{where_from}.{name} is not supported yet{where(user_location())}."
+                            f"{hint} docs/numpy.md lists what symgrad supports.")
 
 
 def implementation(name):

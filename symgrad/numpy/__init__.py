@@ -21,7 +21,7 @@ from symgrad.errors import ShapeError, where as _at
 from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
-from symgrad.frontend.tracer import Tracer, implements
+from symgrad.frontend.tracer import Tracer, implements, unsupported
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
@@ -805,7 +805,7 @@ def getitem(x, key):
 
 # --- what Tracers and NumPy's own functions run on traced values ------------------------------
 
-_NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements",
+_NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements", "unsupported",
                   "current_builder", "user_location", "ShapeError", "FLOAT_DTYPES",
                   "canonical_dtype", "promote", "ndarray"}
 __all__ = sorted(name for name, value in globals().items()
@@ -815,3 +815,10 @@ for _name in __all__:
     implements(_name, globals()[_name])
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]
+
+
+def __getattr__(name):
+    """``snp.foo`` for a name symgrad.numpy lacks: an error naming it and the closest names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.numpy' has no attribute {name!r}")
+    raise unsupported(name, "symgrad.numpy", __all__)

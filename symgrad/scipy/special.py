@@ -21,6 +21,7 @@ from symgrad.core.primitives import bind as _bind
 from symgrad.core.primitives.special import MAX_POLYGAMMA as _MAX_POLYGAMMA
 from symgrad.core.primitives.special import polygamma_scalar as _polygamma_scalar
 from symgrad.frontend.tracer import implements as _implements
+from symgrad.frontend.tracer import unsupported as _unsupported
 
 try:                                    # for plain arrays only; SciPy is not a dependency
     import scipy.special as _scipy_special
@@ -137,3 +138,10 @@ for _name in __all__:
     _implements(f"scipy.special.{_name}", globals()[_name])
 for _name in ("erf", "erfc", "erfinv", "gammaln", "psi", "xlogy", "xlog1py", "expit", "logit"):
     _implements(_name, globals()[_name])
+
+
+def __getattr__(name):
+    """A name this module lacks: an error naming it and the closest supported names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.scipy.special' has no attribute {name!r}")
+    raise _unsupported(name, "symgrad.scipy.special", __all__)
