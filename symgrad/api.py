@@ -23,7 +23,7 @@ import numpy as np
 from symgrad.core import dims
 from symgrad.frontend import tracing
 from symgrad.frontend import transforms
-from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
@@ -55,7 +55,7 @@ class Specialization:
     def differentiable(self):
         """Whether the result is one float scalar, which grad needs."""
         out = self.graph.outputs[0]
-        return not self.graph.tuple_output and out.shape == () and out.type.is_float
+        return not self.graph.tuple_output and has_one_element(out) and out.type.is_float
 
     def program(self):
         """What a backend runs: this specialization's graphs."""
@@ -454,7 +454,9 @@ def _grads_of(spec, single):
         value, grads = outs
         if zero_d:
             grads = [g[()] if g.ndim == 0 else g for g in grads]
-        return float(value), (grads[0] if single else tuple(grads))
+        # A one-element result of shape (1,) or (1, 1) keeps its shape, as autograd's does.
+        value = value if np.ndim(value) else float(value)
+        return value, (grads[0] if single else tuple(grads))
     return finish
 
 

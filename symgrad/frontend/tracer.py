@@ -103,17 +103,23 @@ class Tracer:
                        "argument static (static_argnums).")
 
     def __float__(self):
-        self._no_value("float()", "Keep computing with symgrad.numpy instead.")
+        self._no_value("float()", "Keep computing with symgrad.numpy instead; to change the "
+                       "dtype, use x.astype(np.float64).")
 
     def __int__(self):
-        self._no_value("int()", "Sizes are known: use x.shape.")
+        self._no_value("int()", "Sizes are known: use x.shape; to change the dtype, use "
+                       "x.astype(np.int64).")
 
     def __index__(self):
         self._no_value("Using a traced array as a Python index", "Use integer-array indexing.")
 
     def __array__(self, dtype=None, copy=None):
-        self._no_value("Converting to a NumPy array",
-                       "Call NumPy functions on it (they trace) or symgrad.numpy's, instead of "
+        # np.float64(x), np.int64(x) and np.asarray(x) land here; NumPy's scalar types must
+        # return a NumPy value, never a Tracer, so the dtype change is astype's.
+        self._no_value("Converting to a NumPy array or scalar (np.asarray(x), np.float64(x), "
+                       "np.int64(x))",
+                       "To change the dtype use x.astype(np.float64) (or snp.astype(x, dtype)); "
+                       "otherwise call NumPy functions on it (they trace) instead of "
                        "converting it.")
 
     def __setitem__(self, key, value):

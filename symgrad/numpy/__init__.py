@@ -230,8 +230,8 @@ def round(a, decimals=0):
     if a.irvar.dtype not in FLOAT_DTYPES:
         if decimals >= 0:
             return a
-        scale = 10 ** -decimals
-        return multiply(floor_divide(add(a, scale // 2), scale), scale)    # noqa: F821
+        # NumPy rounds integers half to even too (np.round(5, -1) == 0): exact below 2**53.
+        return astype(round(astype(a, "float64"), decimals), a.irvar.dtype)
     if decimals == 0:
         return rint(a)                                                  # noqa: F821
     if decimals > 0:
@@ -281,6 +281,43 @@ radians, degrees = deg2rad, rad2deg
 def divmod(x, y):
     """(x // y, x % y), as NumPy's divmod."""
     return floor_divide(x, y), remainder(x, y)                  # noqa: F821
+
+
+# real, imag, conj and angle of real arrays (complex values inside a function are not supported
+# yet: the dtype complex128 is the complex step's).
+
+def _real_only(name, x):
+    x = asarray(x)
+    if x.irvar.dtype == "complex128":
+        raise TypeError(f"{name} of a complex traced value: complex arrays inside a compiled "
+                        f"function are not supported yet{_at(user_location())}")
+    return x
+
+
+def real(x):
+    return _np.real(x) if not _traced(x) else _real_only("real", x)
+
+
+def imag(x):
+    if not _traced(x):
+        return _np.imag(x)
+    return zeros_like(_real_only("imag", x))
+
+
+def conj(x):
+    return _np.conj(x) if not _traced(x) else _real_only("conj", x)
+
+
+conjugate = conj
+
+
+def angle(z, deg=False):
+    """The argument of z: pi where z < 0 (or is -0.0), 0 elsewhere for real z; no gradient."""
+    if not _traced(z):
+        return _np.angle(z, deg)
+    z = _float(_real_only("angle", z))
+    out = arctan2(zeros_like(z), z)                             # noqa: F821
+    return multiply(out, 180.0 / _np.pi) if deg else out        # noqa: F821
 
 
 # Predicates on floats: composites of comparisons (x != x only for NaN; |x| == inf only for

@@ -17,8 +17,8 @@ import numpy as _np
 
 from symgrad import nn as _nn
 from symgrad import numpy as _snp
+from symgrad.core import ops as _ops
 from symgrad.core.primitives import bind as _bind
-from symgrad.core.primitives.special import MAX_POLYGAMMA as _MAX_POLYGAMMA
 from symgrad.core.primitives.special import polygamma_scalar as _polygamma_scalar
 from symgrad.frontend.tracer import implements as _implements
 from symgrad.frontend.tracer import unsupported as _unsupported
@@ -64,23 +64,26 @@ def gammaln(x):
 
 
 def digamma(x):
-    """psi(x) = d/dx log Gamma(x)."""
-    return _primitive("digamma", "digamma", x)
+    """psi(x) = d/dx log Gamma(x) (polygamma of order 0)."""
+    return polygamma(0, x) if _snp._traced(x) else _plain("digamma", _polygamma_plain(0), x)
 
 
 psi = digamma
 
 
+def _polygamma_plain(n):
+    return lambda v: _np.frompyfunc(lambda t: _polygamma_scalar(n, float(t)), 1, 1)(
+        _np.asarray(v, dtype=float)).astype(float)
+
+
 def polygamma(n, x):
-    """The n-th derivative of digamma, for a Python int ``n`` from 0 to 6."""
-    if not isinstance(n, (int, _np.integer)) or not 0 <= n <= _MAX_POLYGAMMA:
-        raise ValueError(f"polygamma: the order n must be an int from 0 to {_MAX_POLYGAMMA}, "
-                         f"got {n!r}")
+    """The n-th derivative of digamma, for a Python int order ``n`` >= 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, _np.integer)) or n < 0:
+        raise ValueError(f"polygamma: the order n must be a Python int >= 0, got {n!r}")
     if not _snp._traced(x):
-        if _scipy_special is not None:
-            return _scipy_special.polygamma(n, x)
-        return _np.frompyfunc(lambda v: _polygamma_scalar(int(n), v), 1, 1)(x).astype(float)
-    return _primitive("digamma" if n == 0 else f"polygamma{n}", None, x)
+        return _plain("polygamma", lambda k, v: _polygamma_plain(int(k))(v), n, x)
+    xv = _snp._lift((x,), need_float=True)[0]
+    return _snp._wrap(_bind("polygamma", _ops.const(int(n), "int64"), xv))
 
 
 def xlogy(x, y):

@@ -23,8 +23,8 @@ NOTES = {
     "fabs": "as abs",
     "maximum": "on a tie the gradient goes to the first argument",
     "minimum": "on a tie the gradient goes to the first argument",
-    "fmax": "NaN loses, as in NumPy; on a tie the gradient goes to the first argument",
-    "fmin": "NaN loses, as in NumPy; on a tie the gradient goes to the first argument",
+    "fmax": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
+    "fmin": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
     "clip": "at a bound the gradient goes to the array",
     "max": "the gradient goes to the first maximal element",
     "min": "the gradient goes to the first minimal element",
@@ -55,7 +55,9 @@ NOTES = {
     "invert": "bools only (the ~ of a comparison)",
     "bitwise_not": "as invert",
     # SciPy.
-    "scipy.special.polygamma": "the order n is a Python int from 0 to 6",
+    "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
+                               "returns float64)",
+    "scipy.special.gammaln": "gammaln(-inf) is +inf, as libm's lgamma (SciPy's is -inf)",
     "scipy.special.logsumexp": "return_sign=True is not supported on traced values",
     "scipy.special.xlogy": "scipy.special.xlogy on a Tracer dispatches here (a ufunc)",
 }

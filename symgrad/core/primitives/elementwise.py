@@ -172,7 +172,7 @@ def _c_format(printer, expr):
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, c=None, doc=""):
+                sympy_func=None, c=None, shape_rule=None, doc=""):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
@@ -182,7 +182,8 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
     ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
     definition, which sympy differentiates) would overflow or cancel when evaluated; or a
-    function (operands, ctype) -> C, for C that depends on the operands' type.
+    function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
+    for operands of different dtypes (default: one dtype, broadcast shapes).
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -192,7 +193,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
         name=name,
-        shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
+        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only),
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),

@@ -1,5 +1,5 @@
 """Special functions (``symgrad.scipy.special``) as elementwise primitives: erf, erfc, erfinv,
-gammaln, and polygamma of orders 0 (digamma) to ``MAX_POLYGAMMA``.
+gammaln, and polygamma(n, x) of any order n >= 0 (n = 0 is digamma).
 
 Each is sympy's own function, so ``sympy.diff`` gives its derivative (erf' = 2/sqrt(pi) e^-x^2,
 gammaln' = digamma, polygamma(n)' = polygamma(n + 1)) and derivatives of any order stay in this
@@ -15,13 +15,12 @@ import math
 import numpy as np
 import sympy as sp
 
+from symgrad.core import ops
 from symgrad.core.primitive import bind
-from symgrad.core.primitives.elementwise import OUT, X, _FUNCTIONS, elementwise
+from symgrad.core.primitives.elementwise import OUT, X, Y, _FUNCTIONS, elementwise
 from symgrad.core.primitives.numeric import jet
-
-# Orders of polygamma with a primitive: digamma's derivatives up to the fifth. A higher one is a
-# clear error (``_polygamma_ir``), not a silent approximation.
-MAX_POLYGAMMA = 6
+from symgrad.core.types import FLOAT_DTYPES, INT_DTYPES, TensorType, broadcast_shapes
+from symgrad.errors import DTypeError, ShapeError
 
 
 def _ufunc(scalar_fn):
@@ -34,22 +33,35 @@ _BERNOULLI = (1.0, 1.0 / 6, -1.0 / 30, 1.0 / 42, -1.0 / 30, 5.0 / 66, -691.0 / 2
               -3617.0 / 510, 43867.0 / 798)
 
 
+def _pow(x, k):
+    """C's pow: inf on overflow, where Python's ** raises."""
+    try:
+        return x ** k
+    except (OverflowError, ZeroDivisionError):
+        return math.inf
+
+
 def polygamma_scalar(n, x):
     """polygamma(n, x) for one float x: the algorithm of symgrad_math_polygamma, step for step."""
     if math.isnan(x):
         return x
+    if math.isinf(x):
+        if n == 0:
+            return math.nan if x < 0 else math.inf
+        if x < 0:
+            return math.inf if n % 2 == 1 else -math.inf
+        return 0.0 if n % 2 == 1 else -0.0
     if x <= 0 and x == math.floor(x):
         if n == 0:
             return (math.inf if math.copysign(1.0, x) < 0 else -math.inf) if x == 0 else math.nan
         return math.inf if n % 2 == 1 else -math.inf
-    if math.isinf(x):
-        return math.nan if x < 0 else (math.inf if n == 0 else 0.0)
     if n == 0 and x < 0:
-        return polygamma_scalar(0, 1.0 - x) - math.pi / math.tan(math.pi * x)
+        r = x - np.rint(x)
+        return polygamma_scalar(0, 1.0 - x) - math.pi / math.tan(math.pi * r)
     factorial = float(math.factorial(n))
     shifted = 0.0
     while x < 20.0:
-        shifted += 1.0 / x if n == 0 else x ** -(n + 1)
+        shifted += 1.0 / x if n == 0 else _pow(x, -(n + 1))
         x += 1.0
     x2 = 1.0 / (x * x)
     if n == 0:
@@ -59,7 +71,7 @@ def polygamma_scalar(n, x):
             power *= x2
         return math.log(x) - 0.5 / x - series - shifted
     ratio = factorial / n
-    power = x ** -n
+    power = _pow(x, -n)
     total = ratio * power + factorial * 0.5 * power / x
     for k in range(1, 10):
         ratio *= float(2 * k + n - 2) * (2 * k + n - 1) / ((2.0 * k - 1) * (2.0 * k))
@@ -89,10 +101,13 @@ def erfinv_scalar(y):
     for c in coefficients[1:]:
         p = c + p * w
     a, x = abs(y), abs(p * y)
-    for _ in range(3):
+    for _ in range(8):
         f = math.erf(x) - a if a < 0.5 else (1.0 - a) - math.erfc(x)
         df = 1.12837916709551257390 * math.exp(-x * x)
-        x -= f / (df + x * f)
+        step = f / (df + x * f)
+        x -= step
+        if abs(step) <= 1e-17 * x:
+            break
     return math.copysign(x, y)
 
 
@@ -103,22 +118,37 @@ def _lgamma(x):
         return math.inf
 
 
-def _polygamma_name(n):
-    return "digamma" if n == 0 else f"polygamma{n}"
-
-
 def _polygamma_ir(expr, emit):
-    """IR for sympy's polygamma(n, x) (and digamma(x)), as it appears in derivatives."""
-    n, x = (0, expr.args[0]) if isinstance(expr, sp.digamma) else expr.args
-    if not (n.is_Integer and 0 <= n <= MAX_POLYGAMMA):
-        raise NotImplementedError(f"polygamma of order {n}: symgrad has orders 0 to "
-                                  f"{MAX_POLYGAMMA} (digamma and its first "
-                                  f"{MAX_POLYGAMMA} derivatives)")
-    return bind(_polygamma_name(int(n)), emit(x))
+    """IR for sympy's polygamma(n, x) (and digamma(x)) as they appear in derivatives: the order
+    is an int64 operand, so polygamma(n, x)' = polygamma(n + 1, x) to any order."""
+    n, x = (sp.S.Zero, expr.args[0]) if isinstance(expr, sp.digamma) else expr.args
+    xv = emit(x)
+    nv = ops.const(int(n), "int64") if n.is_number else ops.convert(emit(n), "int64")
+    return bind("polygamma", nv, xv)
 
 
 _FUNCTIONS[sp.polygamma] = _polygamma_ir
 _FUNCTIONS[sp.digamma] = _polygamma_ir
+
+
+def _polygamma_type(n, x):
+    if n.dtype not in INT_DTYPES:
+        raise DTypeError(f"the order of polygamma must be an integer, got {n.dtype}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"polygamma needs a floating-point operand, got {x.dtype}")
+    try:
+        return TensorType(broadcast_shapes(n.shape, x.shape), x.dtype)
+    except ValueError:
+        raise ShapeError(f"shapes {n.shape} and {x.shape} do not broadcast together") from None
+
+
+_polygamma_np = np.frompyfunc(lambda n, v: polygamma_scalar(int(n), float(v)), 2, 1)
+
+
+def _polygamma(n, x):
+    return np.asarray(_polygamma_np(np.real(n), np.asarray(x, dtype=np.float64)),
+                      dtype=np.float64)
+
 
 _erf = _ufunc(math.erf)
 _erfc = _ufunc(math.erfc)
@@ -133,10 +163,8 @@ elementwise("erfinv", sp.erfinv(X), deriv=[sp.sqrt(sp.pi) / 2 * sp.exp(OUT ** 2)
             sympy_func=sp.erfinv,
             impl=jet(_ufunc(erfinv_scalar), [lambda x, out: np.exp(out * out) / _two_over_sqrt_pi]))
 elementwise("gammaln", sp.loggamma(X), sympy_func=sp.loggamma,
-            impl=jet(_ufunc(_lgamma), [lambda x, out: _ufunc(lambda v: polygamma_scalar(0, v))(x)]))
-for _n in range(MAX_POLYGAMMA + 1):
-    elementwise(
-        _polygamma_name(_n), sp.polygamma(_n, X),
-        impl=jet(_ufunc(lambda v, n=_n: polygamma_scalar(n, v)),
-                 [lambda x, out, n=_n: _ufunc(lambda v: polygamma_scalar(n + 1, v))(x)]),
-        doc=f"polygamma({_n}, x)" + (" = digamma(x)" if _n == 0 else ""))
+            impl=jet(_ufunc(_lgamma), [lambda x, out: _polygamma(0, x)]))
+# polygamma(n, x): the order n (an int64 operand, x the float one) is data, not differentiated.
+elementwise("polygamma", sp.polygamma(X, Y), shape_rule=_polygamma_type,
+            impl=jet(_polygamma, [lambda n, x, out: 0, lambda n, x, out: _polygamma(n + 1, x)]),
+            doc="polygamma(n, x): the n-th derivative of digamma (n = 0: digamma); n int64")
