@@ -37,11 +37,14 @@ def closest(name, names, n=4):
 
 
 def unsupported(name, where_from="numpy", names=None):
-    """The error for a name symgrad does not trace: what it is, and what is close."""
+    """The error for a name symgrad does not trace: what it is, and what is close. ``names``
+    (default: every registered NumPy name) are the candidates for "closest"."""
     close = closest(name, IMPLEMENTATIONS if names is None else names)
     hint = f" Closest supported: {', '.join(close)}." if close else ""
-    return UnsupportedError(f"{where_from}.{name} is not supported yet{where(user_location())}."
-                            f"{hint} docs/numpy.md lists what symgrad supports.")
+    how = "on traced values " if where_from == "numpy" else ""
+    return UnsupportedError(f"{where_from}.{name} is not supported {how}yet"
+                            f"{where(user_location())}.{hint} docs/numpy.md lists what symgrad "
+                            f"supports.")
 
 
 def implementation(name):
@@ -119,8 +122,8 @@ class Tracer:
         self._no_value("Converting to a NumPy array or scalar (np.asarray(x), np.float64(x), "
                        "np.int64(x))",
                        "To change the dtype use x.astype(np.float64) (or snp.astype(x, dtype)); "
-                       "otherwise call NumPy functions on it (they trace) instead of "
-                       "converting it.")
+                       "otherwise call NumPy functions on it (they trace) or symgrad.numpy's "
+                       "instead of converting it.")
 
     def __setitem__(self, key, value):
         raise TracingError(f"in-place assignment to a traced array is not supported"
