@@ -9,7 +9,9 @@ run value and gradient as native C (or in the NumPy interpreter).
 
     value, dw = loss.value_and_grad(w, x)
 
-See API.md for the contract.
+The API reference, every public entry point with what it takes, returns and raises, is
+``docs/api.md`` in the repository (linked from its README); ``help(symgrad.compile)`` and the
+other docstrings say the same for one function.
 """
 from symgrad._version import __version__
 

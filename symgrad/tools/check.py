@@ -49,6 +49,7 @@ class GradCheckReport:
     rtol: float
     atol: float
     divergence: str | None = None     # C vs interpreter: the first statement that differs
+    notes: list = field(default_factory=list)   # what the reader needs to read the numbers
 
     @property
     def ok(self):
@@ -73,6 +74,7 @@ class GradCheckReport:
                     lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
         if self.divergence:
             lines.append("  " + self.divergence)
+        lines += ["  note: " + note for note in self.notes]
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):
@@ -82,11 +84,15 @@ class GradCheckReport:
 def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     grad = np.asarray(grad, dtype=np.float64).ravel()
     ref = np.asarray(ref, dtype=np.float64).ravel()
-    diff = np.abs(grad - ref)
-    scale = float(np.max(np.abs(ref), initial=0.0))
+    # NaN where both have NaN, and the same infinity, agree: the entries are the same.
+    same = _same_nonfinite(grad, ref)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(grad - ref))
+    scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0))
     max_abs = float(np.max(diff, initial=0.0))
     max_rel = max_abs / scale if scale > 0 else max_abs
-    ok = bool(np.all(np.isfinite(grad) == np.isfinite(ref))) and max_abs <= atol + rtol * scale
+    ok = bool(np.all(same | (np.isfinite(grad) & np.isfinite(ref)))) and \
+        max_abs <= atol + rtol * scale
     order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
     index = np.arange(grad.size) if index is None else index
     def position(flat):       # (i, j) for a matrix; a plain index for a vector
@@ -95,6 +101,29 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
         return tuple(int(i) for i in np.unravel_index(flat, shape))
     worst = [(position(index[k]), float(grad[k]), float(ref[k])) for k in order]
     return Comparison(method, name, max_abs, max_rel, ok, worst)
+
+
+def _same_nonfinite(a, b):
+    """Where ``a`` and ``b`` are both NaN, or the same infinity."""
+    return (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+
+
+def _nan_notes(spec, arrays):
+    """A sentence per argument holding NaN: the references cannot see past it."""
+    notes = []
+    for v, a in zip(spec.graph.inputs, arrays):
+        if a.dtype.kind not in "fc":
+            continue
+        bad = np.isnan(a)
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            where = f"index {tuple(int(i) for i in first)}" if a.ndim > 1 else \
+                (f"index {int(first[0])}" if a.ndim == 1 else "its only entry")
+            notes.append(f"the input {v.name} holds NaN ({int(bad.sum())} of {a.size} "
+                         f"entries; first at {where}). Where the value is NaN, so are "
+                         f"finite differences and the complex step: they cannot check the "
+                         f"gradient there; C and the interpreter are compared NaN for NaN.")
+    return notes
 
 
 def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
@@ -159,7 +188,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
                                       cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
                              if np.ndim(value) else float(value), comparisons, tol, atol,
-                             divergence)
+                             divergence, _nan_notes(spec, arrays))
     if raise_on_error and not report.ok:
         raise GradientCheckError(report)
     return report
@@ -180,9 +209,14 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     for n, got in zip(nodes, native):
         want = np.asarray(env[n.out])
         if got.dtype.kind in "fc":
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            scale = float(np.max(np.abs(want), initial=0.0)) if want.size else 0.0
-            same_finite = np.array_equal(np.isfinite(got), np.isfinite(want))
+            a, b = got.astype(np.complex128 if got.dtype.kind == "c" else np.float64), \
+                want.astype(np.complex128 if want.dtype.kind == "c" else np.float64)
+            same = _same_nonfinite(a.real, b.real) if got.dtype.kind == "f" else \
+                np.zeros(a.shape, bool)
+            with np.errstate(invalid="ignore"):
+                diff = np.where(same, 0.0, np.abs(a - b))
+            scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
+            same_finite = bool(np.all(same | (np.isfinite(a) & np.isfinite(b))))
             worst = float(np.max(np.nan_to_num(diff, nan=0.0), initial=0.0))
             if same_finite and worst <= atol + rtol * scale:
                 continue
