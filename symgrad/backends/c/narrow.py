@@ -19,7 +19,8 @@ over the thread pool of ``threads.c.j2`` when the build links it (``SYMGRAD_USE_
 runs them in the calling thread otherwise (ahead-of-time libraries).
 
 Helper names start with ``symgradrt_``: a user's function ``f`` becomes ``symgrad_f``, so no
-user function can take them. The vectors are GCC/Clang vector extensions (32 bytes: AVX2 registers with -march=native, pairs
+user function can take them. The vectors are GCC/Clang vector extensions (32 bytes: AVX2
+registers with -march=native, pairs
 of SSE or NEON registers elsewhere); multiply-adds use FMA where the target has it.
 """
 from __future__ import annotations
@@ -87,7 +88,8 @@ def _step(s, rows, nv, a_elem, row):
     S = s.upper()
     lines = []
     for v in range(nv):
-        lines.append(f"symgradrt_v{s} b{v} = symgradrt_load_{s}({row} + {v} * SYMGRADRT_LANES_{S});")
+        lines.append(f"symgradrt_v{s} b{v} = symgradrt_load_{s}({row} + {v} * "
+                     f"SYMGRADRT_LANES_{S});")
     # Kept in registers: gcc otherwise folds the loads into every multiply-add, reading the row
     # once per result row (load-bound: 0.61 ms instead of 0.3 for W3's scores).
     lines.append(" ".join(f"SYMGRADRT_IN_REGISTER(b{v});" for v in range(nv)))
@@ -110,7 +112,8 @@ def _block(s, rows, nv, widths, c_row, loop, a_elem, row):
     lines.append("if (load) {")
     for r in range(rows):
         for v, w in enumerate(widths):
-            lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, {w});")
+            lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * "
+                         f"SYMGRADRT_LANES_{S}, {w});")
     lines.append("} else {")
     for r in range(rows):
         lines.append("    " + " ".join(f"c{r}_{v} = symgradrt_splat_{s}(0);" for v in range(nv)))
@@ -139,8 +142,8 @@ def _kernel(kind, ctype, n):
     name = f"symgradrt_mm_{kind}_{s}{n}"
     t = ctype
     if kind == "nn":
-        doc = [f"/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
-               f"is (rows) x k,",
+        doc = ["/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
+               "is (rows) x k,",
                f" * b k x {n}, c (rows) x {n}, all row-major. {rows} rows of c at a time stay in "
                f"{rows} x {nv} vector",
                f" * registers while the loop reads {rows} rows of a in place; b is copied in "
@@ -152,8 +155,8 @@ def _kernel(kind, ctype, n):
         a_elem = (lambda r: f"a{r}[q]")
         setup = lambda rb: [f"const {t} *restrict a{r} = a + (i + {r}) * k;" for r in range(rb)]
     else:
-        doc = [f"/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) "
-               f"for p0 <= p < p1;",
+        doc = ["/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) "
+               "for p0 <= p < p1;",
                f" * a is m x lda, b m x {n}, c lda x {n}, all row-major. {rows} rows of c at a "
                f"time stay in {rows} x {nv}",
                f" * vector registers while the loop reads {rows} neighbouring columns of a in "
@@ -204,14 +207,16 @@ def _finish(lines, kind, s, n, rows):
     if kind == "nn":
         task_call = f"{name}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, (const {CTYPE[s]} *)j->b, " \
                     f"({CTYPE[s]} *)j->c, j->accumulate);"
-        run_params = f"int64_t m, int64_t k, const {CTYPE[s]} *a, const {CTYPE[s]} *b, {CTYPE[s]} *c, " \
+        run_params = f"int64_t m, int64_t k, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
+                     f"{CTYPE[s]} *c, " \
                      f"int accumulate"
         job = "{m, k, 0, a, b, c, accumulate}"
         split = "m"
     else:
         task_call = f"{name}(lo, hi, j->m, j->lda, (const {CTYPE[s]} *)j->a, " \
                     f"(const {CTYPE[s]} *)j->b, ({CTYPE[s]} *)j->c, j->accumulate);"
-        run_params = f"int64_t m, int64_t lda, const {CTYPE[s]} *a, const {CTYPE[s]} *b, {CTYPE[s]} *c, " \
+        run_params = f"int64_t m, int64_t lda, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
+                     f"{CTYPE[s]} *c, " \
                      f"int accumulate"
         job = "{m, 0, lda, a, b, c, accumulate}"
         split = "lda"
@@ -224,7 +229,7 @@ def _finish(lines, kind, s, n, rows):
         f"    {task_call}",
         "}",
         "",
-        f"/* The whole product; its rows split over the thread pool when it pays. */",
+        "/* The whole product; its rows split over the thread pool when it pays. */",
         f"static void {name}_run({run_params})",
         "{",
         f"    symgradrt_mm_job job = {job};",

@@ -6,7 +6,8 @@ The library holds two functions: ``NAME`` (the value) and, for a scalar float re
 the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they
 are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
 function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
-outputs go through one pooled ``double[]`` buffer (``_scalar_call``).
+outputs go through one pooled ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython
+entry library is loaded, through a CPython function calling the C directly (``pyentry.py``).
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """CPython entry points for functions of float64 scalars (W1).
 
-Such a function's arithmetic takes tens of nanoseconds; through cffi's ABI mode its call took
-1.4 us (benchmarks/profile_w1.md): the foreign call 0.3, filling and reading its buffer 0.3,
-the rest symgrad's fast path. ``symgrad/templates/python_entry.c.j2`` is a small CPython library, built
-once per cache (and loaded once per process) like the thread pool: ``entry(...)`` makes a
-CPython function bound to one generated C function's address, which reads the argument values,
-calls it with pointers into a local array and builds the user's result, as
-``native._scalar_call``'s ``run`` does. The generated libraries themselves stay plain C, so a
-function's first call compiles no more than before. The entry library is built once per cache
-directory (in ``.runtime``, ~50 ms of compiler time here), in a background thread: until it is
-loaded, calls go through cffi; then the waiting functions switch (``when_ready``).
+Such a function's arithmetic takes tens of nanoseconds; through cffi's ABI mode its call took 1.4
+us (benchmarks/profile_w1.md): the foreign call 0.3, filling and reading its buffer 0.3, the rest
+symgrad's fast path. ``symgrad/templates/python_entry.c.j2`` is a small CPython library, built once
+per cache (and loaded once per process) like the thread pool: ``entry(...)`` makes a CPython
+function bound to one generated C function's address, which reads the argument values, calls it
+with pointers into a local array and builds the user's result, as ``native._scalar_call``'s ``run``
+does. The generated libraries themselves stay plain C, so a function's first call compiles no more
+than before. The entry library is built once per cache directory (in ``.runtime``, ~50 ms of
+compiler time here), in a background thread: until it is loaded, calls go through cffi; then the
+waiting functions switch (``when_ready``).
 
 It needs CPython's headers (``Python.h``); where they are missing (or the interpreter is not
 CPython), or the library cannot be built, the cffi path serves.
