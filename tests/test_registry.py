@@ -1,9 +1,14 @@
 """The primitive registry: every primitive is complete (adjoint and tangent rule included), stated derivatives are right, and every
-primitive has a row in the test table of ``test_primitives.py``."""
+primitive has a row in the test table of ``test_primitives.py``. The facts records state
+(identities, views, folding, costs) agree with the primitives' own NumPy evaluation."""
+import numpy as np
 import pytest
 import sympy as sp
 
+from symgrad.core.ir import Node, Var
+from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY, Primitive
+from symgrad.core.types import TensorType
 from symgrad.core.primitives.elementwise import OUT, SYMBOLS
 from symgrad.core.primitive import register
 from test_primitives import TABLE, primitives_used
@@ -78,3 +83,116 @@ def test_every_primitive_has_a_row_in_the_table():
 def test_table_row_names_are_unique():
     names = [row.name for row in TABLE]
     assert len(names) == len(set(names))
+
+
+# --- the record is the single source of truth ------------------------------------------------
+
+def test_a_record_without_the_optional_fields_is_complete():
+    noop = lambda *a, **k: None   # noqa: E731
+    prim = Primitive("plain", noop, noop, noop, c_expr=noop, jvp=noop, elementwise=True)
+    x = Var(TensorType((2, 3), "float64"))
+    node = Node("plain", (x,), {}, Var(TensorType((2, 3), "float64")))
+    assert not prim.literal and prim.foldable(node) and prim.view_of(node) is None
+    assert prim.identities == () and not prim.involution and prim.simplify is None
+    assert prim.flops(node) == 6                  # elementwise: one per element
+    assert prim.format_infix(["a"], {}) is None and prim.index_bounds is None
+    assert prim.batch is None and prim.memory is None and not prim.gradient_barrier
+
+
+def test_only_const_is_a_literal():
+    assert [name for name in NAMES if REGISTRY[name].literal] == ["const"]
+
+
+def _eval(name, *arrays, **attrs):
+    return np.asarray(REGISTRY[name].impl(*arrays, **attrs))
+
+
+SPECIAL = np.array([-2.5, -0.0, 0.0, 1.0, 3.0, np.inf, -np.inf, np.nan])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if REGISTRY[n].identities])
+def test_identities_hold_for_every_float(name):
+    """Each stated unit (x + 0 = x, x * 1 = x, ...) holds in NumPy, for inf and NaN too."""
+    for k, unit in REGISTRY[name].identities:
+        operands = [SPECIAL, SPECIAL]
+        operands[k] = np.full_like(SPECIAL, unit)
+        np.testing.assert_array_equal(_eval(name, *operands), SPECIAL)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if REGISTRY[n].involution])
+def test_involutions_undo_themselves(name):
+    np.testing.assert_array_equal(_eval(name, _eval(name, SPECIAL)), SPECIAL)
+
+
+def _node(name, in_types, attrs):
+    ins = [Var(TensorType(shape, dtype)) for shape, dtype in in_types]
+    out = REGISTRY[name].shape_rule(*[v.type for v in ins], **attrs)
+    return Node(name, tuple(ins), attrs, Var(out))
+
+
+VIEW_CASES = [
+    ("reshape", [((2, 3), "float64")], {"shape": (3, 2)}),
+    ("reshape", [((4,), "float64")], {"shape": (1, 4, 1)}),
+    ("broadcast_in_dim", [((3,), "float64")], {"shape": (2, 3), "dims": (1,)}),
+    ("broadcast_in_dim", [((2, 1), "float64")], {"shape": (2, 4, 5), "dims": (0, 1)}),
+    ("slice", [((4, 3), "float64")], {"start": (1, 0), "step": (1, 1), "shape": (2, 3)}),
+    ("slice", [((1, 5, 2), "float64")], {"start": (0, 2, 0), "step": (1, 1, 1),
+                                          "shape": (1, 3, 2)}),
+    ("pad_slice", [((2, 2), "float64")], {"start": (1, 0), "step": (1, 1), "shape": (4, 3)}),
+]
+NOT_VIEWS = [
+    ("slice", [((4, 3), "float64")], {"start": (1, 1), "step": (1, 1), "shape": (2, 2)}),
+    ("slice", [((6,), "float64")], {"start": (1,), "step": (2,), "shape": (3,)}),
+    ("pad_slice", [((2,), "float64")], {"start": (0,), "step": (2,), "shape": (4,)}),
+    ("transpose", [((2, 3), "float64")], {"perm": (1, 0)}),
+]
+
+
+@pytest.mark.parametrize("name, in_types, attrs", VIEW_CASES)
+def test_views_describe_what_the_primitive_computes(name, in_types, attrs):
+    """A record's view says where its result's elements are in its operand's memory: checked
+    against the primitive's own NumPy evaluation."""
+    node = _node(name, in_types, attrs)
+    x = np.arange(1, 1 + node.inputs[0].type.size, dtype=np.float64).reshape(in_types[0][0])
+    out = _eval(name, x, **attrs)
+    view = REGISTRY[name].view_of(node)
+    if view.kind == REINTERPRET:
+        np.testing.assert_array_equal(out.ravel(), x.ravel())
+    elif view.kind == WINDOW:
+        np.testing.assert_array_equal(out.ravel(), x.ravel()[view.offset:view.offset + out.size])
+    elif view.kind == BROADCAST:
+        np.testing.assert_array_equal(out, np.broadcast_to(x.reshape(view.shape), out.shape))
+    else:
+        assert view.kind == PADDING
+        inside = tuple(slice(s, s + n) for s, n in zip(view.start, x.shape))
+        np.testing.assert_array_equal(out[inside], x)
+        assert out.sum() == x.sum()          # zero elsewhere (x is positive)
+
+
+@pytest.mark.parametrize("name, in_types, attrs", NOT_VIEWS)
+def test_strided_and_scattered_results_are_no_views(name, in_types, attrs):
+    assert REGISTRY[name].view_of(_node(name, in_types, attrs)) is None
+
+
+def test_folding_policy_keeps_int_to_float_bitcasts():
+    to_float = _node("bitcast", [((), "int64")], {"dtype": "float64"})
+    to_int = _node("bitcast", [((), "float64")], {"dtype": "int64"})
+    assert not REGISTRY["bitcast"].foldable(to_float)
+    assert REGISTRY["bitcast"].foldable(to_int)
+    assert REGISTRY["add"].foldable(_node("add", [((), "float64")] * 2, {}))
+
+
+def test_costs_printing_and_index_operands():
+    a, b = ((2, 3), "float64"), ((3, 4), "float64")
+    mm = _node("matmul", [a, b], {"transpose_a": False, "transpose_b": False})
+    assert REGISTRY["matmul"].flops(mm) == 2 * 3 * 2 * 4
+    assert REGISTRY["matmul"].format_infix(["x", "y"], {"transpose_a": True,
+                                                         "transpose_b": False}) == "x.T @ y"
+    assert REGISTRY["sub"].format_infix(["x", "y"], {}) == "x - y"
+    assert REGISTRY["le"].format_infix(["x", "y"], {}) == "x <= y"
+    assert REGISTRY["reshape"].flops(_node("reshape", [a], {"shape": (6,)})) == 0
+    assert REGISTRY["reduce_sum"].flops(_node("reduce_sum", [a], {"axes": (0, 1)})) == 6
+    gather = _node("gather", [((5, 3), "float64"), ((4,), "int64")], {})
+    assert REGISTRY["gather"].index_bounds(gather) == ((1, 0, 5),)
+    scatter = _node("scatter_add", [((4, 3), "float64"), ((4,), "int64")], {"shape": (7, 3)})
+    assert REGISTRY["scatter_add"].index_bounds(scatter) == ((1, 0, 7),)
