@@ -22,6 +22,7 @@ import numpy as np
 from symgrad import numerical
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
+from symgrad.core.primitives import REGISTRY
 from symgrad.core.types import TensorType
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
@@ -172,7 +173,7 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     value agrees)."""
     from symgrad.backends.c.native import evaluate_native
     from symgrad.core.ir import Graph
-    nodes = [n for n in graph.nodes if n.prim != "const"]
+    nodes = [n for n in graph.nodes if not REGISTRY[n.prim].literal]
     if not nodes:
         return None
     probe = Graph(graph.inputs, graph.nodes, [n.out for n in nodes], name=graph.name)
