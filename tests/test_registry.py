@@ -1,10 +1,20 @@
 """The primitive registry: every primitive is complete (adjoint and tangent rule included), stated derivatives are right, and every
-primitive has a row in the test table of ``test_primitives.py``. The facts records state
-(identities, views, folding, costs) agree with the primitives' own NumPy evaluation."""
+primitive has a row in the test table of ``test_primitives.py``. The record is the single source
+of truth: no module outside ``symgrad/core/primitives/`` tests a primitive by its name, importing
+that package alone registers every primitive, and the facts records state (identities, views,
+folding, costs) agree with the primitives' own NumPy evaluation."""
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sympy as sp
 
+import symgrad
 from symgrad.core.ir import Node, Var
 from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY, Primitive
@@ -86,6 +96,139 @@ def test_table_row_names_are_unique():
 
 
 # --- the record is the single source of truth ------------------------------------------------
+
+SYMGRAD = Path(symgrad.__file__).parent
+PRIMITIVE_NAMES = frozenset(REGISTRY)
+
+
+def _literal_names(node):
+    """The primitive names a literal spells: a string, or a tuple/list/set of strings."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value} & PRIMITIVE_NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(set(), *(_literal_names(e) for e in node.elts))
+    if isinstance(node, ast.Dict):
+        return set().union(set(), *(_literal_names(k) for k in node.keys if k is not None))
+    return set()
+
+
+def _about_primitive(node):
+    """Whether an expression reads a primitive's name: ``n.prim``, ``prim``, ``node.prim in``..."""
+    return any((isinstance(n, ast.Attribute) and "prim" in n.attr)
+               or (isinstance(n, ast.Name) and "prim" in n.id) for n in ast.walk(node))
+
+
+def name_tests(tree):
+    """(line, names) of every place ``tree`` tests a primitive by its name: a comparison
+    (==, !=, in, not in) of a primitive's name with a string literal or a literal collection of
+    them, named or not (``n.prim in DATA_MOVEMENT``), a lookup keyed by a primitive's name in a
+    literal table (``INFIX[n.prim]``, ``.get(n.prim)``), a ``case "add":`` pattern, and a
+    comparison of anything with a literal collection of several primitive names
+    (``kind in ("reshape", "slice")``)."""
+    tables = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            names = _literal_names(node.value)
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name) and names:
+                    tables[t.id] = names
+
+    def spelled(node):
+        if isinstance(node, ast.Name) and node.id in tables:
+            return tables[node.id]
+        return _literal_names(node)
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for a, b in zip(operands, operands[1:]):
+                for side, other in ((a, b), (b, a)):
+                    names = spelled(side)
+                    if names and (_about_primitive(other) or len(_literal_names(side)) > 1):
+                        found.append((node.lineno, sorted(names)))
+        elif isinstance(node, ast.Subscript) and _about_primitive(node.slice):
+            names = spelled(node.value)
+            if names:
+                found.append((node.lineno, sorted(names)))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "get" and node.args and _about_primitive(node.args[0])):
+            names = spelled(node.func.value)
+            if names:
+                found.append((node.lineno, sorted(names)))
+        elif isinstance(node, ast.MatchValue):
+            names = _literal_names(node.value)
+            if names:
+                found.append((node.lineno, sorted(names)))
+    return found
+
+
+def test_the_name_test_finder_finds_name_tests():
+    """The checker below must see each form of a name test (else it passes for nothing)."""
+    source = '''
+DATA_MOVEMENT = {"reshape", "transpose"}
+INFIX = {"add": "{0} + {1}"}
+def f(n, node, kind, prim):
+    a = n.prim == "const"
+    b = "bitcast" != node.prim
+    c = n.prim in ("gather", "scatter_add")
+    d = prim in DATA_MOVEMENT
+    e = INFIX[node.prim]
+    g = INFIX.get(n.prim)
+    h = kind not in ["reshape", "slice"]
+    match n.prim:
+        case "neg":
+            pass
+'''
+    lines = sorted(line for line, _ in name_tests(ast.parse(source)))
+    assert lines == [5, 6, 7, 8, 9, 10, 11, 13]
+    clean = '''
+OPTIONS = {"sqrt": 1}
+def f(n, checkpoint, dtype, names):
+    a = checkpoint == "sqrt"          # a user's option that happens to spell a primitive
+    b = dtype == "bool"
+    c = REGISTRY[n.prim].literal      # the record, not the name
+    d = {"exp": 1, "log": 2}[names]   # a table keyed by NumPy's names
+'''
+    assert name_tests(ast.parse(clean)) == []
+
+
+def test_no_module_outside_primitives_tests_a_primitive_by_name():
+    """Every fact a pass, renderer, printer or tool needs is a field of the primitive's record;
+    only the records themselves (``symgrad/core/primitives/``) may spell primitive names in a
+    test. (Emitting a statement, ``bind("slice", ...)``, names a primitive without testing one.)"""
+    offenders = []
+    for path in sorted(SYMGRAD.rglob("*.py")):
+        if (SYMGRAD / "core" / "primitives") in path.parents:
+            continue
+        for line, names in name_tests(ast.parse(path.read_text(), str(path))):
+            offenders.append(f"{path.relative_to(SYMGRAD.parent)}:{line} tests {names}")
+    assert not offenders, "primitives tested by name:\n" + "\n".join(offenders)
+
+
+def test_importing_the_primitives_package_alone_gives_the_complete_registry():
+    """In a fresh interpreter, ``symgrad.core.primitives`` -- without the package ``__init__``
+    (which imports everything, front end included) -- registers every primitive, scan too, and
+    imports nothing of the front end, the backends or the tools."""
+    code = textwrap.dedent(f'''
+        import json, sys, types
+        package = types.ModuleType("symgrad")       # the package without its __init__
+        package.__path__ = [{str(SYMGRAD)!r}]
+        sys.modules["symgrad"] = package
+        from symgrad.core.primitives import REGISTRY
+        print(json.dumps({{"names": sorted(REGISTRY),
+                           "modules": sorted(m for m in sys.modules if m.startswith("symgrad"))}}))
+    ''')
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    alone = json.loads(done.stdout)
+    assert "scan" in alone["names"]
+    assert alone["names"] == sorted(REGISTRY)      # all of symgrad imported here: nothing more
+    outside = [m for m in alone["modules"] if m != "symgrad" and not m.startswith(
+        ("symgrad.core", "symgrad.errors"))]
+    assert outside == []
+
 
 def test_a_record_without_the_optional_fields_is_complete():
     noop = lambda *a, **k: None   # noqa: E731

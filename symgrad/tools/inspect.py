@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from symgrad.frontend import loops
 from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.core.autodiff import value_and_grad_graph
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
+from symgrad.core.primitive import memory_lines
 from symgrad.core.primitives import REGISTRY
 
 GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` program, which was "
@@ -352,7 +352,7 @@ class Report:
                 f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
                 for fn, b in workspace))
         for label, g in graphs:
-            tapes = loops.memory_lines(g)
+            tapes = memory_lines(g)
             if tapes:
                 lines.append(f"loops ({label}):")
                 lines += ["  " + t for t in tapes]
