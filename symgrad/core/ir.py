@@ -26,6 +26,12 @@ import numpy as np
 
 from symgrad.core.types import TensorType
 
+# Every primitive by name: a node names its primitive, the record (``symgrad.core.primitive``)
+# says everything about it. The dict lives here, below the records, so the printer can ask a
+# record how its statements print; ``primitive.register`` fills it and importing
+# ``symgrad.core.primitives`` registers every primitive.
+REGISTRY: dict = {}
+
 
 @dataclass(frozen=True)
 class SourceLoc:
@@ -214,7 +220,7 @@ class Graph:
 
 
 def _is_scalar_const(node):
-    return node.prim == "const" and node.out.ndim == 0
+    return REGISTRY[node.prim].literal and node.out.ndim == 0
 
 
 def _fmt_attr(v):
