@@ -42,7 +42,7 @@ from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.api import CompiledFunction
 from symgrad.core.autodiff import value_and_grad_graph
-from symgrad.core.ir import _letter_names
+from symgrad.core.ir import _letter_names, is_scalar_literal
 from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
@@ -441,7 +441,7 @@ class Report:
             if n.out in copies:
                 of = copies[n.out]
                 continue
-            if n.out not in live or (n.prim == "const" and n.out.ndim == 0):
+            if n.out not in live or is_scalar_literal(n):
                 continue
             if of is not None:
                 where = f"   ({self._where(of)})" if of.loc is not None else ""

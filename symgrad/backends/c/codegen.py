@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from symgrad import templates
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS, c_literal
-from symgrad.core.ir import Graph
+from symgrad.core.ir import Graph, is_scalar_literal
 from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY
 
@@ -414,7 +414,7 @@ class FunctionRenderer:
         the buffer it reads); None when no C variable holds it (folded away, or a view at an
         offset into another buffer)."""
         n = self.producers.get(v)
-        if n is not None and n.prim == "const" and v.ndim == 0:
+        if n is not None and is_scalar_literal(n):
             return repr(n.attrs["value"])
         c = self.storage.get(v)
         if c is None or not re.fullmatch(r"\w+", c.name):
