@@ -6,8 +6,10 @@ A gradient such as ``dW = 2 reg W + X^T G`` was three passes over W's size: one 
 term writes straight into the sum's buffer, and the product accumulates into it (a gemm with
 beta = 1, a narrow kernel or the loops in accumulating mode): the add disappears.
 
-``plan`` finds these from the graph's shapes and uses alone: ``s = add(x, p)`` (either order)
-where ``p`` is a matmul read only by ``s``, ``x`` an array of ``s``'s shape and dtype computed
+``plan`` finds these from the graph's shapes, uses and the primitives' records alone:
+``s = add(x, p)`` (either order; a sum is a primitive whose derivative sums print as ``+=``)
+where ``p`` comes from a kernel that can add into its output (``c_adds_into``: matmul), read only
+by ``s``, ``x`` an array of ``s``'s shape and dtype computed
 by an elementwise loop before the product and read only by ``s``, and ``s`` a loop of its own.
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ def plan(graph, groups, uses, views, internal):
     alone = {g[0].out for g in groups if len(g) == 1}
     found = {}
     for s in graph.nodes:
-        if s.prim != "add" or s.out not in alone or len(s.inputs) != 2 or s.out.ndim == 0:
+        if (REGISTRY[s.prim].accumulate != "+=" or s.out not in alone or len(s.inputs) != 2
+                or s.out.ndim == 0):
             continue
         for x, p in (s.inputs, s.inputs[::-1]):
             px, pp = producer.get(x), producer.get(p)
-            if (pp is None or px is None or pp.prim != "matmul" or x is p
+            if (pp is None or px is None or not REGISTRY[pp.prim].c_adds_into or x is p
                     or not REGISTRY[px.prim].elementwise
                     or any(v.type != s.out.type for v in (x, p))
                     or any(v in outputs or v in views or v in internal or v in found

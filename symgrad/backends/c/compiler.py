@@ -28,7 +28,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from symgrad.backends.c import threads as _threads
 from symgrad.errors import CompileError
 
 # -fvect-cost-model=very-cheap: gcc 12's -O3 loop vectorizer (its "cheap" cost model) compiled
@@ -54,6 +53,10 @@ STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
 # and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
 # -ffast-math it changes no result. -pthread: the workspace kept per thread (workspace.c.j2).
 REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
+
+# A library calling symgrad's thread pool leaves its symbols to be found at load time, where the
+# pool's library is already loaded (threads.py); Linux does so for shared libraries by default.
+POOL_LINK_FLAGS = ("-undefined", "dynamic_lookup") if platform.system() == "Darwin" else ()
 
 _count = 0
 
@@ -179,7 +182,7 @@ def _flag_groups(cflags, blas_linked, threads=False, include=None):
         compile_flags += (f"-I{include}",)
     if threads:
         compile_flags += ("-DSYMGRAD_USE_THREADS",)
-        link_flags += _threads.link_flags()
+        link_flags += POOL_LINK_FLAGS
     if linked is None:
         return compile_flags, link_flags
     return compile_flags + linked.compile_flags(), link_flags + linked.link_flags()

@@ -18,7 +18,6 @@ self-contained and run in their caller's thread.
 from __future__ import annotations
 
 import ctypes
-import platform
 import threading
 import warnings
 
@@ -73,12 +72,6 @@ def _load(cache_dir, cc):
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": [f"symgrad_{ABI}_parallel_for", f"symgrad_{ABI}_threads"]})
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-
-
-def link_flags():
-    """What a library calling the pool needs at link time: on macOS, leave its symbols to be
-    found at load time (Linux does so for shared libraries by default)."""
-    return ("-undefined", "dynamic_lookup") if platform.system() == "Darwin" else ()
 
 
 def count():

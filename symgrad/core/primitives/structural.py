@@ -622,7 +622,7 @@ def _matmul_infix(operands, *, transpose_a=False, transpose_b=False):
 
 register(Primitive(
     name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
-    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix,
+    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix, c_adds_into=True,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
 
