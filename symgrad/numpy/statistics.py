@@ -365,7 +365,11 @@ def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
     qs = np.asarray(q, dtype=np.float64)
     if np.any((qs < 0) | (qs > 1)):
         raise ValueError("Quantiles must be in the range [0, 1]")
-    s, kept = _sorted_lanes(as_float(a), axis)
+    x = as_float(a)
+    if qs.ndim and method in ("linear", "midpoint"):
+        # NumPy interpolates with the float64 array q: a float32 array gives float64 results.
+        x = snp.astype(x, np.result_type(x.dtype, np.float64))
+    s, kept = _sorted_lanes(x, axis)
     n = s.shape[-1]
     results = [_quantile_one(s, float(v), n, method) for v in qs.ravel()]
     if keepdims:
