@@ -1,8 +1,10 @@
 """Shared checks for the NumPy-breadth test files (statistics, shapes, contractions, linalg).
 
 A test file lists ``Case``s: a function written against ``symgrad.numpy`` (so that on plain
-arrays it *is* NumPy: the value oracle) and its arguments. The checks group every case of a file
-into one traced function, so each file compiles a handful of C modules rather than one per case:
+arrays it *is* NumPy: the value oracle) and its arguments. The checks group the cases of a file
+into a few traced functions (``CHUNK`` cases each: gcc's time grows faster than the size of the
+function it compiles, so one huge module is slower than a few), so each file compiles a handful
+of C modules rather than one per case:
 
 - ``check_values``: the grouped function, compiled for a backend and dtype, returns each case's
   value; each is compared with NumPy's.
@@ -22,6 +24,13 @@ import numpy as np
 
 import symgrad
 import symgrad.numpy as snp
+
+
+CHUNK = 4
+
+
+def chunks(cases, size=CHUNK):
+    return [cases[i:i + size] for i in range(0, len(cases), size)]
 
 
 class Case(NamedTuple):
@@ -81,6 +90,11 @@ def assert_close(name, actual, expected, rtol, atol_scale=True):
 
 
 def check_values(cases, backend, dtype):
+    for part in chunks(cases):
+        _check_values(part, backend, dtype)
+
+
+def _check_values(cases, backend, dtype):
     fn, args, layout = grouped(cases, dtype)
     f = symgrad.compile(fn, backend=backend, argnums=())
     got = f(*args)
@@ -139,6 +153,11 @@ def _grouped_loss(cases):
 
 
 def check_grouped_gradients(cases):
+    for part in chunks([c for c in cases if c.grad]):
+        _check_grouped_gradients(part)
+
+
+def _check_grouped_gradients(cases):
     loss, args = _grouped_loss(cases)
     argnums = float_positions(args)
     v_c, g_c = symgrad.compile(loss, argnums=argnums).value_and_grad(*args)
@@ -150,7 +169,11 @@ def check_grouped_gradients(cases):
 
 def check_jvp(cases, backend, h=1e-6):
     """Forward mode of every differentiable case (grouped) against central differences."""
-    cases = [c for c in cases if c.grad]
+    for part in chunks([c for c in cases if c.grad]):
+        _check_jvp(part, backend, h)
+
+
+def _check_jvp(cases, backend, h):
     fn, args, _ = grouped(cases, "float64")
     argnums = float_positions(args)
     rng = np.random.default_rng(seed("tangents"))
@@ -174,6 +197,11 @@ def check_jvp(cases, backend, h=1e-6):
 
 def check_hvp(cases, backend, h=1e-5):
     """Second order: H v of the grouped loss against a central difference of its gradient."""
+    for part in chunks(cases):
+        _check_hvp(part, backend, h)
+
+
+def _check_hvp(cases, backend, h):
     loss, args = _grouped_loss(cases)
     argnums = float_positions(args)
     rng = np.random.default_rng(seed("hvp"))
