@@ -646,6 +646,7 @@ def render_module(functions, *, title, version):
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
+                      or "SYMGRAD_LAPACKE" in line
                       for fn in functions for block in fn.blocks for line in block.lines))
 
 

@@ -137,6 +137,30 @@ def _d(d):
     return dims.c_expr(dims.normalize(d))
 
 
+# Machine epsilon per C type (the Jacobi SVD stops when every pair of columns is orthogonal to
+# working precision).
+_EPS = {"double": "2.220446049250313e-16", "float": "1.1920929e-07"}
+
+# From this size on (n, or min(m, n) for QR and the SVD), JIT builds -- which link
+# scipy-openblas32 and define SYMGRAD_USE_BLAS -- call its LAPACK (LAPACKE, row-major) for the
+# eigenproblem, the SVD and QR instead of our loops, which are O(n^3) with a large constant
+# (Jacobi) or unblocked: docs/linalg.md has the measurements. Ahead-of-time libraries, built
+# without SYMGRAD_USE_BLAS, keep our routines and stay self-contained.
+LAPACK_MIN = 24
+
+
+def _with_lapack(size, lapack, own):
+    """``own`` (C lines), or ``lapack`` under ``#ifdef SYMGRAD_USE_BLAS`` with ``own`` as the
+    fallback, for a matrix of ``size``."""
+    if size < LAPACK_MIN:
+        return own
+    return ["#ifdef SYMGRAD_USE_BLAS", *lapack, "#else", *own, "#endif"]
+
+
+def _lapacke(t, name):
+    return f"SYMGRAD_LAPACKE({'d' if t == 'double' else 's'}{name})"
+
+
 def _batch(shape):
     return int(np.prod(shape[:-2], dtype=np.int64))
 
@@ -238,7 +262,7 @@ def _jacobi_svd(a):
             for q in range(p + 1, n):
                 alpha, beta = np.sum(U[:, p] * U[:, p]), np.sum(U[:, q] * U[:, q])
                 gamma = np.sum(U[:, p] * U[:, q])
-                if abs(np.real(gamma)) <= 1e-17 * np.sqrt(np.real(alpha) * np.real(beta)):
+                if abs(np.real(gamma)) <= np.finfo(float).eps * np.sqrt(np.real(alpha) * np.real(beta)):
                     continue
                 rotated = True
                 zeta = (beta - alpha) / (2 * gamma)
@@ -649,12 +673,27 @@ def _qr_c(k):
     m, n = a.shape[-2:]
     kk, t = min(m, n), out.ctype
     ws = k.scratch(8 * (m * n + m * kk + kk))
-    return k.loop((_batch(a.shape),), [
+    setup = [
         f"{t} *sg_R = ({t} *){ws};",
         f"{t} *sg_tau = sg_R + {m * n};",
         f"{t} *sg_Q = {k.ptr(out)} + i0 * {m * kk + kk * n};",
         f"{t} *sg_Rout = sg_Q + {m * kk};",
         f"memcpy(sg_R, {k.ptr(a)} + i0 * {m * n}, sizeof({t}) * {m * n});",
+    ]
+    copy_r = [
+        f"for (int64_t i = 0; i < {kk}; ++i)",
+        f"    for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) sg_Rout[i * {n} + sg_c] = sg_c >= i ? sg_R[i * {n} + sg_c] : 0;",
+    ]
+    # LAPACK's blocked Householder QR (geqrf, then orgqr forms Q in place): the same reflectors.
+    lapack = [
+        f"int sg_info = {_lapacke(t, 'geqrf')}(101, {m}, {n}, sg_R, {n}, sg_tau);",
+        *copy_r,
+        f"sg_info |= {_lapacke(t, 'orgqr')}(101, {m}, {kk}, {kk}, sg_R, {n}, sg_tau);",
+        f"for (int64_t i = 0; i < {m}; ++i)",
+        f"    for (int64_t j = 0; j < {kk}; ++j) sg_Q[i * {kk} + j] = sg_R[i * {n} + j];",
+        f"if (sg_info != 0) for (int64_t r = 0; r < {m * kk + kk * n}; ++r) sg_Q[r] = NAN;",
+    ]
+    own = [
         # Householder: H_j = I - tau_j v v^T with v_0 = 1 below the diagonal (LAPACK's dlarfg).
         f"for (int64_t j = 0; j < {kk}; ++j) {{",
         f"    {t} sg_xnorm2 = 0;",
@@ -686,9 +725,9 @@ def _qr_c(k):
         f"        for (int64_t i = j + 1; i < {m}; ++i) sg_Q[i * {kk} + sg_c] -= sg_s * sg_R[i * {n} + j];",
         "    }",
         "}",
-        f"for (int64_t i = 0; i < {kk}; ++i)",
-        f"    for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) sg_Rout[i * {n} + sg_c] = sg_c >= i ? sg_R[i * {n} + sg_c] : 0;",
-    ])
+        *copy_r,
+    ]
+    return k.loop((_batch(a.shape),), [*setup, *_with_lapack(kk, lapack, own)])
 
 
 register(Primitive(
@@ -774,11 +813,13 @@ def _eigh_c(k):
     n, t = a.shape[-1], out.ctype
     ws = k.scratch(8 * n * n)
     V = lambda i, j: f"sg_V[{i} * {n} + {j}]"  # noqa: E731
-    return k.loop((_batch(a.shape),), [
+    setup = [
         f"{t} *sg_S = ({t} *){ws};",
         f"{t} *sg_w = {k.ptr(out)} + i0 * {n + n * n};",
         f"{t} *sg_V = sg_w + {n};",
         f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
+    ]
+    own = [
         f"for (int64_t i = 0; i < {n}; ++i)",
         f"    for (int64_t j = 0; j < {n}; ++j) {{",
         f"        sg_S[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : sg_A[j * {n} + i];",
@@ -827,8 +868,15 @@ def _eigh_c(k):
         f"sg_V[r * {n} + j] = sg_V[r * {n} + j - 1]; sg_V[r * {n} + j - 1] = sg_x; }}",
         "    }",
         "}",
-        *_sign_fix_c(t, n, n, V),
-    ])
+    ]
+    lapack = [
+        f"for (int64_t i = 0; i < {n}; ++i)",
+        f"    for (int64_t j = 0; j < {n}; ++j) sg_V[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : sg_A[j * {n} + i];",
+        f"if ({_lapacke(t, 'syevd')}(101, 'V', 'L', {n}, sg_V, {n}, sg_w) != 0)",
+        f"    for (int64_t r = 0; r < {n + n * n}; ++r) sg_w[r] = NAN;",
+    ]
+    return k.loop((_batch(a.shape),), [*setup, *_with_lapack(n, lapack, own),
+                                       *_sign_fix_c(t, n, n, V)])
 
 
 register(Primitive(
@@ -941,13 +989,24 @@ def _svd_c(k):
     W = lambda i, j: f"sg_W[{i} * {cols} + {j}]"  # noqa: E731
     V = lambda i, j: f"sg_V[{i} * {cols} + {j}]"  # noqa: E731
     u_out, v_out = ("sg_U", "sg_VT") if tall else ("sg_VT", "sg_U")
-    return k.loop((_batch(a.shape),), [
+    setup = [
         f"{t} *sg_W = ({t} *){ws};",
         f"{t} *sg_V = sg_W + {rows * cols};",
         f"const {t} *sg_A = {k.ptr(a)} + i0 * {m * n};",
         f"{t} *sg_U = {k.ptr(out)} + i0 * {m * kk + kk + kk * n};",
         f"{t} *sg_s = sg_U + {m * kk};",
         f"{t} *sg_VT = sg_s + {kk};",
+    ]
+    # LAPACK's divide and conquer (gesdd) on a copy, then the same sign convention.
+    lapack = [
+        f"memcpy(sg_W, sg_A, sizeof({t}) * {m * n});",
+        f"if ({_lapacke(t, 'gesdd')}(101, 'S', {m}, {n}, sg_W, {n}, sg_s, sg_U, {kk}, sg_VT, "
+        f"{n}) != 0)",
+        f"    for (int64_t r = 0; r < {m * kk + kk + kk * n}; ++r) sg_U[r] = NAN;",
+        *_sign_fix_c(t, m, kk, lambda i, j: f"sg_U[{i} * {kk} + {j}]",
+                     (n, lambda i, j: f"sg_VT[{j} * {n} + {i}]")),
+    ]
+    own = [
         f"for (int64_t i = 0; i < {rows}; ++i)",
         f"    for (int64_t j = 0; j < {cols}; ++j) {W('i', 'j')} = {src('i', 'j')};",
         f"for (int64_t i = 0; i < {cols}; ++i)",
@@ -962,7 +1021,7 @@ def _svd_c(k):
         f"                sg_al += {W('i', 'p')} * {W('i', 'p')}; sg_be += {W('i', 'sg_q')} * {W('i', 'sg_q')};",
         f"                sg_ga += {W('i', 'p')} * {W('i', 'sg_q')};",
         "            }",
-        f"            if (fabs(sg_ga) <= {'1e-17' if t == 'double' else '1e-7'} * sqrt(sg_al * sg_be)) continue;",
+        f"            if (fabs(sg_ga) <= {_EPS[t]} * sqrt(sg_al * sg_be)) continue;",
         "            sg_rotated = 1;",
         f"            const {t} sg_zeta = (sg_be - sg_al) / (2 * sg_ga);",
         f"            const {t} sg_sg = sg_zeta >= 0 ? 1 : -1;",
@@ -1007,7 +1066,8 @@ def _svd_c(k):
         f"for (int64_t i = 0; i < {cols}; ++i)",
         f"    for (int64_t j = 0; j < {cols}; ++j) "
         + (f"sg_VT[j * {n} + i] = {V('i', 'j')};" if tall else f"sg_U[i * {kk} + j] = {V('i', 'j')};"),
-    ])
+    ]
+    return k.loop((_batch(a.shape),), [*setup, *_with_lapack(kk, lapack, own)])
 
 
 register(Primitive(
