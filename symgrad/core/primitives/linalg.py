@@ -1,9 +1,10 @@
 """Dense linear algebra: factorizations and solves of (batches of) small matrices.
 
 Every primitive works on the last two axes and loops over the leading (batch) ones. Their C is
-our own, unblocked, in the kernel itself: symgrad's generated libraries stay self-contained
-(an ahead-of-time library needs libc and libm only, as before; docs/linalg.md says why and what
-it costs). The NumPy evaluation calls LAPACK through ``numpy.linalg`` for real inputs; for the
+our own, unblocked, in the kernel itself, so an ahead-of-time library stays self-contained (libc
+and libm only); from ``LAPACK_MIN`` on, ``eigh``, ``svd`` and ``qr`` also hold a call to LAPACK
+under ``#ifdef SYMGRAD_USE_BLAS``, which JIT builds (linking scipy-openblas32) take, as matrix
+products call its gemm. docs/linalg.md gives the reasons and the measurements. The NumPy evaluation calls LAPACK through ``numpy.linalg`` for real inputs; for the
 complex step it runs the same algorithm as the C, written with analytic operations only
 (``x * x`` where LAPACK would take ``|x|^2``, decisions on real parts), so the imaginary part
 carries the derivative through it.
