@@ -24,7 +24,7 @@ import numpy as np
 from symgrad.core.primitive import bind
 from symgrad.core.primitives import linalg as _prim
 from symgrad.errors import ShapeError
-from symgrad.frontend.tracer import Tracer
+from symgrad.frontend.tracer import Tracer, unsupported as _unsupported
 from symgrad.numpy._common import as_float, at, axes_tuple, axis_index, snp, traced
 from symgrad.numpy.statistics import safe_sqrt
 
@@ -425,4 +425,12 @@ def tensordot(x1, x2, /, *, axes=2):
 
 def vecdot(x1, x2, /, *, axis=-1):
     return snp.sum(snp.multiply(x1, x2), axis)
+
+
+def __getattr__(name):
+    """``snp.linalg.eig`` and other names this module lacks: an error naming it and the closest
+    supported names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.numpy.linalg' has no attribute {name!r}")
+    raise _unsupported(name, "symgrad.numpy.linalg", __all__)
 

@@ -22,7 +22,7 @@ __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_st
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "meshgrid", "take", "flatten"]
+           "diff", "linspace", "meshgrid", "take"]
 
 
 def _as(x):
@@ -364,15 +364,6 @@ def rollaxis(a, axis, start=0):
     perm = [i for i in range(x.ndim) if i != axis]
     perm.insert(start, axis)
     return snp.transpose(x, perm)
-
-
-def flatten(a, order="C"):
-    """a.flatten(): the row-major copy as 1-D (ravel; traced values are never views)."""
-    if not traced(a):
-        return np.asarray(a).flatten(order)
-    if order not in ("C", "A", "K"):
-        raise NotImplementedError(f"flatten(order={order!r}): only row-major order is traced")
-    return snp.ravel(a)
 
 
 # --- diagonals and triangles -----------------------------------------------------------------------

@@ -11,7 +11,8 @@ import numpy as np
 
 from symgrad.core.primitive import bind
 from symgrad.errors import ShapeError
-from symgrad.frontend.tracer import Tracer
+from symgrad.frontend.tracer import Tracer, implements as _implements
+from symgrad.frontend.tracer import unsupported as _unsupported
 from symgrad.numpy._common import as_float, at, snp, traced
 from symgrad.numpy import linalg as _linalg
 
@@ -104,3 +105,17 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
     # lower: L L^T x = b;  upper: U^T U x = b.
     y = solve_triangular(c, b, trans=0 if lower else 1, lower=lower)
     return solve_triangular(c, y, trans=1 if lower else 0, lower=lower)
+
+
+# Registered as "scipy.linalg.<name>" (docs/numpy.md lists them). SciPy's own functions do not
+# dispatch on Tracers: call these.
+for _name in __all__:
+    _implements(f"scipy.linalg.{_name}", globals()[_name])
+
+
+def __getattr__(name):
+    """A name this module lacks: an error naming it and the closest supported names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.scipy.linalg' has no attribute {name!r}")
+    raise _unsupported(name, "symgrad.scipy.linalg", __all__)
+
