@@ -191,6 +191,11 @@ def test_failures_give_nan_not_crashes(backend):
     L, sign, logdet, x = f(singular, np.ones(2))
     assert np.isnan(L[1, 1]) and sign == 0.0 and logdet == -np.inf
     assert not np.all(np.isfinite(x))
+    # 30 x 30: JIT builds call LAPACK here, with the same outcome.
+    big = np.ones((30, 30))
+    L, sign, logdet, x = f(big, np.ones(30))
+    assert np.isnan(L[-1, -1]) and sign == 0.0 and logdet == -np.inf
+    assert not np.all(np.isfinite(x))
 
 
 def test_qr_of_a_wide_matrix_has_no_derivative_yet():
@@ -214,13 +219,18 @@ def test_numpy_linalg_on_tracers_dispatches_here(backend):
 
 
 def test_float32_lapack_path(backend):
-    """30 x 30 in float32: JIT builds call LAPACK's single-precision routines here."""
+    """30 x 30 in float32: JIT builds call LAPACK's single-precision routines here (their
+    double-precision twins run in test_larger_matrices_against_lapack and the AOT test)."""
     rng = np.random.default_rng(8)
     a = (rng.standard_normal((30, 30)) + 8 * np.eye(30)).astype(np.float32)
     f = symgrad.compile(lambda a: (sla.eigvalsh(a @ a.T), sla.svd(a, compute_uv=False),
-                                   sla.qr(a)[1], sla.eigh(a @ a.T)[1] ** 2), backend=backend)
-    w, s, r, v2 = f(a)
+                                   sla.qr(a)[1], sla.eigh(a @ a.T)[1] ** 2, sla.solve(a, a[0]),
+                                   sla.cholesky(a @ a.T), sla.slogdet(a)[1]), backend=backend)
+    w, s, r, v2, x, L, logdet = f(a)
     a64 = a.astype(np.float64)
+    np.testing.assert_allclose(x, np.linalg.solve(a64, a64[0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(L, np.linalg.cholesky(a64 @ a64.T), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logdet, np.linalg.slogdet(a64)[1], rtol=1e-5)
     assert w.dtype == np.float32 and s.dtype == np.float32
     np.testing.assert_allclose(w, np.linalg.eigvalsh(a64 @ a64.T), rtol=2e-4)
     np.testing.assert_allclose(s, np.linalg.svd(a64, compute_uv=False), rtol=2e-4)
@@ -263,9 +273,14 @@ def breadth(A, X, w):
     z = sla.solve(S, w) + snp.einsum("ij,jk->ik", X, A)[:3, 0]
     stats = snp.var(X, axis=0, ddof=1) + snp.median(X, axis=0) + snp.cumprod(X, axis=0)[-1]
     moved = snp.pad(snp.flip(snp.sort(X, axis=0), 1), 1, mode="reflect")
+    shapes = (snp.sum(snp.tile(w, 2) * snp.repeat(w, 2)) + snp.sum(snp.roll(X, 2) * snp.cumsum(X, axis=1))
+              + snp.sum(snp.kron(A, A) ** 2) + snp.trace(A @ snp.tril(A)) + snp.sum(snp.diag(w))
+              + snp.sum(snp.cross(X[:, :3], X[::-1, :3]) ** 2) + snp.sum(snp.diff(X, axis=0) ** 2)
+              + snp.sum(snp.tensordot(X, X, ([0], [0]))) + sla.norm(X) + snp.std(X)
+              + snp.sum(snp.average(X, axis=0, weights=snp.arange(1.0, 6.0))))
     return (snp.sum(L) + sla.slogdet(S)[1] + snp.sum(v) + snp.sum(V ** 2 * w) + snp.sum(s)
             + snp.sum(R * R) + snp.sum(Q ** 3) + snp.sum(z * z) + snp.sum(stats)
-            + snp.sum(moved ** 2) + snp.quantile(X, 0.3))
+            + snp.sum(moved ** 2) + snp.quantile(X, 0.3) + shapes)
 
 
 def factors(A):

@@ -89,7 +89,8 @@ CASES = [
 BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN slice", "ignore:Mean of empty slice")
+@pytest.mark.filterwarnings("ignore:All-NaN slice", "ignore:Mean of empty slice",
+                            "ignore:invalid value encountered")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_values_match_numpy(backend, dtype):
     check_values(CASES, backend, dtype)

@@ -2,8 +2,8 @@
 
 Every primitive works on the last two axes and loops over the leading (batch) ones. Their C is
 our own, unblocked, in the kernel itself, so an ahead-of-time library stays self-contained (libc
-and libm only); from ``LAPACK_MIN`` on, ``eigh``, ``svd`` and ``qr`` also hold a call to LAPACK
-under ``#ifdef SYMGRAD_USE_BLAS``, which JIT builds (linking scipy-openblas32) take, as matrix
+and libm only); from ``LAPACK_MIN`` on, each factorization also holds a call to LAPACK under
+``#ifdef SYMGRAD_USE_BLAS``, which JIT builds (linking scipy-openblas32) take, as matrix
 products call its gemm. docs/linalg.md gives the reasons and the measurements. The NumPy evaluation calls LAPACK through ``numpy.linalg`` for real inputs; for the
 complex step it runs the same algorithm as the C, written with analytic operations only
 (``x * x`` where LAPACK would take ``|x|^2``, decisions on real parts), so the imaginary part
@@ -143,9 +143,9 @@ def _d(d):
 _EPS = {"double": "2.220446049250313e-16", "float": "1.1920929e-07"}
 
 # From this size on (n, or min(m, n) for QR and the SVD), JIT builds -- which link
-# scipy-openblas32 and define SYMGRAD_USE_BLAS -- call its LAPACK (LAPACKE, row-major) for the
-# eigenproblem, the SVD and QR instead of our loops, which are O(n^3) with a large constant
-# (Jacobi) or unblocked: docs/linalg.md has the measurements. Ahead-of-time libraries, built
+# scipy-openblas32 and define SYMGRAD_USE_BLAS -- call its LAPACK (LAPACKE, row-major) instead
+# of our loops, which are unblocked, and for eigh and the SVD (Jacobi) O(n^3) with a large
+# constant: docs/linalg.md has the measurements. Ahead-of-time libraries, built
 # without SYMGRAD_USE_BLAS, keep our routines and stay self-contained.
 LAPACK_MIN = 24
 
@@ -332,9 +332,19 @@ def _chol_vjp(g, out, a):
 def _chol_c(k):
     a, out = k.ins[0], k.out
     n, t = a.shape[-1], out.ctype
-    return k.loop((_batch(a.shape),), [
+    setup = [
         f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
         f"{t} *sg_L = {k.ptr(out)} + i0 * {n * n};",
+    ]
+    # LAPACK's potrf on the lower triangle; from a failing pivot on, the rows are NaN.
+    lapack = [
+        f"for (int64_t i = 0; i < {n}; ++i)",
+        f"    for (int64_t j = 0; j < {n}; ++j) sg_L[i * {n} + j] = j <= i ? sg_A[i * {n} + j] : 0;",
+        f"const int sg_info = {_lapacke(t, 'potrf')}(101, 'L', {n}, sg_L, {n});",
+        f"if (sg_info != 0) for (int64_t r = sg_info > 0 ? (sg_info - 1) * {n} : 0; r < {n * n}; ++r) "
+        f"sg_L[r] = NAN;",
+    ]
+    own = [
         f"for (int64_t r = 0; r < {n * n}; ++r) sg_L[r] = {_lit(0, t)};",
         f"for (int64_t j = 0; j < {n}; ++j) {{",
         f"    {t} sg_s = sg_A[j * {n} + j];",
@@ -347,7 +357,8 @@ def _chol_c(k):
         f"        sg_L[i * {n} + j] = v / sg_L[j * {n} + j];",
         "    }",
         "}",
-    ])
+    ]
+    return k.loop((_batch(a.shape),), [*setup, *_with_lapack(n, lapack, own)])
 
 
 register(Primitive(
@@ -520,13 +531,20 @@ def _lu_lines(k, t, n, det=False):
 def _solve_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
     n, nrhs, t = a.shape[-1], b.shape[-1], out.ctype
-    ws = k.scratch(8 * n * n)
-    return k.loop((_batch(a.shape),), [
+    ws = k.scratch(8 * (n * n + n))
+    setup = [
         f"{t} *sg_W = ({t} *){ws};",
         f"const int64_t sg_nrhs = {nrhs};",
         f"{t} *sg_X = {k.ptr(out)} + i0 * {n * nrhs};",
         f"memcpy(sg_W, {k.ptr(a)} + i0 * {n * n}, sizeof({t}) * {n * n});",
         f"memcpy(sg_X, {k.ptr(b)} + i0 * {n * nrhs}, sizeof({t}) * {n * nrhs});",
+    ]
+    lapack = [
+        f"int *sg_piv = (int *)(sg_W + {n * n});",
+        f"if ({_lapacke(t, 'gesv')}(101, {n}, {nrhs}, sg_W, {n}, sg_piv, sg_X, {nrhs}) != 0)",
+        f"    for (int64_t r = 0; r < {n * nrhs}; ++r) sg_X[r] = NAN;",
+    ]
+    own = [
         *_lu_lines(k, t, n),
         f"for (int64_t i = {n} - 1; i >= 0; --i) {{",
         "    for (int64_t j = 0; j < sg_nrhs; ++j) {",
@@ -535,7 +553,8 @@ def _solve_c(k):
         f"        sg_X[i * sg_nrhs + j] = sg_s / sg_W[i * {n} + i];",
         "    }",
         "}",
-    ])
+    ]
+    return k.loop((_batch(a.shape),), [*setup, *_with_lapack(n, lapack, own)])
 
 
 register(Primitive(
@@ -578,12 +597,24 @@ def _slogdet_jvp(t, out, a):
 def _slogdet_c(k):
     a, out = k.ins[0], k.out
     n, t = a.shape[-1], out.ctype
-    ws = k.scratch(8 * n * n)
+    ws = k.scratch(8 * (n * n + n))
+    # LAPACK's getrf: the sign from its (1-based) row swaps and U's diagonal.
+    lapack = [
+        f"int *sg_piv = (int *)(sg_W + {n * n});",
+        f"const int sg_info = {_lapacke(t, 'getrf')}(101, {n}, {n}, sg_W, {n}, sg_piv);",
+        "if (sg_info > 0) { sg_sgn = 0; sg_logdet = -INFINITY; }",
+        "else if (sg_info < 0) { sg_sgn = NAN; sg_logdet = NAN; }",
+        f"else for (int64_t i = 0; i < {n}; ++i) {{",
+        "    if (sg_piv[i] != i + 1) sg_sgn = -sg_sgn;",
+        f"    if (sg_W[i * {n} + i] < 0) sg_sgn = -sg_sgn;",
+        f"    sg_logdet += log(fabs(sg_W[i * {n} + i]));",
+        "}",
+    ]
     return k.loop((_batch(a.shape),), [
         f"{t} *sg_W = ({t} *){ws};",
         f"memcpy(sg_W, {k.ptr(a)} + i0 * {n * n}, sizeof({t}) * {n * n});",
         f"{t} sg_sgn = {_lit(1, t)}, sg_logdet = {_lit(0, t)};",
-        *_lu_lines(k, t, n, det=True),
+        *_with_lapack(n, lapack, _lu_lines(k, t, n, det=True)),
         f"{k.ptr(out)}[2 * i0] = sg_sgn;",
         f"{k.ptr(out)}[2 * i0 + 1] = sg_logdet;",
     ])
