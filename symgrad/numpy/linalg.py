@@ -66,7 +66,7 @@ def _parts(packed, shapes):
     return out
 
 
-# --- solves and determinants ----------------------------------------------------------------------
+# --- solves and determinants ---------------------------------------------------------------------
 
 def solve(a, b):
     """x with a @ x = b (NumPy 2: b is a vector only when 1-D); LU with partial pivoting."""
@@ -176,7 +176,7 @@ def multi_dot(arrays, *, out=None):
     return result
 
 
-# --- factorizations -------------------------------------------------------------------------------
+# --- factorizations ------------------------------------------------------------------------------
 
 def cholesky(a, /, *, upper=False):
     """Lower L with L L^T = a, reading a's lower triangle (upper=True: L^T)."""
@@ -309,7 +309,7 @@ def lstsq(a, b, rcond=None):
     return x, resid, rank, s
 
 
-# --- norms ----------------------------------------------------------------------------------------
+# --- norms ---------------------------------------------------------------------------------------
 
 def _vector_norm(x, ord, axes, keepdims):
     absx = snp.abs(x)
@@ -393,7 +393,7 @@ def matrix_norm(x, /, *, keepdims=False, ord="fro"):
     return _matrix_norm(v, ord, (v.ndim - 2, v.ndim - 1), keepdims)
 
 
-# --- numpy.linalg's aliases of array functions ------------------------------------------------------
+# --- numpy.linalg's aliases of array functions ---------------------------------------------------
 
 def matmul(x1, x2, /):
     return snp.matmul(x1, x2)

@@ -165,7 +165,7 @@ def dsplit(ary, indices_or_sections):
     return split(ary, indices_or_sections, 2)
 
 
-# --- repeating and padding -------------------------------------------------------------------------
+# --- repeating and padding -----------------------------------------------------------------------
 
 def take(a, indices, axis=None, out=None, mode="raise"):
     """Elements at ``indices`` along ``axis`` (of the flattened array when None)."""
@@ -260,7 +260,7 @@ def pad(array, pad_width, mode="constant", **kwargs):
     return x
 
 
-# --- moving and flipping --------------------------------------------------------------------------
+# --- moving and flipping -------------------------------------------------------------------------
 
 def roll(a, shift, axis=None):
     if not traced(a):
@@ -366,7 +366,7 @@ def rollaxis(a, axis, start=0):
     return snp.transpose(x, perm)
 
 
-# --- diagonals and triangles -----------------------------------------------------------------------
+# --- diagonals and triangles ---------------------------------------------------------------------
 
 def _diag_count(n1, n2, offset):
     return max(0, min(n1, n2 - offset) if offset >= 0 else min(n1 + offset, n2))
@@ -450,7 +450,7 @@ def triu(m, k=0):
     return _triangle(m, k, False)
 
 
-# --- products of shapes -----------------------------------------------------------------------------
+# --- products of shapes --------------------------------------------------------------------------
 
 def kron(a, b):
     """Kronecker product: the outer product with each pair of axes merged."""
@@ -519,7 +519,7 @@ def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     return x
 
 
-# --- grids ----------------------------------------------------------------------------------------
+# --- grids ---------------------------------------------------------------------------------------
 
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
     """``num`` evenly spaced values from start to stop, as NumPy computes them (i * step +

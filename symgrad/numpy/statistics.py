@@ -132,7 +132,7 @@ def cumprod(a, axis=None, dtype=None, out=None):
     return Tracer(bind("linear_scan", v, ops.zeros_like(v), h0, axis=axis, reverse=False))
 
 
-# --- extremes, positions, truth -------------------------------------------------------------------
+# --- extremes, positions, truth ------------------------------------------------------------------
 
 def ptp(a, axis=None, out=None, keepdims=False):
     """max - min (peak to peak)."""
@@ -192,7 +192,7 @@ def count_nonzero(a, axis=None, *, keepdims=False):
     return snp.sum(snp.not_equal(a, 0), axis, keepdims=keepdims)
 
 
-# --- sorting --------------------------------------------------------------------------------------
+# --- sorting -------------------------------------------------------------------------------------
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     """The permutation that sorts ``a`` along ``axis``: stable (ties keep their order), NaN
@@ -393,7 +393,7 @@ def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear"
                     weights=weights, interpolation=interpolation)
 
 
-# --- NaN-ignoring reductions ----------------------------------------------------------------------
+# --- NaN-ignoring reductions ---------------------------------------------------------------------
 
 def _isnan(x):
     return snp.not_equal(x, x)

@@ -4,10 +4,10 @@ Every primitive works on the last two axes and loops over the leading (batch) on
 our own, unblocked, in the kernel itself, so an ahead-of-time library stays self-contained (libc
 and libm only); from ``LAPACK_MIN`` on, each factorization also holds a call to LAPACK under
 ``#ifdef SYMGRAD_USE_BLAS``, which JIT builds (linking scipy-openblas32) take, as matrix
-products call its gemm. docs/linalg.md gives the reasons and the measurements. The NumPy evaluation calls LAPACK through ``numpy.linalg`` for real inputs; for the
-complex step it runs the same algorithm as the C, written with analytic operations only
-(``x * x`` where LAPACK would take ``|x|^2``, decisions on real parts), so the imaginary part
-carries the derivative through it.
+products call its gemm. docs/linalg.md gives the reasons and the measurements. The NumPy
+evaluation calls LAPACK through ``numpy.linalg`` for real inputs; for the complex step it runs
+the same algorithm as the C, written with analytic operations only (``x * x`` where LAPACK would
+take ``|x|^2``, decisions on real parts), so the imaginary part carries the derivative through it.
 
 A factorization with several results returns them packed into one array along the last axis
 (``eigh``: the n eigenvalues, then the n x n eigenvectors row by row), which the front end
@@ -29,7 +29,7 @@ import numpy as np
 from symgrad.core import dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
-from symgrad.core.types import FLOAT_DTYPES, TensorType
+from symgrad.core.types import TensorType
 from symgrad.errors import DTypeError, ShapeError
 
 
@@ -263,7 +263,8 @@ def _jacobi_svd(a):
             for q in range(p + 1, n):
                 alpha, beta = np.sum(U[:, p] * U[:, p]), np.sum(U[:, q] * U[:, q])
                 gamma = np.sum(U[:, p] * U[:, q])
-                if abs(np.real(gamma)) <= np.finfo(float).eps * np.sqrt(np.real(alpha) * np.real(beta)):
+                scale = np.sqrt(np.real(alpha) * np.real(beta))
+                if abs(np.real(gamma)) <= np.finfo(float).eps * scale:
                     continue
                 rotated = True
                 zeta = (beta - alpha) / (2 * gamma)
@@ -339,21 +340,25 @@ def _chol_c(k):
     # LAPACK's potrf on the lower triangle; from a failing pivot on, the rows are NaN.
     lapack = [
         f"for (int64_t i = 0; i < {n}; ++i)",
-        f"    for (int64_t j = 0; j < {n}; ++j) sg_L[i * {n} + j] = j <= i ? sg_A[i * {n} + j] : 0;",
+        f"    for (int64_t j = 0; j < {n}; ++j) sg_L[i * {n} + j] = j <= i ? sg_A[i * {n} + j] : "
+        "0;",
         f"const int sg_info = {_lapacke(t, 'potrf')}(101, 'L', {n}, sg_L, {n});",
-        f"if (sg_info != 0) for (int64_t r = sg_info > 0 ? (sg_info - 1) * {n} : 0; r < {n * n}; ++r) "
+        f"if (sg_info != 0) for (int64_t r = sg_info > 0 ? (sg_info - 1) * {n} : 0; r < {n * n}; "
+        "++r) "
         f"sg_L[r] = NAN;",
     ]
     own = [
         f"for (int64_t r = 0; r < {n * n}; ++r) sg_L[r] = {_lit(0, t)};",
         f"for (int64_t j = 0; j < {n}; ++j) {{",
         f"    {t} sg_s = sg_A[j * {n} + j];",
-        f"    for (int64_t sg_c = 0; sg_c < j; ++sg_c) sg_s -= sg_L[j * {n} + sg_c] * sg_L[j * {n} + sg_c];",
+        f"    for (int64_t sg_c = 0; sg_c < j; ++sg_c) sg_s -= sg_L[j * {n} + sg_c] * sg_L[j * {n} "
+        "+ sg_c];",
         # not positive definite: NaN (sqrt of a negative), and NaN spreads to what follows
         f"    sg_L[j * {n} + j] = sg_s > 0 ? sqrt(sg_s) : NAN;",
         f"    for (int64_t i = j + 1; i < {n}; ++i) {{",
         f"        {t} v = sg_A[i * {n} + j];",
-        f"        for (int64_t sg_c = 0; sg_c < j; ++sg_c) v -= sg_L[i * {n} + sg_c] * sg_L[j * {n} + sg_c];",
+        f"        for (int64_t sg_c = 0; sg_c < j; ++sg_c) v -= sg_L[i * {n} + sg_c] * sg_L[j * "
+        f"{n} + sg_c];",
         f"        sg_L[i * {n} + j] = v / sg_L[j * {n} + j];",
         "    }",
         "}",
@@ -436,11 +441,12 @@ def _tri_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
     n, nrhs, t = a.shape[-1], b.shape[-1], out.ctype
     lower, trans, unit = (k.attrs[x] for x in ("lower", "transpose_a", "unit_diagonal"))
-    M = (lambda i, j: f"sg_A[{j} * {n} + {i}]") if trans else (lambda i, j: f"sg_A[{i} * {n} + {j}]")
+    M = (lambda i, j: f"sg_A[{j} * {n} + {i}]") if trans else \
+        (lambda i, j: f"sg_A[{i} * {n} + {j}]")
     forward = lower != trans
     rows = (f"for (int64_t i = 0; i < {n}; ++i) {{" if forward else
             f"for (int64_t i = {n} - 1; i >= 0; --i) {{")
-    inner = (f"for (int64_t j = 0; j < i; ++j)" if forward else
+    inner = ("for (int64_t j = 0; j < i; ++j)" if forward else
              f"for (int64_t j = i + 1; j < {n}; ++j)")
     return k.loop((_batch(a.shape),), [
         f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
@@ -504,26 +510,31 @@ def _lu_lines(k, t, n, det=False):
     lines = [f"for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) {{",
              "    int64_t sg_piv = sg_c;",
              f"    for (int64_t i = sg_c + 1; i < {n}; ++i)",
-             f"        if (fabs(sg_W[i * {n} + sg_c]) > fabs(sg_W[sg_piv * {n} + sg_c])) sg_piv = i;",
+             f"        if (fabs(sg_W[i * {n} + sg_c]) > fabs(sg_W[sg_piv * {n} + sg_c])) sg_piv = "
+             "i;",
              "    if (sg_piv != sg_c) {",
              f"        for (int64_t j = 0; j < {n}; ++j) {{ const {t} sg_s = sg_W[sg_c * {n} + j]; "
              f"sg_W[sg_c * {n} + j] = sg_W[sg_piv * {n} + j]; sg_W[sg_piv * {n} + j] = sg_s; }}"]
     if det:
         lines += ["        sg_sgn = -sg_sgn;", "    }",
                   f"    const {t} sg_u = sg_W[sg_c * {n} + sg_c];",
-                  f"    if (sg_u == 0) {{ sg_sgn = 0; sg_logdet = -INFINITY; break; }}",
+                  "    if (sg_u == 0) { sg_sgn = 0; sg_logdet = -INFINITY; break; }",
                   "    if (sg_u < 0) sg_sgn = -sg_sgn;",
                   "    sg_logdet += log(fabs(sg_u));"]
     else:
-        lines += [f"        for (int64_t j = 0; j < sg_nrhs; ++j) {{ const {t} sg_s = sg_X[sg_c * sg_nrhs + j]; "
-                  f"sg_X[sg_c * sg_nrhs + j] = sg_X[sg_piv * sg_nrhs + j]; sg_X[sg_piv * sg_nrhs + j] = sg_s; }}",
+        lines += [f"        for (int64_t j = 0; j < sg_nrhs; ++j) {{ "
+                  f"const {t} sg_s = sg_X[sg_c * sg_nrhs + j]; "
+                  "sg_X[sg_c * sg_nrhs + j] = sg_X[sg_piv * sg_nrhs + j]; "
+                  "sg_X[sg_piv * sg_nrhs + j] = sg_s; }",
                   "    }",
                   f"    const {t} sg_u = sg_W[sg_c * {n} + sg_c];"]
     lines += [f"    for (int64_t i = sg_c + 1; i < {n}; ++i) {{",
               f"        const {t} sg_f = sg_W[i * {n} + sg_c] / sg_u;",
-              f"        for (int64_t j = sg_c + 1; j < {n}; ++j) sg_W[i * {n} + j] -= sg_f * sg_W[sg_c * {n} + j];"]
+              f"        for (int64_t j = sg_c + 1; j < {n}; ++j) "
+              f"sg_W[i * {n} + j] -= sg_f * sg_W[sg_c * {n} + j];"]
     if not det:
-        lines += ["        for (int64_t j = 0; j < sg_nrhs; ++j) sg_X[i * sg_nrhs + j] -= sg_f * sg_X[sg_c * sg_nrhs + j];"]
+        lines += ["        for (int64_t j = 0; j < sg_nrhs; ++j) "
+                  "sg_X[i * sg_nrhs + j] -= sg_f * sg_X[sg_c * sg_nrhs + j];"]
     lines += ["    }", "}"]
     return lines
 
@@ -549,7 +560,8 @@ def _solve_c(k):
         f"for (int64_t i = {n} - 1; i >= 0; --i) {{",
         "    for (int64_t j = 0; j < sg_nrhs; ++j) {",
         f"        {t} sg_s = sg_X[i * sg_nrhs + j];",
-        f"        for (int64_t sg_c = i + 1; sg_c < {n}; ++sg_c) sg_s -= sg_W[i * {n} + sg_c] * sg_X[sg_c * sg_nrhs + j];",
+        f"        for (int64_t sg_c = i + 1; sg_c < {n}; ++sg_c) sg_s -= sg_W[i * {n} + sg_c] * "
+        "sg_X[sg_c * sg_nrhs + j];",
         f"        sg_X[i * sg_nrhs + j] = sg_s / sg_W[i * {n} + i];",
         "    }",
         "}",
@@ -714,7 +726,8 @@ def _qr_c(k):
     ]
     copy_r = [
         f"for (int64_t i = 0; i < {kk}; ++i)",
-        f"    for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) sg_Rout[i * {n} + sg_c] = sg_c >= i ? sg_R[i * {n} + sg_c] : 0;",
+        f"    for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) sg_Rout[i * {n} + sg_c] = sg_c >= i ? "
+        f"sg_R[i * {n} + sg_c] : 0;",
     ]
     # LAPACK's blocked Householder QR (geqrf, then orgqr forms Q in place): the same reflectors.
     lapack = [
@@ -729,19 +742,23 @@ def _qr_c(k):
         # Householder: H_j = I - tau_j v v^T with v_0 = 1 below the diagonal (LAPACK's dlarfg).
         f"for (int64_t j = 0; j < {kk}; ++j) {{",
         f"    {t} sg_xnorm2 = 0;",
-        f"    for (int64_t i = j + 1; i < {m}; ++i) sg_xnorm2 += sg_R[i * {n} + j] * sg_R[i * {n} + j];",
+        f"    for (int64_t i = j + 1; i < {m}; ++i) sg_xnorm2 += sg_R[i * {n} + j] * sg_R[i * {n} "
+        "+ j];",
         "    if (sg_xnorm2 == 0) { sg_tau[j] = 0; continue; }",
         f"    const {t} sg_alpha = sg_R[j * {n} + j];",
-        f"    const {t} sg_beta = (sg_alpha >= 0 ? -1 : 1) * sqrt(sg_alpha * sg_alpha + sg_xnorm2);",
+        f"    const {t} sg_beta = (sg_alpha >= 0 ? -1 : 1) * sqrt(sg_alpha * sg_alpha + "
+        "sg_xnorm2);",
         "    sg_tau[j] = (sg_beta - sg_alpha) / sg_beta;",
         f"    for (int64_t i = j + 1; i < {m}; ++i) sg_R[i * {n} + j] /= (sg_alpha - sg_beta);",
         f"    sg_R[j * {n} + j] = sg_beta;",
         f"    for (int64_t sg_c = j + 1; sg_c < {n}; ++sg_c) {{",
         f"        {t} sg_s = sg_R[j * {n} + sg_c];",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_R[i * {n} + sg_c];",
+        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_R[i * {n} + "
+        "sg_c];",
         "        sg_s *= sg_tau[j];",
         f"        sg_R[j * {n} + sg_c] -= sg_s;",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_R[i * {n} + sg_c] -= sg_s * sg_R[i * {n} + j];",
+        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_R[i * {n} + sg_c] -= sg_s * sg_R[i * "
+        f"{n} + j];",
         "    }",
         "}",
         # Q = H_0 ... H_(k-1) I[:, :k], applied from the last reflector (LAPACK's dorgqr).
@@ -751,10 +768,12 @@ def _qr_c(k):
         "    if (sg_tau[j] == 0) continue;",
         f"    for (int64_t sg_c = j; sg_c < {kk}; ++sg_c) {{",
         f"        {t} sg_s = sg_Q[j * {kk} + sg_c];",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_Q[i * {kk} + sg_c];",
+        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_Q[i * {kk} "
+        "+ sg_c];",
         "        sg_s *= sg_tau[j];",
         f"        sg_Q[j * {kk} + sg_c] -= sg_s;",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_Q[i * {kk} + sg_c] -= sg_s * sg_R[i * {n} + j];",
+        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_Q[i * {kk} + sg_c] -= sg_s * sg_R[i * "
+        f"{n} + j];",
         "    }",
         "}",
         *copy_r,
@@ -834,7 +853,8 @@ def _sign_fix_c(t, rows, cols, vec, also=None):
             f"    for (int64_t i = 1; i < {rows}; ++i)",
             f"        if (fabs({vec('i', 'sg_c')}) > fabs({vec('sg_top', 'sg_c')})) sg_top = i;",
             f"    if ({vec('sg_top', 'sg_c')} < 0) {{",
-            f"        for (int64_t i = 0; i < {rows}; ++i) {vec('i', 'sg_c')} = -{vec('i', 'sg_c')};",
+            f"        for (int64_t i = 0; i < {rows}; ++i) {vec('i', 'sg_c')} = "
+            f"-{vec('i', 'sg_c')};",
             *([f"        for (int64_t i = 0; i < {also[0]}; ++i) {also[1]('i', 'sg_c')} = "
                f"-{also[1]('i', 'sg_c')};"] if also else []),
             "    }", "}"]
@@ -866,26 +886,32 @@ def _eigh_c(k):
         "            sg_total += sg_s * sg_s;",
         "            if (j > i) sg_off += sg_s * sg_s;",
         "        }",
-        f"    if (sg_off == 0 || sg_off <= {'1e-32' if t == 'double' else '1e-13'} * sg_total) break;",
+        f"    if (sg_off == 0 || sg_off <= {'1e-32' if t == 'double' else '1e-13'} * sg_total) "
+        "break;",
         f"    for (int64_t p = 0; p < {n}; ++p)",
         f"        for (int64_t sg_q = p + 1; sg_q < {n}; ++sg_q) {{",
         f"            const {t} sg_apq = sg_S[p * {n} + sg_q];",
         "            if (sg_apq == 0) continue;",
-        f"            const {t} sg_theta = (sg_S[sg_q * {n} + sg_q] - sg_S[p * {n} + p]) / (2 * sg_apq);",
+        f"            const {t} sg_theta = (sg_S[sg_q * {n} + sg_q] - sg_S[p * {n} + p]) / (2 * "
+        "sg_apq);",
         f"            const {t} sg_sg = sg_theta >= 0 ? 1 : -1;",
-        f"            const {t} sg_tn = sg_sg / (sg_sg * sg_theta + sqrt(sg_theta * sg_theta + 1));",
+        f"            const {t} sg_tn = sg_sg / (sg_sg * sg_theta + sqrt(sg_theta * sg_theta + "
+        "1));",
         f"            const {t} sg_cs = 1 / sqrt(sg_tn * sg_tn + 1), sg_sn = sg_tn * sg_cs;",
         f"            for (int64_t i = 0; i < {n}; ++i) {{",
         f"                const {t} sg_x = sg_S[i * {n} + p], sg_y = sg_S[i * {n} + sg_q];",
-        f"                sg_S[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_S[i * {n} + sg_q] = sg_sn * sg_x + sg_cs * sg_y;",
+        f"                sg_S[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_S[i * {n} + sg_q] = "
+        "sg_sn * sg_x + sg_cs * sg_y;",
         "            }",
         f"            for (int64_t i = 0; i < {n}; ++i) {{",
         f"                const {t} sg_x = sg_S[p * {n} + i], sg_y = sg_S[sg_q * {n} + i];",
-        f"                sg_S[p * {n} + i] = sg_cs * sg_x - sg_sn * sg_y; sg_S[sg_q * {n} + i] = sg_sn * sg_x + sg_cs * sg_y;",
+        f"                sg_S[p * {n} + i] = sg_cs * sg_x - sg_sn * sg_y; sg_S[sg_q * {n} + i] = "
+        "sg_sn * sg_x + sg_cs * sg_y;",
         "            }",
         f"            for (int64_t i = 0; i < {n}; ++i) {{",
         f"                const {t} sg_x = sg_V[i * {n} + p], sg_y = sg_V[i * {n} + sg_q];",
-        f"                sg_V[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_V[i * {n} + sg_q] = sg_sn * sg_x + sg_cs * sg_y;",
+        f"                sg_V[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_V[i * {n} + sg_q] = "
+        "sg_sn * sg_x + sg_cs * sg_y;",
         "            }",
         "        }",
         "}",
@@ -903,7 +929,8 @@ def _eigh_c(k):
     ]
     lapack = [
         f"for (int64_t i = 0; i < {n}; ++i)",
-        f"    for (int64_t j = 0; j < {n}; ++j) sg_V[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : sg_A[j * {n} + i];",
+        f"    for (int64_t j = 0; j < {n}; ++j) sg_V[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : "
+        f"sg_A[j * {n} + i];",
         f"if ({_lapacke(t, 'syevd')}(101, 'V', 'L', {n}, sg_V, {n}, sg_w) != 0)",
         f"    for (int64_t r = 0; r < {n + n * n}; ++r) sg_w[r] = NAN;",
     ]
@@ -1017,7 +1044,8 @@ def _svd_c(k):
     tall = m >= n
     rows, cols = (m, n) if tall else (n, m)        # work on a or a^T, rows >= cols
     ws = k.scratch(8 * (rows * cols + cols * cols))
-    src = (lambda i, j: f"sg_A[{i} * {n} + {j}]") if tall else (lambda i, j: f"sg_A[{j} * {n} + {i}]")
+    src = (lambda i, j: f"sg_A[{i} * {n} + {j}]") if tall else \
+        (lambda i, j: f"sg_A[{j} * {n} + {i}]")
     W = lambda i, j: f"sg_W[{i} * {cols} + {j}]"  # noqa: E731
     V = lambda i, j: f"sg_V[{i} * {cols} + {j}]"  # noqa: E731
     u_out, v_out = ("sg_U", "sg_VT") if tall else ("sg_VT", "sg_U")
@@ -1050,7 +1078,8 @@ def _svd_c(k):
         f"        for (int64_t sg_q = p + 1; sg_q < {cols}; ++sg_q) {{",
         f"            {t} sg_al = 0, sg_be = 0, sg_ga = 0;",
         f"            for (int64_t i = 0; i < {rows}; ++i) {{",
-        f"                sg_al += {W('i', 'p')} * {W('i', 'p')}; sg_be += {W('i', 'sg_q')} * {W('i', 'sg_q')};",
+        f"                sg_al += {W('i', 'p')} * {W('i', 'p')}; sg_be += {W('i', 'sg_q')} * "
+        f"{W('i', 'sg_q')};",
         f"                sg_ga += {W('i', 'p')} * {W('i', 'sg_q')};",
         "            }",
         f"            if (fabs(sg_ga) <= {_EPS[t]} * sqrt(sg_al * sg_be)) continue;",
@@ -1061,11 +1090,13 @@ def _svd_c(k):
         f"            const {t} sg_cs = 1 / sqrt(1 + sg_tn * sg_tn), sg_sn = sg_cs * sg_tn;",
         f"            for (int64_t i = 0; i < {rows}; ++i) {{",
         f"                const {t} sg_x = {W('i', 'p')}, sg_y = {W('i', 'sg_q')};",
-        f"                {W('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {W('i', 'sg_q')} = sg_sn * sg_x + sg_cs * sg_y;",
+        f"                {W('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {W('i', 'sg_q')} = sg_sn * "
+        "sg_x + sg_cs * sg_y;",
         "            }",
         f"            for (int64_t i = 0; i < {cols}; ++i) {{",
         f"                const {t} sg_x = {V('i', 'p')}, sg_y = {V('i', 'sg_q')};",
-        f"                {V('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {V('i', 'sg_q')} = sg_sn * sg_x + sg_cs * sg_y;",
+        f"                {V('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {V('i', 'sg_q')} = sg_sn * "
+        "sg_x + sg_cs * sg_y;",
         "            }",
         "        }",
         "    if (!sg_rotated) break;",
@@ -1074,7 +1105,8 @@ def _svd_c(k):
         f"    {t} sg_nrm = 0;",
         f"    for (int64_t i = 0; i < {rows}; ++i) sg_nrm += {W('i', 'j')} * {W('i', 'j')};",
         "    sg_s[j] = sqrt(sg_nrm);",
-        f"    for (int64_t i = 0; i < {rows}; ++i) {W('i', 'j')} = sg_s[j] > 0 ? {W('i', 'j')} / sg_s[j] : 0;",
+        f"    for (int64_t i = 0; i < {rows}; ++i) {W('i', 'j')} = sg_s[j] > 0 ? {W('i', 'j')} / "
+        "sg_s[j] : 0;",
         "}",
         # Descending order (stable), moving columns of W and V along.
         f"for (int64_t i = 0; i < {cols}; ++i) {{",
@@ -1094,10 +1126,12 @@ def _svd_c(k):
         # U (m x k) row-major; Vh (k x n) row-major.
         f"for (int64_t i = 0; i < {rows}; ++i)",
         f"    for (int64_t j = 0; j < {cols}; ++j) "
-        + (f"sg_U[i * {kk} + j] = {W('i', 'j')};" if tall else f"sg_VT[j * {n} + i] = {W('i', 'j')};"),
+        + (f"sg_U[i * {kk} + j] = {W('i', 'j')};" if tall else
+           f"sg_VT[j * {n} + i] = {W('i', 'j')};"),
         f"for (int64_t i = 0; i < {cols}; ++i)",
         f"    for (int64_t j = 0; j < {cols}; ++j) "
-        + (f"sg_VT[j * {n} + i] = {V('i', 'j')};" if tall else f"sg_U[i * {kk} + j] = {V('i', 'j')};"),
+        + (f"sg_VT[j * {n} + i] = {V('i', 'j')};" if tall else
+           f"sg_U[i * {kk} + j] = {V('i', 'j')};"),
     ]
     return k.loop((_batch(a.shape),), [*setup, *_with_lapack(kk, lapack, own)])
 
