@@ -221,3 +221,19 @@ def _check_hvp(cases, backend, h):
         scale = max(1.0, float(np.max(np.abs(fd))))
         np.testing.assert_allclose(got, fd, rtol=1e-4, atol=1e-4 * scale,
                                    err_msg=f"argument {i}")
+
+
+def primitives_used(cases):
+    """The primitives of the forward and adjoint graphs of the differentiable cases (the checks
+    above run forward mode over all of them on the interpreter)."""
+    used = set()
+    for case in cases:
+        if not case.grad:
+            continue
+        args = case_args(case)
+        argnums = float_positions(args)
+        f = symgrad.compile(weighted_loss(case), backend="interp", argnums=argnums)
+        spec, _ = f.specialize(*args)
+        for graph in (spec.graph, spec.value_and_grad_graph()):
+            used.update(n.prim for n in graph.nodes)
+    return used
