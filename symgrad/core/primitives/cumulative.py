@@ -1,4 +1,5 @@
-"""Cumulative operations along one axis: ``cumsum`` and the first-order linear recurrence ``linear_scan``.
+"""Cumulative operations along one axis: ``cumsum`` and the first-order linear recurrence
+``linear_scan``.
 
 ``linear_scan[axis, reverse](a, b, h0)`` computes ``h_i = a_i * h_{i-1} + b_i`` along ``axis``
 from ``h_{-1} = h0`` (with ``reverse``, from the last element back). It is closed under
