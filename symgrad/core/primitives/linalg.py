@@ -166,6 +166,17 @@ def _batch(shape):
     return int(np.prod(shape[:-2], dtype=np.int64))
 
 
+def _cost(per_matrix):
+    """A ``cost`` rule: ``per_matrix(m, n, k)`` FLOPs (LAPACK Working Note 41's counts; m, n the
+    first operand's last two sizes, k the right-hand sides or min(m, n)) times the batch."""
+    def cost(node):
+        a = node.inputs[0].shape
+        m, n = a[-2], a[-1]
+        k = node.inputs[1].shape[-1] if len(node.inputs) > 1 else min(m, n)
+        return _batch(a) * int(per_matrix(m, n, k))
+    return cost
+
+
 def _nan_if_fails(fn, *arrays):
     try:
         return fn(*arrays)
@@ -368,6 +379,7 @@ def _chol_c(k):
 
 register(Primitive(
     name="cholesky", shape_rule=_chol_type, impl=_chol_impl, vjp=_chol_vjp, jvp=_chol_jvp,
+    cost=_cost(lambda m, n, k: n ** 3 / 3),
     c_kernel=_chol_c,
     doc="cholesky(a): lower L with L L^T = a, reading a's lower triangle; NaN if not "
         "positive definite",
@@ -464,6 +476,7 @@ def _tri_c(k):
 
 register(Primitive(
     name="triangular_solve", shape_rule=_tri_type, impl=_tri_impl, vjp=_tri_vjp, jvp=_tri_jvp,
+    cost=_cost(lambda m, n, k: n * n * k),
     c_kernel=_tri_c,
     doc="triangular_solve[lower, transpose_a, unit_diagonal](a, b): op(a)^-1 b, reading one "
         "triangle of a",
@@ -571,6 +584,7 @@ def _solve_c(k):
 
 register(Primitive(
     name="solve", shape_rule=_solve_type, impl=_solve_impl, vjp=_solve_vjp, jvp=_solve_jvp,
+    cost=_cost(lambda m, n, k: 2 * n ** 3 / 3 + 2 * n * n * k),
     c_kernel=_solve_c,
     doc="solve(a, b) = a^-1 b by LU with partial pivoting; inf/NaN for a singular a",
 ))
@@ -634,6 +648,7 @@ def _slogdet_c(k):
 
 register(Primitive(
     name="slogdet", shape_rule=_slogdet_type, impl=_slogdet_impl, vjp=_slogdet_vjp,
+    cost=_cost(lambda m, n, k: 2 * n ** 3 / 3),
     jvp=_slogdet_jvp, c_kernel=_slogdet_c,
     doc="slogdet(a): (sign, log|det a|) packed along a new last axis of 2",
 ))
@@ -783,6 +798,8 @@ def _qr_c(k):
 
 register(Primitive(
     name="qr", shape_rule=_qr_type, impl=_qr_impl, vjp=_qr_vjp, jvp=_qr_jvp, c_kernel=_qr_c,
+    cost=_cost(lambda m, n, k: 2 * m * n * k - 2 * k ** 3 / 3           # geqrf
+               + 4 * m * k * k - 2 * (m + k) * k * k + 4 * k ** 3 / 3),   # orgqr
     doc="qr(a): reduced Q (m x k) and R (k x n), k = min(m, n), packed along the last axis",
 ))
 
@@ -940,6 +957,7 @@ def _eigh_c(k):
 
 register(Primitive(
     name="eigh", shape_rule=_eigh_type, impl=_eigh_impl, vjp=_eigh_vjp, jvp=_eigh_jvp,
+    cost=_cost(lambda m, n, k: 9 * n ** 3),
     c_kernel=_eigh_c,
     doc="eigh(a): eigenvalues (ascending) and eigenvectors of the symmetric matrix a's lower "
         "triangle stands for, packed along the last axis",
@@ -1138,6 +1156,7 @@ def _svd_c(k):
 
 register(Primitive(
     name="svd", shape_rule=_svd_type, impl=_svd_impl, vjp=_svd_vjp, jvp=_svd_jvp,
+    cost=_cost(lambda m, n, k: 4 * m * n * k + 8 * k ** 3),
     c_kernel=_svd_c,
     doc="svd(a): reduced U (m x k), s (k, descending), Vh (k x n), packed along the last axis",
 ))

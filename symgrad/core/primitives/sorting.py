@@ -73,5 +73,8 @@ register(Primitive(
     name="argsort", shape_rule=_argsort_type, impl=_argsort_impl,
     vjp=lambda g, out, x, *, axis: (None,), jvp=lambda t, out, x, *, axis: None,
     c_kernel=_argsort_c,
+    # comparisons: n log2 n per lane of n
+    cost=lambda node: node.out.type.size * max(
+        1, int(np.ceil(np.log2(max(node.inputs[0].shape[node.attrs["axis"]], 2))))),
     doc="argsort[axis](x): the stable sorting permutation along axis, NaN last; no gradient",
 ))
