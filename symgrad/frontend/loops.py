@@ -35,7 +35,7 @@ import functools
 import math
 
 import numpy as np
-import sympy as sp
+from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 
 from symgrad.core import dims
 from symgrad.core.autodiff import inline, jvp_graph, value_and_grad_graph
@@ -76,7 +76,7 @@ class Body:
         g = self.graph
         shapes = [v.shape for v in g.inputs] + [n.out.shape for n in g.nodes]
         if not dims.free_symbols(shapes) and not any(
-                isinstance(a, (sp.Basic, Body)) for n in g.nodes for a in n.attrs.values()):
+                is_symbolic(a) or isinstance(a, Body) for n in g.nodes for a in n.attrs.values()):
             return self
         env = {}
 
@@ -374,7 +374,7 @@ def _zero_block(x, row, rows, col, cols):
     (r0, c0), (nr, nc) = node.attrs["start"], node.inputs[0].shape
 
     def before(end, begin):             # end <= begin, for dims that may be run-time sizes
-        return bool(sp.sympify(begin - end).is_nonnegative)
+        return bool(_sympy().sympify(begin - end).is_nonnegative)
     return (before(r0 + nr, row) or before(row + rows, r0)
             or before(c0 + nc, col) or before(col + cols, c0))
 
@@ -455,7 +455,7 @@ def _trip_count(n, what):
     ``xs.shape[0]`` where the signature names that size)."""
     if isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)):
         return int(n)
-    if isinstance(n, sp.Expr) and n.is_integer and n.free_symbols:
+    if is_symbolic(n) and isinstance(n, _sympy().Expr) and n.is_integer and n.free_symbols:
         return dims.normalize(n)
     if isinstance(n, Tracer):
         v = n.irvar

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -115,6 +114,7 @@ def blas():
     so it could capture NumPy's calls. Our libraries name it as a dependency instead, loaded in
     their own scope. Its helpers get_lib_dir()/get_library() compute the same directory and name.
     """
+    import importlib.metadata       # here: it costs more to import than the rest of this module
     try:
         spec = importlib.util.find_spec("scipy_openblas32")
         version = importlib.metadata.version("scipy-openblas32")

@@ -5,6 +5,11 @@ its derivative (``sympy.diff``, turned back into IR by ``to_ir`` so it composes 
 A few entries state their derivative in terms of ``out`` instead, where that is the numerically
 sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
 
+The table states each expression as sympy source text (``"1 - out**2"``), parsed by sympy the
+first time the primitive's math is needed: tracing only needs shape rules, so a process that
+finds its compiled code in the disk cache never imports sympy (see ``symgrad.core.symbolic``).
+Each record's ``expr`` and ``derivs`` are sympy objects all the same, parsed on first access.
+
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
 ``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
 expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
@@ -12,27 +17,79 @@ expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
-import sympy as sp
-from sympy.codegen.ast import float32, real
-from sympy.codegen.cfunctions import expm1, log1p
-from sympy.printing.c import C99CodePrinter
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
 from symgrad.core import ops
 from symgrad.core.primitive import Primitive, bind, register
+from symgrad.core.symbolic import sympy as _sympy
 
-X, Y = sp.symbols("x y", real=True)
-OUT = sp.Symbol("out", real=True)
-SYMBOLS = (X, Y)
-
-_PRINTERS = {"float64": C99CodePrinter(), "float32": C99CodePrinter({"type_aliases": {real: float32}})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
-# sympy function -> primitive, for turning derivative expressions back into IR.
-_FUNCTIONS = {}
+# name -> (expression text, derivative texts or None, the sympy function it stands for or None)
+_SPECS = {}
+
+
+@functools.cache
+def _sympy_side():
+    """The symbols, parser, C printers and function map of the table: made once, with sympy."""
+    sp = _sympy()
+    from sympy.codegen.ast import float32, real
+    from sympy.codegen.cfunctions import expm1, log1p
+    from sympy.printing.c import C99CodePrinter
+
+    x, y = sp.symbols("x y", real=True)
+    out = sp.Symbol("out", real=True)
+    names = {"x": x, "y": y, "out": out, "expm1": expm1, "log1p": log1p}
+    functions = {}      # sympy function -> primitive, for turning derivatives back into IR
+    for name, (_, _, func) in _SPECS.items():
+        if func is not None:
+            functions[names.get(func) or getattr(sp, func)] = name
+    return types.SimpleNamespace(
+        sp=sp, X=x, Y=y, OUT=out, SYMBOLS=(x, y), functions=functions,
+        parse=lambda text: sp.sympify(text, locals=names),
+        printers={"float64": C99CodePrinter(),
+                  "float32": C99CodePrinter({"type_aliases": {real: float32}})})
+
+
+def __getattr__(name):
+    """``X``, ``Y``, ``OUT`` and ``SYMBOLS``: the table's sympy symbols (sympy loads here)."""
+    if name in ("X", "Y", "OUT", "SYMBOLS"):
+        return getattr(_sympy_side(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _form(name):
+    """``(expr, derivs, args)`` of the sympy-defined primitive ``name``, parsed on first use."""
+    side = _sympy_side()
+    text, deriv, _ = _SPECS[name]
+    expr = side.parse(text)
+    args = [s for s in side.SYMBOLS if s in expr.free_symbols]
+    derivs = (tuple(side.parse(d) for d in deriv) if deriv is not None
+              else tuple(side.sp.diff(expr, s) for s in args))
+    return expr, derivs, args
+
+
+@functools.cache
+def _lambdified(name):
+    expr, _, args = _form(name)
+    return _sympy().lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+
+
+def _impl(name, *arrays):
+    return _lambdified(name)(*arrays)
+
+
+class SympyDefined(Primitive):
+    """An elementwise primitive stated as sympy text: ``expr`` and ``derivs`` are parsed from it
+    on first access (the record's other fields are plain)."""
+    # The dataclass __init__ assigns both fields; the setters ignore that (the text decides).
+    expr = property(lambda self: _form(self.name)[0], lambda self, value: None)
+    derivs = property(lambda self: _form(self.name)[1], lambda self, value: None)
 
 
 def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
@@ -55,6 +112,7 @@ def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
 def to_ir(expr, env):
     """Emit IR computing the sympy ``expr``; ``env`` maps its symbols to ``Var``s."""
     like = next(iter(env.values()))
+    side = _sympy_side()
 
     def number(v):
         return ops.scalar_like(float(v), like)
@@ -89,13 +147,13 @@ def to_ir(expr, env):
             base, exp = e.base, e.exp
             if exp == 2:
                 return bind("square", emit(base))
-            if exp == sp.Rational(1, 2):
+            if exp == side.sp.Rational(1, 2):
                 return bind("sqrt", emit(base))
             if exp.is_negative:
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
-        if e.func in _FUNCTIONS:
-            return bind(_FUNCTIONS[e.func], *[emit(a) for a in e.args])
+        if e.func in side.functions:
+            return bind(side.functions[e.func], *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
 
     return emit(expr)
@@ -112,20 +170,25 @@ def _scaled(v, d, env):
     return bind("chain_mul", v, to_ir(d, env))
 
 
-def _sympy_vjp(derivs, g, out, *inputs):
+def _env(out, inputs):
+    side = _sympy_side()
+    env = dict(zip(side.SYMBOLS, inputs))
+    env[side.OUT] = out
+    return env
+
+
+def _sympy_vjp(name, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
-    env = dict(zip(SYMBOLS, inputs))
-    env[OUT] = out
+    env = _env(out, inputs)
     return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
-                 for x, d in zip(inputs, derivs))
+                 for x, d in zip(inputs, _form(name)[1]))
 
 
-def _sympy_jvp(derivs, t, out, *inputs):
+def _sympy_jvp(name, t, out, *inputs):
     """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
-    env = dict(zip(SYMBOLS, inputs))
-    env[OUT] = out
+    env = _env(out, inputs)
     total = None
-    for tx, d in zip(t, derivs):
+    for tx, d in zip(t, _form(name)[1]):
         if tx is None:
             continue
         term = _scaled(tx, d, env)
@@ -133,74 +196,69 @@ def _sympy_jvp(derivs, t, out, *inputs):
     return None if total is None else ops.broadcast_to(total, out.shape)
 
 
-def _c_from_sympy(expr, operands, ctype):
-    printer = _PRINTERS["float32" if ctype == "float" else "float64"]
-    return _c_format(printer, expr).format(*operands)
+def _c_from_sympy(name, operands, ctype):
+    return _c_format(name, "float32" if ctype == "float" else "float64").format(*operands)
 
 
-@functools.lru_cache(maxsize=None)
-def _c_format(printer, expr):
-    placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
-    return printer.doprint(expr.xreplace(placeholders))
+@functools.cache
+def _c_format(name, dtype):
+    side = _sympy_side()
+    placeholders = {s: side.sp.Symbol("{%d}" % i) for i, s in enumerate(side.SYMBOLS)}
+    return side.printers[dtype].doprint(_form(name)[0].xreplace(placeholders))
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
                 sympy_func=None, doc=""):
-    """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
+    """Register the elementwise primitive ``name`` computing the sympy expression ``expr`` (text,
+    in x and y).
 
-    ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
+    ``deriv``: derivative expressions per operand, in x, y and ``out``, where sympy's own would
     be numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
-    would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
-    stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
-    only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
+    would be wrong for the complex step. ``sympy_func``: the name of the sympy function this
+    primitive stands for, so derivatives that mention it map back to it. ``vjp``: a
+    hand-written rule, only for the subgradient conventions sympy cannot state; ``jvp``
+    likewise for tangents.
     """
-    args = [s for s in SYMBOLS if s in expr.free_symbols]
-    derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
-    if impl is None:
-        impl = sp.lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
-    if sympy_func is not None:
-        _FUNCTIONS[sympy_func] = name
-    return register(Primitive(
+    _SPECS[name] = (expr, None if deriv is None else tuple(deriv), sympy_func)
+    return register(SympyDefined(
         name=name,
         shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
-        impl=impl,
-        vjp=vjp or functools.partial(_sympy_vjp, derivs),
-        jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        impl=impl or functools.partial(_impl, name),
+        vjp=vjp or functools.partial(_sympy_vjp, name),
+        jvp=jvp or functools.partial(_sympy_jvp, name),
         elementwise=True,
-        c_expr=functools.partial(_c_from_sympy, expr),
+        c_expr=functools.partial(_c_from_sympy, name),
         doc=doc or f"{name}: {expr}",
-        expr=expr,
-        derivs=derivs,
     ))
 
 
 # Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False.
-elementwise("add", X + Y, float_only=False)
-elementwise("sub", X - Y, float_only=False)
-elementwise("mul", X * Y, float_only=False)
-elementwise("div", X / Y)
+elementwise("add", "x + y", float_only=False)
+elementwise("sub", "x - y", float_only=False)
+elementwise("mul", "x*y", float_only=False)
+elementwise("div", "x/y")
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)])
-elementwise("neg", -X, float_only=False)
-elementwise("square", X ** 2, float_only=False)
+elementwise("pow", "x**y", deriv=["y*x**(y - 1)", "out*log(x)"])
+elementwise("neg", "-x", float_only=False)
+elementwise("square", "x**2", float_only=False)
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
-elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp)
-elementwise("expm1", expm1(X), sympy_func=expm1)   # accurate for small x: no cancellation in e^x - 1
-elementwise("log", sp.log(X), sympy_func=sp.log)
-elementwise("log1p", log1p(X), sympy_func=log1p)   # accurate for small x: no rounding in 1 + x
-elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)])
+elementwise("exp", "exp(x)", deriv=["out"], sympy_func="exp")
+elementwise("expm1", "expm1(x)", sympy_func="expm1")  # accurate for small x: no cancellation in e^x - 1
+elementwise("log", "log(x)", sympy_func="log")
+elementwise("log1p", "log1p(x)", sympy_func="log1p")  # accurate for small x: no rounding in 1 + x
+elementwise("sqrt", "sqrt(x)", deriv=["1/(2*out)"])
 
 # Trigonometric and hyperbolic functions.
-elementwise("sin", sp.sin(X), sympy_func=sp.sin)
-elementwise("cos", sp.cos(X), sympy_func=sp.cos)
-elementwise("tan", sp.tan(X), sympy_func=sp.tan)
-elementwise("arcsin", sp.asin(X), sympy_func=sp.asin)
-elementwise("arccos", sp.acos(X), sympy_func=sp.acos)
-elementwise("arctan", sp.atan(X), sympy_func=sp.atan)
-elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh)
-elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh)
-elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
+elementwise("sin", "sin(x)", sympy_func="sin")
+elementwise("cos", "cos(x)", sympy_func="cos")
+elementwise("tan", "tan(x)", sympy_func="tan")
+elementwise("arcsin", "asin(x)", sympy_func="asin")
+elementwise("arccos", "acos(x)", sympy_func="acos")
+elementwise("arctan", "atan(x)", sympy_func="atan")
+elementwise("sinh", "sinh(x)", sympy_func="sinh")
+elementwise("cosh", "cosh(x)", sympy_func="cosh")
+elementwise("tanh", "tanh(x)", deriv=["1 - out**2"], sympy_func="tanh")
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
 # out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
@@ -213,8 +271,7 @@ def _logistic_impl(x):
     return np.where(positive, 1 / (1 + z), z / (1 + z))
 
 
-elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT / (1 + sp.exp(X))],
-            impl=_logistic_impl)
+elementwise("logistic", "1/(1 + exp(-x))", deriv=["out/(1 + exp(x))"], impl=_logistic_impl)
 
 # abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
 # abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.
@@ -244,9 +301,9 @@ def _select_tangents(c, t, out):
     return ops.broadcast_to(ops.select(c, t0, t1), out.shape)
 
 
-elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp, jvp=_abs_jvp,
+elementwise("abs", "Abs(x)", float_only=False, sympy_func="Abs", vjp=_abs_vjp, jvp=_abs_jvp,
             impl=lambda x: np.where(np.real(x) < 0, -x, x))
-elementwise("sign", sp.sign(X), float_only=False, sympy_func=sp.sign, vjp=_no_gradient,
+elementwise("sign", "sign(x)", float_only=False, sympy_func="sign", vjp=_no_gradient,
             jvp=_no_tangent,
             impl=lambda x: np.sign(np.real(x)).astype(x.dtype))
 

@@ -13,7 +13,7 @@ themselves to the tangent of their (first) operand. The kernels write loops thro
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from symgrad.core.symbolic import sympy as _sympy
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
@@ -561,6 +561,7 @@ def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
         if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
             # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
+            sp = _sympy()
             room = sp.sympify(x.shape[d] - s0 - n)
             if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
                                and room.is_nonnegative):
