@@ -92,7 +92,7 @@ class Specialization:
         """What a backend runs: this specialization's graphs."""
         return backends.Program(
             self.owner.__name__, _origin(self.owner.fn), self.graph,
-            self.value_and_grad_graph() if self.differentiable else None,
+            self.value_and_grad_graph if self.differentiable else None,   # made on first use
             tuple(self.wrt), self.n_aux)
 
     def executable(self):

@@ -14,10 +14,13 @@ Templates get only names, signatures and pre-rendered lines (``templates/*.j2``)
 """
 from __future__ import annotations
 
+import hashlib
 import keyword
 import math
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from symgrad import templates
 from symgrad.core import dims
@@ -29,6 +32,11 @@ ALIGN = 64   # bytes: every workspace array starts on a cache line
 
 # Identifiers the generated code declares itself, and C's keywords: IR names that collide get
 # a trailing underscore.
+# A constant array of at least this many elements is kept as data (a binary file the assembler
+# includes) where the build allows it, not written as literals: a 300 x 300 float64 constant
+# was 3.7 MB of C (in both functions of a module) and 1.8 s of rendering and compiling.
+DATA_MIN_ELEMENTS = 1024
+
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
@@ -95,13 +103,26 @@ class CVar:
 class KernelContext:
     """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
 
-    def __init__(self, node, out, ins, fail, scratch):
+    def __init__(self, node, out, ins, fail, scratch, data=None):
         self.node = node
+        self._data = data
         self.attrs = node.attrs
         self.out = out
         self.ins = ins
         self._fail = fail
         self._scratch = scratch
+
+    def data_symbol(self, value):
+        """The C name of a read-only array holding ``value`` (an ndarray of the output's dtype)
+        as data, not literals: a binary file beside the source that the assembler includes
+        (see ``render_module``). None where literals are wanted: a small array, or a renderer
+        that writes self-contained C (ahead-of-time builds, ``source()``)."""
+        if self._data is None or value.size < DATA_MIN_ELEMENTS:
+            return None
+        raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("=")).tobytes()
+        symbol = "symgrad_data_" + hashlib.sha256(raw).hexdigest()[:20]
+        self._data[symbol] = (self.out.ctype, raw)
+        return symbol
 
     def scratch(self, nbytes):
         """A ``char *`` (its C name) to ``nbytes`` bytes of the function's workspace, aligned to
@@ -226,8 +247,9 @@ def _statement(node, ref, view=lambda v: False):
 class FunctionRenderer:
     """Turns one Graph into a CFunction."""
 
-    def __init__(self, graph: Graph, name: str, output_names, *, prefix=""):
+    def __init__(self, graph: Graph, name: str, output_names, *, prefix="", data=None):
         self.graph = graph
+        self.data = data            # symbol -> (ctype, bytes) of constants kept as data; None: literals
         self.name = name
         self.nested = bool(prefix)      # a loop body, inlined into an enclosing function
         self.ir_names = graph.names()
@@ -449,7 +471,7 @@ class FunctionRenderer:
             self.workspace.append((name, "char", nbytes))
             return name
 
-        ctx = KernelContext(node, out, ins, mark_fail, scratch)
+        ctx = KernelContext(node, out, ins, mark_fail, scratch, self.data)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
         # A kernel that declares names outside its loops gets a scope of its own.
@@ -662,12 +684,15 @@ def _sizeof(ctype):
 
 # --- templates ---------------------------------------------------------------------------------
 
-def render_module(functions, *, title, version):
-    """The C source of a module holding ``functions`` (CFunctions)."""
+def render_module(functions, *, title, version, data=None):
+    """The C source of a module holding ``functions`` (CFunctions). ``data``: the constants
+    its functions keep as data (symbol -> (ctype, bytes), see ``KernelContext.data_symbol``),
+    each included from the file ``<symbol>.bin`` by the assembler (ELF: Linux, the BSDs)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
+        data=[(symbol, ctype) for symbol, (ctype, _) in sorted((data or {}).items())],
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
                       for fn in functions for block in fn.blocks for line in block.lines))
