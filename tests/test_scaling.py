@@ -51,3 +51,43 @@ def test_jacobian_in_the_interpreter_and_of_a_matrix_input(mode):
         e[i] = 1e-6
         num[(slice(None),) + i] = (fn(W + e) - fn(W - e)) / 2e-6
     np.testing.assert_allclose(jw, num, rtol=1e-6, atol=1e-8)
+
+
+def test_builds_hold_off_the_cyclic_collector_and_restore_it():
+    import gc
+    import threading
+    from symgrad.core import gcpause
+
+    seen = []
+
+    def f(x):
+        seen.append(gc.isenabled())         # during the trace
+        return snp.sum(snp.sin(x))
+
+    assert gc.isenabled()
+    symgrad.compile(f, backend="interp").value_and_grad(np.ones(3))
+    assert seen == [False] and gc.isenabled()
+    # A user who turned the collector off keeps it off.
+    gc.disable()
+    try:
+        with gcpause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # Overlapping builds in two threads: the collector comes back when the last one ends.
+    first_in, second_done = threading.Event(), threading.Event()
+
+    def first():
+        with gcpause.paused():
+            first_in.set()
+            second_done.wait(10)
+    t = threading.Thread(target=first)
+    t.start()
+    first_in.wait(10)
+    with gcpause.paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()               # the first build is still running
+    second_done.set()
+    t.join(10)
+    assert gc.isenabled()

@@ -14,7 +14,8 @@ sha256 of what decides the library, read off the Program as traced:
 - the compiler's identity and the flags asked for, and the symgrad version.
 
 The value-and-gradient graph, the flags chosen from it and the C source are functions of these,
-so two programs with one key build one library.
+so two programs with one key build one library. Anything else that comes to decide the C (an
+environment variable read while rendering, say) must be added to the key here.
 """
 from __future__ import annotations
 
