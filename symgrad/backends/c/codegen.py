@@ -298,19 +298,30 @@ class FunctionRenderer:
     def _group(self):
         """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
         groups = []
+        # Of the last group, kept as it grows (recomputing them per statement made rendering
+        # quadratic in the length of a fused loop): its reductions, its elementwise values and
+        # the last of those.
+        reduced, loop_values, last_loop = set(), set(), None
         for n in self.graph.nodes:
             if (n.prim == "const" and n.out.ndim == 0) or n.out in self.views:
                 continue
-            fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
-            if fusible and groups and self._joins(n, groups[-1]):
+            elementwise = REGISTRY[n.prim].elementwise
+            fusible = elementwise and n.out.ndim > 0
+            if fusible and groups and self._joins(n, groups[-1], reduced):
                 groups[-1].append(n)
-            elif self._folds_into(n, groups[-1] if groups else None):
+            elif groups and self._folds_into(n, last_loop, loop_values):
                 groups[-1].append(n)
             else:
                 groups.append([n])
+                reduced, loop_values, last_loop = set(), set(), None
+            if elementwise:
+                loop_values.add(n.out)
+                last_loop = n
+            else:
+                reduced.add(n.out)
         return groups
 
-    def _joins(self, node, group):
+    def _joins(self, node, group, reduced):
         """Whether elementwise ``node`` can run inside ``group``'s loop: the group is a fused
         loop over the node's shape, and the node reads none of the group's reductions, not even
         through a broadcast or padding view (they are complete only after the loop). So a
@@ -320,7 +331,6 @@ class FunctionRenderer:
         if not (REGISTRY[first.prim].elementwise and first.out.ndim > 0
                 and first.out.shape == node.out.shape):
             return False
-        reduced = {n.out for n in group if not REGISTRY[n.prim].elementwise}
         if not reduced:
             return True
         pending = list(node.inputs)
@@ -333,23 +343,24 @@ class FunctionRenderer:
         return True
 
     @staticmethod
-    def _folds_into(node, group):
-        """Whether reduction ``node`` can run inside ``group``'s loop: the group is a fused
+    def _folds_into(node, last_loop, loop_values):
+        """Whether reduction ``node`` can run inside the last group's loop: the group is a fused
         elementwise loop (perhaps already ending in reductions) over its operand's shape, and
-        computes that operand."""
-        if REGISTRY[node.prim].c_reduce is None or not group:
+        computes that operand. ``last_loop``: the group's last elementwise statement (None if it
+        has none); ``loop_values``: the values of its elementwise statements."""
+        if REGISTRY[node.prim].c_reduce is None or last_loop is None:
             return False
-        loops = [n for n in group if REGISTRY[n.prim].elementwise]
-        return (bool(loops) and loops[-1].out.ndim > 0
-                and loops[-1].out.shape == node.inputs[0].shape
-                and node.inputs[0] in {n.out for n in loops})
+        return (last_loop.out.ndim > 0
+                and last_loop.out.shape == node.inputs[0].shape
+                and node.inputs[0] in loop_values)
 
     def _internal(self, nodes):
         """Values of a fused loop that nothing outside it reads: they stay loop locals."""
         produced = {n.out for n in nodes}
+        members = set(nodes)        # a set: membership in the list made long loops quadratic
         outputs = set(self.graph.outputs)
         return {v for v in produced if v not in outputs and v.ndim > 0
-                and all(u in nodes for u in self.uses.get(v, []))}
+                and all(u in members for u in self.uses.get(v, []))}
 
     # -- storage --------------------------------------------------------------------------------
 
