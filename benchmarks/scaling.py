@@ -58,9 +58,19 @@ def chain(k):
     return f
 
 
-def statements_point(k):
+def fused(k):
+    """k elementwise steps and no reduction until the end: one fused loop of every statement."""
+    def f(x, w):
+        for i in range(k):
+            x = snp.sin(x) * w[i % 3] + 0.1
+        return snp.sum(x)
+    f.__name__ = f"fused{k}"
+    return f
+
+
+def statements_point(k, kind=chain):
     x, w = np.linspace(-1, 1, 16), np.array([0.9, 1.1, 0.7])
-    cf = symgrad.compile(chain(k))
+    cf = symgrad.compile(kind(k))
     t0 = time.process_time()
     spec, _ = cf.specialize(x, w)
     t1 = time.process_time()
@@ -80,7 +90,7 @@ def statements_point(k):
         after = os.times()
     cc = (after.children_user - before.children_user
           + after.children_system - before.children_system)
-    return {"k": k, "statements": len(spec.graph.nodes) + len(vg.nodes),
+    return {"k": k, "kind": kind.__name__, "statements": len(spec.graph.nodes) + len(vg.nodes),
             "forward_statements": len(spec.graph.nodes), "c_bytes": len(module.source),
             "trace_s": t1 - t0, "gradient_s": t2 - t1, "render_s": t3 - t2, "cc_s": cc}
 
@@ -120,7 +130,7 @@ def slope(points, x, y):
     return math.log(y1 / y0) / math.log(x1 / x0) if y0 > 0 and y1 > 0 and x1 != x0 else None
 
 
-def plot(path, stmts, jac, before=()):
+def plot(path, stmts, jac, before=(), long_loops=()):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -131,6 +141,9 @@ def plot(path, stmts, jac, before=()):
         a.plot(s, [p[key] for p in stmts], "o-", label=label)
     a.plot(s, [sum(p[k] for k in ("trace_s", "gradient_s", "render_s", "cc_s")) for p in stmts],
            "k.--", label="total")
+    if long_loops:
+        a.plot([p["statements"] for p in long_loops], [p["render_s"] for p in long_loops], "s:",
+               label="render C, one fused loop of them all")
     a.set(xscale="log", yscale="log", xlabel="graph statements (forward + value-and-grad)",
           ylabel="CPU seconds", title="compile time against statements")
     b.plot(s, [p["c_bytes"] / 1e3 for p in stmts], "o-")
@@ -181,18 +194,21 @@ def main(argv=None):
     if opts.jacobian_only:
         ks = []
     statements_point(5)                 # warm up: sympy, Jinja and cffi load on the first build
-    stmts = []
+    stmts, long_loops = [], []
     for k in ks:
         stmts.append(best(statements_point, reps, k))
         print(json.dumps(stmts[-1]), flush=True)
+    for k in ks:
+        long_loops.append(best(statements_point, reps, k, fused))
+        print(json.dumps(long_loops[-1]), flush=True)
     jac = []
     for mode in ("reverse", "forward"):
         for n in ns:
             jac.append(best(jacobian_point, reps, n, mode))
             print(json.dumps(jac[-1]), flush=True)
     out = Path(opts.out)
-    out.with_suffix(".json").write_text(json.dumps({"statements": stmts, "jacobian": jac},
-                                                   indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"statements": stmts, "fused": long_loops,
+                                                    "jacobian": jac}, indent=1))
     if not stmts:
         return
     before = json.loads(Path(opts.before).read_text())["jacobian"] if opts.before else []
@@ -203,6 +219,12 @@ def main(argv=None):
          "| chain k | statements | trace s | reverse mode s | render s | cc s | C KB |",
          "|---|---|---|---|---|---|---|"]
     for p in stmts:
+        L.append(f"| {p['k']} | {p['statements']} | {p['trace_s']:.3f} | {p['gradient_s']:.3f}"
+                 f" | {p['render_s']:.3f} | {p['cc_s']:.2f} | {p['c_bytes'] / 1e3:.0f} |")
+    L += ["", "One fused loop of every statement (``fused(k)``: elementwise steps, a sum at the end):",
+          "", "| fused k | statements | trace s | reverse mode s | render s | cc s | C KB |",
+          "|---|---|---|---|---|---|---|"]
+    for p in long_loops:
         L.append(f"| {p['k']} | {p['statements']} | {p['trace_s']:.3f} | {p['gradient_s']:.3f}"
                  f" | {p['render_s']:.3f} | {p['cc_s']:.2f} | {p['c_bytes'] / 1e3:.0f} |")
     L.append("")
@@ -220,7 +242,7 @@ def main(argv=None):
               f"({out.with_suffix('.png').name})", ""]
     out.with_suffix(".md").write_text("\n".join(L))
     try:
-        plot(out.with_suffix(".png"), stmts, jac, before)
+        plot(out.with_suffix(".png"), stmts, jac, before, long_loops)
     except ImportError:
         print("matplotlib missing: no plot")
     print("\n".join(L))

@@ -110,8 +110,9 @@ def _child(program, *args, python=None, env=None):
     """Run ``program`` in a fresh interpreter; its JSON record, plus the child's CPU time as the
     OS counts it (``os_cpu``: interpreter start included)."""
     before = os.times()
+    # cwd: ``python -c`` puts the working directory first on sys.path, before PYTHONPATH.
     r = subprocess.run([python or sys.executable, "-c", program, *args], capture_output=True,
-                       text=True, env=env, timeout=600)
+                       text=True, env=env, timeout=600, cwd=str(ROOT))
     after = os.times()
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
@@ -136,7 +137,7 @@ def _importtime(env):
     """The cumulative import time (us) of each top-level module of ``import symgrad`` as
     ``-X importtime`` reports it, largest first: what each module costs, whatever the load."""
     r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import symgrad"],
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300, cwd=str(ROOT))
     heavy = {m: 0 for m in ("numpy", "sympy", "jinja2", "cffi", "symgrad")}
     for line in r.stderr.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
