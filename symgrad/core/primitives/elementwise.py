@@ -5,11 +5,6 @@ its derivative (``sympy.diff``, turned back into IR by ``to_ir`` so it composes 
 A few entries state their derivative in terms of ``out`` instead, where that is the numerically
 sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
 
-The table states each expression as sympy source text (``"1 - out**2"``), parsed by sympy the
-first time the primitive's math is needed: tracing only needs shape rules, so a process that
-finds its compiled code in the disk cache never imports sympy (see ``symgrad.core.symbolic``).
-Each record's ``expr`` and ``derivs`` are sympy objects all the same, parsed on first access.
-
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
 ``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
 expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
@@ -17,79 +12,34 @@ expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape
 from __future__ import annotations
 
 import functools
-import types
 
 import numpy as np
+import sympy as sp
+from sympy.codegen.ast import float32, real
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.printing.c import C99CodePrinter
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
 from symgrad.core import ops
 from symgrad.core.primitive import Primitive, bind, register
-from symgrad.core.symbolic import sympy as _sympy
 
+X, Y = sp.symbols("x y", real=True)
+OUT = sp.Symbol("out", real=True)
+SYMBOLS = (X, Y)
+
+# Functions libm lacks are C functions of symgrad's own (templates/math.c.j2), in double only: a
+# float operand converts to double and the result rounds back, so float32 loses nothing.
+C_RUNTIME_FUNCTIONS = {"erfinv": "symgrad_math_erfinv", "polygamma": "symgrad_math_polygamma"}
+_PRINTERS = {"float64": C99CodePrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
+             "float32": C99CodePrinter({"type_aliases": {real: float32},
+                                        "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
-# name -> (expression text, derivative texts or None, the sympy function it stands for or None)
-_SPECS = {}
-
-
-@functools.cache
-def _sympy_side():
-    """The symbols, parser, C printers and function map of the table: made once, with sympy."""
-    sp = _sympy()
-    from sympy.codegen.ast import float32, real
-    from sympy.codegen.cfunctions import expm1, log1p
-    from sympy.printing.c import C99CodePrinter
-
-    x, y = sp.symbols("x y", real=True)
-    out = sp.Symbol("out", real=True)
-    names = {"x": x, "y": y, "out": out, "expm1": expm1, "log1p": log1p}
-    functions = {}      # sympy function -> primitive, for turning derivatives back into IR
-    for name, (_, _, func) in _SPECS.items():
-        if func is not None:
-            functions[names.get(func) or getattr(sp, func)] = name
-    return types.SimpleNamespace(
-        sp=sp, X=x, Y=y, OUT=out, SYMBOLS=(x, y), functions=functions,
-        parse=lambda text: sp.sympify(text, locals=names),
-        printers={"float64": C99CodePrinter(),
-                  "float32": C99CodePrinter({"type_aliases": {real: float32}})})
-
-
-def __getattr__(name):
-    """``X``, ``Y``, ``OUT`` and ``SYMBOLS``: the table's sympy symbols (sympy loads here)."""
-    if name in ("X", "Y", "OUT", "SYMBOLS"):
-        return getattr(_sympy_side(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _form(name):
-    """``(expr, derivs, args)`` of the sympy-defined primitive ``name``, parsed on first use."""
-    side = _sympy_side()
-    text, deriv, _ = _SPECS[name]
-    expr = side.parse(text)
-    args = [s for s in side.SYMBOLS if s in expr.free_symbols]
-    derivs = (tuple(side.parse(d) for d in deriv) if deriv is not None
-              else tuple(side.sp.diff(expr, s) for s in args))
-    return expr, derivs, args
-
-
-@functools.cache
-def _lambdified(name):
-    expr, _, args = _form(name)
-    return _sympy().lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
-
-
-def _impl(name, *arrays):
-    return _lambdified(name)(*arrays)
-
-
-class SympyDefined(Primitive):
-    """An elementwise primitive stated as sympy text: ``expr`` and ``derivs`` are parsed from it
-    on first access (the record's other fields are plain)."""
-    # The dataclass __init__ assigns both fields; the setters ignore that (the text decides).
-    expr = property(lambda self: _form(self.name)[0], lambda self, value: None)
-    derivs = property(lambda self: _form(self.name)[1], lambda self, value: None)
+# sympy function -> primitive, for turning derivative expressions back into IR: the primitive's
+# name, or a function (expr, emit) -> Var for those that need the expression's arguments (the
+# order n of polygamma(n, x) picks the primitive).
+_FUNCTIONS = {}
 
 
 def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
@@ -107,12 +57,14 @@ def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
     return TensorType(shape, out_dtype or dtype)
 
 
+_RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
 # --- sympy expression -> IR ---------------------------------------------------------------------
 
 def to_ir(expr, env):
     """Emit IR computing the sympy ``expr``; ``env`` maps its symbols to ``Var``s."""
     like = next(iter(env.values()))
-    side = _sympy_side()
 
     def number(v):
         return ops.scalar_like(float(v), like)
@@ -120,8 +72,15 @@ def to_ir(expr, env):
     def emit(e):
         if e in env:
             return env[e]
-        if e.is_Number or e.is_NumberSymbol:
+        if e.is_number:             # 3, pi, log(2): folded to one constant here
             return number(e)
+        if isinstance(e, sp.Piecewise):
+            (value, cond), rest = e.args[0], e.args[1:]
+            if cond == sp.true:
+                return emit(value)
+            return ops.select(emit(cond), emit(value), emit(sp.Piecewise(*rest)))
+        if isinstance(e, sp.core.relational.Relational) and e.rel_op in _RELATIONS:
+            return bind(_RELATIONS[e.rel_op], emit(e.lhs), emit(e.rhs))
         if e.is_Add:
             coeff, terms = e.as_coeff_add()
             pos = [emit(t) for t in terms if not t.could_extract_minus_sign()]
@@ -147,13 +106,16 @@ def to_ir(expr, env):
             base, exp = e.base, e.exp
             if exp == 2:
                 return bind("square", emit(base))
-            if exp == side.sp.Rational(1, 2):
+            if exp == sp.Rational(1, 2):
                 return bind("sqrt", emit(base))
             if exp.is_negative:
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
-        if e.func in side.functions:
-            return bind(side.functions[e.func], *[emit(a) for a in e.args])
+        if e.func in _FUNCTIONS:
+            target = _FUNCTIONS[e.func]
+            if callable(target):
+                return target(e, emit)
+            return bind(target, *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
 
     return emit(expr)
@@ -170,95 +132,123 @@ def _scaled(v, d, env):
     return bind("chain_mul", v, to_ir(d, env))
 
 
-def _env(out, inputs):
-    side = _sympy_side()
-    env = dict(zip(side.SYMBOLS, inputs))
-    env[side.OUT] = out
-    return env
-
-
-def _sympy_vjp(name, g, out, *inputs):
+def _sympy_vjp(derivs, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
-    env = _env(out, inputs)
-    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
-                 for x, d in zip(inputs, _form(name)[1]))
+    env = dict(zip(SYMBOLS, inputs))
+    env[OUT] = out
+    # A derivative that is 0 (floor, rint, ...: constant almost everywhere) gives no adjoint.
+    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape)
+                 if x.type.is_float and d != 0 else None
+                 for x, d in zip(inputs, derivs))
 
 
-def _sympy_jvp(name, t, out, *inputs):
+def _sympy_jvp(derivs, t, out, *inputs):
     """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
-    env = _env(out, inputs)
+    env = dict(zip(SYMBOLS, inputs))
+    env[OUT] = out
     total = None
-    for tx, d in zip(t, _form(name)[1]):
-        if tx is None:
+    for tx, d in zip(t, derivs):
+        if tx is None or d == 0:
             continue
         term = _scaled(tx, d, env)
         total = term if total is None else ops.add(total, term)
     return None if total is None else ops.broadcast_to(total, out.shape)
 
 
-def _c_from_sympy(name, operands, ctype):
-    return _c_format(name, "float32" if ctype == "float" else "float64").format(*operands)
+def _c_from_sympy(expr, operands, ctype):
+    printer = _PRINTERS["float32" if ctype == "float" else "float64"]
+    return _c_format(printer, expr).format(*operands)
 
 
-@functools.cache
-def _c_format(name, dtype):
-    side = _sympy_side()
-    placeholders = {s: side.sp.Symbol("{%d}" % i) for i, s in enumerate(side.SYMBOLS)}
-    return side.printers[dtype].doprint(_form(name)[0].xreplace(placeholders))
+@functools.lru_cache(maxsize=None)
+def _c_format(printer, expr):
+    placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
+    # Constants such as pi or log(2) as literals: sympy would print M_PI and M_LN2, which the
+    # C standard does not define (-std=c99 hides them).
+    expr = expr.replace(lambda e: e.is_number and not e.is_Rational,
+                        lambda e: sp.Float(e.evalf(20), 17))
+    # One line: sympy prints a Piecewise as a ternary spread over several.
+    return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
+
+
+@functools.lru_cache(maxsize=None)
+def _lambdify(args, expr):
+    return sp.lambdify(list(args), expr, modules=[_NUMPY_EXTRAS, "numpy"])
+
+
+def _lambdified(args, expr, *arrays):
+    """``expr`` evaluated by NumPy (sympy's ``lambdify``, made on the first call: making one for
+    every primitive cost a third of ``import symgrad``)."""
+    return _lambdify(args, expr)(*arrays)
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, doc=""):
-    """Register the elementwise primitive ``name`` computing the sympy expression ``expr`` (text,
-    in x and y).
+                sympy_func=None, c=None, shape_rule=None, doc="", **facts):
+    """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
-    ``deriv``: derivative expressions per operand, in x, y and ``out``, where sympy's own would
+    ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
     be numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
-    would be wrong for the complex step. ``sympy_func``: the name of the sympy function this
-    primitive stands for, so derivatives that mention it map back to it. ``vjp``: a
-    hand-written rule, only for the subgradient conventions sympy cannot state; ``jvp``
-    likewise for tangents.
+    would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
+    stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
+    only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
+    ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
+    definition, which sympy differentiates) would overflow or cancel when evaluated; or a
+    function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
+    for operands of different dtypes (default: one dtype, broadcast shapes). ``facts``: further
+    fields of the record (``identities``, ``infix``, ...).
     """
-    _SPECS[name] = (expr, None if deriv is None else tuple(deriv), sympy_func)
-    return register(SympyDefined(
+    args = [s for s in SYMBOLS if s in expr.free_symbols]
+    derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
+    if impl is None:
+        impl = functools.partial(_lambdified, tuple(args), expr)   # made on first use
+    if sympy_func is not None:
+        _FUNCTIONS[sympy_func] = name
+    return register(Primitive(
         name=name,
-        shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
-        impl=impl or functools.partial(_impl, name),
-        vjp=vjp or functools.partial(_sympy_vjp, name),
-        jvp=jvp or functools.partial(_sympy_jvp, name),
+        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only),
+        impl=impl,
+        vjp=vjp or functools.partial(_sympy_vjp, derivs),
+        jvp=jvp or functools.partial(_sympy_jvp, derivs),
         elementwise=True,
-        c_expr=functools.partial(_c_from_sympy, name),
+        c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
+        functools.partial(_c_from_sympy, expr if c is None else c),
         doc=doc or f"{name}: {expr}",
+        expr=expr,
+        derivs=derivs,
+        **facts,
     ))
 
 
-# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False.
-elementwise("add", "x + y", float_only=False)
-elementwise("sub", "x - y", float_only=False)
-elementwise("mul", "x*y", float_only=False)
-elementwise("div", "x/y")
+# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False. The
+# identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
+# inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
+elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
+            accumulate="+=")
+elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}")
+elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}")
+elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", "x**y", deriv=["y*x**(y - 1)", "out*log(x)"])
-elementwise("neg", "-x", float_only=False)
-elementwise("square", "x**2", float_only=False)
+elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)], infix="{0} ** {1}")
+elementwise("neg", -X, float_only=False, involution=True, infix="-{0}")
+elementwise("square", X ** 2, float_only=False)
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
-elementwise("exp", "exp(x)", deriv=["out"], sympy_func="exp")
-elementwise("expm1", "expm1(x)", sympy_func="expm1")  # accurate for small x: no cancellation in e^x - 1
-elementwise("log", "log(x)", sympy_func="log")
-elementwise("log1p", "log1p(x)", sympy_func="log1p")  # accurate for small x: no rounding in 1 + x
-elementwise("sqrt", "sqrt(x)", deriv=["1/(2*out)"])
+elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp)
+elementwise("expm1", expm1(X), sympy_func=expm1)   # accurate for small x: no cancellation in e^x - 1
+elementwise("log", sp.log(X), sympy_func=sp.log)
+elementwise("log1p", log1p(X), sympy_func=log1p)   # accurate for small x: no rounding in 1 + x
+elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)])
 
 # Trigonometric and hyperbolic functions.
-elementwise("sin", "sin(x)", sympy_func="sin")
-elementwise("cos", "cos(x)", sympy_func="cos")
-elementwise("tan", "tan(x)", sympy_func="tan")
-elementwise("arcsin", "asin(x)", sympy_func="asin")
-elementwise("arccos", "acos(x)", sympy_func="acos")
-elementwise("arctan", "atan(x)", sympy_func="atan")
-elementwise("sinh", "sinh(x)", sympy_func="sinh")
-elementwise("cosh", "cosh(x)", sympy_func="cosh")
-elementwise("tanh", "tanh(x)", deriv=["1 - out**2"], sympy_func="tanh")
+elementwise("sin", sp.sin(X), sympy_func=sp.sin)
+elementwise("cos", sp.cos(X), sympy_func=sp.cos)
+elementwise("tan", sp.tan(X), sympy_func=sp.tan)
+elementwise("arcsin", sp.asin(X), sympy_func=sp.asin)
+elementwise("arccos", sp.acos(X), sympy_func=sp.acos)
+elementwise("arctan", sp.atan(X), sympy_func=sp.atan)
+elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh)
+elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh)
+elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
 # out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
@@ -271,7 +261,8 @@ def _logistic_impl(x):
     return np.where(positive, 1 / (1 + z), z / (1 + z))
 
 
-elementwise("logistic", "1/(1 + exp(-x))", deriv=["out/(1 + exp(x))"], impl=_logistic_impl)
+elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT / (1 + sp.exp(X))],
+            impl=_logistic_impl)
 
 # abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
 # abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.
@@ -301,9 +292,9 @@ def _select_tangents(c, t, out):
     return ops.broadcast_to(ops.select(c, t0, t1), out.shape)
 
 
-elementwise("abs", "Abs(x)", float_only=False, sympy_func="Abs", vjp=_abs_vjp, jvp=_abs_jvp,
+elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp, jvp=_abs_jvp,
             impl=lambda x: np.where(np.real(x) < 0, -x, x))
-elementwise("sign", "sign(x)", float_only=False, sympy_func="sign", vjp=_no_gradient,
+elementwise("sign", sp.sign(X), float_only=False, sympy_func=sp.sign, vjp=_no_gradient,
             jvp=_no_tangent,
             impl=lambda x: np.sign(np.real(x)).astype(x.dtype))
 
@@ -376,6 +367,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         jvp=_no_tangent,
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
+        infix=f"{{0}} {_c_op} {{1}}",
         doc=f"x {_c_op} y (compares real parts for the complex step)",
     ))
 
@@ -449,6 +441,9 @@ _BITCAST_FROM = {"double": "int64_t", "int64_t": "double", "float": "int32_t", "
 
 register(Primitive(
     name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
+    # An int's bits read as a float may be a NaN with a payload, which no C float literal
+    # spells: the bitcast of an int constant is not folded, it runs in C.
+    fold=lambda node: not node.out.type.is_float,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
@@ -464,6 +459,9 @@ register(Primitive(
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
+    simplify=lambda node, ins, producer: ins[0] if ins[0].type == node.out.type else None,
+    same_elements=True,     # for index data (ints to ints), where it is looked through
+    cost=0,
     doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
 ))
 
@@ -477,6 +475,8 @@ register(Primitive(
     vjp=_no_gradient,
     jvp=_no_tangent,
     c_expr=lambda operands, ctype: operands[0],
+    gradient_barrier=True,
+    cost=0,
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
 ))
 
@@ -527,5 +527,7 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    # Units as for mul (g = 1 gives d; d = 1 gives g, 0 where g is 0); it prints as the math.
+    identities=((0, 1), (1, 1)), infix="{0} * {1}",
     doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
 ))

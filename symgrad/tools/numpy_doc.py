@@ -1,0 +1,148 @@
+"""docs/numpy.md, generated from the registry of what traces (``frontend.tracer.IMPLEMENTATIONS``).
+
+Every NumPy and SciPy name a Tracer resolves is listed, with how it differs from NumPy where it
+does (``NOTES``). ``tests/test_numpy_doc.py`` fails when docs/numpy.md is not what this renders,
+so a new function is documented in the commit that adds it. Regenerate with
+
+    python -m symgrad.tools.numpy_doc > docs/numpy.md
+"""
+from __future__ import annotations
+
+import sys
+
+import symgrad  # noqa: F401  (imports every module that registers names)
+from symgrad import numpy as snp
+from symgrad.frontend.tracer import IMPLEMENTATIONS
+
+# How a supported function differs from NumPy's (or SciPy's). A name absent here behaves as
+# NumPy's: the same values, broadcasting, axis and dtype rules, and exact gradients.
+NOTES = {
+    # The subgradient conventions of API.md.
+    "abs": "gradient at 0 is 1 (the tie goes to x in max(x, -x))",
+    "absolute": "as abs",
+    "fabs": "as abs",
+    "maximum": "on a tie the gradient goes to the first argument",
+    "minimum": "on a tie the gradient goes to the first argument",
+    "fmax": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
+    "fmin": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
+    "clip": "at a bound the gradient goes to the array",
+    "max": "the gradient goes to the first maximal element",
+    "min": "the gradient goes to the first minimal element",
+    "amax": "as max",
+    "amin": "as min",
+    "where": "three arguments only (where(c) alone, NumPy's nonzero, has a data-dependent "
+             "shape); the gradient goes to the branch taken",
+    # Zero almost everywhere.
+    "sign": "no gradient (0 almost everywhere)",
+    "floor": "no gradient (0 almost everywhere)",
+    "ceil": "no gradient (0 almost everywhere)",
+    "trunc": "no gradient (0 almost everywhere)",
+    "rint": "no gradient (0 almost everywhere); half to even",
+    "round": "no gradient (0 almost everywhere); half to even",
+    "around": "as round",
+    "floor_divide": "no gradient (0 almost everywhere); integers as NumPy (x // 0 is 0)",
+    "remainder": "d/dy is -floor(x / y); integers as NumPy (x % 0 is 0)",
+    "mod": "as remainder",
+    "fmod": "d/dy is -trunc(x / y)",
+    "divmod": "as floor_divide and remainder",
+    "heaviside": "the gradient reaches x2 where x1 == 0",
+    "nan_to_num": "the gradient flows where x is finite; copy is ignored (results are new)",
+    "sinc": "the derivative near 0 (not at it) loses digits to cancellation, as the formula does",
+    # Booleans and the bitwise functions.
+    "bitwise_and": "bools only (the & of comparisons)",
+    "bitwise_or": "bools only (the | of comparisons)",
+    "bitwise_xor": "bools only (the ^ of comparisons)",
+    "invert": "bools only (the ~ of a comparison)",
+    "bitwise_not": "as invert",
+    # Statistics and sorting (symgrad/numpy/statistics.py).
+    "std": "where the variance is 0 the gradient is 0 (a subgradient), not NaN",
+    "var": "where= and mean= are not supported",
+    "cumprod": "the gradient is exact where the input has zeros (no division)",
+    "sort": "always stable (kind is ignored); the gradient follows the permutation",
+    "argsort": "always stable, NaN last: ties keep their order (NumPy's default quicksort may "
+               "not)",
+    "median": "with NaN in the input it selects as if NaN were the largest value (NumPy: NaN); "
+              "the gradient goes to the middle element(s)",
+    "quantile": "q must be known while tracing; methods linear, lower, higher, nearest, "
+                "midpoint; NaN as in median; weights= is not supported",
+    "percentile": "as quantile",
+    "nanmax": "an all-NaN slice gives NaN without NumPy's warning",
+    "nanmin": "an all-NaN slice gives NaN without NumPy's warning",
+    "searchsorted": "a 1-D sorted array; len(a) * len(v) comparisons",
+    # Shapes and contractions (shapes.py, contractions.py).
+    "pad": "modes constant, edge, reflect, symmetric and wrap",
+    "take": "mode='raise' only",
+    "tril": "arrays of at least 2 dimensions",
+    "triu": "arrays of at least 2 dimensions",
+    "einsum": "contracts left to right; optimize= is ignored",
+    "getitem": "a constant boolean mask indexes; a traced one is an error (use where)",
+    # Linear algebra (symgrad/numpy/linalg.py, docs/linalg.md).
+    "linalg.solve": "a singular matrix gives inf/NaN instead of LinAlgError",
+    "linalg.inv": "a singular matrix gives inf/NaN instead of LinAlgError",
+    "linalg.det": "sign * exp(log|det|): no gradient at a singular matrix",
+    "linalg.cholesky": "NaN instead of LinAlgError for a matrix that is not positive definite",
+    "linalg.eigh": "eigenvectors scaled so the largest entry of each is positive; derivatives "
+                   "need distinct eigenvalues",
+    "linalg.svd": "full_matrices=True only for square matrices; U's columns scaled so the "
+                  "largest entry of each is positive; derivatives need distinct singular values",
+    "linalg.qr": "modes reduced, r, and complete for m <= n; the derivative needs m >= n",
+    "linalg.pinv": "through the SVD: derivatives need distinct singular values",
+    "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
+    "linalg.norm": "the gradient of the 2-norm and the Frobenius norm at 0 is 0, not NaN",
+    "scipy.linalg.cho_factor": "the unused triangle holds zeros (SciPy leaves a's entries)",
+    # SciPy.
+    "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
+                               "returns float64)",
+    "scipy.special.gammaln": "gammaln(-inf) is +inf, as libm's lgamma (SciPy's is -inf)",
+    "scipy.special.logsumexp": "return_sign=True is not supported on traced values",
+    "scipy.special.xlogy": "scipy.special.xlogy on a Tracer dispatches here (a ufunc)",
+}
+
+_HEADER = """\
+# What `symgrad.numpy` supports
+
+Generated by `python -m symgrad.tools.numpy_doc > docs/numpy.md` from the registry a Tracer
+resolves NumPy names in; `tests/test_numpy_doc.py` checks that this page is current.
+
+Each name below works three ways inside a compiled function: as `symgrad.numpy.NAME` (`snp`),
+as NumPy's own `numpy.NAME` called on a traced value (NumPy hands it to symgrad through
+`__array_ufunc__`/`__array_function__`), and, where ndarray has it, as a method of the traced
+array. On plain arrays `snp.NAME` is NumPy's. Values, broadcasting, `axis`/`keepdims` and dtype
+rules are NumPy's, and gradients are exact, except where the notes say otherwise.
+
+A name not listed raises `symgrad.errors.UnsupportedError` (a `TracingError` and an
+`AttributeError`) naming it and the closest supported names.
+"""
+
+
+def _groups():
+    """(title, [(name, note)]) per namespace, names sorted."""
+    numpy_names = set(snp.__all__) & set(IMPLEMENTATIONS)
+    groups = {"`symgrad.numpy` (NumPy's `numpy`)": sorted(numpy_names)}
+    dotted = sorted(k for k in IMPLEMENTATIONS if "." in k)
+    for prefix in sorted({k.rsplit(".", 1)[0] for k in dotted}):
+        module = ("symgrad." + prefix) if prefix.startswith("scipy") else "symgrad.numpy." + prefix
+        original = prefix if prefix.startswith("scipy") else "numpy." + prefix
+        names = [k for k in dotted if k.rsplit(".", 1)[0] == prefix]
+        groups[f"`{module}` (`{original}`)"] = names
+    return [(title, [(name.rsplit(".", 1)[-1], NOTES.get(name, "")) for name in names])
+            for title, names in groups.items()]
+
+
+def render():
+    """The text of docs/numpy.md."""
+    lines = [_HEADER]
+    total = 0
+    for title, rows in _groups():
+        total += len(rows)
+        lines.append(f"## {title}: {len(rows)} names\n")
+        lines.append("| name | differences from NumPy |")
+        lines.append("|---|---|")
+        lines += [f"| `{name}` | {note} |" for name, note in rows]
+        lines.append("")
+    lines.append(f"In all: {total} names.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
