@@ -21,7 +21,7 @@ import threading
 import numpy as np
 
 from symgrad import tree_util
-from symgrad.core import dims
+from symgrad.core import dims, gcpause
 from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
 from symgrad.core.autodiff import has_one_element, value_and_grad_graph
@@ -51,9 +51,10 @@ class Specialization:
         self.traced = [i for i, t in enumerate(types) if t is not None]
         self.fn = calls.flat_function(owner.fn, self.layout, owner._parameter_names,
                                       has_aux=owner.has_aux, name=owner.__name__)
-        graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+        with gcpause.paused():              # linear build time: see core/gcpause.py
+            graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+            self.graph = optimize(graph)
         self.out_tree = self.fn.out_tree
-        self.graph = optimize(graph)
         spans = self.layout.spans()
         self.wrt = [self.traced.index(k) for i in owner.argnums
                     for k in range(spans[i][1], spans[i][2])]
@@ -69,7 +70,9 @@ class Specialization:
 
     def value_and_grad_graph(self):
         if self._vg is None:
-            self._vg = value_and_grad_graph(self.graph, self.wrt, has_aux=bool(self.owner.has_aux))
+            with gcpause.paused():
+                self._vg = value_and_grad_graph(self.graph, self.wrt,
+                                                has_aux=bool(self.owner.has_aux))
         return self._vg
 
     @functools.cached_property
@@ -92,7 +95,7 @@ class Specialization:
         """What a backend runs: this specialization's graphs."""
         return backends.Program(
             self.owner.__name__, _origin(self.owner.fn), self.graph,
-            self.value_and_grad_graph() if self.differentiable else None,
+            self.value_and_grad_graph if self.differentiable else None,   # made on first use
             tuple(self.wrt), self.n_aux)
 
     def executable(self):
@@ -100,7 +103,8 @@ class Specialization:
         if executable is None:
             with self._lock:
                 if self._executable is None:
-                    self._executable = self.owner._build(self)
+                    with gcpause.paused():
+                        self._executable = self.owner._build(self)
                 executable = self._executable
         return executable
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 
-import sympy as sp
+from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 
 
 def symbol(name):
     """The run-time size called ``name`` (a non-negative integer)."""
+    sp = _sympy()
     return sp.Symbol(name, integer=True, nonnegative=True)
 
 
@@ -23,6 +24,7 @@ _VALUE_PREFIX = "symgrad_value_"
 def value_of(name):
     """The value of the int argument ``name`` as a size (a loop's run-time trip count). Unlike
     a named size it may be negative; it is bound from the argument's value, not a shape."""
+    sp = _sympy()
     return sp.Symbol(_VALUE_PREFIX + name, integer=True)
 
 
@@ -42,7 +44,7 @@ def graph_symbols(graph):
     found = set(free_symbols([v.shape for v in graph.inputs]))
 
     def visit(value):
-        if isinstance(value, sp.Basic):
+        if is_symbolic(value):
             found.update(value.free_symbols)
         elif isinstance(value, tuple):
             for x in value:
@@ -69,6 +71,7 @@ def equal(a, b):
     """Whether two dimensions are certainly equal."""
     if isinstance(a, int) and isinstance(b, int):
         return a == b
+    sp = _sympy()
     return sp.simplify(sp.sympify(a) - sp.sympify(b)) == 0
 
 
@@ -76,7 +79,7 @@ def normalize(d):
     """An int where the expression is a number; otherwise a simplified sympy expression."""
     if isinstance(d, int):
         return d
-    d = sp.sympify(d)
+    d = _sympy().sympify(d)
     return int(d) if d.is_Integer else d
 
 
@@ -113,7 +116,7 @@ def free_symbols(shapes):
     for shape in shapes:
         for d in shape:
             if not isinstance(d, int):
-                names |= sp.sympify(d).free_symbols
+                names |= _sympy().sympify(d).free_symbols
     return sorted(names, key=lambda s: s.name)
 
 
@@ -121,54 +124,27 @@ def substitute(d, bindings):
     """The int value of dimension ``d`` once the run-time sizes in ``bindings`` are known."""
     if isinstance(d, int):
         return d
-    return int(sp.sympify(d).subs(bindings))
+    return int(_sympy().sympify(d).subs(bindings))
 
 
-class CeilDiv(sp.Function):
-    """``ceil(a / b)`` of non-negative integers, printed as C integer division."""
-    is_integer = True
-    is_nonnegative = True
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Integer and b.is_Integer:
-            return -(-a // b)
-
-    def _ccode(self, printer):
-        a, b = self.args
-        return f"(({printer._print(a)} + {int(b) - 1}) / {printer._print(b)})"
-
-
-class AtLeastZero(sp.Function):
-    """``max(a, 0)`` of an integer, printed as a C conditional (a trip count ``upper - lower``
-    is 0 when ``upper < lower``)."""
-    is_integer = True
-    is_nonnegative = True
-
-    @classmethod
-    def eval(cls, a):
-        if a.is_Integer:
-            return max(a, sp.Integer(0))
-        if a.is_nonnegative:
-            return a
-
-    def _ccode(self, printer):
-        a = printer._print(self.args[0])
-        return f"(({a}) > 0 ? ({a}) : 0)"
+def _functions():
+    """The sympy functions sizes use (``size_functions``), imported with sympy on first use."""
+    from symgrad.core import size_functions
+    return size_functions
 
 
 def at_least_zero(d):
     """``max(d, 0)`` of a dimension."""
     if isinstance(d, int):
         return max(d, 0)
-    return normalize(AtLeastZero(sp.sympify(d)))
+    return normalize(_functions().AtLeastZero(_sympy().sympify(d)))
 
 
 def align_up(d, alignment):
     """``d`` rounded up to a multiple of ``alignment`` (an int)."""
     if isinstance(d, int):
         return -(-d // alignment) * alignment
-    return normalize(alignment * CeilDiv(sp.sympify(d), alignment))
+    return normalize(alignment * _functions().CeilDiv(_sympy().sympify(d), alignment))
 
 
 def c_expr(d):
@@ -176,7 +152,7 @@ def c_expr(d):
     if isinstance(d, int):
         return str(d)
     from sympy.printing.c import ccode
-    return f"({ccode(d)})" if not sp.sympify(d).is_Symbol else ccode(d)
+    return f"({ccode(d)})" if not _sympy().sympify(d).is_Symbol else ccode(d)
 
 
 def evaluator(dims_, symbols):
@@ -186,6 +162,7 @@ def evaluator(dims_, symbols):
     dims_ = list(dims_)
     if all(isinstance(d, int) for d in dims_):
         return lambda values: dims_
+    sp = _sympy()
     f = sp.lambdify(list(symbols), [sp.sympify(d) for d in dims_],
                     modules=[{"CeilDiv": lambda a, b: -(-a // b),
                               "AtLeastZero": lambda a: max(a, 0)}, "math"])
@@ -225,7 +202,7 @@ def substitute_attrs(attrs, bindings):
     def sub(v):
         if isinstance(v, tuple):
             return tuple(sub(x) for x in v)
-        if isinstance(v, sp.Basic):
+        if is_symbolic(v):
             return int(v.subs(bindings))
         if hasattr(v, "substitute"):         # a loop body (loops.Body)
             return v.substitute(bindings)

@@ -14,7 +14,7 @@ import math
 import numpy as _np
 
 # errors.where formats a source location; snp.where (below) takes its name.
-import sympy as _sp
+from symgrad.core.symbolic import is_symbolic as _is_symbolic, sympy as _sympy
 
 from symgrad.core import dims as _dims
 from symgrad.errors import ShapeError, where as _at
@@ -55,7 +55,7 @@ array = asarray
 def _is_weak(x):
     """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
     return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
-        isinstance(x, _sp.Basic)
+        _is_symbolic(x)
 
 
 def _size_value(d, dtype):
@@ -74,7 +74,7 @@ def _dtype_of(x):
 
 def _common_dtype(values, need_float=False):
     strong = [_dtype_of(v) for v in values if not _is_weak(v)]
-    weak = [0 if isinstance(v, _sp.Basic) else v for v in values if _is_weak(v)]
+    weak = [0 if _is_symbolic(v) else v for v in values if _is_weak(v)]
     dtype = promote(*strong) if strong else None
     if dtype is None:
         dtype = promote(*[_np.asarray(w).dtype for w in weak])
@@ -92,7 +92,7 @@ def _lift(values, need_float=False):
     for v in values:
         if isinstance(v, Tracer):
             out.append(ops.convert(v.irvar, dtype))
-        elif isinstance(v, _sp.Basic):
+        elif _is_symbolic(v):
             out.append(_size_value(v, dtype))
         else:
             out.append(ops.const(_np.asarray(v), dtype))
@@ -525,7 +525,9 @@ def reshape(x, newshape):
                          f"{_at(user_location())}")
     if builtins.any(isinstance(d, int) and d == -1 for d in shape):
         known = _dims.prod([d for d in shape if not (isinstance(d, int) and d == -1)])
-        if known == 0 or _dims.normalize(_sp.Mod(x.size, known)) != 0:
+        rest = (x.size % known if isinstance(x.size, int) and isinstance(known, int) and known
+                else _dims.normalize(_sympy().Mod(x.size, known)) if known != 0 else None)
+        if known == 0 or rest != 0:
             raise ShapeError(f"cannot reshape {x.shape} into {shape}{_at(user_location())}")
         whole = (x.size // known if isinstance(x.size, int) and isinstance(known, int)
                  else _dims.normalize(x.size / known))
@@ -655,7 +657,7 @@ def arange(start, stop=None, step=1, dtype=None):
     if current_builder() is None:
         return _np.arange(start, stop, step, dtype=dtype)
     start, stop = (0, start) if stop is None else (start, stop)
-    if isinstance(stop, _sp.Basic) or isinstance(start, _sp.Basic):
+    if _is_symbolic(stop) or _is_symbolic(start):
         if start != 0 or step != 1:
             raise ShapeError(f"arange over a run-time size takes only a stop (arange(n))"
                              f"{_at(user_location())}")

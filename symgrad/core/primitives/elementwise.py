@@ -171,6 +171,17 @@ def _c_format(printer, expr):
     return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
+@functools.lru_cache(maxsize=None)
+def _lambdify(args, expr):
+    return sp.lambdify(list(args), expr, modules=[_NUMPY_EXTRAS, "numpy"])
+
+
+def _lambdified(args, expr, *arrays):
+    """``expr`` evaluated by NumPy (sympy's ``lambdify``, made on the first call: making one for
+    every primitive cost a third of ``import symgrad``)."""
+    return _lambdify(args, expr)(*arrays)
+
+
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
                 sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
@@ -189,7 +200,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
     if impl is None:
-        impl = sp.lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+        impl = functools.partial(_lambdified, tuple(args), expr)   # made on first use
     if sympy_func is not None:
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(

@@ -15,7 +15,7 @@ memory state how (``view``). The kernels write loops through the backend's kerne
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from symgrad.core.symbolic import sympy as _sympy
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
@@ -67,6 +67,9 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
+    symbol = k.data_symbol(value)
+    if symbol is not None:              # a large constant: data beside the C, not literals
+        return k.loop((value.size,), [f"{k.at(k.out, 'i0')} = {symbol}[i0];"])
     data = ", ".join(_lit(v, k.out.ctype) for v in value.ravel()) or "0"
     return [f"static const {k.out.ctype} data[{max(value.size, 1)}] = {{{data}}};",
             *k.loop((value.size,), [f"{k.at(k.out, 'i0')} = data[i0];"])]
@@ -633,6 +636,7 @@ def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
         if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
             # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
+            sp = _sympy()
             room = sp.sympify(x.shape[d] - s0 - n)
             if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
                                and room.is_nonnegative):
