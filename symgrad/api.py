@@ -24,6 +24,7 @@ from . import dims, tracing, transforms
 from .autodiff import value_and_grad_graph
 from .errors import DTypeError, ShapeError
 from .interp import evaluate
+from .ir import current_builder
 from .passes import optimize
 from .types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
 
@@ -249,7 +250,7 @@ class CompiledFunction:
         return call(args)
 
     def _call(self, args):
-        if transforms.any_traced(args):
+        if _inside_trace(args):
             return transforms.call(self.fn, args)
         spec, arrays, made = self._specialize(args)
         executable = spec.executable()
@@ -259,7 +260,7 @@ class CompiledFunction:
         return finish(executable.value(arrays))
 
     def _grads(self, args):
-        if transforms.any_traced(args):
+        if _inside_trace(args):
             return transforms.value_and_grad(self.fn, self.argnums, self.single, args)
         spec, arrays, made = self._specialize(args)
         if not spec.differentiable:
@@ -321,7 +322,7 @@ class CompiledFunction:
         derivative along ``tangents`` (one per ``argnums`` entry; for an int ``argnums`` the
         tangent itself may be given). Both have the structure of ``fn``'s result."""
         args, tangents = tuple(args), self._per_argnum(tangents, "tangents")
-        if transforms.any_traced(args + tangents):
+        if _inside_trace(args + tangents):
             return transforms.jvp(self.fn, self.argnums, args, tangents)
         n = len(args)
         cf = self._derived("jvp", n, lambda *xs: _flatten(
@@ -338,7 +339,7 @@ class CompiledFunction:
         per ``argnums`` entry (or the array itself for an int ``argnums``); the result has the
         structure of ``grad``'s."""
         args, v = tuple(args), self._per_argnum(v, "v")
-        if transforms.any_traced(args + v):
+        if _inside_trace(args + v):
             return _hvp_traced(self.fn, self.argnums, self.single, args, v)
         n = len(args)
         cf = self._derived("hvp", n, lambda *xs: tuple(_hvp_traced(
@@ -703,6 +704,14 @@ def _entry_point(cf, method, kind):
     entry = _named(entry, cf.fn, kind)
     entry.compiled = cf
     return entry
+
+
+def _inside_trace(args):
+    """Whether a call must be inlined into the trace being built rather than run: it has a
+    traced argument, or it is made while tracing at all -- the function may close over traced
+    values (``x * grad(lambda y: x * y)(2.0)``), which only the enclosing graph can compute. As
+    under ``jax.jit``, a call made while tracing gives traced values."""
+    return transforms.any_traced(args) or current_builder() is not None
 
 
 def _hvp_traced(fn, argnums, single, args, v):

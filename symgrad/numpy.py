@@ -375,7 +375,22 @@ def dot(a, b):
 
 
 def inner(a, b):
-    return sum(multiply(a, b), axis=-1)      # noqa: F821
+    """NumPy's inner: the sum product over the last axes, of shape ``a.shape[:-1] +
+    b.shape[:-1]`` (``inner(A, A)`` is ``A @ A.T``); a scalar operand multiplies."""
+    if not _traced(a, b):
+        return _np.inner(a, b)
+    av, bv = _lift((a, b))
+    if av.ndim == 0 or bv.ndim == 0:
+        return _wrap(ops.mul(av, bv))
+    k = av.shape[-1]
+    if not _dims.equal(k, bv.shape[-1]):
+        raise ShapeError(f"inner: shapes {av.shape} and {bv.shape} are not aligned: {k} (last "
+                         f"axis of the first) != {bv.shape[-1]} (last axis of the second)"
+                         f"{_at(user_location())}")
+    a2 = ops.reshape(av, (_dims.prod(av.shape[:-1]), k))
+    b2 = ops.reshape(bv, (_dims.prod(bv.shape[:-1]), k))
+    out = bind("matmul", a2, b2, transpose_a=False, transpose_b=True)
+    return _wrap(ops.reshape(out, av.shape[:-1] + bv.shape[:-1]))
 
 
 def outer(a, b):
@@ -534,8 +549,11 @@ def getitem(x, key):
             step.append(1)
             size.append(1)
         else:   # an index array (or an int among index arrays): keep the axis whole for now
-            # Constant indices are known now: check them here, naming the user's line.
-            bad = [] if isinstance(k, Tracer) else [i for i in _np.ravel(k) if not -n <= i < n]
+            # Constant indices along a fixed axis are checked now, naming the user's line. Along
+            # an axis of run-time size the bound is only known at run time: the gather checks
+            # it then (SYMGRAD_EINDEX in C, IndexError in the interpreter).
+            bad = [] if isinstance(k, Tracer) or not isinstance(n, int) else \
+                [i for i in _np.ravel(k) if not -n <= i < n]
             if bad:
                 raise IndexError(f"index {int(bad[0])} is out of bounds for axis {axis} with size "
                                  f"{n}{_at(user_location())}")

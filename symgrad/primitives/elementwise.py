@@ -19,6 +19,7 @@ from sympy.codegen.ast import float32, real
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.c import C99CodePrinter
 
+from ..cspell import literal_value
 from ..errors import DTypeError, ShapeError
 from ..types import FLOAT_DTYPES, TensorType, broadcast_shapes
 from . import ops
@@ -452,18 +453,10 @@ def _chain_mul_jvp(t, out, g, d):
 def _chain_mul_c(operands, ctype):
     g, d = operands
     zero = "0.0f" if ctype == "float" else "0.0"
-    known = _number(g)
+    known = literal_value(g)
     if known is not None and np.isfinite(known):      # a literal g: the test is decided here
         return zero if known == 0 else d if known == 1 else f"{g}*{d}"
     return f"({g} == 0 ? {zero} : {g}*{d})"
-
-
-def _number(text):
-    """The value of a C float literal such as ``2.5`` or ``-1.0f``; None for anything else."""
-    try:
-        return float(text[:-1] if text.endswith("f") else text)
-    except ValueError:
-        return None
 
 
 register(Primitive(

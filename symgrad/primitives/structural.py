@@ -215,7 +215,7 @@ def _max_update(op):
 
 def _extreme(ctype, sign):
     if ctype in ("double", "float"):
-        return "-INFINITY" if sign < 0 else "INFINITY"
+        return "(-INFINITY)" if sign < 0 else "INFINITY"
     bits = {"int64_t": "INT64", "int32_t": "INT32"}.get(ctype, "INT64")
     return f"{bits}_MIN" if sign < 0 else f"{bits}_MAX"
 
@@ -483,6 +483,8 @@ def _with_gemm(loops, t, ta, tb, m, n, kk):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
+    if t not in ("double", "float"):      # BLAS multiplies floats only: integers run the loops
+        return loops
     if any(d > INT32_MAX for d in static):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
