@@ -182,9 +182,10 @@ def _int_code(e, py):
     if any(not r.is_Integer for r in e.atoms(sp.Rational)):
         # Rational coefficients (N**2/2 + N/2): one exact division of an integer numerator.
         num, den = sp.fraction(sp.together(e))
-        if not den.is_Integer or den == 0:
+        if not den.is_Integer:
             raise SizeExpressionError(f"the size {e} is not an integer polynomial")
-        return f"({_int_code(sp.expand(num), py)}) {'//' if py else '/'} {int(den)}"
+        if den != 1:
+            return f"({_int_code(sp.expand(num), py)}) {'//' if py else '/'} {int(den)}"
 
     def atom(x):
         """x as an operand of * or unary minus: parenthesized unless it is a name or number."""

@@ -82,7 +82,7 @@ def _const_value(producers, v):
 
 def simplify(graph):
     """Algebraic identities that hold for every float: x+0, x-0, x*1, x/1, --x, no-op reshapes,
-    and a slice that takes back what a padding put in."""
+    a select on a known condition, and a slice that takes back what a padding put in."""
     producers = graph.producers()
     subst = {}
 
@@ -104,6 +104,14 @@ def simplify(graph):
                 replacement = y
             elif n.prim in ("mul", "div", "chain_mul") and cy == 1 and same_type(x, out):
                 replacement = x
+        elif n.prim == "select":
+            # A condition known now (a guard of a derivative rule, pow's y == 0 for a constant
+            # y) picks its branch here.
+            c = _const_value(producers, ins[0])
+            if c is not None:
+                pick = ins[1] if c else ins[2]
+                if same_type(pick, out):
+                    replacement = pick
         elif n.prim == "neg":
             inner = producers.get(ins[0])
             if inner is not None and inner.prim == "neg":

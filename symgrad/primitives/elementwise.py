@@ -95,6 +95,13 @@ def to_ir(expr, env):
             if exp.is_negative:
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
+        if isinstance(e, sp.Piecewise):     # a guard: select, the last branch the default
+            (value, cond), rest = e.args[0], e.args[1:]
+            other = emit(rest[0].expr if len(rest) == 1 and rest[0].cond == sp.true
+                         else sp.Piecewise(*rest))
+            return ops.select(emit(cond), emit(value), other)
+        if isinstance(e, sp.Eq):
+            return ops.eq(emit(e.lhs), emit(e.rhs))
         if e.func in _FUNCTIONS:
             return bind(_FUNCTIONS[e.func], *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
@@ -180,8 +187,13 @@ elementwise("add", X + Y, float_only=False)
 elementwise("sub", X - Y, float_only=False)
 elementwise("mul", X * Y, float_only=False)
 elementwise("div", X / Y)
-# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)])
+# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
+# derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
+# rules do), and since the guarded formulas are written in pow again, every order stays exact:
+# d/dx x**0 = 0 (y * x**(y-1) is 0 * inf at x = 0), d/dy 0**y = 0 for y > 0 (out * log 0 is
+# 0 * -inf), d2/dx2 x**1 = 0 at 0.
+elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
+                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))])
 elementwise("neg", -X, float_only=False)
 elementwise("square", X ** 2, float_only=False)
 
@@ -427,13 +439,19 @@ register(Primitive(
 
 # --- chain_mul: the chain rule's product, NaN-safe by construction ------------------------------
 # Reverse and forward mode multiply an incoming adjoint (or tangent) g by a local derivative d.
-# Where g is exactly 0 -- the branch a where/maximum/clip/abs did not take -- the product is
-# exactly 0 even if d is inf or NaN there (sqrt'(0), log'(0), 1/0): where(x > 0, sqrt(x), 0) has a
-# finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN.
+# Where either is exactly 0 the product is exactly 0, even if the other is inf or NaN:
+# - g == 0: the branch a where/maximum/clip/abs did not take. where(x > 0, sqrt(x), 0) has a
+#   finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN;
+# - d == 0: a zero partial behind an infinite adjoint, the chain 0 * inf of sqrt at 0:
+#   sqrt(x**4) (= x**2, slope 0), and sqrt(sum(x**2)) at x = 0, whose subgradient 0 this gives
+#   (JAX: NaN). Forward mode meets the same product the other way round (x * sqrt(x) at 0).
+# A zero factor wins ("strong zero", as in Julia's ChainRules): the result is 0 or a valid
+# subgradient wherever the chain's infinity comes from a square root, and an infinite slope that
+# no zero meets (sqrt at 0 itself) stays infinite.
 
 def _chain_mul_impl(g, d):
     with np.errstate(all="ignore"):
-        return np.where(g == 0, np.zeros((), dtype=np.result_type(g, d)), g * d)
+        return np.where((g == 0) | (d == 0), np.zeros((), dtype=np.result_type(g, d)), g * d)
 
 
 def _chain_mul_vjp(a, out, g, d):
@@ -453,15 +471,16 @@ def _chain_mul_jvp(t, out, g, d):
 def _chain_mul_c(operands, ctype):
     g, d = operands
     zero = "0.0f" if ctype == "float" else "0.0"
-    known = literal_value(g)
-    if known is not None and np.isfinite(known):      # a literal g: the test is decided here
-        return zero if known == 0 else d if known == 1 else f"{g}*{d}"
-    return f"({g} == 0 ? {zero} : {g}*{d})"
+    known_g, known_d = literal_value(g), literal_value(d)
+    for known, other in ((known_g, d), (known_d, g)):
+        if known is not None and np.isfinite(known):    # a literal factor: the test is decided
+            return zero if known == 0 else other if known == 1 else f"{g}*{d}"
+    return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
 
 register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
-    doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
+    doc="chain_mul(g, d) = g * d, and exactly 0 where g or d is 0 (even if the other is inf or NaN)",
 ))

@@ -21,6 +21,7 @@ from ..cspell import c_literal as _lit
 from ..types import INT_DTYPES, TensorType
 from . import ops
 from .registry import Primitive, bind, register
+from .scan import prod_others_linear
 
 
 _dim_equal = dims.equal
@@ -371,23 +372,14 @@ def _prod_others_impl(x):
 
 
 def _prod_others_vjp(g, out, x):
-    # d/dx_j prod_{k != i} x_k = prod_{k != i, j} x_k. Summed against g over i this is
-    # sum_i g_i * prod_others_i / x_j (i != j) -- written with prod_others of the rows without j
-    # it would need a new primitive; the closed form below is exact where x_j != 0.
-    total = ops.reduce_sum(ops.mul(g, out), (x.ndim - 1,))
-    kept = tuple(range(x.ndim - 1))
-    return (ops.div(ops.sub(ops.broadcast_in_dim(total, x.shape, kept), ops.mul(g, out)), x),)
+    # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
+    # Both are recurrences (primitives/scan.py), exact at zeros to every order; a closed form
+    # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
+    return (prod_others_linear(x, g),)
 
 
 def _prod_others_jvp(t, out, x):
-    # d out_i = sum_{j != i} t_j * prod_{k != i, j} x_k = out_i * (sum_j t_j / x_j - t_i / x_i),
-    # the transpose of the adjoint's closed form (exact where x != 0, as there).
-    if t[0] is None:
-        return None
-    ratio = ops.div(t[0], x)
-    kept = tuple(range(x.ndim - 1))
-    total = ops.broadcast_in_dim(ops.reduce_sum(ratio, (x.ndim - 1,)), x.shape, kept)
-    return ops.mul(out, ops.sub(total, ratio))
+    return None if t[0] is None else prod_others_linear(x, t[0])
 
 
 register(Primitive(
