@@ -72,6 +72,12 @@ def equal(a, b):
     return sp.simplify(sp.sympify(a) - sp.sympify(b)) == 0
 
 
+def same_shape(a, b):
+    """Whether two shapes are certainly equal, axis by axis (``2*(N + 1)`` is ``2*N + 2``); a
+    structural ``a != b`` would reject equal sizes spelled differently."""
+    return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+
+
 def normalize(d):
     """An int where the expression is a number; otherwise a simplified sympy expression."""
     if isinstance(d, int):

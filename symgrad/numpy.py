@@ -345,7 +345,7 @@ def matmul(a, b):
                          f"{_at(user_location())}; use * for scaling")
     a2 = ops.reshape(av, (1,) + av.shape) if av.ndim == 1 else av
     b2 = ops.reshape(bv, bv.shape + (1,)) if bv.ndim == 1 else bv
-    if a2.shape[-1] != b2.shape[-2]:
+    if not _dims.equal(a2.shape[-1], b2.shape[-2]):
         raise ShapeError(f"matmul: shapes {av.shape} and {bv.shape} are not aligned: "
                          f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
                          f"(second-to-last axis of the second){_at(user_location())}")
@@ -497,6 +497,12 @@ def _is_index_array(k):
     return False
 
 
+def _whole(k):
+    """Whether the index ``k`` takes a whole axis whatever its length (``:``, ``0:``, ``::1``):
+    the only slices of an axis of run-time size, whose bounds are not known while tracing."""
+    return isinstance(k, slice) and k.start in (None, 0) and k.stop is None and k.step in (None, 1)
+
+
 def getitem(x, key):
     """NumPy indexing: basic (ints, slices, None, ...) and integer-array (advanced) indexing."""
     if not _traced(x):
@@ -525,8 +531,7 @@ def getitem(x, key):
             out_shape.append(1)
             continue
         n = x.shape[axis]
-        if not isinstance(n, int) and not (isinstance(k, slice) and k == slice(None)) \
-                and not _is_index_array(k):
+        if not isinstance(n, int) and not _whole(k) and not _is_index_array(k):
             raise IndexError(f"axis {axis} has the run-time size {n}: it can only be taken "
                              f"whole (:) or indexed with an index array{_at(user_location())}")
         if isinstance(k, slice) and not isinstance(n, int):

@@ -311,3 +311,33 @@ def test_nested_derivatives_of_closures(backend):
         return t * snp.sum(hv)                                                   # 8 x**2
     cg = symgrad.compile(g, backend=backend)
     assert cg.value_and_grad(1.5) == (pytest.approx(18.0), pytest.approx(24.0))
+
+
+# --- trace-time decisions on run-time sizes: made by equality of expressions, never by luck ---
+
+def test_whole_axis_spellings_and_sizes_spelled_differently(backend):
+    def loss(x):
+        y = snp.concatenate([x[0:], snp.ones(1)])                       # N + 1
+        u = snp.reshape(snp.outer(y, x), (-1, 1))                       # N*(N + 1) rows
+        w = snp.reshape(snp.concatenate([snp.ravel(snp.outer(x, x)), x[0::1]]), (-1, 1))
+        both = snp.concatenate([u, w], axis=1)                          # N**2 + N rows
+        return snp.sum(snp.sin(both) * both[:, ::-1])
+    f = symgrad.compile(loss, signature={"x": "f64[N]"}, backend=backend)
+    for n in (2, 4):
+        x = np.linspace(-1.0, 1.5, n)
+        value, _ = f.value_and_grad(x)
+        assert value == pytest.approx(loss(x), rel=1e-13)
+        assert symgrad.check_grad(f, x).ok
+
+
+def test_len_of_a_runtime_axis_is_a_clear_error():
+    def loss(x):
+        return snp.sum(x) * len(x)
+    with pytest.raises(symgrad.TracingError, match="run-time size N"):
+        symgrad.compile(loss, signature={"x": "f64[N]"}, backend="interp")(np.ones(3))
+
+
+def test_a_slice_with_bounds_on_a_runtime_axis_is_a_clear_error():
+    with pytest.raises(IndexError, match="run-time size N"):
+        symgrad.compile(lambda x: snp.sum(x[1:]), signature={"x": "f64[N]"},
+                        backend="interp")(np.ones(3))

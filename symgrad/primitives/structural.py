@@ -409,7 +409,7 @@ def _mm_dims(shape, transposed):
 
 
 def _matmul_type(a, b, *, transpose_a=False, transpose_b=False):
-    if a.ndim < 2 or b.ndim < 2 or a.shape[:-2] != b.shape[:-2]:
+    if a.ndim < 2 or b.ndim < 2 or not dims.same_shape(a.shape[:-2], b.shape[:-2]):
         raise ShapeError(f"matmul needs operands (..., M, K) and (..., K, N) with equal batch "
                          f"dimensions, got {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
@@ -555,7 +555,7 @@ def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
         if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
             # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
-            room = sp.sympify(x.shape[d] - s0 - n)
+            room = sp.expand(x.shape[d] - s0 - n)     # N**2 + N - N*(N + 1) is 0
             if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
                                and room.is_nonnegative):
                 raise ShapeError(f"axis {d} of {x.shape} has a run-time size: it can only be "
@@ -635,7 +635,7 @@ def _index_types(x_shape, indices):
     if any(i.dtype not in INT_DTYPES for i in indices):
         raise DTypeError("index arrays must be integers, got "
                          + ", ".join(i.dtype for i in indices))
-    if len({i.shape for i in indices}) != 1:
+    if not all(dims.same_shape(i.shape, indices[0].shape) for i in indices):
         raise ShapeError("index arrays have different shapes "
                          + ", ".join(str(i.shape) for i in indices))
     if len(indices) > len(x_shape):
@@ -704,7 +704,7 @@ def _scatter_c(k):
 
 def _scatter_type(g, *indices, shape):
     batch = _index_types(tuple(shape), indices)
-    if g.shape != batch + tuple(shape[len(indices):]):
+    if not dims.same_shape(g.shape, batch + tuple(shape[len(indices):])):
         raise ShapeError(f"updates of shape {g.shape} do not fit indices {batch} into {shape}")
     return TensorType(tuple(shape), g.dtype)
 
@@ -734,7 +734,8 @@ def _concat_type(*xs, axis):
         raise DTypeError("operands have different dtypes " + ", ".join(x.dtype for x in xs))
     for x in xs:
         if x.ndim != first.ndim or any(
-                a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+                not dims.equal(a, b) for i, (a, b) in enumerate(zip(x.shape, first.shape))
+                if i != axis):
             raise ShapeError("shapes " + ", ".join(str(x.shape) for x in xs)
                              + f" differ outside axis {axis}")
     shape = list(first.shape)
