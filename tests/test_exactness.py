@@ -341,3 +341,35 @@ def test_a_slice_with_bounds_on_a_runtime_axis_is_a_clear_error():
     with pytest.raises(IndexError, match="run-time size N"):
         symgrad.compile(lambda x: snp.sum(x[1:]), signature={"x": "f64[N]"},
                         backend="interp")(np.ones(3))
+
+
+def _sequential_recurrence(a, b, reverse):
+    a, b = (np.asarray(v)[..., ::-1] if reverse else np.asarray(v) for v in (a, b))
+    y = np.array(b, dtype=np.result_type(a, b))
+    for i in range(1, y.shape[-1]):
+        y[..., i] = a[..., i] * y[..., i - 1] + b[..., i]
+    return y[..., ::-1] if reverse else y
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 16, 33])
+def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
+    from symgrad.primitives import REGISTRY
+    from symgrad.primitives.scan import recurrence
+    rng = np.random.default_rng(n)
+    a, b = rng.uniform(-1.5, 1.5, (2, 3, n)), rng.uniform(-1, 1, (2, 3, n))
+    a[rng.random(a.shape) < 0.3] = 0.0
+    a[..., -1 if reverse else 0:][..., :1] = np.inf     # never read
+    expected = _sequential_recurrence(a, b, reverse)
+    impl = REGISTRY["recurrence"].impl
+    np.testing.assert_allclose(impl(a, b, reverse=reverse), expected, rtol=1e-13, atol=1e-13)
+    finite = np.where(np.isinf(a), 0.0, a)
+    complex_b = b + 1e-20j * finite                     # the complex step rides along
+    np.testing.assert_allclose(impl(a, complex_b, reverse=reverse),
+                               _sequential_recurrence(a, complex_b, reverse), rtol=1e-13)
+    f = symgrad.compile(lambda a, b: snp.sum(symgrad.tracing.Tracer(recurrence(
+        snp.asarray(a).var, snp.asarray(b).var, reverse)) * np.linspace(0.5, 1.5, n)),
+        argnums=(0, 1), backend=backend)
+    value, (ga, gb) = f.value_and_grad(a, b)
+    assert value == pytest.approx(float(np.sum(expected * np.linspace(0.5, 1.5, n))), rel=1e-13)
+    assert symgrad.check_grad(f, finite, b, argnums=(0, 1)).ok
