@@ -15,7 +15,7 @@ import sympy as sp
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad import dims
+from symgrad.core import dims
 
 
 # --- 1. constant index arrays along an axis of run-time size -----------------------------------
@@ -354,8 +354,8 @@ def _sequential_recurrence(a, b, reverse):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 16, 33])
 def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
-    from symgrad.primitives import REGISTRY
-    from symgrad.primitives.scan import recurrence
+    from symgrad.core.primitives import REGISTRY
+    from symgrad.core.primitives.scan import recurrence
     rng = np.random.default_rng(n)
     a, b = rng.uniform(-1.5, 1.5, (2, 3, n)), rng.uniform(-1, 1, (2, 3, n))
     a[rng.random(a.shape) < 0.3] = 0.0
@@ -367,7 +367,7 @@ def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
     complex_b = b + 1e-20j * finite                     # the complex step rides along
     np.testing.assert_allclose(impl(a, complex_b, reverse=reverse),
                                _sequential_recurrence(a, complex_b, reverse), rtol=1e-13)
-    f = symgrad.compile(lambda a, b: snp.sum(symgrad.tracing.Tracer(recurrence(
+    f = symgrad.compile(lambda a, b: snp.sum(symgrad.frontend.tracing.Tracer(recurrence(
         snp.asarray(a).var, snp.asarray(b).var, reverse)) * np.linspace(0.5, 1.5, n)),
         argnums=(0, 1), backend=backend)
     value, (ga, gb) = f.value_and_grad(a, b)

@@ -49,9 +49,9 @@ from hypothesis import strategies as st
 import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
-from symgrad.autodiff import value_and_grad_graph
-from symgrad.check import _float64_graph
-from symgrad.interp import evaluate
+from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.tools.check import _float64_graph
+from symgrad.backends.interp import evaluate
 
 # SYMGRAD_FUZZ_CFLAGS="-O1 -fsanitize=address,undefined" (with libasan preloaded) fuzzes under
 # sanitizers; SYMGRAD_FUZZ_CFLAGS="-O3 -march=native" fuzzes gcc's default cost model (see the

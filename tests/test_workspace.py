@@ -12,7 +12,7 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend.compiler import DEFAULT_CFLAGS
+from symgrad.backends.c.compiler import DEFAULT_CFLAGS
 
 from test_primitives import CASES, float_argnums, make_args, signature, weighted_loss
 
