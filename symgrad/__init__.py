@@ -17,8 +17,9 @@ from symgrad import distributed, nn, numerical, optim  # distributed imports Das
 from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
 from symgrad.tools.aot import export
-from symgrad.api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
-from symgrad.tools.check import GradCheckReport, check_grad
+from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
+                         value_and_grad)
+from symgrad.tools.check import GradCheckReport
 from symgrad.errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
 from symgrad.core.ir import Graph

@@ -30,7 +30,7 @@ from symgrad.api import CompiledFunction, Specialization
 from symgrad.backends.c import compiler
 from symgrad import templates
 from symgrad.backends.c.codegen import c_identifier, render_module, render_prototypes
-from symgrad.backends.c.native import specialization_functions
+from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.frontend.tracing import parameter_names
 from symgrad.core.types import TensorType, parse_type
@@ -122,7 +122,7 @@ def _entry(export_, functions, taken):
             if not isinstance(d, int):
                 size_sources.setdefault(str(d), (k, axis))
     base = c_identifier(export_.name, taken)
-    funcs = specialization_functions(spec, base)
+    funcs = program_functions(spec.program(), base)
     functions.extend(funcs)
     entries = []
     for fn, vg_graph in zip(funcs, [graph, spec.value_and_grad_graph() if spec.differentiable

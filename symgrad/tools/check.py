@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad import numerical
+from symgrad.core.ir import Graph
+from symgrad.core.passes import optimize
+from symgrad.frontend import tracing
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
 from symgrad.core.types import TensorType
@@ -94,23 +97,18 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     return Comparison(method, name, max_abs, max_rel, ok, worst)
 
 
-def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
-               raise_on_error=True):
-    """Compare the gradient of ``fn`` at ``args`` with the interpreter, central differences and
-    the complex step.
+def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
+                   raise_on_error=True):
+    """Compare the gradient of the compiled function ``cf`` at ``args`` with the interpreter,
+    central differences and the complex step.
 
-    ``fn``: a CompiledFunction or a plain function (compiled with the C backend). Returns a
-    GradCheckReport; raises GradientCheckError when a comparison fails (unless
-    ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
+    ``cf``: a CompiledFunction whose ``argnums`` are ``argnums`` (``symgrad.check_grad`` makes
+    one from a plain function). Returns a GradCheckReport; raises GradientCheckError when a
+    comparison fails (unless ``raise_on_error=False``). Comparisons are norm-wise:
+    max|g - ref| <= atol + rtol * max|ref|.
     """
-    from symgrad.api import CompiledFunction
     single = isinstance(argnums, int)
     argnums_t = (argnums,) if single else tuple(argnums)
-    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
-    if cf.argnums != argnums_t:
-        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
-                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
-                              cflags=cf.cflags)
     value, grads = cf.value_and_grad(*args)
     grads = (grads,) if single else grads
     spec, arrays = cf.specialize(*args)
@@ -155,7 +153,8 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
         comparisons.append(_compare("directional", name, np.sum(g * s),
                                     numerical.directional(f, x0, s), max(tol, 1e-6), atol))
     divergence = None
-    if cf.backend == "c" and not all(c.ok for c in comparisons if c.method == "interpreter"):
+    # Generated code (the C backend) can disagree with the interpreter; find where.
+    if spec.executable().source is not None and not all(c.ok for c in comparisons if c.method == "interpreter"):
         divergence = first_divergence(spec.value_and_grad_graph(), arrays, tol, atol,
                                       cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
@@ -170,8 +169,7 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     """The first statement of ``graph`` whose value differs between the C backend and the
     interpreter, as a sentence naming it, its source line and the difference (None if every
     value agrees)."""
-    from symgrad.backends.c.native import evaluate_native
-    from symgrad.core.ir import Graph
+    from symgrad.backends.c.native import evaluate_native   # on use: it loads cffi
     nodes = [n for n in graph.nodes if n.prim != "const"]
     if not nodes:
         return None
@@ -226,8 +224,6 @@ def _float64_graph(cf, spec, args):
     """The forward graph traced with float64 in place of float32 (the references' precision)."""
     if all(t is None or t.dtype != "float32" for t in spec.types):
         return spec.graph
-    from symgrad.frontend import tracing
-    from symgrad.core.passes import optimize
     types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
                                                else t.dtype) for t in spec.types]
     return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))

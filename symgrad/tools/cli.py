@@ -7,6 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from symgrad import backends
+from symgrad.api import CompiledFunction, check_grad
+from symgrad.errors import CompileError, GradientCheckError
+from symgrad.tools import demo
+from symgrad.tools.aot import build
+from symgrad.tools.inspect import bind_dims, report
 from symgrad.core.types import parse_type
 from symgrad.tools.userfiles import import_file
 
@@ -49,14 +55,10 @@ def example_arguments(specs, seed=0):
 
 
 def cmd_demo(ns):
-    from symgrad.tools.demo import run
-    return 0 if run() else 1
+    return 0 if demo.run() else 1
 
 
 def cmd_check(ns):
-    from symgrad.api import CompiledFunction
-    from symgrad.tools.check import check_grad
-    from symgrad.errors import GradientCheckError
     fn = load_function(ns.target)
     args = [a for _, a in example_arguments(ns.arg, ns.seed)]
     argnums = tuple(ns.argnums) if ns.argnums else 0
@@ -74,7 +76,6 @@ def cmd_inspect(ns):
     """Print (or write to ``-o``) the IR, adjoint, C and costs of FILE.py:FUNC; see inspect.py."""
     import warnings
 
-    from symgrad.tools.inspect import bind_dims, report
     fn = load_function(ns.target)
     try:
         specs = bind_dims(ns.arg, ns.dim)
@@ -97,8 +98,6 @@ def cmd_inspect(ns):
 
 
 def cmd_build(ns):
-    from symgrad.tools.aot import build
-    from symgrad.errors import CompileError
     log = (lambda *a: None) if ns.quiet else print
     try:
         build(ns.spec, ns.output, cflags=ns.cflags.split() if ns.cflags else None, log=log)
@@ -132,7 +131,7 @@ def main(argv=None):
         if name == "check":
             p.add_argument("--rtol", type=float, default=1e-6)
             p.add_argument("--atol", type=float, default=1e-9)
-            p.add_argument("--backend", default="c", choices=("c", "interp"))
+            p.add_argument("--backend", default="c", choices=backends.NAMES)
         if name == "inspect":
             p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                            help="the size of a named dimension such as N (default 8)")

@@ -36,9 +36,11 @@ import numpy as np
 from symgrad.frontend import loops
 from symgrad.frontend import tracing
 from symgrad import templates
-from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.api import CompiledFunction
+from symgrad.core.autodiff import jvp_graph, value_and_grad_graph
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
+from symgrad.backends.c.module import render_program
 from symgrad.core.primitives import REGISTRY
 
 GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` program, which was "
@@ -76,7 +78,6 @@ def report(fn, *args, argnums=0, values=False):
     Returns a ``Report``. Raises what tracing raises (``TracingError``, ``ShapeError``, ...);
     a failing C compiler is reported in the summary, not raised.
     """
-    from symgrad.api import CompiledFunction
     py_fn = getattr(fn, "fn", fn)
     cf = CompiledFunction(py_fn, argnums=argnums)
     return Report(cf, args, values=values)
@@ -106,7 +107,6 @@ class Report:
     """Everything ``symgrad inspect`` shows about one specialization; see the module docstring."""
 
     def __init__(self, cf, args, *, values=False):
-        from symgrad.backends.c.native import render_specialization
         self.name = cf.__name__
         self.timings = {}
         t0 = time.perf_counter()
@@ -131,7 +131,7 @@ class Report:
         self.values = evaluate(shown, arrays, keep=True)[1] if values else {}
 
         t0 = time.perf_counter()
-        self.c_source = render_specialization(spec).source
+        self.c_source = render_program(spec.program()).source
         self.timings["render C"] = time.perf_counter() - t0
         self.compile_error = None
         self.call_time = None
@@ -395,7 +395,6 @@ class Report:
         """Forward mode: the statements that carry tangents (those that depend on a tangent
         input ``t_x``), each with the user line of the statement it differentiates. With
         ``values``, the tangents are evaluated along t = 1 for every differentiated input."""
-        from symgrad.core.autodiff import jvp_graph
         if any(not self.forward.inputs[i].type.is_float for i in self.wrt):
             return [Line("# no tangent IR: an integer argument cannot be perturbed", "comment")]
         graph = jvp_graph(self.forward, self.wrt, simplify=False)
