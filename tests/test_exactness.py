@@ -355,7 +355,7 @@ def _sequential_recurrence(a, b, reverse):
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 16, 33])
 def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
     from symgrad.core.primitives import REGISTRY
-    from symgrad.core.primitives.scan import recurrence
+    from symgrad.core.primitives.recurrence import recurrence
     rng = np.random.default_rng(n)
     a, b = rng.uniform(-1.5, 1.5, (2, 3, n)), rng.uniform(-1, 1, (2, 3, n))
     a[rng.random(a.shape) < 0.3] = 0.0

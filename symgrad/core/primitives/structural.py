@@ -21,7 +21,7 @@ from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.types import INT_DTYPES, TensorType
 from symgrad.core import ops
 from symgrad.core.primitive import Primitive, bind, register
-from symgrad.core.primitives.scan import prod_others_linear
+from symgrad.core.primitives.recurrence import prod_others_linear
 
 
 _dim_equal = dims.equal
@@ -373,7 +373,7 @@ def _prod_others_impl(x):
 
 def _prod_others_vjp(g, out, x):
     # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
-    # Both are recurrences (primitives/scan.py), exact at zeros to every order; a closed form
+    # Both are recurrences (primitives/recurrence.py), exact at zeros to every order; a closed form
     # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
     return (prod_others_linear(x, g),)
 
