@@ -29,10 +29,17 @@ X, Y = sp.symbols("x y", real=True)
 OUT = sp.Symbol("out", real=True)
 SYMBOLS = (X, Y)
 
-_PRINTERS = {"float64": C99CodePrinter(), "float32": C99CodePrinter({"type_aliases": {real: float32}})}
+# Functions libm lacks are C functions of symgrad's own (templates/math.c.j2), in double only: a
+# float operand converts to double and the result rounds back, so float32 loses nothing.
+C_RUNTIME_FUNCTIONS = {"erfinv": "symgrad_math_erfinv", "polygamma": "symgrad_math_polygamma"}
+_PRINTERS = {"float64": C99CodePrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
+             "float32": C99CodePrinter({"type_aliases": {real: float32},
+                                        "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
-# sympy function -> primitive, for turning derivative expressions back into IR.
+# sympy function -> primitive, for turning derivative expressions back into IR: the primitive's
+# name, or a function (expr, emit) -> Var for those that need the expression's arguments (the
+# order n of polygamma(n, x) picks the primitive).
 _FUNCTIONS = {}
 
 
@@ -51,6 +58,9 @@ def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
     return TensorType(shape, out_dtype or dtype)
 
 
+_RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
 # --- sympy expression -> IR ---------------------------------------------------------------------
 
 def to_ir(expr, env):
@@ -63,8 +73,15 @@ def to_ir(expr, env):
     def emit(e):
         if e in env:
             return env[e]
-        if e.is_Number or e.is_NumberSymbol:
+        if e.is_number:             # 3, pi, log(2): folded to one constant here
             return number(e)
+        if isinstance(e, sp.Piecewise):
+            (value, cond), rest = e.args[0], e.args[1:]
+            if cond == sp.true:
+                return emit(value)
+            return ops.select(emit(cond), emit(value), emit(sp.Piecewise(*rest)))
+        if isinstance(e, sp.core.relational.Relational) and e.rel_op in _RELATIONS:
+            return bind(_RELATIONS[e.rel_op], emit(e.lhs), emit(e.rhs))
         if e.is_Add:
             coeff, terms = e.as_coeff_add()
             pos = [emit(t) for t in terms if not t.could_extract_minus_sign()]
@@ -103,7 +120,10 @@ def to_ir(expr, env):
         if isinstance(e, sp.Eq):
             return ops.eq(emit(e.lhs), emit(e.rhs))
         if e.func in _FUNCTIONS:
-            return bind(_FUNCTIONS[e.func], *[emit(a) for a in e.args])
+            target = _FUNCTIONS[e.func]
+            if callable(target):
+                return target(e, emit)
+            return bind(target, *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
 
     return emit(expr)
@@ -124,7 +144,9 @@ def _sympy_vjp(derivs, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
     env = dict(zip(SYMBOLS, inputs))
     env[OUT] = out
-    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
+    # A derivative that is 0 (floor, rint, ...: constant almost everywhere) gives no adjoint.
+    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape)
+                 if x.type.is_float and d != 0 else None
                  for x, d in zip(inputs, derivs))
 
 
@@ -134,7 +156,7 @@ def _sympy_jvp(derivs, t, out, *inputs):
     env[OUT] = out
     total = None
     for tx, d in zip(t, derivs):
-        if tx is None:
+        if tx is None or d == 0:
             continue
         term = _scaled(tx, d, env)
         total = term if total is None else ops.add(total, term)
@@ -149,11 +171,16 @@ def _c_from_sympy(expr, operands, ctype):
 @functools.lru_cache(maxsize=None)
 def _c_format(printer, expr):
     placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
-    return printer.doprint(expr.xreplace(placeholders))
+    # Constants such as pi or log(2) as literals: sympy would print M_PI and M_LN2, which the
+    # C standard does not define (-std=c99 hides them).
+    expr = expr.replace(lambda e: e.is_number and not e.is_Rational,
+                        lambda e: sp.Float(e.evalf(20), 17))
+    # One line: sympy prints a Piecewise as a ternary spread over several.
+    return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, doc=""):
+                sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
@@ -161,6 +188,11 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
     stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
     only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
+    ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
+    definition, which sympy differentiates) would overflow or cancel when evaluated; or a
+    function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
+    for operands of different dtypes (default: one dtype, broadcast shapes). ``facts``: further
+    fields of the record (``identities``, ``infix``, ...).
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -170,31 +202,37 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
         name=name,
-        shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
+        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only),
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
         elementwise=True,
-        c_expr=functools.partial(_c_from_sympy, expr),
+        c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
+        functools.partial(_c_from_sympy, expr if c is None else c),
         doc=doc or f"{name}: {expr}",
         expr=expr,
         derivs=derivs,
+        **facts,
     ))
 
 
-# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False.
-elementwise("add", X + Y, float_only=False)
-elementwise("sub", X - Y, float_only=False)
-elementwise("mul", X * Y, float_only=False)
-elementwise("div", X / Y)
+# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False. The
+# identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
+# inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
+elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
+            accumulate="+=")
+elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}")
+elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}")
+elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
 # derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
 # rules do), and since the guarded formulas are written in pow again, every order stays exact:
 # d/dx x**0 = 0 (y * x**(y-1) is 0 * inf at x = 0), d/dy 0**y = 0 for y > 0 (out * log 0 is
 # 0 * -inf), d2/dx2 x**1 = 0 at 0.
 elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
-                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))])
-elementwise("neg", -X, float_only=False)
+                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))],
+            infix="{0} ** {1}")
+elementwise("neg", -X, float_only=False, involution=True, infix="-{0}")
 elementwise("square", X ** 2, float_only=False)
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
@@ -332,6 +370,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         jvp=_no_tangent,
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
+        infix=f"{{0}} {_c_op} {{1}}",
         doc=f"x {_c_op} y (compares real parts for the complex step)",
     ))
 
@@ -354,12 +393,23 @@ def _select_vjp(g, out, c, x, y):
             ops.sum_to_shape(ops.select(c, zero, g), y.shape) if y.type.is_float else None)
 
 
+def _select_simplify(node, ins, producer):
+    """A condition known now (a guard of a derivative rule: pow's y == 0 for a constant y)
+    picks its branch."""
+    cond = producer(ins[0])
+    if cond is None or cond.prim != "const" or ins[0].ndim != 0:
+        return None
+    pick = ins[1] if cond.attrs["value"].value.item() else ins[2]
+    return pick if pick.type == node.out.type else None
+
+
 register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
 
@@ -405,6 +455,9 @@ _BITCAST_FROM = {"double": "int64_t", "int64_t": "double", "float": "int32_t", "
 
 register(Primitive(
     name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
+    # An int's bits read as a float may be a NaN with a payload, which no C float literal
+    # spells: the bitcast of an int constant is not folded, it runs in C.
+    fold=lambda node: not node.out.type.is_float,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
@@ -420,6 +473,9 @@ register(Primitive(
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
+    simplify=lambda node, ins, producer: ins[0] if ins[0].type == node.out.type else None,
+    same_elements=True,     # for index data (ints to ints), where it is looked through
+    cost=0,
     doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
 ))
 
@@ -433,6 +489,8 @@ register(Primitive(
     vjp=_no_gradient,
     jvp=_no_tangent,
     c_expr=lambda operands, ctype: operands[0],
+    gradient_barrier=True,
+    cost=0,
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
 ))
 
@@ -482,5 +540,8 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as
+    # the math.
+    identities=((0, 1), (1, 1)), infix="{0} * {1}",
     doc="chain_mul(g, d) = g * d, and exactly 0 where g or d is 0 (even if the other is inf or NaN)",
 ))
