@@ -373,3 +373,24 @@ def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
     value, (ga, gb) = f.value_and_grad(a, b)
     assert value == pytest.approx(float(np.sum(expected * np.linspace(0.5, 1.5, n))), rel=1e-13)
     assert symgrad.check_grad(f, finite, b, argnums=(0, 1)).ok
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_scipy_xlogy_keeps_its_x_derivative_at_x_zero(backend):
+    # JAX: grad(xlogy)(0, 3) = (log 3, 0), hessian off-diagonal 1/3; a where over x == 0 gave
+    # d/dx = 0 there
+    from symgrad.scipy import special
+    f = symgrad.compile(lambda x, y: snp.sum(special.xlogy(x, y)), argnums=(0, 1),
+                        backend=backend)
+    x, y = np.array([0.0, 2.0, 0.0]), np.array([3.0, 4.0, 0.0])
+    gx, gy = f.grad(x, y)
+    np.testing.assert_allclose(gx, [np.log(3.0), np.log(4.0), -np.inf], rtol=1e-15)
+    np.testing.assert_allclose(gy, [0.0, 0.5, 0.0], rtol=1e-15)
+    hx, hy = f.hvp((x[:2], y[:2]), (np.array([1.0, 0.0]), np.array([0.0, 0.0])))
+    np.testing.assert_allclose(hy, [1 / 3, 0.0], rtol=1e-15)
+    values = symgrad.compile(lambda x, y: special.xlogy(x, y), argnums=(), backend=backend)
+    a, b = np.array([0.0, 0.0, 0.0, np.inf, 2.0]), np.array([0.0, np.nan, -1.0, 1.0, 4.0])
+    np.testing.assert_array_equal(values(a, b), [0.0, np.nan, 0.0, np.nan, 2 * np.log(4.0)])
+    g = symgrad.compile(lambda x, y: snp.sum(special.xlog1py(x, y)), argnums=(0, 1),
+                        backend=backend)
+    np.testing.assert_allclose(g.grad(np.array([0.0]), np.array([2.0]))[0], [np.log1p(2.0)])
