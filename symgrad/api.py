@@ -28,6 +28,7 @@ from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
+from symgrad.core.ir import current_builder
 from symgrad.core.passes import optimize
 from symgrad.tools import check
 from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
@@ -325,7 +326,7 @@ class CompiledFunction:
         return call(args)
 
     def _call(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.call(self.fn, args, kw)
         spec, arrays, made = self._specialize(args, kw)
         executable = spec.executable()
@@ -335,7 +336,7 @@ class CompiledFunction:
         return finish(executable.value(arrays))
 
     def _grads(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.value_and_grad(self.fn, self.argnums, self.single, args, kw,
                                              has_aux=self.has_aux)
         spec, arrays, made = self._specialize(args, kw)
@@ -410,7 +411,7 @@ class CompiledFunction:
         structure of ``fn``'s result."""
         args = tuple(args)
         tangents = self._per_argnum(tangents, "tangents", args)
-        if transforms.any_traced(args + tangents):
+        if _inside_trace(args + tangents):
             return transforms.jvp(self.fn, self.argnums, args, tangents)
         n = len(args)
         cf = self._derived("jvp", n, lambda *xs: transforms.jvp(
@@ -424,7 +425,7 @@ class CompiledFunction:
         ``argnums``); the result has the structure of ``grad``'s."""
         args = tuple(args)
         v = self._per_argnum(v, "v", args)
-        if transforms.any_traced(args + v):
+        if _inside_trace(args + v):
             return _hvp_traced(self.fn, self.argnums, self.single, args, v)
         n = len(args)
         cf = self._derived("hvp", n, lambda *xs: _hvp_traced(
@@ -900,6 +901,14 @@ def _entry_point(cf, method, kind):
     entry = _named(entry, cf.fn, kind)
     entry.compiled = cf
     return entry
+
+
+def _inside_trace(args, kw=None):
+    """Whether a call must be inlined into the trace being built rather than run: it has a
+    traced argument, or it is made while tracing at all -- the function may close over traced
+    values (``x * grad(lambda y: x * y)(2.0)``), which only the enclosing graph can compute. As
+    under ``jax.jit``, a call made while tracing gives traced values."""
+    return transforms.any_traced(args, kw) or current_builder() is not None
 
 
 def _hvp_traced(fn, argnums, single, args, v):

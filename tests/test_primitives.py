@@ -184,6 +184,12 @@ TABLE = [
     Row("prod", lambda x: snp.prod(x), [(Apart(3, 2, lo=0.5, hi=1.5),)]),
     Row("prod_axis", lambda x: snp.prod(x, axis=1) + x.prod(axis=(0, 2), keepdims=True).sum(),
         [(Apart(2, 3, 2, lo=0.5, hi=1.5),)]),
+    # prod's gradient (prod_others): its own gradient is recurrences (shift, recurrence), exact
+    # at zeros, so the gradient check below is a second-order check of prod.
+    Row("prod_grad", lambda x: symgrad.grad(snp.prod)(x),
+        [(U(4),), lambda rng: (np.array([0.0, 1.25, -0.75, 0.0, 1.5]),)]),
+    Row("prod_grad_axis", lambda x: symgrad.grad(lambda y: snp.sum(snp.prod(y, axis=0)))(x),
+        [(U(3, 2),)]),
 
     # Products.
     Row("dot", snp.dot, [(U(4), U(4)), (U(3, 4), U(4, 2)), (U(3, 4), U(4)), (U(4), U(4, 3)),

@@ -75,6 +75,12 @@ def equal(a, b):
     return sp.simplify(sp.sympify(a) - sp.sympify(b)) == 0
 
 
+def same_shape(a, b):
+    """Whether two shapes are certainly equal, axis by axis (``2*(N + 1)`` is ``2*N + 2``); a
+    structural ``a != b`` would reject equal sizes spelled differently."""
+    return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+
+
 def normalize(d):
     """An int where the expression is a number; otherwise a simplified sympy expression."""
     if isinstance(d, int):
@@ -147,26 +153,96 @@ def align_up(d, alignment):
     return normalize(alignment * _functions().CeilDiv(_sympy().sympify(d), alignment))
 
 
+# --- printing sizes: integer arithmetic, in C and in Python ------------------------------------
+# A size is an integer polynomial (with CeilDiv/AtLeastZero) in the run-time sizes. sympy's own
+# printers would spell N**2 as pow(N, 2) -- a double, which C refuses to add to a pointer and
+# which rounds past 2**53 -- and N*(N + 1)/2 as (1.0/2.0)*N*(N + 1). Every place that prints a
+# size (loops, workspace offsets, kernels, the native caller, the AOT loader) goes through
+# ``c_expr`` / ``py_expr``, which print only integer operations and refuse anything else.
+
+_INT32_MAX = 2**31 - 1
+
+
+class SizeExpressionError(ValueError):
+    """A size expression that has no exact integer form (a symgrad bug if it ever shows)."""
+
+
+def _int_code(e, py):
+    """``e`` (a sympy integer expression) as integer arithmetic: Python if ``py`` else C."""
+    sp = _sympy()
+    CeilDiv, AtLeastZero = _functions().CeilDiv, _functions().AtLeastZero
+    e = sp.sympify(e)       # a Python int too
+    if any(not r.is_Integer for r in e.atoms(sp.Rational)):
+        # Rational coefficients (N**2/2 + N/2): one exact division of an integer numerator.
+        num, den = sp.fraction(sp.together(e))
+        if not den.is_Integer:
+            raise SizeExpressionError(f"the size {e} is not an integer polynomial")
+        if den != 1:
+            return f"({_int_code(sp.expand(num), py)}) {'//' if py else '/'} {int(den)}"
+
+    def atom(x):
+        """x as an operand of * or unary minus: parenthesized unless it is a name or number."""
+        text = _int_code(x, py)
+        return text if (x.is_Symbol or (x.is_Integer and x >= 0)) else f"({text})"
+
+    if e.is_Integer:
+        v = int(e)
+        text = str(v) if py or abs(v) <= _INT32_MAX else f"INT64_C({v})"
+        return f"({text})" if v < 0 else text
+    if e.is_Symbol:
+        return e.name
+    if e.is_Add:
+        terms = sorted(e.args, key=sp.default_sort_key)
+        plus = [t for t in terms if not t.could_extract_minus_sign()]
+        minus = [-t for t in terms if t.could_extract_minus_sign()]
+        text = " + ".join(_int_code(t, py) for t in plus) if plus else "0"
+        return text + "".join(f" - {atom(t)}" for t in minus)
+    if e.is_Mul:
+        coeff, factors = e.as_coeff_mul()
+        parts = [atom(f) for f in factors]
+        if coeff == -1:
+            return f"-{'*'.join(parts)}" if len(parts) == 1 else f"-({'*'.join(parts)})"
+        return "*".join(([atom(coeff)] if coeff != 1 else []) + parts)
+    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
+        return "*".join([atom(e.base)] * int(e.exp))
+    if isinstance(e, CeilDiv):
+        a, b = (atom(x) for x in e.args)
+        return f"(-(-{a} // {b}))" if py else f"(({a} + {b} - 1) / {b})"
+    if isinstance(e, AtLeastZero):
+        a = atom(e.args[0])
+        return f"max({a}, 0)" if py else f"({a} > 0 ? {a} : 0)"
+    raise SizeExpressionError(f"cannot print the size {e} as integer arithmetic")
+
+
 def c_expr(d):
-    """A dimension as a C expression (int64_t arithmetic)."""
+    """A dimension as a C expression in int64_t arithmetic (``N*N``, never ``pow(N, 2)``);
+    parenthesized unless it is a name or a non-negative number."""
+    if isinstance(d, int):
+        return str(d) if 0 <= d <= _INT32_MAX else f"({_int_code(d, False)})"
+    d = _sympy().sympify(d)
+    text = _int_code(d, False)
+    return text if d.is_Symbol or (d.is_Integer and d >= 0) else f"({text})"
+
+
+def py_expr(d):
+    """A dimension as a Python expression in exact int arithmetic, of the size names."""
     if isinstance(d, int):
         return str(d)
-    from sympy.printing.c import ccode
-    return f"({ccode(d)})" if not _sympy().sympify(d).is_Symbol else ccode(d)
+    return _int_code(d, True)
 
 
 def evaluator(dims_, symbols):
     """``f(values) -> [int per dimension]``: the dimensions ``dims_`` (ints or expressions of
-    ``symbols``) evaluated at ``values``, one per symbol in order. Built once (sympy's
-    ``lambdify``), so a call costs microseconds where ``substitute`` costs a sympy ``subs``."""
+    ``symbols``) evaluated at ``values``, one per symbol in order. Compiled once from
+    ``py_expr`` (exact integers), so a call costs microseconds where ``substitute`` costs a
+    sympy ``subs``."""
     dims_ = list(dims_)
     if all(isinstance(d, int) for d in dims_):
         return lambda values: dims_
-    sp = _sympy()
-    f = sp.lambdify(list(symbols), [sp.sympify(d) for d in dims_],
-                    modules=[{"CeilDiv": lambda a, b: -(-a // b),
-                              "AtLeastZero": lambda a: max(a, 0)}, "math"])
-    return lambda values: [int(v) for v in f(*values)]
+    names = [s.name for s in symbols]
+    source = f"lambda {', '.join(names)}: [{', '.join(py_expr(d) for d in dims_)}]"
+    f = eval(source, {"__builtins__": {}, "max": max})
+    return lambda values: f(*[int(v) for v in values])
 
 
 def bind(declared, actual, names=None):

@@ -83,6 +83,11 @@ class Tracer:
     def __len__(self):
         if not self.shape:
             raise TypeError("len() of a 0-d traced array")
+        if not isinstance(self.shape[0], int):
+            raise TracingError(f"len() of a traced array of type {self.irvar.type}: its first "
+                               f"axis has the run-time size {self.shape[0]}, which is not an "
+                               f"int while tracing{where(user_location())}. Use x.shape[0] "
+                               f"(a size that computes) or whole-array operations")
         return self.shape[0]
 
     def __iter__(self):

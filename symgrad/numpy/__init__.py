@@ -610,7 +610,7 @@ def matmul(a, b):
                          f"{_at(user_location())}; use * for scaling")
     a2 = ops.reshape(av, (1,) + av.shape) if av.ndim == 1 else av
     b2 = ops.reshape(bv, bv.shape + (1,)) if bv.ndim == 1 else bv
-    if a2.shape[-1] != b2.shape[-2]:
+    if not _dims.equal(a2.shape[-1], b2.shape[-2]):
         raise ShapeError(f"matmul: shapes {av.shape} and {bv.shape} are not aligned: "
                          f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
                          f"(second-to-last axis of the second){_at(user_location())}")
@@ -639,7 +639,22 @@ def dot(a, b):
 
 
 def inner(a, b):
-    return sum(multiply(a, b), axis=-1)      # noqa: F821
+    """NumPy's inner: the sum product over the last axes, of shape ``a.shape[:-1] +
+    b.shape[:-1]`` (``inner(A, A)`` is ``A @ A.T``); a scalar operand multiplies."""
+    if not _traced(a, b):
+        return _np.inner(a, b)
+    av, bv = _lift((a, b))
+    if av.ndim == 0 or bv.ndim == 0:
+        return _wrap(ops.mul(av, bv))
+    k = av.shape[-1]
+    if not _dims.equal(k, bv.shape[-1]):
+        raise ShapeError(f"inner: shapes {av.shape} and {bv.shape} are not aligned: {k} (last "
+                         f"axis of the first) != {bv.shape[-1]} (last axis of the second)"
+                         f"{_at(user_location())}")
+    a2 = ops.reshape(av, (_dims.prod(av.shape[:-1]), k))
+    b2 = ops.reshape(bv, (_dims.prod(bv.shape[:-1]), k))
+    out = bind("matmul", a2, b2, transpose_a=False, transpose_b=True)
+    return _wrap(ops.reshape(out, av.shape[:-1] + bv.shape[:-1]))
 
 
 def outer(a, b):
@@ -743,6 +758,12 @@ def _is_index_array(k):
     return False
 
 
+def _whole(k):
+    """Whether the index ``k`` takes a whole axis whatever its length (``:``, ``0:``, ``::1``):
+    the only slices of an axis of run-time size, whose bounds are not known while tracing."""
+    return isinstance(k, slice) and k.start in (None, 0) and k.stop is None and k.step in (None, 1)
+
+
 def _masks_to_indices(key, shape):
     """A constant boolean mask selects a number of elements known now: it becomes the integer
     arrays of its nonzero positions (NumPy's own rule), one per axis it covers. A traced mask
@@ -802,8 +823,7 @@ def getitem(x, key):
             out_shape.append(1)
             continue
         n = x.shape[axis]
-        if not isinstance(n, int) and not (isinstance(k, slice) and k == slice(None)) \
-                and not _is_index_array(k):
+        if not isinstance(n, int) and not _whole(k) and not _is_index_array(k):
             raise IndexError(f"axis {axis} has the run-time size {n}: it can only be taken "
                              f"whole (:) or indexed with an index array{_at(user_location())}")
         if isinstance(k, slice) and not isinstance(n, int):
@@ -826,8 +846,11 @@ def getitem(x, key):
             step.append(1)
             size.append(1)
         else:   # an index array (or an int among index arrays): keep the axis whole for now
-            # Constant indices are known now: check them here, naming the user's line.
-            bad = [] if isinstance(k, Tracer) else [i for i in _np.ravel(k) if not -n <= i < n]
+            # Constant indices along a fixed axis are checked now, naming the user's line. Along
+            # an axis of run-time size the bound is only known at run time: the gather checks
+            # it then (SYMGRAD_EINDEX in C, IndexError in the interpreter).
+            bad = [] if isinstance(k, Tracer) or not isinstance(n, int) else \
+                [i for i in _np.ravel(k) if not -n <= i < n]
             if bad:
                 raise IndexError(f"index {int(bad[0])} is out of bounds for axis {axis} with size "
                                  f"{n}{_at(user_location())}")

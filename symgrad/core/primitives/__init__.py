@@ -1,7 +1,7 @@
 """Every primitive symgrad knows, registered on import: importing this package alone gives the
 complete registry. See ``symgrad.core.primitive`` for the record."""
-from symgrad.core.primitives import (elementwise, numeric, scan, special,  # noqa: F401
-                                     structural)
+from symgrad.core.primitives import (elementwise, numeric, recurrence, scan,  # noqa: F401
+                                     special, structural)
 from symgrad.core.primitives import cumulative, linalg, sorting  # noqa: F401
 from symgrad.core.primitive import REGISTRY, Primitive, bind
 
