@@ -23,6 +23,7 @@ from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+from symgrad.numpy import _inplace
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -588,5 +589,6 @@ __all__ = sorted(name for name, value in globals().items()
                  and not isinstance(value, type))
 for _name in __all__:
     implements(_name, globals()[_name])
+_inplace.register_fallbacks()
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]

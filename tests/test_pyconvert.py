@@ -1,0 +1,153 @@
+"""Plain Python/NumPy code compiled as written (API.md section 6, issue 19): the source conversion
+of if/for/while/break/continue/return, in-place updates, math and builtins on traced values.
+
+Each function of ``pyconvert_fns.TABLE`` runs as it is in NumPy (the oracle for values; central
+differences of it for gradients) and compiled on both backends. Compiled functions are shared
+across tests (``_compiled``) to keep the suite fast."""
+import functools
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad.frontend import autograph
+
+import pyconvert_fns as P
+
+HERE = "pyconvert_fns.py"
+POINTS = [np.array([0.7, 0.3, -0.4, 1.1]), np.array([-0.8, 0.45, 0.9, -0.2])]
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(fn, backend, **kwargs):
+    return symgrad.compile(fn, backend=backend, **kwargs)
+
+
+def central(f, x, h=1e-6):
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(x.size)])
+
+
+def line_of(fn, text):
+    lines, first = inspect.getsourcelines(fn)
+    return f"{HERE}:{first + next(i for i, line in enumerate(lines) if text in line)}"
+
+
+@pytest.mark.parametrize("fn", P.TABLE, ids=lambda f: f.__name__)
+def test_values_and_gradients_match_plain_numpy(fn, backend):
+    f = _compiled(fn, backend)
+    for x in POINTS:
+        value, grad = f.value_and_grad(x.copy())
+        expected = fn(x.copy())
+        assert value == pytest.approx(expected, rel=1e-13, abs=1e-13)
+        np.testing.assert_allclose(grad, central(lambda z: fn(z.copy()), x), rtol=1e-6,
+                                   atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [P.loop_with_branches, P.nested_loops_continue, P.loop_break,
+                                P.while_traced, P.fill_in_loop, P.over_rows, P.calls_helper,
+                                P.method, P.nested_helper_loop], ids=lambda f: f.__name__)
+def test_loops_over_traced_values_are_one_scan(fn):
+    graph = _compiled(fn, "interp").trace(POINTS[0])
+    assert [n.prim for n in graph.nodes].count("scan") == 1
+
+
+def test_python_control_flow_stays_python():
+    graph = _compiled(P.python_loop_stays_python, "interp").trace(POINTS[0])
+    assert "scan" not in [n.prim for n in graph.nodes]
+
+
+def test_inputs_are_not_modified_by_in_place_code():
+    x = POINTS[0].copy()
+    _compiled(P.inplace_argument, "c")(x)
+    np.testing.assert_array_equal(x, POINTS[0])
+
+
+def test_converted_source_keeps_the_users_lines():
+    source = autograph.converted_source(P.nested_loops_continue)
+    assert "_sg.for_stmt" in source and "_sg.if_stmt" in source and "_sg_cont" in source
+
+
+# --- run-time trip counts --------------------------------------------------------------------
+
+def sum_until(x, n):
+    total = 0.0
+    for i in range(n):
+        total += x[i] ** 2
+    return total
+
+
+def test_trip_count_from_an_int_argument(backend):
+    f = _compiled(sum_until, backend)
+    x = np.arange(1.0, 6.0)
+    for n in (0, 2, 5):
+        value, grad = f.value_and_grad(x, n)
+        assert value == pytest.approx(sum_until(x, n))
+        np.testing.assert_allclose(grad, np.where(np.arange(5) < n, 2 * x, 0.0))
+    assert len(f._specializations if hasattr(f, "_specializations") else [0]) <= 1
+
+
+def rows_loss(X):
+    loss = 0.0
+    for i in range(X.shape[0]):
+        if X[i, 0] > X[i, 1]:
+            loss += X[i, 0] * X[i, 1]
+    return loss
+
+
+def test_trip_count_from_a_run_time_size(backend):
+    f = symgrad.compile(rows_loss, backend=backend, signature={"X": "f64[N,2]"})
+    for n in (3, 7):
+        X = np.random.default_rng(n).standard_normal((n, 2))
+        value, grad = f.value_and_grad(X)
+        assert value == pytest.approx(rows_loss(X), rel=1e-13)
+        np.testing.assert_allclose(grad.ravel(), central(lambda z: rows_loss(z.reshape(n, 2)),
+                                                         X.ravel()), rtol=1e-6, atol=1e-8)
+
+
+def pendulum(params, T):
+    damping, length = params[0], params[1]
+    theta, omega, t = 1.0, 0.0, 0.0
+    while t < T:  # symgrad: max_steps=300
+        theta, omega = (theta + 0.01 * omega,
+                        omega + 0.01 * (-9.81 / length * np.sin(theta) - damping * omega))
+        t += 0.01
+    return theta ** 2 + 0.5 * omega ** 2
+
+
+def test_reverse_mode_through_a_while_loop_whose_trip_count_is_known_at_run_time(backend):
+    f = _compiled(pendulum, backend)
+    p = np.array([0.3, 1.5])
+    for T in (0.5, 2.0):
+        value, grad = f.value_and_grad(p, T)        # one compiled function for every T
+        assert value == pytest.approx(pendulum(p, T), rel=1e-13)
+        np.testing.assert_allclose(grad, central(lambda z: pendulum(z, T), p), rtol=1e-6)
+
+
+# --- errors name the variable and the user's line --------------------------------------------
+
+ERRORS = [
+    (P.one_branch_only, "'y' is assigned in only one branch", "return y * 2.0"),
+    (P.shapes_differ, "'y' has shape (2,) in one branch and (4,)", "if x[0] > 0:"),
+    (P.flat_write, "x.flat", "a.flat[0] = 1.0"),
+    (P.out_to_numpy, "out=", "np.add(x, 1.0, out=buf)"),
+    (P.return_in_loop, "return inside a loop", "for i in range(x.shape[0]):"),
+    (P.array_truth, "ambiguous", "if x > 0:"),
+    (P.only_inside_loop, "'last' is assigned only inside the loop", "return total + last"),
+]
+
+
+@pytest.mark.parametrize("fn, message, line", ERRORS, ids=[e[0].__name__ for e in ERRORS])
+def test_errors_name_the_construct_and_line(fn, message, line):
+    with pytest.raises(symgrad.TracingError) as info:
+        _compiled(fn, "interp")(POINTS[0])
+    assert message in str(info.value)
+    assert line_of(fn, line) in str(info.value)
+
+
+def test_python_semantics_of_the_examples_are_unchanged():
+    # The functions still run as plain NumPy code (nothing was monkey-patched).
+    x = POINTS[0].copy()
+    assert P.if_else(x) == pytest.approx(2 * np.sum(x))
+    assert os.path.basename(P.__file__) == HERE
