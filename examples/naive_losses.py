@@ -93,12 +93,13 @@ def rosenbrock_vectorized(x):
 
 # --- a simulation with a while loop --------------------------------------------------------------
 
-def pendulum(params):
-    """Damped pendulum by explicit Euler until t reaches T; the energy left at the end."""
+def pendulum(params, T):
+    """Damped pendulum by explicit Euler until t reaches T (an argument, so the number of steps
+    is known only at run time); the energy left at the end."""
     damping, length = params[0], params[1]
     theta, omega = 1.0, 0.0
-    t, dt, T = 0.0, 0.01, 5.0
-    while t < T:  # symgrad: max_steps=600
+    t, dt = 0.0, 0.01
+    while t < T:  # symgrad: max_steps=1000
         theta, omega = (theta + dt * omega,
                         omega + dt * (-9.81 / length * math.sin(theta) - damping * omega))
         t += dt
@@ -115,10 +116,10 @@ def pendulum_fixed_steps(params, steps):
     return theta ** 2 + 0.5 * omega ** 2
 
 
-def pendulum_steps():
+def pendulum_steps(T):
     """How many steps the while loop takes (Python's floats decide, as they do when compiled)."""
     t, n = 0.0, 0
-    while t < 5.0:
+    while t < T:
         t += 0.01
         n += 1
     return n
@@ -149,8 +150,10 @@ def main(quick=False):
     p = np.array([0.3, 1.5])
     f = symgrad.compile(pendulum)
     g = symgrad.compile(pendulum_fixed_steps, static_argnums=(1,))
-    steps = pendulum_steps()
-    report.append(("pendulum", f(p), g(p, steps), np.max(np.abs(f.grad(p) - g.grad(p, steps)))))
+    for T in (2.5, 5.0):            # one compiled function for every horizon
+        steps = pendulum_steps(T)
+        report.append((f"pendulum T={T}", f(p, T), g(p, steps),
+                       np.max(np.abs(f.grad(p, T) - g.grad(p, steps)))))
     for name, naive_value, vectorized_value, grad_diff in report:
         print(f"{name:20s} value {naive_value:.15g} (vectorized {vectorized_value:.15g}); "
               f"largest gradient difference {grad_diff:.2e}")

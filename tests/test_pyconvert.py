@@ -151,3 +151,61 @@ def test_python_semantics_of_the_examples_are_unchanged():
     x = POINTS[0].copy()
     assert P.if_else(x) == pytest.approx(2 * np.sum(x))
     assert os.path.basename(P.__file__) == HERE
+
+
+# --- the naive losses (examples/naive_losses.py) ------------------------------------------------
+
+def _naive():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "naive_losses.py")
+    spec = importlib.util.spec_from_file_location("naive_losses", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NAIVE = _naive()
+
+
+@pytest.mark.parametrize("which", ["svm", "softmax"])
+def test_naive_losses_equal_the_vectorized_ones(which, backend):
+    naive = getattr(NAIVE, f"{which}_loss_naive")
+    vectorized = getattr(NAIVE, f"{which}_loss_vectorized")
+    W, X, y = NAIVE.cifar_like(12, D=7, C=4, seed=3)
+    f, g = _compiled(naive, backend), _compiled(vectorized, backend)
+    (v1, g1), (v2, g2) = f.value_and_grad(W, X, y, 1e-3), g.value_and_grad(W, X, y, 1e-3)
+    assert v1 == pytest.approx(naive(W, X, y, 1e-3), rel=1e-13)
+    assert v1 == pytest.approx(v2, rel=1e-13)
+    np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-12)
+
+
+def test_rosenbrock_and_pendulum_equal_the_vectorized_ones():
+    x = np.linspace(-1.2, 1.5, 7)
+    f, g = _compiled(NAIVE.rosenbrock_loop, "c"), _compiled(NAIVE.rosenbrock_vectorized, "c")
+    np.testing.assert_allclose(f.grad(x), g.grad(x), rtol=0, atol=1e-12)
+    p, T = np.array([0.3, 1.5]), 1.0
+    f = _compiled(NAIVE.pendulum, "c")
+    g = _compiled(NAIVE.pendulum_fixed_steps, "c", static_argnums=(1,))
+    steps = NAIVE.pendulum_steps(T)
+    assert f(p, T) == pytest.approx(g(p, steps), rel=1e-13)
+    np.testing.assert_allclose(f.grad(p, T), g.grad(p, steps), rtol=0, atol=1e-12)
+
+
+def test_the_adjoint_loop_carries_only_the_adjoints_it_needs():
+    # svm_loss_naive reads X (N x D) and W (D x C) in its loop; the gradient w.r.t. W must not
+    # carry X's adjoint through every step (N x D numbers per step).
+    from symgrad.core.autodiff import value_and_grad_graph
+    W, X, y = NAIVE.cifar_like(5, D=6, C=3)
+    graph = symgrad.trace(NAIVE.svm_loss_naive, W, X, y, 1e-3)
+    vg = value_and_grad_graph(graph, [0])
+    widths = sorted(n.out.shape[1] for n in vg.nodes if n.prim == "scan")
+    assert widths[-1] == 1 + W.size
+
+
+def test_a_while_loop_running_past_its_bound_fails_at_run_time(backend):
+    f = _compiled(pendulum, backend)
+    p = np.array([0.3, 1.5])
+    for call in (f, f.grad):
+        with pytest.raises(RuntimeError, match=r"still runs after its 300 steps.*max_steps=N"):
+            call(p, 3.5)            # 350 steps of 0.01
+    assert f(p, 2.0) == pytest.approx(pendulum(p, 2.0), rel=1e-13)

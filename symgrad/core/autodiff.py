@@ -55,6 +55,7 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
     active = needs_gradient(graph, wrt)
     builder = Builder()
     builder.nodes = list(graph.nodes)
+    builder.active = active
     adjoint = {}
     with building(builder):
         adjoint[y] = ops.scalar_like(1.0, y)

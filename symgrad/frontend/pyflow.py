@@ -28,6 +28,7 @@ import sympy as sp
 
 from symgrad.core import dims
 from symgrad.core.ir import Builder, Var, building, current_builder, user_location
+from symgrad.core.primitives import bind
 from symgrad.core.types import TensorType
 from symgrad.errors import ShapeError, TracingError, where
 from symgrad.frontend import loops
@@ -659,7 +660,17 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None):
             return s
         return if_stmt(go, run, skip, tuple(current[:k]) + (go,), names2, ())
     out = _run_loop(step_fn, state2, names2, inplace, boxes, False, steps, "while loop")
-    return out[:k]
+    # Still running after the last step: the tape was too short, and the result would be wrong.
+    overflow = snp.where(out[k], _as_traced_cond(test(*out[:k])), False)
+    message = (f"the while loop{where(user_location())} still runs after its {steps} steps, "
+               f"as many as its tape holds. Raise the bound with a comment on the loop's "
+               f"line: `# symgrad: max_steps=N`")
+    guarded = []
+    for v in out[:k]:
+        if isinstance(v, Tracer):
+            v = Tracer(bind("guard", overflow.irvar, v.irvar, message=message))
+        guarded.append(v)
+    return tuple(guarded)
 
 
 def _as_traced_cond(v):
