@@ -9,13 +9,17 @@ run value and gradient as native C (or in the NumPy interpreter).
 
     value, dw = loss.value_and_grad(w, x)
 
-See API.md for the contract.
+The API reference, every public entry point with what it takes, returns and raises, is
+``docs/api.md`` in the repository (linked from its README); ``help(symgrad.compile)`` and the
+other docstrings say the same for one function.
 """
 from symgrad._version import __version__
 
 from symgrad import distributed, nn, numerical, optim  # distributed imports Dask lazily
 from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
+from symgrad import tree_util
+from symgrad.scipy import special as _special  # noqa: F401  (registers scipy.special names)
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
                          value_and_grad)
@@ -30,4 +34,4 @@ __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
            "jacobian", "hessian", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
            "GradientCheckError", "SymgradError", "fori_loop", "scan", "distributed", "inspect",
-           "nn", "numerical", "numpy", "optim"]
+           "nn", "numerical", "numpy", "optim", "tree_util"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,14 @@ from symgrad.core import dims
 from symgrad.api import CompiledFunction, Specialization
 from symgrad.backends.c import compiler
 from symgrad import templates
-from symgrad.backends.c.codegen import c_identifier, render_module, render_prototypes
+from symgrad.backends.c.codegen import (C_KEYWORDS, KERNEL_LOCALS, LIBC_NAMES, c_identifier,
+                                        render_module, render_prototypes)
 from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.frontend.tracing import parameter_names
 from symgrad.core.types import TensorType, parse_type
+from symgrad.frontend.calls import Layout
+from symgrad import tree_util
 from symgrad.tools.userfiles import import_file
 
 AOT_CFLAGS = ("-O2",)   # -O2, as for JIT builds: compiler.py says why
@@ -50,28 +54,42 @@ class Export:
 
     def specialization(self):
         cf = CompiledFunction(self.fn, argnums=self.argnums)
-        types = []
+        types, trees = [], []
         for text in self.types:
-            dtype, shape = parse_type(text)
-            types.append(TensorType(tuple(dims.symbol(d) if isinstance(d, str) else d
-                                          for d in shape), dtype))
+            leaves, tree = tree_util.tree_flatten(text)
+            trees.append(tree)
+            for leaf in leaves:
+                dtype, shape = parse_type(leaf)
+                types.append(TensorType(tuple(dims.symbol(d) if isinstance(d, str) else d
+                                              for d in shape), dtype))
         cf.__name__ = self.name
-        return Specialization(cf, types, {})
+        return Specialization(cf, types, {}, Layout(trees))
 
 
 def export(fn, *types, name=None, argnums=0):
     """Declare that ``symgrad build`` should compile ``fn`` for arguments of these types.
 
     ``types`` are type strings, one per positional argument (``"f64[N,3073]"``, ``"i64[N]"``,
-    ``"f64[]"``). Returns the Export. Raises ValueError for a wrong count of types or a name
-    that cannot be used.
+    ``"f64[]"``); for an argument that is a pytree, the same pytree of type strings
+    (``{"W": "f64[3,2]", "b": "f64[2]"}``): the C functions take its leaves as parameters of
+    their own (``params_W``, ``params_b``; dict keys sorted), and the loader takes and returns
+    the structure (tuples, lists, dicts, named tuples and None). Returns the Export. Raises
+    ValueError for a wrong count of types or a name that cannot be used, TypeError for a leaf
+    that is not a type string or a container the loader cannot rebuild.
     """
     params = parameter_names(fn)
     if len(types) != len(params):
         raise ValueError(f"export of {fn.__name__}: {len(types)} types for the {len(params)} "
                          f"parameters ({', '.join(params)})")
-    for t in types:
-        parse_type(t)
+    for param, t in zip(params, types):
+        pairs, tree = tree_util.tree_flatten_with_path(t)
+        for path, leaf in pairs:
+            if not isinstance(leaf, str):
+                raise TypeError(f"export of {fn.__name__}: the type of {param}"
+                                f"{tree_util.keystr(path)} must be a type string such as "
+                                f"'f64[N,3]', got {leaf!r}")
+            parse_type(leaf)
+        _tree_json(tree, f"export of {fn.__name__}: argument {param!r}")
     name = name or fn.__name__
     if not name.isidentifier():
         raise ValueError(f"export name {name!r} is not an identifier")
@@ -79,6 +97,37 @@ def export(fn, *types, name=None, argnums=0):
     e = Export(fn, tuple(types), name, argnums)
     _EXPORTS.append(e)
     return e
+
+
+def export_name_problem(name):
+    """Why ``name`` cannot name an exported C function as it is, or None.
+
+    An export's C functions are ``name`` and ``name_value_and_grad``, public symbols of the
+    library, so a name C cannot take is renamed there (``exp`` is ``exp_``): ``build`` says so
+    in its output and in the header, with this reason; the Python loader keeps the name."""
+    if name in LIBC_NAMES:
+        return ("it is a function of the C library (libc or libm), which the library links "
+                "and the generated code calls")
+    if name in C_KEYWORDS or keyword.iskeyword(name):
+        return "it is a C or Python keyword or type name"
+    if name in KERNEL_LOCALS or name in STATUS:
+        return "the generated C uses that name for its own variables or status codes"
+    if name.startswith("symgrad_"):
+        return "names beginning with symgrad_ belong to the generated code"
+    if name.startswith("__") or (name.startswith("_") and name[1:2].isupper()):
+        return "C reserves names beginning with __ or with _ and a capital letter"
+    if c_identifier(name, set()) != name:
+        return ("a C name is made of ASCII letters, digits and underscores, and one in "
+                "capitals reads as a macro")
+    return None
+
+
+def renaming_note(name, c_name, taken_before=False):
+    """The sentence ``build`` prints and the header holds for an export renamed in C."""
+    why = export_name_problem(name) or ("another export's C name is already "
+                                        f"{c_name.rstrip('_')}")
+    return (f"export {name!r} is the C function {c_name} (and {c_name}_value_and_grad): "
+            f"{why}; the Python loader keeps the name {name!r}")
 
 
 def collect(spec_path):
@@ -105,22 +154,55 @@ def _dim_text(d):
     return str(d)
 
 
+def _tree_json(tree, what):
+    """A pytree structure as JSON the loader rebuilds without symgrad. Raises TypeError for a
+    container it cannot rebuild (registered classes, dataclasses)."""
+    if tree is tree_util.LEAF:
+        return {"kind": "leaf"}
+    node = tree.node
+    children = [_tree_json(c, what) for c in tree.children]
+    if node.type is type(None):
+        return {"kind": "none"}
+    if node.type in (tuple, list):
+        return {"kind": node.type.__name__, "children": children}
+    if node.type is dict:
+        if not all(isinstance(k, (str, int)) for k in tree.aux):
+            raise TypeError(f"{what}: dict keys must be strings or ints for the loader; got "
+                            f"{list(tree.aux)!r}")
+        return {"kind": "dict", "keys": list(tree.aux), "children": children}
+    if hasattr(node.type, "_fields") and issubclass(node.type, tuple):
+        return {"kind": "namedtuple", "name": node.type.__name__,
+                "fields": list(node.type._fields), "children": children}
+    raise TypeError(f"{what}: the loader of an ahead-of-time build rebuilds tuples, lists, "
+                    f"dicts, named tuples and None; {node.name} is none of them")
+
+
 def _entry(export_, functions, taken):
     """The description of one export's C functions for the header, loader and manifest."""
     spec = export_.specialization()
     graph = spec.graph
     sizes = [s.name for s in dims.free_symbols([v.shape for v in graph.inputs])]
     trip_counts = {dims.value_source(s) for s in dims.graph_symbols(graph)} - {None}
-    args = [{"name": v.name, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
+    params = parameter_names(export_.fn)
+    paths = []
+    for i, tree in enumerate(spec.layout.trees):
+        paths += [params[i] + tree_util.keystr(p) for p in tree_util.leaf_paths(tree)]
+    args = [{"name": v.name, "path": path, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
              "shape": [_dim_text(d) for d in v.shape], "type": str(v.type),
              "trip_count": v.name in trip_counts}
-            for v in graph.inputs]
+            for v, path in zip(graph.inputs, paths)]
+    what = f"export {export_.name}"
+    trees = {"args": [_tree_json(t, what) for t in spec.layout.trees],
+             "result": _tree_json(spec.out_tree, f"{what}: its result"),
+             "grads": [_tree_json(t, what) for t in spec.groups] if spec.differentiable
+             else []}
     size_sources = {}
     for k, v in enumerate(graph.inputs):
         for axis, d in enumerate(v.shape):
             if not isinstance(d, int):
                 size_sources.setdefault(str(d), (k, axis))
     base = c_identifier(export_.name, taken)
+    renamed = renaming_note(export_.name, base) if base != export_.name else None
     funcs = program_functions(spec.program(), base)
     functions.extend(funcs)
     entries = []
@@ -134,11 +216,13 @@ def _entry(export_, functions, taken):
         entries.append({"c_name": fn.name, "outputs": outs,
                         "params": [p.replace("*restrict ", "*SYMGRAD_RESTRICT ")
                                    for p in fn.params]})
-    wrt = [graph.inputs[i].name for i in export_.argnums] if spec.differentiable else []
+    wrt = ([params[i] if i < len(params) else f"arg{i}" for i in export_.argnums]
+           if spec.differentiable else [])
     return {"name": export_.name, "python": export_.fn.__name__, "args": args, "sizes": sizes,
             "size_sources": size_sources, "value": entries[0],
             "value_and_grad": entries[1] if len(entries) > 1 else None, "wrt": wrt,
-            "types": list(export_.types)}
+            "types": list(export_.types), "params": params, "trees": trees,
+            "renamed": renamed}
 
 
 def render(exports, stem):
@@ -158,11 +242,13 @@ def render(exports, stem):
                 "library": f"lib{stem}.so", "header": f"{stem}.h", "source": f"{stem}.c",
                 "loader": f"{stem}.py", "status_codes": STATUS,
                 "exports": [{"name": e["name"], "function": e["python"], "types": e["types"],
-                             "arguments": [{"name": a["name"], "type": a["type"]}
-                                           for a in e["args"]],
+                             "arguments": [{"name": a["name"], "path": a["path"],
+                                            "type": a["type"]} for a in e["args"]],
+                             "structure": e["trees"],
                              "sizes": e["sizes"], "gradient_of": e["wrt"],
                              "c_functions": [x["c_name"] for x in (e["value"],
-                                                                   e["value_and_grad"]) if x]}
+                                                                   e["value_and_grad"]) if x],
+                             **({"renamed": e["renamed"]} if e["renamed"] else {})}
                             for e in entries]}
     return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
@@ -176,6 +262,9 @@ def build(spec_path, out_dir="build", cflags=None, log=print):
     log(f"symgrad build: {len(exports)} export(s) from {spec_path}: "
         + ", ".join(e.name for e in exports))
     source, header, loader, manifest = render(exports, stem)
+    for e in json.loads(manifest)["exports"]:
+        if "renamed" in e:
+            log(f"  note: {e['renamed']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"source": out_dir / f"{stem}.c", "header": out_dir / f"{stem}.h",
              "loader": out_dir / f"{stem}.py", "manifest": out_dir / f"{stem}.json",

@@ -21,11 +21,10 @@ import numpy as np
 
 from symgrad import numerical
 from symgrad.core.ir import Graph
-from symgrad.core.passes import optimize
-from symgrad.frontend import tracing
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
 from symgrad.core.types import TensorType
+from symgrad.tree_util import tree_leaves
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
 
@@ -49,6 +48,7 @@ class GradCheckReport:
     rtol: float
     atol: float
     divergence: str | None = None     # C vs interpreter: the first statement that differs
+    notes: list = field(default_factory=list)   # what the reader needs to read the numbers
 
     @property
     def ok(self):
@@ -73,6 +73,7 @@ class GradCheckReport:
                     lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
         if self.divergence:
             lines.append("  " + self.divergence)
+        lines += ["  note: " + note for note in self.notes]
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):
@@ -82,11 +83,15 @@ class GradCheckReport:
 def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     grad = np.asarray(grad, dtype=np.float64).ravel()
     ref = np.asarray(ref, dtype=np.float64).ravel()
-    diff = np.abs(grad - ref)
-    scale = float(np.max(np.abs(ref), initial=0.0))
+    # NaN where both have NaN, and the same infinity, agree: the entries are the same.
+    same = _same_nonfinite(grad, ref)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(grad - ref))
+    scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0))
     max_abs = float(np.max(diff, initial=0.0))
     max_rel = max_abs / scale if scale > 0 else max_abs
-    ok = bool(np.all(np.isfinite(grad) == np.isfinite(ref))) and max_abs <= atol + rtol * scale
+    ok = bool(np.all(same | (np.isfinite(grad) & np.isfinite(ref)))) and \
+        max_abs <= atol + rtol * scale
     order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
     index = np.arange(grad.size) if index is None else index
     def position(flat):       # (i, j) for a matrix; a plain index for a vector
@@ -97,28 +102,53 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     return Comparison(method, name, max_abs, max_rel, ok, worst)
 
 
+def _same_nonfinite(a, b):
+    """Where ``a`` and ``b`` are both NaN, or the same infinity."""
+    return (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+
+
+def _nan_notes(spec, arrays):
+    """A sentence per argument holding NaN: the references cannot see past it."""
+    notes = []
+    for v, a in zip(spec.graph.inputs, arrays):
+        if a.dtype.kind not in "fc":
+            continue
+        bad = np.isnan(a)
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            where = f"index {tuple(int(i) for i in first)}" if a.ndim > 1 else \
+                (f"index {int(first[0])}" if a.ndim == 1 else "its only entry")
+            notes.append(f"the input {v.name} holds NaN ({int(bad.sum())} of {a.size} "
+                         f"entries; first at {where}). Where the value is NaN, so are "
+                         f"finite differences and the complex step: they cannot check the "
+                         f"gradient there; C and the interpreter are compared NaN for NaN.")
+    return notes
+
+
 def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
                    raise_on_error=True):
     """Compare the gradient of the compiled function ``cf`` at ``args`` with the interpreter,
     central differences and the complex step.
 
     ``cf``: a CompiledFunction whose ``argnums`` are ``argnums`` (``symgrad.check_grad`` makes
-    one from a plain function). Returns a GradCheckReport; raises GradientCheckError when a
-    comparison fails (unless ``raise_on_error=False``). Comparisons are norm-wise:
-    max|g - ref| <= atol + rtol * max|ref|.
+    one from a plain function). Arguments may be pytrees (a dict of parameters): every leaf of
+    the ``argnums`` arguments is checked, named after its key path (``params_w``). Returns a
+    GradCheckReport; raises GradientCheckError when a comparison fails (unless
+    ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
     """
     single = isinstance(argnums, int)
-    argnums_t = (argnums,) if single else tuple(argnums)
     value, grads = cf.value_and_grad(*args)
-    grads = (grads,) if single else grads
+    if cf.has_aux:
+        value = value[0]
+    grads = tree_leaves(grads if not single else (grads,))
     spec, arrays = cf.specialize(*args)
     is_f32 = any(t is not None and t.dtype == "float32" for t in spec.types)
     tol = max(rtol, F32_RTOL) if is_f32 else rtol
-    names = [spec.graph.inputs[spec.traced.index(i)].name for i in argnums_t]
+    names = [spec.graph.inputs[p].name for p in spec.wrt]
     comparisons = []
 
     # 1. The interpreter on the same adjoint graph, in the same dtype.
-    interp = evaluate(spec.value_and_grad_graph(), arrays)[1:]
+    interp = evaluate(spec.value_and_grad_graph(), arrays)[1 + spec.n_aux:]
     for name, g, ref in zip(names, grads, interp):
         comparisons.append(_compare("interpreter", name, g, ref, max(rtol, 1e-10) if not is_f32
                                     else tol, atol, shape=np.shape(ref)))
@@ -127,8 +157,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
     f64 = _float64_graph(cf, spec, args)
     base = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
     rng = np.random.default_rng(seed)
-    for name, i, g in zip(names, argnums_t, grads):
-        pos = spec.traced.index(i)
+    for name, pos, g in zip(names, spec.wrt, grads):
         x0 = base[pos]
 
         def f(x, pos=pos):
@@ -159,7 +188,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
                                       cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
                              if np.ndim(value) else float(value), comparisons, tol, atol,
-                             divergence)
+                             divergence, _nan_notes(spec, arrays))
     if raise_on_error and not report.ok:
         raise GradientCheckError(report)
     return report
@@ -180,9 +209,14 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     for n, got in zip(nodes, native):
         want = np.asarray(env[n.out])
         if got.dtype.kind in "fc":
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            scale = float(np.max(np.abs(want), initial=0.0)) if want.size else 0.0
-            same_finite = np.array_equal(np.isfinite(got), np.isfinite(want))
+            a, b = got.astype(np.complex128 if got.dtype.kind == "c" else np.float64), \
+                want.astype(np.complex128 if want.dtype.kind == "c" else np.float64)
+            same = _same_nonfinite(a.real, b.real) if got.dtype.kind == "f" else \
+                np.zeros(a.shape, bool)
+            with np.errstate(invalid="ignore"):
+                diff = np.where(same, 0.0, np.abs(a - b))
+            scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
+            same_finite = bool(np.all(same | (np.isfinite(a) & np.isfinite(b))))
             worst = float(np.max(np.nan_to_num(diff, nan=0.0), initial=0.0))
             if same_finite and worst <= atol + rtol * scale:
                 continue
@@ -226,4 +260,4 @@ def _float64_graph(cf, spec, args):
         return spec.graph
     types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
                                                else t.dtype) for t in spec.types]
-    return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))
+    return spec.retrace(types)

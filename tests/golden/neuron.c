@@ -170,19 +170,19 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
     const double i_ = h + 1.0;
     const double j_ = g/i_;
 
-    /* grad of: e = reshape d   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    /* grad of: reshape (of values folded away, which have no C variable)   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     {
         const int64_t i0 = 0;
         b_d[i0] = j_;
     }
 
-    /* grad of: b = mul a x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    /* grad of: b = mul w x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i = 0; i < 2; ++i) {
         b_a[i] = (j_ == 0 ? 0.0 : j_*x[i]);
         grad_x[i] = (j_ == 0 ? 0.0 : j_*w[i]);
     }
 
-    /* grad of: a = slice w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    /* grad of: slice w (a view)   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i = 0; i < 3; ++i) {
         grad_w[i] = (i >= 2 ? b_d[0] : 0.0) + (i < 2 ? b_a[i] : 0.0);
     }

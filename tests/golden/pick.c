@@ -289,7 +289,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
         }
     }
 
-    /* grad of: k = gather i j labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    /* grad of: k = gather i_ j_ labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     for (int64_t i0 = 0; i0 < 12; ++i0) {
         b_i[i0] = 0.0;
     }
@@ -306,7 +306,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
         for (int64_t r = 0; r < 1; ++r) b_i[base + r] += b_k[i0 * 1 + r];
     }
 
-    /* grad of: i = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    /* grad of: i_ = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         p_[i0] = 0.0;
     }
@@ -317,14 +317,14 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
         }
     }
 
-    /* grad of: g = log f   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    /* grad of: g = log e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i = 0; i < 4; ++i) {
         const double q = 1.0/e[i];
         b_f[i] = (p_[i] == 0 ? 0.0 : p_[i]*q);
     }
 
     /* grad of: d = exp c   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    /* grad of: c = sub logits ?   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    /* grad of: c = sub logits a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
             const double b_c = (b_f[i0] == 0 ? 0.0 : b_f[i0]*d[i0 * 3 + i1]);

@@ -196,7 +196,7 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
     }
 
     /* grad of: f = square e   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
-    /* grad of: e = maximum d j   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    /* grad of: e = maximum c 0.0   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
     for (int64_t i = 0; i < 3; ++i) {
         const double h = 2.0*e[i];
         const double b_e = (b_f[i] == 0 ? 0.0 : b_f[i]*h);
@@ -204,7 +204,7 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
         b_d[i] = (i_ ? b_e : 0.0);
     }
 
-    /* grad of: c = matmul A a   golden_functions.py:18: scores = A @ b */
+    /* grad of: c = matmul A b   golden_functions.py:18: scores = A @ b */
     {
         const int64_t i0 = 0;
         const double *restrict pa = b_d + i0 * 3;
@@ -233,7 +233,7 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
         }
     }
 
-    /* grad of: a = reshape b   golden_functions.py:18: scores = A @ b */
+    /* grad of: reshape b (a view)   golden_functions.py:18: scores = A @ b */
     for (int64_t i0 = 0; i0 < 2; ++i0) {
         grad_b[i0] = b_a[i0];
     }

@@ -210,11 +210,17 @@ class CFunction:
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
 
 
-def _statement(node, names):
-    """``e = exp d`` as the IR printer would say it (for comments)."""
-    args = " ".join(names.get(v, "?") for v in node.inputs)
-    # the forward statement may itself have been folded away by the optimizer
-    return f"{names.get(node.out, '(folded)')} = {node.prim} {args}".rstrip()
+def _statement(node, ref, view=lambda v: False):
+    """``e = exp d`` as the IR printer would say it (for comments), each value named by
+    ``ref`` (None for a value this function does not have). A result that is a view of another
+    buffer (``view``) has no variable of its own: ``reshape b (a view)``. The forward statement,
+    or one it reads, may have been folded away by the optimizer: then the comment names only the
+    primitive, never a variable the C lacks."""
+    names = [ref(v) for v in (node.out, *node.inputs)]
+    if any(name is None for name in names[1:]) or (names[0] is None and not view(node.out)):
+        return f"{node.prim} (of values folded away, which have no C variable)"
+    rhs = f"{node.prim} {' '.join(names[1:])}".rstrip()
+    return f"{rhs} (a view)" if view(node.out) else f"{names[0]} = {rhs}"
 
 
 class FunctionRenderer:
@@ -397,12 +403,30 @@ class FunctionRenderer:
 
     # -- statements -----------------------------------------------------------------------------
 
+    def is_view(self, v):
+        """Whether ``v`` is read through another value's buffer (a reshape, a slice, a
+        broadcast or padding read in place) rather than held in a variable of its own."""
+        return v in self.aliases
+
+    def comment_name(self, v):
+        """How comments name value ``v``: as this function's C does (a scalar constant is the
+        literal written there, a value the variable or output parameter holding it, a view
+        the buffer it reads); None when no C variable holds it (folded away, or a view at an
+        offset into another buffer)."""
+        n = self.producers.get(v)
+        if n is not None and n.prim == "const" and v.ndim == 0:
+            return repr(n.attrs["value"])
+        c = self.storage.get(v)
+        if c is None or not re.fullmatch(r"\w+", c.name):
+            return None
+        return c.name
+
     def _comments(self, nodes):
         seen, out = set(), []
         for n in nodes:
             if n.grad_of is not None:
                 fwd = n.grad_of
-                text = f"grad of: {_statement(fwd, self.ir_names)}"
+                text = f"grad of: {_statement(fwd, self.comment_name, self.is_view)}"
                 loc = fwd.loc
             else:
                 text, loc = "", n.loc
@@ -642,11 +666,13 @@ def render_module(functions, *, title, version):
     """The C source of a module holding ``functions`` (CFunctions)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
+    lines = [line for fn in functions for block in fn.blocks for line in block.lines]
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
-                      for fn in functions for block in fn.blocks for line in block.lines))
+        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line for line in lines),
+        # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
+        uses_math=any("symgrad_math_" in line for line in lines))
 
 
 def render_prototypes(functions):
