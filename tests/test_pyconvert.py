@@ -209,3 +209,12 @@ def test_a_while_loop_running_past_its_bound_fails_at_run_time(backend):
         with pytest.raises(RuntimeError, match=r"still runs after its 300 steps.*max_steps=N"):
             call(p, 3.5)            # 350 steps of 0.01
     assert f(p, 2.0) == pytest.approx(pendulum(p, 2.0), rel=1e-13)
+
+
+def test_inspect_shows_the_converted_function_next_to_the_original():
+    from symgrad.tools import inspect as sg_inspect
+    text = sg_inspect.report(P.loop_with_branches, POINTS[0]).text()
+    assert f"# original ({line_of(P.loop_with_branches, 'def loop_with_branches')})" in text
+    assert "_sg.for_stmt(_sg.Range(x.shape[0])" in text and "_sg.if_stmt(" in text
+    plain = sg_inspect.report(lambda x: np.sum(x * x), POINTS[0]).text()
+    assert "# converted" not in plain
