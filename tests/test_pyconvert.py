@@ -218,3 +218,59 @@ def test_inspect_shows_the_converted_function_next_to_the_original():
     assert "_sg.for_stmt(_sg.Range(x.shape[0])" in text and "_sg.if_stmt(" in text
     plain = sg_inspect.report(lambda x: np.sum(x * x), POINTS[0]).text()
     assert "# converted" not in plain
+
+
+_AOT_SPEC = '''
+import numpy as np
+import symgrad
+
+
+def rows_loss(X, n):
+    loss = 0.0
+    for i in range(n):
+        if X[i, 0] > X[i, 1]:
+            loss += X[i, 0] * X[i, 1]
+        else:
+            loss -= 0.5 * X[i, 1]
+    return loss
+
+
+def pendulum(params, T):
+    damping, length = params[0], params[1]
+    theta, omega, t = 1.0, 0.0, 0.0
+    while t < T:  # symgrad: max_steps=400
+        theta, omega = (theta + 0.01 * omega,
+                        omega + 0.01 * (-9.81 / length * np.sin(theta) - damping * omega))
+        t += 0.01
+    return theta ** 2 + 0.5 * omega ** 2
+
+
+symgrad.export(rows_loss, "f64[N,2]", "i64[]")
+symgrad.export(pendulum, "f64[2]", "f64[]")
+'''
+
+
+def test_converted_loops_build_ahead_of_time(tmp_path):
+    import importlib.util
+    from symgrad.tools.cli import main
+    spec = tmp_path / "plain_spec.py"
+    spec.write_text(_AOT_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    module_spec = importlib.util.spec_from_file_location("aot_plain", tmp_path / "out" /
+                                                         "plain_spec.py")
+    loader = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(loader)
+    namespace = {}
+    exec(compile(_AOT_SPEC.replace("symgrad.export", "# "), str(spec), "exec"), namespace)
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    for n in (0, 3, 6):
+        value, grad = loader.rows_loss_value_and_grad(X, n)
+        assert value == pytest.approx(namespace["rows_loss"](X, n), rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(grad.ravel(), central(
+            lambda z: namespace["rows_loss"](z.reshape(6, 2), n), X.ravel()), atol=1e-8)
+    p = np.array([0.3, 1.5])
+    for T in (0.5, 3.0):
+        value, grad = loader.pendulum_value_and_grad(p, T)
+        assert value == pytest.approx(namespace["pendulum"](p, T), rel=1e-13)
+        np.testing.assert_allclose(grad, central(lambda z: namespace["pendulum"](z, T), p),
+                                   rtol=1e-6)
