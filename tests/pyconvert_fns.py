@@ -264,3 +264,45 @@ def only_inside_loop(x):
         last = x[i] * 2.0
         total += last
     return total + last
+
+
+def growing_carry(x):
+    h = x[:1]
+    for i in range(1, 4):
+        h = np.concatenate([h, h[-1:] * x[i]])     # a different shape each step: unrolled
+    return np.sum(h * h)
+
+
+def index_as_python_int(x):
+    total = 0.0
+    for i in range(1, 4):
+        total += np.sum(x[:i]) * x[i]            # x[:i] needs i as a Python int: unrolled
+    return total
+
+
+class _Base:
+    def loss(self, x):
+        return np.sum(x * x)
+
+
+class _Child(_Base):
+    def loss(self, x):
+        s = super().loss(x)
+        if s > 1:
+            s = s * 2
+        return s
+
+
+def zero_argument_super(x):
+    return _Child().loss(x)
+
+
+def int_becomes_float(x):
+    count = 0
+    for i in range(x.shape[0]):
+        if x[i] > 0:
+            count += x[i]
+    return count
+
+
+TABLE += [growing_carry, index_as_python_int, zero_argument_super, int_becomes_float]

@@ -584,10 +584,12 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
             for r, v in zip(roots, saved):
                 r.irvar = v
             if attempt or not changed:
-                if static and not isinstance(e, ShapeError):
+                if static:          # e.g. an array that grows each step: unrolled, as before
                     raise _Unroll() from e
                 raise
-        except TracingError:
+        except Exception:
+            # A step that cannot run with a traced index (x[:i], layers[i]): unrolled when the
+            # trip count is known (the Python loop raises the same error if it is the user's).
             for r, v in zip(roots, saved):
                 r.irvar = v
             if static:
