@@ -36,7 +36,7 @@ import types
 
 from symgrad.core.ir import current_builder
 from symgrad.frontend import pyflow
-from symgrad.frontend.pyflow import (UNSET, Range, and_, for_stmt, if_stmt, ifexp, iop, ld,  # noqa: F401  (what converted code calls, as _sg.<name>)
+from symgrad.frontend.pyflow import (UNSET, Range, and_, for_stmt, if_stmt, ifexp, iop, ld,
                                      not_, or_, retval, setitem, setitem_aug, ufunc_at,
                                      while_stmt)
 
@@ -660,4 +660,7 @@ class _Expressions(ast.NodeTransformer):
         return _loc(_sgcall("and_", *parts), node)
 
 
-__all__ = ["convert", "converted_source", "converted"]
+__all__ = ["convert", "converted_source", "converted", "call",
+           # what converted code calls as _sg.<name>, from pyflow:
+           "UNSET", "Range", "and_", "for_stmt", "if_stmt", "ifexp", "iop", "ld", "not_", "or_",
+           "retval", "setitem", "setitem_aug", "ufunc_at", "while_stmt"]

@@ -2,7 +2,8 @@
 
 ``symgrad.frontend.autograph`` rewrites a function's ``if``/``for``/``while``, ``and``/``or``/
 ``not``, conditional expressions, calls and in-place updates into calls of the functions here
-(the module is bound to the name ``_sg`` in converted code). Each one looks at the values it gets:
+(``_sg.<name>`` in converted code, ``_sg`` being the converter's module, which re-exports them).
+Each one looks at the values it gets:
 
 - plain Python values (a Python bool condition, a ``range`` of ints no traced value flows
   through) run exactly as Python would, so Python control flow stays Python control flow;
@@ -24,7 +25,6 @@ import math
 import operator
 
 import numpy as np
-import sympy as sp
 
 from symgrad.core import dims
 from symgrad.core.ir import Builder, Var, building, current_builder, user_location
@@ -679,5 +679,6 @@ def _as_traced_cond(v):
     return _cond(v, "while") if _traced(v) else snp.asarray(bool(v))
 
 
-__all__ = ["ufunc_at", "special_call", "retval", "setitem", "setitem_aug", "iop", "if_stmt", "for_stmt", "while_stmt",
+__all__ = ["ufunc_at", "special_call", "retval", "setitem", "setitem_aug", "iop", "if_stmt",
+           "for_stmt", "while_stmt",
            "and_", "or_", "not_", "ifexp", "ld", "Range", "UNSET", "Undefined"]

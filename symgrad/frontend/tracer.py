@@ -156,7 +156,8 @@ class Tracer:
             if result.dtype.kind == "f" and self.dtype.kind in "iub" or \
                     result.dtype.kind == "c" and self.dtype.kind != "c":
                 raise TypeError(f"numpy.{name} in place: cannot cast the {result.dtype} result "
-                                f"to the {self.dtype} array it is written into{where(user_location())}")
+                                f"to the {self.dtype} array it is written into"
+                                f"{where(user_location())}")
             result = _call("astype", result, self.dtype)
         self.irvar = result.irvar
         return self

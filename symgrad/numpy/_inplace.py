@@ -111,7 +111,8 @@ def setitem(x, key, v):
     m = flat.shape[0]
     if not (isinstance(m, int) and m <= 1):
         # Traced positions may repeat: a write wins unless a later one has its position.
-        later = snp.greater(snp.reshape(snp.arange(m), (1, -1)), snp.reshape(snp.arange(m), (-1, 1)))
+        steps = snp.arange(m)
+        later = snp.greater(snp.reshape(steps, (1, -1)), snp.reshape(steps, (-1, 1)))
         same = snp.equal(snp.reshape(flat, (-1, 1)), snp.reshape(flat, (1, -1)))
         beaten = snp.greater(snp.sum(IMPLEMENTATIONS["logical_and"](same, later), axis=1), 0)
         vals = snp.where(beaten, snp.zeros_like(vals), vals)
