@@ -1,5 +1,8 @@
-"""Every primitive symgrad knows, registered on import. See ``registry`` for the record."""
-from symgrad.core.primitives import elementwise, guard, numeric, special, structural  # noqa: F401
+"""Every primitive symgrad knows, registered on import: importing this package alone gives the
+complete registry. See ``symgrad.core.primitive`` for the record."""
+from symgrad.core.primitives import (elementwise, guard, numeric, scan,  # noqa: F401
+                                     special, structural)
+from symgrad.core.primitives import cumulative, linalg, sorting  # noqa: F401
 from symgrad.core.primitive import REGISTRY, Primitive, bind
 
 __all__ = ["REGISTRY", "Primitive", "bind"]
