@@ -24,6 +24,8 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
 from symgrad.scipy import linalg as symgrad_scipy_linalg
+from symgrad.core.primitives import bind
+from symgrad.frontend.tracer import Tracer
 
 DTYPES = ["float64", "float32"]
 
@@ -103,6 +105,13 @@ def case_args(case, rng):
     if callable(case):
         return list(case(rng))
     return [g(rng) for g in case]
+
+
+def _guarded(x, flag):
+    """x, through a guard when traced (as a traced while loop's final state is)."""
+    if not isinstance(x, Tracer):
+        return x
+    return Tracer(bind("guard", flag.irvar, x.irvar, message="too many steps"))
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -297,6 +306,10 @@ TABLE = [
     Row("loop_int_carry", lambda w, x: symgrad.fori_loop(
         0, 4, lambda i, c: (c[0] * w + x * c[1].astype(x.dtype), c[1] * 2 - 1),
         (x, snp.asarray(-3).astype("int32")))[0], [(U(3), U(3))]),
+
+    # A traced while loop's bound (symgrad.frontend.pyflow): the value passes through, the call
+    # fails when the flag is set at run time.
+    Row("guard", lambda x: _guarded(x * 2, snp.sum(x) > 1e9), [(U(3),), (U(),)]),
 
     # Compositions from the course.
     Row("softmax_loss", lambda W, X, y, reg: (

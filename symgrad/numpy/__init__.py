@@ -23,6 +23,7 @@ from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+from symgrad.numpy import _inplace
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -911,6 +912,7 @@ for _name in __all__:
     implements(_name, globals()[_name])
 for _name in linalg.__all__:
     implements("linalg." + _name, getattr(linalg, _name))
+_inplace.register_fallbacks()
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]
 
