@@ -30,7 +30,22 @@ from symgrad.core.types import TensorType
 # says everything about it. The dict lives here, below the records, so the printer can ask a
 # record how its statements print; ``primitive.register`` fills it and importing
 # ``symgrad.core.primitives`` registers every primitive.
-REGISTRY: dict = {}
+class Registry(dict):
+    """Primitive name -> record. Remembers the names whose record was replaced after it was
+    registered (a test's wrong derivative rule, put in and taken out again), so the compile
+    cache can tell such a process's code from the shipped one (``backends/c/keys.py``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.replaced = set()
+
+    def __setitem__(self, name, record):
+        if name in self:
+            self.replaced.add(name)
+        super().__setitem__(name, record)
+
+
+REGISTRY = Registry()
 
 
 @dataclass(frozen=True)

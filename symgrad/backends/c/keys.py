@@ -11,6 +11,9 @@ sha256 of what decides the library, read off the Program as traced:
   function's name and where it was written;
 - the code that turns these into C: a sha256 of every file of the symgrad package (its Python
   modules and templates), so changing any of them makes new entries, with no version to bump;
+  and of the primitive records as they are in this process (each rule's code and constants),
+  so a record replaced at run time (a test's wrong derivative rule) is never served a library
+  built with the old one;
 - the compiler's identity and the flags asked for, and the symgrad version.
 
 The value-and-gradient graph, the flags chosen from it and the C source are functions of these,
@@ -19,11 +22,13 @@ environment variable read while rendering, say) must be added to the key here.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
+import re
 
-from symgrad.core.ir import Literal
+from symgrad.core.ir import REGISTRY, Literal
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,6 +47,35 @@ def code_fingerprint():
                     h.update(f.read())
                 h.update(b"\0")
     return h.hexdigest()
+
+
+def registry_fingerprint():
+    """Bytes that tell the primitive records in this process from the shipped ones: empty when
+    no record was replaced since it was registered (the files, in ``code_fingerprint``, say
+    the rest), else each replaced record's fields, functions by their code."""
+    h = hashlib.sha256()
+    for name in sorted(REGISTRY.replaced):
+        record = REGISTRY[name]
+        h.update(name.encode() + b"\0")
+        for field in dataclasses.fields(record):
+            h.update(_describe(getattr(record, field.name)) + b"\0")
+    return h.hexdigest() if REGISTRY.replaced else ""
+
+
+def _describe(value):
+    """Bytes that identify ``value`` across processes: a function by its code and constants, a
+    partial by its function and arguments, anything else by its repr (object addresses, which
+    differ per process, are cut out)."""
+    if isinstance(value, functools.partial):
+        return b"partial " + b" ".join(_describe(v) for v in (value.func, *value.args,
+                                                               *sorted(value.keywords.items())))
+    if isinstance(value, tuple):
+        return b"(" + b",".join(_describe(v) for v in value) + b")"
+    code = getattr(value, "__code__", None)
+    if code is not None:
+        consts = b",".join(_describe(c) for c in code.co_consts)
+        return code.co_qualname.encode() + code.co_code + consts
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(value)).encode()
 
 
 def _graph_parts(graph, out):
@@ -65,7 +99,7 @@ def _graph_parts(graph, out):
 
 def program_key(program, compiler, flags, version):
     """The cache key of ``program`` built by ``compiler`` (its identity) with ``flags``."""
-    parts = [code_fingerprint(), program.name, program.origin, repr(tuple(program.wrt)),
+    parts = [code_fingerprint(), registry_fingerprint(), program.name, program.origin, repr(tuple(program.wrt)),
              repr(program.n_aux), repr(program.differentiable), compiler, " ".join(flags),
              version]
     _graph_parts(program.forward, parts)
