@@ -21,7 +21,7 @@ from symgrad import numpy  # noqa: F401  (symgrad.numpy)
 from symgrad import tree_util
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
-                         value_and_grad)
+                         value_and_grad, vmap)
 from symgrad.tools.check import GradCheckReport
 from symgrad.errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
@@ -30,7 +30,7 @@ from symgrad.frontend.loops import fori_loop, scan
 
 
 __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
-           "jacobian", "hessian", "trace", "check_grad",
+           "jacobian", "hessian", "vmap", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
            "GradientCheckError", "SymgradError", "fori_loop", "scan", "distributed", "inspect",
            "nn", "numerical", "numpy", "optim", "tree_util"]

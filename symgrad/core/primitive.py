@@ -15,7 +15,9 @@ A primitive gathers everything symgrad knows about one operation in one place:
 - its C rendering: ``c_expr(operands, ctype) -> str`` for an elementwise primitive (fused into loops
   by the C backend), or ``c_kernel(k) -> list[str]`` for a structured one (``k`` is the backend's
   kernel context: names, shapes and loop helpers); a reduction also gives ``c_reduce`` (its
-  initial value and update), so it can be folded into the loop that computes its operand.
+  initial value and update), so it can be folded into the loop that computes its operand;
+- ``batch(size, bdims, *inputs, **attrs) -> (out, out_dim)``: its batching rule (``vmap``), in IR
+  operations too; see ``symgrad.core.batching``.
 
 An elementwise primitive written as a sympy expression also keeps that expression (``expr``, in
 the symbols x, y) and its derivative per operand (``derivs``, which may mention ``out``), so
@@ -50,6 +52,7 @@ class Primitive:
     # A reduction: (init(ctype) -> C value, update(acc, value, ctype) -> C lines), so the C
     # backend can fold it into the elementwise loop that computes its operand.
     c_reduce: tuple | None = None
+    batch: Callable | None = None       # vmap's rule (see ``symgrad.core.batching``)
 
     def __repr__(self):
         return f"<primitive {self.name}>"

@@ -21,7 +21,7 @@ from sympy.printing.c import C99CodePrinter
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
-from symgrad.core import ops
+from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
 X, Y = sp.symbols("x y", real=True)
@@ -166,6 +166,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        batch=functools.partial(batching.elementwise, name),
         elementwise=True,
         c_expr=functools.partial(_c_from_sympy, expr),
         doc=doc or f"{name}: {expr}",
@@ -291,6 +292,7 @@ for _name, _cmp, _impl in (("maximum", "ge", _max_impl), ("minimum", "le", _min_
         impl=_impl,
         vjp=functools.partial(_winner_vjp, _cmp),
         jvp=functools.partial(_winner_jvp, _cmp),
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(_minmax_c, ">=" if _cmp == "ge" else "<="),
         doc=f"{_name}(x, y); the gradient goes to the winner, to x on a tie",
     ))
@@ -317,6 +319,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         impl=functools.partial(_compare_impl, _np_op),
         vjp=_no_gradient,
         jvp=_no_tangent,
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
         doc=f"x {_c_op} y (compares real parts for the complex step)",
@@ -346,6 +349,7 @@ register(Primitive(
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
+    batch=functools.partial(batching.elementwise, "select"),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
@@ -394,6 +398,7 @@ register(Primitive(
     name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
+    batch=functools.partial(batching.elementwise, "bitcast"),
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
                                     f"{{ .from = {operands[0]} }}).to"),
     doc="bitcast[dtype](x): x's bits read as dtype (int64 <-> float64, int32 <-> float32); "
@@ -406,6 +411,7 @@ register(Primitive(
     vjp=_convert_vjp,
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
+    batch=functools.partial(batching.elementwise, "convert"),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
     doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
 ))
@@ -419,6 +425,7 @@ register(Primitive(
     impl=lambda x: x,
     vjp=_no_gradient,
     jvp=_no_tangent,
+    batch=functools.partial(batching.elementwise, "stop_gradient"),
     c_expr=lambda operands, ctype: operands[0],
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
 ))
@@ -470,5 +477,6 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    batch=functools.partial(batching.elementwise, "chain_mul"),
     doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
 ))

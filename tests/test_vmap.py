@@ -1,0 +1,294 @@
+"""``symgrad.vmap`` (API.md §6): batching as a graph transformation.
+
+- every registered primitive has a batching rule, and the table of ``test_primitives.py`` run
+  under ``vmap`` (examples mapped along the first and the last axis) equals a Python loop over
+  the examples -- forward statements, and through ``vmap(grad(...))`` the adjoint ones;
+- JAX's semantics: ``in_axes`` None/0/1/negative/pytree, ``out_axes``, keyword arguments,
+  errors; the expected values below were computed with JAX 0.10 (``jax.vmap``) while writing
+  the tests and are written out here (JAX is never imported);
+- composition with ``grad``, ``jvp``, ``jacobian``, ``compile`` and ``vmap`` itself, in either
+  order, on both backends; a run-time batch size; per-example gradients of the softmax
+  classifier as one native function.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad.core.primitive import REGISTRY
+from test_primitives import TABLE, _seed, case_args, float_argnums, weighted_loss
+
+B = 3       # examples per batch in the table tests
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_primitive_has_a_batching_rule(name):
+    assert callable(REGISTRY[name].batch), f"{name} has no batching rule (Primitive.batch)"
+
+
+# --- the primitive table, batched ----------------------------------------------------------------
+
+def _examples(row, index):
+    """B examples of the row's case ``index`` (each drawn with its own seed), float64."""
+    out = []
+    for b in range(B):
+        rng = np.random.default_rng(_seed(row.name, index, "vmap", b))
+        out.append(case_args(row.cases[index], rng))
+    return out
+
+
+def _batch(examples, axis):
+    """The examples' arguments stacked along ``axis`` (arrays), and in_axes; Python scalars
+    are shared (in_axes None, the first example's value used by every example)."""
+    args, in_axes = [], []
+    for k, first in enumerate(examples[0]):
+        if isinstance(first, (np.ndarray, np.generic)):
+            args.append(np.stack([e[k] for e in examples], axis=axis))
+            in_axes.append(axis)
+        else:
+            args.append(first)
+            in_axes.append(None)
+    for e in examples:             # the shared scalars are the first example's
+        for k, first in enumerate(examples[0]):
+            if not isinstance(first, (np.ndarray, np.generic)):
+                e[k] = first
+    return args, tuple(in_axes)
+
+
+CASES = [pytest.param(row, i, id=f"{row.name}-{i}") for row in TABLE
+         for i in range(len(row.cases))]
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("row, index", CASES)
+def test_table_value_matches_loop(row, index, axis):
+    examples = _examples(row, index)
+    args, in_axes = _batch(examples, axis)
+    expected = np.stack([np.asarray(row.fn(*e)) for e in examples])
+    f = symgrad.vmap(row.fn, in_axes=in_axes, backend="interp")
+    np.testing.assert_allclose(f(*args), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("row, index", CASES)
+def test_table_per_example_gradients_match_loop(row, index):
+    examples = _examples(row, index)
+    args, in_axes = _batch(examples, 0)
+    loss = weighted_loss(row, examples[0])
+    argnums = float_argnums(row, examples[0])
+    grad = symgrad.grad(loss, argnums=argnums, backend="interp")
+    expected = [grad(*e) for e in examples]
+    got = symgrad.vmap(grad, in_axes=in_axes, backend="interp")(*args)
+    for k in range(len(argnums)):
+        np.testing.assert_allclose(got[k], np.stack([g[k] for g in expected]), rtol=1e-10,
+                                   atol=1e-12)
+
+
+# --- JAX's semantics (values from jax.vmap, written out) -------------------------------------------
+
+X12 = np.arange(12.0).reshape(3, 4)
+
+
+def _f(a, b):
+    return a * b + snp.sum(a)
+
+
+def test_in_axes_one_maps_columns(backend):
+    # jax.vmap(f, in_axes=(1, None))(x, 2.0)
+    out = symgrad.vmap(_f, in_axes=(1, None), backend=backend)(X12, 2.0)
+    np.testing.assert_allclose(out, [[12, 20, 28], [17, 25, 33], [22, 30, 38], [27, 35, 43]])
+
+
+def test_negative_in_axes(backend):
+    # jax.vmap(f, in_axes=(-1, 0))(x, arange(4.))
+    out = symgrad.vmap(_f, in_axes=(-1, 0), backend=backend)(X12, np.arange(4.0))
+    np.testing.assert_allclose(out, [[12, 12, 12], [16, 20, 24], [22, 30, 38], [30, 42, 54]])
+
+
+def test_in_axes_list_is_a_tuple():
+    out = symgrad.vmap(_f, in_axes=[1, None], backend="interp")(X12, 2.0)
+    assert out.shape == (4, 3)
+
+
+def test_pytree_in_axes(backend):
+    # jax.vmap(lambda p, x: p['w'] * x + p['b'], in_axes=({'w': None, 'b': 0}, 0))
+    def f(p, x):
+        return p["w"] * x + p["b"]
+    params = {"w": np.array(2.0), "b": np.arange(3.0)}
+    out = symgrad.vmap(f, in_axes=({"w": None, "b": 0}, 0), backend=backend)(params,
+                                                                            np.ones(3))
+    np.testing.assert_allclose(out, [2.0, 3.0, 4.0])
+
+
+def test_pytree_argument_mapped_whole(backend):
+    def f(p, x):
+        return snp.sum(p[0] * x) + p[1]
+    p = (np.arange(6.0).reshape(3, 2), np.array([1.0, 2.0, 3.0]))
+    out = symgrad.vmap(f, in_axes=(0, None), backend=backend)(p, np.array([1.0, -1.0]))
+    np.testing.assert_allclose(out, [np.sum(p[0][i] * [1, -1]) + p[1][i] for i in range(3)])
+
+
+def test_out_axes(backend):
+    # jax.vmap(lambda x: (x * 2, jnp.sum(x)), out_axes=(1, 0))(x)
+    a, s = symgrad.vmap(lambda x: (x * 2, snp.sum(x)), out_axes=(1, 0), backend=backend)(X12)
+    np.testing.assert_allclose(a, (X12 * 2).T)
+    np.testing.assert_allclose(s, [6, 22, 38])
+
+
+def test_out_axes_none_for_a_shared_result(backend):
+    # jax.vmap(lambda x, y: (x * 2, y), in_axes=(0, None), out_axes=(0, None))
+    a, y = symgrad.vmap(lambda x, y: (x * 2, y), in_axes=(0, None), out_axes=(0, None),
+                        backend=backend)(X12, np.ones(2))
+    np.testing.assert_allclose(a, X12 * 2)
+    np.testing.assert_allclose(y, [1.0, 1.0])
+
+
+def test_unmapped_result_is_broadcast():
+    out = symgrad.vmap(lambda x, y: y * 2, in_axes=(0, None), backend="interp")(X12, np.ones(2))
+    np.testing.assert_allclose(out, np.full((3, 2), 2.0))
+
+
+def test_keyword_arguments_are_mapped_along_axis_0(backend):
+    # jax.vmap(lambda x, y=1: x * y)(ones(3), y=arange(3.)) -> [0, 1, 2]
+    out = symgrad.vmap(lambda x, y=1.0: x * y, backend=backend)(np.ones(3), y=np.arange(3.0))
+    np.testing.assert_allclose(out, [0.0, 1.0, 2.0])
+
+
+def test_nested_vmap(backend):
+    # jax.vmap(jax.vmap(lambda a, b: a * b, in_axes=(0, None)), in_axes=(None, 0))
+    inner = symgrad.vmap(lambda a, b: a * b, in_axes=(0, None))
+    out = symgrad.vmap(inner, in_axes=(None, 0), backend=backend)(np.arange(3.0),
+                                                                   np.arange(2.0))
+    np.testing.assert_allclose(out, [[0, 0, 0], [0, 1, 2]])
+
+
+def test_errors_name_the_problem():
+    f = symgrad.vmap(_f, backend="interp")
+    with pytest.raises(ValueError, match=r"inconsistent sizes.*argument 1 \('b'\) has size 4"):
+        f(np.ones((3, 2)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="len\\(in_axes\\)=1, len\\(args\\)=2"):
+        symgrad.vmap(_f, in_axes=(0,))(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="at least one non-None value in in_axes"):
+        symgrad.vmap(_f, in_axes=None, backend="interp")(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="along axis 2.*rank should be at least 3"):
+        symgrad.vmap(_f, in_axes=(2, None), backend="interp")(np.ones((3, 2)), np.ones(2))
+    with pytest.raises(ValueError, match="out_axes is None.*depends on a mapped input"):
+        symgrad.vmap(_f, in_axes=(0, None), out_axes=None, backend="interp")(np.ones((3, 2)),
+                                                                             np.ones(2))
+    with pytest.raises(TypeError, match="in_axes"):
+        symgrad.vmap(_f, in_axes="0")
+    with pytest.raises(ValueError, match="in_axes\\[0\\]"):
+        symgrad.vmap(lambda p: p["a"], in_axes=({"b": 0},), backend="interp")({"a": np.ones(2)})
+
+
+def test_axis_size_without_mapped_arguments():
+    out = symgrad.vmap(lambda x: x * 2, in_axes=None, axis_size=3, backend="interp")(np.ones(2))
+    np.testing.assert_allclose(out, np.full((3, 2), 2.0))
+
+
+# --- composition with the other transformations ------------------------------------------------------
+
+def _g(w, x):
+    return snp.sum(snp.tanh(x @ w) ** 2) + snp.sum(w * x[:, None])
+
+
+W = np.random.default_rng(0).normal(size=(3, 2))
+XS = np.random.default_rng(1).normal(size=(5, 3))
+
+
+def test_vmap_of_grad(backend):
+    g = symgrad.grad(_g, argnums=(0, 1), backend="interp")
+    expected = [g(W, x) for x in XS]
+    dw, dx = symgrad.vmap(symgrad.grad(_g, argnums=(0, 1)), in_axes=(None, 0),
+                          backend=backend)(W, XS)
+    np.testing.assert_allclose(dw, np.stack([e[0] for e in expected]), rtol=1e-12)
+    np.testing.assert_allclose(dx, np.stack([e[1] for e in expected]), rtol=1e-12)
+
+
+def test_grad_of_vmap(backend):
+    def total(w, xs):
+        return snp.sum(symgrad.vmap(_g, in_axes=(None, 0))(w, xs))
+    g = symgrad.grad(_g, backend="interp")
+    expected = sum(g(W, x) for x in XS)
+    np.testing.assert_allclose(symgrad.grad(total, backend=backend)(W, XS), expected,
+                               rtol=1e-12)
+
+
+def test_jvp_of_vmap(backend):
+    v = np.random.default_rng(2).normal(size=W.shape)
+    f = symgrad.compile(symgrad.vmap(_g, in_axes=(None, 0)), backend=backend)
+    value, tangent = f.jvp((W, XS), v)
+    np.testing.assert_allclose(value, [symgrad.compile(_g, backend="interp")(W, x) for x in XS])
+    g = symgrad.grad(_g, backend="interp")
+    np.testing.assert_allclose(tangent, [np.sum(g(W, x) * v) for x in XS], rtol=1e-12)
+
+
+def test_jacobian_of_vmap_and_vmap_of_jacobian(backend):
+    def h(x):
+        return snp.sin(x) * snp.sum(x ** 2)
+    jac = symgrad.jacobian(h, backend="interp")
+    per_example = np.stack([jac(x) for x in XS])              # (5, 3, 3)
+    np.testing.assert_allclose(symgrad.vmap(symgrad.jacobian(h), backend=backend)(XS),
+                               per_example, rtol=1e-12)
+    full = symgrad.jacobian(symgrad.vmap(h), backend=backend)(XS)    # (5, 3, 5, 3)
+    expected = np.zeros((5, 3, 5, 3))
+    for i in range(5):
+        expected[i, :, i, :] = per_example[i]
+    np.testing.assert_allclose(full, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_vmap_inside_compile_is_one_function(backend):
+    f = symgrad.compile(symgrad.vmap(symgrad.grad(_g), in_axes=(None, 0)), backend=backend)
+    np.testing.assert_allclose(f(W, XS), symgrad.vmap(symgrad.grad(_g), in_axes=(None, 0),
+                                                      backend="interp")(W, XS))
+    # The batch changes shapes, not the number of statements: no Python loop over examples.
+    assert len(f.trace(W, XS[:2]).nodes) == len(f.trace(W, XS).nodes)
+
+
+def test_runtime_batch_size(backend):
+    f = symgrad.vmap(symgrad.grad(_g), in_axes=(None, 0), backend=backend,
+                     signature={"w": "f64[3,2]", "x": "f64[N,3]"})
+    g = symgrad.grad(_g, backend="interp")
+    for n in (1, 4, 5):
+        np.testing.assert_allclose(f(W, XS[:n]), np.stack([g(W, x) for x in XS[:n]]),
+                                   rtol=1e-12)
+    assert len(f.compiled._specs) == 1
+
+
+def test_vmap_of_a_loop(backend):
+    def run(c, w, xs):
+        final, ys = symgrad.scan(lambda h, x: (snp.tanh(h * w + x), h * x), c, xs)
+        return snp.sum(final) + snp.sum(ys)
+    rng = np.random.default_rng(3)
+    c, w, xs = rng.normal(size=(4, 3)), rng.normal(size=3), rng.normal(size=(4, 5, 3))
+    f = symgrad.compile(run, backend="interp")
+    expected = [f(c[i], w, xs[i]) for i in range(4)]
+    out = symgrad.vmap(run, in_axes=(0, None, 0), backend=backend)(c, w, xs)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    g = symgrad.grad(run, argnums=(0, 1), backend="interp")
+    dc, dw = symgrad.vmap(symgrad.grad(run, argnums=(0, 1)), in_axes=(0, None, 0),
+                          backend=backend)(c, w, xs)
+    np.testing.assert_allclose(dc, np.stack([g(c[i], w, xs[i])[0] for i in range(4)]),
+                               rtol=1e-12)
+    np.testing.assert_allclose(dw, np.stack([g(c[i], w, xs[i])[1] for i in range(4)]),
+                               rtol=1e-12)
+
+
+def softmax_loss(W, x, y, reg):
+    """The classifier of API.md §1 on one example."""
+    scores = x[None] @ W
+    scores = scores - snp.max(scores, axis=1, keepdims=True)
+    logp = scores - snp.log(snp.sum(snp.exp(scores), axis=1, keepdims=True))
+    return -snp.mean(logp[snp.arange(1), y[None]]) + reg * snp.sum(W * W)
+
+
+def test_per_example_softmax_gradients(backend):
+    rng = np.random.default_rng(4)
+    Wc, X, y = rng.normal(size=(6, 4)), rng.normal(size=(9, 6)), rng.integers(0, 4, 9)
+    per_example = symgrad.vmap(symgrad.grad(softmax_loss), in_axes=(None, 0, 0, None),
+                               backend=backend)
+    g = symgrad.grad(softmax_loss, backend="interp")
+    np.testing.assert_allclose(per_example(Wc, X, y, 1e-3),
+                               np.stack([g(Wc, X[i], y[i], 1e-3) for i in range(9)]),
+                               rtol=1e-12, atol=1e-15)
