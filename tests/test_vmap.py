@@ -256,23 +256,30 @@ def test_runtime_batch_size(backend):
     assert len(f.compiled._specs) == 1
 
 
-def test_vmap_of_a_loop(backend):
+@pytest.mark.parametrize("in_axes", [(0, None, 0), (None, 0, None), (0, 0, 1)])
+def test_vmap_of_a_loop(backend, in_axes):
+    # Mapped carries, mapped scanned arrays (their batch axis second, for in_axes 1) and a
+    # mapped value the body closes over.
     def run(c, w, xs):
         final, ys = symgrad.scan(lambda h, x: (snp.tanh(h * w + x), h * x), c, xs)
         return snp.sum(final) + snp.sum(ys)
     rng = np.random.default_rng(3)
-    c, w, xs = rng.normal(size=(4, 3)), rng.normal(size=3), rng.normal(size=(4, 5, 3))
+    shapes = {None: [(3,), (3,), (5, 3)], 0: [(4, 3), (4, 3), (4, 5, 3)],
+              1: [None, None, (5, 4, 3)]}
+    c, w, xs = (rng.normal(size=shapes[ax][k]) for k, ax in enumerate(in_axes))
+
+    def example(i):
+        return [a if ax is None else np.take(a, i, axis=ax)
+                for a, ax in zip((c, w, xs), in_axes)]
     f = symgrad.compile(run, backend="interp")
-    expected = [f(c[i], w, xs[i]) for i in range(4)]
-    out = symgrad.vmap(run, in_axes=(0, None, 0), backend=backend)(c, w, xs)
-    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    out = symgrad.vmap(run, in_axes=in_axes, backend=backend)(c, w, xs)
+    np.testing.assert_allclose(out, [f(*example(i)) for i in range(4)], rtol=1e-12)
     g = symgrad.grad(run, argnums=(0, 1), backend="interp")
-    dc, dw = symgrad.vmap(symgrad.grad(run, argnums=(0, 1)), in_axes=(0, None, 0),
+    dc, dw = symgrad.vmap(symgrad.grad(run, argnums=(0, 1)), in_axes=in_axes,
                           backend=backend)(c, w, xs)
-    np.testing.assert_allclose(dc, np.stack([g(c[i], w, xs[i])[0] for i in range(4)]),
-                               rtol=1e-12)
-    np.testing.assert_allclose(dw, np.stack([g(c[i], w, xs[i])[1] for i in range(4)]),
-                               rtol=1e-12)
+    expected = [g(*example(i)) for i in range(4)]
+    np.testing.assert_allclose(dc, np.stack([e[0] for e in expected]), rtol=1e-12)
+    np.testing.assert_allclose(dw, np.stack([e[1] for e in expected]), rtol=1e-12)
 
 
 def softmax_loss(W, x, y, reg):
@@ -292,3 +299,52 @@ def test_per_example_softmax_gradients(backend):
     np.testing.assert_allclose(per_example(Wc, X, y, 1e-3),
                                np.stack([g(Wc, X[i], y[i], 1e-3) for i in range(9)]),
                                rtol=1e-12, atol=1e-15)
+
+
+# --- one operand mapped, the other shared: the rules' cheaper paths ----------------------------------
+
+SHARED = {
+    # matmul: rows stacked (left mapped), columns side by side (right mapped), both transposed
+    "matmul": (lambda a, b: a @ b + (b.T @ a.T).T, (3, 4), (4, 2)),
+    "matvec": (lambda a, b: a @ b, (3, 4), (4,)),
+    # gather with shared indices or shared table; scatter through their gradients
+    "gather": (lambda x, i: x[i] * x[i[::-1]], (5, 2), "index"),
+    "take_pairs": (lambda x, i: x[snp.arange(3), i], (3, 4), "index"),
+    "concatenate": (lambda a, b: snp.concatenate([a, b.T, a], axis=1), (4, 3), (2, 4)),
+    "where": (lambda a, b: snp.where(a > 0, a, b.T[:, :3]), (4, 3), (5, 4)),
+    "broadcast_reduce": (lambda a, b: snp.max(a[:, None, :] * b[None, :, :], axis=(0, 2)),
+                         (3, 4), (2, 4)),
+}
+
+
+def _make(spec, rng, other=None):
+    if spec == "index":
+        return rng.integers(-2, 3, size=(3,))
+    return rng.normal(size=spec)
+
+
+@pytest.mark.parametrize("axes", [(0, None), (None, 0), (1, 0), (-1, None), (None, -1)])
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_one_operand_mapped(name, axes, backend):
+    fn, sa, sb = SHARED[name]
+    rng = np.random.default_rng(_seed(name, axes))
+    examples = [(_make(sa, rng), _make(sb, rng)) for _ in range(B)]
+    if axes[0] is None:
+        examples = [(examples[0][0], e[1]) for e in examples]
+    if axes[1] is None:
+        examples = [(e[0], examples[0][1]) for e in examples]
+    args = [examples[0][k] if ax is None else
+            np.stack([e[k] for e in examples], axis=ax if ax < 0 else min(ax, examples[0][k].ndim))
+            for k, ax in enumerate(axes)]
+    axes = tuple(None if ax is None else (ax if ax < 0 else min(ax, examples[0][k].ndim))
+                 for k, ax in enumerate(axes))
+    expected = np.stack([np.asarray(fn(*e)) for e in examples])
+    out = symgrad.vmap(fn, in_axes=axes, backend=backend)(*args)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    if np.asarray(examples[0][0]).dtype.kind == "f":
+        def loss(a, b):
+            return snp.sum(fn(a, b) ** 2)
+        g = symgrad.grad(loss, backend="interp")
+        got = symgrad.vmap(symgrad.grad(loss), in_axes=axes, backend=backend)(*args)
+        np.testing.assert_allclose(got, np.stack([g(*e) for e in examples]), rtol=1e-10,
+                                   atol=1e-12)
