@@ -348,3 +348,17 @@ def test_one_operand_mapped(name, axes, backend):
         got = symgrad.vmap(symgrad.grad(loss), in_axes=axes, backend=backend)(*args)
         np.testing.assert_allclose(got, np.stack([g(*e) for e in examples]), rtol=1e-10,
                                    atol=1e-12)
+
+
+def test_docs_example_runs():
+    """The vmap block of docs/jax.md, run as it stands."""
+    import contextlib
+    import io
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "jax.md").read_text()
+    code = re.search(r"## vmap.*?```python\n(.*?)```", text, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/jax.md", "exec"), {})
+    assert out.getvalue().split() == ["(5,", "3)", "True"]
