@@ -25,7 +25,7 @@ from symgrad.core import dims
 from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
 from symgrad.frontend import vmap as vmapping
-from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
@@ -87,7 +87,7 @@ class Specialization:
         needs."""
         out = self.graph.outputs[0]
         single = (not self.graph.tuple_output) or self.owner.has_aux
-        return single and out.shape == () and out.type.is_float
+        return single and has_one_element(out) and out.type.is_float
 
     def program(self):
         """What a backend runs: this specialization's graphs."""
@@ -545,12 +545,14 @@ def _grads_of(spec, single):
     an int ``argnums``, else a tuple. With ``has_aux`` the value is ``(value, aux)``."""
     zero_d = any(spec.graph.inputs[p].shape == () for p in spec.wrt)
     n_aux = spec.n_aux
+    # A one-element result of shape (1,) or (1, 1) keeps its shape, as autograd's does.
+    as_value = (lambda v: v) if spec.graph.outputs[0].ndim else float
     if spec.plain and not n_aux:
         def finish(outs):
             value, grads = outs
             if zero_d:
                 grads = [g[()] if g.ndim == 0 else g for g in grads]
-            return float(value), (grads[0] if single else tuple(grads))
+            return as_value(value), (grads[0] if single else tuple(grads))
         return finish
     groups = spec.groups
     aux_tree = spec.out_tree.children[1] if n_aux or spec.owner.has_aux else None
@@ -565,10 +567,11 @@ def _grads_of(spec, single):
             trees.append(tree_util.tree_unflatten(tree, grads[k:k + tree.num_leaves]))
             k += tree.num_leaves
         grads = trees[0] if single else tuple(trees)
+        value = as_value(value)
         if aux_tree is None:
-            return float(value), grads
+            return value, grads
         aux = tree_util.tree_unflatten(aux_tree, [_value(v) for v in rest[:n_aux]])
-        return (float(value), aux), grads
+        return (value, aux), grads
     return finish
 
 

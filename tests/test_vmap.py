@@ -362,3 +362,27 @@ def test_docs_example_runs():
     with contextlib.redirect_stdout(out):
         exec(compile(code, "docs/jax.md", "exec"), {})
     assert out.getvalue().split() == ["(5,", "3)", "True"]
+
+
+# --- the table of further elementwise functions and scipy.special (test_elementwise_more.py) ------
+
+MORE = pytest.importorskip("test_elementwise_more").TABLE
+
+
+@pytest.mark.parametrize("name, fn, gens", MORE, ids=[row[0] for row in MORE])
+def test_more_elementwise_value_and_gradient_match_loop(name, fn, gens):
+    examples = []
+    for b in range(B):
+        rng = np.random.default_rng(_seed(name, "vmap", b))
+        examples.append([g(rng) for g in gens])
+    args = [np.stack([e[k] for e in examples]) for k in range(len(gens))]
+    expected = np.stack([np.asarray(fn(*e)) for e in examples])
+    np.testing.assert_allclose(symgrad.vmap(fn, backend="interp")(*args), expected,
+                               rtol=1e-12, atol=1e-12)
+
+    def loss(*xs):
+        return snp.sum(fn(*xs) * snp.cos(xs[0]))
+    g = symgrad.grad(loss, argnums=0, backend="interp")
+    got = symgrad.vmap(symgrad.grad(loss, argnums=0), backend="interp")(*args)
+    np.testing.assert_allclose(got, np.stack([g(*e) for e in examples]), rtol=1e-10,
+                               atol=1e-12)

@@ -34,10 +34,15 @@ def needs_gradient(graph, wrt):
     return active
 
 
+def has_one_element(v):
+    """Whether ``v`` holds exactly one element (shape (), (1,), (1, 1), ...): what grad takes."""
+    return all(isinstance(d, int) and d == 1 for d in v.shape)
+
+
 def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=False):
     """Build the graph ``(inputs) -> (value, d value/d inputs[argnums]...)``.
 
-    ``graph`` must have one scalar float output. ``argnums`` index ``graph.inputs``. Raises
+    ``graph`` must have one float output of one element (a scalar, or shape (1,), (1, 1)...). ``argnums`` index ``graph.inputs``. Raises
     ValueError for a non-scalar output or an integer input asked for a gradient. ``strip=False``
     keeps the ``stop_gradient`` statements, for a graph that will be differentiated again.
     ``has_aux``: the first output is the value and the others are auxiliary results, computed
@@ -45,7 +50,7 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=F
     """
     y = graph.outputs[0]
     aux = list(graph.outputs[1:]) if has_aux else []
-    if (graph.tuple_output and not has_aux) or y.shape != () or not y.type.is_float:
+    if (graph.tuple_output and not has_aux) or not has_one_element(y) or not y.type.is_float:
         what = ("a tuple" if graph.tuple_output and not has_aux else str(y.type))
         raise ValueError(f"grad needs a function with a scalar float result; {graph.name} "
                          f"returns {what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
@@ -60,7 +65,9 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=F
     builder.nodes = list(graph.nodes)
     adjoint = {}
     with building(builder):
-        adjoint[y] = ops.scalar_like(1.0, y)
+        # A result of one element in any shape ((1,), (1, 1)) is differentiated as autograd
+        # does: as the scalar it holds, so the seed is ones of its shape.
+        adjoint[y] = ops.broadcast_to(ops.scalar_like(1.0, y), y.shape)
         for node in reversed(graph.nodes):
             g = adjoint.get(node.out)
             if g is None or node.out not in active:
