@@ -80,6 +80,21 @@ def elementwise(name, size, bdims, *inputs, **attrs):
     return bind(name, *operands, **attrs), 0
 
 
+def leading(name, size, bdims, *inputs, **attrs):
+    """The rule of a primitive that already maps over leading batch axes of all its operands
+    (``(..., M, K) @ (..., K, N)``, a stack of matrices to factor): the batch becomes one more
+    leading axis of every operand, unbatched ones broadcast along it
+    (``functools.partial(leading, name)``)."""
+    return bind(name, *all_to_front(size, bdims, inputs), **attrs), 0
+
+
+def along_axis(name, size, bdims, *inputs, axis, **attrs):
+    """The rule of a primitive working along the attribute ``axis`` of operands that share
+    their other axes (a cumulative sum, a sort): every operand batch-first, ``axis`` shifted
+    past the batch (``functools.partial(along_axis, name)``)."""
+    return bind(name, *all_to_front(size, bdims, inputs), axis=axis + 1, **attrs), 0
+
+
 def no_operands(size, bdims, **attrs):
     """A primitive without operands (a constant, ``iota``, ``dim``) is never batched: the
     transform copies it. Reaching this rule is a bug."""

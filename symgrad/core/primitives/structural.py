@@ -502,7 +502,7 @@ def _matmul_batch(size, bdims, a, b, **flags):
         out = bind("matmul", a, ops.reshape(b, (k, dims.normalize(size * n))), **flags)
         return ops.reshape(out, (out.shape[0], size, n)), 1
     # A batched product: the batch is one more leading batch axis of both operands.
-    return bind("matmul", to_front(a, da, size), to_front(b, db, size), **flags), 0
+    return batching.leading("matmul", size, bdims, a, b, **flags)
 
 
 TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
