@@ -386,3 +386,70 @@ def test_more_elementwise_value_and_gradient_match_loop(name, fn, gens):
     got = symgrad.vmap(symgrad.grad(loss, argnums=0), backend="interp")(*args)
     np.testing.assert_allclose(got, np.stack([g(*e) for e in examples]), rtol=1e-10,
                                atol=1e-12)
+
+
+# --- more of JAX's semantics, and compositions -------------------------------------------------------
+
+X24 = np.arange(24.0).reshape(2, 3, 4)
+
+
+def test_negative_out_axes(backend):
+    # jax.vmap(lambda a: a.T * 2, in_axes=1, out_axes=-1)(x): shape (4, 2, 3)
+    out = symgrad.vmap(lambda a: a.T * 2, in_axes=1, out_axes=-1, backend=backend)(X24)
+    assert out.shape == (4, 2, 3)
+    np.testing.assert_allclose(out[:, :, 1], [[8, 32], [10, 34], [12, 36], [14, 38]])
+
+
+def test_nested_vmap_over_inner_axes(backend):
+    # jax.vmap(jax.vmap(jnp.sum, in_axes=1), in_axes=2)(x): shape (4, 3)
+    out = symgrad.vmap(symgrad.vmap(lambda a: snp.sum(a), in_axes=1), in_axes=2,
+                       backend=backend)(X24)
+    np.testing.assert_allclose(out, [[12, 20, 28], [14, 22, 30], [16, 24, 32], [18, 26, 34]])
+
+
+def test_pytree_out_axes(backend):
+    # out_axes={'s': 1, 't': 0} over a dict result
+    out = symgrad.vmap(lambda p: {"s": p["a"] + p["b"], "t": p["a"]},
+                       in_axes=({"a": 0, "b": None},), out_axes={"s": 1, "t": 0},
+                       backend=backend)({"a": np.arange(6.0).reshape(3, 2), "b": np.ones(2)})
+    np.testing.assert_allclose(out["s"], [[1, 3, 5], [2, 4, 6]])
+    np.testing.assert_allclose(out["t"], [[0, 1], [2, 3], [4, 5]])
+
+
+def _h(w, x):
+    return snp.sum(snp.sin(x * w) ** 2)
+
+
+def test_hessian_of_vmap_and_vmap_of_hessian():
+    w, xs = W[:, 0], XS[:4]
+    hess = symgrad.hessian(_h, backend="interp")
+    per_example = [hess(w, x) for x in xs]
+    total = symgrad.hessian(lambda w, xs: snp.sum(symgrad.vmap(_h, in_axes=(None, 0))(w, xs)),
+                            backend="interp")(w, xs)
+    np.testing.assert_allclose(total, sum(per_example), rtol=1e-12)
+    np.testing.assert_allclose(symgrad.vmap(symgrad.hessian(_h), in_axes=(None, 0),
+                                            backend="interp")(w, xs),
+                               np.stack(per_example), rtol=1e-12)
+
+
+def test_vmap_of_value_and_grad_with_aux(backend):
+    def f(w, x):
+        return _h(w, x), {"m": snp.mean(x)}
+    w, xs = W[:, 0], XS[:4]
+    (v, aux), g = symgrad.vmap(symgrad.value_and_grad(f, has_aux=True), in_axes=(None, 0),
+                               backend=backend)(w, xs)
+    ref = symgrad.value_and_grad(_h, backend="interp")
+    np.testing.assert_allclose(v, [ref(w, x)[0] for x in xs], rtol=1e-12)
+    np.testing.assert_allclose(g, np.stack([ref(w, x)[1] for x in xs]), rtol=1e-12)
+    np.testing.assert_allclose(aux["m"], xs.mean(axis=1))
+
+
+def test_vmap_inside_a_loop_body(backend):
+    def body(c, x):
+        return c + snp.sum(symgrad.vmap(lambda a: a * c)(x)), None
+    xs = np.random.default_rng(5).normal(size=(3, 2, 2))
+    c = 1.0
+    for x in xs:
+        c = c + np.sum(x * c)
+    f = symgrad.compile(lambda c, xs: symgrad.scan(body, c, xs)[0], backend=backend)
+    np.testing.assert_allclose(f(1.0, xs), c, rtol=1e-12)
