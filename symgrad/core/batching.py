@@ -43,11 +43,9 @@ def to_front(x, d, size):
     return move_axis(x, d, 0)
 
 
-def all_to_front(size, bdims, inputs, broadcast=True):
-    """Every batched operand with its batch axis first; unbatched ones broadcast along it when
-    ``broadcast``, else left as they are."""
-    return [to_front(x, d, size) if d is not None or broadcast else x
-            for x, d in zip(inputs, bdims)]
+def all_to_front(size, bdims, inputs):
+    """Every operand with its batch axis first, unbatched ones broadcast along it."""
+    return [to_front(x, d, size) for x, d in zip(inputs, bdims)]
 
 
 def shifted(axis, d):

@@ -43,9 +43,9 @@ def check_in_axes(in_axes, args):
 
 def _entry_axes(in_axes, args, layout):
     """The mapped axis (or None) of every entry of the call (``calls.flatten_call``)."""
-    axes = []
+    axes, spans = [], layout.spans()
     for i, a in enumerate(args):
-        n = layout.spans()[i][2] - layout.spans()[i][1]
+        n = spans[i][2] - spans[i][1]
         spec = (in_axes[i] if i < len(in_axes) else 0) if isinstance(in_axes, (tuple, list)) \
             else in_axes
         leaves, tree = tree_util.tree_flatten(spec, _is_axis_leaf)
