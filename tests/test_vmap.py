@@ -453,3 +453,18 @@ def test_vmap_inside_a_loop_body(backend):
         c = c + np.sum(x * c)
     f = symgrad.compile(lambda c, xs: symgrad.scan(body, c, xs)[0], backend=backend)
     np.testing.assert_allclose(f(1.0, xs), c, rtol=1e-12)
+
+
+def test_per_example_benchmark_quick_mode_runs():
+    """benchmarks/per_example_grads.py --quick: every contender agrees with the loop (the
+    script exits non-zero otherwise); no timing is asserted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "per_example_grads.py"),
+                        "--quick"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 16 |")
+            or line.startswith("| 64 |")]
+    assert len(rows) == 2
