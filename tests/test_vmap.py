@@ -468,3 +468,37 @@ def test_per_example_benchmark_quick_mode_runs():
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 16 |")
             or line.startswith("| 64 |")]
     assert len(rows) == 2
+
+
+_EXPORT_SPEC = '''
+import symgrad
+import symgrad.numpy as snp
+
+
+def loss(w, x, y):
+    return (snp.tanh(x @ w) - y) ** 2
+
+
+per_example = symgrad.vmap(symgrad.grad(loss), in_axes=(None, 0, 0))
+per_example.__name__ = "per_example"
+symgrad.export(per_example, "f64[3]", "f64[N,3]", "f64[N]", argnums=())
+'''
+
+
+def test_ahead_of_time_export_of_per_example_gradients(tmp_path):
+    """An exported vmap(grad) is one C function for every batch size N."""
+    import importlib.util
+    from symgrad.tools.cli import main
+    spec = tmp_path / "pe.py"
+    spec.write_text(_EXPORT_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    module_spec = importlib.util.spec_from_file_location("aot_vmap_pe", tmp_path / "out" / "pe.py")
+    loader = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(loader)
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=3)
+    g = symgrad.grad(lambda w, x, y: (snp.tanh(x @ w) - y) ** 2, backend="interp")
+    for n in (1, 6):
+        X, y = rng.normal(size=(n, 3)), rng.normal(size=n)
+        np.testing.assert_allclose(loader.per_example(w, X, y),
+                                   np.stack([g(w, X[i], y[i]) for i in range(n)]), rtol=1e-12)
