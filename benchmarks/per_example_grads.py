@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-example gradients of the softmax classifier (API.md §1, issue 17): ``vmap(grad(loss))``.
 
-    benchmarks/.venv/bin/python benchmarks/per_example_grads.py           # D 3073, C 10, N 64, 256
+    benchmarks/.venv/bin/python benchmarks/per_example_grads.py   # D 3073 (N 64, 256), D 100 (N 256)
     benchmarks/.venv/bin/python benchmarks/per_example_grads.py --quick   # small sizes
 
 Three ways to get the N gradients of the loss of each example with respect to W:
@@ -84,8 +84,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few rounds")
     opts = ap.parse_args(argv)
-    D, C = (100, 10) if opts.quick else (3073, 10)
-    sizes = (16, 64) if opts.quick else (64, 256)
+    C = 10
+    cases = ((100, 16), (100, 64)) if opts.quick else ((3073, 64), (3073, 256), (100, 256))
     rounds = 3 if opts.quick else 9
     reg = 1e-3
     per_example = symgrad.vmap(symgrad.grad(loss), in_axes=(None, 0, 0, None))
@@ -97,12 +97,13 @@ def main(argv=None):
     jax_fn = jax_contender()
     if jax_fn is not None:
         contenders.append(("JAX vmap(grad) (jit)", jax_fn))
-    print(f"Per-example gradients of the softmax classifier, D={D}, C={C}, float64, one "
-          f"thread; median ms per batch of {rounds} rounds ({sys.executable})\n")
-    print("| N | " + " | ".join(name for name, _ in contenders) + " | loop / vmap | JAX / vmap |")
-    print("|---|" + "---|" * (len(contenders) + 2))
+    print(f"Per-example gradients of the softmax classifier, C={C}, float64, one thread; "
+          f"median ms per batch of {rounds} rounds ({sys.executable})\n")
+    print("| D | N | " + " | ".join(name for name, _ in contenders)
+          + " | loop / vmap | JAX / vmap |")
+    print("|---|---|" + "---|" * (len(contenders) + 2))
     rng = np.random.default_rng(0)
-    for n in sizes:
+    for D, n in cases:
         W = rng.normal(size=(D, C)) * 0.01
         X = rng.normal(size=(n, D))
         y = rng.integers(0, C, n)
@@ -114,7 +115,7 @@ def main(argv=None):
                 raise SystemExit(f"{name} differs from the loop by {err}")
         t = medians([fn for _, fn in contenders], args, rounds)
         jax_ratio = f"{t[2] / t[0]:.2f}" if len(t) > 2 else "-"
-        print(f"| {n} | " + " | ".join(f"{s * 1e3:.3f}" for s in t)
+        print(f"| {D} | {n} | " + " | ".join(f"{s * 1e3:.3f}" for s in t)
               + f" | {t[1] / t[0]:.1f} | {jax_ratio} |")
 
 

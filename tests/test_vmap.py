@@ -465,8 +465,8 @@ def test_per_example_benchmark_quick_mode_runs():
     r = subprocess.run([sys.executable, str(root / "benchmarks" / "per_example_grads.py"),
                         "--quick"], capture_output=True, text=True, timeout=300, cwd=root)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| 16 |")
-            or line.startswith("| 64 |")]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 100 | 16 |")
+            or line.startswith("| 100 | 64 |")]
     assert len(rows) == 2
 
 
