@@ -502,3 +502,40 @@ def test_ahead_of_time_export_of_per_example_gradients(tmp_path):
         X, y = rng.normal(size=(n, 3)), rng.normal(size=n)
         np.testing.assert_allclose(loader.per_example(w, X, y),
                                    np.stack([g(w, X[i], y[i]) for i in range(n)]), rtol=1e-12)
+
+
+# --- the breadth tables of linalg and statistics (tests/breadth.py's Case), batched ------------------
+
+def _breadth_cases():
+    cases = []
+    for module in ("test_linalg", "test_statistics"):
+        try:
+            cases += [pytest.param(c, id=f"{module}-{c.name}")
+                      for c in __import__(module).CASES]
+        except ImportError:
+            pass
+    return cases
+
+
+def _leaves(value):
+    return [np.asarray(v) for v in symgrad.tree_util.tree_leaves(value)]
+
+
+@pytest.mark.parametrize("case", _breadth_cases())
+def test_breadth_tables_value_and_gradient_match_loop(case):
+    examples = [case.args(np.random.default_rng(_seed(case.name, "vmap", b))) for b in range(B)]
+    args, in_axes = _batch(examples, 0)
+    got = _leaves(symgrad.vmap(case.fn, in_axes=in_axes, backend="interp")(*args))
+    expected = [_leaves(case.fn(*e)) for e in examples]
+    for k, leaf in enumerate(got):
+        np.testing.assert_allclose(leaf, np.stack([e[k] for e in expected]), rtol=1e-9,
+                                   atol=1e-11)
+    if not case.grad:
+        return
+
+    def loss(x, *rest):
+        return sum(snp.sum(snp.sin(o)) for o in symgrad.tree_util.tree_leaves(case.fn(x, *rest))
+                   if o.dtype.kind == "f")
+    g = symgrad.grad(loss, backend="interp")
+    vg = symgrad.vmap(symgrad.grad(loss), in_axes=in_axes, backend="interp")(*args)
+    np.testing.assert_allclose(vg, np.stack([g(*e) for e in examples]), rtol=1e-8, atol=1e-10)
