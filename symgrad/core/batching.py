@@ -67,6 +67,14 @@ def elementwise(name, size, bdims, *inputs, **attrs):
     after it up to the result's rank, so it lines up with the others; unbatched operands
     broadcast over the batch as they are (their axes align with the trailing ones)."""
     rank = max(x.ndim - (d is not None) for x, d in zip(inputs, bdims))
+    batched = {d for d in bdims if d is not None}
+    if len(batched) == 1:
+        # One batch axis d shared by full-rank operands, unbatched ones no longer than the axes
+        # after it: they line up as they are, with no transpose.
+        (d,) = batched
+        if all(x.ndim == rank + 1 if bd is not None else x.ndim <= rank - d
+               for x, bd in zip(inputs, bdims)):
+            return bind(name, *inputs, **attrs), d
     operands = []
     for x, d in zip(inputs, bdims):
         if d is not None:
