@@ -852,6 +852,9 @@ def vmap(fn, in_axes=0, out_axes=0, *, axis_size=None, **options):
             return vmapping.call(fn, in_axes, out_axes, axis_size, args, kwargs)
         return batched.compiled(*args, **kwargs)
     batched = _named(batched, fn, "vmap")
+    if isinstance(fn, CompiledFunction):        # its static arguments stay static
+        options = dict(dict(static_argnums=fn.static_argnums,
+                            static_argnames=fn.static_argnames), **options)
     # Made after _named: it reads the parameters batched now has (fn's).
     batched.compiled = CompiledFunction(batched, argnums=(), **options)
     return batched

@@ -539,3 +539,14 @@ def test_breadth_tables_value_and_gradient_match_loop(case):
     g = symgrad.grad(loss, backend="interp")
     vg = symgrad.vmap(symgrad.grad(loss), in_axes=in_axes, backend="interp")(*args)
     np.testing.assert_allclose(vg, np.stack([g(*e) for e in examples]), rtol=1e-8, atol=1e-10)
+
+
+def test_static_arguments_of_a_compiled_function_stay_static(backend):
+    @symgrad.compile(static_argnums=1)
+    def f(x, n):
+        return x[:n] * snp.arange(n)
+    out = symgrad.vmap(f, in_axes=(0, None), backend=backend)(X12, 2)
+    np.testing.assert_allclose(out, X12[:, :2] * np.arange(2))
+    out = symgrad.vmap(lambda x, n: x[:n] * 2, in_axes=(0, None), static_argnums=1,
+                       backend=backend)(X12, 3)
+    np.testing.assert_allclose(out, X12[:, :3] * 2)
