@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-example gradients of the softmax classifier (API.md §1, issue 17): ``vmap(grad(loss))``.
 
-    benchmarks/.venv/bin/python benchmarks/per_example_grads.py   # D 3073 (N 64, 256), D 100 (N 256)
+    benchmarks/.venv/bin/python benchmarks/per_example_grads.py   # D 3073, N 64, 256; D 100
     benchmarks/.venv/bin/python benchmarks/per_example_grads.py --quick   # small sizes
 
 Three ways to get the N gradients of the loss of each example with respect to W:

@@ -85,7 +85,7 @@ def test_table_per_example_gradients_match_loop(row, index):
                                    atol=1e-12)
 
 
-# --- JAX's semantics (values from jax.vmap, written out) -------------------------------------------
+# --- JAX's semantics (values from jax.vmap, written out) ------------------------------------------
 
 X12 = np.arange(12.0).reshape(3, 4)
 
@@ -187,7 +187,7 @@ def test_axis_size_without_mapped_arguments():
     np.testing.assert_allclose(out, np.full((3, 2), 2.0))
 
 
-# --- composition with the other transformations ------------------------------------------------------
+# --- composition with the other transformations ---------------------------------------------------
 
 def _g(w, x):
     return snp.sum(snp.tanh(x @ w) ** 2) + snp.sum(w * x[:, None])
@@ -301,7 +301,7 @@ def test_per_example_softmax_gradients(backend):
                                rtol=1e-12, atol=1e-15)
 
 
-# --- one operand mapped, the other shared: the rules' cheaper paths ----------------------------------
+# --- one operand mapped, the other shared: the rules' cheaper paths -------------------------------
 
 SHARED = {
     # matmul: rows stacked (left mapped), columns side by side (right mapped), both transposed
@@ -388,7 +388,7 @@ def test_more_elementwise_value_and_gradient_match_loop(name, fn, gens):
                                atol=1e-12)
 
 
-# --- more of JAX's semantics, and compositions -------------------------------------------------------
+# --- more of JAX's semantics, and compositions ----------------------------------------------------
 
 X24 = np.arange(24.0).reshape(2, 3, 4)
 
@@ -504,7 +504,7 @@ def test_ahead_of_time_export_of_per_example_gradients(tmp_path):
                                    np.stack([g(w, X[i], y[i]) for i in range(n)]), rtol=1e-12)
 
 
-# --- the breadth tables of linalg and statistics (tests/breadth.py's Case), batched ------------------
+# --- the breadth tables of linalg and statistics (tests/breadth.py's Case), batched ---------------
 
 def _breadth_cases():
     cases = []

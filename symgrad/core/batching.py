@@ -58,7 +58,7 @@ def unbatched_type(t, d):
     return TensorType(t.shape[:d] + t.shape[d + 1:], t.dtype)
 
 
-# --- the rule every elementwise primitive shares ---------------------------------------------------
+# --- the rule every elementwise primitive shares --------------------------------------------------
 
 def elementwise(name, size, bdims, *inputs, **attrs):
     """The rule of every elementwise primitive (``functools.partial(elementwise, name)``).
@@ -107,7 +107,7 @@ def no_operands(size, bdims, **attrs):
     raise TypeError("a primitive without operands has no batched operand; this is a symgrad bug")
 
 
-# --- the transformation ----------------------------------------------------------------------------
+# --- the transformation ---------------------------------------------------------------------------
 
 def emit_batched(graph, inputs, in_dims, size):
     """Emit the batched ``graph`` into the graph being built (see the module docstring).

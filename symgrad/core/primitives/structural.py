@@ -248,11 +248,12 @@ _MIN = (lambda t: _extreme(t, +1), _max_update("<"))
 
 
 register(Primitive(
-    name="reduce_sum", batch=functools.partial(_reduce_batch, "reduce_sum"), shape_rule=_reduce_type,
+    name="reduce_sum", shape_rule=_reduce_type,
     impl=lambda x, *, axes: np.sum(x, axis=axes),
     vjp=lambda g, out, x, *, axes: (ops.broadcast_in_dim(
         g, x.shape, tuple(i for i in range(x.ndim) if i not in axes)),),
     jvp=_linear(lambda t, *, axes: ops.reduce_sum(t, axes)),
+    batch=functools.partial(_reduce_batch, "reduce_sum"),
     c_kernel=lambda k: _reduce_c(*_SUM, k), c_reduce=_SUM,
     doc="reduce_sum[axes](x)",
 ))
@@ -283,18 +284,20 @@ def _extremum_jvp(arg, t, out, x, *, axes):
 
 
 register(Primitive(
-    name="reduce_max", batch=functools.partial(_reduce_batch, "reduce_max"), shape_rule=_nonempty_reduce_type,
+    name="reduce_max", shape_rule=_nonempty_reduce_type,
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmax),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmax", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmax", t, out, x, axes=axes),
+    batch=functools.partial(_reduce_batch, "reduce_max"),
     c_kernel=lambda k: _reduce_c(*_MAX, k), c_reduce=_MAX,
     doc="reduce_max[axes](x); the gradient goes to the first maximum",
 ))
 register(Primitive(
-    name="reduce_min", batch=functools.partial(_reduce_batch, "reduce_min"), shape_rule=_nonempty_reduce_type,
+    name="reduce_min", shape_rule=_nonempty_reduce_type,
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmin),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmin", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmin", t, out, x, axes=axes),
+    batch=functools.partial(_reduce_batch, "reduce_min"),
     c_kernel=lambda k: _reduce_c(*_MIN, k), c_reduce=_MIN,
     doc="reduce_min[axes](x); the gradient goes to the first minimum",
 ))
@@ -330,10 +333,11 @@ def _prod_jvp(t, out, x, *, axes):
 
 
 register(Primitive(
-    name="reduce_prod", batch=functools.partial(_reduce_batch, "reduce_prod"), shape_rule=_reduce_type,
+    name="reduce_prod", shape_rule=_reduce_type,
     impl=lambda x, *, axes: np.prod(x, axis=axes),
     vjp=_prod_vjp,
     jvp=_prod_jvp,
+    batch=functools.partial(_reduce_batch, "reduce_prod"),
     c_kernel=lambda k: _reduce_c(*_PROD, k), c_reduce=_PROD,
     doc="reduce_prod[axes](x); its gradient is the product of the other elements (exact at 0)",
 ))
@@ -377,16 +381,18 @@ def _arg_c(op, k):
 
 
 register(Primitive(
-    name="argmax", shape_rule=_arg_type, batch=functools.partial(_last_axis_batch, "argmax"),
+    name="argmax", shape_rule=_arg_type,
     impl=lambda x: np.argmax(np.real(x), axis=-1),
     vjp=_no_inputs_vjp, jvp=_no_tangent,
+    batch=functools.partial(_last_axis_batch, "argmax"),
     c_kernel=lambda k: _arg_c(">", k),
     doc="argmax(x) along the last axis, first occurrence",
 ))
 register(Primitive(
-    name="argmin", shape_rule=_arg_type, batch=functools.partial(_last_axis_batch, "argmin"),
+    name="argmin", shape_rule=_arg_type,
     impl=lambda x: np.argmin(np.real(x), axis=-1),
     vjp=_no_inputs_vjp, jvp=_no_tangent,
+    batch=functools.partial(_last_axis_batch, "argmin"),
     c_kernel=lambda k: _arg_c("<", k),
     doc="argmin(x) along the last axis, first occurrence",
 ))
@@ -420,11 +426,12 @@ def _prod_others_jvp(t, out, x):
 
 
 register(Primitive(
-    name="prod_others", batch=functools.partial(_last_axis_batch, "prod_others"),
+    name="prod_others",
     shape_rule=lambda x: TensorType(_last_axis_type(x)[0].shape, x.dtype),
     impl=_prod_others_impl,
     vjp=_prod_others_vjp,
     jvp=_prod_others_jvp,
+    batch=functools.partial(_last_axis_batch, "prod_others"),
     c_kernel=lambda k: k.loop((dims.prod(k.out.shape[:-1]),), [
         f"const int64_t base = i0 * {_d(k.out.shape[-1])};",
         f"{k.out.ctype} acc = {_lit(1, k.out.ctype)};",
