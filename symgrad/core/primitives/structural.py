@@ -122,8 +122,12 @@ def _bid_c(k):
 
 
 def _bid_batch(size, bdims, x, *, shape, dims):
-    return ops.broadcast_in_dim(to_front(x, bdims[0], size), (size, *shape),
-                                (0, *(d + 1 for d in dims))), 0
+    # The batch axis goes right after the result axis of x's axis before it, so x's axes keep
+    # their order (the rule's dims stay sorted) and nothing is transposed.
+    b = bdims[0]
+    p = dims[b - 1] + 1 if b else 0
+    return bind("broadcast_in_dim", x, shape=(*shape[:p], size, *shape[p:]),
+                dims=(*dims[:b], p, *(d + 1 for d in dims[b:]))), p
 
 
 register(Primitive(
