@@ -550,3 +550,16 @@ def test_static_arguments_of_a_compiled_function_stay_static(backend):
     out = symgrad.vmap(lambda x, n: x[:n] * 2, in_axes=(0, None), static_argnums=1,
                        backend=backend)(X12, 3)
     np.testing.assert_allclose(out, X12[:, :3] * 2)
+
+
+def test_vmap_of_jvp_and_hvp(backend):
+    f = symgrad.compile(lambda x: snp.sin(x) * snp.sum(x ** 2), backend="interp")
+    g = symgrad.compile(lambda x: snp.sum(snp.sin(x) ** 3), backend="interp")
+    ts = np.random.default_rng(7).normal(size=XS.shape)
+    v, t = symgrad.vmap(lambda x, tx: f.jvp((x,), (tx,)), backend=backend)(XS, ts)
+    expected = [f.jvp((x,), (tx,)) for x, tx in zip(XS, ts)]
+    np.testing.assert_allclose(v, np.stack([e[0] for e in expected]), rtol=1e-12)
+    np.testing.assert_allclose(t, np.stack([e[1] for e in expected]), rtol=1e-12)
+    hv = symgrad.vmap(lambda x, tx: g.hvp((x,), (tx,)), backend=backend)(XS, ts)
+    np.testing.assert_allclose(hv, np.stack([g.hvp((x,), (tx,)) for x, tx in zip(XS, ts)]),
+                               rtol=1e-12)
