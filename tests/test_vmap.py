@@ -563,3 +563,24 @@ def test_vmap_of_jvp_and_hvp(backend):
     hv = symgrad.vmap(lambda x, tx: g.hvp((x,), (tx,)), backend=backend)(XS, ts)
     np.testing.assert_allclose(hv, np.stack([g.hvp((x,), (tx,)) for x, tx in zip(XS, ts)]),
                                rtol=1e-12)
+
+
+def test_linear_algebra_cumulative_and_sorting_on_both_backends(backend):
+    la = pytest.importorskip("symgrad.numpy.linalg")
+    rng = np.random.default_rng(8)
+    a = rng.uniform(-1, 1, (4, 3, 3)) + 5 * np.eye(3)
+    b = rng.normal(size=(4, 3))
+
+    def f(a, b):
+        return (la.solve(a, b) + la.cholesky(a @ a.T)[:, 0] + snp.cumsum(b)
+                + snp.argsort(b).astype(b.dtype) + la.slogdet(a)[1])
+    expected = np.stack([f(a[i], b[i]) for i in range(4)])
+    np.testing.assert_allclose(symgrad.vmap(f, backend=backend)(a, b), expected, rtol=1e-12)
+    shared = symgrad.vmap(f, in_axes=(None, 0), backend=backend)(a[0], b)
+    np.testing.assert_allclose(shared, np.stack([f(a[0], b[i]) for i in range(4)]), rtol=1e-12)
+
+    def loss(a, b):
+        return snp.sum(f(a, b) ** 2)
+    g = symgrad.grad(loss, backend="interp")
+    np.testing.assert_allclose(symgrad.vmap(symgrad.grad(loss), backend=backend)(a, b),
+                               np.stack([g(a[i], b[i]) for i in range(4)]), rtol=1e-10)
