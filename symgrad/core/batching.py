@@ -13,7 +13,10 @@ least one is not None), ``size`` the batch size (an int or a run-time size). It 
 result for the whole batch and the axis of ``out`` that runs over the examples. The batch axis
 may be anywhere, so rules that can leave it in place (reductions, slices, a matrix product
 whose right operand is batched) need no transpose; the others move it to the front first
-(``to_front``).
+(``to_front``). Three rules are shared: ``elementwise`` (every elementwise primitive),
+``leading`` (primitives that already map over leading batch axes: matrix products,
+factorizations) and ``along_axis`` (those working along an ``axis`` attribute: cumulative
+sums, sorting).
 """
 from __future__ import annotations
 
