@@ -16,9 +16,9 @@ Three ways to get the N gradients of the loss of each example with respect to W:
   examples at once (the memory-bound floor: the result alone is N * D * C numbers).
 
 Every result is checked against the symgrad loop before timing. Threads are capped at one
-(BLAS, XLA) before anything is imported; the machine may be shared, so the contenders take
-turns, round by round, and the median of the rounds is reported (ms per batch), with the ratios
-to symgrad's vmap.
+(BLAS, XLA, symgrad's own pool) before anything is imported; the machine may be shared, so the
+contenders take turns, round by round, and the median of the rounds is reported (ms per batch),
+with the ratios to symgrad's vmap.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SYMGRAD_NUM_THREADS"):
     os.environ[_var] = "1"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                            " intra_op_parallelism_threads=1").strip()
