@@ -584,3 +584,17 @@ def test_linear_algebra_cumulative_and_sorting_on_both_backends(backend):
     g = symgrad.grad(loss, backend="interp")
     np.testing.assert_allclose(symgrad.vmap(symgrad.grad(loss), backend=backend)(a, b),
                                np.stack([g(a[i], b[i]) for i in range(4)]), rtol=1e-10)
+
+
+def test_while_loop_with_a_trip_count_per_example(backend):
+    """A traced while loop (its bound checked by a guard) under vmap: each example stops at its
+    own step."""
+    def f(x):
+        s = x
+        while snp.sum(s) < 50.0:
+            s = s * 2.0
+        return s
+    xs = np.array([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]])
+    g = symgrad.compile(f, backend="interp")
+    np.testing.assert_allclose(symgrad.vmap(f, backend=backend)(xs),
+                               np.stack([g(x) for x in xs]))
