@@ -22,10 +22,12 @@ from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
-from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, canonical_dtype,
+                                promote)
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
+complex64, complex128 = _np.complex64, _np.complex128
 ndarray = _np.ndarray
 
 
@@ -54,7 +56,7 @@ array = asarray
 
 def _is_weak(x):
     """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
-    return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
+    return (isinstance(x, (int, float, bool, complex)) and not isinstance(x, _np.generic)) or \
         isinstance(x, _sp.Basic)
 
 
@@ -80,6 +82,8 @@ def _common_dtype(values, need_float=False):
         dtype = promote(*[_np.asarray(w).dtype for w in weak])
     elif builtins.any(isinstance(w, float) for w in weak) and dtype not in FLOAT_DTYPES:
         dtype = "float64"
+    if builtins.any(isinstance(w, complex) for w in weak) and dtype not in COMPLEX_DTYPES:
+        dtype = COMPLEX_OF.get(dtype, "complex128")     # float32 * 1j is complex64, as in NumPy
     if need_float and dtype not in FLOAT_DTYPES:
         dtype = "float64"
     return dtype
@@ -124,7 +128,7 @@ for _name, _prim in {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log
     _define(_name, _prim, getattr(_np, _name), True)
 
 for _name, _prim in {"add": "add", "subtract": "sub", "multiply": "mul", "negative": "neg",
-                     "square": "square", "abs": "abs", "absolute": "abs", "sign": "sign",
+                     "square": "square", "sign": "sign",
                      "maximum": "maximum", "minimum": "minimum", "less": "lt",
                      "less_equal": "le", "greater": "gt", "greater_equal": "ge",
                      "equal": "eq", "not_equal": "ne"}.items():
@@ -283,41 +287,63 @@ def divmod(x, y):
     return floor_divide(x, y), remainder(x, y)                  # noqa: F821
 
 
-# real, imag, conj and angle of real arrays (complex values inside a function are not supported
-# yet: the dtype complex128 is the complex step's).
+# Complex numbers (docs/complex.md): real, imag and conj are primitives; abs and angle of a
+# complex value are composites of its parts. On real values they are NumPy's identities.
 
-def _real_only(name, x):
-    x = asarray(x)
-    if x.irvar.dtype == "complex128":
-        raise TypeError(f"{name} of a complex traced value: complex arrays inside a compiled "
-                        f"function are not supported yet{_at(user_location())}")
-    return x
+def _is_complex(x):
+    return x.irvar.dtype in COMPLEX_DTYPES
 
 
 def real(x):
-    return _np.real(x) if not _traced(x) else _real_only("real", x)
+    if not _traced(x):
+        return _np.real(x)
+    x = asarray(x)
+    return _wrap(bind("real", x.irvar)) if _is_complex(x) else x
 
 
 def imag(x):
     if not _traced(x):
         return _np.imag(x)
-    return zeros_like(_real_only("imag", x))
+    x = asarray(x)
+    return _wrap(bind("imag", x.irvar)) if _is_complex(x) else zeros_like(x)
 
 
 def conj(x):
-    return _np.conj(x) if not _traced(x) else _real_only("conj", x)
+    if not _traced(x):
+        return _np.conj(x)
+    x = asarray(x)
+    return _wrap(bind("conj", x.irvar)) if _is_complex(x) else x
 
 
 conjugate = conj
 
 
 def angle(z, deg=False):
-    """The argument of z: pi where z < 0 (or is -0.0), 0 elsewhere for real z; no gradient."""
+    """The argument of z, arctan2(imag z, real z); for real z, pi where z < 0 (or is -0.0) and 0
+    elsewhere, with no gradient."""
     if not _traced(z):
         return _np.angle(z, deg)
-    z = _float(_real_only("angle", z))
-    out = arctan2(zeros_like(z), z)                             # noqa: F821
+    z = asarray(z)
+    if _is_complex(z):
+        out = arctan2(imag(z), real(z))                         # noqa: F821
+    else:
+        z = _float(z)
+        out = arctan2(zeros_like(z), z)                         # noqa: F821
     return multiply(out, 180.0 / _np.pi) if deg else out        # noqa: F821
+
+
+def _abs(x):
+    """|x|; for complex x the modulus hypot(real x, imag x) (no overflow for large parts), whose
+    adjoint is g * conj(x) / |x| (docs/complex.md)."""
+    if not _traced(x):
+        return _np.abs(x)
+    x = asarray(x)
+    if _is_complex(x):
+        return hypot(real(x), imag(x))                          # noqa: F821
+    return _wrap(bind("abs", x.irvar))
+
+
+abs = absolute = functools.update_wrapper(_abs, _np.abs)
 
 
 # Predicates on floats: composites of comparisons (x != x only for NaN; |x| == inf only for
@@ -844,14 +870,14 @@ def getitem(x, key):
 
 _NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements", "unsupported",
                   "current_builder", "user_location", "ShapeError", "FLOAT_DTYPES",
-                  "canonical_dtype", "promote", "ndarray"}
+                  "canonical_dtype", "promote", "ndarray", "COMPLEX_DTYPES", "COMPLEX_OF"}
 __all__ = sorted(name for name, value in globals().items()
                  if callable(value) and not name.startswith("_") and name not in _NOT_FUNCTIONS
                  and not isinstance(value, type))
 for _name in __all__:
     implements(_name, globals()[_name])
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
-            "ndarray"]
+            "complex64", "complex128", "ndarray"]
 
 
 def __getattr__(name):

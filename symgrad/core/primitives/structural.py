@@ -483,6 +483,8 @@ def _with_gemm(loops, t, ta, tb, m, n, kk):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
+    if t not in ("double", "float"):     # complex: the loops (C99 complex arithmetic)
+        return loops
     if any(d > INT32_MAX for d in static):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
