@@ -210,7 +210,7 @@ class CompiledFunction:
                 continue
             # The common case first: an array symgrad computes with as it is.
             if type(a) is np.ndarray and a.dtype in _READY and (
-                    self.dtype is None or a.dtype.kind != "f"):
+                    self.dtype is None or a.dtype.kind not in "fc"):
                 arr = a
             elif type(a) is float:
                 if weak_float is None:

@@ -164,13 +164,17 @@ def test_gradients_match_central_differences(backend):
     # to the complex A and the real x against differences of the NumPy function itself.
     def loss(A, B, x):
         C = A @ B + x[:, None] * 1j
+        moved = snp.concatenate([A, B.T])[snp.arange(3), 1] * snp.stack([A[0], B[1]]).reshape(6)[:3]
         return (snp.sum(snp.abs(C) ** 2) + snp.real(snp.mean(snp.exp(A) * x[:, None]))
-                + snp.sum(snp.angle(C + 3)) + snp.imag(snp.sum(snp.log(B) / A[0])))
+                + snp.sum(snp.angle(C + 3)) + snp.imag(snp.sum(snp.log(B) / A[0]))
+                + snp.sum(snp.abs(moved + snp.dot(A, B[:, 0]))))
 
     def loss_np(A, B, x):
         C = A @ B + x[:, None] * 1j
+        moved = np.concatenate([A, B.T])[np.arange(3), 1] * np.stack([A[0], B[1]]).reshape(6)[:3]
         return (np.sum(np.abs(C) ** 2) + np.real(np.mean(np.exp(A) * x[:, None]))
-                + np.sum(np.angle(C + 3)) + np.imag(np.sum(np.log(B) / A[0])))
+                + np.sum(np.angle(C + 3)) + np.imag(np.sum(np.log(B) / A[0]))
+                + np.sum(np.abs(moved + np.dot(A, B[:, 0]))))
 
     A, B = points((3, 3), "complex128", 3), points((3, 3), "complex128", 4)
     x = np.random.default_rng(5).standard_normal(3)
@@ -184,6 +188,11 @@ def test_gradients_match_central_differences(backend):
     np.testing.assert_allclose(gx, fd, rtol=1e-7)
 
 
+def test_dtype_float32_computes_complex_in_complex64():
+    f = symgrad.compile(lambda z: z * 2, dtype="float32")
+    assert f(np.ones(2, np.complex128)).dtype == np.complex64
+
+
 def test_jax_reference_values():
     # The convention's defining examples (JAX 0.10.2 gives these; docs/complex.md).
     for backend in BACKENDS:
@@ -193,6 +202,10 @@ def test_jax_reference_values():
         g = symgrad.grad(lambda z: snp.angle(z), backend=backend)(3 + 4j)
         assert g == pytest.approx(-0.16 - 0.12j, rel=1e-15)
         assert symgrad.grad(lambda x: snp.real(x * (1 + 2j)) ** 2, backend=backend)(1.5) == 3.0
+        assert symgrad.grad(snp.abs, backend=backend)(3 + 4j) == pytest.approx(0.6 - 0.8j,
+                                                                               rel=1e-15)
+        assert symgrad.grad(snp.abs, backend=backend)(0j) == 0      # JAX's 0, not 0/0
+        assert symgrad.compile(snp.abs, backend=backend)(0j) == 0.0
 
 
 def test_jvp_pairs_with_the_gradient():

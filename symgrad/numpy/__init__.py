@@ -334,12 +334,16 @@ def angle(z, deg=False):
 
 def _abs(x):
     """|x|; for complex x the modulus hypot(real x, imag x) (no overflow for large parts), whose
-    adjoint is g * conj(x) / |x| (docs/complex.md)."""
+    adjoint is g * conj(x) / |x| (docs/complex.md), and 0 at x = 0 as in JAX: there hypot's
+    derivative re/|x| is 0/0, so x = 0 takes hypot(1, 0) instead, masked to 0, and no NaN can
+    reach the adjoint."""
     if not _traced(x):
         return _np.abs(x)
     x = asarray(x)
     if _is_complex(x):
-        return hypot(real(x), imag(x))                          # noqa: F821
+        re, im = real(x), imag(x)
+        zero = logical_and(equal(re, 0), equal(im, 0))          # noqa: F821
+        return where(zero, 0.0, hypot(where(zero, 1.0, re), im))    # noqa: F821
     return _wrap(bind("abs", x.irvar))
 
 
