@@ -146,6 +146,28 @@ def test_gradients_match_closed_forms(backend, cdtype):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jvp_and_hvp_of_the_closed_form_table(backend):
+    # Forward mode through every complex rule (real, imag, conj, complex, the holomorphic ones):
+    # a real loss's tangent along t is Re(sum(grad * t)); H v against central differences of
+    # the gradient (each part of the direction stepped as one real direction).
+    p, a, b = closed_form_inputs("complex128")
+    t = {name: points((5,), "complex128", 50 + k) for k, name in enumerate(p)}
+    f = symgrad.compile(closed_form_loss, backend=backend)
+    grad = f.grad(p, a, b)
+    _, tangent = f.jvp((p, a, b), (t,))
+    assert tangent == pytest.approx(sum(np.real(np.sum(grad[k] * t[k])) for k in p), rel=1e-12)
+    # With the pairing Re(a t), a Hessian-vector product is the directional derivative of the
+    # gradient along the tangent: (grad(p + h t) - grad(p - h t)) / 2h.
+    hv = f.hvp((p, a, b), (t,))
+    h = 1e-6
+    plus = f.grad({k: p[k] + h * t[k] for k in p}, a, b)
+    minus = f.grad({k: p[k] - h * t[k] for k in p}, a, b)
+    for k in p:
+        np.testing.assert_allclose(hv[k], (plus[k] - minus[k]) / (2 * h), rtol=1e-6, atol=1e-7,
+                                   err_msg=k)
+
+
 def central_complex(f, z, h=1e-6):
     """df/dx - i df/dy by central differences on each real and imaginary part separately."""
     z = np.asarray(z, np.complex128)
