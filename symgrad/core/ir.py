@@ -26,6 +26,12 @@ import numpy as np
 
 from symgrad.core.types import TensorType
 
+# Every primitive by name: a node names its primitive, the record (``symgrad.core.primitive``)
+# says everything about it. The dict lives here, below the records, so the printer can ask a
+# record how its statements print; ``primitive.register`` fills it and importing
+# ``symgrad.core.primitives`` registers every primitive.
+REGISTRY: dict = {}
+
 
 @dataclass(frozen=True)
 class SourceLoc:
@@ -148,8 +154,8 @@ class Graph:
         letters = _letter_names()
         # Scalar constants print as literals; they are named last so they take no letter from
         # the values a reader follows.
-        ordered = [n for n in self.nodes if not _is_scalar_const(n)]
-        ordered += [n for n in self.nodes if _is_scalar_const(n)]
+        ordered = [n for n in self.nodes if not is_scalar_literal(n)]
+        ordered += [n for n in self.nodes if is_scalar_literal(n)]
         for n in ordered:
             v = n.out
             if v in names:
@@ -169,7 +175,7 @@ class Graph:
         """The readable listing; ``lines=True`` appends each statement's source line."""
         names = self.names()
         producers = self.producers()
-        inline = {n.out for n in self.nodes if inline_scalars and _is_scalar_const(n)}
+        inline = {n.out for n in self.nodes if inline_scalars and is_scalar_literal(n)}
 
         def ref(v):
             if v in inline:
@@ -213,8 +219,9 @@ class Graph:
         return {v: i for i, v in enumerate(self.inputs)}
 
 
-def _is_scalar_const(node):
-    return node.prim == "const" and node.out.ndim == 0
+def is_scalar_literal(node):
+    """Whether ``node`` defines a 0-d constant, which printers write as a number."""
+    return REGISTRY[node.prim].literal and node.out.ndim == 0
 
 
 def _fmt_attr(v):

@@ -1,5 +1,6 @@
-"""Every primitive symgrad knows, registered on import. See ``registry`` for the record."""
-from symgrad.core.primitives import (complex, elementwise, numeric, special,  # noqa: F401
+"""Every primitive symgrad knows, registered on import: importing this package alone gives the
+complete registry. See ``symgrad.core.primitive`` for the record."""
+from symgrad.core.primitives import (complex, elementwise, numeric, scan, special,  # noqa: F401
                                      structural)
 from symgrad.core.primitive import REGISTRY, Primitive, bind
 

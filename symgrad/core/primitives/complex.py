@@ -105,7 +105,7 @@ register(Primitive(
 ))
 
 register(Primitive(
-    name="conj", elementwise=True, shape_rule=_conj_type,
+    name="conj", elementwise=True, shape_rule=_conj_type, involution=True,
     impl=np.conj,
     vjp=lambda g, out, z: (bind("conj", g),),
     jvp=lambda t, out, z: None if t[0] is None else bind("conj", t[0]),
