@@ -210,6 +210,30 @@ def test_gradients_match_central_differences(backend):
     np.testing.assert_allclose(gx, fd, rtol=1e-7)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loops_carry_complex_values(backend):
+    # fori_loop and scan compile to C loops with a tape: complex carries ride in them.
+    def f(z):
+        w = symgrad.fori_loop(0, 3, lambda i, w: w * z + 1, z)
+        last, ys = symgrad.scan(lambda c, x: (c * x + 1j, c), z[0], z)
+        return snp.sum(snp.abs(w) ** 2) + snp.abs(last) + snp.real(snp.sum(ys * z))
+
+    def f_np(z):
+        w = z
+        for _ in range(3):
+            w = w * z + 1
+        c, ys = z[0], []
+        for x in z:
+            ys.append(c)
+            c = c * x + 1j
+        return np.sum(np.abs(w) ** 2) + np.abs(c) + np.real(np.sum(np.array(ys) * z))
+
+    z = points((3,), "complex128", 20) * 0.5
+    value, grad = symgrad.compile(f, backend=backend).value_and_grad(z)
+    assert value == pytest.approx(f_np(z), rel=1e-13)
+    np.testing.assert_allclose(grad, central_complex(f_np, z), rtol=1e-7)
+
+
 def test_dtype_float32_computes_complex_in_complex64():
     f = symgrad.compile(lambda z: z * 2, dtype="float32")
     assert f(np.ones(2, np.complex128)).dtype == np.complex64
