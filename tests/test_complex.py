@@ -234,6 +234,23 @@ def test_loops_carry_complex_values(backend):
     np.testing.assert_allclose(grad, central_complex(f_np, z), rtol=1e-7)
 
 
+@pytest.mark.parametrize("cdtype", list(DTYPES))
+def test_large_complex_products_call_the_complex_gemm(cdtype):
+    # 24 x 30 @ 30 x 20 is past GEMM_MIN_MADDS: zgemm/cgemm forward, and in the adjoint the
+    # transposed products (no conjugate transposes) G B^T and A^T G.
+    rtol = DTYPES[cdtype][1] * 10
+    A, B = points((24, 30), cdtype, 30), points((30, 20), cdtype, 31)
+    W = points((24, 20), cdtype, 32)
+    f = symgrad.compile(lambda A, B: snp.real(snp.sum(W * (A @ B))), argnums=(0, 1))
+    assert ("SYMGRAD_ZGEMM(" if cdtype == "complex128" else "SYMGRAD_CGEMM(") in f.source(A, B)
+    value, (gA, gB) = f.value_and_grad(A, B)
+    A64, B64, W64 = (x.astype(np.complex128) for x in (A, B, W))
+    assert value == pytest.approx(np.real(np.sum(W64 * (A64 @ B64))), rel=rtol)
+    # d Re sum(W * (A B)) = Re sum((W B^T) * dA): grad A = W B^T, grad B = A^T W.
+    np.testing.assert_allclose(gA, W64 @ B64.T, rtol=rtol, atol=rtol * 10)
+    np.testing.assert_allclose(gB, A64.T @ W64, rtol=rtol, atol=rtol * 10)
+
+
 def test_dtype_float32_computes_complex_in_complex64():
     f = symgrad.compile(lambda z: z * 2, dtype="float32")
     assert f(np.ones(2, np.complex128)).dtype == np.complex64

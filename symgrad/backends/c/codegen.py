@@ -658,7 +658,7 @@ def render_module(functions, *, title, version):
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line for line in lines),
+        uses_blas=any("GEMM(" in line and "SYMGRAD_" in line for line in lines),
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines),
         # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.

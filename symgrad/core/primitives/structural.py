@@ -502,14 +502,24 @@ GEMM_MIN_MADDS = 8192
 INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the loops
 
 
+GEMMS = {"double": "SYMGRAD_DGEMM", "float": "SYMGRAD_SGEMM",
+         "double _Complex": "SYMGRAD_ZGEMM", "float _Complex": "SYMGRAD_CGEMM"}
+
+
 def _gemm_call(t, ta, tb, m_, n_, kk_):
-    """The row-major CBLAS call pc = 1 op(pa) op(pb) + 0 pc (SYMGRAD_[SD]GEMM: module.c.j2)."""
-    gemm = "SYMGRAD_SGEMM" if t == "float" else "SYMGRAD_DGEMM"
+    """The row-major CBLAS call pc = 1 op(pa) op(pb) + 0 pc (SYMGRAD_[SDZC]GEMM: blas.c.j2).
+    The complex gemms take alpha and beta by pointer. Transposes only, never conjugate
+    transposes: the adjoint of a complex product is G B^T (docs/complex.md)."""
+    gemm = GEMMS[t]
     flag = {False: "CblasNoTrans", True: "CblasTrans"}
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
-    return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
-            f"{' ' * len(gemm)} {_lit(1, t)}, pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
+    if t in ("double", "float"):
+        return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
+                f"{' ' * len(gemm)} {_lit(1, t)}, pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
+    return ["{", f"    static const {t} one = 1, zero = 0;",
+            f"    {gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
+            f"    {' ' * len(gemm)} &one, pa, {lda}, pb, {ldb}, &zero, pc, {n_});", "}"]
 
 
 def _with_gemm(loops, t, ta, tb, m, n, kk):
@@ -518,8 +528,6 @@ def _with_gemm(loops, t, ta, tb, m, n, kk):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
-    if t not in ("double", "float"):     # complex: the loops (C99 complex arithmetic)
-        return loops
     if any(d > INT32_MAX for d in static):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
