@@ -34,7 +34,8 @@ def table(np_, z, w, x, s):
             z ** w, z ** 2, z ** 3, z ** 0.5, 2.0 ** z, z * 1j, 1j * x, x + 2j, -z,
             np_.square(z), np_.sum(z), np_.sum(z, axis=0), np_.mean(z, axis=1), np_.mean(z),
             z @ w, np_.matmul(np_.transpose(z), z), z @ (x * np.ones((1, 4))).T,
-            np_.where(x > 0, z, w), z.astype(np_.complex128) * s)
+            np_.where(x > 0, z, w), z.astype(np_.complex128) * s, np_.prod(z, axis=0),
+            np_.vdot(z, z + 1j), np_.outer(w, w), np_.reciprocal(z), np_.isfinite(z))
 
 
 def values_fn(z, w, x, s):
@@ -65,6 +66,23 @@ def test_values_match_numpy(backend, cdtype):
         else:
             assert g.shape == r.shape and g.dtype == dtypes[k], (k, g.shape, g.dtype, dtypes[k])
         np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol, err_msg=f"output {k}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_predicates_look_at_both_parts(backend):
+    n, i = np.nan, np.inf
+    z = np.array([1 + 1j, complex(n, 0), complex(0, n), complex(i, 1), complex(1, -i),
+                  complex(n, i), complex(-i, n)])
+
+    def f(z):
+        return (snp.isnan(z), snp.isinf(z), snp.isfinite(z), snp.nan_to_num(z),
+                snp.nan_to_num(z, nan=2.0, posinf=3.0, neginf=-3.0))
+
+    got = symgrad.compile(f, backend=backend)(z)
+    want = (np.isnan(z), np.isinf(z), np.isfinite(z), np.nan_to_num(z),
+            np.nan_to_num(z, nan=2.0, posinf=3.0, neginf=-3.0))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_scalar_results_are_python_complex():
@@ -189,14 +207,16 @@ def test_gradients_match_central_differences(backend):
         moved = snp.concatenate([A, B.T])[snp.arange(3), 1] * snp.stack([A[0], B[1]]).reshape(6)[:3]
         return (snp.sum(snp.abs(C) ** 2) + snp.real(snp.mean(snp.exp(A) * x[:, None]))
                 + snp.sum(snp.angle(C + 3)) + snp.imag(snp.sum(snp.log(B) / A[0]))
-                + snp.sum(snp.abs(moved + snp.dot(A, B[:, 0]))))
+                + snp.sum(snp.abs(moved + snp.dot(A, B[:, 0])))
+                + snp.real(snp.prod(B[0])) + snp.imag(snp.vdot(A[1], B[2])))
 
     def loss_np(A, B, x):
         C = A @ B + x[:, None] * 1j
         moved = np.concatenate([A, B.T])[np.arange(3), 1] * np.stack([A[0], B[1]]).reshape(6)[:3]
         return (np.sum(np.abs(C) ** 2) + np.real(np.mean(np.exp(A) * x[:, None]))
                 + np.sum(np.angle(C + 3)) + np.imag(np.sum(np.log(B) / A[0]))
-                + np.sum(np.abs(moved + np.dot(A, B[:, 0]))))
+                + np.sum(np.abs(moved + np.dot(A, B[:, 0])))
+                + np.real(np.prod(B[0])) + np.imag(np.vdot(A[1], B[2])))
 
     A, B = points((3, 3), "complex128", 3), points((3, 3), "complex128", 4)
     x = np.random.default_rng(5).standard_normal(3)
@@ -326,6 +346,8 @@ def test_unsupported_operations_on_complex_name_the_primitive():
         symgrad.compile(lambda z: snp.where(z < 1, z, 0))(np.ones(2, complex))
     with pytest.raises(DTypeError, match="expm1 is not defined for complex"):
         symgrad.compile(lambda z: snp.expm1(z))(np.ones(2, complex))
+    with pytest.raises(DTypeError, match="reduce_max.*max/min are not defined for complex"):
+        symgrad.compile(lambda z: snp.max(z))(np.ones(2, complex))
 
 
 def test_type_strings_c128_and_c64():

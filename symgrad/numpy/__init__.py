@@ -359,6 +359,8 @@ def isnan(x):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
+    if _is_complex(x):                  # NumPy: either part is NaN
+        return logical_or(isnan(real(x)), isnan(imag(x)))       # noqa: F821
     return not_equal(x, x)                                      # noqa: F821
 
 
@@ -368,6 +370,8 @@ def isinf(x):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
+    if _is_complex(x):                  # NumPy: either part is infinite
+        return logical_or(isinf(real(x)), isinf(imag(x)))       # noqa: F821
     return equal(abs(x), _np.inf)                               # noqa: F821
 
 
@@ -396,6 +400,9 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return x
+    if _is_complex(x):                  # NumPy: each part on its own
+        parts = [nan_to_num(p, copy, nan, posinf, neginf) for p in (real(x), imag(x))]
+        return _wrap(bind("complex", parts[0].irvar, parts[1].irvar))
     big = float(_np.finfo(x.irvar.dtype).max)
     out = where(isnan(x), nan, x)
     out = where(equal(x, _np.inf), big if posinf is None else posinf, out)     # noqa: F821
@@ -677,7 +684,8 @@ def outer(a, b):
     return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))     # noqa: F821
 
 
-vdot = lambda a, b: sum(multiply(ravel(a), ravel(b)))             # noqa: E731, F821
+# vdot conjugates its first argument, as NumPy's (the identity for real a).
+vdot = lambda a, b: sum(multiply(conj(ravel(a)), ravel(b)))       # noqa: E731, F821
 
 
 # --- creation (traced constants while tracing, NumPy otherwise) --------------------------------

@@ -20,7 +20,7 @@ import sympy as sp
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
-from symgrad.core.types import INT_DTYPES, TensorType
+from symgrad.core.types import COMPLEX_DTYPES, INT_DTYPES, TensorType
 from symgrad.core import ops
 from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
                                     bind, register)
@@ -218,6 +218,10 @@ def _reduce_type(x, *, axes):
 
 
 def _nonempty_reduce_type(x, *, axes):
+    if x.dtype in COMPLEX_DTYPES:
+        # NumPy orders complex numbers lexicographically; symgrad does not (docs/complex.md).
+        raise DTypeError(f"max/min are not defined for complex values ({x.dtype}) in symgrad; "
+                         f"docs/complex.md lists what is")
     if any(x.shape[a] == 0 for a in axes):
         raise ShapeError(f"zero-size reduction over axes {axes} of shape {x.shape} has no identity")
     return _reduce_type(x, axes=axes)
