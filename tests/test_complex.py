@@ -339,6 +339,27 @@ def test_grad_of_a_complex_result_is_a_clear_error():
         symgrad.grad(lambda z: snp.sum(z * z))(np.ones(2, complex))
 
 
+def test_jacobian_modes_follow_jax_for_complex_values():
+    x, z = np.array([1.0, 2.0]), np.array([1 + 1j, 2.0])
+    # Real in, complex out: forward mode (JAX's jacfwd); "auto" picks it.
+    for mode in ("forward", "auto"):
+        np.testing.assert_array_equal(symgrad.jacobian(lambda x: x * (1 + 2j), mode=mode)(x),
+                                      np.diag([1 + 2j, 1 + 2j]))
+    with pytest.raises(ValueError, match="reverse mode needs real results.*c128"):
+        symgrad.jacobian(lambda x: x * (1 + 2j), mode="reverse")(x)
+    # Complex in, real out: reverse mode, rows in the gradient convention (JAX's jacrev).
+    for mode in ("reverse", "auto"):
+        np.testing.assert_array_equal(symgrad.jacobian(lambda z: snp.abs(z) ** 2, mode=mode)(z),
+                                      np.diag(2 * np.conj(z)))
+    with pytest.raises(ValueError, match="forward mode needs real inputs"):
+        symgrad.jacobian(lambda z: snp.abs(z) ** 2, mode="forward")(z)
+    # Complex in and out (JAX's holomorphic=True), and so the Hessian of a complex argument.
+    with pytest.raises(ValueError, match="holomorphic differentiation"):
+        symgrad.jacobian(lambda z: z * z)(z)
+    with pytest.raises(ValueError, match="holomorphic differentiation"):
+        symgrad.hessian(lambda z: snp.sum(snp.abs(z) ** 2))(z)
+
+
 def test_unsupported_operations_on_complex_name_the_primitive():
     with pytest.raises(DTypeError, match="maximum is not defined for complex"):
         symgrad.compile(lambda z: snp.maximum(z, 0))(np.ones(2, complex))
