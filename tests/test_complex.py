@@ -35,7 +35,9 @@ def table(np_, z, w, x, s):
             np_.square(z), np_.sum(z), np_.sum(z, axis=0), np_.mean(z, axis=1), np_.mean(z),
             z @ w, np_.matmul(np_.transpose(z), z), z @ (x * np.ones((1, 4))).T,
             np_.where(x > 0, z, w), z.astype(np_.complex128) * s, np_.prod(z, axis=0),
-            np_.vdot(z, z + 1j), np_.outer(w, w), np_.reciprocal(z), np_.isfinite(z))
+            np_.vdot(z, z + 1j), np_.outer(w, w), np_.reciprocal(z), np_.isfinite(z),
+            np_.var(z), np_.std(z, axis=0), np_.var(z, axis=1, ddof=1), np_.cumsum(z, axis=1),
+            np_.einsum("ij,j->i", z, w), np_.trace(z), np_.flip(z, 0))
 
 
 def values_fn(z, w, x, s):
@@ -208,7 +210,7 @@ def test_gradients_match_central_differences(backend):
         return (snp.sum(snp.abs(C) ** 2) + snp.real(snp.mean(snp.exp(A) * x[:, None]))
                 + snp.sum(snp.angle(C + 3)) + snp.imag(snp.sum(snp.log(B) / A[0]))
                 + snp.sum(snp.abs(moved + snp.dot(A, B[:, 0])))
-                + snp.real(snp.prod(B[0])) + snp.imag(snp.vdot(A[1], B[2])))
+                + snp.real(snp.prod(B[0])) + snp.imag(snp.vdot(A[1], B[2])) + snp.std(A))
 
     def loss_np(A, B, x):
         C = A @ B + x[:, None] * 1j
@@ -216,7 +218,7 @@ def test_gradients_match_central_differences(backend):
         return (np.sum(np.abs(C) ** 2) + np.real(np.mean(np.exp(A) * x[:, None]))
                 + np.sum(np.angle(C + 3)) + np.imag(np.sum(np.log(B) / A[0]))
                 + np.sum(np.abs(moved + np.dot(A, B[:, 0])))
-                + np.real(np.prod(B[0])) + np.imag(np.vdot(A[1], B[2])))
+                + np.real(np.prod(B[0])) + np.imag(np.vdot(A[1], B[2])) + np.std(A))
 
     A, B = points((3, 3), "complex128", 3), points((3, 3), "complex128", 4)
     x = np.random.default_rng(5).standard_normal(3)
@@ -369,6 +371,10 @@ def test_unsupported_operations_on_complex_name_the_primitive():
         symgrad.compile(lambda z: snp.expm1(z))(np.ones(2, complex))
     with pytest.raises(DTypeError, match="reduce_max.*max/min are not defined for complex"):
         symgrad.compile(lambda z: snp.max(z))(np.ones(2, complex))
+    with pytest.raises(DTypeError, match="sorting is not defined for complex"):
+        symgrad.compile(lambda z: snp.sort(z))(np.ones(2, complex))
+    with pytest.raises(DTypeError, match="argmax/argmin are not defined for complex"):
+        symgrad.compile(lambda z: snp.argmax(z))(np.ones(2, complex))
 
 
 def test_type_strings_c128_and_c64():

@@ -51,9 +51,9 @@ def c_identifier(name, taken):
     """A C identifier for ``name``, unique among ``taken`` (which it joins): ASCII letters,
     digits and underscores only; never a keyword, a libc/libm name, a macro-like name (all
     capitals, such as NULL or HUGE_VAL), a name C reserves (``__x``, ``_X``) or one in symgrad's
-    own ``symgrad_`` namespace."""
+    own ``symgrad_`` and ``sg_`` namespaces (``sg_`` names the locals of kernels)."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    if not ident or ident[0].isdigit() or ident.startswith("symgrad_") or ident.startswith("__") \
+    if not ident or ident[0].isdigit() or ident.startswith(("symgrad_", "sg_")) or ident.startswith("__") \
             or (ident.startswith("_") and ident[1:2].isupper()):
         ident = "v" + ident
     if len(ident) > 1 and re.fullmatch(r"[A-Z0-9_]+", ident):
@@ -658,7 +658,8 @@ def render_module(functions, *, title, version):
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("GEMM(" in line and "SYMGRAD_" in line for line in lines),
+        uses_blas=any(("GEMM(" in line and "SYMGRAD_" in line) or "SYMGRAD_LAPACKE" in line
+                      for line in lines),
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines),
         # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.

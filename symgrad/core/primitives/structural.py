@@ -367,6 +367,9 @@ def _last_axis_type(x, out_dtype=None):
 
 
 def _arg_type(x):
+    if x.dtype in COMPLEX_DTYPES:
+        raise DTypeError(f"argmax/argmin are not defined for complex values ({x.dtype}) in "
+                         f"symgrad; docs/complex.md lists what is")
     _last_axis_type(x)
     return TensorType(x.shape[:-1], "int64")
 
