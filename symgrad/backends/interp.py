@@ -1,8 +1,9 @@
 """The NumPy interpreter: runs any graph, forward or adjoint, node by node.
 
 It computes in the dtypes of the graph (float32, float64, complex64, complex128), or in complex128
-when given complex inputs to a graph of real values (the complex step). ``evaluate(..., keep=True)`` also returns every intermediate value, so
-a disagreement with the C backend can be traced to the first node that differs.
+when given complex inputs to a graph of real values (the complex step). ``evaluate(...,
+keep=True)`` also returns every intermediate value, so a disagreement with the C backend can be
+traced to the first node that differs.
 """
 from __future__ import annotations
 
