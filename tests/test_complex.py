@@ -257,14 +257,14 @@ def test_loops_carry_complex_values(backend):
 
 
 @pytest.mark.parametrize("cdtype", list(DTYPES))
-def test_large_complex_products_call_the_complex_gemm(cdtype):
-    # 24 x 30 @ 30 x 20 is past GEMM_MIN_MADDS: zgemm/cgemm forward, and in the adjoint the
-    # transposed products (no conjugate transposes) G B^T and A^T G.
+def test_large_complex_products(cdtype):
+    # 24 x 30 @ 30 x 20 is past GEMM_MIN_MADDS, where real products call the BLAS; complex ones
+    # run the loops. In the adjoint, transposed products (no conjugate transposes) G B^T, A^T G.
     rtol = DTYPES[cdtype][1] * 10
     A, B = points((24, 30), cdtype, 30), points((30, 20), cdtype, 31)
     W = points((24, 20), cdtype, 32)
     f = symgrad.compile(lambda A, B: snp.real(snp.sum(W * (A @ B))), argnums=(0, 1))
-    assert ("SYMGRAD_ZGEMM(" if cdtype == "complex128" else "SYMGRAD_CGEMM(") in f.source(A, B)
+    assert "gemm" not in f.source(A, B).lower()
     value, (gA, gB) = f.value_and_grad(A, B)
     A64, B64, W64 = (x.astype(np.complex128) for x in (A, B, W))
     assert value == pytest.approx(np.real(np.sum(W64 * (A64 @ B64))), rel=rtol)

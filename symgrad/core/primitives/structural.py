@@ -509,37 +509,46 @@ GEMM_MIN_MADDS = 8192
 INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the loops
 
 
-GEMMS = {"double": "SYMGRAD_DGEMM", "float": "SYMGRAD_SGEMM",
-         "double _Complex": "SYMGRAD_ZGEMM", "float _Complex": "SYMGRAD_CGEMM"}
-
-
-def _gemm_call(t, ta, tb, m_, n_, kk_):
-    """The row-major CBLAS call pc = 1 op(pa) op(pb) + 0 pc (SYMGRAD_[SDZC]GEMM: blas.c.j2).
-    The complex gemms take alpha and beta by pointer. Transposes only, never conjugate
-    transposes: the adjoint of a complex product is G B^T (docs/complex.md)."""
-    gemm = GEMMS[t]
-    flag = {False: "CblasNoTrans", True: "CblasTrans"}
+def _gemm_call(t, ta, tb, m_, n_, kk_, accumulate=False):
+    """pc = op(pa) op(pb) (+ pc, accumulating) by the row-major CBLAS gemm, its rows or
+    columns split over the thread pool (symgradrt_[sd]gemm_par: narrow.c.j2)."""
+    gemm = "symgradrt_sgemm_par" if t == "float" else "symgradrt_dgemm_par"
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
-    if t in ("double", "float"):
-        return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
-                f"{' ' * len(gemm)} {_lit(1, t)}, pa, {lda}, pb, {ldb}, {_lit(0, t)}, pc, {n_});"]
-    return ["{", f"    static const {t} one = 1, zero = 0;",
-            f"    {gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
-            f"    {' ' * len(gemm)} &one, pa, {lda}, pb, {ldb}, &zero, pc, {n_});", "}"]
+    return [f"{gemm}({int(ta)}, {int(tb)}, {m_}, {n_}, {kk_},",
+            f"{' ' * len(gemm)} pa, {lda}, pb, {ldb}, {_lit(int(accumulate), t)}, pc, {n_});"]
 
 
-def _with_gemm(loops, t, ta, tb, m, n, kk):
+# Products whose result has at most this many columns (a static count) and a wide operand read
+# as stored (A B or A^T B) run register-blocked kernels instead of the BLAS (backends/c/narrow.py).
+NARROW_MAX = 16
+
+
+def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
+    """The call of the narrow kernel for pc = op(pa) op(pb) (+ pc), or None when none
+    applies."""
+    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1 or t not in ("double", "float"):
+        return None
+    letter = "s" if t == "float" else "d"
+    if ta:       # A stored K x M: result rows are A's columns
+        return (f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, pa, pb, pc, "
+                f"{int(accumulate)});")
+    return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, pa, pb, pc, {int(accumulate)});"
+
+
+def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     """``loops`` (C lines), or the gemm call under ``#ifdef SYMGRAD_USE_BLAS`` with the loops as
     the fallback. Static sizes decide here; a run-time size adds a test in C (the product is
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
+    if t not in ("double", "float"):     # complex: the loops (C99 complex arithmetic)
+        return loops
     if any(d > INT32_MAX for d in static):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
         return loops
-    call = _gemm_call(t, ta, tb, *(_d(d) for d in sizes))
+    call = _gemm_call(t, ta, tb, *(_d(d) for d in sizes), accumulate)
     if len(static) == 3:
         return ["#ifdef SYMGRAD_USE_BLAS", *call, "#else", *loops, "#endif"]
     fits = [f"{_d(d)} <= INT32_MAX" for d in dict.fromkeys(sizes) if not isinstance(d, int)]
@@ -558,8 +567,10 @@ def _matmul_c(k):
     A = (lambda i, j: f"pa[{j} * {m_} + {i}]") if ta else (lambda i, j: f"pa[{i} * {kk_} + {j}]")
     B = (lambda i, j: f"pb[{j} * {kk_} + {i}]") if tb else (lambda i, j: f"pb[{i} * {n_} + {j}]")
     t = out.ctype
-    i_k_j = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
-             f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};",
+    acc = k.accumulate          # add the product to pc's contents (backends/c/accumulate.py)
+    zero_row = ([] if acc else
+                [f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};"])
+    i_k_j = [f"for (int64_t i = 0; i < {m_}; ++i) {{", *zero_row,
              f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
              f"        const {t} aip = {A('i', 'p')};",
              f"        for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] += aip * {B('p', 'j')};",
@@ -571,7 +582,8 @@ def _matmul_c(k):
         # it goes p-i-j over blocks of C's rows instead: A is read once, row by row, and the
         # block of C (<= 16 KB) stays in L1. A run-time K decides at run time.
         blk = max(8, 2048 // n) if isinstance(n, int) and n > 0 else 64
-        p_i_j = [f"for (int64_t r = 0; r < {_d(m * n)}; ++r) pc[r] = {_lit(0, t)};",
+        p_i_j = ([] if acc else
+                 [f"for (int64_t r = 0; r < {_d(m * n)}; ++r) pc[r] = {_lit(0, t)};"]) + [
                  f"for (int64_t blk = 0; blk < {m_}; blk += {blk}) {{",
                  f"    const int64_t blk_end = blk + {blk} < {m_} ? blk + {blk} : {m_};",
                  f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
@@ -592,12 +604,17 @@ def _matmul_c(k):
                 f"    for (int64_t j = 0; j < {n_}; ++j) {{",
                 f"        {t} acc = {_lit(0, t)};",
                 f"        for (int64_t p = 0; p < {kk_}; ++p) acc += {A('i', 'p')} * {B('p', 'j')};",
-                f"        pc[i * {n_} + j] = acc;", "    }", "}"]
+                f"        pc[i * {n_} + j] {'+=' if acc else '='} acc;", "    }", "}"]
+    code = _with_gemm(body, t, ta, tb, m, n, kk, acc)
+    narrow = _narrow_call(t, ta, tb, m, n, kk, acc)
+    if narrow is not None and code is not body:
+        # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
+        code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
     return k.loop((batch,), [
         f"const {t} *restrict pa = {k.ptr(a)} + i0 * {_d(m * kk)};",
         f"const {t} *restrict pb = {k.ptr(b)} + i0 * {_d(kk * n)};",
         f"{t} *restrict pc = {k.ptr(out)} + i0 * {_d(m * n)};",
-        *_with_gemm(body, t, ta, tb, m, n, kk)])
+        *code])
 
 
 def _matmul_flops(node):
@@ -614,7 +631,7 @@ def _matmul_infix(operands, *, transpose_a=False, transpose_b=False):
 
 register(Primitive(
     name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
-    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix,
+    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix, c_adds_into=True,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
 
