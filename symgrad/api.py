@@ -21,13 +21,14 @@ import threading
 import numpy as np
 
 from symgrad import tree_util
-from symgrad.core import dims
+from symgrad.core import dims, gcpause
 from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
 from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
+from symgrad.core.ir import current_builder
 from symgrad.core.passes import optimize
 from symgrad.tools import check
 from symgrad.core.types import COMPLEX_OF, FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
@@ -51,9 +52,10 @@ class Specialization:
         self.traced = [i for i, t in enumerate(types) if t is not None]
         self.fn = calls.flat_function(owner.fn, self.layout, owner._parameter_names,
                                       has_aux=owner.has_aux, name=owner.__name__)
-        graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+        with gcpause.paused():              # linear build time: see core/gcpause.py
+            graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+            self.graph = optimize(graph)
         self.out_tree = self.fn.out_tree
-        self.graph = optimize(graph)
         spans = self.layout.spans()
         self.wrt = [self.traced.index(k) for i in owner.argnums
                     for k in range(spans[i][1], spans[i][2])]
@@ -69,7 +71,9 @@ class Specialization:
 
     def value_and_grad_graph(self):
         if self._vg is None:
-            self._vg = value_and_grad_graph(self.graph, self.wrt, has_aux=bool(self.owner.has_aux))
+            with gcpause.paused():
+                self._vg = value_and_grad_graph(self.graph, self.wrt,
+                                                has_aux=bool(self.owner.has_aux))
         return self._vg
 
     @functools.cached_property
@@ -92,7 +96,7 @@ class Specialization:
         """What a backend runs: this specialization's graphs."""
         return backends.Program(
             self.owner.__name__, _origin(self.owner.fn), self.graph,
-            self.value_and_grad_graph() if self.differentiable else None,
+            self.value_and_grad_graph if self.differentiable else None,   # made on first use
             tuple(self.wrt), self.n_aux)
 
     def executable(self):
@@ -100,7 +104,8 @@ class Specialization:
         if executable is None:
             with self._lock:
                 if self._executable is None:
-                    self._executable = self.owner._build(self)
+                    with gcpause.paused():
+                        self._executable = self.owner._build(self)
                 executable = self._executable
         return executable
 
@@ -321,7 +326,7 @@ class CompiledFunction:
         return call(args)
 
     def _call(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.call(self.fn, args, kw)
         spec, arrays, made = self._specialize(args, kw)
         executable = spec.executable()
@@ -331,7 +336,7 @@ class CompiledFunction:
         return finish(executable.value(arrays))
 
     def _grads(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.value_and_grad(self.fn, self.argnums, self.single, args, kw,
                                              has_aux=self.has_aux)
         spec, arrays, made = self._specialize(args, kw)
@@ -408,7 +413,7 @@ class CompiledFunction:
         structure of ``fn``'s result."""
         args = tuple(args)
         tangents = self._per_argnum(tangents, "tangents", args)
-        if transforms.any_traced(args + tangents):
+        if _inside_trace(args + tangents):
             return transforms.jvp(self.fn, self.argnums, args, tangents)
         n = len(args)
         cf = self._derived("jvp", n, lambda *xs: transforms.jvp(
@@ -422,7 +427,7 @@ class CompiledFunction:
         ``argnums``); the result has the structure of ``grad``'s."""
         args = tuple(args)
         v = self._per_argnum(v, "v", args)
-        if transforms.any_traced(args + v):
+        if _inside_trace(args + v):
             return _hvp_traced(self.fn, self.argnums, self.single, args, v)
         n = len(args)
         cf = self._derived("hvp", n, lambda *xs: _hvp_traced(
@@ -904,6 +909,14 @@ def _entry_point(cf, method, kind):
     entry = _named(entry, cf.fn, kind)
     entry.compiled = cf
     return entry
+
+
+def _inside_trace(args, kw=None):
+    """Whether a call must be inlined into the trace being built rather than run: it has a
+    traced argument, or it is made while tracing at all -- the function may close over traced
+    values (``x * grad(lambda y: x * y)(2.0)``), which only the enclosing graph can compute. As
+    under ``jax.jit``, a call made while tracing gives traced values."""
+    return transforms.any_traced(args, kw) or current_builder() is not None
 
 
 def _hvp_traced(fn, argnums, single, args, v):

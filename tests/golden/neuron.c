@@ -178,8 +178,8 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
 
     /* grad of: b = mul w x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     for (int64_t i = 0; i < 2; ++i) {
-        b_a[i] = (j_ == 0 ? 0.0 : j_*x[i]);
-        grad_x[i] = (j_ == 0 ? 0.0 : j_*w[i]);
+        b_a[i] = ((j_ == 0 || x[i] == 0) ? 0.0 : j_*x[i]);
+        grad_x[i] = ((j_ == 0 || w[i] == 0) ? 0.0 : j_*w[i]);
     }
 
     /* grad of: slice w (a view)   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */

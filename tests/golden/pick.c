@@ -126,7 +126,7 @@ int symgrad_pick(const double *restrict logits,
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
-        a[i0] = -INFINITY;
+        a[i0] = (-INFINITY);
     }
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
@@ -221,7 +221,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
 
     /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
-        a[i0] = -INFINITY;
+        a[i0] = (-INFINITY);
     }
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
@@ -283,7 +283,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
 
     /* grad of: l = reduce_sum k   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     {
-        static const double data[4] = {-0.25, -0.25, -0.25, -0.25};
+        static const double data[4] = {(-0.25), (-0.25), (-0.25), (-0.25)};
         for (int64_t i0 = 0; i0 < 4; ++i0) {
             b_k[i0] = data[i0];
         }
@@ -320,14 +320,14 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     /* grad of: g = log e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i = 0; i < 4; ++i) {
         const double q = 1.0/e[i];
-        b_f[i] = (p_[i] == 0 ? 0.0 : p_[i]*q);
+        b_f[i] = ((p_[i] == 0 || q == 0) ? 0.0 : p_[i]*q);
     }
 
     /* grad of: d = exp c   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     /* grad of: c = sub logits a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t i0 = 0; i0 < 4; ++i0) {
         for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double b_c = (b_f[i0] == 0 ? 0.0 : b_f[i0]*d[i0 * 3 + i1]);
+            const double b_c = ((b_f[i0] == 0 || d[i0 * 3 + i1] == 0) ? 0.0 : b_f[i0]*d[i0 * 3 + i1]);
             grad_logits[i0 * 3 + i1] = b_i[i0 * 3 + i1] + b_c;
         }
     }

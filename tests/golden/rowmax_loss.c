@@ -199,7 +199,7 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
     /* grad of: e = maximum c 0.0   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
     for (int64_t i = 0; i < 3; ++i) {
         const double h = 2.0*e[i];
-        const double b_e = (b_f[i] == 0 ? 0.0 : b_f[i]*h);
+        const double b_e = ((b_f[i] == 0 || h == 0) ? 0.0 : b_f[i]*h);
         const bool i_ = (c[i] >= 0.0);
         b_d[i] = (i_ ? b_e : 0.0);
     }

@@ -19,6 +19,7 @@ from sympy.codegen.ast import float32, real
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.c import C99CodePrinter
 
+from symgrad.core.cspell import literal_value
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, REAL_PART, TensorType,
                                 broadcast_shapes)
@@ -136,6 +137,13 @@ def to_ir(expr, env):
             if exp.is_negative:
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
+        if isinstance(e, sp.Piecewise):     # a guard: select, the last branch the default
+            (value, cond), rest = e.args[0], e.args[1:]
+            other = emit(rest[0].expr if len(rest) == 1 and rest[0].cond == sp.true
+                         else sp.Piecewise(*rest))
+            return ops.select(emit(cond), emit(value), other)
+        if isinstance(e, sp.Eq):
+            return ops.eq(emit(e.lhs), emit(e.rhs))
         if e.func in _FUNCTIONS:
             target = _FUNCTIONS[e.func]
             if callable(target):
@@ -196,6 +204,17 @@ def _c_format(printer, expr):
     return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
+@functools.lru_cache(maxsize=None)
+def _lambdify(args, expr):
+    return sp.lambdify(list(args), expr, modules=[_NUMPY_EXTRAS, "numpy"])
+
+
+def _lambdified(args, expr, *arrays):
+    """``expr`` evaluated by NumPy (sympy's ``lambdify``, made on the first call: making one for
+    every primitive cost a third of ``import symgrad``)."""
+    return _lambdify(args, expr)(*arrays)
+
+
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
                 complex_ok=False, sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
@@ -217,7 +236,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
     if impl is None:
-        impl = sp.lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+        impl = functools.partial(_lambdified, tuple(args), expr)   # made on first use
     if sympy_func is not None:
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
@@ -240,7 +259,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
 # Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False. The
 # identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
 # inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
-# All are analytic, so complex operands are allowed too (complex_ok).
+# All but pow take complex operands too (complex_ok).
 elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
             accumulate="+=", complex_ok=True)
 elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}",
@@ -248,11 +267,18 @@ elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {
 elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}",
             complex_ok=True)
 elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}", complex_ok=True)
-# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)], infix="{0} ** {1}",
-            complex_ok=True)
+# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
+# derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
+# rules do), and since the guarded formulas are written in pow again, every order stays exact:
+# d/dx x**0 = 0 (y * x**(y-1) is 0 * inf at x = 0), d/dy 0**y = 0 for y > 0 (out * log 0 is
+# 0 * -inf), d2/dx2 x**1 = 0 at 0.
+elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
+                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))],
+            infix="{0} ** {1}")
 elementwise("neg", -X, float_only=False, involution=True, infix="-{0}", complex_ok=True)
 elementwise("square", X ** 2, float_only=False, complex_ok=True)
+# pow's guards compare with 0, which complex values do not (docs/complex.md): a complex power
+# is exp(y log x) in symgrad.numpy.power.
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
 elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp, complex_ok=True)
@@ -412,12 +438,23 @@ def _select_vjp(g, out, c, x, y):
             ops.sum_to_shape(ops.select(c, zero, g), y.shape) if y.type.is_float else None)
 
 
+def _select_simplify(node, ins, producer):
+    """A condition known now (a guard of a derivative rule: pow's y == 0 for a constant y)
+    picks its branch."""
+    cond = producer(ins[0])
+    if cond is None or cond.prim != "const" or ins[0].ndim != 0:
+        return None
+    pick = ins[1] if cond.attrs["value"].value.item() else ins[2]
+    return pick if pick.type == node.out.type else None
+
+
 register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
 
@@ -511,13 +548,19 @@ register(Primitive(
 
 # --- chain_mul: the chain rule's product, NaN-safe by construction ------------------------------
 # Reverse and forward mode multiply an incoming adjoint (or tangent) g by a local derivative d.
-# Where g is exactly 0 -- the branch a where/maximum/clip/abs did not take -- the product is
-# exactly 0 even if d is inf or NaN there (sqrt'(0), log'(0), 1/0): where(x > 0, sqrt(x), 0) has a
-# finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN.
+# Where either is exactly 0 the product is exactly 0, even if the other is inf or NaN:
+# - g == 0: the branch a where/maximum/clip/abs did not take. where(x > 0, sqrt(x), 0) has a
+#   finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN;
+# - d == 0: a zero partial behind an infinite adjoint, the chain 0 * inf of sqrt at 0:
+#   sqrt(x**4) (= x**2, slope 0), and sqrt(sum(x**2)) at x = 0, whose subgradient 0 this gives
+#   (JAX: NaN). Forward mode meets the same product the other way round (x * sqrt(x) at 0).
+# A zero factor wins ("strong zero", as in Julia's ChainRules): the result is 0 or a valid
+# subgradient wherever the chain's infinity comes from a square root, and an infinite slope that
+# no zero meets (sqrt at 0 itself) stays infinite.
 
 def _chain_mul_impl(g, d):
     with np.errstate(all="ignore"):
-        return np.where(g == 0, np.zeros((), dtype=np.result_type(g, d)), g * d)
+        return np.where((g == 0) | (d == 0), np.zeros((), dtype=np.result_type(g, d)), g * d)
 
 
 def _chain_mul_vjp(a, out, g, d):
@@ -537,25 +580,19 @@ def _chain_mul_jvp(t, out, g, d):
 def _chain_mul_c(operands, ctype):
     g, d = operands
     zero = "0.0f" if ctype == "float" else "0.0"
-    known = _number(g)
-    if known is not None and np.isfinite(known):      # a literal g: the test is decided here
-        return zero if known == 0 else d if known == 1 else f"{g}*{d}"
-    return f"({g} == 0 ? {zero} : {g}*{d})"
-
-
-def _number(text):
-    """The value of a C float literal such as ``2.5`` or ``-1.0f``; None for anything else."""
-    try:
-        return float(text[:-1] if text.endswith("f") else text)
-    except ValueError:
-        return None
+    known_g, known_d = literal_value(g), literal_value(d)
+    for known, other in ((known_g, d), (known_d, g)):
+        if known is not None and np.isfinite(known):    # a literal factor: the test is decided
+            return zero if known == 0 else other if known == 1 else f"{g}*{d}"
+    return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
 
 register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True, complex_ok=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
-    # Units as for mul (g = 1 gives d; d = 1 gives g, 0 where g is 0); it prints as the math.
+    # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as
+    # the math.
     identities=((0, 1), (1, 1)), infix="{0} * {1}",
-    doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
+    doc="chain_mul(g, d) = g * d, and exactly 0 where g or d is 0 (even if the other is inf or NaN)",
 ))

@@ -233,7 +233,12 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     # The adjoint of the carry rows the steps read: usually zero (only the final carry is
     # used, so g is a padding of the last row), and then the adjoint body does not take it.
     g_tape = None if _zero_block(g, read0, T, 0, P) else block(g, read0, T, 0, P)
-    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q, with_gc=g_tape is not None)
+    # Only the closed-over values and xs whose adjoints are needed get a running sum (a loop
+    # reading a big data array would otherwise carry its adjoint through every step).
+    active = getattr(current_builder(), "active", None)
+    needed = None if active is None else [v in active for v in rest]
+    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q, with_gc=g_tape is not None,
+                                          needed=needed)
     K = dims.normalize(sum(consts[j].type.size for j in float_k))
     tape = block(out, read0, T, 0, P)
     a0 = row(g, last, 0, P)
@@ -258,15 +263,16 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     return tuple(result)
 
 
-def _adjoint_body(graph, n_xs, P, Q, with_gc=True):
+def _adjoint_body(graph, n_xs, P, Q, with_gc=True, needed=None):
     """The adjoint scan's body ``(i, a[P+K], c, x..., gy?, gc?, consts...) -> (a', dx?)``: the
     body's vjp at the taped carry ``c`` with cotangents (carry adjoint, ``gy``), plus ``gc``
     (the tape row's own adjoint, left out when it is known to be zero); ``a`` carries the
     closed-over values' adjoints, summed."""
     i, c, xs, consts = graph.inputs[0], graph.inputs[1], graph.inputs[2:2 + n_xs], \
         graph.inputs[2 + n_xs:]
-    float_x = [j for j, x in enumerate(xs) if x.type.is_float]
-    float_k = [j for j, k in enumerate(consts) if k.type.is_float]
+    needed = needed or [True] * (len(xs) + len(consts))
+    float_x = [j for j, x in enumerate(xs) if x.type.is_float and needed[j]]
+    float_k = [j for j, k in enumerate(consts) if k.type.is_float and needed[n_xs + j]]
     K = dims.normalize(sum(consts[j].type.size for j in float_k))
     dtype = c.dtype
     u_c = Var(c.type, name="u_c")

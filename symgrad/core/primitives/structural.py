@@ -15,7 +15,7 @@ memory state how (``view``). The kernels write loops through the backend's kerne
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
+from symgrad.core.symbolic import sympy as _sympy
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
@@ -24,6 +24,7 @@ from symgrad.core.types import COMPLEX_DTYPES, INT_DTYPES, TensorType
 from symgrad.core import ops
 from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
                                     bind, register)
+from symgrad.core.primitives.recurrence import prod_others_linear
 
 
 _dim_equal = dims.equal
@@ -67,6 +68,9 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
+    symbol = k.data_symbol(value)
+    if symbol is not None:              # a large constant: data beside the C, not literals
+        return k.loop((value.size,), [f"{k.at(k.out, 'i0')} = {symbol}[i0];"])
     data = ", ".join(_lit(v, k.out.ctype) for v in value.ravel()) or "0"
     return [f"static const {k.out.ctype} data[{max(value.size, 1)}] = {{{data}}};",
             *k.loop((value.size,), [f"{k.at(k.out, 'i0')} = data[i0];"])]
@@ -254,7 +258,7 @@ def _max_update(op):
 
 def _extreme(ctype, sign):
     if ctype in ("double", "float"):
-        return "-INFINITY" if sign < 0 else "INFINITY"
+        return "(-INFINITY)" if sign < 0 else "INFINITY"
     bits = {"int64_t": "INT64", "int32_t": "INT32"}.get(ctype, "INT64")
     return f"{bits}_MIN" if sign < 0 else f"{bits}_MAX"
 
@@ -413,23 +417,14 @@ def _prod_others_impl(x):
 
 
 def _prod_others_vjp(g, out, x):
-    # d/dx_j prod_{k != i} x_k = prod_{k != i, j} x_k. Summed against g over i this is
-    # sum_i g_i * prod_others_i / x_j (i != j) -- written with prod_others of the rows without j
-    # it would need a new primitive; the closed form below is exact where x_j != 0.
-    total = ops.reduce_sum(ops.mul(g, out), (x.ndim - 1,))
-    kept = tuple(range(x.ndim - 1))
-    return (ops.div(ops.sub(ops.broadcast_in_dim(total, x.shape, kept), ops.mul(g, out)), x),)
+    # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
+    # Both are recurrences (primitives/recurrence.py), exact at zeros to every order; a closed form
+    # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
+    return (prod_others_linear(x, g),)
 
 
 def _prod_others_jvp(t, out, x):
-    # d out_i = sum_{j != i} t_j * prod_{k != i, j} x_k = out_i * (sum_j t_j / x_j - t_i / x_i),
-    # the transpose of the adjoint's closed form (exact where x != 0, as there).
-    if t[0] is None:
-        return None
-    ratio = ops.div(t[0], x)
-    kept = tuple(range(x.ndim - 1))
-    total = ops.broadcast_in_dim(ops.reduce_sum(ratio, (x.ndim - 1,)), x.shape, kept)
-    return ops.mul(out, ops.sub(total, ratio))
+    return None if t[0] is None else prod_others_linear(x, t[0])
 
 
 register(Primitive(
@@ -459,7 +454,7 @@ def _mm_dims(shape, transposed):
 
 
 def _matmul_type(a, b, *, transpose_a=False, transpose_b=False):
-    if a.ndim < 2 or b.ndim < 2 or a.shape[:-2] != b.shape[:-2]:
+    if a.ndim < 2 or b.ndim < 2 or not dims.same_shape(a.shape[:-2], b.shape[:-2]):
         raise ShapeError(f"matmul needs operands (..., M, K) and (..., K, N) with equal batch "
                          f"dimensions, got {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
@@ -542,7 +537,7 @@ def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
-    if t not in ("double", "float"):     # complex: the loops (C99 complex arithmetic)
+    if t not in ("double", "float"):      # BLAS multiplies floats only: integers and complex
         return loops
     if any(d > INT32_MAX for d in static):
         return loops
@@ -642,7 +637,8 @@ def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
         if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
             # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
-            room = sp.sympify(x.shape[d] - s0 - n)
+            sp = _sympy()
+            room = sp.expand(x.shape[d] - s0 - n)     # N**2 + N - N*(N + 1) is 0
             if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
                                and room.is_nonnegative):
                 raise ShapeError(f"axis {d} of {x.shape} has a run-time size: it can only be "
@@ -763,7 +759,7 @@ def _index_types(x_shape, indices):
     if any(i.dtype not in INT_DTYPES for i in indices):
         raise DTypeError("index arrays must be integers, got "
                          + ", ".join(i.dtype for i in indices))
-    if len({i.shape for i in indices}) != 1:
+    if not all(dims.same_shape(i.shape, indices[0].shape) for i in indices):
         raise ShapeError("index arrays have different shapes "
                          + ", ".join(str(i.shape) for i in indices))
     if len(indices) > len(x_shape):
@@ -832,7 +828,7 @@ def _scatter_c(k):
 
 def _scatter_type(g, *indices, shape):
     batch = _index_types(tuple(shape), indices)
-    if g.shape != batch + tuple(shape[len(indices):]):
+    if not dims.same_shape(g.shape, batch + tuple(shape[len(indices):])):
         raise ShapeError(f"updates of shape {g.shape} do not fit indices {batch} into {shape}")
     return TensorType(tuple(shape), g.dtype)
 
@@ -867,7 +863,8 @@ def _concat_type(*xs, axis):
         raise DTypeError("operands have different dtypes " + ", ".join(x.dtype for x in xs))
     for x in xs:
         if x.ndim != first.ndim or any(
-                a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+                not dims.equal(a, b) for i, (a, b) in enumerate(zip(x.shape, first.shape))
+                if i != axis):
             raise ShapeError("shapes " + ", ".join(str(x.shape) for x in xs)
                              + f" differ outside axis {axis}")
     shape = list(first.shape)
