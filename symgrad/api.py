@@ -24,6 +24,7 @@ from symgrad import tree_util
 from symgrad.core import dims, gcpause
 from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
+from symgrad.frontend import vmap as vmapping
 from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
@@ -845,6 +846,45 @@ def _compiled(fn, argnums, has_aux, options):
         base.update(options)
         options, argnums, fn = base, fn.argnums[0] if fn.single else fn.argnums, fn.fn
     return CompiledFunction(fn, argnums=argnums, has_aux=has_aux, **options)
+
+
+def vmap(fn, in_axes=0, out_axes=0, *, axis_size=None, **options):
+    """``fn`` mapped over an axis of its arguments, JAX style (API.md §6): a batch of examples
+    in one call, computed without a Python loop.
+
+    ``in_axes``: the axis of every argument that runs over the examples: an int (negative
+    counts from the end), None (shared by every example), or a tuple (or list) with one entry
+    per positional argument, each an int, None or a pytree of them matching (a prefix of) its
+    argument. Keyword arguments are mapped along axis 0. ``out_axes``: where the examples' axis
+    goes in each result leaf, likewise (None: a result that must not depend on a mapped input).
+    ``axis_size``: the number of examples when no argument is mapped.
+
+    Called on plain arrays the batched function is compiled (``options`` go to
+    ``symgrad.compile``: ``backend=``, ``dtype=``, ``signature=`` -- a named dimension there
+    makes the batch size a run-time size, one native function for every batch); called inside
+    a traced function (``compile``, ``grad``, ``jacobian``, another ``vmap``) it emits the
+    batched statements into that trace, so ``compile(vmap(grad(f)))`` is one native function.
+    Raises ValueError naming the arguments whose mapped sizes differ.
+    """
+    if not (in_axes is None or isinstance(in_axes, (int, tuple, list))):
+        raise TypeError(f"vmap in_axes must be an int, None, or a tuple of entries "
+                        f"corresponding to the positional arguments passed to the function, "
+                        f"but got {in_axes!r}")
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+
+    def batched(*args, **kwargs):
+        vmapping.check_in_axes(in_axes, args)
+        if transforms.any_traced(args, kwargs):
+            return vmapping.call(fn, in_axes, out_axes, axis_size, args, kwargs)
+        return batched.compiled(*args, **kwargs)
+    batched = _named(batched, fn, "vmap")
+    if isinstance(fn, CompiledFunction):        # its static arguments stay static
+        options = dict(dict(static_argnums=fn.static_argnums,
+                            static_argnames=fn.static_argnames), **options)
+    # Made after _named: it reads the parameters batched now has (fn's).
+    batched.compiled = CompiledFunction(batched, argnums=(), **options)
+    return batched
 
 
 def _argnums_tuple(argnums):

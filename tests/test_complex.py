@@ -273,6 +273,13 @@ def test_large_complex_products(cdtype):
     np.testing.assert_allclose(gB, A64.T @ W64, rtol=rtol, atol=rtol * 10)
 
 
+def test_vmap_of_a_complex_function():
+    zs = points((4, 3), "complex128", 40)
+    f = symgrad.vmap(lambda z: snp.sum(snp.abs(snp.conj(z) * z + snp.real(z) * 1j)))
+    want = [np.sum(np.abs(np.conj(z) * z + np.real(z) * 1j)) for z in zs]
+    np.testing.assert_allclose(symgrad.compile(f)(zs), want, rtol=1e-13)
+
+
 def test_dtype_float32_computes_complex_in_complex64():
     f = symgrad.compile(lambda z: z * 2, dtype="float32")
     assert f(np.ones(2, np.complex128)).dtype == np.complex64

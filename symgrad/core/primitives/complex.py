@@ -22,10 +22,12 @@ value from its parts, templates/complex.c.j2). The interpreter's ``impl`` is Num
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from symgrad.errors import DTypeError, ShapeError
-from symgrad.core import ops
+from symgrad.core import batching, ops
 from symgrad.core.types import COMPLEX_DTYPES, COMPLEX_OF, REAL_PART, TensorType, broadcast_shapes
 from symgrad.core.primitive import Primitive, bind, register
 
@@ -87,7 +89,7 @@ def _complex_jvp(t, out, x, y):
 
 
 register(Primitive(
-    name="real", elementwise=True, shape_rule=lambda z: _part_type("real", z),
+    name="real", elementwise=True, batch=functools.partial(batching.elementwise, "real"), shape_rule=lambda z: _part_type("real", z),
     impl=lambda z: np.real(z).copy(),
     vjp=_real_vjp,
     jvp=lambda t, out, z: None if t[0] is None else bind("real", t[0]),
@@ -96,7 +98,7 @@ register(Primitive(
 ))
 
 register(Primitive(
-    name="imag", elementwise=True, shape_rule=lambda z: _part_type("imag", z),
+    name="imag", elementwise=True, batch=functools.partial(batching.elementwise, "imag"), shape_rule=lambda z: _part_type("imag", z),
     impl=lambda z: np.imag(z).copy(),
     vjp=_imag_vjp,
     jvp=lambda t, out, z: None if t[0] is None else bind("imag", t[0]),
@@ -105,7 +107,7 @@ register(Primitive(
 ))
 
 register(Primitive(
-    name="conj", elementwise=True, shape_rule=_conj_type, involution=True,
+    name="conj", elementwise=True, batch=functools.partial(batching.elementwise, "conj"), shape_rule=_conj_type, involution=True,
     impl=np.conj,
     vjp=lambda g, out, z: (bind("conj", g),),
     jvp=lambda t, out, z: None if t[0] is None else bind("conj", t[0]),
@@ -122,7 +124,7 @@ def _complex_impl(x, y):
 
 
 register(Primitive(
-    name="complex", elementwise=True, shape_rule=_complex_type,
+    name="complex", elementwise=True, batch=functools.partial(batching.elementwise, "complex"), shape_rule=_complex_type,
     impl=_complex_impl,
     vjp=_complex_vjp,
     jvp=_complex_jvp,

@@ -23,7 +23,7 @@ from symgrad.core.cspell import literal_value
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, REAL_PART, TensorType,
                                 broadcast_shapes)
-from symgrad.core import ops
+from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
 X, Y = sp.symbols("x y", real=True)
@@ -246,6 +246,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        batch=functools.partial(batching.elementwise, name),
         elementwise=True,
         c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
         functools.partial(_c_from_sympy, expr if c is None else c),
@@ -387,6 +388,7 @@ for _name, _cmp, _impl in (("maximum", "ge", _max_impl), ("minimum", "le", _min_
         impl=_impl,
         vjp=functools.partial(_winner_vjp, _cmp),
         jvp=functools.partial(_winner_jvp, _cmp),
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(_minmax_c, ">=" if _cmp == "ge" else "<="),
         doc=f"{_name}(x, y); the gradient goes to the winner, to x on a tie",
     ))
@@ -413,6 +415,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         impl=functools.partial(_compare_impl, _np_op),
         vjp=_no_gradient,
         jvp=_no_tangent,
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
         infix=f"{{0}} {_c_op} {{1}}",
@@ -453,6 +456,7 @@ register(Primitive(
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
+    batch=functools.partial(batching.elementwise, "select"),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
     simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
@@ -510,6 +514,7 @@ register(Primitive(
     fold=lambda node: not node.out.type.is_float,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
+    batch=functools.partial(batching.elementwise, "bitcast"),
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
                                     f"{{ .from = {operands[0]} }}).to"),
     doc="bitcast[dtype](x): x's bits read as dtype (int64 <-> float64, int32 <-> float32); "
@@ -522,6 +527,7 @@ register(Primitive(
     vjp=_convert_vjp,
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
+    batch=functools.partial(batching.elementwise, "convert"),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
     simplify=lambda node, ins, producer: ins[0] if ins[0].type == node.out.type else None,
     same_elements=True,     # for index data (ints to ints), where it is looked through
@@ -539,6 +545,7 @@ register(Primitive(
     impl=lambda x: x,
     vjp=_no_gradient,
     jvp=_no_tangent,
+    batch=functools.partial(batching.elementwise, "stop_gradient"),
     c_expr=lambda operands, ctype: operands[0],
     gradient_barrier=True,
     cost=0,
@@ -591,6 +598,7 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True, complex_ok=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    batch=functools.partial(batching.elementwise, "chain_mul"),
     # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as
     # the math.
     identities=((0, 1), (1, 1)), infix="{0} * {1}",

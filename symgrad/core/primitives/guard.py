@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from symgrad.errors import ShapeError
-from symgrad.core.primitive import Primitive, register
+from symgrad.core import ops
+from symgrad.core.primitive import Primitive, bind, register
 from symgrad.core.types import TensorType
 
 
@@ -34,8 +35,17 @@ def _guard_c(k):
                                 f"{k.at(x, k.offset(x, k.idx(x.ndim)))};"])]
 
 
+def _guard_batch(size, bdims, flag, x, *, message):
+    # vmap: the batch fails when any example's flag is set; x keeps its batch axis.
+    if bdims[0] is not None:
+        hits = ops.reduce_sum(ops.convert(flag, "int64"), (0,))
+        flag = ops.lt(ops.const(0, "int64"), hits)
+    return bind("guard", flag, x, message=message), bdims[1]
+
+
 register(Primitive(
     name="guard", shape_rule=_guard_type, impl=_guard_impl,
+    batch=_guard_batch,
     vjp=lambda g, out, flag, x, *, message: (None, g),
     jvp=lambda t, out, flag, x, *, message: t[1],
     c_kernel=_guard_c,

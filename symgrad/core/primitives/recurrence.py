@@ -14,12 +14,14 @@ a handful of O(n) loops of multiply-adds -- never a division, never n**2 memory.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
-from symgrad.core import ops
+from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
 
@@ -79,6 +81,7 @@ def _shift_c(k):
 
 register(Primitive(
     name="shift", shape_rule=_shift_type, impl=_shift_impl,
+    batch=functools.partial(batching.leading, "shift"),   # along the last axis
     vjp=lambda g, out, x, *, reverse: (shift(g, not reverse),),
     jvp=lambda t, out, x, *, reverse: None if t[0] is None else shift(t[0], reverse),
     c_kernel=_shift_c,
@@ -158,6 +161,7 @@ def _recurrence_c(k):
 
 register(Primitive(
     name="recurrence", shape_rule=_recurrence_type, impl=_recurrence_impl,
+    batch=functools.partial(batching.leading, "recurrence"),   # along the last axis
     vjp=_recurrence_vjp, jvp=_recurrence_jvp, c_kernel=_recurrence_c,
     doc="recurrence[reverse](a, b): y[i] = a[i] * y[i-1] + b[i] along the last axis, y[0] = b[0]",
 ))
