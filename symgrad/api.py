@@ -32,7 +32,7 @@ from symgrad.backends.c.module import render_program
 from symgrad.core.ir import current_builder
 from symgrad.core.passes import optimize
 from symgrad.tools import check
-from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
+from symgrad.core.types import COMPLEX_OF, FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
 
 class Specialization:
     """One traced (and, for the C backend, compiled) version of the function.
@@ -87,11 +87,11 @@ class Specialization:
 
     @functools.cached_property
     def differentiable(self):
-        """Whether the result is one float scalar (with ``has_aux``, the loss), which grad
-        needs."""
+        """Whether the result is one real float scalar (with ``has_aux``, the loss), which grad
+        needs (a complex result has no gradient in JAX's convention either: docs/complex.md)."""
         out = self.graph.outputs[0]
         single = (not self.graph.tuple_output) or self.owner.has_aux
-        return single and has_one_element(out) and out.type.is_float
+        return single and has_one_element(out) and out.type.is_float and not out.type.is_complex
 
     def program(self):
         """What a backend runs: this specialization's graphs."""
@@ -216,7 +216,7 @@ class CompiledFunction:
                 continue
             # The common case first: an array symgrad computes with as it is.
             if type(a) is np.ndarray and a.dtype in _READY and (
-                    self.dtype is None or a.dtype.kind != "f"):
+                    self.dtype is None or a.dtype.kind not in "fc"):
                 arr = a
             elif type(a) is float:
                 if weak_float is None:
@@ -345,8 +345,10 @@ class CompiledFunction:
             out = spec.graph.outputs[0]
             what = ("a tuple" if spec.graph.tuple_output and not self.has_aux else
                     str(out.type))
+            hint = ("; a complex result has no gradient: take snp.real, snp.abs or a squared "
+                    "modulus (docs/complex.md)" if out.type.is_complex else "")
             raise ValueError(f"grad needs a scalar float result; {self.__name__} returns "
-                             f"{what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
+                             f"{what}{hint}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
         executable = spec.executable()
         finish = _grads_of(spec, self.single)
         scalar_run = getattr(executable, "scalars_and_grad", None)
@@ -537,7 +539,12 @@ class CompiledFunction:
 
 
 def _value(out):
-    return float(out) if out.ndim == 0 else out
+    return _scalar(out) if out.ndim == 0 else out
+
+
+def _scalar(out):
+    """A 0-d result as a Python number: complex for a complex dtype, else float."""
+    return complex(out) if out.dtype.kind == "c" else float(out)
 
 
 def _values_of(spec):
@@ -550,7 +557,7 @@ def _values_of(spec):
     if spec.graph.tuple_output:
         return lambda outs: tuple([_value(v) for v in outs])
     if spec.graph.outputs[0].shape == ():
-        return lambda outs: float(outs[0])
+        return lambda outs: _scalar(outs[0])
     return lambda outs: outs[0]
 
 
@@ -630,7 +637,8 @@ def _first_grad(run):
 
 
 # dtypes passed to native code as they are (native byte order).
-_READY = frozenset(np.dtype(t) for t in ("float64", "float32", "int64", "int32", "bool"))
+_READY = frozenset(np.dtype(t) for t in ("float64", "float32", "complex128", "complex64", "int64",
+                                         "int32", "bool"))
 _F32, _F64 = np.dtype("float32"), np.dtype("float64")
 # Scalars converted in one np.array(a, dtype) step; remembered by the fast path. (An int
 # becomes int64 whatever its value; one that does not fit raises OverflowError either way.)
@@ -649,7 +657,7 @@ def _to_array(a, label, name, weak_float, dtype):
 
     Python floats (and lists holding one) take ``weak_float``; float arrays take ``dtype`` when
     it is set. Other dtypes are cast when NumPy's ``same_kind`` rule allows it (unsigned and
-    small ints to int64, float16 and longdouble to float64); complex, object, string, datetime
+    small ints to int64, float16 and longdouble to float64, clongdouble to complex128); object, string, datetime
     and structured data raise ``DTypeError`` naming ``label`` (e.g. "argument 1 ('y')").
     Raises OverflowError for unsigned integers too big for int64 rather than wrapping them.
     """
@@ -673,16 +681,16 @@ def _to_array(a, label, name, weak_float, dtype):
     if kind == "O":
         raise TypeError(f"{name}: {label} could not be read as a numeric array "
                         f"(ragged list or non-numeric values, got {type(a).__name__})")
-    if kind == "c":
-        raise DTypeError(f"{name}: {label} is complex ({arr.dtype}); symgrad differentiates "
-                         f"real functions")
-    if kind not in "biuf":
+    if kind not in "biufc":
         raise DTypeError(f"{name}: {label} has dtype {arr.dtype}, which symgrad cannot compute "
-                         f"with; pass float32, float64, int32, int64 or bool data")
+                         f"with; pass float32, float64, complex64, complex128, int32, int64 "
+                         f"or bool data")
     if kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise OverflowError(f"{name}: {label} holds {arr.max()} ({arr.dtype}), which does not "
                             f"fit the int64 symgrad computes with")
     target = dtype if dtype is not None and kind == "f" else canonical_dtype(arr.dtype)
+    if dtype is not None and kind == "c":      # dtype="float32" computes complex in complex64
+        target = COMPLEX_OF[np.dtype(dtype).name]
     if arr.dtype.name != target or not arr.dtype.isnative:
         arr = arr.astype(target)          # astype to a plain dtype also fixes byte order
     return arr

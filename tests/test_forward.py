@@ -24,6 +24,7 @@ from symgrad import nn
 from symgrad.core.autodiff import jvp_graph
 from symgrad.backends.interp import evaluate
 from symgrad.core.primitives import REGISTRY
+from test_complex import primitives_used as complex_primitives_used
 from test_elementwise_more import primitives_used as more_primitives_used
 import test_contractions
 import test_linalg
@@ -132,6 +133,8 @@ def test_rows_reach_every_primitive():
     # jvp against central differences for every case (tests/breadth.py::check_jvp).
     used |= breadth_primitives_used(test_statistics.CASES + test_shapes.CASES
                                     + test_contractions.CASES + test_linalg.CASES)
+    # Complex numbers: tests/test_complex.py checks jvp and hvp of its closed-form table.
+    used |= complex_primitives_used()
     assert used == set(REGISTRY), f"no tangent check reaches {sorted(set(REGISTRY) - used)}"
 
 

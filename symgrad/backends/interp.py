@@ -1,8 +1,9 @@
 """The NumPy interpreter: runs any graph, forward or adjoint, node by node.
 
-It computes in the dtypes of the graph (float32, float64), or in complex128 when given complex
-inputs (the complex step). ``evaluate(..., keep=True)`` also returns every intermediate value, so
-a disagreement with the C backend can be traced to the first node that differs.
+It computes in the dtypes of the graph (float32, float64, complex64, complex128), or in complex128
+when given complex inputs to a graph of real values (the complex step). ``evaluate(...,
+keep=True)`` also returns every intermediate value, so a disagreement with the C backend can be
+traced to the first node that differs.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def evaluate(graph, args, *, keep=False):
         attrs = n.attrs if bindings is None else dims.substitute_attrs(n.attrs, bindings)
         value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **attrs)
         value = np.asarray(value)
-        if not np.iscomplexobj(value):
+        # A complex value in a real-typed node is the complex step riding along: kept as it is.
+        if not np.iscomplexobj(value) or n.out.type.is_complex:
             value = value.astype(n.out.dtype, copy=False)
         env[n.out] = value
     outputs = [np.array(env[v], copy=True) for v in graph.outputs]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 CTYPES = {"float64": "double", "float32": "float", "int64": "int64_t", "int32": "int32_t",
-          "bool": "bool"}
+          "bool": "bool", "complex128": "double _Complex", "complex64": "float _Complex"}
+# The real C type of a complex one's parts.
+REAL_CTYPES = {"double _Complex": "double", "float _Complex": "float"}
 
 # Status codes every generated function returns (documented in the generated header).
 STATUS = {"SYMGRAD_OK": 0, "SYMGRAD_ENOMEM": 1, "SYMGRAD_EINDEX": 2, "SYMGRAD_ESIZE": 3}
@@ -16,7 +18,20 @@ def c_literal(value, ctype):
     A negative literal comes parenthesized, ``(-1.5)``: literals are pasted into expressions
     (``-{x}``, ``{g} - {x}``) where a bare sign would pair with the operator before it into
     ``--`` or ``-=``-like tokens.
+
+    A complex value is ``re + im*I``: an arithmetic constant expression, so it may initialize a
+    static array (C99 has no complex literal; CMPLX is C11). An infinite or NaN imaginary part
+    would turn the real part to NaN there (inf * 0), so it is refused.
     """
+    if ctype in REAL_CTYPES:
+        v = complex(value)
+        part = REAL_CTYPES[ctype]
+        if v.imag == 0:
+            return c_literal(v.real, part)
+        if not np.isfinite(v.imag):
+            raise ValueError(f"the complex constant {v} has a non-finite imaginary part, which "
+                             f"C99 cannot spell as a constant")
+        return f"({c_literal(v.real, part)} + {c_literal(v.imag, part)}*I)"
     if ctype in ("double", "float"):
         v = float(value)
         if np.isnan(v):

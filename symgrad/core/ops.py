@@ -10,6 +10,7 @@ import numpy as np
 
 from symgrad.core import dims
 from symgrad.core.ir import Literal
+from symgrad.core.types import COMPLEX_DTYPES
 from symgrad.core.primitive import bind
 
 
@@ -28,6 +29,9 @@ def zeros_like(x):
 
 
 def convert(x, dtype):
+    """x as ``dtype``; complex to real keeps the real part, as NumPy's astype does."""
+    if x.dtype in COMPLEX_DTYPES and dtype not in COMPLEX_DTYPES:
+        x = bind("real", x)
     return x if x.dtype == dtype else bind("convert", x, dtype=dtype)
 
 

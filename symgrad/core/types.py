@@ -16,9 +16,15 @@ from symgrad.errors import DTypeError
 
 # Short names of the type strings, and the dtypes symgrad computes with.
 SHORT_NAMES = {"f64": "float64", "f32": "float32", "i64": "int64", "i32": "int32", "bool": "bool",
-               "c128": "complex128"}
+               "c128": "complex128", "c64": "complex64"}
 LONG_TO_SHORT = {v: k for k, v in SHORT_NAMES.items()}
-FLOAT_DTYPES = ("float32", "float64", "complex128")
+# Complex dtypes count as floating: they are differentiated (JAX's convention, docs/complex.md).
+FLOAT_DTYPES = ("float32", "float64", "complex128", "complex64")
+COMPLEX_DTYPES = ("complex128", "complex64")
+# The real dtype of a complex one's parts, and the complex dtype built from a real one.
+REAL_PART = {"complex128": "float64", "complex64": "float32"}
+COMPLEX_OF = {"float64": "complex128", "float32": "complex64", "complex128": "complex128",
+              "complex64": "complex64"}
 INT_DTYPES = ("int32", "int64")
 
 
@@ -45,11 +51,15 @@ class TensorType:
     def is_float(self):
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def is_complex(self):
+        return self.dtype in COMPLEX_DTYPES
+
     def __str__(self):
         return f"{LONG_TO_SHORT[self.dtype]}[{','.join(str(d) for d in self.shape)}]"
 
 
-_TYPE_RE = re.compile(r"^\s*(f64|f32|i64|i32|bool|c128)\s*\[\s*([^\]]*)\]\s*$")
+_TYPE_RE = re.compile(r"^\s*(f64|f32|c128|c64|i64|i32|bool)\s*\[\s*([^\]]*)\]\s*$")
 
 
 def parse_type(text):
@@ -60,7 +70,7 @@ def parse_type(text):
     m = _TYPE_RE.match(text)
     if not m:
         raise ValueError(f"cannot read type string {text!r}: expected DTYPE[DIMS] with DTYPE one "
-                         f"of f64, f32, i64, i32, bool and DIMS like '3,4', 'N,3' or '' "
+                         f"of f64, f32, c128, c64, i64, i32, bool and DIMS like '3,4', 'N,3' or '' "
                          f"(a scalar), e.g. 'f64[N,3]'")
     dims = []
     for part in filter(None, (p.strip() for p in m.group(2).split(","))):
@@ -84,7 +94,10 @@ def canonical_dtype(dtype):
         return "int64"
     if kind == "f":          # float16, longdouble: compute in float64
         return "float64"
-    raise DTypeError(f"dtype {name} is not supported; use float32, float64, int32, int64 or bool")
+    if kind == "c":          # clongdouble: compute in complex128
+        return "complex128"
+    raise DTypeError(f"dtype {name} is not supported; use float32, float64, complex64, "
+                     f"complex128, int32, int64 or bool")
 
 
 def promote(*dtypes):

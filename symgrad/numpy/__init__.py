@@ -22,11 +22,13 @@ from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
-from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, canonical_dtype,
+                                promote)
 from symgrad.numpy import _inplace
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
+complex64, complex128 = _np.complex64, _np.complex128
 ndarray = _np.ndarray
 
 
@@ -55,7 +57,7 @@ array = asarray
 
 def _is_weak(x):
     """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
-    return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
+    return (isinstance(x, (int, float, bool, complex)) and not isinstance(x, _np.generic)) or \
         _is_symbolic(x)
 
 
@@ -81,6 +83,8 @@ def _common_dtype(values, need_float=False):
         dtype = promote(*[_np.asarray(w).dtype for w in weak])
     elif builtins.any(isinstance(w, float) for w in weak) and dtype not in FLOAT_DTYPES:
         dtype = "float64"
+    if builtins.any(isinstance(w, complex) for w in weak) and dtype not in COMPLEX_DTYPES:
+        dtype = COMPLEX_OF.get(dtype, "complex128")     # float32 * 1j is complex64, as in NumPy
     if need_float and dtype not in FLOAT_DTYPES:
         dtype = "float64"
     return dtype
@@ -125,7 +129,7 @@ for _name, _prim in {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log
     _define(_name, _prim, getattr(_np, _name), True)
 
 for _name, _prim in {"add": "add", "subtract": "sub", "multiply": "mul", "negative": "neg",
-                     "square": "square", "abs": "abs", "absolute": "abs", "sign": "sign",
+                     "square": "square", "sign": "sign",
                      "maximum": "maximum", "minimum": "minimum", "less": "lt",
                      "less_equal": "le", "greater": "gt", "greater_equal": "ge",
                      "equal": "eq", "not_equal": "ne"}.items():
@@ -148,7 +152,13 @@ def power(x, y):
             return sqrt(x)          # noqa: F821
         if y == -1:
             return divide(1.0, x)   # noqa: F821
-    return _wrap(bind("pow", *_lift((x, y), need_float=True)))
+    xv, yv = _lift((x, y), need_float=True)
+    if xv.dtype in COMPLEX_DTYPES:
+        # The principal power exp(y log x), as NumPy's (and C99's cpow, which computes it so).
+        # Not the pow primitive: its derivative's guards compare with 0, which complex values
+        # do not (docs/complex.md).
+        return exp(multiply(_wrap(yv), log(_wrap(xv))))        # noqa: F821
+    return _wrap(bind("pow", xv, yv))
 
 
 def where(condition, x=None, y=None):
@@ -284,41 +294,67 @@ def divmod(x, y):
     return floor_divide(x, y), remainder(x, y)                  # noqa: F821
 
 
-# real, imag, conj and angle of real arrays (complex values inside a function are not supported
-# yet: the dtype complex128 is the complex step's).
+# Complex numbers (docs/complex.md): real, imag and conj are primitives; abs and angle of a
+# complex value are composites of its parts. On real values they are NumPy's identities.
 
-def _real_only(name, x):
-    x = asarray(x)
-    if x.irvar.dtype == "complex128":
-        raise TypeError(f"{name} of a complex traced value: complex arrays inside a compiled "
-                        f"function are not supported yet{_at(user_location())}")
-    return x
+def _is_complex(x):
+    return x.irvar.dtype in COMPLEX_DTYPES
 
 
 def real(x):
-    return _np.real(x) if not _traced(x) else _real_only("real", x)
+    if not _traced(x):
+        return _np.real(x)
+    x = asarray(x)
+    return _wrap(bind("real", x.irvar)) if _is_complex(x) else x
 
 
 def imag(x):
     if not _traced(x):
         return _np.imag(x)
-    return zeros_like(_real_only("imag", x))
+    x = asarray(x)
+    return _wrap(bind("imag", x.irvar)) if _is_complex(x) else zeros_like(x)
 
 
 def conj(x):
-    return _np.conj(x) if not _traced(x) else _real_only("conj", x)
+    if not _traced(x):
+        return _np.conj(x)
+    x = asarray(x)
+    return _wrap(bind("conj", x.irvar)) if _is_complex(x) else x
 
 
 conjugate = conj
 
 
 def angle(z, deg=False):
-    """The argument of z: pi where z < 0 (or is -0.0), 0 elsewhere for real z; no gradient."""
+    """The argument of z, arctan2(imag z, real z); for real z, pi where z < 0 (or is -0.0) and 0
+    elsewhere, with no gradient."""
     if not _traced(z):
         return _np.angle(z, deg)
-    z = _float(_real_only("angle", z))
-    out = arctan2(zeros_like(z), z)                             # noqa: F821
+    z = asarray(z)
+    if _is_complex(z):
+        out = arctan2(imag(z), real(z))                         # noqa: F821
+    else:
+        z = _float(z)
+        out = arctan2(zeros_like(z), z)                         # noqa: F821
     return multiply(out, 180.0 / _np.pi) if deg else out        # noqa: F821
+
+
+def _abs(x):
+    """|x|; for complex x the modulus hypot(real x, imag x) (no overflow for large parts), whose
+    adjoint is g * conj(x) / |x| (docs/complex.md), and 0 at x = 0 as in JAX: there hypot's
+    derivative re/|x| is 0/0, so x = 0 takes hypot(1, 0) instead, masked to 0, and no NaN can
+    reach the adjoint."""
+    if not _traced(x):
+        return _np.abs(x)
+    x = asarray(x)
+    if _is_complex(x):
+        re, im = real(x), imag(x)
+        zero = logical_and(equal(re, 0), equal(im, 0))          # noqa: F821
+        return where(zero, 0.0, hypot(where(zero, 1.0, re), im))    # noqa: F821
+    return _wrap(bind("abs", x.irvar))
+
+
+abs = absolute = functools.update_wrapper(_abs, _np.abs)
 
 
 # Predicates on floats: composites of comparisons (x != x only for NaN; |x| == inf only for
@@ -330,6 +366,8 @@ def isnan(x):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
+    if _is_complex(x):                  # NumPy: either part is NaN
+        return logical_or(isnan(real(x)), isnan(imag(x)))       # noqa: F821
     return not_equal(x, x)                                      # noqa: F821
 
 
@@ -339,6 +377,8 @@ def isinf(x):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
+    if _is_complex(x):                  # NumPy: either part is infinite
+        return logical_or(isinf(real(x)), isinf(imag(x)))       # noqa: F821
     return equal(abs(x), _np.inf)                               # noqa: F821
 
 
@@ -367,6 +407,9 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return x
+    if _is_complex(x):                  # NumPy: each part on its own
+        parts = [nan_to_num(p, copy, nan, posinf, neginf) for p in (real(x), imag(x))]
+        return _wrap(bind("complex", parts[0].irvar, parts[1].irvar))
     big = float(_np.finfo(x.irvar.dtype).max)
     out = where(isnan(x), nan, x)
     out = where(equal(x, _np.inf), big if posinf is None else posinf, out)     # noqa: F821
@@ -664,7 +707,8 @@ def outer(a, b):
     return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))     # noqa: F821
 
 
-vdot = lambda a, b: sum(multiply(ravel(a), ravel(b)))             # noqa: E731, F821
+# vdot conjugates its first argument, as NumPy's (the identity for real a).
+vdot = lambda a, b: sum(multiply(conj(ravel(a)), ravel(b)))       # noqa: E731, F821
 
 
 # --- creation (traced constants while tracing, NumPy otherwise) --------------------------------
@@ -904,7 +948,7 @@ from symgrad.numpy import contractions as _contractions, linalg  # noqa: E402
 
 _NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements", "unsupported",
                   "current_builder", "user_location", "ShapeError", "FLOAT_DTYPES",
-                  "canonical_dtype", "promote", "ndarray"}
+                  "canonical_dtype", "promote", "ndarray", "COMPLEX_DTYPES", "COMPLEX_OF"}
 __all__ = sorted(name for name, value in globals().items()
                  if callable(value) and not name.startswith("_") and name not in _NOT_FUNCTIONS
                  and not isinstance(value, type))
@@ -914,7 +958,7 @@ for _name in linalg.__all__:
     implements("linalg." + _name, getattr(linalg, _name))
 _inplace.register_fallbacks()
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
-            "ndarray"]
+            "complex64", "complex128", "ndarray"]
 
 
 def __getattr__(name):

@@ -53,7 +53,11 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
     axes = axes_tuple(axis, x.ndim)
     d = snp.subtract(x, snp.mean(x, axes, keepdims=True))
     n = count(x.shape, axes)
-    total = snp.sum(snp.multiply(d, d), axes, keepdims=keepdims)
+    if d.dtype.kind == "c":         # NumPy: mean |a - mean|^2, a real number
+        d2 = snp.add(snp.square(snp.real(d)), snp.square(snp.imag(d)))
+    else:
+        d2 = snp.multiply(d, d)
+    total = snp.sum(d2, axes, keepdims=keepdims)
     return snp.divide(total, float(max(n - ddof, 0)) if isinstance(n, int) else n - ddof)
 
 

@@ -9,6 +9,12 @@ of the adjoint graph whose C value differs from the interpreter's (``divergence`
 compiled once more with every value as an output, and the two are compared statement by
 statement.
 
+A function with complex values (complex arguments or intermediates) has a gradient in JAX's
+convention, df/dx - i df/dy for each complex entry z = x + iy (docs/complex.md): central
+differences then step the real and the imaginary parts separately. The complex step is not defined
+for such a function (it would need a second imaginary unit), so it is skipped, and the report
+says so in a note.
+
 The references evaluate the forward graph in float64/complex128 even for a float32 function, so
 they measure float32's rounding, not their own. Large arguments are checked on a random sample of
 coordinates plus one random direction (``max_coords``), which keeps a 3073x10 weight cheap.
@@ -71,7 +77,7 @@ class GradCheckReport:
                 lines.append(f"  {c.method} vs gradient of {c.argument}, worst entries:")
                 lines.append(f"    {'index':<14} {'gradient':>22} {'reference':>22}")
                 for idx, a, b in c.worst:
-                    lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
+                    lines.append(f"    {str(idx):<14} {_number(a)} {_number(b)}")
         if self.divergence:
             lines.append("  " + self.divergence)
         lines += ["  note: " + note for note in self.notes]
@@ -82,10 +88,13 @@ class GradCheckReport:
 
 
 def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
-    grad = np.asarray(grad, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
+    complex_ = np.iscomplexobj(grad) or np.iscomplexobj(ref)
+    kind = np.complex128 if complex_ else np.float64
+    grad = np.asarray(grad, dtype=kind).ravel()
+    ref = np.asarray(ref, dtype=kind).ravel()
     # NaN where both have NaN, and the same infinity, agree: the entries are the same.
-    same = _same_nonfinite(grad, ref)
+    same = _same_nonfinite(grad, ref) if not complex_ else \
+        _same_nonfinite(grad.real, ref.real) & _same_nonfinite(grad.imag, ref.imag)
     with np.errstate(invalid="ignore"):
         diff = np.where(same, 0.0, np.abs(grad - ref))
     scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0))
@@ -99,8 +108,14 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
         if shape is None or len(shape) <= 1:
             return int(flat)
         return tuple(int(i) for i in np.unravel_index(flat, shape))
-    worst = [(position(index[k]), float(grad[k]), float(ref[k])) for k in order]
+    number = complex if complex_ else float
+    worst = [(position(index[k]), number(grad[k]), number(ref[k])) for k in order]
     return Comparison(method, name, max_abs, max_rel, ok, worst)
+
+
+def _number(v):
+    """A gradient entry for the report: 22 characters for a real one, more for a complex one."""
+    return f"{v:22.15g}" if not isinstance(v, complex) else f"{v:.15g}".rjust(44)
 
 
 def _same_nonfinite(a, b):
@@ -143,7 +158,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
         value = value[0]
     grads = tree_leaves(grads if not single else (grads,))
     spec, arrays = cf.specialize(*args)
-    is_f32 = any(t is not None and t.dtype == "float32" for t in spec.types)
+    is_f32 = any(t is not None and t.dtype in ("float32", "complex64") for t in spec.types)
     tol = max(rtol, F32_RTOL) if is_f32 else rtol
     names = [spec.graph.inputs[p].name for p in spec.wrt]
     comparisons = []
@@ -156,7 +171,16 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
 
     # 2-3. Finite differences and the complex step on the float64 forward graph.
     f64 = _float64_graph(cf, spec, args)
-    base = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+    base = [a.astype(np.float64) if a.dtype.kind == "f" else
+            a.astype(np.complex128) if a.dtype.kind == "c" else a for a in arrays]
+    # The complex step needs a real function of real values; one with complex values of its
+    # own has no complex step (Im f(x + ih) would mix the two imaginary units).
+    complex_values = _has_complex_values(f64)
+    notes = []
+    if complex_values:
+        notes.append("the function has complex values, where the complex step is not defined: "
+                     "it is skipped; central differences step the real and the imaginary part "
+                     "of each complex entry (the gradient is df/dx - i df/dy, docs/complex.md)")
     rng = np.random.default_rng(seed)
     for name, pos, g in zip(names, spec.wrt, grads):
         x0 = base[pos]
@@ -166,22 +190,28 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
             args_[pos] = x
             return evaluate(f64, args_)[0]
 
-        g = np.asarray(g, dtype=np.float64)
+        complex_arg = np.iscomplexobj(x0)
+        g = np.asarray(g, dtype=np.complex128 if complex_arg else np.float64)
         if x0.size <= max_coords:
-            fd = numerical.grad(f, x0, method="central")
-            cs = numerical.grad(f, x0, method="complex")
+            fd = _central(f, x0)
             comparisons.append(_compare("central diff", name, g, fd, tol, atol, shape=g.shape))
-            comparisons.append(_compare("complex step", name, g, cs, tol, atol, shape=g.shape))
+            if not complex_values:
+                cs = numerical.grad(f, x0, method="complex")
+                comparisons.append(_compare("complex step", name, g, cs, tol, atol,
+                                            shape=g.shape))
             continue
         coords = np.sort(rng.choice(x0.size, size=max_coords, replace=False))
-        fd, cs = _sampled(f, x0, coords)
+        fd, cs = _sampled(f, x0, coords, complex_step=not complex_values)
         comparisons.append(_compare("central diff", name, g.ravel()[coords], fd, tol, atol, coords,
                                     g.shape))
-        comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol, coords,
-                                    g.shape))
+        if not complex_values:
+            comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol,
+                                        coords, g.shape))
         s = rng.standard_normal(x0.shape)
-        comparisons.append(_compare("directional", name, np.sum(g * s),
-                                    numerical.directional(f, x0, s), max(tol, 1e-6), atol))
+        if complex_arg:        # a complex direction s pairs with the gradient as Re(g * s)
+            s = s + 1j * rng.standard_normal(x0.shape)
+        comparisons.append(_compare("directional", name, np.real(np.sum(g * s)),
+                                    _directional(f, x0, s), max(tol, 1e-6), atol))
     divergence = None
     # Generated code (the C backend) can disagree with the interpreter; find where.
     if spec.executable().source is not None and not all(c.ok for c in comparisons if c.method == "interpreter"):
@@ -189,7 +219,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
                                       cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
                              if np.ndim(value) else float(value), comparisons, tol, atol,
-                             divergence, _nan_notes(spec, arrays))
+                             divergence, _nan_notes(spec, arrays) + notes)
     if raise_on_error and not report.ok:
         raise GradientCheckError(report)
     return report
@@ -240,25 +270,57 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     return None
 
 
-def _sampled(f, x0, coords):
-    """Central differences and complex step of f along the chosen coordinates only."""
+def _has_complex_values(graph):
+    return any(v.type.is_complex for v in graph.inputs) or \
+        any(n.out.type.is_complex for n in graph.nodes)
+
+
+def _central(f, x0):
+    """Central differences of the real-valued f at x0; for complex x0, df/dx - i df/dy (JAX's
+    convention: docs/complex.md), each part stepped on its own."""
+    if not np.iscomplexobj(x0):
+        return numerical.grad(f, x0, method="central")
+    re, im = x0.real.copy(), x0.imag.copy()
+    d_re = numerical.grad(lambda x: f(x + 1j * im), re, method="central")
+    d_im = numerical.grad(lambda y: f(re + 1j * y), im, method="central")
+    return d_re - 1j * d_im
+
+
+def _directional(f, x0, s):
+    """The derivative of f at x0 along s; a complex x0 moves in the plane of its two parts."""
+    if not np.iscomplexobj(x0):
+        return numerical.directional(f, x0, s)
+    pair = np.stack([x0.real, x0.imag])
+    return numerical.directional(lambda p: f(p[0] + 1j * p[1]), pair,
+                                 np.stack([s.real, s.imag]))
+
+
+def _sampled(f, x0, coords, complex_step=True):
+    """Central differences and complex step of f along the chosen coordinates only (for a
+    complex x0, df/dx - i df/dy and no complex step)."""
     fd, cs = [], []
     flat = x0.ravel()
     for k in coords:
-        def along(t, k=k):
-            x = flat.astype(np.result_type(flat, np.asarray(t))).copy()
-            x[k] = x[k] + t
+        h = np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[k]))
+
+        def along(t, k=k, unit=1.0):
+            x = flat.astype(np.result_type(flat, np.asarray(t), unit)).copy()
+            x[k] = x[k] + unit * t
             return f(x.reshape(x0.shape))
-        fd.append(float(numerical.grad(along, 0.0, method="central",
-                                       h=np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[k])))))
-        cs.append(float(numerical.grad(along, 0.0, method="complex")))
+        d = float(numerical.grad(along, 0.0, method="central", h=h))
+        if np.iscomplexobj(flat):
+            d = d - 1j * float(numerical.grad(lambda t, k=k: along(t, k, 1j), 0.0,
+                                              method="central", h=h))
+        fd.append(d)
+        cs.append(float(numerical.grad(along, 0.0, method="complex")) if complex_step else np.nan)
     return np.array(fd), np.array(cs)
 
 
 def _float64_graph(cf, spec, args):
     """The forward graph traced with float64 in place of float32 (the references' precision)."""
-    if all(t is None or t.dtype != "float32" for t in spec.types):
+    wider = {"float32": "float64", "complex64": "complex128"}
+    if all(t is None or t.dtype not in wider for t in spec.types):
         return spec.graph
-    types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
-                                               else t.dtype) for t in spec.types]
+    types = [None if t is None else TensorType(t.shape, wider.get(t.dtype, t.dtype))
+             for t in spec.types]
     return spec.retrace(types)

@@ -743,7 +743,7 @@ def _dot_escape(s):
 
 # --- syntax highlighting (a few regexes, no dependency) -----------------------------------------
 
-_IR_TOKENS = re.compile(r"(?P<comment>#.*$)|(?P<type>\b(?:f64|f32|i64|i32|bool|c128)\[[^\]]*\])"
+_IR_TOKENS = re.compile(r"(?P<comment>#.*$)|(?P<type>\b(?:f64|f32|i64|i32|bool|c128|c64)\[[^\]]*\])"
                         r"|(?P<num>(?<![\w.])-?\d+(?:\.\d*)?(?:e[-+]?\d+)?)|(?P<ident>[A-Za-z_]\w*)"
                         r"|(?P<other>.)", re.S)
 _C_TOKENS = re.compile(r"(?P<comment>/\*.*?(?:\*/|$)|//.*$)|(?P<pre>^\s*#\s*\w+)"

@@ -18,7 +18,8 @@ from symgrad.frontend.tracer import IMPLEMENTATIONS
 # NumPy's: the same values, broadcasting, axis and dtype rules, and exact gradients.
 NOTES = {
     # The subgradient conventions of API.md.
-    "abs": "gradient at 0 is 1 (the tie goes to x in max(x, -x))",
+    "abs": "gradient at 0 is 1 (the tie goes to x in max(x, -x)); of a complex z, the modulus, "
+           "adjoint g conj(z) / abs(z) ([complex.md](complex.md))",
     "absolute": "as abs",
     "fabs": "as abs",
     "maximum": "on a tie the gradient goes to the first argument",
@@ -32,6 +33,12 @@ NOTES = {
     "amin": "as min",
     "where": "three arguments only (where(c) alone, NumPy's nonzero, has a data-dependent "
              "shape); the gradient goes to the branch taken",
+    # Complex numbers: docs/complex.md.
+    "real": "of a complex z: adjoint g ([complex.md](complex.md))",
+    "imag": "of a complex z: adjoint -i g ([complex.md](complex.md))",
+    "conj": "of a complex z: adjoint conj(g) ([complex.md](complex.md))",
+    "conjugate": "as conj",
+    "angle": "of a complex z: arctan2(imag z, real z); of a real z, no gradient",
     # Zero almost everywhere.
     "sign": "no gradient (0 almost everywhere)",
     "floor": "no gradient (0 almost everywhere)",
@@ -109,6 +116,10 @@ as NumPy's own `numpy.NAME` called on a traced value (NumPy hands it to symgrad 
 `__array_ufunc__`/`__array_function__`), and, where ndarray has it, as a method of the traced
 array. On plain arrays `snp.NAME` is NumPy's. Values, broadcasting, `axis`/`keepdims` and dtype
 rules are NumPy's, and gradients are exact, except where the notes say otherwise.
+
+Complex values (`complex128`, `complex64`; type strings `c128`, `c64`) are supported by the
+operations [complex.md](complex.md) lists, whose gradients follow JAX's convention; any other
+operation on a complex value raises `symgrad.DTypeError` naming it.
 
 A name not listed raises `symgrad.errors.UnsupportedError` (a `TracingError` and an
 `AttributeError`) naming it and the closest supported names.

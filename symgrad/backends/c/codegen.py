@@ -50,7 +50,9 @@ KERNEL_LOCALS = {"status", "ws", "ws_bytes", "done", "data", "acc", "best", "arg
 LIBC_NAMES = set("""errno math_errhandling assert exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
 atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
 lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
-memset memmove strlen printf main exit abort""".split())
+memset memmove strlen printf main exit abort
+I complex imaginary creal crealf cimag cimagf conj conjf cabs carg cexp clog csqrt cpow csin ccos
+ctan csinh ccosh ctanh""".split())
 RESERVED = C_KEYWORDS | KERNEL_LOCALS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
 
 
@@ -706,7 +708,8 @@ def _tidy(blocks):
 
 
 def _sizeof(ctype):
-    return {"double": 8, "float": 4, "int64_t": 8, "int32_t": 4, "bool": 1, "char": 1}[ctype]
+    return {"double": 8, "float": 4, "int64_t": 8, "int32_t": 4, "bool": 1, "char": 1,
+            "double _Complex": 16, "float _Complex": 8}[ctype]
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -728,7 +731,11 @@ def render_module(functions, *, title, version, data=None):
             for line in lines),
         parallel=parallel,
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
-        uses_math=any("symgrad_math_" in line for line in lines))
+        uses_math=any("symgrad_math_" in line for line in lines),
+        # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.
+        uses_complex=any("_Complex" in line for fn in functions
+                         for line in (*fn.params, *fn.prologue, *fn.epilogue,
+                                     *(text for block in fn.blocks for text in block.lines))))
 
 
 def render_prototypes(functions):

@@ -21,7 +21,8 @@ from sympy.printing.c import C99CodePrinter
 
 from symgrad.core.cspell import literal_value
 from symgrad.errors import DTypeError, ShapeError
-from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
+from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, REAL_PART, TensorType,
+                                broadcast_shapes)
 from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
@@ -37,17 +38,41 @@ _PRINTERS = {"float64": C99CodePrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
                                         "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
+
+class ComplexC99Printer(C99CodePrinter):
+    """sympy's C99 printer for ``double complex``/``float complex`` operands: <complex.h>'s
+    names (cexp, clog, csqrt, cpow, csin, ...; the f-suffixed ones for float complex), and
+    x**2 as x*x, which is exact where cpow(x, 2) goes through exp and log."""
+    _ns = "c"
+    _prec_funcs = tuple(C99CodePrinter._prec_funcs) + tuple(
+        "c" + f for f in "exp log sqrt pow sin cos tan sinh cosh tanh".split())
+
+    def _print_Pow(self, expr):
+        if expr.exp == 2:
+            base = self.parenthesize(expr.base, 1000)    # an atom or in parentheses
+            return f"({base}*{base})"
+        return super()._print_Pow(expr)
+
+
+_PRINTERS["double _Complex"] = ComplexC99Printer()
+_PRINTERS["float _Complex"] = ComplexC99Printer({"type_aliases": {real: float32}})
+# The primitives whose sympy expression is analytic and whose C has a <complex.h> counterpart:
+# these take complex operands (elementwise(..., complex_ok=True)); every other one refuses them.
+
 # sympy function -> primitive, for turning derivative expressions back into IR: the primitive's
 # name, or a function (expr, emit) -> Var for those that need the expression's arguments (the
 # order n of polygamma(n, x) picks the primitive).
 _FUNCTIONS = {}
 
 
-def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
+def _broadcast_type(name, *in_types, out_dtype=None, float_only=False, complex_ok=False):
     dtypes = {t.dtype for t in in_types}
     if len(dtypes) > 1:
         raise DTypeError(f"operands have different dtypes {sorted(dtypes)}")
     dtype = dtypes.pop()
+    if dtype in COMPLEX_DTYPES and not complex_ok:
+        raise DTypeError(f"{name} is not defined for complex values ({dtype}) in symgrad; "
+                         f"docs/complex.md lists what is")
     if float_only and dtype not in FLOAT_DTYPES:
         raise DTypeError(f"{name} needs a floating-point operand, got {dtype}")
     try:
@@ -164,7 +189,7 @@ def _sympy_jvp(derivs, t, out, *inputs):
 
 
 def _c_from_sympy(expr, operands, ctype):
-    printer = _PRINTERS["float32" if ctype == "float" else "float64"]
+    printer = _PRINTERS.get(ctype) or _PRINTERS["float32" if ctype == "float" else "float64"]
     return _c_format(printer, expr).format(*operands)
 
 
@@ -191,7 +216,7 @@ def _lambdified(args, expr, *arrays):
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, c=None, shape_rule=None, doc="", **facts):
+                complex_ok=False, sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
@@ -202,8 +227,11 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
     definition, which sympy differentiates) would overflow or cancel when evaluated; or a
     function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
-    for operands of different dtypes (default: one dtype, broadcast shapes). ``facts``: further
-    fields of the record (``identities``, ``infix``, ...).
+    for operands of different dtypes (default: one dtype, broadcast shapes). ``complex_ok``:
+    the expression is analytic and its C prints with <complex.h> (ComplexC99Printer), so complex
+    operands are allowed; its derivative is then the complex derivative, and the adjoint
+    g * f'(z) (JAX's convention, docs/complex.md). ``facts``: further fields of the record
+    (``identities``, ``infix``, ...).
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -213,7 +241,8 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
         name=name,
-        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only),
+        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only,
+                                                   complex_ok=complex_ok),
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
@@ -231,11 +260,14 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
 # Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False. The
 # identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
 # inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
+# All but pow take complex operands too (complex_ok).
 elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
-            accumulate="+=")
-elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}")
-elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}")
-elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
+            accumulate="+=", complex_ok=True)
+elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}",
+            complex_ok=True)
+elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}",
+            complex_ok=True)
+elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}", complex_ok=True)
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
 # derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
 # rules do), and since the guarded formulas are written in pow again, every order stays exact:
@@ -244,26 +276,28 @@ elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
 elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
                                   OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))],
             infix="{0} ** {1}")
-elementwise("neg", -X, float_only=False, involution=True, infix="-{0}")
-elementwise("square", X ** 2, float_only=False)
+elementwise("neg", -X, float_only=False, involution=True, infix="-{0}", complex_ok=True)
+elementwise("square", X ** 2, float_only=False, complex_ok=True)
+# pow's guards compare with 0, which complex values do not (docs/complex.md): a complex power
+# is exp(y log x) in symgrad.numpy.power.
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
-elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp)
+elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp, complex_ok=True)
 elementwise("expm1", expm1(X), sympy_func=expm1)   # accurate for small x: no cancellation in e^x - 1
-elementwise("log", sp.log(X), sympy_func=sp.log)
+elementwise("log", sp.log(X), sympy_func=sp.log, complex_ok=True)
 elementwise("log1p", log1p(X), sympy_func=log1p)   # accurate for small x: no rounding in 1 + x
-elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)])
+elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)], complex_ok=True)
 
 # Trigonometric and hyperbolic functions.
-elementwise("sin", sp.sin(X), sympy_func=sp.sin)
-elementwise("cos", sp.cos(X), sympy_func=sp.cos)
-elementwise("tan", sp.tan(X), sympy_func=sp.tan)
+elementwise("sin", sp.sin(X), sympy_func=sp.sin, complex_ok=True)
+elementwise("cos", sp.cos(X), sympy_func=sp.cos, complex_ok=True)
+elementwise("tan", sp.tan(X), sympy_func=sp.tan, complex_ok=True)
 elementwise("arcsin", sp.asin(X), sympy_func=sp.asin)
 elementwise("arccos", sp.acos(X), sympy_func=sp.acos)
 elementwise("arctan", sp.atan(X), sympy_func=sp.atan)
-elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh)
-elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh)
-elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
+elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh, complex_ok=True)
+elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh, complex_ok=True)
+elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh, complex_ok=True)
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
 # out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
@@ -392,7 +426,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
 def _select_type(c, x, y):
     if c.dtype != "bool":
         raise DTypeError(f"the condition of where/select must be bool, got {c.dtype}")
-    out = _broadcast_type("select", x, y)
+    out = _broadcast_type("select", x, y, complex_ok=True)
     try:
         shape = broadcast_shapes(c.shape, out.shape)
     except ValueError:
@@ -430,6 +464,11 @@ register(Primitive(
 
 
 def _convert_type(x, *, dtype):
+    if x.dtype in COMPLEX_DTYPES and dtype not in COMPLEX_DTYPES:
+        # NumPy's astype keeps the real part (with a ComplexWarning); symgrad says so in the IR
+        # (ops.convert binds ``real`` first), which also keeps this primitive's interpreter
+        # rule free to carry the complex step through float casts.
+        raise DTypeError(f"convert from {x.dtype} to {dtype}: take the real part first")
     return TensorType(x.shape, dtype)
 
 
@@ -501,7 +540,8 @@ register(Primitive(
 
 register(Primitive(
     name="stop_gradient", elementwise=True,
-    shape_rule=functools.partial(_broadcast_type, "stop_gradient", float_only=False),
+    shape_rule=functools.partial(_broadcast_type, "stop_gradient", float_only=False,
+                                 complex_ok=True),
     impl=lambda x: x,
     vjp=_no_gradient,
     jvp=_no_tangent,
@@ -556,7 +596,7 @@ def _chain_mul_c(operands, ctype):
 
 register(Primitive(
     name="chain_mul", elementwise=True,
-    shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
+    shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True, complex_ok=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
     batch=functools.partial(batching.elementwise, "chain_mul"),
     # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as

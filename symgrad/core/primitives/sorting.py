@@ -16,8 +16,8 @@ import numpy as np
 
 from symgrad.core import batching, dims
 from symgrad.core.primitive import Primitive, register
-from symgrad.core.types import TensorType
-from symgrad.errors import ShapeError
+from symgrad.core.types import COMPLEX_DTYPES, TensorType
+from symgrad.errors import DTypeError, ShapeError
 
 
 def _d(d):
@@ -25,6 +25,10 @@ def _d(d):
 
 
 def _argsort_type(x, *, axis):
+    if x.dtype in COMPLEX_DTYPES:
+        # NumPy sorts complex numbers lexicographically; symgrad does not (docs/complex.md).
+        raise DTypeError(f"sorting is not defined for complex values ({x.dtype}) in symgrad; "
+                         f"docs/complex.md lists what is")
     if not 0 <= axis < x.ndim:
         raise ShapeError(f"axis {axis} is out of range for shape {x.shape}")
     if not all(dims.is_static(d) for d in x.shape):

@@ -22,7 +22,7 @@ from symgrad.core.symbolic import sympy as _sympy
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
-from symgrad.core.types import INT_DTYPES, TensorType
+from symgrad.core.types import COMPLEX_DTYPES, INT_DTYPES, TensorType
 from symgrad.core import batching, ops
 from symgrad.core.batching import shifted, to_front
 from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
@@ -240,6 +240,10 @@ def _reduce_type(x, *, axes):
 
 
 def _nonempty_reduce_type(x, *, axes):
+    if x.dtype in COMPLEX_DTYPES:
+        # NumPy orders complex numbers lexicographically; symgrad does not (docs/complex.md).
+        raise DTypeError(f"max/min are not defined for complex values ({x.dtype}) in symgrad; "
+                         f"docs/complex.md lists what is")
     if any(x.shape[a] == 0 for a in axes):
         raise ShapeError(f"zero-size reduction over axes {axes} of shape {x.shape} has no identity")
     return _reduce_type(x, axes=axes)
@@ -404,6 +408,9 @@ def _last_axis_batch(name, size, bdims, x):
 
 
 def _arg_type(x):
+    if x.dtype in COMPLEX_DTYPES:
+        raise DTypeError(f"argmax/argmin are not defined for complex values ({x.dtype}) in "
+                         f"symgrad; docs/complex.md lists what is")
     _last_axis_type(x)
     return TensorType(x.shape[:-1], "int64")
 
@@ -574,7 +581,7 @@ NARROW_MAX = 16
 def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
     """The call of the narrow kernel for pc = op(pa) op(pb) (+ pc), or None when none
     applies."""
-    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1:
+    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1 or t not in ("double", "float"):
         return None
     letter = "s" if t == "float" else "d"
     if ta:       # A stored K x M: result rows are A's columns
@@ -589,7 +596,7 @@ def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
-    if t not in ("double", "float"):      # BLAS multiplies floats only: integers run the loops
+    if t not in ("double", "float"):      # BLAS multiplies floats only: integers and complex
         return loops
     if any(d > INT32_MAX for d in static):
         return loops
