@@ -142,11 +142,12 @@ def choose_mode(mode, n_in, n_out):
     return "forward" if n_in < n_out else "reverse"
 
 
-def _complex_mode(chosen, asked, name, wrt, outputs):
-    """JAX's rule for complex values (docs/complex.md): forward mode needs real inputs (a real
-    tangent seed would see only d/dx), reverse mode real results (a real cotangent seed, only
-    the real part). ``"auto"`` takes the mode that applies; where none does (complex in and
-    out: JAX's holomorphic=True, which symgrad does not have), a ValueError says so."""
+def _complex_mode(chosen, name, wrt, outputs):
+    """``chosen``, or a ValueError for complex values (docs/complex.md). JAX's rule would take
+    forward mode for real inputs and reverse mode for real results, but the one-sweep
+    Jacobian's scan keeps its rows in a real buffer and would drop imaginary parts: refused
+    until that scan carries complex rows (f.grad and f.jvp give each row and column meanwhile).
+    Complex inputs and results together would need holomorphic differentiation."""
     complex_in = [str(v.type) for v in wrt if v.type.is_complex]
     complex_out = [str(v.type) for v in outputs if v.type.is_complex]
     if complex_in and complex_out:
@@ -154,25 +155,10 @@ def _complex_mode(chosen, asked, name, wrt, outputs):
                          f"complex results ({', '.join(complex_out)}) need holomorphic "
                          f"differentiation, which symgrad does not support; split into real "
                          f"and imaginary parts (docs/complex.md)")
-    if complex_in and chosen == "forward":
-        if asked == "auto":
-            return "reverse"
-        raise ValueError(f"jacobian of {name} in forward mode needs real inputs, got "
-                         f"{', '.join(complex_in)} (as JAX's jacfwd; hessian is forward over "
-                         f"reverse, so it needs them too): use mode='reverse' (docs/complex.md)")
     if complex_in or complex_out:
-        # JAX's jacfwd/jacrev would apply (the rules below), but the one-sweep Jacobian's scan
-        # keeps its rows in a real buffer and would drop imaginary parts: refused until that
-        # scan carries complex rows (f.grad and f.jvp give each row and column meanwhile).
         raise ValueError(f"jacobian of {name}: complex values "
                          f"({', '.join(complex_in + complex_out)}) are not supported yet; use "
                          f"f.grad per output or f.jvp per direction (docs/complex.md)")
-    if complex_out and chosen == "reverse":
-        if asked == "auto":
-            return "forward"
-        raise ValueError(f"jacobian of {name} in reverse mode needs real results, got "
-                         f"{', '.join(complex_out)} (as JAX's jacrev): use mode='forward' "
-                         f"(docs/complex.md)")
     return chosen
 
 
@@ -196,7 +182,7 @@ def jacobian(fn, argnums, single, mode, args, kw=None, has_aux=False):
                  tuple_output=len(outputs) > 1)
     n_in = sum(v.type.size for v in wrt)
     n_out = sum(v.type.size for v in outputs)
-    mode = _complex_mode(choose_mode(mode, n_in, n_out), mode, graph.name, wrt, outputs)
+    mode = _complex_mode(choose_mode(mode, n_in, n_out), graph.name, wrt, outputs)
     blocks = (_forward_blocks if mode == "forward" else _reverse_blocks)(main, p.inputs,
                                                                         positions)
     rows = [p.grads([blocks[o][k] for k in range(len(wrt))], single)
