@@ -447,3 +447,12 @@ def test_aot_build_of_a_complex_function(tmp_path):
     got = loader.rotate(zr, np.float32(0.3))
     assert got.dtype == np.complex64
     np.testing.assert_allclose(got, zr * np.exp(0.3j), rtol=2e-6)
+
+
+def test_jacobian_refuses_complex_inputs_in_auto_mode_too():
+    """Auto mode picked reverse for a complex input with more outputs than inputs and skipped
+    the refusal: the Jacobian came back with its imaginary parts dropped ([2, 0, 2])."""
+    f = symgrad.jacobian(lambda z: snp.stack([snp.real(z) * 2.0, snp.imag(z) * 3.0,
+                                              snp.real(z * z)]), backend="interp")
+    with pytest.raises(ValueError, match="complex values"):
+        f(np.complex128(1 + 2j))
