@@ -13,7 +13,7 @@ A build of ``SPEC.py`` writes, into the output directory, for the whole SPEC:
 A dimension written as a name (``f64[N,3073]``) is a run-time size: the C functions take it as
 an ``int64_t`` argument, so one library serves every size. The same name in two places means the
 same size. The C and the header are reproducible: the same SPEC and symgrad version give the same
-bytes (no dates, no absolute paths). Libraries are compiled with ``-O3`` only, so they run on any
+bytes (no dates, no absolute paths). Libraries are compiled with ``-O2`` only, so they run on any
 machine of the same architecture; pass ``cflags`` for ``-march=native``.
 """
 from __future__ import annotations
