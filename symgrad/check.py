@@ -22,6 +22,7 @@ import numpy as np
 from . import numerical
 from .errors import GradientCheckError
 from .interp import evaluate
+from .ir import Graph, format_statement
 from .types import TensorType
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
@@ -171,7 +172,6 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     interpreter, as a sentence naming it, its source line and the difference (None if every
     value agrees)."""
     from .backend.native import evaluate_native
-    from .ir import Graph
     nodes = [n for n in graph.nodes if n.prim != "const"]
     if not nodes:
         return None
@@ -195,15 +195,12 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
             if np.array_equal(got, want):
                 continue
             how = f"{int(np.sum(got != want))} of {got.size} elements differ"
-        args = " ".join(names.get(v, "?") for v in n.inputs)
         where_ = f" ({n.loc}: {n.loc.text})" if n.loc is not None and n.loc.text else ""
         adjoint = ""
         if n.grad_of is not None:
-            fwd = n.grad_of
-            adjoint = (f", in the adjoint of {names.get(fwd.out, '(folded)')} = {fwd.prim} "
-                       f"{' '.join(names.get(v, '?') for v in fwd.inputs)}")
+            adjoint = f", in the adjoint of {format_statement(n.grad_of, names, types=False)}"
         return (f"first value that differs between C and the interpreter: "
-                f"{names[n.out]} = {n.prim} {args}{adjoint}{where_}; {how}")
+                f"{format_statement(n, names, types=False)}{adjoint}{where_}; {how}")
     return None
 
 

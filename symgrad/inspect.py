@@ -37,6 +37,7 @@ from . import loops, tracing
 from .autodiff import value_and_grad_graph
 from .errors import CompileError
 from .interp import evaluate
+from .ir import format_operation, format_statement
 from .primitives import REGISTRY
 
 GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` program, which was "
@@ -177,15 +178,9 @@ class Report:
             return ""
         return "= " + format_value(self.values[v])
 
-    def _call(self, node):
-        attrs = ", ".join(f"{k}={_attr(a)}" for k, a in sorted(node.attrs.items())
-                          if a is not False)
-        return f"{node.prim}{f'[{attrs}]' if attrs else ''}"
-
     def ir_statement(self, node, ref):
         """``b:f64[] = mul a z``, as the IR printer writes it."""
-        args = " ".join(ref(v) for v in node.inputs)
-        return f"{self.names[node.out]}:{node.out.type} = {self._call(node)} {args}".rstrip()
+        return format_statement(node, self.names, ref=ref)
 
     def infix(self, node, ref):
         """``a * z``: the statement's right-hand side as an expression."""
@@ -198,7 +193,7 @@ class Report:
             return INFIX[node.prim].format(*operands)
         if node.prim == "const":
             return repr(node.attrs["value"])
-        return f"{self._call(node)}({', '.join(operands)})"
+        return f"{format_operation(node)}({', '.join(operands)})"
 
     def _where(self, node):
         loc = node.loc
@@ -306,8 +301,8 @@ class Report:
         if fwd is None:
             return "# not from a forward statement (zero gradients of unused inputs)"
         inline = self._inline()
-        args = " ".join(inline.get(v, self.names.get(v, "?")) for v in fwd.inputs)
-        stmt = f"{self.names[fwd.out]} = {self._call(fwd)} {args}".rstrip()
+        stmt = format_statement(fwd, self.names, types=False,
+                                ref=lambda v: inline.get(v, self.names.get(v, "?")))
         return f"# grad of: {stmt}   ({self._where(fwd)})"
 
     def _tangent_names(self, inline):
@@ -420,8 +415,7 @@ class Report:
             if n.loc is not None and n.loc != where:
                 where = n.loc
                 body.append(Line(f"# tangent of {where}: {where.text}", "comment"))
-            stmt = f"  {names[n.out]}:{n.out.type} = {n.prim} " + " ".join(
-                ref(v) for v in n.inputs)
+            stmt = "  " + format_statement(n, names, ref=ref)
             shown = format_value(values[n.out]) if n.out in values else ""
             # No ids: the JVP graph names its values afresh (its ``b`` is not the graph's ``b``),
             # so linking them would highlight unrelated nodes and lines on the page.
@@ -472,7 +466,7 @@ class Report:
             if n.out in inline:
                 continue
             name = self.names[n.out]
-            label = f"{name} = {_dot_escape(self._call(n))}\\n{n.out.type}"
+            label = f"{name} = {_dot_escape(format_operation(n))}\\n{n.out.type}"
             if n.out in self.values:
                 word = "grad" if n.out in adjoint else "value"
                 label += f"\\n{word} {_dot_escape(format_value(self.values[n.out]))}"
@@ -616,10 +610,6 @@ def _columns(stmt, value, comment):
     if comment:
         line += f"  # {comment}"
     return line.rstrip()
-
-
-def _attr(v):
-    return v if isinstance(v, str) else repr(v)
 
 
 def _dot_escape(s):
