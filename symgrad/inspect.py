@@ -355,7 +355,7 @@ class Report:
         lines.append("temporaries (arrays neither input nor output): " + "; ".join(
             f"{label} {_bytes(temporary_bytes(g))}" for label, g in graphs))
         workspace = re.findall(r"^int (\w+)\((?:[^{]*)\{\n(?:.*\n){0,40}?\s*const size_t "
-                               r"ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
+                               r"_ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
         if workspace:
             lines.append("C workspace per call (kept by each calling thread): " + "; ".join(
                 f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"

@@ -18,6 +18,7 @@ import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.c import C99CodePrinter
+from sympy.printing.precedence import precedence
 
 from ..errors import DTypeError, ShapeError
 from ..types import FLOAT_DTYPES, TensorType, broadcast_shapes
@@ -28,7 +29,18 @@ X, Y = sp.symbols("x y", real=True)
 OUT = sp.Symbol("out", real=True)
 SYMBOLS = (X, Y)
 
-_PRINTERS = {"float64": C99CodePrinter(), "float32": C99CodePrinter({"type_aliases": {real: float32}})}
+class _CPrinter(C99CodePrinter):
+    """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
+    ``pow(x, 2)``)."""
+
+    def _print_Pow(self, expr):
+        if expr.exp == 2:
+            base = self.parenthesize(expr.base, precedence(expr))
+            return f"{base}*{base}"
+        return super()._print_Pow(expr)
+
+
+_PRINTERS = {"float64": _CPrinter(), "float32": _CPrinter({"type_aliases": {real: float32}})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
 # sympy function -> primitive, for turning derivative expressions back into IR.
