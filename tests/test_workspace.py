@@ -1,4 +1,4 @@
-"""The workspace a compiled function keeps between calls (templates/workspace.c.j2).
+"""The workspace a compiled function keeps between calls (templates/workspace.c).
 
 A function's intermediate arrays live in one block that each thread keeps and reuses, so its
 contents on entry are whatever the last call left there. Compiled with

@@ -730,12 +730,22 @@ def environment():
     return _ENV
 
 
+# Runtime C the modules paste in as it is: no template logic, so plain C files (templates/).
+RUNTIME_FILES = ("blas.h", "workspace.c")
+
+
+def runtime_sources():
+    """``{file name: its text}`` of the runtime C files."""
+    return {name: (template_dir() / name).read_text().rstrip("\n") for name in RUNTIME_FILES}
+
+
 def render_module(functions, *, title, version):
     """The C source of a module holding ``functions`` (CFunctions)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
     return environment().get_template("module.c.j2").render(
         functions=functions, title=c_comment(title), version=version, status=STATUS,
+        runtime=runtime_sources(),
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
                       for fn in functions for block in fn.blocks for line in block.lines))

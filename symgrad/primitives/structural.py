@@ -518,7 +518,7 @@ def _matmul_jvp(t, out, a, b, **flags):
 TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
 
 # Products of at least this many multiply-adds (m*n*k) call the BLAS gemm where one is linked
-# (-DSYMGRAD_USE_BLAS, see module.c.j2); smaller ones run the generated loops, which measured as
+# (-DSYMGRAD_USE_BLAS, see templates/blas.h); smaller ones run the generated loops, which measured as
 # fast there (docs/design.md). Matrix-vector products are no exception: gemm beat the loops on
 # them too (256x3073 @ 3073: 2.1 -> 0.4 ms).
 GEMM_MIN_MADDS = 8192
@@ -526,7 +526,7 @@ INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the l
 
 
 def _gemm_call(t, ta, tb, m_, n_, kk_):
-    """The row-major CBLAS call _pc = 1 op(_pa) op(_pb) + 0 _pc (SYMGRAD_[SD]GEMM: module.c.j2)."""
+    """The row-major CBLAS call _pc = 1 op(_pa) op(_pb) + 0 _pc (SYMGRAD_[SD]GEMM: blas.h)."""
     gemm = "SYMGRAD_SGEMM" if t == "float" else "SYMGRAD_DGEMM"
     flag = {False: "CblasNoTrans", True: "CblasTrans"}
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
