@@ -6,9 +6,11 @@ A build of ``SPEC.py`` writes, into the output directory, for the whole SPEC:
 - ``<spec>.h``: one documented prototype per entry point (value; value and gradient), the status
   codes, and the size of every buffer;
 - ``lib<spec>.so``: the shared library;
-- ``<spec>.py``: a loader needing only numpy and cffi (importing it does not import symgrad);
+- ``<spec>.py``: a loader needing only numpy and cffi (importing it does not import symgrad):
+  the code of ``backend/runtime.py`` under a docstring listing the exports;
 - ``<spec>.json``: the manifest (exports, argument names and types, run-time sizes, symgrad
-  version, content hash).
+  version, content hash), which is also all the loader knows about the exports: their C
+  functions, outputs and the shapes of those as data, and the cffi declarations.
 
 A dimension written as a name (``f64[N,3073]``) is a run-time size: the C functions take it as
 an ``int64_t`` argument, so one library serves every size. The same name in two places means the
@@ -18,6 +20,7 @@ machine of the same architecture; pass ``cflags`` for ``-march=native``.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from . import __version__, dims
 from .api import CompiledFunction, Specialization
-from .backend import compiler
+from .backend import compiler, runtime
 from .backend.codegen import c_identifier, environment, render_module, render_prototypes
 from .backend.native import specialization_functions
 from .cspell import CTYPES, STATUS
@@ -129,7 +132,11 @@ def _entry(export_, functions, taken):
                  "shape": [_dim_text(d) for d in v.shape],
                  "count": dims.c_expr(v.type.size)}
                 for (cname, _, _), v in zip(fn.outputs, g.outputs)]
-        entries.append({"c_name": fn.name, "outputs": outs,
+        calls = {"c_name": fn.name,
+                 "outputs": [{"dtype": v.dtype, "ctype": CTYPES[v.dtype],
+                              "shape": [dims.polynomial(d) for d in v.shape]}
+                             for v in g.outputs]}
+        entries.append({"c_name": fn.name, "outputs": outs, "calls": calls,
                         "params": [p.replace("*restrict ", "*SYMGRAD_RESTRICT ")
                                    for p in fn.params]})
     wrt = [graph.inputs[i].name for i in export_.argnums] if spec.differentiable else []
@@ -151,19 +158,33 @@ def render(exports, stem):
         stem=stem, guard=guard, entries=entries, status=STATUS, version=__version__)
     digest = hashlib.sha256((source + header).encode()).hexdigest()
     loader = env.get_template("loader.py.j2").render(
-        stem=stem, entries=entries, status=STATUS, version=__version__,
-        cdef=render_prototypes(functions).strip(), content_hash=digest)
+        stem=stem, entries=entries, version=__version__, content_hash=digest,
+        runtime=_runtime_code())
     manifest = {"spec": f"{stem}.py", "symgrad_version": __version__, "content_hash": digest,
                 "library": f"lib{stem}.so", "header": f"{stem}.h", "source": f"{stem}.c",
                 "loader": f"{stem}.py", "status_codes": STATUS,
+                "cdef": render_prototypes(functions).strip(),
                 "exports": [{"name": e["name"], "function": e["python"], "types": e["types"],
-                             "arguments": [{"name": a["name"], "type": a["type"]}
+                             "arguments": [{"name": a["name"], "type": a["type"],
+                                            "dtype": a["dtype"], "ctype": a["ctype"],
+                                            "shape": [int(d) if d.isdigit() else d
+                                                      for d in a["shape"]]}
                                            for a in e["args"]],
                              "sizes": e["sizes"], "gradient_of": e["wrt"],
                              "c_functions": [x["c_name"] for x in (e["value"],
-                                                                   e["value_and_grad"]) if x]}
+                                                                   e["value_and_grad"]) if x],
+                             "calls": {kind: e[kind]["calls"] for kind in
+                                       ("value", "value_and_grad") if e[kind]}}
                             for e in entries]}
     return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _runtime_code():
+    """The code of ``backend/runtime.py`` without its module docstring (the loader has its
+    own), for the loader template to paste."""
+    source = Path(runtime.__file__).read_text()
+    docstring = ast.parse(source).body[0]
+    return "\n".join(source.splitlines()[docstring.end_lineno:]).strip("\n")
 
 
 def build(spec_path, out_dir="build", cflags=None, log=print):
