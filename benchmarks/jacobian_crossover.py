@@ -74,7 +74,7 @@ def measure(n, m, rounds, cache_dir):
     assert np.allclose(jacobians["forward"], jacobians["reverse"], rtol=1e-10, atol=1e-12)
     row["forward_us"], row["reverse_us"] = (t * 1e6 for t in per_call(compiled, args,
                                                                        rounds=rounds))
-    row["auto"] = symgrad.transforms.choose_mode("auto", n, m)
+    row["auto"] = symgrad.frontend.transforms.choose_mode("auto", n, m)
     return row
 
 

@@ -11,17 +11,18 @@ run value and gradient as native C (or in the NumPy interpreter).
 
 See API.md for the contract.
 """
-__version__ = "0.1.0"   # first: modules below read it
+from symgrad._version import __version__
 
-from . import distributed, inspect, nn, numerical, optim   # distributed imports Dask lazily
-from . import numpy  # noqa: F401  (symgrad.numpy)
-from .aot import export
-from .api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
-from .check import GradCheckReport, check_grad
-from .errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
+from symgrad import distributed, nn, numerical, optim  # distributed imports Dask lazily
+from symgrad.tools import inspect
+from symgrad import numpy  # noqa: F401  (symgrad.numpy)
+from symgrad.tools.aot import export
+from symgrad.api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
+from symgrad.tools.check import GradCheckReport, check_grad
+from symgrad.errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
-from .ir import Graph
-from .loops import fori_loop, scan
+from symgrad.core.ir import Graph
+from symgrad.frontend.loops import fori_loop, scan
 
 
 __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",

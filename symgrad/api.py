@@ -8,7 +8,7 @@ types, dtypes and shapes were seen before skips the lookup and conversion (the f
 
 Forward mode and second order (API.md §4) are compiled functions too: ``f.jvp``, ``f.hvp``,
 ``jacobian`` and ``hessian`` each compile a Python function that, when traced, applies the
-transformation (``symgrad.transforms``) to ``fn``'s trace. Called on traced values (inside a
+transformation (``symgrad.frontend.transforms``) to ``fn``'s trace. Called on traced values (inside a
 function being traced) every entry point inlines its transformed graph instead, which is how
 ``grad(grad(f))`` and forward-over-reverse compose.
 """
@@ -20,12 +20,14 @@ import threading
 
 import numpy as np
 
-from . import dims, tracing, transforms
-from .autodiff import value_and_grad_graph
-from .errors import DTypeError, ShapeError
-from .interp import evaluate
-from .passes import optimize
-from .types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
+from symgrad.core import dims
+from symgrad.frontend import tracing
+from symgrad.frontend import transforms
+from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.errors import DTypeError, ShapeError
+from symgrad.backends.interp import evaluate
+from symgrad.core.passes import optimize
+from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
 
 BACKENDS = ("c", "interp")
 
@@ -224,7 +226,7 @@ class CompiledFunction:
         if self.backend == "interp":
             return InterpExecutable(spec.graph, spec.value_and_grad_graph()
                                     if spec.differentiable else None)
-        from .backend.native import NativeExecutable
+        from symgrad.backends.c.native import NativeExecutable
         return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
 
     # -- the API -------------------------------------------------------------------------------
@@ -389,12 +391,12 @@ class CompiledFunction:
 
     def source(self, *args):
         """The generated C source for these arguments."""
-        from .backend.native import render_specialization
+        from symgrad.backends.c.native import render_specialization
         return render_specialization(self.specialize(*args)[0]).source
 
     def check(self, *args, **kwargs):
         """``symgrad.check_grad(self, *args, argnums=self.argnums)``."""
-        from .check import check_grad
+        from symgrad.tools.check import check_grad
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
 

@@ -38,9 +38,9 @@ import uuid
 
 import numpy as np
 
-from .api import CompiledFunction, compile
-from .optim import tree_flatten, tree_unflatten
-from .types import LONG_TO_SHORT, canonical_dtype
+from symgrad.api import CompiledFunction, compile
+from symgrad.optim import tree_flatten, tree_unflatten
+from symgrad.core.types import LONG_TO_SHORT, canonical_dtype
 
 __all__ = ["value_and_grad", "minimize", "put", "ShardedLoss"]
 
@@ -282,7 +282,7 @@ def minimize(f, params, optimizer, shards, client, steps, reduce="mean", callbac
     ``history`` holds the loss before each update; one epoch is one step. A loss that is not
     finite stops the run.
     """
-    from .optim import _Batches, train
+    from symgrad.optim import _Batches, train
     loss = ShardedLoss(f, params, shards, client, reduce, retries)
     leaves = [np.array(p) for p in loss.leaves]
     return train(loss, leaves, loss.treedef, optimizer, _Batches(None, None, None), steps,

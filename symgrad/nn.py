@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as _np
 
-from . import numpy as snp
-from .primitives import bind
+from symgrad import numpy as snp
+from symgrad.core.primitives import bind
 
 
 def sigmoid(x):

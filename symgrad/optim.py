@@ -30,9 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import numpy as snp
-from .api import CompiledFunction, compile
-from .types import LONG_TO_SHORT, canonical_dtype
+from symgrad import numpy as snp
+from symgrad.api import CompiledFunction, compile
+from symgrad.core.types import LONG_TO_SHORT, canonical_dtype
+
+# Functions here are traced as the user's own code (symgrad.core.ir.user_location).
+TRACED_AS_USER_CODE = True
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "step_decay", "exponential_decay",
            "cosine_decay", "minimize", "MinimizeResult", "flatten", "tree_flatten",
@@ -458,7 +461,7 @@ def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, step
         if batch_size is not None:
             raise ValueError("with a client, data are shards on the cluster: batch_size does "
                              "not apply")
-        from .distributed import ShardedLoss
+        from symgrad.distributed import ShardedLoss
         compiled = ShardedLoss(fn, params, data, client)
         batches = _Batches(None, None, seed)
     else:

@@ -1,6 +1,6 @@
 """Shared fixtures: the backends every compiling test runs on, and a private compile cache.
 
-``backend`` runs a test on the NumPy interpreter and, once ``symgrad.backend.native`` exists, on
+``backend`` runs a test on the NumPy interpreter and, once ``symgrad.backends.c.native`` exists, on
 the C backend too. The on-disk cache goes to a temporary directory for the whole session, so the
 suite never writes into the user's cache.
 """
@@ -18,8 +18,8 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("SYMGRAD_CACHE_DIR", _CACHE)
 
 BACKENDS = ["interp"]
-if importlib.util.find_spec("symgrad.backend") is not None and \
-        importlib.util.find_spec("symgrad.backend.native") is not None:
+if importlib.util.find_spec("symgrad.backends.c") is not None and \
+        importlib.util.find_spec("symgrad.backends.c.native") is not None:
     BACKENDS.append("c")
 
 

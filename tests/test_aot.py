@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import aot
-from symgrad.cli import main
+from symgrad.tools import aot
+from symgrad.tools.cli import main
 
 SPEC = Path(__file__).parent / "aot_spec.py"
 sys.path.insert(0, str(SPEC.parent))

@@ -13,10 +13,10 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import compiler
-from symgrad.primitives.registry import bind
-from symgrad.primitives.structural import GEMM_MIN_MADDS, INT32_MAX, _with_gemm
-from symgrad.tracing import Tracer
+from symgrad.backends.c import compiler
+from symgrad.core.primitive import bind
+from symgrad.core.primitives.structural import GEMM_MIN_MADDS, INT32_MAX, _with_gemm
+from symgrad.frontend.tracing import Tracer
 
 BLAS = compiler.blas()
 needs_blas = pytest.mark.skipif(BLAS is None, reason="scipy-openblas32 is not installed")
@@ -180,7 +180,7 @@ def test_concurrent_calls_from_threads_agree(tmp_path):
 
 _THREADS_SCRIPT = textwrap.dedent("""
     import ctypes, os, sys, tempfile, numpy as np, symgrad, symgrad.numpy as snp
-    from symgrad.backend import compiler
+    from symgrad.backends.c import compiler
     f = symgrad.compile(lambda a, b: snp.sum(a @ b), cache_dir=tempfile.mkdtemp())
     f(np.ones((64, 64)), np.ones((64, 64)))
     blas = compiler.blas()
@@ -222,7 +222,7 @@ _COUNTING_GEMM = textwrap.dedent("""
 @needs_blas
 def test_aot_source_compiles_against_a_cblas_the_user_names(tmp_path):
     import cffi
-    from symgrad.cli import main
+    from symgrad.tools.cli import main
     spec = Path(__file__).parent / "aot_spec.py"
     assert main(["build", str(spec), "-o", str(tmp_path), "--quiet"]) == 0
     assert b"openblas" not in (tmp_path / "libaot_spec.so").read_bytes()   # self-contained

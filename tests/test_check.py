@@ -7,8 +7,9 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad import check
-from symgrad.primitives import REGISTRY, ops
+from symgrad.tools import check
+from symgrad.core.primitives import REGISTRY
+from symgrad.core import ops
 
 X = np.array([0.1, 0.5, 1.0])
 
@@ -179,7 +180,7 @@ def test_a_c_backend_bug_is_traced_to_the_first_statement_that_differs(monkeypat
     value first leaves the interpreter's, with its source line."""
     import dataclasses
 
-    from symgrad.primitives import REGISTRY
+    from symgrad.core.primitives import REGISTRY
     wrong = dataclasses.replace(REGISTRY["sin"], c_expr=lambda ops, ctype: f"cos({ops[0]})")
     monkeypatch.setitem(REGISTRY, "sin", wrong)
 

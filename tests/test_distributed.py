@@ -16,7 +16,7 @@ da = pytest.importorskip("dask.array")
 import symgrad                                        # noqa: E402
 from symgrad import optim                             # noqa: E402
 from symgrad import distributed as sd                 # noqa: E402
-from symgrad.backend import compiler                  # noqa: E402
+from symgrad.backends.c import compiler
 
 sys.path.insert(0, os.path.dirname(__file__))
 import distributed_fns as fns                         # noqa: E402

@@ -21,9 +21,9 @@ import scipy.optimize
 import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
-from symgrad.autodiff import jvp_graph
-from symgrad.interp import evaluate
-from symgrad.primitives import REGISTRY
+from symgrad.core.autodiff import jvp_graph
+from symgrad.backends.interp import evaluate
+from symgrad.core.primitives import REGISTRY
 from test_primitives import TABLE, _seed, float_argnums, make_args, signature, weighted_loss
 
 ROWS = {row.name: row for row in TABLE}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import symgrad.numpy as snp
-from symgrad import cli, inspect as sgi
+from symgrad.tools import cli
+from symgrad.tools import inspect as sgi
 
 HAVE_DOT = shutil.which("dot") is not None
 NO_DOT = "Graphviz's dot is not installed (apt-get install -y graphviz)"

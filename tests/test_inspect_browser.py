@@ -16,7 +16,8 @@ import textwrap
 
 import pytest
 
-from symgrad import cli, inspect as sgi
+from symgrad.tools import cli
+from symgrad.tools import inspect as sgi
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
                                                  "google-chrome"))), None)

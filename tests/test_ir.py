@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad import nn, passes
-from symgrad.autodiff import value_and_grad_graph
-from symgrad.interp import evaluate
-from symgrad.ir import Builder, Graph, Literal, Var, building
-from symgrad.primitives import bind, ops
-from symgrad.tracing import trace
-from symgrad.types import TensorType
+from symgrad import nn
+from symgrad.core import passes
+from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.backends.interp import evaluate
+from symgrad.core.ir import Builder, Graph, Literal, Var, building
+from symgrad.core.primitives import bind
+from symgrad.core import ops
+from symgrad.frontend.tracing import trace
+from symgrad.core.types import TensorType
 
 F3 = TensorType((3,), "float64")
 F0 = TensorType((), "float64")

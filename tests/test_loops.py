@@ -280,7 +280,7 @@ def test_checkpointing_shrinks_the_tape():
     assert full >= T * 2 * 8             # at least the tape: 2 carries of 8 bytes per step
     assert small < 20 * 101 * 8 * 4      # O(sqrt(T)) rows, a few arrays of them
     assert small < full / 30
-    lines = symgrad.loops.memory_lines(sqrt.specialize(0.3, 1.5)[0].value_and_grad_graph())
+    lines = symgrad.frontend.loops.memory_lines(sqrt.specialize(0.3, 1.5)[0].value_and_grad_graph())
     assert any("100 steps of segment" in line and "rows 101 x (2 carry)" in line
                for line in lines), lines
     assert any(line.startswith("  ") and "100 steps of body" in line for line in lines), lines
@@ -336,9 +336,9 @@ def test_trip_count_from_a_named_size(backend):
     f.value_and_grad(W, np.ones((3, 2)), h0)
     for T in (0, 1, 2, 5, 40):
         xs = rng.normal(size=(T, 2))
-        before = symgrad.backend.compiler.invocations()
+        before = symgrad.backends.c.compiler.invocations()
         value, grads = f.value_and_grad(W, xs, h0)
-        assert symgrad.backend.compiler.invocations() == before     # no new build for a T
+        assert symgrad.backends.c.compiler.invocations() == before     # no new build for a T
         ref_value, ref_grads = symgrad.compile(loss, argnums=(0, 1, 2),
                                                backend=backend).value_and_grad(W, xs, h0)
         np.testing.assert_allclose(value, ref_value, rtol=1e-13)
@@ -359,14 +359,14 @@ def test_trip_count_from_an_argument(backend):
     from one compiled function."""
     f = symgrad.compile(pendulum_for, argnums=(0, 1), backend=backend)
     f.value_and_grad(0.3, 1.5, 7)
-    before = symgrad.backend.compiler.invocations()
+    before = symgrad.backends.c.compiler.invocations()
     for T in (0, 1, 10, 300, -3):
         value, grads = f.value_and_grad(0.3, 1.5, T)
-        assert symgrad.backend.compiler.invocations() == before     # no new build for a T
+        assert symgrad.backends.c.compiler.invocations() == before     # no new build for a T
         static = symgrad.compile(lambda d, l, T=T: pendulum_for(d, l, T), argnums=(0, 1),
                                  backend=backend)
         ref_value, ref_grads = static.value_and_grad(0.3, 1.5)
-        before = symgrad.backend.compiler.invocations()
+        before = symgrad.backends.c.compiler.invocations()
         assert value == ref_value
         np.testing.assert_allclose(grads, ref_grads, rtol=1e-13)
     assert symgrad.check_grad(f, 0.3, 1.5, 200, argnums=(0, 1)).ok

@@ -19,7 +19,7 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.cli import main as cli_main
+from symgrad.tools.cli import main as cli_main
 
 # Matched with all whitespace removed. A mangled name (symgrad_x___system__echo_pwned) keeps the
 # words but loses the punctuation, so these patterns only match code that got through.

@@ -12,8 +12,8 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import compiler
-from symgrad.backend.cache import Cache
+from symgrad.backends.c import compiler
+from symgrad.backends.c.cache import Cache
 
 import golden_functions as gf
 
@@ -280,7 +280,7 @@ _SCRIPT = textwrap.dedent("""
     import sys, numpy as np, symgrad
     sys.path.insert(0, {tests!r})
     import golden_functions as gf
-    from symgrad.backend import compiler
+    from symgrad.backends.c import compiler
     f = symgrad.compile(gf.pick, cflags={cflags!r})
     v, g = f.value_and_grad(np.zeros((4, 3)), np.array([0, 2, 1, 2]))
     print(compiler.invocations(), repr(v))

@@ -3,9 +3,9 @@ primitive has a row in the test table of ``test_primitives.py``."""
 import pytest
 import sympy as sp
 
-from symgrad.primitives import REGISTRY, Primitive
-from symgrad.primitives.elementwise import OUT, SYMBOLS
-from symgrad.primitives.registry import register
+from symgrad.core.primitives import REGISTRY, Primitive
+from symgrad.core.primitives.elementwise import OUT, SYMBOLS
+from symgrad.core.primitive import register
 from test_primitives import TABLE, primitives_used
 
 NAMES = sorted(REGISTRY)

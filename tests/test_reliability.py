@@ -21,9 +21,9 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend import cache as cache_mod
-from symgrad.backend import compiler
-from symgrad.backend.cache import Cache
+from symgrad.backends.c import cache as cache_mod
+from symgrad.backends.c import compiler
+from symgrad.backends.c.cache import Cache
 
 
 def dot_loss(x, y):

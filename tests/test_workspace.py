@@ -1,4 +1,4 @@
-"""The workspace a compiled function keeps between calls (templates/workspace.c).
+"""The workspace a compiled function keeps between calls (symgrad/templates/workspace.c).
 
 A function's intermediate arrays live in one block that each thread keeps and reuses, so its
 contents on entry are whatever the last call left there. Compiled with
@@ -12,7 +12,7 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backend.compiler import DEFAULT_CFLAGS
+from symgrad.backends.c.compiler import DEFAULT_CFLAGS
 
 from test_primitives import CASES, float_argnums, make_args, signature, weighted_loss
 

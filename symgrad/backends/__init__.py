@@ -1,0 +1,1 @@
+"""Backends: what runs a graph. The NumPy interpreter (``interp``) and native C (``c``)."""

@@ -1,0 +1,220 @@
+"""Finding and running the C compiler.
+
+``find_compiler`` honours $CC (which may carry arguments, e.g. ``"ccache gcc"``) and otherwise
+looks for cc, gcc or clang on PATH; with none it raises a single CompileError saying what to
+install and that ``SYMGRAD_BACKEND=interp`` runs without a compiler.
+
+``compile_library`` turns one C file into a shared library next to it. Its command, stderr and
+the C file's path go into ``CompileError`` on failure. ``invocations()`` counts compiler runs in
+this process (the cache tests assert a warm cache makes none).
+
+``blas`` finds scipy-openblas32. Where it is installed, JIT builds define ``SYMGRAD_USE_BLAS``
+(large matrix products call its gemm) and link it with an rpath to its directory, and it runs
+one thread unless OPENBLAS_NUM_THREADS asks for more; where it is not, they build the loops
+alone. Either way the flags and the compiler identity say so, so the two kinds of build never
+share a cache entry. Ahead-of-time builds pass ``blas_linked=False``.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from symgrad.errors import CompileError
+
+# -fvect-cost-model=very-cheap: gcc 12's -O3 loop vectorizer (its "cheap" cost model) compiled
+# a fused broadcast-and-select adjoint loop into garbage on AVX2 and AVX-512 alike (found by
+# tests/test_fuzz.py; a standalone reproducer is in the closing note of the first session). The
+# very-cheap model (-O2's) compiled every case right and measured as fast or faster here.
+# -mno-avx512f: with AVX-512 enabled, gcc 12.2 stores the constant array {1, 1, 1, 0, 0, 0} as
+# {1, 1, 1, 1, 0, 0} (one vpbroadcastq for the first four lanes), whether copied by a loop or by
+# memcpy; this made a loop's gradient wrong (tests/test_reliability.py::test_avx512_constants).
+# AVX2 compiles it right; on the AMD machines measured here AVX-512 was no faster.
+# -O2, not -O3: a fuzzed program (the gradient of clip over a broadcast, tests/test_fuzz.py::
+# test_regression_clip_of_broadcast_at_O3) came out wrong at -O3 with AVX or AVX2 whatever the
+# cost model, and right at -O2, which in gcc 12 vectorises too (with the very-cheap model).
+DEFAULT_CFLAGS = ("-O2", "-march=native", "-fvect-cost-model=very-cheap") + (
+    ("-mno-avx512f",) if platform.machine().lower() in ("x86_64", "amd64") else ())
+# Straight-line code, where every value is a scalar (W1, an unrolled simulation such as W6):
+# -O1. -O3's vectorizer and unrolling find no loops there and only cost time. Measured on W6
+# (200 unrolled Euler steps, ~9,000 lines of C): -O1 compiles in 1.4 s instead of 2.2 s, and
+# its value and gradient run in 3.9 us instead of 5.7.
+STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
+# Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
+# independent code for a shared library, and -fno-math-errno: generated code never reads errno,
+# and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
+# -ffast-math it changes no result. -pthread: the workspace kept per thread (symgrad/templates/workspace.c).
+REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
+
+_count = 0
+
+
+def invocations():
+    """How many times this process has run the C compiler."""
+    return _count
+
+
+_INSTALL_HINT = ("Install a C compiler (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install "
+                 "gcc; macOS: xcode-select --install) or point $CC at one; meanwhile "
+                 "backend='interp' (or the environment variable SYMGRAD_BACKEND=interp) runs "
+                 "everything in NumPy.")
+
+
+def find_compiler():
+    """The C compiler command: $CC, else cc, gcc or clang on PATH.
+
+    $CC may carry arguments (``"ccache gcc"``). Raises one CompileError saying what to install
+    and how to run without a compiler when there is none, or when $CC names no executable.
+    """
+    cc = os.environ.get("CC")
+    if cc:
+        program = shlex.split(cc)[0] if shlex.split(cc) else cc
+        if shutil.which(program) is None:
+            raise CompileError(f"$CC is set to {cc!r}, but {program!r} is not an executable "
+                               f"program. Unset CC or set it to a C compiler. " + _INSTALL_HINT)
+        return cc
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    raise CompileError("no C compiler found (looked for $CC, cc, gcc and clang on PATH): "
+                       "symgrad's native backend needs one. " + _INSTALL_HINT)
+
+
+@dataclass(frozen=True)
+class Blas:
+    """A CBLAS library that JIT builds link: its name, version, directory and link name."""
+    name: str
+    version: str
+    lib_dir: str
+    link_name: str
+
+    def compile_flags(self):
+        return ("-DSYMGRAD_USE_BLAS",)
+
+    def link_flags(self):
+        # -Xlinker passes the directory as one argument, whatever characters its path holds
+        # (-Wl,-rpath,DIR would split it at commas).
+        return (f"-L{self.lib_dir}", "-Xlinker", "-rpath", "-Xlinker", self.lib_dir,
+                f"-l{self.link_name}")
+
+
+@functools.lru_cache(maxsize=None)
+def blas():
+    """scipy-openblas32 as a ``Blas``, or None when it is not installed (or broken).
+
+    The package is located, not imported: importing it loads its library with RTLD_GLOBAL, and
+    a few of its symbols share names with the 64-bit-index OpenBLAS that NumPy's wheels carry,
+    so it could capture NumPy's calls. Our libraries name it as a dependency instead, loaded in
+    their own scope. Its helpers get_lib_dir()/get_library() compute the same directory and name.
+    """
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+        version = importlib.metadata.version("scipy-openblas32")
+    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    lib_dir = os.path.join(os.path.dirname(spec.origin), "lib")
+    found = sorted(glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.so")) +
+                   glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.dylib")))
+    if not found:
+        return None
+    _one_thread_unless_asked(found[0])
+    link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
+    return Blas("scipy-openblas32", version, lib_dir, link_name)
+
+
+# The variables OpenBLAS reads for its thread count, in its order.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _one_thread_unless_asked(path):
+    """Make the BLAS run one thread unless the environment asks for more.
+
+    Left alone, OpenBLAS starts a thread per core, beside the pool of the OpenBLAS in NumPy:
+    two pools whose threads spin after each call, competing for the same cores (measured on 2
+    loaded cores: NumPy's median W3 step went from 8 to 30 ms with our pool at 2 threads). One
+    thread keeps symgrad's code single-threaded, as the rest of it is. SYMGRAD_NUM_THREADS=k
+    gives symgrad's matrix products k threads and leaves NumPy's alone; without it,
+    OPENBLAS_NUM_THREADS (or GOTO_/OMP_NUM_THREADS), which both libraries read, decides. The
+    library is loaded here by path (RTLD_LOCAL): it is the one instance our libraries find
+    later through their rpath."""
+    wanted = os.environ.get("SYMGRAD_NUM_THREADS", "").strip()
+    if not wanted and any(os.environ.get(v) for v in THREAD_VARIABLES):
+        return
+    try:
+        threads = max(1, int(wanted)) if wanted else 1
+    except ValueError:
+        raise ValueError(f"SYMGRAD_NUM_THREADS={wanted!r}: give a number of threads, such as "
+                         f"2") from None
+    try:
+        ctypes.CDLL(path).scipy_openblas_set_num_threads(threads)
+    except (OSError, AttributeError):
+        pass                        # a library we cannot load fails, clearly, at dlopen
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cc):
+    try:
+        out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True,
+                             timeout=60)
+        first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else cc
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CompileError(f"cannot run the C compiler {cc!r}: {e}", command=[cc, "--version"])
+    return f"{cc} | {first} | {platform.machine()} | {platform.system()}"
+
+
+def compiler_identity(cc):
+    """A string naming the compiler command (with any arguments $CC carries, such as
+    -fsanitize=...), its version, the machine and the BLAS a JIT build links (or "no BLAS"):
+    part of every cache key, so a new BLAS version is a new entry."""
+    linked = blas()
+    return (f"{_compiler_version(cc)} | "
+            + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
+
+
+def _flag_groups(cflags, blas_linked):
+    """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones, and with
+    ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm."""
+    linked = blas() if blas_linked else None
+    compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
+    if linked is None:
+        return compile_flags, ()
+    return compile_flags + linked.compile_flags(), linked.link_flags()
+
+
+def flags(cflags=None, blas_linked=True):
+    """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    return compile_flags + link_flags
+
+
+def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True):
+    """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
+
+    With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
+    without (ahead-of-time builds), it needs only libc and libm."""
+    global _count
+    cc = cc or find_compiler()
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
+    command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
+               *link_flags, "-lm"]
+    _count += 1
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise CompileError(f"could not run the C compiler: {e}", command=command,
+                           source_path=str(source_path)) from None
+    if result.returncode != 0:
+        raise CompileError(f"the C compiler failed (exit code {result.returncode})",
+                           command=command, stderr=result.stderr, source_path=str(source_path))
+    return result.stderr

@@ -1,0 +1,360 @@
+"""Native execution: render a specialization as C, build it (or find it in the cache), load it
+with cffi and call it.
+
+The library holds two functions: ``NAME`` (the value) and, for a scalar float result,
+``NAME_value_and_grad``. Each gets a call plan, worked out once when the library is loaded, so
+the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they
+are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
+function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
+outputs go through one pooled ``double[]`` buffer (``_scalar_call``).
+"""
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+import cffi
+import numpy as np
+
+from symgrad._version import __version__ as VERSION
+from symgrad.core import dims
+from symgrad.core.cspell import CTYPES, STATUS
+from symgrad.backends.interp import evaluate
+from symgrad.backends.c import compiler
+from symgrad.backends.c.cache import Cache, cache_key
+from symgrad.backends.c.codegen import FunctionRenderer, render_module, render_prototypes
+
+
+@dataclass
+class RenderedModule:
+    source: str
+    cdef: str
+    value_name: str
+    grad_name: str | None
+
+
+def _c_name(name):
+    """``symgrad_<name>``: the prefix keeps user names (``exp``, ``main``) clear of libc's."""
+    return "symgrad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def specialization_functions(spec, base):
+    """The CFunctions of a specialization: ``base`` (the value) and, when the result is one
+    float scalar, ``base_value_and_grad``."""
+    graph = spec.graph
+    outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
+    functions = [FunctionRenderer(graph, base, outs).render(
+        doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
+    if spec.differentiable:
+        vg = spec.value_and_grad_graph()
+        grad_name = f"{base}_value_and_grad"
+        wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
+        names = ["value"] + [f"grad_{v.name}" for v in wrt]
+        functions.append(FunctionRenderer(vg, grad_name, names).render(
+            doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
+                 f"{_signature(graph)}",
+                 "with respect to " + ", ".join(v.name for v in wrt)]))
+    return functions
+
+
+def render_specialization(spec):
+    """The C module of a specialization (value function, and value-and-grad if it has one)."""
+    base = _c_name(spec.owner.__name__)
+    functions = specialization_functions(spec, base)
+    title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
+    source = render_module(functions, title=title, version=VERSION)
+    grad_name = functions[1].name if len(functions) > 1 else None
+    return RenderedModule(source, render_prototypes(functions), base, grad_name)
+
+
+def _signature(graph):
+    return "(" + ", ".join(f"{v.name}: {v.type}" for v in graph.inputs) + ")"
+
+
+def _origin(fn):
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "Python"
+    import os
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
+
+class NativeExecutable:
+    """A loaded library for one specialization; ``value`` and ``value_and_grad`` call into it."""
+
+    def __init__(self, spec, cache_dir=None, cflags=None):
+        self.spec = spec
+        self.module = render_specialization(spec)
+        if cflags is None and _straight_line(spec):
+            cflags = compiler.STRAIGHT_LINE_CFLAGS
+        names = [n for n in (self.module.value_name, self.module.grad_name) if n]
+        self.library_path, self.ffi, self.lib = _load(self.module.source, self.module.cdef, names,
+                                                      cflags, cache_dir)
+        self.source_path = self.library_path.parent / "module.c"
+        self._value = getattr(self.lib, self.module.value_name)
+        self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
+        graph = spec.graph
+        self.index_checks = _index_checks(graph)
+        # Run-time sizes go first in every call: each is read off the first argument using it.
+        self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
+        self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
+                                  for a, d in enumerate(v.shape) if d == sym)
+                             for sym in self.size_symbols]
+        self._index_sizes = dims.evaluator([size for _, _, size, _ in self.index_checks],
+                                           self.size_symbols)
+        # Resolved once: the per-call path only allocates and calls.
+        self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
+        self.value = self._plan(self._value, graph.outputs)
+        self.scalars = _scalar_call(self, self._value, graph.inputs, graph.outputs,
+                                    grads=False)
+        self.value_and_grad = self.scalars_and_grad = None
+        if self._vg is not None:
+            vg_outputs = spec.value_and_grad_graph().outputs
+            self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
+            self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
+                                                 grads=True)
+
+    # The call plans. ``value(arrays)`` and ``value_and_grad(arrays)`` take the arrays
+    # ``api._convert`` made (right dtype, native byte order) and return fresh outputs
+    # (``value_and_grad``: the value, a 0-d array or NumPy scalar, and the list of gradients).
+    # ``scalars(values)`` and ``scalars_and_grad(values)``, set only when every input and
+    # output is a float64 scalar, take the input values themselves (Python floats) and return
+    # the user's result (see ``_scalar_call``): no NumPy array is made at all.
+
+    def _plan(self, fn, outputs, split=False):
+        """``run(arrays) -> outputs`` for the C function ``fn``; with ``split`` (the
+        value-and-gradient function), ``(value, [gradients])``.
+
+        C-contiguous aligned inputs, read-only ones included, are passed without a copy;
+        strided, Fortran-ordered or misaligned ones are copied (``ascontiguousarray`` alone
+        keeps a contiguous misaligned array as it is, which the C code must not be given).
+        Outputs are fresh arrays; their shapes with run-time sizes are read off the inputs.
+        A float64 value (``split``) is written into a slot of a pooled buffer instead, as in
+        ``_scalar_call``, and read out as a NumPy float64 scalar. Index arrays that are
+        arguments are range-checked first, so the error names them.
+        """
+        # ``FFI.from_buffer`` is a Python wrapper that only resolves a type given as a string
+        # before calling the backend's; the types here are resolved already.
+        backend = getattr(self.ffi, "_backend", None)
+        from_buffer = getattr(backend, "from_buffer", None) or self.ffi.from_buffer
+        in_types = self.in_types
+        cell = split and outputs[0].dtype == "float64" and outputs[0].shape == ()
+        arrays_out = outputs[1:] if cell else outputs
+        shapes = [v.shape for v in arrays_out]
+        dtypes = [np.dtype(v.dtype) for v in arrays_out]
+        ctypes = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in arrays_out]
+        out_plan = list(zip(shapes, dtypes, ctypes))
+        check = self._check if self.index_checks or self.size_symbols else None
+        dynamic = not all(dims.static_shape(shape) for shape in shapes)
+        if dynamic:
+            rank = [len(shape) for shape in shapes]
+            flat = dims.evaluator([d for shape in shapes for d in shape], self.size_symbols)
+            sources = self.size_sources
+
+            def bind(arrays):
+                values = flat([arrays[p].shape[a] for p, a in sources])
+                out, k = [], 0
+                for n in rank:
+                    out.append(tuple(values[k:k + n]))
+                    k += n
+                return out
+        empty = np.empty
+        pool, new_cell = [], self._cell
+
+        # Plain loops, no comprehensions: on Python 3.11 each comprehension is a function call.
+        def run(arrays):
+            sizes = check(arrays) if check is not None else ()
+            bufs = []
+            for a, t in zip(arrays, in_types):
+                flags = a.flags
+                if not (flags.c_contiguous and flags.aligned and a.dtype.isnative):
+                    a = np.array(a, order="C", copy=True, dtype=a.dtype.newbyteorder("="))
+                bufs.append(from_buffer(t, a, False))
+            if cell:
+                try:
+                    entry = pool.pop()
+                except IndexError:
+                    entry = new_cell()
+                bufs.append(entry[0])
+            outs = []
+            for shape, dtype, t in (zip(bind(arrays), dtypes, ctypes) if dynamic
+                                    else out_plan):
+                out = empty(shape, dtype)
+                outs.append(out)
+                bufs.append(from_buffer(t, out, True))
+            status = fn(*sizes, *bufs)
+            if cell:
+                value = entry[1][0]
+                pool.append(entry)
+            if status != _OK:
+                self._status(status, arrays)
+            if not split:
+                return outs
+            return (value, outs) if cell else (outs[0], outs[1:])
+        return run
+
+    def _cell(self):
+        """A pooled ``double[1]`` and its float64 view (indexing it makes a NumPy scalar)."""
+        buf = self.ffi.new("double[1]")
+        return buf, np.frombuffer(self.ffi.buffer(buf), np.float64)
+
+    def _check(self, arrays):
+        """The run-time sizes to pass first, after range-checking the index arguments."""
+        sizes = [arrays[p].shape[a] for p, a in self.size_sources]
+        if self.index_checks:
+            for (pos, axis, _, what), size in zip(self.index_checks, self._index_sizes(sizes)):
+                _check_range(arrays[pos], axis, size, what)
+        return sizes
+
+    def _status(self, status, arrays):
+        if status == STATUS["SYMGRAD_OK"]:
+            return
+        if status == STATUS["SYMGRAD_ENOMEM"]:
+            raise MemoryError(f"{self.spec.owner.__name__}: the native code could not allocate "
+                              f"its workspace")
+        if status == STATUS["SYMGRAD_EINDEX"]:
+            evaluate(self.spec.graph, arrays)      # raises IndexError saying which index
+            raise IndexError(f"{self.spec.owner.__name__}: an integer index is out of range")
+        raise RuntimeError(f"{self.spec.owner.__name__}: native code returned status {status}")
+
+
+_OK = STATUS["SYMGRAD_OK"]
+
+
+def _straight_line(spec):
+    """Whether every value the specialization's functions compute is a scalar (no loops)."""
+    graphs = [spec.graph] + ([spec.value_and_grad_graph()] if spec.differentiable else [])
+    return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
+
+
+def _load(source, cdef, names, cflags, cache_dir):
+    """The library of the C ``source`` (built, or found in the cache by its content hash),
+    loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
+    cc = compiler.find_compiler()
+    identity = compiler.compiler_identity(cc)
+    flags = compiler.flags(cflags)
+    key = cache_key(source, identity, flags, VERSION)
+    cache = Cache(cache_dir)
+    lib_path = cache.lookup(key) or cache.build(
+        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+        {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
+         "functions": names})
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    return lib_path, ffi, ffi.dlopen(str(lib_path))
+
+
+def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
+    """Run any ``graph`` as C once (the interpreter's counterpart, for diagnosis): compile it
+    as one function (cached like every build) and call it on ``arrays``, one per input, of the
+    graph's dtypes. Returns its outputs as fresh arrays."""
+    name = _c_name(f"{graph.name}_probe")
+    outs = [f"out{k}" for k in range(len(graph.outputs))]
+    fn = FunctionRenderer(graph, name, outs).render(doc=[f"{name}: {graph.name}, every value"])
+    source = render_module([fn], title=f"{graph.name}: probe", version=VERSION)
+    _, ffi, lib = _load(source, render_prototypes([fn]), [name], cflags, cache_dir)
+    symbols = dims.free_symbols([v.shape for v in graph.inputs])
+    binding = dims.bind([v.shape for v in graph.inputs], [a.shape for a in arrays]) \
+        if symbols else {}
+    ins = [np.ascontiguousarray(a, dtype=v.dtype) for v, a in zip(graph.inputs, arrays)]
+    results = [np.empty(tuple(dims.substitute(d, binding) for d in v.shape), v.dtype)
+               for v in graph.outputs]
+    status = getattr(lib, name)(*[binding[s] for s in symbols],
+                                *[ffi.from_buffer(CTYPES[v.dtype] + "[]", a)
+                                  for v, a in zip(graph.inputs, ins)],
+                                *[ffi.from_buffer(CTYPES[v.dtype] + "[]", a, True)
+                                  for v, a in zip(graph.outputs, results)])
+    if status != _OK:
+        raise RuntimeError(f"{graph.name}: native code returned status {status}")
+    return results
+
+
+def _scalar_call(exe, fn, inputs, outputs, *, grads):
+    """``run(values)`` for a C function whose inputs and outputs are all float64 scalars (None
+    for any other function). ``run`` gives the user's result: for the value function a Python
+    float, or a tuple of them for a tuple result; with ``grads``, ``(value, gradients)``, the
+    value a Python float and the gradients a tuple of NumPy float64 scalars (what indexing a
+    0-d output array gives on the array path).
+
+    The values go through one ``double[]`` buffer, inputs first, and the C function gets a
+    pointer to each slot. Buffers come from a pool and go back after the call, so each call, in
+    whatever thread, has a buffer of its own while it runs (``list.pop`` and ``append`` are
+    atomic); the results are read out as new objects, never shared.
+    """
+    if exe.index_checks or any(v.dtype != "float64" or v.shape != ()
+                               for v in (*inputs, *outputs)):
+        return None
+    ffi = exe.ffi
+    n_in, n = len(inputs), len(inputs) + len(outputs)
+    slots = ffi.typeof(f"double[{n}]")
+    # The results: indexing the float64 view of the buffer makes NumPy scalars, indexing the
+    # buffer itself Python floats; ``_getter`` makes a tuple of several in one step.
+    value_slot = n_in if grads or not exe.spec.graph.tuple_output else None
+    grads_of = _getter(n_in + 1, n) if grads else None
+    outs_of = _getter(n_in, n)
+    pool = []
+
+    def new():
+        buf = ffi.new(slots)
+        view = np.frombuffer(ffi.buffer(buf), np.float64)
+        return buf, view, tuple(buf + k for k in range(n))   # pointers do not keep buf alive
+
+    def run(values):
+        try:
+            entry = pool.pop()
+        except IndexError:
+            entry = new()
+        buf, view, pointers = entry
+        buf[0:n_in] = values
+        status = fn(*pointers)
+        if grads:
+            result = buf[value_slot], grads_of(view)
+        elif value_slot is not None:
+            result = buf[value_slot]
+        else:
+            result = outs_of(buf)
+        pool.append(entry)
+        if status != _OK:
+            exe._status(status, [np.array(v, dtype=np.float64) for v in values])
+        return result
+    return run
+
+
+def _getter(start, stop):
+    """``get(seq) -> (seq[start], ..., seq[stop - 1])``, a tuple even of one or none."""
+    if stop - start == 0:
+        return lambda seq: ()
+    if stop - start == 1:
+        return lambda seq: (seq[start],)
+    return operator.itemgetter(*range(start, stop))
+
+
+def _index_checks(graph):
+    """(input position, axis, size, description) for every index array that is a graph input,
+    so out-of-range indices are reported before any native code runs."""
+    producers = graph.producers()
+    positions = {v: i for i, v in enumerate(graph.inputs)}
+    checks = set()
+    for n in graph.nodes:
+        if n.prim not in ("gather", "scatter_add"):
+            continue
+        table = n.inputs[0].shape if n.prim == "gather" else n.attrs["shape"]
+        for axis, idx in enumerate(n.inputs[1:]):
+            v = idx
+            while v in producers and producers[v].prim in ("convert", "broadcast_in_dim",
+                                                           "reshape"):
+                v = producers[v].inputs[0]
+            if v in positions:
+                checks.add((positions[v], axis, table[axis], f"argument {v.name!r}"))
+    return sorted(checks)
+
+
+def _check_range(arr, axis, size, what):
+    if arr.size == 0:
+        return
+    lo, hi = arr.min(), arr.max()
+    if lo < -size or hi >= size:
+        bad = lo if lo < -size else hi
+        raise IndexError(f"index {int(bad)} in {what} is out of bounds for axis {axis} with "
+                         f"size {size}")

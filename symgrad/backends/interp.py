@@ -1,0 +1,49 @@
+"""The NumPy interpreter: runs any graph, forward or adjoint, node by node.
+
+It computes in the dtypes of the graph (float32, float64), or in complex128 when given complex
+inputs (the complex step). ``evaluate(..., keep=True)`` also returns every intermediate value, so
+a disagreement with the C backend can be traced to the first node that differs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from symgrad.core import dims
+from symgrad.errors import ShapeError
+from symgrad.core.primitives import REGISTRY
+
+
+def evaluate(graph, args, *, keep=False):
+    """Run ``graph`` on ``args`` (one array per input). Returns the outputs as fresh arrays,
+    and with ``keep=True`` also the dict of every value by var."""
+    if len(args) != len(graph.inputs):
+        raise TypeError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(args)}")
+    env = {}
+    for v, a in zip(graph.inputs, args):
+        env[v] = np.asarray(a)
+    shapes = [v.shape for v in graph.inputs]
+    bindings = None
+    if dims.free_symbols(shapes):
+        try:
+            bindings = dims.bind(shapes, [env[v].shape for v in graph.inputs],
+                                 [v.name for v in graph.inputs])
+        except ValueError as e:
+            raise ShapeError(f"{graph.name}: {e}") from None
+    by_name = {v.name: v for v in graph.inputs}
+    for s in dims.graph_symbols(graph):
+        name = dims.value_source(s)
+        if name is not None:          # a trip count given by an int argument's value
+            if name not in by_name:
+                raise ShapeError(f"{graph.name}: a loop runs {name} times, but {name} is not "
+                                 f"an input of this graph")
+            bindings = dict(bindings or {})
+            bindings[s] = int(np.real(env[by_name[name]]))
+    for n in graph.nodes:
+        attrs = n.attrs if bindings is None else dims.substitute_attrs(n.attrs, bindings)
+        value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **attrs)
+        value = np.asarray(value)
+        if not np.iscomplexobj(value):
+            value = value.astype(n.out.dtype, copy=False)
+        env[n.out] = value
+    outputs = [np.array(env[v], copy=True) for v in graph.outputs]
+    return (outputs, env) if keep else outputs

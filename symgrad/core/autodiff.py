@@ -1,0 +1,146 @@
+"""Reverse and forward mode: graph-to-graph derivative transformations.
+
+Reverse mode: a graph computing a scalar becomes one graph computing value and gradients.
+
+The forward statements are kept as they are; then, from the output back, each statement's
+derivative rule (``Primitive.vjp``) emits the adjoint statements of its inputs. Adjoints add up
+where a value is used more than once (a fork); broadcasting is summed back inside the rules
+(``ops.sum_to_shape``) and gathers become scatter-adds. Every adjoint statement remembers the
+forward statement it differentiates (``Node.grad_of``) and that statement's source line.
+
+Forward mode (``jvp_graph``, ``emit_jvp``): each statement is followed by its tangent, from the
+primitive's ``jvp`` rule; a tangent that is zero is never built (``None``), so only values that
+depend on the perturbed inputs get tangents.
+
+Both transformations can also be *inlined*: ``inline`` and ``emit_jvp`` emit a graph's statements
+into the graph being built, with its inputs replaced by given vars. That is how ``symgrad.grad``,
+``jvp`` and ``jacobian`` compose (``grad(grad(f))``, forward-over-reverse Hessians): the inner
+function is traced and transformed on its own, and the result inlined into the outer trace.
+"""
+from __future__ import annotations
+
+from symgrad.core.ir import Builder, Graph, Var, building, current_builder
+from symgrad.core.passes import optimize, strip_stop_gradients
+from symgrad.core.primitives import REGISTRY
+from symgrad.core import ops
+
+
+def needs_gradient(graph, wrt):
+    """The vars whose value depends on the inputs ``wrt`` through float operations."""
+    active = {v for v in wrt if v.type.is_float}
+    for n in graph.nodes:
+        if n.out.type.is_float and any(v in active for v in n.inputs):
+            active.add(n.out)
+    return active
+
+
+def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
+    """Build the graph ``(inputs) -> (value, d value/d inputs[argnums]...)``.
+
+    ``graph`` must have one scalar float output. ``argnums`` index ``graph.inputs``. Raises
+    ValueError for a non-scalar output or an integer input asked for a gradient. ``strip=False``
+    keeps the ``stop_gradient`` statements, for a graph that will be differentiated again.
+    """
+    y = graph.outputs[0]
+    if graph.tuple_output or y.shape != () or not y.type.is_float:
+        what = ("a tuple" if graph.tuple_output else str(y.type))
+        raise ValueError(f"grad needs a function with a scalar float result; {graph.name} "
+                         f"returns {what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
+    wrt = [graph.inputs[i] for i in argnums]
+    for i, v in zip(argnums, wrt):
+        if not v.type.is_float:
+            raise ValueError(f"cannot differentiate with respect to argument {i} ({v.name}: "
+                             f"{v.type}): integer and boolean arguments are data. Pass floats "
+                             f"or leave it out of argnums.")
+    active = needs_gradient(graph, wrt)
+    builder = Builder()
+    builder.nodes = list(graph.nodes)
+    adjoint = {}
+    with building(builder):
+        adjoint[y] = ops.scalar_like(1.0, y)
+        for node in reversed(graph.nodes):
+            g = adjoint.get(node.out)
+            if g is None or node.out not in active:
+                continue
+            g.adjoint_of = g.adjoint_of or node.out
+            builder.loc, builder.grad_of = node.loc, node
+            contributions = REGISTRY[node.prim].vjp(g, node.out, *node.inputs, **node.attrs)
+            for x, dx in zip(node.inputs, contributions):
+                if dx is None or x not in active:
+                    continue
+                adjoint[x] = dx if x not in adjoint else ops.add(adjoint[x], dx)
+        builder.loc = builder.grad_of = None
+        grads = []
+        for v in wrt:
+            g = adjoint[v] if v in adjoint else ops.zeros_like(v)
+            if g.adjoint_of is None and g not in graph.inputs:
+                g.adjoint_of = v
+            grads.append(g)
+    out = Graph(graph.inputs, builder.nodes, [y, *grads], name=f"value_and_grad_{graph.name}")
+
+    out = strip_stop_gradients(out) if strip else out
+    return optimize(out) if simplify else out
+
+
+# --- inlining and forward mode ------------------------------------------------------------------
+
+def inline(graph, inputs):
+    """Emit ``graph``'s statements into the graph being built, reading ``inputs`` (one var per
+    graph input) for its inputs; return the vars of its outputs. Vars the graph uses without
+    defining (values of an enclosing trace it closed over) are used as they are."""
+    builder = current_builder()
+    env = dict(zip(graph.inputs, inputs))
+    for n in graph.nodes:
+        env[n.out] = builder.add(n.prim, [env.get(v, v) for v in n.inputs], n.attrs, n.out.type,
+                                 loc=n.loc)
+    return [env.get(v, v) for v in graph.outputs]
+
+
+def emit_jvp(graph, inputs, tangents):
+    """Emit ``graph`` and its tangents into the graph being built (forward mode).
+
+    ``inputs``: one var per graph input. ``tangents``: {input position: tangent var} for the
+    perturbed inputs (same type as the input). Returns ``(outputs, output tangents)``; an output
+    that does not depend on a perturbed input gets a zero tangent.
+    """
+    builder = current_builder()
+    env = dict(zip(graph.inputs, inputs))
+    tangent = {graph.inputs[i]: t for i, t in tangents.items() if graph.inputs[i].type.is_float}
+    for n in graph.nodes:
+        ins = [env.get(v, v) for v in n.inputs]
+        out = env[n.out] = builder.add(n.prim, ins, n.attrs, n.out.type, loc=n.loc)
+        t = tuple(tangent.get(v) for v in n.inputs)
+        if not n.out.type.is_float or all(tx is None for tx in t):
+            continue
+        builder.loc = n.loc
+        t_out = REGISTRY[n.prim].jvp(t, out, *ins, **n.attrs)
+        builder.loc = None
+        if t_out is not None:
+            if t_out.type != out.type:
+                raise TypeError(f"the jvp rule of {n.prim} returned {t_out.type} for a result "
+                                f"of type {out.type}; this is a symgrad bug")
+            tangent[n.out] = t_out
+    outs = [env.get(v, v) for v in graph.outputs]
+    return outs, [tangent[v] if v in tangent else ops.zeros_like(o)
+                  for v, o in zip(graph.outputs, outs)]
+
+
+def jvp_graph(graph, argnums, *, simplify=True):
+    """Build the graph ``(inputs, tangents of inputs[argnums]) -> (outputs, output tangents)``.
+
+    One tangent input (named ``t_<name>``) per entry of ``argnums``, which index
+    ``graph.inputs``. Raises ValueError for an integer input asked for a tangent.
+    """
+    for i in argnums:
+        if not graph.inputs[i].type.is_float:
+            v = graph.inputs[i]
+            raise ValueError(f"cannot differentiate with respect to argument {i} ({v.name}: "
+                             f"{v.type}): integer and boolean arguments are data")
+    t_inputs = [Var(graph.inputs[i].type, name=f"t_{graph.inputs[i].name}") for i in argnums]
+    builder = Builder()
+    with building(builder):
+        outs, t_outs = emit_jvp(graph, graph.inputs, dict(zip(argnums, t_inputs)))
+    out = Graph(graph.inputs + t_inputs, builder.nodes, outs + t_outs, name=f"jvp_{graph.name}",
+                tuple_output=True)
+    out = strip_stop_gradients(out)
+    return optimize(out) if simplify else out

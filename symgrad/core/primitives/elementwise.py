@@ -1,0 +1,486 @@
+"""Elementwise primitives: each written once as a sympy expression.
+
+From the one expression come its NumPy evaluation (``lambdify``), its C (sympy's C99 printer) and
+its derivative (``sympy.diff``, turned back into IR by ``to_ir`` so it composes to any order).
+A few entries state their derivative in terms of ``out`` instead, where that is the numerically
+sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
+
+Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
+``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
+expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy as sp
+from sympy.codegen.ast import float32, real
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.printing.c import C99CodePrinter
+from sympy.printing.precedence import precedence
+
+from symgrad.errors import DTypeError, ShapeError
+from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
+from symgrad.core import ops
+from symgrad.core.primitive import Primitive, bind, register
+
+X, Y = sp.symbols("x y", real=True)
+OUT = sp.Symbol("out", real=True)
+SYMBOLS = (X, Y)
+
+class _CPrinter(C99CodePrinter):
+    """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
+    ``pow(x, 2)``)."""
+
+    def _print_Pow(self, expr):
+        if expr.exp == 2:
+            base = self.parenthesize(expr.base, precedence(expr))
+            return f"{base}*{base}"
+        return super()._print_Pow(expr)
+
+
+_PRINTERS = {"float64": _CPrinter(), "float32": _CPrinter({"type_aliases": {real: float32}})}
+_NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
+
+# sympy function -> primitive, for turning derivative expressions back into IR.
+_FUNCTIONS = {}
+
+
+def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
+    dtypes = {t.dtype for t in in_types}
+    if len(dtypes) > 1:
+        raise DTypeError(f"operands have different dtypes {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    if float_only and dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name} needs a floating-point operand, got {dtype}")
+    try:
+        shape = broadcast_shapes(*[t.shape for t in in_types])
+    except ValueError:
+        raise ShapeError("shapes " + " and ".join(str(t.shape) for t in in_types)
+                         + " do not broadcast together") from None
+    return TensorType(shape, out_dtype or dtype)
+
+
+# --- sympy expression -> IR ---------------------------------------------------------------------
+
+def to_ir(expr, env):
+    """Emit IR computing the sympy ``expr``; ``env`` maps its symbols to ``Var``s."""
+    like = next(iter(env.values()))
+
+    def number(v):
+        return ops.scalar_like(float(v), like)
+
+    def emit(e):
+        if e in env:
+            return env[e]
+        if e.is_Number or e.is_NumberSymbol:
+            return number(e)
+        if e.is_Add:
+            coeff, terms = e.as_coeff_add()
+            pos = [emit(t) for t in terms if not t.could_extract_minus_sign()]
+            neg = [emit(-t) for t in terms if t.could_extract_minus_sign()]
+            acc = functools.reduce(ops.add, pos) if pos else None
+            if coeff != 0:
+                acc = number(coeff) if acc is None else ops.add(acc, number(coeff))
+            for t in neg:
+                acc = ops.neg(t) if acc is None else ops.sub(acc, t)
+            return acc
+        if e.is_Mul:
+            coeff, factors = e.as_coeff_mul()
+            num = [f for f in factors if not (f.is_Pow and f.exp.is_negative)]
+            den = [f.base ** -f.exp for f in factors if f.is_Pow and f.exp.is_negative]
+            top = functools.reduce(ops.mul, [emit(f) for f in num]) if num else None
+            if coeff not in (1, -1):
+                top = number(coeff) if top is None else ops.mul(number(coeff), top)
+            if den:
+                bottom = functools.reduce(ops.mul, [emit(f) for f in den])
+                top = ops.div(top if top is not None else number(1), bottom)
+            return ops.neg(top) if coeff == -1 else top
+        if e.is_Pow:
+            base, exp = e.base, e.exp
+            if exp == 2:
+                return bind("square", emit(base))
+            if exp == sp.Rational(1, 2):
+                return bind("sqrt", emit(base))
+            if exp.is_negative:
+                return ops.div(number(1), emit(base ** -exp))
+            return bind("pow", emit(base), emit(exp))
+        if e.func in _FUNCTIONS:
+            return bind(_FUNCTIONS[e.func], *[emit(a) for a in e.args])
+        raise NotImplementedError(f"no IR for the sympy expression {e}")
+
+    return emit(expr)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+def _scaled(v, d, env):
+    """``v * d`` for a derivative expression ``d`` (no statement for d = 1, a negation for -1)."""
+    if d == 1:
+        return v
+    if d == -1:
+        return ops.neg(v)
+    return bind("chain_mul", v, to_ir(d, env))
+
+
+def _sympy_vjp(derivs, g, out, *inputs):
+    """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
+    env = dict(zip(SYMBOLS, inputs))
+    env[OUT] = out
+    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
+                 for x, d in zip(inputs, derivs))
+
+
+def _sympy_jvp(derivs, t, out, *inputs):
+    """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
+    env = dict(zip(SYMBOLS, inputs))
+    env[OUT] = out
+    total = None
+    for tx, d in zip(t, derivs):
+        if tx is None:
+            continue
+        term = _scaled(tx, d, env)
+        total = term if total is None else ops.add(total, term)
+    return None if total is None else ops.broadcast_to(total, out.shape)
+
+
+def _c_from_sympy(expr, operands, ctype):
+    printer = _PRINTERS["float32" if ctype == "float" else "float64"]
+    return _c_format(printer, expr).format(*operands)
+
+
+@functools.lru_cache(maxsize=None)
+def _c_format(printer, expr):
+    placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
+    return printer.doprint(expr.xreplace(placeholders))
+
+
+def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
+                sympy_func=None, doc=""):
+    """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
+
+    ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
+    be numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
+    would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
+    stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
+    only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
+    """
+    args = [s for s in SYMBOLS if s in expr.free_symbols]
+    derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
+    if impl is None:
+        impl = sp.lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+    if sympy_func is not None:
+        _FUNCTIONS[sympy_func] = name
+    return register(Primitive(
+        name=name,
+        shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
+        impl=impl,
+        vjp=vjp or functools.partial(_sympy_vjp, derivs),
+        jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        elementwise=True,
+        c_expr=functools.partial(_c_from_sympy, expr),
+        doc=doc or f"{name}: {expr}",
+        expr=expr,
+        derivs=derivs,
+    ))
+
+
+# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False.
+elementwise("add", X + Y, float_only=False)
+elementwise("sub", X - Y, float_only=False)
+elementwise("mul", X * Y, float_only=False)
+elementwise("div", X / Y)
+# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
+elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)])
+elementwise("neg", -X, float_only=False)
+elementwise("square", X ** 2, float_only=False)
+
+# Exponentials and logarithms. The derivative of exp is its own output: reuse it.
+elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp)
+elementwise("expm1", expm1(X), sympy_func=expm1)   # accurate for small x: no cancellation in e^x - 1
+elementwise("log", sp.log(X), sympy_func=sp.log)
+elementwise("log1p", log1p(X), sympy_func=log1p)   # accurate for small x: no rounding in 1 + x
+elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)])
+
+# Trigonometric and hyperbolic functions.
+elementwise("sin", sp.sin(X), sympy_func=sp.sin)
+elementwise("cos", sp.cos(X), sympy_func=sp.cos)
+elementwise("tan", sp.tan(X), sympy_func=sp.tan)
+elementwise("arcsin", sp.asin(X), sympy_func=sp.asin)
+elementwise("arccos", sp.acos(X), sympy_func=sp.acos)
+elementwise("arctan", sp.atan(X), sympy_func=sp.atan)
+elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh)
+elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh)
+elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh)
+
+# The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
+# out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
+# keeps full relative accuracy on both sides.
+def _logistic_impl(x):
+    # Both forms are analytic (the complex step rides along); each is the one that cannot
+    # overflow on its half-line.
+    positive = np.real(x) >= 0
+    z = np.exp(np.where(positive, -x, x))      # exp(-|x|): never overflows
+    return np.where(positive, 1 / (1 + z), z / (1 + z))
+
+
+elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT / (1 + sp.exp(X))],
+            impl=_logistic_impl)
+
+# abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
+# abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.
+def _abs_vjp(g, out, x):
+    return (ops.select(ops.ge(x, ops.scalar_like(0, x)), g, ops.neg(g)),)
+
+
+def _abs_jvp(t, out, x):
+    (tx,) = t
+    return ops.select(ops.ge(x, ops.scalar_like(0, x)), tx, ops.neg(tx))
+
+
+def _no_gradient(g, out, *inputs, **attrs):
+    return (None,) * len(inputs)
+
+
+def _no_tangent(t, out, *inputs, **attrs):
+    return None
+
+
+def _select_tangents(c, t, out):
+    """select(c, t0, t1) with a zero for a missing tangent; None when both are missing."""
+    if all(tx is None for tx in t):
+        return None
+    zero = ops.scalar_like(0, out)
+    t0, t1 = (zero if tx is None else tx for tx in t)
+    return ops.broadcast_to(ops.select(c, t0, t1), out.shape)
+
+
+elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp, jvp=_abs_jvp,
+            impl=lambda x: np.where(np.real(x) < 0, -x, x))
+elementwise("sign", sp.sign(X), float_only=False, sympy_func=sp.sign, vjp=_no_gradient,
+            jvp=_no_tangent,
+            impl=lambda x: np.sign(np.real(x)).astype(x.dtype))
+
+
+# --- elementwise primitives that sympy does not express: the subgradient conventions -------------
+# maximum/minimum send the gradient to the winner, and on a tie to the first operand. NaN
+# propagates from either operand, as in NumPy (fmax would drop it).
+
+def _max_impl(x, y):
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        return np.where((np.real(x) >= np.real(y)) | np.isnan(x), x, y)
+    return np.maximum(x, y)
+
+
+def _min_impl(x, y):
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        return np.where((np.real(x) <= np.real(y)) | np.isnan(x), x, y)
+    return np.minimum(x, y)
+
+
+def _winner_vjp(compare, g, out, x, y):
+    first = bind(compare, x, y)
+    zero = ops.scalar_like(0, g)
+    return (ops.sum_to_shape(ops.select(first, g, zero), x.shape),
+            ops.sum_to_shape(ops.select(first, zero, g), y.shape))
+
+
+def _winner_jvp(compare, t, out, x, y):
+    return _select_tangents(bind(compare, x, y), t, out)
+
+
+def _minmax_c(compare, operands, ctype):
+    x, y = operands
+    nan = f" || isnan({x})" if ctype in ("double", "float") else ""
+    return f"(({x} {compare} {y}{nan}) ? {x} : {y})"
+
+
+for _name, _cmp, _impl in (("maximum", "ge", _max_impl), ("minimum", "le", _min_impl)):
+    register(Primitive(
+        name=_name, elementwise=True,
+        shape_rule=functools.partial(_broadcast_type, _name, float_only=False),
+        impl=_impl,
+        vjp=functools.partial(_winner_vjp, _cmp),
+        jvp=functools.partial(_winner_jvp, _cmp),
+        c_expr=functools.partial(_minmax_c, ">=" if _cmp == "ge" else "<="),
+        doc=f"{_name}(x, y); the gradient goes to the winner, to x on a tie",
+    ))
+
+
+# --- comparisons, select, convert: no gradient through the boolean --------------------------------
+
+def _compare_type(name, x, y):
+    return _broadcast_type(name, x, y, out_dtype="bool")
+
+
+_COMPARISONS = {"lt": ("<", np.less), "le": ("<=", np.less_equal), "gt": (">", np.greater),
+                "ge": (">=", np.greater_equal), "eq": ("==", np.equal), "ne": ("!=", np.not_equal)}
+
+
+def _compare_impl(np_op, x, y):
+    return np_op(np.real(x), np.real(y))
+
+
+for _name, (_c_op, _np_op) in _COMPARISONS.items():
+    register(Primitive(
+        name=_name, elementwise=True,
+        shape_rule=functools.partial(_compare_type, _name),
+        impl=functools.partial(_compare_impl, _np_op),
+        vjp=_no_gradient,
+        jvp=_no_tangent,
+        c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
+                                 _c_op),
+        doc=f"x {_c_op} y (compares real parts for the complex step)",
+    ))
+
+
+def _select_type(c, x, y):
+    if c.dtype != "bool":
+        raise DTypeError(f"the condition of where/select must be bool, got {c.dtype}")
+    out = _broadcast_type("select", x, y)
+    try:
+        shape = broadcast_shapes(c.shape, out.shape)
+    except ValueError:
+        raise ShapeError(f"condition shape {c.shape} does not broadcast with {out.shape}") from None
+    return TensorType(shape, out.dtype)
+
+
+def _select_vjp(g, out, c, x, y):
+    zero = ops.scalar_like(0, g)
+    return (None,
+            ops.sum_to_shape(ops.select(c, g, zero), x.shape) if x.type.is_float else None,
+            ops.sum_to_shape(ops.select(c, zero, g), y.shape) if y.type.is_float else None)
+
+
+register(Primitive(
+    name="select", elementwise=True, shape_rule=_select_type,
+    impl=lambda c, x, y: np.where(c, x, y),
+    vjp=_select_vjp,
+    jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
+    c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
+))
+
+
+def _convert_type(x, *, dtype):
+    return TensorType(x.shape, dtype)
+
+
+def _convert_impl(x, *, dtype):
+    if np.iscomplexobj(x) and dtype in ("float32", "float64"):
+        return x  # the complex step carries its imaginary part through float casts
+    return x.astype(dtype)
+
+
+def _convert_vjp(g, out, x, *, dtype):
+    return (ops.convert(g, x.dtype) if x.type.is_float else None,)
+
+
+# --- bitcast: the same bits read as another type of the same width ------------------------------
+# A loop packs an int carry (a step counter) into its float carry vector this way: exact for every
+# value, where a conversion to float would round large ints. Only copies ever touch those bits.
+
+BITCAST_PAIRS = {("int64", "float64"), ("float64", "int64"), ("int32", "float32"),
+                 ("float32", "int32")}
+
+
+def _bitcast_type(x, *, dtype):
+    if (x.dtype, dtype) not in BITCAST_PAIRS:
+        raise DTypeError(f"cannot bitcast {x.dtype} to {dtype}: only int64 <-> float64 and "
+                         f"int32 <-> float32 (same width)")
+    return TensorType(x.shape, dtype)
+
+
+def _bitcast_impl(x, *, dtype):
+    x = np.asarray(x)
+    if np.iscomplexobj(x):          # the complex step: the bits sit in the real part
+        x = x.real
+    return (x if x.flags.c_contiguous else x.copy()).view(dtype)   # 0-d stays 0-d
+
+
+_BITCAST_FROM = {"double": "int64_t", "int64_t": "double", "float": "int32_t", "int32_t": "float"}
+
+
+register(Primitive(
+    name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
+    vjp=lambda g, out, x, *, dtype: (None,),
+    jvp=lambda t, out, x, *, dtype: None,
+    c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
+                                    f"{{ .from = {operands[0]} }}).to"),
+    doc="bitcast[dtype](x): x's bits read as dtype (int64 <-> float64, int32 <-> float32); "
+        "no gradient",
+))
+
+
+register(Primitive(
+    name="convert", elementwise=True, shape_rule=_convert_type, impl=_convert_impl,
+    vjp=_convert_vjp,
+    jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
+                                     if t[0] is not None and out.type.is_float else None),
+    c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
+    doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
+))
+
+
+# --- stop_gradient: the identity, with no derivative ------------------------------------------
+
+register(Primitive(
+    name="stop_gradient", elementwise=True,
+    shape_rule=functools.partial(_broadcast_type, "stop_gradient", float_only=False),
+    impl=lambda x: x,
+    vjp=_no_gradient,
+    jvp=_no_tangent,
+    c_expr=lambda operands, ctype: operands[0],
+    doc="stop_gradient(x) = x, treated as a constant by reverse mode",
+))
+
+
+# --- chain_mul: the chain rule's product, NaN-safe by construction ------------------------------
+# Reverse and forward mode multiply an incoming adjoint (or tangent) g by a local derivative d.
+# Where g is exactly 0 -- the branch a where/maximum/clip/abs did not take -- the product is
+# exactly 0 even if d is inf or NaN there (sqrt'(0), log'(0), 1/0): where(x > 0, sqrt(x), 0) has a
+# finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN.
+
+def _chain_mul_impl(g, d):
+    with np.errstate(all="ignore"):
+        return np.where(g == 0, np.zeros((), dtype=np.result_type(g, d)), g * d)
+
+
+def _chain_mul_vjp(a, out, g, d):
+    return (ops.sum_to_shape(bind("chain_mul", a, d), g.shape),
+            ops.sum_to_shape(bind("chain_mul", a, g), d.shape))
+
+
+def _chain_mul_jvp(t, out, g, d):
+    tg, td = t
+    terms = [bind("chain_mul", tg, d) if tg is not None else None,
+             bind("chain_mul", g, td) if td is not None else None]
+    terms = [x for x in terms if x is not None]
+    total = terms[0] if len(terms) == 1 else ops.add(*terms)
+    return ops.broadcast_to(total, out.shape)
+
+
+def _chain_mul_c(operands, ctype):
+    g, d = operands
+    zero = "0.0f" if ctype == "float" else "0.0"
+    known = _number(g)
+    if known is not None and np.isfinite(known):      # a literal g: the test is decided here
+        return zero if known == 0 else d if known == 1 else f"{g}*{d}"
+    return f"({g} == 0 ? {zero} : {g}*{d})"
+
+
+def _number(text):
+    """The value of a C float literal such as ``2.5`` or ``-1.0f``; None for anything else."""
+    try:
+        return float(text[:-1] if text.endswith("f") else text)
+    except ValueError:
+        return None
+
+
+register(Primitive(
+    name="chain_mul", elementwise=True,
+    shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
+    impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
+))

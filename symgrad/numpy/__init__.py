@@ -1,0 +1,581 @@
+"""``symgrad.numpy``: NumPy's names and semantics, traced when given traced values.
+
+Every function here computes with NumPy on plain arrays, so an undecorated function still runs as
+ordinary NumPy code. When an argument is a ``Tracer`` (inside a function being compiled), the
+call is recorded as IR instead: broadcasting, ``axis``/``keepdims`` and dtype promotion follow
+NumPy (Python scalars adopt the dtype of the array they meet, as in NumPy 2).
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+
+import numpy as _np
+
+# errors.where formats a source location; snp.where (below) takes its name.
+import sympy as _sp
+
+from symgrad.core import dims as _dims
+from symgrad.errors import ShapeError, where as _at
+from symgrad.core.ir import current_builder, user_location
+from symgrad.core.primitives import bind
+from symgrad.core import ops
+from symgrad.frontend.tracing import Tracer, _install_operators
+from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+
+pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
+float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
+ndarray = _np.ndarray
+
+
+# --- lifting values into the graph ------------------------------------------------------------
+
+def _traced(*values):
+    return builtins.any(isinstance(v, Tracer) for v in values) or (
+        builtins.any(isinstance(v, (list, tuple)) and _traced(*v) for v in values))
+
+
+def asarray(x, dtype=None):
+    """A Tracer for x (a constant if x is a plain value); NumPy's asarray outside tracing."""
+    if isinstance(x, Tracer):
+        return x if dtype is None else astype(x, dtype)
+    if current_builder() is None:
+        return _np.asarray(x, dtype=dtype)
+    if isinstance(x, (list, tuple)) and _traced(*x):
+        return stack(x)
+    arr = _np.asarray(x)
+    arr = arr.astype(canonical_dtype(dtype if dtype is not None else arr.dtype))
+    return Tracer(ops.const(arr, arr.dtype.name))
+
+
+array = asarray
+
+
+def _is_weak(x):
+    """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
+    return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
+        isinstance(x, _sp.Basic)
+
+
+def _size_value(d, dtype):
+    """A dimension as a value of ``dtype``: a constant, or the run-time size itself."""
+    d = _dims.normalize(d)
+    if isinstance(d, int):
+        return ops.const(d, dtype)
+    return ops.convert(bind("dim", expr=d), dtype)
+
+
+def _dtype_of(x):
+    if isinstance(x, Tracer):
+        return x.var.dtype
+    return canonical_dtype(_np.asarray(x).dtype)
+
+
+def _common_dtype(values, need_float=False):
+    strong = [_dtype_of(v) for v in values if not _is_weak(v)]
+    weak = [0 if isinstance(v, _sp.Basic) else v for v in values if _is_weak(v)]
+    dtype = promote(*strong) if strong else None
+    if dtype is None:
+        dtype = promote(*[_np.asarray(w).dtype for w in weak])
+    elif builtins.any(isinstance(w, float) for w in weak) and dtype not in FLOAT_DTYPES:
+        dtype = "float64"
+    if need_float and dtype not in FLOAT_DTYPES:
+        dtype = "float64"
+    return dtype
+
+
+def _lift(values, need_float=False):
+    """Vars for the operands, converted to their common dtype."""
+    dtype = _common_dtype(values, need_float)
+    out = []
+    for v in values:
+        if isinstance(v, Tracer):
+            out.append(ops.convert(v.var, dtype))
+        elif isinstance(v, _sp.Basic):
+            out.append(_size_value(v, dtype))
+        else:
+            out.append(ops.const(_np.asarray(v), dtype))
+    return out
+
+
+def _wrap(var):
+    return Tracer(var)
+
+
+# --- elementwise ------------------------------------------------------------------------------
+
+def _elementwise(prim, np_fn, need_float, *args):
+    if not _traced(*args):
+        return np_fn(*args)
+    return _wrap(bind(prim, *_lift(args, need_float)))
+
+
+def _define(name, prim, np_fn, need_float):
+    fn = functools.partial(_elementwise, prim, np_fn, need_float)
+    fn = functools.update_wrapper(fn, np_fn) if hasattr(np_fn, "__name__") else fn
+    globals()[name] = fn
+
+
+for _name, _prim in {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p",
+                     "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
+                     "arcsin": "arcsin", "arccos": "arccos", "arctan": "arctan",
+                     "sinh": "sinh", "cosh": "cosh", "tanh": "tanh"}.items():
+    _define(_name, _prim, getattr(_np, _name), True)
+
+for _name, _prim in {"add": "add", "subtract": "sub", "multiply": "mul", "negative": "neg",
+                     "square": "square", "abs": "abs", "absolute": "abs", "sign": "sign",
+                     "maximum": "maximum", "minimum": "minimum", "less": "lt",
+                     "less_equal": "le", "greater": "gt", "greater_equal": "ge",
+                     "equal": "eq", "not_equal": "ne"}.items():
+    _define(_name, _prim, getattr(_np, _name), False)
+
+_define("divide", "div", _np.divide, True)
+true_divide = divide  # noqa: F821  (defined above)
+
+
+def power(x, y):
+    """x ** y. Small integer and half-integer exponents become square/sqrt/division."""
+    if not _traced(x, y):
+        return _np.power(x, y)
+    if _is_weak(y) and not isinstance(y, bool):
+        if y == 1:
+            return asarray(x) if _dtype_of(x) in FLOAT_DTYPES else astype(x, "float64")
+        if y == 2:
+            return square(x)        # noqa: F821
+        if y == 0.5:
+            return sqrt(x)          # noqa: F821
+        if y == -1:
+            return divide(1.0, x)   # noqa: F821
+    return _wrap(bind("pow", *_lift((x, y), need_float=True)))
+
+
+def where(condition, x, y):
+    """Elementwise choice; the gradient flows to the branch taken."""
+    if not _traced(condition, x, y):
+        return _np.where(condition, x, y)
+    c = condition if isinstance(condition, Tracer) else asarray(condition)
+    if c.var.dtype != "bool":
+        c = not_equal(c, 0)         # noqa: F821
+    xv, yv = _lift((x, y))
+    return _wrap(bind("select", c.var, xv, yv))
+
+
+def clip(a, a_min=None, a_max=None):
+    """minimum(maximum(a, a_min), a_max); at a bound the gradient goes to a (ties go first)."""
+    if not _traced(a, a_min, a_max):
+        return _np.clip(a, a_min, a_max)
+    out = a
+    if a_min is not None:
+        out = maximum(out, a_min)   # noqa: F821
+    if a_max is not None:
+        out = minimum(out, a_max)   # noqa: F821
+    return out
+
+
+def stop_gradient(x):
+    """x, as a constant to reverse mode."""
+    if not _traced(x):
+        return x
+    return _wrap(bind("stop_gradient", asarray(x).var))
+
+
+def astype(x, dtype):
+    if not isinstance(x, Tracer):
+        return _np.asarray(x).astype(dtype)
+    return _wrap(ops.convert(x.var, canonical_dtype(dtype)))
+
+
+# --- reductions -------------------------------------------------------------------------------
+
+def _axis(a, ndim):
+    """The axis ``a`` of an ``ndim``-dimensional array, made non-negative; ShapeError if out
+    of range (as NumPy's AxisError, never wrapped around)."""
+    if not -ndim <= a < ndim:
+        raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}"
+                         f"{_at(user_location())}")
+    return a % ndim
+
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = [_axis(a, ndim) for a in axes]
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis}{_at(user_location())}")
+    return tuple(sorted(out))
+
+
+def _reduction(prim, np_fn, x, axis=None, keepdims=False):
+    if not _traced(x):
+        return np_fn(x, axis=axis, keepdims=keepdims)
+    x = asarray(x)
+    axes = _axes(axis, x.ndim)
+    v = x.var
+    if prim == "reduce_sum" and v.dtype == "bool":
+        v = ops.convert(v, "int64")
+    out = bind(prim, v, axes=axes) if axes else v
+    if keepdims:
+        out = ops.reshape(out, tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    return _wrap(out)
+
+
+def sum(x, axis=None, keepdims=False):
+    return _reduction("reduce_sum", _np.sum, x, axis, keepdims)
+
+
+def prod(x, axis=None, keepdims=False):
+    return _reduction("reduce_prod", _np.prod, x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    """The maximum; its gradient goes to the first maximal element."""
+    return _reduction("reduce_max", _np.max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    """The minimum; its gradient goes to the first minimal element."""
+    return _reduction("reduce_min", _np.min, x, axis, keepdims)
+
+
+amax, amin = max, min
+
+
+def mean(x, axis=None, keepdims=False):
+    if not _traced(x):
+        return _np.mean(x, axis=axis, keepdims=keepdims)
+    x = asarray(x)
+    count = _dims.prod([x.shape[a] for a in _axes(axis, x.ndim)])
+    total = sum(astype(x, "float64") if x.var.dtype not in FLOAT_DTYPES else x, axis, keepdims)
+    return divide(total, float(count) if isinstance(count, int) else count)     # noqa: F821
+
+
+# --- shapes -----------------------------------------------------------------------------------
+
+def reshape(x, newshape):
+    if not _traced(x):
+        return _np.reshape(x, newshape)
+    x = asarray(x)
+    shape = (newshape,) if isinstance(newshape, int) else tuple(newshape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"can only specify one unknown dimension in {shape}"
+                         f"{_at(user_location())}")
+    if builtins.any(isinstance(d, int) and d == -1 for d in shape):
+        known = _dims.prod([d for d in shape if not (isinstance(d, int) and d == -1)])
+        if known == 0 or _dims.normalize(_sp.Mod(x.size, known)) != 0:
+            raise ShapeError(f"cannot reshape {x.shape} into {shape}{_at(user_location())}")
+        whole = (x.size // known if isinstance(x.size, int) and isinstance(known, int)
+                 else _dims.normalize(x.size / known))
+        shape = tuple(whole if isinstance(d, int) and d == -1 else d for d in shape)
+    return _wrap(ops.reshape(x.var, shape))
+
+
+def transpose(x, axes=None):
+    if not _traced(x):
+        return _np.transpose(x, axes)
+    x = asarray(x)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim) for a in axes)
+    return _wrap(ops.transpose(x.var, perm))
+
+
+def broadcast_to(x, shape):
+    if not _traced(x):
+        return _np.broadcast_to(x, shape)
+    x = asarray(x)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return _wrap(ops.broadcast_to(x.var, shape))
+
+
+def expand_dims(x, axis):
+    if not _traced(x):
+        return _np.expand_dims(x, axis)
+    x = asarray(x)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = x.ndim + len(axes)
+    axes = _axes(axes, ndim)
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, shape)
+
+
+def squeeze(x, axis=None):
+    if not _traced(x):
+        return _np.squeeze(x, axis)
+    x = asarray(x)
+    axes = [i for i, d in enumerate(x.shape) if d == 1] if axis is None else _axes(axis, x.ndim)
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} in shape {x.shape}"
+                             f"{_at(user_location())}")
+    return reshape(x, [d for i, d in enumerate(x.shape) if i not in axes])
+
+
+def ravel(x):
+    return reshape(x, (-1,))
+
+
+def concatenate(arrays, axis=0):
+    arrays = list(arrays)
+    if not _traced(*arrays):
+        return _np.concatenate(arrays, axis=axis)
+    vars_ = _lift(arrays)
+    ndim = vars_[0].ndim
+    if ndim == 0:
+        raise ShapeError(f"zero-dimensional arrays cannot be concatenated{_at(user_location())}")
+    return _wrap(bind("concatenate", *vars_, axis=_axis(axis, ndim)))
+
+
+def stack(arrays, axis=0):
+    arrays = list(arrays)
+    if not _traced(*arrays):
+        return _np.stack(arrays, axis=axis)
+    return concatenate([expand_dims(asarray(a), axis) for a in arrays], axis=axis)
+
+
+# --- products ---------------------------------------------------------------------------------
+
+def matmul(a, b):
+    """NumPy's matmul: 1-D operands are promoted and the added axis removed; batches broadcast."""
+    if not _traced(a, b):
+        return _np.matmul(a, b)
+    av, bv = _lift((a, b))
+    if av.ndim == 0 or bv.ndim == 0:
+        raise ShapeError(f"matmul of a scalar: shapes {av.shape} and {bv.shape}"
+                         f"{_at(user_location())}; use * for scaling")
+    a2 = ops.reshape(av, (1,) + av.shape) if av.ndim == 1 else av
+    b2 = ops.reshape(bv, bv.shape + (1,)) if bv.ndim == 1 else bv
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ShapeError(f"matmul: shapes {av.shape} and {bv.shape} are not aligned: "
+                         f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
+                         f"(second-to-last axis of the second){_at(user_location())}")
+    try:
+        batch = _dims.broadcast(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ShapeError(f"matmul: batch dimensions of {av.shape} and {bv.shape} do not "
+                         f"broadcast{_at(user_location())}") from None
+    a2 = ops.broadcast_to(a2, batch + a2.shape[-2:])
+    b2 = ops.broadcast_to(b2, batch + b2.shape[-2:])
+    out = bind("matmul", a2, b2, transpose_a=False, transpose_b=False)
+    shape = batch + ((av.shape[-2],) if av.ndim > 1 else ()) + ((bv.shape[-1],) if bv.ndim > 1 else ())
+    return _wrap(ops.reshape(out, shape))
+
+
+def dot(a, b):
+    """NumPy's dot for operands of up to two dimensions (scalars multiply)."""
+    if not _traced(a, b):
+        return _np.dot(a, b)
+    av, bv = asarray(a), asarray(b)
+    if av.ndim == 0 or bv.ndim == 0:
+        return multiply(av, bv)     # noqa: F821
+    if av.ndim > 2 or bv.ndim > 2:
+        raise ShapeError(f"dot of arrays with more than two dimensions ({av.shape}, {bv.shape}) "
+                         f"is not supported{_at(user_location())}; use matmul or sum")
+    return matmul(av, bv)
+
+
+def inner(a, b):
+    return sum(multiply(a, b), axis=-1)      # noqa: F821
+
+
+def outer(a, b):
+    if not _traced(a, b):
+        return _np.outer(a, b)
+    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))     # noqa: F821
+
+
+vdot = lambda a, b: sum(multiply(ravel(a), ravel(b)))             # noqa: E731, F821
+
+
+# --- creation (traced constants while tracing, NumPy otherwise) --------------------------------
+
+def arange(start, stop=None, step=1, dtype=None):
+    if current_builder() is None:
+        return _np.arange(start, stop, step, dtype=dtype)
+    start, stop = (0, start) if stop is None else (start, stop)
+    if isinstance(stop, _sp.Basic) or isinstance(start, _sp.Basic):
+        if start != 0 or step != 1:
+            raise ShapeError(f"arange over a run-time size takes only a stop (arange(n))"
+                             f"{_at(user_location())}")
+        return _wrap(bind("iota", shape=(stop,), dimension=0,
+                          dtype=canonical_dtype(dtype) if dtype is not None else "int64"))
+    n = builtins.max(0, math.ceil((stop - start) / step))
+    floaty = builtins.any(isinstance(v, float) for v in (start, stop, step))
+    dt = canonical_dtype(dtype) if dtype is not None else ("float64" if floaty else "int64")
+    out = bind("iota", shape=(n,), dimension=0, dtype=dt)
+    if step != 1:
+        out = ops.mul(out, ops.const(step, dt))
+    if start != 0:
+        out = ops.add(out, ops.const(start, dt))
+    return _wrap(out)
+
+
+def _filled(value, shape, dtype):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    dt = canonical_dtype(dtype or "float64")
+    return _wrap(ops.broadcast_to(ops.const(value, dt), shape))
+
+
+def zeros(shape, dtype=None):
+    if current_builder() is None:
+        return _np.zeros(shape, dtype=dtype or float)
+    return _filled(0, shape, dtype)
+
+
+def ones(shape, dtype=None):
+    if current_builder() is None:
+        return _np.ones(shape, dtype=dtype or float)
+    return _filled(1, shape, dtype)
+
+
+def full(shape, fill_value, dtype=None):
+    if current_builder() is None:
+        return _np.full(shape, fill_value, dtype=dtype)
+    return _filled(fill_value, shape, dtype or ("float64" if isinstance(fill_value, float)
+                                                else _np.asarray(fill_value).dtype))
+
+
+def zeros_like(x, dtype=None):
+    if not _traced(x):
+        return _np.zeros_like(x, dtype=dtype)
+    return _filled(0, x.shape, dtype or x.var.dtype)
+
+
+def ones_like(x, dtype=None):
+    if not _traced(x):
+        return _np.ones_like(x, dtype=dtype)
+    return _filled(1, x.shape, dtype or x.var.dtype)
+
+
+def eye(n, m=None, k=0, dtype=None):
+    if current_builder() is None:
+        return _np.eye(n, m, k, dtype=dtype or float)
+    m = n if m is None else m
+    rows = bind("iota", shape=(n, m), dimension=0, dtype="int64")
+    cols = bind("iota", shape=(n, m), dimension=1, dtype="int64")
+    diag = ops.eq(ops.add(rows, ops.const(k, "int64")), cols) if k else ops.eq(rows, cols)
+    return _wrap(ops.convert(diag, canonical_dtype(dtype or "float64")))
+
+
+def shape(x):
+    return _np.shape(x) if not isinstance(x, Tracer) else x.shape
+
+
+def ndim(x):
+    return _np.ndim(x) if not isinstance(x, Tracer) else x.ndim
+
+
+# --- indexing ---------------------------------------------------------------------------------
+
+def _is_index_array(k):
+    if isinstance(k, Tracer):
+        return True
+    if isinstance(k, (list, _np.ndarray)):
+        arr = _np.asarray(k)
+        if arr.dtype == bool:
+            raise IndexError(f"boolean mask indexing has a data-dependent shape and cannot be "
+                             f"compiled{_at(user_location())}; use snp.where instead")
+        if arr.dtype.kind not in "iu" and arr.size:
+            raise IndexError(f"index arrays must be integers, got {arr.dtype}"
+                             f"{_at(user_location())}")
+        return True
+    return False
+
+
+def getitem(x, key):
+    """NumPy indexing: basic (ints, slices, None, ...) and integer-array (advanced) indexing."""
+    if not _traced(x):
+        return _np.asarray(x)[key]
+    x = asarray(x)
+    key = key if isinstance(key, tuple) else (key,)
+    has_array = builtins.any(_is_index_array(k) for k in key)
+    # Expand the Ellipsis into full slices.
+    used = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > x.ndim:
+        raise IndexError(f"too many indices ({used}) for an array of shape {x.shape}"
+                         f"{_at(user_location())}")
+    if builtins.sum(1 for k in key if k is Ellipsis) > 1:
+        raise IndexError(f"an index can only have a single ellipsis{_at(user_location())}")
+    if builtins.any(k is Ellipsis for k in key):
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
+        used = x.ndim
+    key = key + (slice(None),) * (x.ndim - used)
+
+    # 1. Basic indexing: strided slices, then drop integer axes and insert new ones.
+    start, step, size, out_shape, advanced = [], [], [], [], []
+    axis = 0
+    for k in key:
+        if k is None:
+            out_shape.append(1)
+            continue
+        n = x.shape[axis]
+        if not isinstance(n, int) and not (isinstance(k, slice) and k == slice(None)) \
+                and not _is_index_array(k):
+            raise IndexError(f"axis {axis} has the run-time size {n}: it can only be taken "
+                             f"whole (:) or indexed with an index array{_at(user_location())}")
+        if isinstance(k, slice) and not isinstance(n, int):
+            start.append(0)
+            step.append(1)
+            size.append(n)
+            out_shape.append(n)
+        elif isinstance(k, slice):
+            s0, s1, st = k.indices(n)
+            cnt = len(range(s0, s1, st))
+            start.append(s0 if cnt else 0)
+            step.append(st)
+            size.append(cnt)
+            out_shape.append(cnt)
+        elif isinstance(k, (int, _np.integer)) and not has_array:
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}"
+                                 f"{_at(user_location())}")
+            start.append(int(k) % n)
+            step.append(1)
+            size.append(1)
+        else:   # an index array (or an int among index arrays): keep the axis whole for now
+            # Constant indices are known now: check them here, naming the user's line.
+            bad = [] if isinstance(k, Tracer) else [i for i in _np.ravel(k) if not -n <= i < n]
+            if bad:
+                raise IndexError(f"index {int(bad[0])} is out of bounds for axis {axis} with size "
+                                 f"{n}{_at(user_location())}")
+            start.append(0)
+            step.append(1)
+            size.append(n)
+            advanced.append((len(out_shape), k))
+            out_shape.append(n)
+        axis += 1
+    v = x.var
+    if (tuple(start), tuple(step), tuple(size)) != ((0,) * x.ndim, (1,) * x.ndim, x.shape):
+        v = bind("slice", v, start=tuple(start), step=tuple(step), shape=tuple(size))
+    v = ops.reshape(v, tuple(out_shape))
+    if not advanced:
+        return _wrap(v)
+
+    # 2. Integer-array indexing: move the indexed axes to the front, gather, and put the index
+    # dimensions where NumPy does (in place when the indexed axes are adjacent, else first).
+    positions = [p for p, _ in advanced]
+    indices = [asarray(_np.asarray(k) if not isinstance(k, Tracer) else k) for _, k in advanced]
+    for idx in indices:
+        if idx.var.dtype not in ("int64", "int32"):
+            raise IndexError(f"index arrays must be integers, got {idx.var.dtype}"
+                             f"{_at(user_location())}")
+    try:
+        batch = _dims.broadcast(*[i.shape for i in indices])
+    except ValueError:
+        raise IndexError("index arrays of shapes " + ", ".join(str(i.shape) for i in indices)
+                         + f" do not broadcast together{_at(user_location())}") from None
+    idx_vars = [ops.broadcast_to(ops.convert(i.var, "int64"), batch) for i in indices]
+    rest = [p for p in range(v.ndim) if p not in positions]
+    v = ops.transpose(v, positions + rest)
+    out = bind("gather", v, *idx_vars)
+    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+    if adjacent and positions[0] > 0:
+        nb, p0 = len(batch), positions[0]
+        perm = list(range(nb, nb + p0)) + list(range(nb)) + list(range(nb + p0, out.ndim))
+        out = ops.transpose(out, perm)
+    return _wrap(out)
+
+
+_install_operators()

@@ -1,5 +1,0 @@
-"""Every primitive symgrad knows, registered on import. See ``registry`` for the record."""
-from . import elementwise, structural  # noqa: F401  (registration side effects)
-from .registry import REGISTRY, Primitive, bind
-
-__all__ = ["REGISTRY", "Primitive", "bind"]

@@ -1,0 +1,220 @@
+"""Ahead-of-time builds: ``symgrad.export`` declares entry points, ``build`` writes a C library.
+
+A build of ``SPEC.py`` writes, into the output directory, for the whole SPEC:
+
+- ``<spec>.c``: C99 source needing only libc and libm;
+- ``<spec>.h``: one documented prototype per entry point (value; value and gradient), the status
+  codes, and the size of every buffer;
+- ``lib<spec>.so``: the shared library;
+- ``<spec>.py``: a loader needing only numpy and cffi (importing it does not import symgrad):
+  the code of ``backends/c/runtime.py`` under a docstring listing the exports;
+- ``<spec>.json``: the manifest (exports, argument names and types, run-time sizes, symgrad
+  version, content hash), which is also all the loader knows about the exports: their C
+  functions, outputs and the shapes of those as data, and the cffi declarations.
+
+A dimension written as a name (``f64[N,3073]``) is a run-time size: the C functions take it as
+an ``int64_t`` argument, so one library serves every size. The same name in two places means the
+same size. The C and the header are reproducible: the same SPEC and symgrad version give the same
+bytes (no dates, no absolute paths). Libraries are compiled with ``-O2`` only, so they run on any
+machine of the same architecture; pass ``cflags`` for ``-march=native``.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from symgrad._version import __version__
+from symgrad.core import dims
+from symgrad.api import CompiledFunction, Specialization
+from symgrad.backends.c import compiler, runtime
+from symgrad import templates
+from symgrad.backends.c.codegen import c_identifier, render_module, render_prototypes
+from symgrad.backends.c.native import specialization_functions
+from symgrad.core.cspell import CTYPES, STATUS
+from symgrad.frontend.tracing import parameter_names
+from symgrad.core.types import TensorType, parse_type
+from symgrad.tools.userfiles import import_file
+
+AOT_CFLAGS = ("-O2",)   # -O2, as for JIT builds: compiler.py says why
+_EXPORTS: list = []
+
+
+@dataclass
+class Export:
+    """One declared entry point: ``fn`` at the given argument types."""
+    fn: object
+    types: tuple
+    name: str
+    argnums: tuple
+
+    def specialization(self):
+        cf = CompiledFunction(self.fn, argnums=self.argnums)
+        types = []
+        for text in self.types:
+            dtype, shape = parse_type(text)
+            types.append(TensorType(tuple(dims.symbol(d) if isinstance(d, str) else d
+                                          for d in shape), dtype))
+        cf.__name__ = self.name
+        return Specialization(cf, types, {})
+
+
+def export(fn, *types, name=None, argnums=0):
+    """Declare that ``symgrad build`` should compile ``fn`` for arguments of these types.
+
+    ``types`` are type strings, one per positional argument (``"f64[N,3073]"``, ``"i64[N]"``,
+    ``"f64[]"``). Returns the Export. Raises ValueError for a wrong count of types or a name
+    that cannot be used.
+    """
+    params = parameter_names(fn)
+    if len(types) != len(params):
+        raise ValueError(f"export of {fn.__name__}: {len(types)} types for the {len(params)} "
+                         f"parameters ({', '.join(params)})")
+    for t in types:
+        parse_type(t)
+    name = name or fn.__name__
+    if not name.isidentifier():
+        raise ValueError(f"export name {name!r} is not an identifier")
+    argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    e = Export(fn, tuple(types), name, argnums)
+    _EXPORTS.append(e)
+    return e
+
+
+def collect(spec_path):
+    """Import SPEC.py and return the exports it declares, in order."""
+    spec_path = Path(spec_path)
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"no such SPEC file: {spec_path}")
+    del _EXPORTS[:]
+    import_file(spec_path, f"symgrad_spec_{spec_path.stem}")
+    exports = list(_EXPORTS)
+    del _EXPORTS[:]
+    if not exports:
+        raise ValueError(f"{spec_path} declares no exports; call symgrad.export(fn, types...)")
+    names = [e.name for e in exports]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{spec_path} exports the name(s) "
+                         f"{sorted({n for n in names if names.count(n) > 1})} twice")
+    return exports
+
+
+# --- what the templates get ---------------------------------------------------------------------
+
+def _dim_text(d):
+    return str(d)
+
+
+def _entry(export_, functions, taken):
+    """The description of one export's C functions for the header, loader and manifest."""
+    spec = export_.specialization()
+    graph = spec.graph
+    sizes = [s.name for s in dims.free_symbols([v.shape for v in graph.inputs])]
+    trip_counts = {dims.value_source(s) for s in dims.graph_symbols(graph)} - {None}
+    args = [{"name": v.name, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
+             "shape": [_dim_text(d) for d in v.shape], "type": str(v.type),
+             "trip_count": v.name in trip_counts}
+            for v in graph.inputs]
+    size_sources = {}
+    for k, v in enumerate(graph.inputs):
+        for axis, d in enumerate(v.shape):
+            if not isinstance(d, int):
+                size_sources.setdefault(str(d), (k, axis))
+    base = c_identifier(export_.name, taken)
+    funcs = specialization_functions(spec, base)
+    functions.extend(funcs)
+    entries = []
+    for fn, vg_graph in zip(funcs, [graph, spec.value_and_grad_graph() if spec.differentiable
+                                    else None]):
+        g = graph if fn is funcs[0] else vg_graph
+        outs = [{"name": cname, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
+                 "shape": [_dim_text(d) for d in v.shape],
+                 "count": dims.c_expr(v.type.size)}
+                for (cname, _, _), v in zip(fn.outputs, g.outputs)]
+        calls = {"c_name": fn.name,
+                 "outputs": [{"dtype": v.dtype, "ctype": CTYPES[v.dtype],
+                              "shape": [dims.polynomial(d) for d in v.shape]}
+                             for v in g.outputs]}
+        entries.append({"c_name": fn.name, "outputs": outs, "calls": calls,
+                        "params": [p.replace("*restrict ", "*SYMGRAD_RESTRICT ")
+                                   for p in fn.params]})
+    wrt = [graph.inputs[i].name for i in export_.argnums] if spec.differentiable else []
+    return {"name": export_.name, "python": export_.fn.__name__, "args": args, "sizes": sizes,
+            "size_sources": size_sources, "value": entries[0],
+            "value_and_grad": entries[1] if len(entries) > 1 else None, "wrt": wrt,
+            "types": list(export_.types)}
+
+
+def render(exports, stem):
+    """(C source, header, loader, manifest) text for the exports, named after ``stem``."""
+    functions, taken = [], set()
+    entries = [_entry(e, functions, taken) for e in exports]
+    guard = c_identifier(stem.upper() + "_H", set())
+    source = render_module(functions, title=f"{stem}: ahead-of-time build of {stem}.py",
+                           version=__version__)
+    header = templates.render(
+        "header.h.j2", stem=stem, guard=guard, entries=entries, status=STATUS, version=__version__)
+    digest = hashlib.sha256((source + header).encode()).hexdigest()
+    loader = templates.render(
+        "loader.py.j2", stem=stem, entries=entries, version=__version__, content_hash=digest,
+        runtime=_runtime_code())
+    manifest = {"spec": f"{stem}.py", "symgrad_version": __version__, "content_hash": digest,
+                "library": f"lib{stem}.so", "header": f"{stem}.h", "source": f"{stem}.c",
+                "loader": f"{stem}.py", "status_codes": STATUS,
+                "cdef": render_prototypes(functions).strip(),
+                "exports": [{"name": e["name"], "function": e["python"], "types": e["types"],
+                             "arguments": [{"name": a["name"], "type": a["type"],
+                                            "dtype": a["dtype"], "ctype": a["ctype"],
+                                            "shape": [int(d) if d.isdigit() else d
+                                                      for d in a["shape"]]}
+                                           for a in e["args"]],
+                             "sizes": e["sizes"], "gradient_of": e["wrt"],
+                             "c_functions": [x["c_name"] for x in (e["value"],
+                                                                   e["value_and_grad"]) if x],
+                             "calls": {kind: e[kind]["calls"] for kind in
+                                       ("value", "value_and_grad") if e[kind]}}
+                            for e in entries]}
+    return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _runtime_code():
+    """The code of ``backends/c/runtime.py`` without its module docstring (the loader has its
+    own), for the loader template to paste."""
+    source = Path(runtime.__file__).read_text()
+    docstring = ast.parse(source).body[0]
+    return "\n".join(source.splitlines()[docstring.end_lineno:]).strip("\n")
+
+
+def build(spec_path, out_dir="build", cflags=None, log=print):
+    """Build every export of ``spec_path`` into ``out_dir``; return the paths written."""
+    spec_path = Path(spec_path)
+    out_dir = Path(out_dir)
+    exports = collect(spec_path)
+    stem = c_identifier(spec_path.stem, set())
+    log(f"symgrad build: {len(exports)} export(s) from {spec_path}: "
+        + ", ".join(e.name for e in exports))
+    source, header, loader, manifest = render(exports, stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"source": out_dir / f"{stem}.c", "header": out_dir / f"{stem}.h",
+             "loader": out_dir / f"{stem}.py", "manifest": out_dir / f"{stem}.json",
+             "library": out_dir / f"lib{stem}.so"}
+    for key, text in (("source", source), ("header", header), ("loader", loader),
+                      ("manifest", manifest)):
+        _write_atomic(paths[key], text)
+    tmp_lib = paths["library"].with_suffix(".so.tmp")
+    # Self-contained: no BLAS (docs/aot.md says how to compile the source with one).
+    compiler.compile_library(paths["source"], tmp_lib, AOT_CFLAGS if cflags is None else cflags,
+                             blas_linked=False)
+    shutil.move(tmp_lib, paths["library"])
+    for key in ("source", "header", "library", "loader", "manifest"):
+        log(f"  wrote {paths[key]}")
+    return paths
+
+
+def _write_atomic(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
