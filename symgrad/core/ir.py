@@ -169,13 +169,8 @@ class Graph:
     def format(self, *, lines=False, inline_scalars=True):
         """The readable listing; ``lines=True`` appends each statement's source line."""
         names = self.names()
-        producers = self.producers()
         inline = {n.out for n in self.nodes if inline_scalars and _is_scalar_const(n)}
-
-        def ref(v):
-            if v in inline:
-                return repr(producers[v].attrs["value"])
-            return names.get(v, "?")
+        ref = self.operand_names(names) if inline_scalars else (lambda v: names.get(v, "?"))
 
         out = ["{ lambda " + ", ".join(f"{names[v]}:{v.type}" for v in self.inputs) + " ."]
         for n in self.nodes:
@@ -187,6 +182,16 @@ class Graph:
             out.append(stmt)
         out.append("  in (" + ", ".join(ref(v) for v in self.outputs) + ") }")
         return "\n".join(out)
+
+    def operand_names(self, names=None):
+        """``ref(var)``: an operand as the printer spells it, its name (``?`` for a value the
+        graph does not hold), or for a scalar constant its value."""
+        names = self.names() if names is None else names
+        constants = {n.out: repr(n.attrs["value"]) for n in self.nodes if _is_scalar_const(n)}
+
+        def ref(v):
+            return constants[v] if v in constants else names.get(v, "?")
+        return ref
 
     def __str__(self):
         return self.format()

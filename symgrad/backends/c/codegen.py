@@ -251,6 +251,7 @@ class FunctionRenderer:
         self.name = name
         self.nested = nested      # a loop body, inlined into an enclosing function
         self.ir_names = graph.names()
+        self.ir_ref = graph.operand_names(self.ir_names)    # for comments quoting statements
         self.producers = graph.producers()
         self.uses = graph.uses()
         self.can_fail = False
@@ -435,7 +436,7 @@ class FunctionRenderer:
         seen, out = set(), []
         for n in nodes:
             node, prefix = (n.grad_of, "grad of: ") if n.grad_of is not None else (n, "")
-            stmt = prefix + format_statement(node, self.ir_names, ref=self._ir_ref, types=False)
+            stmt = prefix + format_statement(node, self.ir_names, ref=self.ir_ref, types=False)
             if stmt in seen:
                 continue
             seen.add(stmt)
@@ -444,13 +445,6 @@ class FunctionRenderer:
             full = f"{loc}: {loc.text}" if loc is not None and loc.text else short
             out.append((stmt, (short, full)))
         return out
-
-    def _ir_ref(self, v):
-        """An operand as the IR printer spells it: a scalar constant as its value."""
-        n = self.producers.get(v)
-        if n is not None and n.prim == "const" and v.ndim == 0:
-            return repr(n.attrs["value"])
-        return self.ir_names.get(v, "?")
 
     def _kernel_block(self, node):
         out = self.storage[node.out]
