@@ -7,7 +7,7 @@ at (1, 1): a curved, badly scaled valley where plain gradient descent crawls. Th
 two-layer ReLU network of ``two_layer_net.py`` on scikit-learn's digits. Each optimizer has
 its own learning rate per problem (the best of a small sweep). Prints the final Rosenbrock
 loss and the digits test accuracy of each, and draws the trajectories and both loss curves in
-one figure, ``docs/figures/optimizers_race.png``.
+one figure, ``DIR/optimizers_race.png`` (with ``--figures DIR``).
 """
 import argparse
 import sys
@@ -24,7 +24,6 @@ from symgrad import optim  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_layer_net import HIDDEN, accuracy, digits, init, loss  # noqa: E402
 
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 
 # name: (optimizer class and options, learning rate on Rosenbrock, on the network)
 RACERS = {
@@ -74,12 +73,17 @@ def race_network(epochs, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, for CI")
-    parser.add_argument("--figures", type=Path, default=FIGURES, help="where to save the PNG")
+    parser.add_argument("--figures", type=Path, metavar="DIR",
+                        help=f"save the figure as DIR/{Path(__file__).stem}.png "
+                        "(without it, no figure is written)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rosen = race_rosenbrock(300 if args.quick else 3000)
     net = race_network(2 if args.quick else 20, args.seed)
 
+    if args.figures is None:
+        print("figure not saved (--figures DIR saves it)")
+        return
     args.figures.mkdir(parents=True, exist_ok=True)
     fig, (ax_path, ax_rosen, ax_net) = plt.subplots(1, 3, figsize=(15, 4.2))
     x, y = np.meshgrid(np.linspace(-1.7, 1.7, 300), np.linspace(-0.6, 2.4, 300))

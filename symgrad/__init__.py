@@ -9,7 +9,9 @@ run value and gradient as native C (or in the NumPy interpreter).
 
     value, dw = loss.value_and_grad(w, x)
 
-See API.md for the contract.
+The API reference, every public entry point with what it takes, returns and raises, is
+``docs/api.md`` in the repository (linked from its README); ``help(symgrad.compile)`` and the
+other docstrings say the same for one function.
 """
 from symgrad._version import __version__
 
@@ -17,8 +19,9 @@ from symgrad import distributed, nn, numerical, optim  # distributed imports Das
 from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
 from symgrad.tools.aot import export
-from symgrad.api import CompiledFunction, compile, grad, hessian, jacobian, trace, value_and_grad
-from symgrad.tools.check import GradCheckReport, check_grad
+from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
+                         value_and_grad)
+from symgrad.tools.check import GradCheckReport
 from symgrad.errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
 from symgrad.core.ir import Graph

@@ -25,28 +25,11 @@ from symgrad.frontend import tracing
 from symgrad.frontend import transforms
 from symgrad.core.autodiff import value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
-from symgrad.backends.interp import evaluate
+from symgrad import backends
+from symgrad.backends.c.module import render_program
 from symgrad.core.passes import optimize
+from symgrad.tools import check
 from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
-
-BACKENDS = ("c", "interp")
-
-
-class InterpExecutable:
-    """Runs the forward and value-and-gradient graphs in the NumPy interpreter."""
-
-    def __init__(self, forward, value_and_grad):
-        self.forward = forward
-        self.value_and_grad_graph = value_and_grad
-        self.source = None
-
-    def value(self, args):
-        return evaluate(self.forward, args)
-
-    def value_and_grad(self, args):
-        out = evaluate(self.value_and_grad_graph, args)
-        return out[0], out[1:]
-
 
 class Specialization:
     """One traced (and, for the C backend, compiled) version of the function."""
@@ -74,6 +57,13 @@ class Specialization:
         out = self.graph.outputs[0]
         return not self.graph.tuple_output and out.shape == () and out.type.is_float
 
+    def program(self):
+        """What a backend runs: this specialization's graphs."""
+        return backends.Program(
+            self.owner.__name__, _origin(self.owner.fn), self.graph,
+            self.value_and_grad_graph() if self.differentiable else None,
+            tuple(self.traced.index(i) for i in self.owner.argnums))
+
     def executable(self):
         executable = self._executable       # built once; later calls take no lock
         if executable is None:
@@ -90,8 +80,7 @@ class CompiledFunction:
     def __init__(self, fn, *, argnums=0, static_argnums=(), signature=None, backend="c",
                  dtype=None, cache_dir=None, cflags=None):
         backend = os.environ.get("SYMGRAD_BACKEND", backend) if backend == "c" else backend
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self._backend = backends.get(backend)       # ValueError for an unknown name
         self.fn = fn
         self.single = isinstance(argnums, int)
         self.argnums = (argnums,) if self.single else tuple(argnums)
@@ -223,11 +212,7 @@ class CompiledFunction:
         return spec, arrays, made
 
     def _build(self, spec):
-        if self.backend == "interp":
-            return InterpExecutable(spec.graph, spec.value_and_grad_graph()
-                                    if spec.differentiable else None)
-        from symgrad.backends.c.native import NativeExecutable
-        return NativeExecutable(spec, cache_dir=self.cache_dir, cflags=self.cflags)
+        return self._backend.build(spec.program(), cache_dir=self.cache_dir, cflags=self.cflags)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -391,12 +376,10 @@ class CompiledFunction:
 
     def source(self, *args):
         """The generated C source for these arguments."""
-        from symgrad.backends.c.native import render_specialization
-        return render_specialization(self.specialize(*args)[0]).source
+        return render_program(self.specialize(*args)[0].program()).source
 
     def check(self, *args, **kwargs):
         """``symgrad.check_grad(self, *args, argnums=self.argnums)``."""
-        from symgrad.tools.check import check_grad
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
 
@@ -726,3 +709,23 @@ def _parameters(names):
     import inspect
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter(n, kind) for n in names])
+
+
+def check_grad(fn, *args, argnums=0, **options):
+    """``symgrad.check_grad``: check the gradient of ``fn`` (a CompiledFunction or a plain
+    function, compiled with the C backend) at ``args``; see ``tools.check.check_compiled``."""
+    argnums_t = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
+    if cf.argnums != argnums_t:
+        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
+                              cflags=cf.cflags)
+    return check.check_compiled(cf, *args, argnums=argnums, **options)
+
+
+def _origin(fn):
+    """Where ``fn`` was written, ``loss.py:12``, for the generated code's title."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "Python"
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"

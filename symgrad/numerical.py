@@ -142,8 +142,10 @@ def grad(f, x, method="central", h=None):
     Raises
     ------
     ValueError
-        Unknown method, non-positive/non-finite h, or f returning a
-        non-scalar (the message names the output's shape).
+        Unknown method, non-positive/non-finite h, a step h so small that
+        x + h and x - h are the same float (the message names the step and
+        the coordinate), or f returning a non-scalar (the message names the
+        output's shape).
     TypeError
         With ``method="complex"`` if f is not complex-step safe (raises
         TypeError on complex input, discards the imaginary part, or returns
@@ -177,6 +179,15 @@ def grad(f, x, method="central", h=None):
     for k in range(flat.size):
         xk = flat[k]
         hi, lo = xk + up * steps[k], xk + down * steps[k]
+        if hi == lo:
+            # x +- h rounds back to x: the quotient would be 0/0. Say so instead of a NaN.
+            where = k if len(shape) <= 1 else tuple(int(i) for i in np.unravel_index(k, shape))
+            raise ValueError(
+                f"step h={steps[k]:.3g} is below the resolution of x[{where}] = {float(xk)!r} "
+                f"(its float spacing is {np.spacing(abs(xk)):.3g}): the two points of the "
+                f"{method} difference are the same number. Use a larger h, or h=None for "
+                f"the default step"
+            )
         f_hi = f0 if up == 0 else _real(_eval_at(f, flat, shape, k, hi))
         f_lo = f0 if down == 0 else _real(_eval_at(f, flat, shape, k, lo))
         # Divide by the step actually taken, (x+h)-(x-h) in floating point,
@@ -208,7 +219,8 @@ def directional(f, x, s, h=None):
     ------
     ValueError
         If x and s have different shapes (both are named), h is not a
-        positive finite number, or f returns a non-scalar.
+        positive finite number or too small to move x, or f returns a
+        non-scalar.
     """
     x = np.asarray(x, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
@@ -223,7 +235,13 @@ def directional(f, x, s, h=None):
     else:
         _check_step("h", h)
         h = float(h)
-    return (_real(f(x + h * s)) - _real(f(x - h * s))) / (2.0 * h)
+    hi, lo = x + h * s, x - h * s
+    if np.any(s != 0) and np.array_equal(hi, lo):
+        raise ValueError(
+            f"step h={h:.3g} along s is below the resolution of x: x + h*s and x - h*s are "
+            f"the same array. Use a larger h, or h=None for the default step"
+        )
+    return (_real(f(hi)) - _real(f(lo))) / (2.0 * h)
 
 
 def _check_samples(samples):

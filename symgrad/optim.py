@@ -613,11 +613,16 @@ class _Batches:
 
 
 class _Progress:
-    """A tqdm bar with the loss, or a one-line status on stderr when tqdm is not installed."""
+    """A tqdm bar with the loss, or a one-line status on stderr when tqdm is not installed.
+
+    While training the bar shows a running average of the loss (mini-batch losses are noisy),
+    updated at most five times a second; the last step, and a run that stops early, show the
+    loss of the last step, so the bar never ends on a stale number."""
 
     def __init__(self, total, enabled):
         self.enabled, self.total, self.n = enabled, total, 0
         self.smooth, self.last, self.start = None, 0.0, time.perf_counter()
+        self.loss, self.lr = None, None
         self.bar = None
         if enabled:
             try:
@@ -631,21 +636,36 @@ class _Progress:
             return
         self.n += 1
         self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
+        self.loss, self.lr = loss, optimizer.learning_rate()
         now = time.perf_counter()
         if self.bar is not None:
+            if self.n == self.total:
+                self._final()
             self.bar.update(1)
-            if now - self.last > 0.2:
+            if now - self.last > 0.2 and self.n < self.total:
                 self.bar.set_postfix(loss=f"{self.smooth:.4g}",
                                      lr=f"{optimizer.learning_rate():.3g}", refresh=False)
                 self.last = now
         elif now - self.last > 0.5 or self.n == self.total:
-            rate = self.n / max(now - self.start, 1e-9)
-            print(f"\rstep {self.n}/{self.total}  loss {self.smooth:.4g}  {rate:.0f} steps/s",
-                  end="", file=sys.stderr, flush=True)
+            self._status(self.loss if self.n == self.total else self.smooth, now)
             self.last = now
+
+    def _status(self, loss, now):
+        rate = self.n / max(now - self.start, 1e-9)
+        print(f"\rstep {self.n}/{self.total}  loss {loss:.4g}  {rate:.0f} steps/s",
+              end="", file=sys.stderr, flush=True)
+
+    def _final(self):
+        """The postfix of the last step: its own loss, not the running average."""
+        self.bar.set_postfix(loss=f"{self.loss:.4g}", lr=f"{self.lr:.3g}", refresh=False)
 
     def close(self):
         if self.bar is not None:
+            if self.loss is not None and self.n < self.total:      # stopped early
+                self._final()
+                self.bar.refresh()
             self.bar.close()
         elif self.enabled and self.n:
+            if self.n < self.total:
+                self._status(self.loss, time.perf_counter())
             print(file=sys.stderr, flush=True)

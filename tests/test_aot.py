@@ -333,3 +333,41 @@ def test_loader_sizes_outputs_from_the_manifest_without_eval(tmp_path):
     for n, m in ((3, 2), (1, 5), (0, 0)):
         x, A = np.arange(float(n)), np.ones((m, n))
         np.testing.assert_array_equal(loader.tile(x, A), np.concatenate([x, 2 * x, A @ x]))
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("exp", "a function of the C library"), ("sqrt", "a function of the C library"),
+    ("double", "keyword"), ("_status", "the generated code's own variables"), ("status", None),
+    ("__x", "C reserves"), ("symgrad_loss", "belong to the generated code"),
+    ("LOSS", "reads as a macro"), ("λ", "ASCII letters"), ("loss", None)])
+def test_why_an_export_name_is_renamed_in_c(name, reason):
+    problem = aot.export_name_problem(name)
+    assert (problem is None) if reason is None else (reason in problem)
+
+
+def test_an_export_named_exp_is_renamed_and_the_build_says_so(tmp_path, capsys):
+    """It was renamed exp_ silently. The build output and the header say so, and why; the
+    Python loader keeps the name."""
+    spec = tmp_path / "libm_spec.py"
+    spec.write_text("import symgrad, symgrad.numpy as snp\n"
+                    "def exp(x):\n"
+                    "    return snp.sum(snp.exp(x))\n"
+                    "symgrad.export(exp, 'f64[3]')\n"
+                    "symgrad.export(exp, 'f64[3]', name='sum_exp')\n")
+    out = tmp_path / "out"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    note = ("export 'exp' is the C function exp_ (and exp__value_and_grad): it is a function of "
+            "the C library (libc or libm), which the library links and the generated code "
+            "calls; the Python loader keeps the name 'exp'")
+    assert f"  note: {note}" in capsys.readouterr().out
+    header = (out / "libm_spec.h").read_text()
+    assert "int exp_(" in header and "int sum_exp(" in header
+    assert " *   note: export 'exp' is the C function exp_" in header
+    assert "note" not in header.split("sum_exp:")[1].split("*/")[0]     # only the renamed one
+    manifest = json.loads((out / "libm_spec.json").read_text())
+    assert [e.get("renamed") for e in manifest["exports"]] == [note, None]
+    call = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import libm_spec; "
+            "print(libm_spec.exp(np.zeros(3)))")
+    done = subprocess.run([sys.executable, "-c", call, str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and float(done.stdout) == 3.0, done.stderr

@@ -16,7 +16,7 @@ import symgrad.numpy as snp
 from symgrad.backends.c import compiler
 from symgrad.core.primitive import bind
 from symgrad.core.primitives.structural import GEMM_MIN_MADDS, INT32_MAX, _with_gemm
-from symgrad.frontend.tracing import Tracer
+from symgrad.frontend.tracer import Tracer
 
 BLAS = compiler.blas()
 needs_blas = pytest.mark.skipif(BLAS is None, reason="scipy-openblas32 is not installed")
@@ -30,7 +30,7 @@ RTOL = {"float64": 1e-12, "float32": 1e-5}
 def op_matmul(ta, tb):
     """``f(a, b) = op(a) @ op(b)`` with the transpose flags of the matmul primitive."""
     def f(a, b):
-        return Tracer(bind("matmul", a.var, b.var, transpose_a=ta, transpose_b=tb))
+        return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=tb))
     f.__name__ = f"matmul_{'t' if ta else 'n'}{'t' if tb else 'n'}"
     return f
 

@@ -199,3 +199,34 @@ def test_a_c_backend_bug_is_traced_to_the_first_statement_that_differs(monkeypat
 def test_no_divergence_reported_when_c_agrees():
     report = symgrad.check_grad(lambda x: snp.sum(snp.sin(x) * x), np.array([0.3, 0.7]))
     assert report.ok and report.divergence is None
+
+
+def test_a_nan_input_compares_nan_for_nan_and_the_report_says_so():
+    """At x = [1, NaN, 2] C and the interpreter both give NaN at index 1: that agrees (it was
+    reported as a MISMATCH with "max |C - interpreter| = 0"); the finite references are NaN
+    everywhere (the value is), and the report says the input holds NaN."""
+    f = symgrad.compile(lambda x: snp.sum(snp.sin(x) * x))
+    x = np.array([1.0, np.nan, 2.0])
+    with np.errstate(invalid="ignore"):
+        report = symgrad.check_grad(f, x, raise_on_error=False)
+    interp = next(c for c in report.comparisons if c.method == "interpreter")
+    assert interp.ok and interp.max_abs == 0.0
+    assert report.divergence is None
+    text = str(report)
+    assert "note: the input x holds NaN (1 of 3 entries; first at index 1)" in text
+    assert "max |C - interpreter|" not in text
+
+
+def test_nan_against_a_number_is_still_a_mismatch():
+    ok = check._compare("m", "x", [np.nan, 1.0], [np.nan, 1.0], 1e-6, 1e-9)
+    assert ok.ok and ok.max_abs == 0.0
+    for grad, ref in (([np.nan, 1.0], [0.0, 1.0]), ([np.inf, 1.0], [-np.inf, 1.0]),
+                      ([2.0, 1.0], [np.nan, 1.0])):
+        assert not check._compare("m", "x", grad, ref, 1e-6, 1e-9).ok
+    assert check._compare("m", "x", [np.inf, 1.0], [np.inf, 1.0], 1e-6, 1e-9).ok
+
+
+def test_first_divergence_treats_nan_in_both_as_equal():
+    g = symgrad.trace(lambda x: snp.sum(snp.log(x)), np.ones(3))
+    with np.errstate(invalid="ignore"):
+        assert check.first_divergence(g, [np.array([1.0, -1.0, np.nan])], 1e-6, 1e-9) is None

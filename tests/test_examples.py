@@ -83,3 +83,35 @@ def test_curve_fit(runs):
     out = finished(runs, "curve_fit")
     error = float(re.search(r"max relative parameter error: ([0-9.]+)", out).group(1))
     assert error < 0.1
+
+
+def test_no_figure_unless_asked(tmp_path):
+    """Without --figures an example writes no file (it wrote into docs/figures)."""
+    before = {p: p.stat().st_mtime_ns for p in (EXAMPLES.parent / "docs" / "figures").iterdir()}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "curve_fit.py"), "--quick"],
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr
+    assert "figure not saved (--figures DIR saves it)" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns
+            for p in (EXAMPLES.parent / "docs" / "figures").iterdir()} == before
+    for name in NAMES:
+        assert "--figures DIR" in (EXAMPLES / f"{name}.py").read_text()
+
+
+def test_curve_fit_draws_the_true_curve_on_top():
+    """The fit covered the true curve: the true curve is drawn last, above, in another style."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import curve_fit
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    import numpy as np
+    t = np.linspace(0, 10, 50)
+    fig = curve_fit.figure(t, np.zeros_like(t), dict(curve_fit.TRUE))
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    true, fit = lines["true curve"], lines["L-BFGS-B fit"]
+    assert true.get_zorder() > fit.get_zorder()
+    assert true.get_linestyle() == "--" and fit.get_linestyle() == "-"
+    assert true.get_color() != fit.get_color() and true.get_linewidth() < fit.get_linewidth()

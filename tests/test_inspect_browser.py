@@ -8,6 +8,7 @@ and C lines; a screenshot is not blank and shows input (green), forward (blue) a
 (orange) nodes. ``--format dot`` is rendered by Graphviz. Skips when Chromium or Graphviz is not
 installed (``.ci/run`` installs both). Each Chromium run takes about a second.
 """
+import html
 import json
 import re
 import shutil
@@ -124,7 +125,7 @@ def test_page_draws_every_node_and_makes_no_request(seed, page, tmp_path):
     names = rep.derived.names()
     assert {names[v] for v in rep.forward.inputs} | {"g", "b_g", "b_x", "b_y"} <= set(nodes)
     svg_text = re.sub(r"<[^>]+>", " ", dom[dom.index("<svg"):dom.index("</svg>")])
-    for label in ("value 1.54564", "grad 2.05957", "grad 1.59223"):    # g, d/dx, d/dy
+    for label in ("= 1.54564", "dg/dx = 2.05957", "dg/dy = 1.59223"):    # g, d/dx, d/dy
         assert label in svg_text
     assert page_requests(net_log) == []
 
@@ -207,3 +208,93 @@ def test_dot_output_renders_with_graphviz(seed, capsys):
     assert done.returncode == 0, done.stderr
     assert "<svg" in done.stdout and done.stdout.rstrip().endswith("</svg>")
     assert done.stdout.count('class="node"') == expected_nodes(rep)
+
+
+# --- the drawing fits a laptop screen ------------------------------------------------------------
+
+LAPTOP = (1366, 768)
+MEASURE = """<script>
+window.addEventListener("load", function () {
+  var box = document.querySelector(".graph-box"), svg = box.querySelector("svg");
+  var r = box.getBoundingClientRect(), s = svg.getBoundingClientRect();
+  var before = svg.getAttribute("viewBox");
+  box.dispatchEvent(new WheelEvent("wheel", {deltaY: -100, clientX: s.left + s.width / 2,
+                                             clientY: s.top + s.height / 2, bubbles: true,
+                                             cancelable: true}));
+  var zoomed = svg.getAttribute("viewBox");
+  box.dispatchEvent(new MouseEvent("dblclick", {bubbles: true}));
+  document.body.setAttribute("data-measure", JSON.stringify({
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+    innerHeight: window.innerHeight, boxRight: r.right, boxBottom: r.bottom,
+    svgWidth: s.width, svgHeight: s.height, before: before, zoomed: zoomed,
+    reset: svg.getAttribute("viewBox")}));
+});
+</script>"""
+
+
+def demo_pages(root):
+    """(label, page) for each function of ``symgrad demo``, written by ``Report.html``."""
+    import numpy as np
+
+    from symgrad.tools import demo
+    rng = np.random.default_rng(0)
+    cases = [(label, fn, args, tuple(range(len(args)))) for label, fn, args in demo.LECTURE]
+    cases.append(("softmax_loss", demo.softmax_loss,
+                  (rng.standard_normal((20, 10)), rng.standard_normal((16, 20)),
+                   rng.integers(0, 10, 16), 1e-3), 0))
+    pages = []
+    for k, (label, fn, args, argnums) in enumerate(cases):
+        page = root / f"demo{k}.html"
+        page.write_text(sgi.report(fn, *args, argnums=argnums, values=True).html()
+                        .replace("</body>", MEASURE + "\n</body>"))
+        pages.append((label, page))
+    return pages
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+@pytest.mark.skipif(not HAVE_DOT, reason=NO_DOT)
+def test_demo_drawings_fit_a_laptop_screen_and_zoom(tmp_path):
+    """Each demo function's page, in a 1366x768 window: no horizontal scroll, the whole drawing
+    inside the window (forward and backward side by side, scaled to fit), and the wheel zooms
+    (the viewBox shrinks) and a double click fits it again."""
+    pages = demo_pages(tmp_path)
+    assert len(pages) == 9
+    for label, page in pages:
+        dom = chromium(page.as_uri(), "--dump-dom", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+                       tmp_path=tmp_path).stdout
+        m = json.loads(html.unescape(re.search(r'data-measure="([^"]*)"', dom).group(1)))
+        assert m["innerWidth"] == LAPTOP[0], m
+        assert m["scrollWidth"] <= m["innerWidth"], (label, m)         # no horizontal scroll
+        assert m["boxRight"] <= m["innerWidth"] and m["boxBottom"] <= m["innerHeight"], \
+            (label, m)                                                  # all of it on screen
+        assert m["svgWidth"] > 100 and m["svgHeight"] > 100, (label, m)
+        w0, w1 = (float(v.split()[2]) for v in (m["before"], m["zoomed"]))
+        assert w1 == pytest.approx(0.8 * w0), (label, m)
+        assert [float(v) for v in m["reset"].split()] == \
+            pytest.approx([float(v) for v in m["before"].split()], abs=1e-3)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+@pytest.mark.skipif(not HAVE_DOT, reason=NO_DOT)
+def test_laptop_screenshot_shows_the_whole_softmax_graph(tmp_path):
+    """The demo's softmax classifier (about 20 forward statements): a screenshot of the first
+    screen of a 1366x768 window holds the drawing, with input, forward and adjoint nodes, and
+    the drawing's two clusters side by side (the adjoint's nodes right of the forward's)."""
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow reads the screenshot")
+    label, page = demo_pages(tmp_path)[-1]
+    shot = tmp_path / "softmax.png"
+    chromium(page.as_uri(), f"--screenshot={shot}", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+             tmp_path=tmp_path)
+    with image_module.open(shot) as im:
+        assert im.size == LAPTOP
+        rgb = im.convert("RGB")
+    found = {}
+    for x in range(0, LAPTOP[0], 2):
+        for y in range(0, LAPTOP[1], 2):
+            c = rgb.getpixel((x, y))
+            if c in (INPUT_FILL, FORWARD_FILL, ADJOINT_FILL):
+                found.setdefault(c, []).append(x)
+    assert set(found) == {INPUT_FILL, FORWARD_FILL, ADJOINT_FILL}
+    # Side by side: most adjoint pixels lie right of most forward ones.
+    forward, adjoint = sorted(found[FORWARD_FILL]), sorted(found[ADJOINT_FILL])
+    assert adjoint[len(adjoint) // 2] > forward[len(forward) // 2]

@@ -294,6 +294,25 @@ def test_bad_step_and_samples():
         numerical.regression_grad(quad, X_QUAD, delta=0.0)
 
 
+@pytest.mark.parametrize("method", FD_METHODS)
+def test_a_step_below_the_resolution_of_x_is_an_error(method):
+    """h=1e-20 at x = 1: x + h == x - h, so the quotient would be 0/0 (it returned NaN)."""
+    x = np.array([[1e-30, 0.5], [1.0, 3.0]])
+    with pytest.raises(ValueError, match=r"step h=1e-20 is below the resolution of "
+                                         r"x\[\(0, 1\)\] = 0\.5"):
+        numerical.grad(lambda v: np.sum(v ** 2), x, method=method, h=1e-20)
+    # A step that moves x is used as is, however small relative to other coordinates.
+    g = numerical.grad(lambda v: np.sum(v ** 2), np.array([1e-30]), method=method, h=1e-40)
+    assert np.isfinite(g).all()
+    with pytest.raises(ValueError, match=r"x\[1\] = 2\.0"):
+        numerical.grad(lambda v: np.sum(v), [1e-30, 2.0], method=method, h=1e-17)
+
+
+def test_directional_step_below_the_resolution_is_an_error():
+    with pytest.raises(ValueError, match=r"step h=1e-20 along s is below the resolution"):
+        numerical.directional(quad, np.ones(3), np.ones(3), h=1e-20)
+
+
 def test_directional_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"\(3,\).*\(2, 2\)"):
         numerical.directional(quad, X_QUAD, np.ones((2, 2)))

@@ -47,3 +47,29 @@ def evaluate(graph, args, *, keep=False):
         env[n.out] = value
     outputs = [np.array(env[v], copy=True) for v in graph.outputs]
     return (outputs, env) if keep else outputs
+
+
+class InterpExecutable:
+    """A program run by the interpreter: the same API as the native executable."""
+    source = None
+
+    def __init__(self, program):
+        self.program = program
+
+    def value(self, args):
+        return evaluate(self.program.forward, args)
+
+    def value_and_grad(self, args):
+        out = evaluate(self.program.value_and_grad, args)
+        return out[0], out[1:]
+
+
+class InterpBackend:
+    """The NumPy interpreter as a backend (``backend="interp"``)."""
+    name = "interp"
+
+    def build(self, program, *, cache_dir=None, cflags=None):
+        return InterpExecutable(program)
+
+
+BACKEND = InterpBackend()

@@ -96,12 +96,14 @@ def inline(graph, inputs):
     return [env.get(v, v) for v in graph.outputs]
 
 
-def emit_jvp(graph, inputs, tangents):
+def emit_jvp(graph, inputs, tangents, record=None):
     """Emit ``graph`` and its tangents into the graph being built (forward mode).
 
     ``inputs``: one var per graph input. ``tangents``: {input position: tangent var} for the
     perturbed inputs (same type as the input). Returns ``(outputs, output tangents)``; an output
-    that does not depend on a perturbed input gets a zero tangent.
+    that does not depend on a perturbed input gets a zero tangent. ``record``, a dict when
+    given, receives ``{node of graph: (the var of its copy, its tangent var or None)}`` (for
+    ``symgrad.inspect``, which names a tangent after the value it perturbs).
     """
     builder = current_builder()
     env = dict(zip(graph.inputs, inputs))
@@ -109,6 +111,8 @@ def emit_jvp(graph, inputs, tangents):
     for n in graph.nodes:
         ins = [env.get(v, v) for v in n.inputs]
         out = env[n.out] = builder.add(n.prim, ins, n.attrs, n.out.type, loc=n.loc)
+        if record is not None:
+            record[n] = (out, None)
         t = tuple(tangent.get(v) for v in n.inputs)
         if not n.out.type.is_float or all(tx is None for tx in t):
             continue
@@ -120,6 +124,8 @@ def emit_jvp(graph, inputs, tangents):
                 raise TypeError(f"the jvp rule of {n.prim} returned {t_out.type} for a result "
                                 f"of type {out.type}; this is a symgrad bug")
             tangent[n.out] = t_out
+            if record is not None:
+                record[n] = (out, t_out)
     outs = [env.get(v, v) for v in graph.outputs]
     return outs, [tangent[v] if v in tangent else ops.zeros_like(o)
                   for v, o in zip(graph.outputs, outs)]

@@ -20,11 +20,17 @@ def _rebuild(graph, nodes, subst):
         while v in subst:
             v = subst[v]
         return v
-    new_nodes = []
+    new_nodes, rebuilt = [], {}
     for n in nodes:
         inputs = tuple(s(v) for v in n.inputs)
-        new_nodes.append(n if inputs == n.inputs else
-                         Node(n.prim, inputs, n.attrs, n.out, n.loc, n.grad_of))
+        # An adjoint statement's ``grad_of`` follows its forward statement when that is rebuilt
+        # here, so what it names (in C comments, in inspect) reads the values that exist now.
+        grad_of = rebuilt.get(n.grad_of, n.grad_of)
+        if inputs != n.inputs or grad_of is not n.grad_of:
+            new = Node(n.prim, inputs, n.attrs, n.out, n.loc, grad_of)
+            rebuilt[n] = new
+            n = new
+        new_nodes.append(n)
     return graph.replace(nodes=new_nodes, outputs=[s(v) for v in graph.outputs])
 
 
@@ -41,7 +47,7 @@ def dce(graph):
 
 def cse(graph):
     """Merge nodes that apply the same primitive with the same attributes to the same values."""
-    seen, subst, nodes = {}, {}, []
+    seen, subst, nodes, rebuilt = {}, {}, [], {}
     for n in graph.nodes:
         inputs = tuple(subst.get(v, v) for v in n.inputs)
         key = (n.prim, inputs, n.attr_key())
@@ -49,8 +55,10 @@ def cse(graph):
             subst[n.out] = seen[key]
             continue
         seen[key] = n.out
-        nodes.append(n if inputs == n.inputs else
-                     Node(n.prim, inputs, n.attrs, n.out, n.loc, n.grad_of))
+        grad_of = rebuilt.get(n.grad_of, n.grad_of)     # as in _rebuild
+        if inputs != n.inputs or grad_of is not n.grad_of:
+            n = rebuilt[n] = Node(n.prim, inputs, n.attrs, n.out, n.loc, grad_of)
+        nodes.append(n)
     return _rebuild(graph, nodes, subst)
 
 

@@ -46,7 +46,8 @@ from symgrad.core.passes import optimize
 from symgrad.core.primitives import REGISTRY, bind
 from symgrad.core import ops
 from symgrad.core.primitive import Primitive, register
-from symgrad.frontend.tracing import Tracer
+from symgrad import numpy as snp
+from symgrad.frontend.tracer import Tracer
 from symgrad.core.types import TensorType
 
 
@@ -518,7 +519,7 @@ def _trip_count(n, what):
     if isinstance(n, sp.Expr) and n.is_integer and n.free_symbols:
         return dims.normalize(n)
     if isinstance(n, Tracer):
-        v = n.var
+        v = n.irvar
         if v.ndim == 0 and v.dtype in ("int64", "int32") and tracing_input(v):
             return dims.value_of(v.name)
         raise TypeError(f"{what}: a traced trip count must be an int argument of the compiled "
@@ -605,12 +606,11 @@ def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
 
 
 def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse):
-    from symgrad import numpy as snp
-    init = [snp.asarray(c).var for c in carries]
+    init = [snp.asarray(c).irvar for c in carries]
     if not init:
         raise ValueError(f"{what}: the carry must hold at least one array")
     dtype = _carry_dtype([v.type for v in init], what)
-    xs_vars = [snp.asarray(x).var for x in xs_l]
+    xs_vars = [snp.asarray(x).irvar for x in xs_l]
     carry_types = [v.type for v in init]
     P = sum(_sizes(carry_types))
 
@@ -634,7 +634,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
                                f"{where(user_location())}")
         new_vars = []
         for k, (v, t) in enumerate(zip(new_l, carry_types)):
-            v = snp.asarray(v).var
+            v = snp.asarray(v).irvar
             if v.type.is_float and v.dtype != dtype:
                 v = ops.convert(v, dtype)
             if v.type != t:
@@ -644,7 +644,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
             new_vars.append(v)
         outputs = [_pack_carry(new_vars, dtype)]
         y_l, y_kind = _as_list(y)
-        y_vars = [snp.asarray(v).var for v in y_l]
+        y_vars = [snp.asarray(v).irvar for v in y_l]
         if dtype == "float32" and any(v.dtype in ("int64", "float64") for v in y_vars):
             raise TypeError(f"{what}: a 64-bit per-step output cannot travel beside float32 "
                             f"state exactly; make it 32-bit (int32, float32) or the state "

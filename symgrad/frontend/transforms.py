@@ -21,7 +21,9 @@ from symgrad.core.autodiff import emit_jvp, inline, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Var, building
 from symgrad.core.passes import optimize
 from symgrad.core import ops
-from symgrad.frontend.tracing import Tracer
+from symgrad.core.primitive import bind
+from symgrad import numpy as snp
+from symgrad.frontend.tracer import Tracer
 
 MODES = ("auto", "forward", "reverse")
 
@@ -32,21 +34,20 @@ def any_traced(values):
 
 def _prepare(fn, args, argnums, what):
     """Trace ``fn`` at ``args``: (optimized graph, vars of its inputs, positions of argnums)."""
-    from symgrad import numpy as snp
     args = list(args)
     for i in argnums:
         if i >= len(args):
             raise TypeError(f"{what}: argnums includes {i} but only {len(args)} arguments were "
                             f"given")
         args[i] = snp.asarray(args[i])
-        if not args[i].var.type.is_float:
+        if not args[i].irvar.type.is_float:
             raise ValueError(f"{what}: cannot differentiate with respect to argument {i} "
-                             f"({args[i].var.type}): integer and boolean arguments are data")
-    types = [a.var.type if isinstance(a, Tracer) else None for a in args]
+                             f"({args[i].irvar.type}): integer and boolean arguments are data")
+    types = [a.irvar.type if isinstance(a, Tracer) else None for a in args]
     static = {i: a for i, a in enumerate(args) if not isinstance(a, Tracer)}
     graph = optimize(tracing.trace(fn, types, static, name=getattr(fn, "__name__", "f")))
     traced = [i for i, t in enumerate(types) if t is not None]
-    inputs = [args[i].var for i in traced]
+    inputs = [args[i].irvar for i in traced]
     return graph, inputs, [traced.index(i) for i in argnums]
 
 
@@ -73,12 +74,11 @@ def value_and_grad(fn, argnums, single, args):
 def jvp(fn, argnums, args, tangents):
     """``(outputs, output tangents)`` of ``fn`` at traced ``args`` along ``tangents`` (one per
     argnums entry), as Tracers (tuples when ``fn`` returns a tuple)."""
-    from symgrad import numpy as snp
     graph, inputs, positions = _prepare(fn, args, argnums, "jvp")
     seeds = {}
     for p, t in zip(positions, tangents):
         x = graph.inputs[p]
-        t = snp.asarray(t).var
+        t = snp.asarray(t).irvar
         seeds[p] = ops.broadcast_to(ops.convert(t, x.dtype), x.shape)
     outs, t_outs = emit_jvp(graph, inputs, seeds)
     return _wrap(outs, graph.tuple_output), _wrap(t_outs, graph.tuple_output)
@@ -167,5 +167,4 @@ def _vjp_graph(graph, o, positions):
 
 
 def _join(parts, axis):
-    from symgrad.core.primitives import bind
     return parts[0] if len(parts) == 1 else bind("concatenate", *parts, axis=axis)

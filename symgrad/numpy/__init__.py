@@ -21,7 +21,7 @@ from symgrad.errors import ShapeError, where as _at
 from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
-from symgrad.frontend.tracing import Tracer, _install_operators
+from symgrad.frontend.tracer import Tracer, implements
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
@@ -68,7 +68,7 @@ def _size_value(d, dtype):
 
 def _dtype_of(x):
     if isinstance(x, Tracer):
-        return x.var.dtype
+        return x.irvar.dtype
     return canonical_dtype(_np.asarray(x).dtype)
 
 
@@ -91,7 +91,7 @@ def _lift(values, need_float=False):
     out = []
     for v in values:
         if isinstance(v, Tracer):
-            out.append(ops.convert(v.var, dtype))
+            out.append(ops.convert(v.irvar, dtype))
         elif isinstance(v, _sp.Basic):
             out.append(_size_value(v, dtype))
         else:
@@ -155,10 +155,10 @@ def where(condition, x, y):
     if not _traced(condition, x, y):
         return _np.where(condition, x, y)
     c = condition if isinstance(condition, Tracer) else asarray(condition)
-    if c.var.dtype != "bool":
+    if c.irvar.dtype != "bool":
         c = not_equal(c, 0)         # noqa: F821
     xv, yv = _lift((x, y))
-    return _wrap(bind("select", c.var, xv, yv))
+    return _wrap(bind("select", c.irvar, xv, yv))
 
 
 def clip(a, a_min=None, a_max=None):
@@ -177,13 +177,13 @@ def stop_gradient(x):
     """x, as a constant to reverse mode."""
     if not _traced(x):
         return x
-    return _wrap(bind("stop_gradient", asarray(x).var))
+    return _wrap(bind("stop_gradient", asarray(x).irvar))
 
 
 def astype(x, dtype):
     if not isinstance(x, Tracer):
         return _np.asarray(x).astype(dtype)
-    return _wrap(ops.convert(x.var, canonical_dtype(dtype)))
+    return _wrap(ops.convert(x.irvar, canonical_dtype(dtype)))
 
 
 # --- reductions -------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def _reduction(prim, np_fn, x, axis=None, keepdims=False):
         return np_fn(x, axis=axis, keepdims=keepdims)
     x = asarray(x)
     axes = _axes(axis, x.ndim)
-    v = x.var
+    v = x.irvar
     if prim == "reduce_sum" and v.dtype == "bool":
         v = ops.convert(v, "int64")
     out = bind(prim, v, axes=axes) if axes else v
@@ -247,7 +247,7 @@ def mean(x, axis=None, keepdims=False):
         return _np.mean(x, axis=axis, keepdims=keepdims)
     x = asarray(x)
     count = _dims.prod([x.shape[a] for a in _axes(axis, x.ndim)])
-    total = sum(astype(x, "float64") if x.var.dtype not in FLOAT_DTYPES else x, axis, keepdims)
+    total = sum(astype(x, "float64") if x.irvar.dtype not in FLOAT_DTYPES else x, axis, keepdims)
     return divide(total, float(count) if isinstance(count, int) else count)     # noqa: F821
 
 
@@ -268,7 +268,7 @@ def reshape(x, newshape):
         whole = (x.size // known if isinstance(x.size, int) and isinstance(known, int)
                  else _dims.normalize(x.size / known))
         shape = tuple(whole if isinstance(d, int) and d == -1 else d for d in shape)
-    return _wrap(ops.reshape(x.var, shape))
+    return _wrap(ops.reshape(x.irvar, shape))
 
 
 def transpose(x, axes=None):
@@ -276,7 +276,7 @@ def transpose(x, axes=None):
         return _np.transpose(x, axes)
     x = asarray(x)
     perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim) for a in axes)
-    return _wrap(ops.transpose(x.var, perm))
+    return _wrap(ops.transpose(x.irvar, perm))
 
 
 def broadcast_to(x, shape):
@@ -284,7 +284,7 @@ def broadcast_to(x, shape):
         return _np.broadcast_to(x, shape)
     x = asarray(x)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _wrap(ops.broadcast_to(x.var, shape))
+    return _wrap(ops.broadcast_to(x.irvar, shape))
 
 
 def expand_dims(x, axis):
@@ -439,13 +439,13 @@ def full(shape, fill_value, dtype=None):
 def zeros_like(x, dtype=None):
     if not _traced(x):
         return _np.zeros_like(x, dtype=dtype)
-    return _filled(0, x.shape, dtype or x.var.dtype)
+    return _filled(0, x.shape, dtype or x.irvar.dtype)
 
 
 def ones_like(x, dtype=None):
     if not _traced(x):
         return _np.ones_like(x, dtype=dtype)
-    return _filled(1, x.shape, dtype or x.var.dtype)
+    return _filled(1, x.shape, dtype or x.irvar.dtype)
 
 
 def eye(n, m=None, k=0, dtype=None):
@@ -546,7 +546,7 @@ def getitem(x, key):
             advanced.append((len(out_shape), k))
             out_shape.append(n)
         axis += 1
-    v = x.var
+    v = x.irvar
     if (tuple(start), tuple(step), tuple(size)) != ((0,) * x.ndim, (1,) * x.ndim, x.shape):
         v = bind("slice", v, start=tuple(start), step=tuple(step), shape=tuple(size))
     v = ops.reshape(v, tuple(out_shape))
@@ -558,15 +558,15 @@ def getitem(x, key):
     positions = [p for p, _ in advanced]
     indices = [asarray(_np.asarray(k) if not isinstance(k, Tracer) else k) for _, k in advanced]
     for idx in indices:
-        if idx.var.dtype not in ("int64", "int32"):
-            raise IndexError(f"index arrays must be integers, got {idx.var.dtype}"
+        if idx.irvar.dtype not in ("int64", "int32"):
+            raise IndexError(f"index arrays must be integers, got {idx.irvar.dtype}"
                              f"{_at(user_location())}")
     try:
         batch = _dims.broadcast(*[i.shape for i in indices])
     except ValueError:
         raise IndexError("index arrays of shapes " + ", ".join(str(i.shape) for i in indices)
                          + f" do not broadcast together{_at(user_location())}") from None
-    idx_vars = [ops.broadcast_to(ops.convert(i.var, "int64"), batch) for i in indices]
+    idx_vars = [ops.broadcast_to(ops.convert(i.irvar, "int64"), batch) for i in indices]
     rest = [p for p in range(v.ndim) if p not in positions]
     v = ops.transpose(v, positions + rest)
     out = bind("gather", v, *idx_vars)
@@ -578,4 +578,15 @@ def getitem(x, key):
     return _wrap(out)
 
 
-_install_operators()
+# --- what Tracers and NumPy's own functions run on traced values ------------------------------
+
+_NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements",
+                  "current_builder", "user_location", "ShapeError", "FLOAT_DTYPES",
+                  "canonical_dtype", "promote", "ndarray"}
+__all__ = sorted(name for name, value in globals().items()
+                 if callable(value) and not name.startswith("_") and name not in _NOT_FUNCTIONS
+                 and not isinstance(value, type))
+for _name in __all__:
+    implements(_name, globals()[_name])
+__all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
+            "ndarray"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import keyword
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ from symgrad.core import dims
 from symgrad.api import CompiledFunction, Specialization
 from symgrad.backends.c import compiler, runtime
 from symgrad import templates
-from symgrad.backends.c.codegen import c_identifier, render_module, render_prototypes
-from symgrad.backends.c.native import specialization_functions
+from symgrad.backends.c.codegen import (C_KEYWORDS, LIBC_NAMES, c_identifier,
+                                        render_module, render_prototypes)
+from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.frontend.tracing import parameter_names
 from symgrad.core.types import TensorType, parse_type
@@ -84,6 +86,38 @@ def export(fn, *types, name=None, argnums=0):
     return e
 
 
+def export_name_problem(name):
+    """Why ``name`` cannot name an exported C function as it is, or None.
+
+    An export's C functions are ``name`` and ``name_value_and_grad``, public symbols of the
+    library, so a name C cannot take is renamed there (``exp`` is ``exp_``): ``build`` says so
+    in its output and in the header, with this reason; the Python loader keeps the name."""
+    if name in LIBC_NAMES:
+        return ("it is a function of the C library (libc or libm), which the library links "
+                "and the generated code calls")
+    if name in C_KEYWORDS or keyword.iskeyword(name):
+        return "it is a C or Python keyword or type name"
+    if name in STATUS:
+        return "the generated C uses that name for a status code"
+    if name.startswith("symgrad_"):
+        return "names beginning with symgrad_ belong to the generated code"
+    if name.startswith("_"):
+        return ("names beginning with _ are the generated code's own variables (and C reserves "
+                "those beginning with __ or with _ and a capital letter)")
+    if c_identifier(name, set()) != name:
+        return ("a C name is made of ASCII letters, digits and underscores, and one in "
+                "capitals reads as a macro")
+    return None
+
+
+def renaming_note(name, c_name, taken_before=False):
+    """The sentence ``build`` prints and the header holds for an export renamed in C."""
+    why = export_name_problem(name) or ("another export's C name is already "
+                                        f"{c_name.rstrip('_')}")
+    return (f"export {name!r} is the C function {c_name} (and {c_name}_value_and_grad): "
+            f"{why}; the Python loader keeps the name {name!r}")
+
+
 def collect(spec_path):
     """Import SPEC.py and return the exports it declares, in order."""
     spec_path = Path(spec_path)
@@ -124,7 +158,8 @@ def _entry(export_, functions, taken):
             if not isinstance(d, int):
                 size_sources.setdefault(str(d), (k, axis))
     base = c_identifier(export_.name, taken)
-    funcs = specialization_functions(spec, base)
+    renamed = renaming_note(export_.name, base) if base != export_.name else None
+    funcs = program_functions(spec.program(), base)
     functions.extend(funcs)
     entries = []
     for fn, vg_graph in zip(funcs, [graph, spec.value_and_grad_graph() if spec.differentiable
@@ -145,7 +180,7 @@ def _entry(export_, functions, taken):
     return {"name": export_.name, "python": export_.fn.__name__, "args": args, "sizes": sizes,
             "size_sources": size_sources, "value": entries[0],
             "value_and_grad": entries[1] if len(entries) > 1 else None, "wrt": wrt,
-            "types": list(export_.types)}
+            "types": list(export_.types), "renamed": renamed}
 
 
 def render(exports, stem):
@@ -175,7 +210,8 @@ def render(exports, stem):
                              "c_functions": [x["c_name"] for x in (e["value"],
                                                                    e["value_and_grad"]) if x],
                              "calls": {kind: e[kind]["calls"] for kind in
-                                       ("value", "value_and_grad") if e[kind]}}
+                                       ("value", "value_and_grad") if e[kind]},
+                             **({"renamed": e["renamed"]} if e["renamed"] else {})}
                             for e in entries]}
     return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
@@ -197,6 +233,9 @@ def build(spec_path, out_dir="build", cflags=None, log=print):
     log(f"symgrad build: {len(exports)} export(s) from {spec_path}: "
         + ", ".join(e.name for e in exports))
     source, header, loader, manifest = render(exports, stem)
+    for e in json.loads(manifest)["exports"]:
+        if "renamed" in e:
+            log(f"  note: {e['renamed']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"source": out_dir / f"{stem}.c", "header": out_dir / f"{stem}.h",
              "loader": out_dir / f"{stem}.py", "manifest": out_dir / f"{stem}.json",

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad import numerical
+from symgrad.core.ir import Graph, format_statement
+from symgrad.core.passes import optimize
+from symgrad.frontend import tracing
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
-from symgrad.core.ir import Graph, format_statement
 from symgrad.core.types import TensorType
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
@@ -47,6 +49,7 @@ class GradCheckReport:
     rtol: float
     atol: float
     divergence: str | None = None     # C vs interpreter: the first statement that differs
+    notes: list = field(default_factory=list)   # what the reader needs to read the numbers
 
     @property
     def ok(self):
@@ -71,6 +74,7 @@ class GradCheckReport:
                     lines.append(f"    {str(idx):<14} {a:22.15g} {b:22.15g}")
         if self.divergence:
             lines.append("  " + self.divergence)
+        lines += ["  note: " + note for note in self.notes]
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):
@@ -80,11 +84,15 @@ class GradCheckReport:
 def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     grad = np.asarray(grad, dtype=np.float64).ravel()
     ref = np.asarray(ref, dtype=np.float64).ravel()
-    diff = np.abs(grad - ref)
-    scale = float(np.max(np.abs(ref), initial=0.0))
+    # NaN where both have NaN, and the same infinity, agree: the entries are the same.
+    same = _same_nonfinite(grad, ref)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(grad - ref))
+    scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0))
     max_abs = float(np.max(diff, initial=0.0))
     max_rel = max_abs / scale if scale > 0 else max_abs
-    ok = bool(np.all(np.isfinite(grad) == np.isfinite(ref))) and max_abs <= atol + rtol * scale
+    ok = bool(np.all(same | (np.isfinite(grad) & np.isfinite(ref)))) and \
+        max_abs <= atol + rtol * scale
     order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
     index = np.arange(grad.size) if index is None else index
     def position(flat):       # (i, j) for a matrix; a plain index for a vector
@@ -95,23 +103,41 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     return Comparison(method, name, max_abs, max_rel, ok, worst)
 
 
-def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
-               raise_on_error=True):
-    """Compare the gradient of ``fn`` at ``args`` with the interpreter, central differences and
-    the complex step.
+def _same_nonfinite(a, b):
+    """Where ``a`` and ``b`` are both NaN, or the same infinity."""
+    return (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
 
-    ``fn``: a CompiledFunction or a plain function (compiled with the C backend). Returns a
-    GradCheckReport; raises GradientCheckError when a comparison fails (unless
-    ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
+
+def _nan_notes(spec, arrays):
+    """A sentence per argument holding NaN: the references cannot see past it."""
+    notes = []
+    for v, a in zip(spec.graph.inputs, arrays):
+        if a.dtype.kind not in "fc":
+            continue
+        bad = np.isnan(a)
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            where = f"index {tuple(int(i) for i in first)}" if a.ndim > 1 else \
+                (f"index {int(first[0])}" if a.ndim == 1 else "its only entry")
+            notes.append(f"the input {v.name} holds NaN ({int(bad.sum())} of {a.size} "
+                         f"entries; first at {where}). Where the value is NaN, so are "
+                         f"finite differences and the complex step: they cannot check the "
+                         f"gradient there; C and the interpreter are compared NaN for NaN.")
+    return notes
+
+
+def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0,
+                   raise_on_error=True):
+    """Compare the gradient of the compiled function ``cf`` at ``args`` with the interpreter,
+    central differences and the complex step.
+
+    ``cf``: a CompiledFunction whose ``argnums`` are ``argnums`` (``symgrad.check_grad`` makes
+    one from a plain function). Returns a GradCheckReport; raises GradientCheckError when a
+    comparison fails (unless ``raise_on_error=False``). Comparisons are norm-wise:
+    max|g - ref| <= atol + rtol * max|ref|.
     """
-    from symgrad.api import CompiledFunction
     single = isinstance(argnums, int)
     argnums_t = (argnums,) if single else tuple(argnums)
-    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
-    if cf.argnums != argnums_t:
-        cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
-                              backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
-                              cflags=cf.cflags)
     value, grads = cf.value_and_grad(*args)
     grads = (grads,) if single else grads
     spec, arrays = cf.specialize(*args)
@@ -156,12 +182,13 @@ def check_grad(fn, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, seed=0
         comparisons.append(_compare("directional", name, np.sum(g * s),
                                     numerical.directional(f, x0, s), max(tol, 1e-6), atol))
     divergence = None
-    if cf.backend == "c" and not all(c.ok for c in comparisons if c.method == "interpreter"):
+    # Generated code (the C backend) can disagree with the interpreter; find where.
+    if spec.executable().source is not None and not all(c.ok for c in comparisons if c.method == "interpreter"):
         divergence = first_divergence(spec.value_and_grad_graph(), arrays, tol, atol,
                                       cache_dir=cf.cache_dir, cflags=cf.cflags)
     report = GradCheckReport(getattr(cf, "__name__", "f"), float(np.asarray(value).ravel()[0])
                              if np.ndim(value) else float(value), comparisons, tol, atol,
-                             divergence)
+                             divergence, _nan_notes(spec, arrays))
     if raise_on_error and not report.ok:
         raise GradientCheckError(report)
     return report
@@ -171,7 +198,7 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     """The first statement of ``graph`` whose value differs between the C backend and the
     interpreter, as a sentence naming it, its source line and the difference (None if every
     value agrees)."""
-    from symgrad.backends.c.native import evaluate_native
+    from symgrad.backends.c.native import evaluate_native   # on use: it loads cffi
     nodes = [n for n in graph.nodes if n.prim != "const"]
     if not nodes:
         return None
@@ -182,9 +209,14 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     for n, got in zip(nodes, native):
         want = np.asarray(env[n.out])
         if got.dtype.kind in "fc":
-            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            scale = float(np.max(np.abs(want), initial=0.0)) if want.size else 0.0
-            same_finite = np.array_equal(np.isfinite(got), np.isfinite(want))
+            a, b = got.astype(np.complex128 if got.dtype.kind == "c" else np.float64), \
+                want.astype(np.complex128 if want.dtype.kind == "c" else np.float64)
+            same = _same_nonfinite(a.real, b.real) if got.dtype.kind == "f" else \
+                np.zeros(a.shape, bool)
+            with np.errstate(invalid="ignore"):
+                diff = np.where(same, 0.0, np.abs(a - b))
+            scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
+            same_finite = bool(np.all(same | (np.isfinite(a) & np.isfinite(b))))
             worst = float(np.max(np.nan_to_num(diff, nan=0.0), initial=0.0))
             if same_finite and worst <= atol + rtol * scale:
                 continue
@@ -223,8 +255,6 @@ def _float64_graph(cf, spec, args):
     """The forward graph traced with float64 in place of float32 (the references' precision)."""
     if all(t is None or t.dtype != "float32" for t in spec.types):
         return spec.graph
-    from symgrad.frontend import tracing
-    from symgrad.core.passes import optimize
     types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
                                                else t.dtype) for t in spec.types]
     return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))

@@ -12,7 +12,7 @@ import numpy as np
 from symgrad import nn
 from symgrad import numpy as snp
 from symgrad.api import compile
-from symgrad.tools.check import check_grad
+from symgrad.api import check_grad
 from symgrad.backends.c import compiler
 
 # Functions here are traced as the user's own code (symgrad.core.ir.user_location).

@@ -10,14 +10,19 @@ the same data:
   interpreter's, on ``args``).
 - ``dot()``: Graphviz source of the forward and adjoint graph (adjoint edges dashed).
 - ``html()``: one self-contained page (``templates/report.html.j2``) with the graph drawn by the
-  ``dot`` program when it is installed; clicking a node highlights its IR and C lines.
+  ``dot`` program when it is installed, scaled to fit the window (forward and backward side by
+  side; the mouse wheel zooms, dragging pans, a double click fits it again); clicking a node
+  highlights its IR and C lines.
 - ``_repr_html_()``: the same page body, for notebooks.
 
-The adjoint shown is the one the derivative rules emit, before optimization, because that is
-the one that reads like the chain rule; the C is compiled from the optimized graph, whose node
-counts the cost summary gives. Names are the IR printer's (``a``, ``b``, adjoints ``b_a``), which
-the C code uses too; a temporary of the adjoint that has no ``b_`` name is matched with nothing
-in the C, since optimization renumbers those.
+The adjoint shown is the one the derivative rules emit, less its dead statements (those run
+nowhere), before the other optimizations, because that is the one that reads like the chain
+rule; the C is compiled from the optimized graph, whose node counts the cost summary gives.
+Names are the graph's own (``Graph.names``: ``a``, ``b``, adjoints ``b_a``); the forward
+statements keep the names the value function's C gives them. The page links a line of C to the
+values it names through the C renderer's own naming (``module.program_renderers``), so a
+value the C renames (``i`` is ``i_`` there) or a temporary the optimizer renumbered still links
+to the right node.
 """
 from __future__ import annotations
 
@@ -36,9 +41,13 @@ import numpy as np
 from symgrad.frontend import loops
 from symgrad.frontend import tracing
 from symgrad import templates
+from symgrad.api import CompiledFunction
 from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.core.ir import _letter_names
+from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
+from symgrad.backends.c.module import _c_name, program_renderers, render_program
 from symgrad.core.ir import format_operation, format_statement
 from symgrad.core.primitives import REGISTRY
 
@@ -77,7 +86,6 @@ def report(fn, *args, argnums=0, values=False):
     Returns a ``Report``. Raises what tracing raises (``TracingError``, ``ShapeError``, ...);
     a failing C compiler is reported in the summary, not raised.
     """
-    from symgrad.api import CompiledFunction
     py_fn = getattr(fn, "fn", fn)
     cf = CompiledFunction(py_fn, argnums=argnums)
     return Report(cf, args, values=values)
@@ -107,7 +115,6 @@ class Report:
     """Everything ``symgrad inspect`` shows about one specialization; see the module docstring."""
 
     def __init__(self, cf, args, *, values=False):
-        from symgrad.backends.c.native import render_specialization
         self.name = cf.__name__
         self.timings = {}
         t0 = time.perf_counter()
@@ -121,7 +128,12 @@ class Report:
                          and not getattr(self.forward, "tuple_output", False))
         self.wrt = [spec.traced.index(i) for i in cf.argnums]
         if self.gradable:
-            self.derived = value_and_grad_graph(self.forward, self.wrt, simplify=False)
+            # The derivative rules' statements as they emit them, less the dead ones (a pow's
+            # derivative with respect to a constant exponent): the statements that run.
+            # stop_gradient stays, so the forward statements keep the names the forward
+            # graph (and the C of the value function) gives them.
+            self.derived = dce(value_and_grad_graph(self.forward, self.wrt, simplify=False,
+                                                    strip=False))
             self.optimized = spec.value_and_grad_graph()
         else:
             self.derived = self.optimized = None
@@ -132,8 +144,11 @@ class Report:
         self.values = evaluate(shown, arrays, keep=True)[1] if values else {}
 
         t0 = time.perf_counter()
-        self.c_source = render_specialization(spec).source
+        renderers = program_renderers(spec.program(), _c_name(cf.__name__))
+        self.c_source = render_program(spec.program(),
+                                       [r.render(doc=doc) for r, doc in renderers]).source
         self.timings["render C"] = time.perf_counter() - t0
+        self.c_names = {r.name: c_names(r) for r, _ in renderers}
         self.compile_error = None
         self.call_time = None
         t0 = time.perf_counter()
@@ -258,7 +273,8 @@ class Report:
         wrt = ", ".join(self.names[self.forward.inputs[i]] for i in self.wrt)
         lines = [Line(f"# adjoint IR (reverse mode, d {self.names[self.forward.outputs[0]]} / d "
                       f"{wrt}): {len(self.adjoint_nodes)} statements as the derivative rules "
-                      f"emit them, {len(self.optimized.nodes) - len(self.forward.nodes)} after "
+                      f"emit them, dead ones dropped; "
+                      f"{len(self.optimized.nodes) - len(self.forward.nodes)} after "
                       f"optimization", "comment")]
         group = object()
         for n in self.adjoint_nodes:
@@ -387,20 +403,43 @@ class Report:
         return [Line(t, "comment") for t in lines]
 
     def tangent_lines(self):
-        """Forward mode: the statements that carry tangents (those that depend on a tangent
-        input ``t_x``), each with the user line of the statement it differentiates. With
-        ``values``, the tangents are evaluated along t = 1 for every differentiated input."""
-        from symgrad.core.autodiff import jvp_graph
-        if any(not self.forward.inputs[i].type.is_float for i in self.wrt):
+        """Forward mode: the statements the tangent rules emit (dead ones dropped), grouped under
+        the forward statement each differentiates. A value of the forward IR keeps its name
+        there; the tangent of a value ``a`` is ``t_a``, as the tangent of an input ``x`` is
+        ``t_x``. With ``values``, the tangents are evaluated along t = 1 for every
+        differentiated input."""
+        from symgrad.core.autodiff import emit_jvp
+        from symgrad.core.ir import Builder, Graph, Var, building
+        fwd = self.forward
+        if any(not fwd.inputs[i].type.is_float for i in self.wrt):
             return [Line("# no tangent IR: an integer argument cannot be perturbed", "comment")]
-        graph = jvp_graph(self.forward, self.wrt, simplify=False)
-        names = graph.names()
-        tangent_inputs = graph.inputs[len(self.forward.inputs):]
+        tangent_inputs = [Var(fwd.inputs[i].type, name=f"t_{fwd.inputs[i].name}")
+                          for i in self.wrt]
+        record, builder = {}, Builder()
+        with building(builder):
+            outs, t_outs = emit_jvp(fwd, fwd.inputs, dict(zip(self.wrt, tangent_inputs)),
+                                    record=record)
+        graph = dce(Graph(fwd.inputs + tangent_inputs, builder.nodes, outs + t_outs,
+                          name=f"jvp_{fwd.name}", tuple_output=True))
+        # The copies of the forward statements keep their forward names, a tangent is named
+        # after the value it perturbs, and the rules' temporaries take letters no other
+        # listing uses.
+        names = {v: v.name for v in graph.inputs}
+        copies = {}
+        for n, (copy, t) in record.items():
+            names[copy] = self.names[n.out]
+            copies[copy] = n
+            if t is not None and t not in names:
+                names[t] = f"t_{self.names[n.out]}"
+        taken = set(names.values()) | set(self.names.values())
+        letters = (x for x in _letter_names() if x not in taken)
+        for n in graph.nodes:
+            if n.out not in names:
+                names[n.out] = next(letters)
         values = {}
         if self.values:
             ones = [np.ones(v.shape, dtype=v.dtype) for v in tangent_inputs]
             values = evaluate(graph, list(self.arrays) + ones, keep=True)[1]
-        carried = set(tangent_inputs)
         producers = graph.producers()
 
         def ref(v):
@@ -409,26 +448,35 @@ class Report:
                 return repr(n.attrs["value"])
             return names.get(v, "?")
 
-        body, where = [], None
-        for n in graph.nodes:
-            if not any(v in carried for v in n.inputs):
+        live = set(producers)
+        body, of = [], None
+        for n in builder.nodes:
+            if n.out in copies:
+                of = copies[n.out]
                 continue
-            carried.add(n.out)
-            if n.loc is not None and n.loc != where:
-                where = n.loc
-                body.append(Line(f"# tangent of {where}: {where.text}", "comment"))
-            stmt = "  " + format_statement(n, names, ref=ref)
+            if n.out not in live or (n.prim == "const" and n.out.ndim == 0):
+                continue
+            if of is not None:
+                where = f"   ({self._where(of)})" if of.loc is not None else ""
+                body.append(Line(f"# tangent of: {self.names[of.out]} = "
+                                 f"{self.infix(of, self._plain_ref())}{where}", "comment"))
+                of = None
+            stmt = f"  {names[n.out]}:{n.out.type} = {self.infix(n, ref)}"
             shown = format_value(values[n.out]) if n.out in values else ""
-            # No ids: the JVP graph names its values afresh (its ``b`` is not the graph's ``b``),
-            # so linking them would highlight unrelated nodes and lines on the page.
+            # No ids: a line here links to nothing on the page (its tangents are its own).
             body.append(Line(_columns(stmt, f"= {shown}" if shown else "", ""), "stmt"))
         along = ", ".join(names[v] for v in tangent_inputs)
-        outs = graph.outputs[len(self.forward.outputs):]
         count = sum(1 for line in body if line.kind == "stmt")
         head = Line(f"# tangent IR (forward mode, along {along}): {count} statements as the "
-                    f"tangent rules emit them", "comment")
-        tail = Line("# tangent of the result: " + ", ".join(ref(v) for v in outs), "frame")
+                    f"tangent rules emit them, dead ones dropped", "comment")
+        tail = Line("# tangent of the result: " + ", ".join(
+            ref(v) + (f" = {format_value(values[v])}" if v in values else "")
+            for v in graph.outputs[len(fwd.outputs):]), "frame")
         return [head, *body, tail]
+
+    def _plain_ref(self):
+        inline = self._inline()
+        return lambda v: inline.get(v, self.names.get(v, "?"))
 
     def sections(self):
         """(title, lines) of each text view, in order."""
@@ -450,39 +498,78 @@ class Report:
     # -- Graphviz ------------------------------------------------------------------------------
 
     def dot(self):
-        """Graphviz source: forward statements solid, adjoint ones dashed and orange."""
+        """Graphviz source: the forward graph and the adjoint graph as two clusters side by side
+        (each ranked top to bottom, so a long function is two columns, not one tall chain);
+        forward edges solid, adjoint ones dashed and orange. An adjoint statement's edge from
+        a forward value does not rank it below that value (``constraint=false``): otherwise
+        the backward pass would hang below the whole forward one."""
         graph = self._graph()
         inline = self._inline()
         adjoint = {n.out for n in self.adjoint_nodes}
         outputs = set(graph.outputs)
         out = [f'digraph "{_dot_escape(self.name)}" {{',
-               '  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
-               'fontname="Helvetica", fontsize=10]; edge [color="#555555"];']
+               '  rankdir=TB; newrank=true; nodesep=0.2; ranksep=0.3; '
+               'fontname="Helvetica"; fontsize=11;',
+               '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
+               'fontname="Helvetica", fontsize=10, margin="0.08,0.03"]; edge [color="#555555"];']
+        nodes = {"forward": [], "backward": []}
+        edges = []
         for v in graph.inputs:
             label = f"{self.names[v]}\\n{v.type}"
             if v in self.values:
                 label += f"\\n{_dot_escape(format_value(self.values[v]))}"
-            out.append(f'  "{self.names[v]}" [id="node_{self.names[v]}", shape=ellipse, '
-                       f'fillcolor="#dff0d8", label="{label}"];')
+            nodes["forward"].append(f'    "{self.names[v]}" [id="node_{self.names[v]}", '
+                                    f'shape=ellipse, fillcolor="#dff0d8", label="{label}"];')
+        y = self.names[self.forward.outputs[0]]
+        plain = self._plain_ref()
         for n in graph.nodes:
             if n.out in inline:
                 continue
             name = self.names[n.out]
-            label = f"{name} = {_dot_escape(format_operation(n))}\\n{n.out.type}"
+            label = f"{_dot_escape(self._label(n, plain))}\\n{n.out.type}"
             if n.out in self.values:
-                word = "grad" if n.out in adjoint else "value"
-                label += f"\\n{word} {_dot_escape(format_value(self.values[n.out]))}"
+                # An adjoint is the derivative of the result with respect to the value it is
+                # the adjoint of; any other statement (forward or adjoint) is just its value.
+                what = (f"d{y}/d{self.names[n.out.adjoint_of]} " if self.gradable
+                        and n.out.adjoint_of in self.names else "")
+                label += f"\\n{_dot_escape(what)}= {_dot_escape(format_value(self.values[n.out]))}"
             style = 'fillcolor="#fdebd0", color="#d9480f"' if n.out in adjoint else ""
             periph = ", peripheries=2" if n.out in outputs else ""
-            out.append(f'  "{name}" [id="node_{name}", label="{label}"'
-                       f'{", " + style if style else ""}{periph}];')
+            nodes["backward" if n.out in adjoint else "forward"].append(
+                f'    "{name}" [id="node_{name}", label="{label}"'
+                f'{", " + style if style else ""}{periph}];')
             for v in n.inputs:
                 if v in inline:
                     continue
-                edge = ('style=dashed, color="#d9480f"' if n.out in adjoint else 'style=solid')
-                out.append(f'  "{self.names[v]}" -> "{name}" [{edge}];')
+                if n.out not in adjoint:
+                    edge = "style=solid"
+                elif v in adjoint:
+                    edge = 'style=dashed, color="#d9480f"'
+                else:                      # a forward value read by the backward pass
+                    edge = 'style=dashed, color="#e8a27c", constraint=false'
+                edges.append(f'  "{self.names[v]}" -> "{name}" [{edge}];')
+        titles = {"forward": "forward", "backward": "backward (adjoint)"}
+        for part, lines in nodes.items():
+            if lines:
+                out += [f'  subgraph cluster_{part} {{',
+                        f'    label="{titles[part]}"; labeljust=l; style="rounded,dashed"; '
+                        f'color="#bbbbbb";', *lines, "  }"]
+        out += edges
         out.append("}")
         return "\n".join(out) + "\n"
+
+    def _label(self, node, ref, width=32):
+        """``b_z = b_a * e``: what a node of the drawing computes, by its listing's name; a long
+        expression falls back to the primitive's name and attributes."""
+        name = self.names[node.out]
+        if node.out is self._seed():
+            return f"{name} = {repr(node.attrs['value'])}"
+        text = self.infix(node, ref)
+        if len(text) > width:
+            text = format_operation(node)
+            if len(text) > width:
+                text = node.prim
+        return f"{name} = {text}"
 
     def svg(self):
         """The graph as SVG text from ``dot -Tsvg``, or None when Graphviz is not installed."""
@@ -499,6 +586,19 @@ class Report:
         svg = done.stdout
         return svg[svg.find("<svg"):] if "<svg" in svg else None
 
+    @staticmethod
+    def _scalable(svg):
+        """``(svg, width px, height px)``: the drawing without its fixed size, so the page
+        scales it to its box (the viewBox keeps the proportions), and its natural size, which
+        the box never exceeds (a small graph is not blown up)."""
+        m = re.match(r'<svg\s[^>]*?width="([\d.]+)pt"\s+height="([\d.]+)pt"', svg)
+        if m is None:
+            return svg, None, None
+        width, height = (float(x) * 4 / 3 for x in m.groups())      # points to CSS pixels
+        head, rest = svg.split(">", 1)
+        head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+        return f"{head}>{rest}", round(width), round(height)
+
     # -- HTML ----------------------------------------------------------------------------------
 
     def html(self, *, standalone=True):
@@ -510,11 +610,12 @@ class Report:
         svg = self.svg()
         if svg is None and shutil.which("dot") is None:
             warnings.warn(GRAPHVIZ_MISSING, RuntimeWarning, stacklevel=2)
-        c_ids = self._c_linkable()
+        svg, svg_width, svg_height = self._scalable(svg) if svg else (None, None, None)
         sections = []
         for title, lines in self.sections():
             if title == "generated C":
-                marked = highlight_c([line.text for line in lines], c_ids)
+                texts = [line.text for line in lines]
+                marked = highlight_c(texts, self._c_links(texts))
             else:
                 marked = [(highlight_ir(line.text), line.ids) for line in lines]
             rows = [{"html": markup, "ids": " ".join(dict.fromkeys(ids)), "kind": line.kind}
@@ -525,7 +626,8 @@ class Report:
             standalone=standalone, uid=uid, title=f"symgrad inspect: {self.name}",
             name=self.name, signature=", ".join(f"{self.names[v]}: {v.type}"
                                                  for v in self.forward.inputs),
-            svg=svg, missing=None if svg is not None else GRAPHVIZ_MISSING,
+            svg=svg, svg_width=svg_width, svg_height=svg_height,
+            missing=None if svg is not None else GRAPHVIZ_MISSING,
             dot_source=self.dot(), sections=sections)
 
     def _repr_html_(self):
@@ -533,12 +635,35 @@ class Report:
             warnings.simplefilter("ignore", RuntimeWarning)
             return self.html(standalone=False)
 
-    def _c_linkable(self):
-        """IR names that mean the same value in the C: inputs, forward values, adjoints b_*."""
-        keep = {self.names[v] for v in self.forward.inputs}
-        keep |= {self.names[n.out] for n in self.forward.nodes if n.out in self.names}
-        keep |= {nm for nm in self.names.values() if nm.startswith("b_")}
-        return keep
+    def page_id(self, v):
+        """The id of value ``v`` on the page: its name in the listings (a value only the
+        optimized graph has gets an id of its own)."""
+        if v in self.names:
+            return self.names[v]
+        extra = self.__dict__.setdefault("_extra_ids", {})
+        return extra.setdefault(v, f"opt-{len(extra)}")
+
+    def _c_links(self, lines):
+        """For each line of the C, {C identifier: page id} of the function it is in: the C
+        renderer's own names for the values it declares (variables, parameters, outputs)."""
+        links, scope = [], {}
+        for text in lines:
+            m = re.match(r"int (\w+)\(", text)
+            if m:
+                scope = {c: self.page_id(v) for c, v in self.c_names.get(m.group(1), {}).items()}
+            links.append(scope)
+        return links
+
+
+def c_names(renderer):
+    """``{C identifier: value}`` of one rendered C function (``FunctionRenderer`` after
+    ``render``): the variable, parameter or output parameter that holds each value, as the
+    renderer named it. A view's buffer is named once, for the value that owns it."""
+    out = {}
+    for v, c in renderer.storage.items():
+        if c.kind != "literal" and v not in renderer.aliases and re.fullmatch(r"\w+", c.name):
+            out.setdefault(c.name, v)
+    return out
 
 
 def folded_chain(node, folded):
@@ -644,10 +769,17 @@ def highlight_ir(text):
 
 
 def highlight_c(lines, linkable):
-    """HTML of C lines, each with the IR names it mentions outside comments (a C name is its IR
-    name, plus a ``_`` where that clashed with C). Block comments may span lines."""
+    """HTML of C lines, each with the page ids of the values it mentions outside comments.
+
+    ``linkable``: the C identifiers that name values, as a set (each its own id), a dict
+    ``{identifier: id}``, or a list of such dicts, one per line (each C function names its
+    values its own way). Block comments may span lines."""
+    if not isinstance(linkable, list):
+        linkable = [linkable] * len(lines)
+    linkable = [links if isinstance(links, dict) else {t: t for t in links}
+                for links in linkable]
     rendered, in_comment = [], False
-    for text in lines:
+    for text, links in zip(lines, linkable):
         ids, out, rest = [], [], text
         if in_comment:
             end = rest.find("*/")
@@ -658,7 +790,6 @@ def highlight_c(lines, linkable):
             rest, in_comment = rest[end + 2:], False
         for m in _C_TOKENS.finditer(rest):
             kind, tok = m.lastgroup, m.group()
-            base = tok.rstrip("_") or tok
             if kind == "comment":
                 out.append(_span("cm", tok))
                 in_comment = tok.startswith("/*") and not tok.endswith("*/")
@@ -666,8 +797,8 @@ def highlight_c(lines, linkable):
                 out.append(_span("kw" if kind == "pre" else "nu", tok))
             elif kind == "ident" and tok in _C_KEYWORDS:
                 out.append(_span("kw", tok))
-            elif kind == "ident" and base in linkable:
-                ids.append(base)
+            elif kind == "ident" and tok in links:
+                ids.append(links[tok])
                 out.append(_span("id", tok))
             else:
                 out.append(_html.escape(tok))

@@ -346,7 +346,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     /* grad of: f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
      * grad of: e = reduce_sum[axes=(1,)] d   golden_functions.py:23
      * grad of: d = exp c                     golden_functions.py:23
-     * grad of: c = sub logits ?              golden_functions.py:23 */
+     * grad of: c = sub logits b              golden_functions.py:23 */
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
         for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
             const double b_c = (b_f[_i0] == 0 ? 0.0 : b_f[_i0]*d[_i0 * 3 + _i1]);

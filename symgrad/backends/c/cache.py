@@ -60,6 +60,52 @@ def default_cache_dir():
     return Path(base) / "symgrad"
 
 
+def _entries(root):
+    """The directories of ``root`` that symgrad made: entries (named by 40 hex digits of their
+    key), builds in progress or abandoned, failed builds and broken entries moved aside. Nothing
+    else in ``root`` counts as the cache's."""
+    try:
+        children = list(Path(root).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    ours = []
+    for child in children:
+        name = child.name
+        key_like = len(name) == 40 and all(c in "0123456789abcdef" for c in name)
+        if child.is_dir() and not child.is_symlink() and (
+                key_like or name.startswith((".build-", "failed-", ".broken-"))):
+            ours.append(child)
+    return sorted(ours)
+
+
+def usage(root=None):
+    """``(path, entries, bytes)`` of the cache at ``root`` (default: ``default_cache_dir()``):
+    how many compiled entries it holds and the bytes of everything symgrad wrote there."""
+    root = Path(root) if root is not None else default_cache_dir()
+    entries, total = 0, 0
+    for d in _entries(root):
+        entries += len(d.name) == 40
+        for dirpath, _, files in os.walk(d):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    pass
+    return root, entries, total
+
+
+def clear(root=None):
+    """Delete what symgrad wrote into the cache at ``root`` (default: ``default_cache_dir()``);
+    return ``(path, entries removed, bytes freed)``. Only symgrad's own directories are
+    removed (see ``_entries``), so a cache directory set to a folder holding other files keeps
+    them. A process that has a library of the cache loaded keeps it (the file stays mapped);
+    its next new specialization compiles afresh."""
+    root, entries, total = usage(root)
+    for d in _entries(root):
+        shutil.rmtree(d, ignore_errors=True)
+    return root, entries, total
+
+
 def cache_key(source, compiler, flags, version):
     h = hashlib.sha256()
     for part in (source, compiler, " ".join(flags), version):

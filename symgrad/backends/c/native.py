@@ -11,8 +11,6 @@ outputs go through one pooled ``double[]`` buffer (``_scalar_call``).
 from __future__ import annotations
 
 import operator
-import re
-from dataclasses import dataclass
 
 import cffi
 import numpy as np
@@ -23,78 +21,26 @@ from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c import compiler
 from symgrad.backends.c.cache import Cache, cache_key
-from symgrad.backends.c.codegen import FunctionRenderer, render_module, render_prototypes
-
-
-@dataclass
-class RenderedModule:
-    source: str
-    cdef: str
-    value_name: str
-    grad_name: str | None
-
-
-def _c_name(name):
-    """``symgrad_<name>``: the prefix keeps user names (``exp``, ``main``) clear of libc's."""
-    return "symgrad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
-
-
-def specialization_functions(spec, base):
-    """The CFunctions of a specialization: ``base`` (the value) and, when the result is one
-    float scalar, ``base_value_and_grad``."""
-    graph = spec.graph
-    outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
-    functions = [FunctionRenderer(graph, base, outs).render(
-        doc=[f"{base}: the value of {spec.owner.__name__}{_signature(graph)}"])]
-    if spec.differentiable:
-        vg = spec.value_and_grad_graph()
-        grad_name = f"{base}_value_and_grad"
-        wrt = [graph.inputs[spec.traced.index(i)] for i in spec.owner.argnums]
-        names = ["value"] + [f"grad_{v.name}" for v in wrt]
-        functions.append(FunctionRenderer(vg, grad_name, names).render(
-            doc=[f"{grad_name}: value and gradient of {spec.owner.__name__}"
-                 f"{_signature(graph)}",
-                 "with respect to " + ", ".join(v.name for v in wrt)]))
-    return functions
-
-
-def render_specialization(spec):
-    """The C module of a specialization (value function, and value-and-grad if it has one)."""
-    base = _c_name(spec.owner.__name__)
-    functions = specialization_functions(spec, base)
-    title = f"{spec.owner.__name__}: generated from {_origin(spec.owner.fn)}"
-    source = render_module(functions, title=title, version=VERSION)
-    grad_name = functions[1].name if len(functions) > 1 else None
-    return RenderedModule(source, render_prototypes(functions), base, grad_name)
-
-
-def _signature(graph):
-    return "(" + ", ".join(f"{v.name}: {v.type}" for v in graph.inputs) + ")"
-
-
-def _origin(fn):
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return "Python"
-    import os
-    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+from symgrad.backends.c.module import render_program
+from symgrad.backends.program import Program
 
 
 class NativeExecutable:
     """A loaded library for one specialization; ``value`` and ``value_and_grad`` call into it."""
 
-    def __init__(self, spec, cache_dir=None, cflags=None):
-        self.spec = spec
-        self.module = render_specialization(spec)
-        if cflags is None and _straight_line(spec):
+    def __init__(self, program, cache_dir=None, cflags=None):
+        self.program = program
+        self.module = render_program(program)
+        if cflags is None and _straight_line(program):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
         names = [n for n in (self.module.value_name, self.module.grad_name) if n]
         self.library_path, self.ffi, self.lib = _load(self.module.source, self.module.cdef, names,
                                                       cflags, cache_dir)
         self.source_path = self.library_path.parent / "module.c"
+        self.source = self.module.source
         self._value = getattr(self.lib, self.module.value_name)
         self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
-        graph = spec.graph
+        graph = program.forward
         self.index_checks = _index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
         self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
@@ -110,7 +56,7 @@ class NativeExecutable:
                                     grads=False)
         self.value_and_grad = self.scalars_and_grad = None
         if self._vg is not None:
-            vg_outputs = spec.value_and_grad_graph().outputs
+            vg_outputs = program.value_and_grad.outputs
             self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
             self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
                                                  grads=True)
@@ -211,20 +157,20 @@ class NativeExecutable:
         if status == STATUS["SYMGRAD_OK"]:
             return
         if status == STATUS["SYMGRAD_ENOMEM"]:
-            raise MemoryError(f"{self.spec.owner.__name__}: the native code could not allocate "
+            raise MemoryError(f"{self.program.name}: the native code could not allocate "
                               f"its workspace")
         if status == STATUS["SYMGRAD_EINDEX"]:
-            evaluate(self.spec.graph, arrays)      # raises IndexError saying which index
-            raise IndexError(f"{self.spec.owner.__name__}: an integer index is out of range")
-        raise RuntimeError(f"{self.spec.owner.__name__}: native code returned status {status}")
+            evaluate(self.program.forward, arrays)      # raises IndexError saying which index
+            raise IndexError(f"{self.program.name}: an integer index is out of range")
+        raise RuntimeError(f"{self.program.name}: native code returned status {status}")
 
 
 _OK = STATUS["SYMGRAD_OK"]
 
 
-def _straight_line(spec):
-    """Whether every value the specialization's functions compute is a scalar (no loops)."""
-    graphs = [spec.graph] + ([spec.value_and_grad_graph()] if spec.differentiable else [])
+def _straight_line(program):
+    """Whether every value the program's functions compute is a scalar (no loops)."""
+    graphs = [g for g in (program.forward, program.value_and_grad) if g is not None]
     return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
 
 
@@ -249,11 +195,9 @@ def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
     """Run any ``graph`` as C once (the interpreter's counterpart, for diagnosis): compile it
     as one function (cached like every build) and call it on ``arrays``, one per input, of the
     graph's dtypes. Returns its outputs as fresh arrays."""
-    name = _c_name(f"{graph.name}_probe")
-    outs = [f"out{k}" for k in range(len(graph.outputs))]
-    fn = FunctionRenderer(graph, name, outs).render(doc=[f"{name}: {graph.name}, every value"])
-    source = render_module([fn], title=f"{graph.name}: probe", version=VERSION)
-    _, ffi, lib = _load(source, render_prototypes([fn]), [name], cflags, cache_dir)
+    module = render_program(Program(f"{graph.name}_probe", "a probe of every value", graph))
+    name = module.value_name
+    _, ffi, lib = _load(module.source, module.cdef, [name], cflags, cache_dir)
     symbols = dims.free_symbols([v.shape for v in graph.inputs])
     binding = dims.bind([v.shape for v in graph.inputs], [a.shape for a in arrays]) \
         if symbols else {}
@@ -290,7 +234,7 @@ def _scalar_call(exe, fn, inputs, outputs, *, grads):
     slots = ffi.typeof(f"double[{n}]")
     # The results: indexing the float64 view of the buffer makes NumPy scalars, indexing the
     # buffer itself Python floats; ``_getter`` makes a tuple of several in one step.
-    value_slot = n_in if grads or not exe.spec.graph.tuple_output else None
+    value_slot = n_in if grads or not exe.program.forward.tuple_output else None
     grads_of = _getter(n_in + 1, n) if grads else None
     outs_of = _getter(n_in, n)
     pool = []
@@ -358,3 +302,14 @@ def _check_range(arr, axis, size, what):
         bad = lo if lo < -size else hi
         raise IndexError(f"index {int(bad)} in {what} is out of bounds for axis {axis} with "
                          f"size {size}")
+
+
+class NativeBackend:
+    """Native C as a backend (``backend="c"``): render, build or find in the cache, load."""
+    name = "c"
+
+    def build(self, program, *, cache_dir=None, cflags=None):
+        return NativeExecutable(program, cache_dir=cache_dir, cflags=cflags)
+
+
+BACKEND = NativeBackend()

@@ -1,0 +1,225 @@
+"""The traced array: what a function being compiled holds where NumPy code would hold an ndarray.
+
+A ``Tracer`` stands for one IR value (``.irvar``). Its operators and methods are those of an
+ndarray, and so is NumPy's own API called on it (``np.exp(x)``, ``np.sum(x, axis=0)``, through the
+``__array_ufunc__``/``__array_function__`` protocols of NEP 13 and NEP 18): each one runs the
+implementation that ``symgrad.numpy`` registered under the NumPy name (``implements``). That
+table is the one place the front end's names resolve, so a name symgrad lacks fails the same way
+whichever spelling reached it, naming the function and the closest supported names.
+
+Anything that needs the array's *value* (``if x > 0:``, ``float(x)``, ``np.asarray(x)``) raises
+``TracingError`` naming the user's line.
+"""
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from symgrad.core.ir import Var, user_location
+from symgrad.errors import TracingError, where
+
+# NumPy name ("sum", "linalg.solve") -> the symgrad.numpy function that traces it.
+IMPLEMENTATIONS: dict = {}
+
+
+def implements(name, fn):
+    """Register ``fn`` as what the NumPy function ``name`` does on traced values."""
+    if name in IMPLEMENTATIONS and IMPLEMENTATIONS[name] is not fn:
+        raise ValueError(f"two implementations of numpy.{name}")
+    IMPLEMENTATIONS[name] = fn
+    return fn
+
+
+def unsupported(name):
+    """The error for a NumPy name symgrad does not trace: what it is, and what is close."""
+    close = difflib.get_close_matches(name, IMPLEMENTATIONS, n=4, cutoff=0.6)
+    hint = f" Closest supported: {', '.join(close)}." if close else ""
+    return TracingError(f"numpy.{name} is not supported on traced values yet{where(user_location())}."
+                        f"{hint} docs/numpy.md lists what symgrad.numpy supports.")
+
+
+def implementation(name):
+    """The registered implementation of ``name``, or the TracingError that names it."""
+    fn = IMPLEMENTATIONS.get(name)
+    if fn is None:
+        raise unsupported(name)
+    return fn
+
+
+def _call(name, *args, **kwargs):
+    return implementation(name)(*args, **kwargs)
+
+
+def _numpy_name(func):
+    """"sum" for numpy.sum, "linalg.solve" for numpy.linalg.solve."""
+    module = getattr(func, "__module__", None) or "numpy"
+    prefix = module[len("numpy."):] + "." if module.startswith("numpy.") else ""
+    return prefix + func.__name__
+
+
+class Tracer:
+    """A traced array. Behaves like an ndarray inside a function being traced."""
+    __slots__ = ("irvar",)
+    __array_priority__ = 1000    # ndarray <op> Tracer defers to the Tracer's reflected operator
+
+    def __init__(self, irvar: Var):
+        self.irvar = irvar
+
+    # -- what is known at trace time
+    shape = property(lambda self: self.irvar.shape)
+    ndim = property(lambda self: self.irvar.ndim)
+    dtype = property(lambda self: np.dtype(self.irvar.dtype))
+    size = property(lambda self: self.irvar.type.size)
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d traced array")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self):
+        return f"Tracer({self.irvar.type})"
+
+    def __hash__(self):
+        return id(self)
+
+    # -- what is not known at trace time
+    def _no_value(self, what, hint):
+        raise TracingError(f"{what} needs the value of a traced array of type {self.irvar.type}, "
+                           f"which is not known while tracing{where(user_location())}. {hint}")
+
+    def __bool__(self):
+        self._no_value("Python control flow (if/while/and/or/not)",
+                       "Use snp.where(cond, a, b) to choose between values, or make the "
+                       "argument static (static_argnums).")
+
+    def __float__(self):
+        self._no_value("float()", "Keep computing with symgrad.numpy instead.")
+
+    def __int__(self):
+        self._no_value("int()", "Sizes are known: use x.shape.")
+
+    def __index__(self):
+        self._no_value("Using a traced array as a Python index", "Use integer-array indexing.")
+
+    def __array__(self, dtype=None, copy=None):
+        self._no_value("Converting to a NumPy array",
+                       "Call NumPy functions on it (they trace) or symgrad.numpy's, instead of "
+                       "converting it.")
+
+    def __setitem__(self, key, value):
+        raise TracingError(f"in-place assignment to a traced array is not supported"
+                           f"{where(user_location())}. Build the new array with snp.where, "
+                           f"snp.concatenate or arithmetic instead.")
+
+    # -- NumPy's own functions on Tracers (NEP 13, NEP 18)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__" or kwargs:
+            how = f"numpy.{ufunc.__name__}.{method}" if method != "__call__" else \
+                f"numpy.{ufunc.__name__} with {', '.join(sorted(kwargs))}="
+            raise TracingError(f"{how} is not supported on traced values"
+                               f"{where(user_location())}")
+        return _call(ufunc.__name__, *inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _call(_numpy_name(func), *args, **kwargs)
+
+    # -- arithmetic and comparisons
+    def __add__(self, other): return _call("add", self, other)
+    def __radd__(self, other): return _call("add", other, self)
+    def __sub__(self, other): return _call("subtract", self, other)
+    def __rsub__(self, other): return _call("subtract", other, self)
+    def __mul__(self, other): return _call("multiply", self, other)
+    def __rmul__(self, other): return _call("multiply", other, self)
+    def __truediv__(self, other): return _call("divide", self, other)
+    def __rtruediv__(self, other): return _call("divide", other, self)
+    def __floordiv__(self, other): return _call("floor_divide", self, other)
+    def __rfloordiv__(self, other): return _call("floor_divide", other, self)
+    def __mod__(self, other): return _call("remainder", self, other)
+    def __rmod__(self, other): return _call("remainder", other, self)
+    def __pow__(self, other): return _call("power", self, other)
+    def __rpow__(self, other): return _call("power", other, self)
+    def __matmul__(self, other): return _call("matmul", self, other)
+    def __rmatmul__(self, other): return _call("matmul", other, self)
+    def __lt__(self, other): return _call("less", self, other)
+    def __le__(self, other): return _call("less_equal", self, other)
+    def __gt__(self, other): return _call("greater", self, other)
+    def __ge__(self, other): return _call("greater_equal", self, other)
+    def __eq__(self, other): return _call("equal", self, other)
+    def __ne__(self, other): return _call("not_equal", self, other)
+    def __and__(self, other): return _call("logical_and", self, other)
+    def __rand__(self, other): return _call("logical_and", other, self)
+    def __or__(self, other): return _call("logical_or", self, other)
+    def __ror__(self, other): return _call("logical_or", other, self)
+    def __invert__(self): return _call("logical_not", self)
+    def __neg__(self): return _call("negative", self)
+    def __pos__(self): return self
+    def __abs__(self): return _call("abs", self)
+    def __getitem__(self, key): return _call("getitem", self, key)
+
+    # -- ndarray's attributes and methods
+    T = property(lambda self: _call("transpose", self))
+    mT = property(lambda self: _call("swapaxes", self, -1, -2))
+    real = property(lambda self: _call("real", self))
+    imag = property(lambda self: _call("imag", self))
+
+    def sum(self, axis=None, keepdims=False): return _call("sum", self, axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _call("mean", self, axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return _call("max", self, axis, keepdims=keepdims)
+    def min(self, axis=None, keepdims=False): return _call("min", self, axis, keepdims=keepdims)
+    def prod(self, axis=None, keepdims=False): return _call("prod", self, axis, keepdims=keepdims)
+    def all(self, axis=None, keepdims=False): return _call("all", self, axis, keepdims=keepdims)
+    def any(self, axis=None, keepdims=False): return _call("any", self, axis, keepdims=keepdims)
+    def ptp(self, axis=None, keepdims=False): return _call("ptp", self, axis, keepdims=keepdims)
+
+    def var(self, axis=None, ddof=0, keepdims=False):
+        return _call("var", self, axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        return _call("std", self, axis, ddof=ddof, keepdims=keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return _call("argmax", self, axis, keepdims=keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        return _call("argmin", self, axis, keepdims=keepdims)
+
+    def cumsum(self, axis=None): return _call("cumsum", self, axis)
+    def cumprod(self, axis=None): return _call("cumprod", self, axis)
+
+    def reshape(self, *shape):
+        single = len(shape) == 1 and not isinstance(shape[0], int)
+        return _call("reshape", self, shape[0] if single else shape)
+
+    def transpose(self, *axes):
+        single = len(axes) == 1 and not isinstance(axes[0], int)
+        return _call("transpose", self, (axes[0] if single else axes) or None)
+
+    def swapaxes(self, axis1, axis2): return _call("swapaxes", self, axis1, axis2)
+    def squeeze(self, axis=None): return _call("squeeze", self, axis)
+    def ravel(self): return _call("ravel", self)
+    def flatten(self): return _call("ravel", self)
+    def astype(self, dtype): return _call("astype", self, dtype)
+    def dot(self, other): return _call("dot", self, other)
+    def clip(self, min=None, max=None): return _call("clip", self, min, max)
+    def round(self, decimals=0): return _call("round", self, decimals)
+    def conj(self): return _call("conj", self)
+    def conjugate(self): return _call("conj", self)
+    def trace(self, offset=0, axis1=0, axis2=1): return _call("trace", self, offset, axis1, axis2)
+
+    def diagonal(self, offset=0, axis1=0, axis2=1):
+        return _call("diagonal", self, offset, axis1, axis2)
+
+    def repeat(self, repeats, axis=None): return _call("repeat", self, repeats, axis)
+    def take(self, indices, axis=None): return _call("take", self, indices, axis)
+    def sort(self, axis=-1):
+        """Sorts in place and returns None, as ndarray.sort does."""
+        self.irvar = _call("sort", self, axis).irvar
+
+    def __round__(self, ndigits=None): return _call("round", self, ndigits or 0)
+    def argsort(self, axis=-1): return _call("argsort", self, axis)
+    def nonzero(self): return _call("nonzero", self)

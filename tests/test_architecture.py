@@ -1,0 +1,108 @@
+"""The package's shape: modules import one way (no cycles), from the front end down to the core.
+
+The import graph is read from the source with ``ast`` (every import, also those inside
+functions), so a cycle cannot hide behind a lazy import.
+"""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import symgrad
+
+PACKAGE = Path(symgrad.__file__).resolve().parent
+
+
+def _module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules():
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def import_graph():
+    """module -> the symgrad modules it imports (a package import counts as its __init__)."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")
+                    up = up[: len(up) - (node.level - 1)]
+                    base = ".".join(up + ([base] if base else []))
+                found = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                         for a in node.names]
+            else:
+                continue
+            targets |= {t for t in found if t in modules and t != name}
+        graph[name] = targets
+    return graph
+
+
+def _cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                return stack[stack.index(t):] + [t]
+            if t not in state:
+                found = visit(t)
+                if found:
+                    return found
+        state[m] = "done"
+        stack.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    cycle = _cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_core_imports_no_front_end_backend_or_tool():
+    upstream = ("symgrad.frontend", "symgrad.backends", "symgrad.tools", "symgrad.numpy",
+                "symgrad.api", "symgrad.nn", "symgrad.optim", "symgrad.distributed")
+    for module, targets in import_graph().items():
+        if module.startswith("symgrad.core"):
+            bad = sorted(t for t in targets if t.startswith(upstream))
+            assert not bad, f"{module} imports {bad}, which sit above the core"
+
+
+def test_backends_import_no_front_end_or_tool():
+    upstream = ("symgrad.frontend", "symgrad.tools", "symgrad.numpy", "symgrad.api",
+                "symgrad.nn", "symgrad.optim", "symgrad.distributed")
+    for module, targets in import_graph().items():
+        if module.startswith("symgrad.backends"):
+            bad = sorted(t for t in targets if t.startswith(upstream))
+            assert not bad, f"{module} imports {bad}, which sit above the backends"
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imports in a fresh interpreter with nothing imported before it."""
+    names = sorted(_modules())
+    script = "import importlib, sys\nfor n in sys.argv[1:]:\n" \
+             "    for m in [k for k in sys.modules if k.startswith('symgrad')]: del sys.modules[m]\n" \
+             "    importlib.import_module(n)\n"
+    r = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
