@@ -3,8 +3,9 @@
     python examples/curve_fit.py [--quick] [--figures DIR]
 
 Noisy samples of y(t) = A·exp(−γt)·cos(ωt + φ) + c are fitted by minimizing the mean squared
-residual over the five parameters. symgrad compiles the loss and its exact gradient with
-respect to all five; ``symgrad.optim.flatten`` packs them into the 1-D vector scipy wants.
+residual over the five parameters, held in one dict. symgrad compiles the loss and its exact
+gradient with respect to the dict (a dict of the same keys); ``symgrad.optim.flatten`` packs
+parameters and gradient alike into the 1-D vector scipy wants.
 The frequency starts from the peak of the data's spectrum: least squares on an oscillation has
 local minima (here a start at ω = 12 ends at a wrong fit; 0.3 to 8 all reach the right one).
 Prints the fitted parameters beside the true ones; with ``--figures DIR`` saves
@@ -31,9 +32,9 @@ def model(A, gamma, omega, phi, c, t):
     return A * snp.exp(-gamma * t) * snp.cos(omega * t + phi) + c
 
 
-@symgrad.compile(argnums=(0, 1, 2, 3, 4))
-def mse(A, gamma, omega, phi, c, t, y):
-    r = model(A, gamma, omega, phi, c, t) - y
+@symgrad.compile
+def mse(params, t, y):
+    r = model(**params, t=t) - y
     return snp.mean(r * r)
 
 
@@ -77,8 +78,8 @@ def main():
     x0, unflatten = optim.flatten(guess)
 
     def fun(x):
-        value, grads = mse.value_and_grad(*unflatten(x).values(), t, y)
-        return value, np.array(grads)
+        value, grads = mse.value_and_grad(unflatten(x), t, y)
+        return value, optim.flatten(grads)[0]
 
     start = time.perf_counter()
     result = minimize(fun, x0, jac=True, method="L-BFGS-B")

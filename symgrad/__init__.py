@@ -18,6 +18,8 @@ from symgrad._version import __version__
 from symgrad import distributed, nn, numerical, optim  # distributed imports Dask lazily
 from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
+from symgrad import tree_util
+from symgrad.scipy import special as _special  # noqa: F401  (registers scipy.special names)
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
                          value_and_grad)
@@ -32,4 +34,4 @@ __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
            "jacobian", "hessian", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
            "GradientCheckError", "SymgradError", "fori_loop", "scan", "distributed", "inspect",
-           "nn", "numerical", "numpy", "optim"]
+           "nn", "numerical", "numpy", "optim", "tree_util"]

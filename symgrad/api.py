@@ -20,10 +20,11 @@ import threading
 
 import numpy as np
 
+from symgrad import tree_util
 from symgrad.core import dims
-from symgrad.frontend import tracing
+from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
-from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
@@ -32,37 +33,67 @@ from symgrad.tools import check
 from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
 
 class Specialization:
-    """One traced (and, for the C backend, compiled) version of the function."""
+    """One traced (and, for the C backend, compiled) version of the function.
 
-    def __init__(self, owner, types, static):
+    ``types`` has one entry per entry of the call (``calls.flatten_call``): a ``TensorType``
+    for a traced leaf, None for a static argument (its value in ``static``). ``layout`` maps
+    the entries back to the arguments (None: one array per argument). After tracing,
+    ``out_tree`` is the result's structure, ``wrt`` the graph inputs ``argnums`` selects (every
+    leaf of those arguments, in order), ``groups`` the structure of each ``argnums`` argument,
+    and ``n_aux`` the number of auxiliary outputs (``has_aux``).
+    """
+
+    def __init__(self, owner, types, static, layout=None):
         self.owner = owner
-        self.types = types                  # TensorType per argument, None for static ones
+        self.types = types                  # TensorType per entry, None for static ones
         self.static = static
+        self.layout = layout or calls.Layout.positional(len(types), static)
         self.traced = [i for i, t in enumerate(types) if t is not None]
-        graph = tracing.trace(owner.fn, types, static, name=owner.__name__)
+        self.fn = calls.flat_function(owner.fn, self.layout, owner._parameter_names,
+                                      has_aux=owner.has_aux, name=owner.__name__)
+        graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+        self.out_tree = self.fn.out_tree
         self.graph = optimize(graph)
+        spans = self.layout.spans()
+        self.wrt = [self.traced.index(k) for i in owner.argnums
+                    for k in range(spans[i][1], spans[i][2])]
+        self.groups = [self.layout.trees[i] for i in owner.argnums]
+        self.n_aux = len(self.graph.outputs) - 1 if owner.has_aux else 0
         self._lock = threading.Lock()
         self._vg = None
         self._executable = None
 
+    def retrace(self, types):
+        """The graph of the same call traced with other ``types`` (float64 references)."""
+        return optimize(tracing.trace(self.fn, types, self.static, name=self.owner.__name__))
+
     def value_and_grad_graph(self):
         if self._vg is None:
-            positions = [self.traced.index(i) for i in self.owner.argnums]
-            self._vg = value_and_grad_graph(self.graph, positions)
+            self._vg = value_and_grad_graph(self.graph, self.wrt, has_aux=bool(self.owner.has_aux))
         return self._vg
 
     @functools.cached_property
+    def plain(self):
+        """Whether arguments and result are arrays or flat tuples of them: the user's result
+        is the outputs themselves (no pytree to rebuild), as the scalar call plans give it."""
+        tree = self.out_tree
+        return self.layout.plain and (tree is tree_util.LEAF or (
+            tree.node.type is tuple and all(c is tree_util.LEAF for c in tree.children)))
+
+    @functools.cached_property
     def differentiable(self):
-        """Whether the result is one float scalar, which grad needs."""
+        """Whether the result is one float scalar (with ``has_aux``, the loss), which grad
+        needs."""
         out = self.graph.outputs[0]
-        return not self.graph.tuple_output and out.shape == () and out.type.is_float
+        single = (not self.graph.tuple_output) or self.owner.has_aux
+        return single and has_one_element(out) and out.type.is_float
 
     def program(self):
         """What a backend runs: this specialization's graphs."""
         return backends.Program(
             self.owner.__name__, _origin(self.owner.fn), self.graph,
             self.value_and_grad_graph() if self.differentiable else None,
-            tuple(self.traced.index(i) for i in self.owner.argnums))
+            tuple(self.wrt), self.n_aux)
 
     def executable(self):
         executable = self._executable       # built once; later calls take no lock
@@ -77,15 +108,36 @@ class Specialization:
 class CompiledFunction:
     """The object ``@symgrad.compile`` returns; see API.md §2."""
 
-    def __init__(self, fn, *, argnums=0, static_argnums=(), signature=None, backend="c",
-                 dtype=None, cache_dir=None, cflags=None):
+    def __init__(self, fn, *, argnums=0, static_argnums=(), static_argnames=(), has_aux=False,
+                 signature=None, backend="c", dtype=None, cache_dir=None, cflags=None):
         backend = os.environ.get("SYMGRAD_BACKEND", backend) if backend == "c" else backend
         self._backend = backends.get(backend)       # ValueError for an unknown name
         self.fn = fn
         self.single = isinstance(argnums, int)
         self.argnums = (argnums,) if self.single else tuple(argnums)
-        self.static_argnums = ((static_argnums,) if isinstance(static_argnums, int)
-                               else tuple(static_argnums))
+        self.has_aux = bool(has_aux)
+        # The name, docstring and module, not fn's __dict__: when fn is a CompiledFunction
+        # that would overwrite this one's argnums and specializations.
+        functools.update_wrapper(self, fn, updated=())
+        # Looked up once: the per-call path must not inspect the function again.
+        self._parameter_names = tracing.parameter_names(fn)
+        self._binder = calls.Binder(fn, self.__name__)
+        static = ((static_argnums,) if isinstance(static_argnums, int)
+                  else tuple(static_argnums))
+        names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        # As in JAX, a static parameter may be named either way; keyword-only ones by name.
+        self.static_kwnames = frozenset(n for n in names if n in self._binder.keyword_only)
+        for n in names:
+            i = self._binder.position(n)
+            if i is None and n not in self.static_kwnames:
+                raise ValueError(f"static_argnames names {n!r}, which is not a parameter of "
+                                 f"{self.__name__}({', '.join(self._parameter_names)})")
+            if i is not None and i not in static:
+                static += (i,)
+        self.static_argnums = tuple(sorted(set(static)))
+        self.static_argnames = tuple(sorted(
+            {self._parameter_names[i] for i in self.static_argnums
+             if i < len(self._parameter_names)} | self.static_kwnames))
         overlap = set(self.argnums) & set(self.static_argnums)
         if overlap:
             raise ValueError(f"arguments {sorted(overlap)} cannot be both differentiated and static")
@@ -98,11 +150,6 @@ class CompiledFunction:
         self.cflags = cflags
         self._specs = {}
         self._lock = threading.Lock()
-        # The name, docstring and module, not fn's __dict__: when fn is a CompiledFunction
-        # that would overwrite this one's argnums and specializations.
-        functools.update_wrapper(self, fn, updated=())
-        # Looked up once: the per-call path must not inspect the function again.
-        self._parameter_names = tracing.parameter_names(fn)
         self._arity_range = self._arity()
         # The fast path (see _remember): fast key -> the call, for values and for gradients.
         self._fast_values, self._fast_grads = {}, {}
@@ -111,20 +158,23 @@ class CompiledFunction:
 
     # -- specialization ------------------------------------------------------------------------
 
-    def _convert(self, args):
-        """The arrays to pass, the specialization key, the static arguments and how each array
-        was made.
+    def _convert(self, args, kw=None):
+        """The arrays to pass, the specialization key, the static arguments, how each array
+        was made, and the call's layout.
 
-        Checks everything the native code relies on before it runs: the number of arguments,
-        dtypes (NumPy ``same_kind`` casts are made, anything else raises ``DTypeError`` naming
-        the argument), and with a ``signature`` each argument's rank, fixed sizes and named
-        sizes (one ``N`` must mean one size across arguments; ``ShapeError`` otherwise).
-        Without a signature a new shape is simply a new specialization.
+        Arguments that are pytrees (and keyword-only arguments) are flattened to their leaves
+        first (``calls.flatten_call``); each leaf is one entry, converted and checked as an
+        argument of its own. Checks everything the native code relies on before it runs: the
+        number of arguments, dtypes (NumPy ``same_kind`` casts are made, anything else raises
+        ``DTypeError`` naming the argument and the leaf), and with a ``signature`` each
+        entry's rank, fixed sizes and named sizes (one ``N`` must mean one size across
+        arguments; ``ShapeError`` otherwise). Without a signature a new shape is simply a new
+        specialization.
 
         How each array was made (one entry per array) decides whether later calls with the
         same fast key may skip all this (``_remember``): ``None`` for an array passed as it
         is, a dtype for a NumPy or Python float scalar converted by ``np.array(a, dtype)`` in
-        one step, ``False`` for anything else.
+        one step, ``False`` for anything else (and for every call with a pytree argument).
         """
         arity = self._arity_range
         if arity is not None and not arity[0] <= len(args) <= arity[1]:
@@ -135,17 +185,28 @@ class CompiledFunction:
         if self.argnums and max(self.argnums) >= len(args):
             raise TypeError(f"argnums includes {max(self.argnums)} but {self.__name__}() got "
                             f"only {len(args)} arguments")
-        arrays, key, static, sizes, made = [], [], {}, {}, []
-        weak_float = self.dtype
-        for i, a in enumerate(args):
-            if i in self.static_argnums:
+        for i in self.static_argnums:
+            if i < len(args):
                 try:
-                    hash(a)
+                    hash(args[i])
                 except TypeError:
                     raise TypeError(f"static argument {i} of {self.__name__} must be hashable, "
-                                    f"got {type(a).__name__}") from None
+                                    f"got {type(args[i]).__name__}") from None
+        entries, layout = calls.flatten_call(args, kw, self.static_argnums, self.static_kwnames)
+        if layout.plain:
+            owners = range(len(args))
+            labels = None
+        else:
+            owners = [i for i, start, stop in layout.spans() for _ in range(start, stop)]
+            owners += [None] * (len(entries) - len(owners))        # keyword-only arguments
+            labels = layout.labels(self._parameter_names)
+        signature = self.signature and _entry_signature(self.signature, layout, self.__name__)
+        arrays, key, static, sizes, made = [], [layout], {}, {}, []
+        weak_float = self.dtype
+        for j, (a, i) in enumerate(zip(entries, owners)):
+            if i is not None and layout.trees[i] is calls.STATIC:
                 key.append(("static", type(a).__name__, a))
-                static[i] = a
+                static[j] = a
                 continue
             # The common case first: an array symgrad computes with as it is.
             if type(a) is np.ndarray and a.dtype in _READY and (
@@ -153,35 +214,41 @@ class CompiledFunction:
                 arr = a
             elif type(a) is float:
                 if weak_float is None:
-                    weak_float = _widest_float(args, self.static_argnums)
+                    weak_float = _widest_float(entries, static)
                 arr = np.array(a, dtype=weak_float)
             else:
                 if weak_float is None:
-                    weak_float = _widest_float(args, self.static_argnums)
-                arr = _to_array(a, self._label(i), self.__name__, weak_float, self.dtype)
+                    weak_float = _widest_float(entries, static)
+                label = labels[j] if labels else self._label(i)
+                arr = _to_array(a, label, self.__name__, weak_float, self.dtype)
             how = (None if arr is a and type(a) is np.ndarray else
                    arr.dtype if type(a) in _SCALARS else False)
-            if self.signature:
-                checked = _check_signature(self.signature, i, arr, self.__name__, sizes)
+            entry = signature[j] if signature else None
+            if entry is not None:
+                checked = _check_signature(entry, arr, self.__name__, sizes)
                 if checked is not arr:          # a second cast: not one np.array() step
                     arr, how = checked, False
             if i in self.argnums and arr.dtype.kind not in "fc":
+                label = labels[j] if labels else self._label(i)
                 raise ValueError(f"cannot differentiate {self.__name__} with respect to "
-                                 f"{self._label(i)}: it is {arr.dtype} data. Integer arrays "
+                                 f"{label}: it is {arr.dtype} data. Integer arrays "
                                  f"are never differentiated; pass floats.")
             arrays.append(arr)
             made.append(how)
-            key.append((arr.shape if not self.signature else
-                        _declared_shape(self.signature, i, arr.shape), arr.dtype))
-        return arrays, tuple(key), static, made
+            key.append((arr.shape if entry is None else _declared_shape(entry, arr.shape),
+                        arr.dtype))
+        if not layout.plain:
+            made.append(False)              # rebuilt by flattening every call: never remembered
+        return arrays, tuple(key), static, made, layout
 
     def _label(self, i):
         names = self._parameter_names
         return f"argument {i}" + (f" ({names[i]!r})" if i < len(names) else "")
 
     def _types(self, key):
-        """The argument types of a specialization key (None for static arguments)."""
-        return [None if k[0] == "static" else TensorType(tuple(k[0]), k[1].name) for k in key]
+        """The entry types of a specialization key (None for static arguments)."""
+        return [None if k[0] == "static" else TensorType(tuple(k[0]), k[1].name)
+                for k in key[1:]]
 
     def _arity(self):
         """(fewest, most) positional arguments fn takes; None when it takes ``*args``."""
@@ -196,18 +263,19 @@ class CompiledFunction:
         required = sum(1 for p in params if p.name in names and p.default is p.empty)
         return required, len(names)
 
-    def specialize(self, *args):
-        """The Specialization for these arguments, and the converted arrays."""
-        return self._specialize(args)[:2]
+    def specialize(self, *args, **kwargs):
+        """The Specialization for these arguments, and the converted arrays (one per traced
+        leaf)."""
+        return self._specialize(*self._binder.bind(args, kwargs))[:2]
 
-    def _specialize(self, args):
-        arrays, key, static, made = self._convert(args)
+    def _specialize(self, args, kw=None):
+        arrays, key, static, made, layout = self._convert(args, kw)
         spec = self._specs.get(key)
         if spec is None:
             with self._lock:
                 spec = self._specs.get(key)
                 if spec is None:
-                    spec = Specialization(self, self._types(key), static)
+                    spec = Specialization(self, self._types(key), static, layout)
                     self._specs[key] = spec
         return spec, arrays, made
 
@@ -216,7 +284,11 @@ class CompiledFunction:
 
     # -- the API -------------------------------------------------------------------------------
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:                              # bound by name; then the same as positional
+            args, kw = self._binder.bind(args, kwargs)
+            if kw:
+                return self._call(args, kw)
         # .get, not try/except KeyError: an error on the full path must not be reported as
         # raised "while handling" a KeyError.
         call = self._fast_values.get(self._fast_key(args))
@@ -224,38 +296,51 @@ class CompiledFunction:
             return self._call(args)
         return call(args)
 
-    def grad(self, *args):
-        """The gradient with respect to ``argnums``: an array, or a tuple for a tuple."""
-        return self.value_and_grad(*args)[1]
+    def grad(self, *args, **kwargs):
+        """The gradient with respect to ``argnums``: the structure of the argument (an array
+        for an array), a tuple of them for a tuple ``argnums``; ``(grads, aux)`` with
+        ``has_aux``."""
+        value, grads = self.value_and_grad(*args, **kwargs)
+        return (grads, value[1]) if self.has_aux else grads
 
-    def value_and_grad(self, *args):
-        """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``."""
+    def value_and_grad(self, *args, **kwargs):
+        """``(value, grad)``; fits ``scipy.optimize.minimize(..., jac=True)``. With
+        ``has_aux``: ``((value, aux), grad)``."""
+        if kwargs:
+            args, kw = self._binder.bind(args, kwargs)
+            if kw:
+                return self._grads(args, kw)
         call = self._fast_grads.get(self._fast_key(args))
         if call is None:
             return self._grads(args)
         return call(args)
 
-    def _call(self, args):
-        if transforms.any_traced(args):
-            return transforms.call(self.fn, args)
-        spec, arrays, made = self._specialize(args)
+    def _call(self, args, kw=None):
+        if transforms.any_traced(args, kw):
+            return transforms.call(self.fn, args, kw)
+        spec, arrays, made = self._specialize(args, kw)
         executable = spec.executable()
         finish = _values_of(spec)
         self._remember(self._fast_values, args, spec, made, executable.value, finish,
-                       getattr(executable, "scalars", None))
+                       getattr(executable, "scalars", None) if spec.plain else None)
         return finish(executable.value(arrays))
 
-    def _grads(self, args):
-        if transforms.any_traced(args):
-            return transforms.value_and_grad(self.fn, self.argnums, self.single, args)
-        spec, arrays, made = self._specialize(args)
+    def _grads(self, args, kw=None):
+        if transforms.any_traced(args, kw):
+            return transforms.value_and_grad(self.fn, self.argnums, self.single, args, kw,
+                                             has_aux=self.has_aux)
+        spec, arrays, made = self._specialize(args, kw)
         if not spec.differentiable:
-            what = ("a tuple" if spec.graph.tuple_output else str(spec.graph.outputs[0].type))
+            out = spec.graph.outputs[0]
+            what = ("a tuple" if spec.graph.tuple_output and not self.has_aux else
+                    str(out.type))
             raise ValueError(f"grad needs a scalar float result; {self.__name__} returns "
                              f"{what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
         executable = spec.executable()
         finish = _grads_of(spec, self.single)
         scalar_run = getattr(executable, "scalars_and_grad", None)
+        if not spec.plain or spec.n_aux:
+            scalar_run = None
         if scalar_run is not None and self.single:
             scalar_run = _first_grad(scalar_run)
         self._remember(self._fast_grads, args, spec, made, executable.value_and_grad, finish,
@@ -305,37 +390,39 @@ class CompiledFunction:
 
     def jvp(self, args, tangents):
         """Forward mode: ``(value, tangent_out)``, the value of ``fn(*args)`` and its directional
-        derivative along ``tangents`` (one per ``argnums`` entry; for an int ``argnums`` the
-        tangent itself may be given). Both have the structure of ``fn``'s result."""
-        args, tangents = tuple(args), self._per_argnum(tangents, "tangents")
+        derivative along ``tangents`` (one per ``argnums`` entry, each in the structure of its
+        argument; for an int ``argnums`` the tangent itself may be given). Both have the
+        structure of ``fn``'s result."""
+        args = tuple(args)
+        tangents = self._per_argnum(tangents, "tangents", args)
         if transforms.any_traced(args + tangents):
             return transforms.jvp(self.fn, self.argnums, args, tangents)
         n = len(args)
-        cf = self._derived("jvp", n, lambda *xs: _flatten(
-            transforms.jvp(self.fn, self.argnums, xs[:n], xs[n:])))
-        flat = cf(*args, *tangents)
-        if not self.specialize(*args)[0].graph.tuple_output:
-            return flat[0], flat[1]
-        half = len(flat) // 2
-        return tuple(flat[:half]), tuple(flat[half:])
+        cf = self._derived("jvp", n, lambda *xs: transforms.jvp(
+            self.fn, self.argnums, xs[:n], xs[n:]))
+        return cf(*args, *tangents)
 
     def hvp(self, args, v):
         """The Hessian-vector product H·v of a scalar ``fn`` with respect to ``argnums``, by
-        forward mode over reverse mode (one gradient sweep and its tangent). ``v``: one array
-        per ``argnums`` entry (or the array itself for an int ``argnums``); the result has the
-        structure of ``grad``'s."""
-        args, v = tuple(args), self._per_argnum(v, "v")
+        forward mode over reverse mode (one gradient sweep and its tangent). ``v``: one entry
+        per ``argnums`` entry in the structure of its argument (or the entry itself for an int
+        ``argnums``); the result has the structure of ``grad``'s."""
+        args = tuple(args)
+        v = self._per_argnum(v, "v", args)
         if transforms.any_traced(args + v):
             return _hvp_traced(self.fn, self.argnums, self.single, args, v)
         n = len(args)
-        cf = self._derived("hvp", n, lambda *xs: tuple(_hvp_traced(
-            self.fn, self.argnums, False, xs[:n], xs[n:])))
-        out = cf(*args, *v)
-        return out[0] if self.single else tuple(out)
+        cf = self._derived("hvp", n, lambda *xs: _hvp_traced(
+            self.fn, self.argnums, self.single, xs[:n], xs[n:]))
+        return cf(*args, *v)
 
-    def _per_argnum(self, values, what):
+    def _per_argnum(self, values, what, args):
         if self.single:
-            return values if isinstance(values, tuple) and len(values) == 1 else (values,)
+            i = self.argnums[0]
+            if (isinstance(values, tuple) and len(values) == 1 and i < len(args)
+                    and tree_util.tree_structure(values) != tree_util.tree_structure(args[i])):
+                return values
+            return (values,)
         if isinstance(values, (tuple, list)) and len(values) == len(self.argnums):
             return tuple(values)
         raise TypeError(f"{self.__name__}: {what} needs one entry per argnums entry "
@@ -359,9 +446,11 @@ class CompiledFunction:
                 extra.append(name)
             signature = None
             if self.signature:
-                signature = {i: entry[1] for i, entry in self.signature.items()}
-                signature.update({nargs + k: self.signature[i][1]
-                                  for k, i in enumerate(self.argnums) if i in self.signature})
+                text = _signature_text(self.signature)
+                signature = {i: text[entry.key if isinstance(entry, _TreeType) else entry[0]]
+                             for i, entry in self.signature.items()}
+                signature.update({nargs + k: signature[i]
+                                  for k, i in enumerate(self.argnums) if i in signature})
             fn.__name__ = fn.__qualname__ = f"{kind}_{self.__name__}"
             fn.__signature__ = _parameters(names + extra)
             derived[key] = CompiledFunction(
@@ -370,16 +459,17 @@ class CompiledFunction:
                 cflags=self.cflags)
         return derived[key]
 
-    def trace(self, *args):
+    def trace(self, *args, **kwargs):
         """The traced (and optimized) forward Graph for these arguments."""
-        return self.specialize(*args)[0].graph
+        return self.specialize(*args, **kwargs)[0].graph
 
-    def source(self, *args):
+    def source(self, *args, **kwargs):
         """The generated C source for these arguments."""
-        return render_program(self.specialize(*args)[0].program()).source
+        return render_program(self.specialize(*args, **kwargs)[0].program()).source
 
     def check(self, *args, **kwargs):
-        """``symgrad.check_grad(self, *args, argnums=self.argnums)``."""
+        """``symgrad.check_grad(self, *args, argnums=self.argnums)``; keyword arguments of
+        ``check_grad`` (``rtol``, ``atol``, ...) are taken as such."""
         return check_grad(self, *args, argnums=self.argnums[0] if self.single else self.argnums,
                           **kwargs)
 
@@ -401,8 +491,8 @@ class CompiledFunction:
             options = dict(
                 argnums=self.argnums[0] if self.single else self.argnums,
                 static_argnums=self.static_argnums,
-                signature=({key: text for key, text, *_ in self.signature.values()}
-                           if self.signature else None),
+                signature=_signature_text(self.signature),
+                has_aux=self.has_aux, static_argnames=self.static_argnames,
                 backend=self.backend, dtype=self.dtype, cache_dir=self.cache_dir,
                 cflags=self.cflags)
             try:
@@ -435,7 +525,11 @@ def _value(out):
 
 def _values_of(spec):
     """``finish(outputs)``: the user's result (API.md §2) from the output arrays of ``spec``'s
-    value function: a float for a scalar, else the array; a tuple for a tuple result."""
+    value function: a float for a scalar, else the array; a tuple for a tuple result; the
+    function's own structure for a pytree result."""
+    if not spec.plain:
+        tree = spec.out_tree
+        return lambda outs: tree_util.tree_unflatten(tree, [_value(v) for v in outs])
     if spec.graph.tuple_output:
         return lambda outs: tuple([_value(v) for v in outs])
     if spec.graph.outputs[0].shape == ():
@@ -446,15 +540,37 @@ def _values_of(spec):
 def _grads_of(spec, single):
     """``finish((value, gradients))``: the user's ``value_and_grad`` result from the arrays of
     ``spec``'s value-and-gradient function: the value a float; each gradient an array, a 0-d
-    one indexed to its NumPy scalar; the gradient itself for an int ``argnums``, else a
-    tuple."""
-    zero_d = any(spec.types[i].shape == () for i in spec.owner.argnums)
+    one indexed to its NumPy scalar, in the structure of its argument; the gradient itself for
+    an int ``argnums``, else a tuple. With ``has_aux`` the value is ``(value, aux)``."""
+    zero_d = any(spec.graph.inputs[p].shape == () for p in spec.wrt)
+    n_aux = spec.n_aux
+    # A one-element result of shape (1,) or (1, 1) keeps its shape, as autograd's does.
+    as_value = (lambda v: v) if spec.graph.outputs[0].ndim else float
+    if spec.plain and not n_aux:
+        def finish(outs):
+            value, grads = outs
+            if zero_d:
+                grads = [g[()] if g.ndim == 0 else g for g in grads]
+            return as_value(value), (grads[0] if single else tuple(grads))
+        return finish
+    groups = spec.groups
+    aux_tree = spec.out_tree.children[1] if n_aux or spec.owner.has_aux else None
 
     def finish(outs):
-        value, grads = outs
+        value, rest = outs
+        grads = rest[n_aux:]
         if zero_d:
             grads = [g[()] if g.ndim == 0 else g for g in grads]
-        return float(value), (grads[0] if single else tuple(grads))
+        trees, k = [], 0
+        for tree in groups:
+            trees.append(tree_util.tree_unflatten(tree, grads[k:k + tree.num_leaves]))
+            k += tree.num_leaves
+        grads = trees[0] if single else tuple(trees)
+        value = as_value(value)
+        if aux_tree is None:
+            return value, grads
+        aux = tree_util.tree_unflatten(aux_tree, [_value(v) for v in rest[:n_aux]])
+        return (value, aux), grads
     return finish
 
 
@@ -558,6 +674,9 @@ def _has_float(seq):
 
 
 def _parse_signature(fn, signature):
+    """``{position: parsed}`` of a ``signature`` keyed by parameter name or position; a
+    parsed entry is ``(key, text, dtype, dims)`` for a type string and ``_TreeType`` for a
+    pytree of them (the argument then has that structure)."""
     if signature is None:
         return None
     names = tracing.parameter_names(fn)
@@ -567,29 +686,75 @@ def _parse_signature(fn, signature):
         if index is None:
             raise ValueError(f"signature names {key!r}, which is not a parameter of "
                              f"{fn.__name__}({', '.join(names)})")
-        parsed[index] = (key, text, *parse_type(text))
+        if isinstance(text, str):
+            parsed[index] = (key, text, *parse_type(text))
+            continue
+        pairs, tree = tree_util.tree_flatten_with_path(text)
+        leaves = []
+        for path, leaf in pairs:
+            if not isinstance(leaf, str):
+                raise TypeError(f"signature for {key!r}{tree_util.keystr(path)}: expected a "
+                                f"type string such as 'f64[N,3]', got {leaf!r}")
+            leaves.append((f"{key}{tree_util.keystr(path)}", leaf, *parse_type(leaf)))
+        parsed[index] = _TreeType(key, tree, leaves)
     return parsed
 
 
-def _declared_shape(signature, i, shape):
-    """The shape argument ``i`` is traced with: named dimensions of the signature become
+def _signature_text(signature):
+    """A parsed signature as the user wrote it (by name or position)."""
+    if not signature:
+        return None
+    return {v.key if isinstance(v, _TreeType) else v[0]:
+            v.text if isinstance(v, _TreeType) else v[1] for v in signature.values()}
+
+
+class _TreeType:
+    """A signature entry for a pytree argument: its structure and a parsed type per leaf."""
+
+    def __init__(self, key, tree, leaves):
+        self.key, self.tree, self.leaves = key, tree, leaves
+
+    @property
+    def text(self):
+        return tree_util.tree_unflatten(self.tree, [leaf[1] for leaf in self.leaves])
+
+
+def _entry_signature(signature, layout, name):
+    """The signature's parsed type for each entry of a call (None where it says nothing).
+    Raises TypeError when a pytree argument is structured differently from its signature."""
+    out = []
+    for i, start, stop in layout.spans():
+        declared = signature.get(i)
+        tree = layout.trees[i]
+        if isinstance(declared, _TreeType):
+            if tree != declared.tree:
+                raise TypeError(f"{name}: argument {declared.key!r} is structured as "
+                                f"{tree if tree is not calls.STATIC else 'a static value'}, but "
+                                f"the signature says {declared.tree}")
+            out.extend(declared.leaves)
+        elif declared is not None and tree is not tree_util.LEAF:
+            raise TypeError(f"{name}: argument {declared[0]!r} is a pytree ({tree}), but the "
+                            f"signature gives it one type, {declared[1]}; give a pytree of "
+                            f"type strings")
+        else:
+            out.extend([declared] * (stop - start))
+    return out + [None] * (layout.kw_tree.num_leaves if layout.kw_tree is not None else 0)
+
+
+def _declared_shape(entry, shape):
+    """The shape an entry is traced with: named dimensions of its signature type become
     run-time sizes (one native function for every size), the others are the actual ones."""
-    if not signature or i not in signature:
-        return tuple(shape)
-    return tuple(dims.symbol(d) if isinstance(d, str) else s
-                 for d, s in zip(signature[i][3], shape))
+    return tuple(dims.symbol(d) if isinstance(d, str) else s for d, s in zip(entry[3], shape))
 
 
-def _check_signature(signature, i, arr, name, sizes):
-    """``arr`` checked against (and cast to) the signature's type for argument ``i``.
+def _check_signature(entry, arr, name, sizes):
+    """``arr`` checked against (and cast to) the signature's type ``entry``.
 
     ``sizes`` maps the named dimensions seen so far to their sizes; the first argument using
     a name binds it. Raises ShapeError (rank, a fixed size, or a named size that differs from
     an earlier argument's) or DTypeError (a cast NumPy's ``same_kind`` rule refuses).
     """
-    if i not in signature:
-        return arr
-    key, text, dtype, dims = signature[i]
+    key, text, dtype, dims = entry
     if len(dims) != arr.ndim or any(isinstance(d, int) and d != s for d, s in zip(dims, arr.shape)):
         raise ShapeError(f"{name}: argument {key!r} has shape {arr.shape}, but the signature "
                          f"says {text}")
@@ -609,70 +774,99 @@ def _check_signature(signature, i, arr, name, sizes):
 
 
 def compile(fn=None, *, argnums=0, static_argnums=(), signature=None, backend="c", dtype=None,
-            cache_dir=None, cflags=None):
-    """Compile ``fn``; usable as ``@compile`` or ``@compile(argnums=..., ...)``. See API.md §2."""
-    options = dict(argnums=argnums, static_argnums=static_argnums, signature=signature,
+            cache_dir=None, cflags=None, static_argnames=(), has_aux=False):
+    """Compile ``fn``; usable as ``@compile`` or ``@compile(argnums=..., ...)``. See API.md §2
+    and §6 (pytrees, keywords, ``static_argnames``, ``has_aux``)."""
+    options = dict(argnums=argnums, static_argnums=static_argnums,
+                   static_argnames=static_argnames, has_aux=has_aux, signature=signature,
                    backend=backend, dtype=dtype, cache_dir=cache_dir, cflags=cflags)
     if fn is None:
         return lambda f: CompiledFunction(f, **options)
     return CompiledFunction(fn, **options)
 
 
-def trace(fn, *args):
+def trace(fn, *args, **kwargs):
     """The traced Graph of ``fn`` for these arguments (every non-static argument traced)."""
     cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, backend="interp")
-    return cf.trace(*args)
+    return cf.trace(*args, **kwargs)
 
 
-def grad(fn, argnums=0, **options):
-    """A callable returning the gradient of ``fn`` (compiled), JAX style. Called inside a traced
-    function it inlines the gradient, so it composes: ``grad(grad(f))``."""
-    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
+def grad(fn, argnums=0, has_aux=False, **options):
+    """A callable returning the gradient of ``fn`` (compiled), JAX style: in the structure of
+    the argument(s) ``argnums`` selects; ``(grads, aux)`` with ``has_aux``. Called inside a
+    traced function it inlines the gradient, so it composes: ``grad(grad(f))``."""
+    cf = _compiled(fn, argnums, has_aux, options)
     return _entry_point(cf, cf.grad, "grad")
 
 
-def value_and_grad(fn, argnums=0, **options):
-    """A callable returning ``(value, gradient)`` of ``fn`` (compiled), JAX style."""
-    cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums, **options)
+def value_and_grad(fn, argnums=0, has_aux=False, **options):
+    """A callable returning ``(value, gradient)`` of ``fn`` (compiled), JAX style;
+    ``((value, aux), gradient)`` with ``has_aux``."""
+    cf = _compiled(fn, argnums, has_aux, options)
     return _entry_point(cf, cf.value_and_grad, "value_and_grad")
 
 
-def jacobian(fn, argnums=0, mode="auto", **options):
+def _compiled(fn, argnums, has_aux, options):
+    """``fn`` compiled; a compiled ``fn`` is used as it is (its own ``argnums``), unless
+    ``has_aux`` asks for what it was not compiled with."""
+    if isinstance(fn, CompiledFunction) and fn.has_aux == bool(has_aux):
+        return fn
+    if isinstance(fn, CompiledFunction):
+        base = dict(static_argnums=fn.static_argnums, static_argnames=fn.static_argnames,
+                    signature=_signature_text(fn.signature), backend=fn.backend,
+                    dtype=fn.dtype, cache_dir=fn.cache_dir, cflags=fn.cflags)
+        base.update(options)
+        options, argnums, fn = base, fn.argnums[0] if fn.single else fn.argnums, fn.fn
+    return CompiledFunction(fn, argnums=argnums, has_aux=has_aux, **options)
+
+
+def _argnums_tuple(argnums):
+    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+
+def jacobian(fn, argnums=0, mode="auto", has_aux=False, **options):
     """The compiled Jacobian of ``fn`` with respect to ``argnums``: ``out.shape + in.shape``.
 
     ``mode``: ``"forward"`` (one jvp per input coordinate), ``"reverse"`` (one vjp per output
     coordinate) or ``"auto"``: forward when the differentiated inputs have fewer elements than
-    the result, reverse otherwise. A tuple ``argnums`` gives a tuple of Jacobians; a function
-    returning a tuple gives one entry per result. ``options`` go to ``symgrad.compile``
-    (``backend=``, ``dtype=``, ...). Raises ValueError for an unknown mode, integer results
-    or run-time sizes.
+    the result, reverse otherwise. As in JAX, the result has the structure of ``fn``'s result,
+    each leaf holding the structure of the argument (a tuple of them for a tuple ``argnums``);
+    ``has_aux``: ``fn`` returns ``(out, aux)`` and the call ``(jacobian, aux)``. ``options``
+    go to ``symgrad.compile`` (``backend=``, ``dtype=``, ...). Raises ValueError for an
+    unknown mode, integer results or run-time sizes.
     """
     transforms.choose_mode(mode, 0, 0)
-    target, single, nums = _target(fn, argnums)
+    target, single, nums, options = _target(fn, argnums, options)
 
-    def jac(*args):
-        return transforms.jacobian(target, nums, single, mode, args)
+    def jac(*args, **kwargs):
+        return transforms.jacobian(target, nums, single, mode, args, kwargs, has_aux=has_aux)
     return CompiledFunction(_named(jac, target, "jacobian"), argnums=nums, **options)
 
 
 def hessian(fn, argnums=0, **options):
     """The compiled Hessian of a scalar ``fn``: the forward-mode Jacobian of its reverse-mode
-    gradient (``in.shape + in.shape``; nested tuples for a tuple ``argnums``)."""
-    target, single, nums = _target(fn, argnums)
+    gradient (``in.shape + in.shape``; nested structures for a pytree or tuple ``argnums``,
+    as in JAX)."""
+    target, single, nums, options = _target(fn, argnums, options)
 
-    def gradient(*args):
-        return transforms.value_and_grad(target, nums, single, args)[1]
+    def gradient(*args, **kwargs):
+        return transforms.value_and_grad(target, nums, single, args, kwargs)[1]
 
-    def hess(*args):
+    def hess(*args, **kwargs):
         return transforms.jacobian(_named(gradient, target, "grad"), nums, single, "forward",
-                                   args)
+                                   args, kwargs)
     return CompiledFunction(_named(hess, target, "hessian"), argnums=nums, **options)
 
 
-def _target(fn, argnums):
-    target = fn.fn if isinstance(fn, CompiledFunction) else fn
+def _target(fn, argnums, options):
+    """The function to transform (a compiled one's own, with its static arguments kept in
+    ``options``), whether ``argnums`` is an int, argnums as a tuple, and the options."""
+    if isinstance(fn, CompiledFunction):
+        options = dict(dict(static_argnums=fn.static_argnums,
+                            static_argnames=fn.static_argnames), **options)
+        fn = fn.fn
     single = isinstance(argnums, int)
-    return target, single, ((argnums,) if single else tuple(argnums))
+    return fn, single, _argnums_tuple(argnums), options
 
 
 def _named(wrapper, fn, kind):
@@ -683,8 +877,8 @@ def _named(wrapper, fn, kind):
 
 
 def _entry_point(cf, method, kind):
-    def entry(*args):
-        return method(*args)
+    def entry(*args, **kwargs):
+        return method(*args, **kwargs)
     entry = _named(entry, cf.fn, kind)
     entry.compiled = cf
     return entry
@@ -695,14 +889,6 @@ def _hvp_traced(fn, argnums, single, args, v):
         return transforms.value_and_grad(fn, argnums, False, xs)[1]
     _, hv = transforms.jvp(_named(gradient, fn, "grad"), argnums, args, v)
     return hv[0] if single else hv
-
-
-def _flatten(pair):
-    """(outputs, tangents), each a value or a tuple, as one flat tuple."""
-    flat = []
-    for part in pair:
-        flat.extend(part if isinstance(part, tuple) else (part,))
-    return tuple(flat)
 
 
 def _parameters(names):
@@ -718,6 +904,7 @@ def check_grad(fn, *args, argnums=0, **options):
     cf = fn if isinstance(fn, CompiledFunction) else CompiledFunction(fn, argnums=argnums)
     if cf.argnums != argnums_t:
         cf = CompiledFunction(cf.fn, argnums=argnums_t, static_argnums=cf.static_argnums,
+                              static_argnames=cf.static_argnames, has_aux=cf.has_aux,
                               backend=cf.backend, dtype=cf.dtype, cache_dir=cf.cache_dir,
                               cflags=cf.cflags)
     return check.check_compiled(cf, *args, argnums=argnums, **options)

@@ -4,7 +4,7 @@ Contract:
 
 - ``value_and_grad(f, params, shards, client, reduce="mean")``: ``f(params, *shard)`` is the
   loss on one shard; returns ``(value, grads)`` over all shards, ``grads`` in the structure of
-  ``params`` (an array, or a nested tuple/list/dict of arrays, as in ``symgrad.optim``). With
+  ``params`` (an array or any pytree of arrays, ``symgrad.tree_util``). With
   ``"mean"`` each shard's value and gradient are weighted by its rows (axis 0 of its first
   array), so a per-shard mean loss gives the mean over all rows; ``"sum"`` adds them.
 - ``shards`` is a list of shards, each a tuple of NumPy arrays, Dask arrays or Dask futures
@@ -31,16 +31,17 @@ when the worker's disk cache already holds the library).
 """
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import uuid
 
 import numpy as np
 
+from symgrad import training
 from symgrad.api import CompiledFunction, compile
-from symgrad.optim import tree_flatten, tree_unflatten
 from symgrad.core.types import LONG_TO_SHORT, canonical_dtype
+from symgrad.training import Batches, FlatLoss, train
+from symgrad.tree_util import tree_flatten, tree_unflatten
 
 __all__ = ["value_and_grad", "minimize", "put", "ShardedLoss"]
 
@@ -58,43 +59,6 @@ def _dask():
 
 
 # -- the loss as a function of the parameters' leaves ----------------------------------------
-
-class FlatLoss:
-    """``f(params, *data)`` as a function of the leaves of ``params`` followed by the data.
-
-    A class rather than a closure so it pickles by reference (with ``f``, when ``f`` is
-    importable) and to the same bytes every time, which is what lets a worker recognise a loss
-    it has already compiled.
-    """
-
-    def __init__(self, f, treedef, n_leaves):
-        self.f = f
-        self.treedef = treedef
-        self.n_leaves = n_leaves
-        self.__name__ = self.__qualname__ = getattr(f, "__name__", "loss")
-
-    def __call__(self, *args):
-        k = self.n_leaves
-        return self.f(tree_unflatten(self.treedef, args[:k]), *args[k:])
-
-    @property
-    def __signature__(self):
-        """Leaves named after ``f``'s first parameter (``params_0``, ...), then its data
-        parameters, so traces and generated C read like the user's code."""
-        try:
-            params = list(inspect.signature(self.f).parameters.values())
-        except (TypeError, ValueError):
-            params = []
-        positional = [p.name for p in params
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        base = positional[0] if positional else "params"
-        names = [base] if self.n_leaves == 1 else [f"{base}_{i}" for i in range(self.n_leaves)]
-        kind = inspect.Parameter.POSITIONAL_ONLY
-        out = [inspect.Parameter(n, kind) for n in names + positional[1:]]
-        if not positional or any(p.kind == p.VAR_POSITIONAL for p in params):
-            out.append(inspect.Parameter("data", inspect.Parameter.VAR_POSITIONAL))
-        return inspect.Signature(out)
-
 
 def _compile_flat(f, params):
     """(compiled flat loss, leaves as float arrays, treedef)."""
@@ -226,7 +190,7 @@ class ShardedLoss:
     It has the call ``symgrad.optim.minimize`` makes on its compiled loss
     (``value_and_grad(*leaves, *batch)`` with an empty batch, returning the value and one
     gradient per leaf), so a training loop can use it in the compiled loss's place.
-    ``leaves`` are the leaves of ``params`` in ``symgrad.optim.tree_flatten`` order.
+    ``leaves`` are the leaves of ``params`` in ``symgrad.tree_util.tree_flatten`` order.
     """
 
     def __init__(self, f, params, shards, client, reduce="mean", retries=0):
@@ -282,8 +246,10 @@ def minimize(f, params, optimizer, shards, client, steps, reduce="mean", callbac
     ``history`` holds the loss before each update; one epoch is one step. A loss that is not
     finite stops the run.
     """
-    from symgrad.optim import _Batches, train
     loss = ShardedLoss(f, params, shards, client, reduce, retries)
     leaves = [np.array(p) for p in loss.leaves]
-    return train(loss, leaves, loss.treedef, optimizer, _Batches(None, None, None), steps,
+    return train(loss, leaves, loss.treedef, optimizer, Batches(None, None, None), steps,
                  callback)
+
+
+training.sharded_loss = ShardedLoss     # optim.minimize(client=...) finds it here

@@ -13,6 +13,12 @@ class TracingError(SymgradError):
     """The function cannot be traced, e.g. Python control flow on a traced value."""
 
 
+class UnsupportedError(TracingError, AttributeError):
+    """A NumPy or SciPy function symgrad does not support yet (``snp.foo``, ``np.foo(tracer)``).
+    The message names it and the closest supported names. An AttributeError too, so that
+    ``hasattr(symgrad.numpy, "foo")`` is False."""
+
+
 class ShapeError(SymgradError, ValueError):
     """Operand shapes do not fit an operation (raised at trace time)."""
 

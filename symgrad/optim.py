@@ -3,8 +3,9 @@
 Contract:
 
 - ``SGD``, ``Adagrad``, ``RMSProp`` and ``Adam`` update parameters with
-  ``params = opt.step(params, grads)``. ``params`` is an array or a (nested) tuple, list or dict
-  of arrays; the result has the same structure. Each optimizer keeps its state (momentum,
+  ``params = opt.step(params, grads)``. ``params`` is an array or any pytree of arrays
+  (``symgrad.tree_util``: tuples, lists, dicts with their keys sorted as in JAX, named tuples,
+  registered classes); the result has the same structure. Each optimizer keeps its state (momentum,
   squared-gradient averages, the step count) for every leaf, packed with the other leaves of
   its dtype into one vector (``leaf_state(i)`` shows one leaf's).
 - Each update rule is written once, below, as a symgrad function of
@@ -21,73 +22,32 @@ Contract:
 """
 from __future__ import annotations
 
-import inspect
 import math
-import re
-import sys
-import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from symgrad import numpy as snp
+from symgrad import training
 from symgrad.api import CompiledFunction, compile
 from symgrad.core.types import LONG_TO_SHORT, canonical_dtype
+from symgrad.training import Batches, FlatLoss, MinimizeResult, Progress, float_copy, train
+from symgrad.tree_util import tree_flatten, tree_unflatten
 
 # Functions here are traced as the user's own code (symgrad.core.ir.user_location).
 TRACED_AS_USER_CODE = True
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "step_decay", "exponential_decay",
-           "cosine_decay", "minimize", "MinimizeResult", "flatten", "tree_flatten",
-           "tree_unflatten"]
+           "cosine_decay", "minimize", "MinimizeResult", "flatten"]
 
 
 # -- parameter structures --------------------------------------------------------------------
-
-def tree_flatten(tree):
-    """``(leaves, treedef)`` for an array or a nested tuple/list/dict of arrays.
-
-    Leaves come in order (dicts in their insertion order); ``tree_unflatten(treedef, leaves)``
-    rebuilds the structure. Anything that is not a tuple, list or dict is a leaf.
-    """
-    leaves = []
-    treedef = _flatten_into(tree, leaves)
-    return leaves, treedef
-
-
-def _flatten_into(tree, leaves):
-    if isinstance(tree, (tuple, list)):
-        return (type(tree), tuple(_flatten_into(t, leaves) for t in tree))
-    if isinstance(tree, dict):
-        return (dict, tuple((k, _flatten_into(v, leaves)) for k, v in tree.items()))
-    leaves.append(tree)
-    return None
-
-
-def tree_unflatten(treedef, leaves):
-    """The structure ``treedef`` (from ``tree_flatten``) rebuilt around ``leaves``."""
-    it = iter(leaves)
-    tree = _build(treedef, it)
-    if next(it, None) is not None:
-        raise ValueError("more leaves than the structure holds")
-    return tree
-
-
-def _build(treedef, it):
-    if treedef is None:
-        return next(it)
-    kind, children = treedef
-    if kind is dict:
-        return {k: _build(c, it) for k, c in children}
-    return kind(_build(c, it) for c in children)
-
 
 def flatten(params):
     """``(x, unflatten)``: every leaf of ``params`` raveled into one 1-D float array ``x``.
 
     ``unflatten(x)`` returns arrays of the original shapes in the original structure (an array,
-    or a tuple/list/dict of arrays), so a loss over several arrays plugs into optimizers that
-    take one vector::
+    or any pytree of arrays; leaves in ``symgrad.tree_util`` order, dict keys sorted), so a loss
+    over several arrays plugs into optimizers that take one vector::
 
         x0, unflatten = flatten((A, omega))
         def fun(x):
@@ -409,26 +369,6 @@ def cosine_decay(lr, total_steps, lr_min=0.0):
 
 # -- the training loop -----------------------------------------------------------------------
 
-@dataclass
-class MinimizeResult:
-    """What ``minimize`` reached.
-
-    ``params``: the final parameters (structure of the initial ones). ``history``: the loss per
-    step, each evaluated at the parameters before that step's update (on that step's batch).
-    ``best_params``/``best_loss``: the parameters with the lowest loss in ``history`` (with
-    mini-batches, the lowest batch loss). ``message`` says why the loop stopped.
-    """
-
-    params: object
-    history: np.ndarray
-    best_params: object
-    best_loss: float
-    steps: int
-    epochs: float
-    message: str
-    wall_time: float
-
-
 def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, steps=None,
              callback=None, progress=True, seed=None, client=None):
     """Minimize ``f(params, *batch)`` with ``optimizer``; returns a ``MinimizeResult``.
@@ -454,65 +394,26 @@ def minimize(f, params, optimizer, data=None, batch_size=None, epochs=None, step
     if epochs is None and steps is None:
         raise ValueError("minimize needs epochs or steps")
     leaves, treedef = tree_flatten(params)
-    leaves = [_float_copy(p) for p in leaves]
-    k = len(leaves)
+    leaves = [float_copy(p) for p in leaves]
     fn = f.fn if isinstance(f, CompiledFunction) else f      # compiled again below, for leaves
     if client is not None:
         if batch_size is not None:
             raise ValueError("with a client, data are shards on the cluster: batch_size does "
                              "not apply")
-        from symgrad.distributed import ShardedLoss
-        compiled = ShardedLoss(fn, params, data, client)
-        batches = _Batches(None, None, seed)
+        if training.sharded_loss is None:
+            raise ImportError("minimize(client=...) needs symgrad.distributed: import it (it "
+                              "needs Dask's distributed scheduler)")
+        compiled = training.sharded_loss(fn, params, data, client)
+        batches = Batches(None, None, seed)
     else:
-        batches = _Batches(data, batch_size, seed)
-
-        def loss(*args):
-            return fn(tree_unflatten(treedef, args[:k]), *args[k:])
-
-        loss.__name__ = loss.__qualname__ = getattr(f, "__name__", "loss")
-        loss.__signature__ = _signature(fn, treedef, len(batches.data))
-        compiled = _compile_batched(loss, leaves, batches)
+        batches = Batches(data, batch_size, seed)
+        compiled = _compile_batched(FlatLoss(fn, treedef, len(leaves)), leaves, batches)
 
     total = batches.steps_for(epochs)
     if steps is not None:
         total = steps if total is None else min(total, steps)
     return train(compiled, leaves, treedef, optimizer, batches, total, callback,
-                 _Progress(total, progress))
-
-
-def train(compiled, leaves, treedef, optimizer, batches, total, callback=None, bar=None):
-    """The training loop of ``minimize`` (also ``symgrad.distributed.minimize``'s): ``total``
-    steps of ``compiled.value_and_grad(*leaves, *batch)`` then ``optimizer.step``; stops early
-    on a loss that is not finite, a callback returning True, or Ctrl-C. Returns a
-    MinimizeResult."""
-    bar = bar or _Progress(total, False)
-    history, best_loss, best = [], math.inf, leaves
-    message, step, start = "done", 0, time.perf_counter()
-    try:
-        while step < total:
-            batch = batches.next()
-            value, grads = compiled.value_and_grad(*leaves, *batch)
-            history.append(value)
-            if not math.isfinite(value):
-                message = f"stopped: the loss is {value} at step {step}"
-                break
-            if value < best_loss:
-                best_loss, best = value, leaves
-            leaves = tree_flatten(optimizer.step(list(leaves), list(grads)))[0]
-            step += 1
-            bar.update(value, optimizer)
-            if callback is not None and callback(step, tree_unflatten(treedef, leaves), value):
-                message = f"stopped by the callback at step {step}"
-                break
-    except KeyboardInterrupt:
-        message = f"interrupted at step {step}"
-    finally:
-        bar.close()
-    return MinimizeResult(params=tree_unflatten(treedef, leaves), history=np.asarray(history),
-                          best_params=tree_unflatten(treedef, best), best_loss=best_loss,
-                          steps=step, epochs=batches.epochs_done(step), message=message,
-                          wall_time=time.perf_counter() - start)
+                 Progress(total, progress))
 
 
 def _compile_batched(loss, leaves, batches):
@@ -534,138 +435,3 @@ def _compile_batched(loss, leaves, batches):
         return compile(loss, argnums=argnums)
 
 
-def _signature(fn, treedef, n_data):
-    """A signature naming the flattened wrapper's arguments after the user's, so traces and
-    generated C read ``params_W1, params_b1, X, y`` rather than ``arg0, arg1, ...``."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    base = positional[0] if positional else "params"
-    data_names = positional[1:1 + n_data]
-    data_names += [f"batch{i}" for i in range(len(data_names), n_data)]
-    names, seen = [], set(data_names)
-    for path in _leaf_paths(treedef):
-        name = re.sub(r"\W", "_", "_".join([base, *path])) if path else base
-        while name in seen:
-            name += "_"
-        seen.add(name)
-        names.append(name)
-    kind = inspect.Parameter.POSITIONAL_ONLY
-    return inspect.Signature([inspect.Parameter(n, kind) for n in names + data_names])
-
-
-def _leaf_paths(treedef, path=()):
-    """The path (keys and indices, as strings) to every leaf of ``treedef``, in leaf order."""
-    if treedef is None:
-        return [path]
-    kind, children = treedef
-    if kind is dict:
-        return [p for k, c in children for p in _leaf_paths(c, path + (str(k),))]
-    return [p for i, c in enumerate(children) for p in _leaf_paths(c, path + (str(i),))]
-
-
-def _float_copy(p):
-    """A copy of ``p`` as a float array (float64 unless it already is a float array)."""
-    p = np.asarray(p)
-    return np.array(p, dtype=p.dtype if p.dtype.kind == "f" else np.float64)
-
-
-class _Batches:
-    """Seeded, shuffled mini-batches of ``data`` (a tuple of arrays), one epoch after another."""
-
-    def __init__(self, data, batch_size, seed):
-        if data is None:
-            data = ()
-        elif not isinstance(data, (tuple, list)):
-            data = (data,)
-        self.data = tuple(np.asarray(a) for a in data)
-        self.n = len(self.data[0]) if self.data else 0
-        if any(len(a) != self.n for a in self.data):
-            raise ValueError(f"data arrays differ in length: {[len(a) for a in self.data]}")
-        if self.data and self.n == 0:
-            raise ValueError("data is empty")
-        self.shuffle = batch_size is not None and bool(self.data)
-        self.batch_size = batch_size or max(self.n, 1)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.per_epoch = math.ceil(self.n / self.batch_size) if self.data else 1
-        self.rng = np.random.default_rng(seed)
-        self.order, self.pos = None, 0
-
-    def steps_for(self, epochs):
-        return None if epochs is None else int(math.ceil(epochs * self.per_epoch))
-
-    def epochs_done(self, steps):
-        return steps / self.per_epoch
-
-    def next(self):
-        if not self.data:
-            return ()
-        if not self.shuffle:
-            return self.data
-        if self.order is None or self.pos >= self.n:
-            self.order, self.pos = self.rng.permutation(self.n), 0
-        idx = self.order[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return tuple(a[idx] for a in self.data)
-
-
-class _Progress:
-    """A tqdm bar with the loss, or a one-line status on stderr when tqdm is not installed.
-
-    While training the bar shows a running average of the loss (mini-batch losses are noisy),
-    updated at most five times a second; the last step, and a run that stops early, show the
-    loss of the last step, so the bar never ends on a stale number."""
-
-    def __init__(self, total, enabled):
-        self.enabled, self.total, self.n = enabled, total, 0
-        self.smooth, self.last, self.start = None, 0.0, time.perf_counter()
-        self.loss, self.lr = None, None
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
-
-    def update(self, loss, optimizer):
-        if not self.enabled:
-            return
-        self.n += 1
-        self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
-        self.loss, self.lr = loss, optimizer.learning_rate()
-        now = time.perf_counter()
-        if self.bar is not None:
-            if self.n == self.total:
-                self._final()
-            self.bar.update(1)
-            if now - self.last > 0.2 and self.n < self.total:
-                self.bar.set_postfix(loss=f"{self.smooth:.4g}",
-                                     lr=f"{optimizer.learning_rate():.3g}", refresh=False)
-                self.last = now
-        elif now - self.last > 0.5 or self.n == self.total:
-            self._status(self.loss if self.n == self.total else self.smooth, now)
-            self.last = now
-
-    def _status(self, loss, now):
-        rate = self.n / max(now - self.start, 1e-9)
-        print(f"\rstep {self.n}/{self.total}  loss {loss:.4g}  {rate:.0f} steps/s",
-              end="", file=sys.stderr, flush=True)
-
-    def _final(self):
-        """The postfix of the last step: its own loss, not the running average."""
-        self.bar.set_postfix(loss=f"{self.loss:.4g}", lr=f"{self.lr:.3g}", refresh=False)
-
-    def close(self):
-        if self.bar is not None:
-            if self.loss is not None and self.n < self.total:      # stopped early
-                self._final()
-                self.bar.refresh()
-            self.bar.close()
-        elif self.enabled and self.n:
-            if self.n < self.total:
-                self._status(self.loss, time.perf_counter())
-            print(file=sys.stderr, flush=True)

@@ -156,3 +156,18 @@ def test_compiler_runs_at_most_once_per_worker(client, softmax_data):
     # Every task of every step unpickled the loss again, yet each worker holds it once.
     held = client.run(fns.loaded_losses)
     assert all(held[w] - held_before.get(w, 0) <= 1 for w in held), (held_before, held)
+
+
+def test_dict_of_arrays_model_through_the_same_pytree_module(client):
+    """distributed.value_and_grad on a dict model: the gradient is a dict of the same keys and
+    matches one process's symgrad.grad on all the data (which takes the dict as it is)."""
+    r = np.random.default_rng(5)
+    params = {"W2": r.standard_normal((4, 2)), "W1": r.standard_normal((3, 4)),
+              "b1": r.standard_normal(4)}
+    X, y = r.standard_normal((185, 3)), r.standard_normal((185, 2))
+    value, grads = sd.value_and_grad(fns.dict_loss, params, split((X, y), SIZES), client)
+    assert isinstance(grads, dict) and sorted(grads) == ["W1", "W2", "b1"]
+    v_one, g_one = symgrad.value_and_grad(fns.dict_loss)(params, X, y)
+    assert value == pytest.approx(v_one, rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(grads[k], g_one[k], rtol=1e-10, atol=1e-13)

@@ -24,6 +24,7 @@ from symgrad import nn
 from symgrad.core.autodiff import jvp_graph
 from symgrad.backends.interp import evaluate
 from symgrad.core.primitives import REGISTRY
+from test_elementwise_more import primitives_used as more_primitives_used
 from test_primitives import TABLE, _seed, float_argnums, make_args, signature, weighted_loss
 
 ROWS = {row.name: row for row in TABLE}
@@ -119,6 +120,9 @@ def test_rows_reach_every_primitive():
         _, _, _, spec, _, _ = _setup(ROWS[name], "interp", loss=True)
         for graph in (spec.graph, spec.value_and_grad_graph()):
             used.update(n.prim for n in graph.nodes)
+    # Issue 16's elementwise and special functions: their table checks jvp against the gradient
+    # (tests/test_elementwise_more.py::test_jvp_equals_gradient_dot_tangent).
+    used |= more_primitives_used()
     assert used == set(REGISTRY), f"no tangent check reaches {sorted(set(REGISTRY) - used)}"
 
 

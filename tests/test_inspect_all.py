@@ -49,7 +49,10 @@ def _examples():
         sys.path.remove(str(EXAMPLES))
     t = np.linspace(0, 3, 9)
     return [
-        ("curve_fit.mse", curve_fit.mse.fn, (1.0, 0.3, 2.0, 0.1, 0.5, t, np.sin(t))),
+        ("curve_fit.mse",
+         lambda A, gamma, omega, phi, c, t, y: curve_fit.mse.fn(
+             dict(A=A, gamma=gamma, omega=omega, phi=phi, c=c), t, y),
+         (1.0, 0.3, 2.0, 0.1, 0.5, t, np.sin(t))),
         ("linear_classifiers.softmax_loss", lambda W, b, X, y: lc.softmax_loss((W, b), X, y),
          (normal(4, 3), normal(3), normal(6, 4), labels(6, 3))),
         ("linear_classifiers.svm_loss", lambda W, b, X, y: lc.svm_loss((W, b), X, y),

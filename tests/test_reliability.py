@@ -104,6 +104,12 @@ def test_safe_casts_compute_what_numpy_computes(y, tmp_path):
     np.testing.assert_array_equal(f.grad(x, y), np.broadcast_to(np.asarray(y, float), (6,)))
 
 
+def test_none_is_an_empty_pytree_passed_as_it_is():
+    """API.md §6 (as in JAX): None is an empty subtree, not an array to convert."""
+    f = symgrad.compile(lambda x, y: snp.sum(x) if y is None else snp.sum(x * y))
+    assert f(np.ones(6), None) == 6.0 and f(np.ones(6), 2.0) == 12.0
+
+
 @pytest.mark.parametrize("y, error, words", [
     (np.ones(6) + 1j, symgrad.DTypeError, "is complex"),
     (2j, symgrad.DTypeError, "is complex"),
@@ -113,9 +119,8 @@ def test_safe_casts_compute_what_numpy_computes(y, tmp_path):
     (np.arange(6).astype("datetime64[s]"), symgrad.DTypeError, "datetime64"),
     (np.zeros(6, dtype=[("a", "f8")]), symgrad.DTypeError, "dtype"),
     (np.arange(6, dtype=object), TypeError, "numeric array"),
-    (None, TypeError, "numeric array"),
     ([[1.0, 2.0], [3.0]], TypeError, "ragged"),
-], ids=["complex", "pycomplex", "str", "pystr", "bytes", "datetime", "struct", "object", "None",
+], ids=["complex", "pycomplex", "str", "pystr", "bytes", "datetime", "struct", "object",
         "ragged"])
 def test_unsafe_inputs_raise_naming_the_argument(y, error, words):
     f = symgrad.compile(dot_loss)

@@ -34,16 +34,24 @@ def needs_gradient(graph, wrt):
     return active
 
 
-def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
+def has_one_element(v):
+    """Whether ``v`` holds exactly one element (shape (), (1,), (1, 1), ...): what grad takes."""
+    return all(isinstance(d, int) and d == 1 for d in v.shape)
+
+
+def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=False):
     """Build the graph ``(inputs) -> (value, d value/d inputs[argnums]...)``.
 
-    ``graph`` must have one scalar float output. ``argnums`` index ``graph.inputs``. Raises
+    ``graph`` must have one float output of one element (a scalar, or shape (1,), (1, 1)...). ``argnums`` index ``graph.inputs``. Raises
     ValueError for a non-scalar output or an integer input asked for a gradient. ``strip=False``
     keeps the ``stop_gradient`` statements, for a graph that will be differentiated again.
+    ``has_aux``: the first output is the value and the others are auxiliary results, computed
+    beside it and passed through: ``(value, aux..., gradients...)``.
     """
     y = graph.outputs[0]
-    if graph.tuple_output or y.shape != () or not y.type.is_float:
-        what = ("a tuple" if graph.tuple_output else str(y.type))
+    aux = list(graph.outputs[1:]) if has_aux else []
+    if (graph.tuple_output and not has_aux) or not has_one_element(y) or not y.type.is_float:
+        what = ("a tuple" if graph.tuple_output and not has_aux else str(y.type))
         raise ValueError(f"grad needs a function with a scalar float result; {graph.name} "
                          f"returns {what}. Reduce it (e.g. snp.sum) or use symgrad.jacobian.")
     wrt = [graph.inputs[i] for i in argnums]
@@ -57,7 +65,9 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
     builder.nodes = list(graph.nodes)
     adjoint = {}
     with building(builder):
-        adjoint[y] = ops.scalar_like(1.0, y)
+        # A result of one element in any shape ((1,), (1, 1)) is differentiated as autograd
+        # does: as the scalar it holds, so the seed is ones of its shape.
+        adjoint[y] = ops.broadcast_to(ops.scalar_like(1.0, y), y.shape)
         for node in reversed(graph.nodes):
             g = adjoint.get(node.out)
             if g is None or node.out not in active:
@@ -76,7 +86,8 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True):
             if g.adjoint_of is None and g not in graph.inputs:
                 g.adjoint_of = v
             grads.append(g)
-    out = Graph(graph.inputs, builder.nodes, [y, *grads], name=f"value_and_grad_{graph.name}")
+    out = Graph(graph.inputs, builder.nodes, [y, *aux, *grads],
+                name=f"value_and_grad_{graph.name}")
 
     out = strip_stop_gradients(out) if strip else out
     return optimize(out) if simplify else out

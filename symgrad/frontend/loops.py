@@ -49,6 +49,8 @@ from symgrad.core.primitive import Primitive, register
 from symgrad import numpy as snp
 from symgrad.frontend.tracer import Tracer
 from symgrad.core.types import TensorType
+from symgrad.tree_util import (keystr, leaf_paths, tree_flatten, tree_leaves, tree_structure,
+                               tree_unflatten)
 
 
 class Body:
@@ -448,69 +450,6 @@ def memory_lines(graph):
 
 # --- the front end -------------------------------------------------------------------------------
 
-def _as_list(tree):
-    """The leaves of a pytree (tuples, lists, named tuples and dicts, the latter in sorted key
-    order as in JAX; None is an empty subtree) and its structure, for ``_restore``."""
-    leaves = []
-
-    def walk(x):
-        if x is None:
-            return None
-        if isinstance(x, (tuple, list)):
-            return (type(x), tuple(walk(e) for e in x))
-        if isinstance(x, dict):
-            keys = sorted(x)
-            return (dict, tuple(keys), tuple(walk(x[k]) for k in keys))
-        leaves.append(x)
-        return False
-    return leaves, walk(tree)
-
-
-def _restore(values, structure):
-    """The pytree of ``structure`` (from ``_as_list``) with ``values`` as its leaves."""
-    values = iter(values)
-
-    def build(st):
-        if st is None:
-            return None
-        if st is False:
-            return next(values)
-        if st[0] is dict:
-            return {k: build(c) for k, c in zip(st[1], st[2])}
-        kind, children = st[0], [build(c) for c in st[1]]
-        return kind(*children) if hasattr(kind, "_fields") else kind(children)
-    return build(structure)
-
-
-def _leaf_paths(structure, prefix=""):
-    """Where each leaf sits in the pytree: ``["state"].pos``, ``[1]``; "" for a bare array."""
-    if structure is None:
-        return []
-    if structure is False:
-        return [prefix]
-    if structure[0] is dict:
-        return [p for k, c in zip(structure[1], structure[2])
-                for p in _leaf_paths(c, f"{prefix}[{k!r}]")]
-    fields = getattr(structure[0], "_fields", None)
-    return [p for j, c in enumerate(structure[1])
-            for p in _leaf_paths(c, f"{prefix}.{fields[j]}" if fields else f"{prefix}[{j}]")]
-
-
-def _describe(structure):
-    """A pytree structure in words, for error messages."""
-    if structure is None:
-        return "None"
-    if structure is False:
-        return "array"
-    if structure[0] is dict:
-        return "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(structure[1],
-                                                                       structure[2])) + "}"
-    inner = ", ".join(_describe(c) for c in structure[1])
-    if structure[0] is list:
-        return f"[{inner}]"
-    return f"({inner}{',' if len(structure[1]) == 1 else ''})"
-
-
 def _trip_count(n, what):
     """A trip count or loop bound as a dimension: a Python int, or a run-time size (such as
     ``xs.shape[0]`` where the signature names that size)."""
@@ -572,8 +511,8 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
 
 
 def _scan(f, init, xs, length, what, checkpoint=None, reverse=False):
-    carries, carry_kind = _as_list(init)
-    xs_l, xs_kind = _as_list(xs)
+    carries, carry_kind = tree_flatten(init)
+    xs_l, xs_kind = tree_flatten(xs)
     if xs_l:
         leading = [np.shape(x)[0] if np.ndim(x) else None for x in xs_l]
         n = leading[0]
@@ -595,14 +534,14 @@ def _scan(f, init, xs, length, what, checkpoint=None, reverse=False):
 def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
     ys = [None] * length
     for t in (range(length - 1, -1, -1) if reverse else range(length)):
-        x = _restore([x[t] for x in xs_l], xs_kind)
+        x = tree_unflatten(xs_kind, [x[t] for x in xs_l])
         carry, ys[t] = f(t, carry, x)
     if not ys:
         return carry, None
-    leaves = [_as_list(y)[0] for y in ys]
-    structure = _as_list(ys[0])[1]
-    return carry, _restore([np.stack([np.asarray(step[k]) for step in leaves])
-                            for k in range(len(leaves[0]))], structure)
+    leaves = [tree_leaves(y) for y in ys]
+    structure = tree_structure(ys[0])
+    return carry, tree_unflatten(structure, [np.stack([np.asarray(step[k]) for step in leaves])
+                                             for k in range(len(leaves[0]))])
 
 
 def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse):
@@ -621,16 +560,16 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     builder = Builder()
     with building(builder):
         parts = [Tracer(v) for v in _unpack_carry(c, carry_types, dtype)]
-        result = f(Tracer(i), _restore(parts, carry_kind),
-                   _restore([Tracer(v) for v in x_in], xs_kind))
+        result = f(Tracer(i), tree_unflatten(carry_kind, parts),
+                   tree_unflatten(xs_kind, [Tracer(v) for v in x_in]))
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             raise TracingError(f"{what}: the body must return (carry, y)")
         new, y = result
-        new_l, new_kind = _as_list(new)
+        new_l, new_kind = tree_flatten(new)
         if new_kind != carry_kind:
             raise TracingError(f"{what}: the body returned a carry structured as "
-                               f"{_describe(new_kind)} for one structured as "
-                               f"{_describe(carry_kind)}; a loop keeps its carry's structure"
+                               f"{new_kind} for one structured as "
+                               f"{carry_kind}; a loop keeps its carry's structure"
                                f"{where(user_location())}")
         new_vars = []
         for k, (v, t) in enumerate(zip(new_l, carry_types)):
@@ -638,12 +577,12 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
             if v.type.is_float and v.dtype != dtype:
                 v = ops.convert(v, dtype)
             if v.type != t:
-                raise ShapeError(f"{what}: the carry{_leaf_paths(carry_kind)[k]} enters the "
+                raise ShapeError(f"{what}: the carry{keystr(leaf_paths(carry_kind)[k])} enters the "
                                  f"body as {t} and leaves as "
                                  f"{v.type}; a loop keeps its carry's types")
             new_vars.append(v)
         outputs = [_pack_carry(new_vars, dtype)]
-        y_l, y_kind = _as_list(y)
+        y_l, y_kind = tree_flatten(y)
         y_vars = [snp.asarray(v).irvar for v in y_l]
         if dtype == "float32" and any(v.dtype in ("int64", "float64") for v in y_vars):
             raise TypeError(f"{what}: a 64-bit per-step output cannot travel beside float32 "
@@ -669,8 +608,8 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
                                         (length,) + v.shape), v.type)
             ys.append(Tracer(y if y.dtype == v.dtype else ops.convert(y, v.dtype)))
             offset += n
-        ys = _restore(ys, y_kind)
-    return _restore(final, carry_kind), ys
+        ys = tree_unflatten(y_kind, ys)
+    return tree_unflatten(carry_kind, final), ys
 
 
 # --- checkpointing -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import difflib
 import numpy as np
 
 from symgrad.core.ir import Var, user_location
-from symgrad.errors import TracingError, where
+from symgrad.errors import TracingError, UnsupportedError, where
 
 # NumPy name ("sum", "linalg.solve") -> the symgrad.numpy function that traces it.
 IMPLEMENTATIONS: dict = {}
@@ -31,12 +31,20 @@ def implements(name, fn):
     return fn
 
 
-def unsupported(name):
-    """The error for a NumPy name symgrad does not trace: what it is, and what is close."""
-    close = difflib.get_close_matches(name, IMPLEMENTATIONS, n=4, cutoff=0.6)
+def closest(name, names, n=4):
+    """The supported names closest to ``name`` (by spelling), best first."""
+    return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+
+
+def unsupported(name, where_from="numpy", names=None):
+    """The error for a name symgrad does not trace: what it is, and what is close. ``names``
+    (default: every registered NumPy name) are the candidates for "closest"."""
+    close = closest(name, IMPLEMENTATIONS if names is None else names)
     hint = f" Closest supported: {', '.join(close)}." if close else ""
-    return TracingError(f"numpy.{name} is not supported on traced values yet{where(user_location())}."
-                        f"{hint} docs/numpy.md lists what symgrad.numpy supports.")
+    how = "on traced values " if where_from == "numpy" else ""
+    return UnsupportedError(f"{where_from}.{name} is not supported {how}yet"
+                            f"{where(user_location())}.{hint} docs/numpy.md lists what symgrad "
+                            f"supports.")
 
 
 def implementation(name):
@@ -98,18 +106,24 @@ class Tracer:
                        "argument static (static_argnums).")
 
     def __float__(self):
-        self._no_value("float()", "Keep computing with symgrad.numpy instead.")
+        self._no_value("float()", "Keep computing with symgrad.numpy instead; to change the "
+                       "dtype, use x.astype(np.float64).")
 
     def __int__(self):
-        self._no_value("int()", "Sizes are known: use x.shape.")
+        self._no_value("int()", "Sizes are known: use x.shape; to change the dtype, use "
+                       "x.astype(np.int64).")
 
     def __index__(self):
         self._no_value("Using a traced array as a Python index", "Use integer-array indexing.")
 
     def __array__(self, dtype=None, copy=None):
-        self._no_value("Converting to a NumPy array",
-                       "Call NumPy functions on it (they trace) or symgrad.numpy's, instead of "
-                       "converting it.")
+        # np.float64(x), np.int64(x) and np.asarray(x) land here; NumPy's scalar types must
+        # return a NumPy value, never a Tracer, so the dtype change is astype's.
+        self._no_value("Converting to a NumPy array or scalar (np.asarray(x), np.float64(x), "
+                       "np.int64(x))",
+                       "To change the dtype use x.astype(np.float64) (or snp.astype(x, dtype)); "
+                       "otherwise call NumPy functions on it (they trace) or symgrad.numpy's "
+                       "instead of converting it.")
 
     def __setitem__(self, key, value):
         raise TracingError(f"in-place assignment to a traced array is not supported"
@@ -151,11 +165,13 @@ class Tracer:
     def __ge__(self, other): return _call("greater_equal", self, other)
     def __eq__(self, other): return _call("equal", self, other)
     def __ne__(self, other): return _call("not_equal", self, other)
-    def __and__(self, other): return _call("logical_and", self, other)
-    def __rand__(self, other): return _call("logical_and", other, self)
-    def __or__(self, other): return _call("logical_or", self, other)
-    def __ror__(self, other): return _call("logical_or", other, self)
-    def __invert__(self): return _call("logical_not", self)
+    def __and__(self, other): return _call("bitwise_and", self, other)
+    def __rand__(self, other): return _call("bitwise_and", other, self)
+    def __or__(self, other): return _call("bitwise_or", self, other)
+    def __ror__(self, other): return _call("bitwise_or", other, self)
+    def __xor__(self, other): return _call("bitwise_xor", self, other)
+    def __rxor__(self, other): return _call("bitwise_xor", other, self)
+    def __invert__(self): return _call("invert", self)
     def __neg__(self): return _call("negative", self)
     def __pos__(self): return self
     def __abs__(self): return _call("abs", self)

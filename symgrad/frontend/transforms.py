@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from symgrad import tree_util
 from symgrad.core import dims
-from symgrad.frontend import tracing
+from symgrad.frontend import calls, tracing
 from symgrad.core.autodiff import emit_jvp, inline, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Var, building
 from symgrad.core.passes import optimize
@@ -28,60 +29,107 @@ from symgrad.frontend.tracer import Tracer
 MODES = ("auto", "forward", "reverse")
 
 
-def any_traced(values):
-    return any(isinstance(v, Tracer) for v in values)
+def any_traced(values, kw=None):
+    """Whether a leaf of ``values`` (or of the keyword arguments ``kw``) is a Tracer."""
+    for v in values:
+        if isinstance(v, Tracer):
+            return True
+        if type(v) is not np.ndarray and any(isinstance(x, Tracer)
+                                             for x in tree_util.tree_leaves(v)):
+            return True
+    return bool(kw) and any_traced(tuple(kw.values()))
 
 
-def _prepare(fn, args, argnums, what):
-    """Trace ``fn`` at ``args``: (optimized graph, vars of its inputs, positions of argnums)."""
-    args = list(args)
+class Prepared:
+    """A function traced at a call with traced values: ``graph`` (optimized), ``inputs`` (the
+    caller's vars, one per graph input), ``positions`` (the graph inputs of the leaves of the
+    ``argnums`` arguments, in order), ``groups`` (the structure of each such argument) and
+    ``out_tree`` (the structure of the result)."""
+
+    def __init__(self, graph, inputs, positions, groups, out_tree):
+        self.graph, self.inputs, self.positions = graph, inputs, positions
+        self.groups, self.out_tree = groups, out_tree
+
+    def outputs(self, vars_):
+        """The result's pytree, of Tracers, from one var per graph output."""
+        return tree_util.tree_unflatten(self.out_tree, [Tracer(v) for v in vars_])
+
+    def grads(self, vars_, single):
+        """The gradients' pytrees (one per argnums entry; itself for an int argnums)."""
+        trees, k = [], 0
+        for tree in self.groups:
+            n = tree.num_leaves
+            trees.append(tree_util.tree_unflatten(tree, [Tracer(v) for v in vars_[k:k + n]]))
+            k += n
+        return trees[0] if single else tuple(trees)
+
+
+def _prepare(fn, args, argnums, what, kw=None, has_aux=False):
+    """Trace ``fn`` at ``args`` (and keyword arguments ``kw``): each argument flattened to its
+    leaves, Tracer leaves traced and the others constants of the trace; the leaves of the
+    ``argnums`` arguments traced (and checked to be floats)."""
+    args = tuple(args)
     for i in argnums:
         if i >= len(args):
             raise TypeError(f"{what}: argnums includes {i} but only {len(args)} arguments were "
                             f"given")
-        args[i] = snp.asarray(args[i])
-        if not args[i].irvar.type.is_float:
-            raise ValueError(f"{what}: cannot differentiate with respect to argument {i} "
-                             f"({args[i].irvar.type}): integer and boolean arguments are data")
-    types = [a.irvar.type if isinstance(a, Tracer) else None for a in args]
-    static = {i: a for i, a in enumerate(args) if not isinstance(a, Tracer)}
-    graph = optimize(tracing.trace(fn, types, static, name=getattr(fn, "__name__", "f")))
-    traced = [i for i, t in enumerate(types) if t is not None]
-    inputs = [args[i].irvar for i in traced]
-    return graph, inputs, [traced.index(i) for i in argnums]
+    entries, layout = calls.flatten_call(args, kw)
+    spans = layout.spans()
+    labels = None
+    wanted = [k for i in argnums for k in range(spans[i][1], spans[i][2])]
+    for k in wanted:
+        entries[k] = snp.asarray(entries[k])
+        if not entries[k].irvar.type.is_float:
+            labels = labels or layout.labels(tracing.parameter_names(fn))
+            raise ValueError(f"{what}: cannot differentiate with respect to {labels[k]} "
+                             f"({entries[k].irvar.type}): integer and boolean arguments are data")
+    types = [a.irvar.type if isinstance(a, Tracer) else None for a in entries]
+    static = {k: a for k, a in enumerate(entries) if not isinstance(a, Tracer)}
+    name = getattr(fn, "__name__", "f")
+    flat = calls.flat_function(fn, layout, tracing.parameter_names(fn), has_aux=has_aux,
+                               name=name)
+    graph = optimize(tracing.trace(flat, types, static, name=name))
+    traced = [k for k, t in enumerate(types) if t is not None]
+    inputs = [entries[k].irvar for k in traced]
+    return Prepared(graph, inputs, [traced.index(k) for k in wanted],
+                    [layout.trees[i] for i in argnums], flat.out_tree)
 
 
-def _wrap(vars_, several):
-    out = [Tracer(v) for v in vars_]
-    return tuple(out) if several else out[0]
+def call(fn, args, kw=None):
+    """``fn(*args, **kw)`` inlined: the result as Tracers, in its structure."""
+    p = _prepare(fn, args, (), getattr(fn, "__name__", "f"), kw)
+    return p.outputs(inline(p.graph, p.inputs))
 
 
-def call(fn, args):
-    """``fn(*args)`` inlined: the result as Tracers."""
-    graph, inputs, _ = _prepare(fn, args, (), getattr(fn, "__name__", "f"))
-    return _wrap(inline(graph, inputs), graph.tuple_output)
-
-
-def value_and_grad(fn, argnums, single, args):
-    """``(value, grad)`` of ``fn`` at traced ``args``, as Tracers."""
-    graph, inputs, positions = _prepare(fn, args, argnums, "grad")
+def value_and_grad(fn, argnums, single, args, kw=None, has_aux=False):
+    """``(value, grad)`` of ``fn`` at traced ``args``, as Tracers; ``((value, aux), grad)``
+    with ``has_aux``."""
+    p = _prepare(fn, args, argnums, "grad", kw, has_aux)
     # stop_gradient stays: the enclosing trace may differentiate the gradient again.
-    outs = inline(value_and_grad_graph(graph, positions, strip=False), inputs)
-    grads = [Tracer(v) for v in outs[1:]]
-    return Tracer(outs[0]), (grads[0] if single else tuple(grads))
+    outs = inline(value_and_grad_graph(p.graph, p.positions, strip=False, has_aux=has_aux),
+                  p.inputs)
+    n_out = len(p.graph.outputs) if has_aux else 1
+    grads = p.grads(outs[n_out:], single)
+    if has_aux:
+        return p.outputs(outs[:n_out]), grads
+    return Tracer(outs[0]), grads
 
 
 def jvp(fn, argnums, args, tangents):
     """``(outputs, output tangents)`` of ``fn`` at traced ``args`` along ``tangents`` (one per
-    argnums entry), as Tracers (tuples when ``fn`` returns a tuple)."""
-    graph, inputs, positions = _prepare(fn, args, argnums, "jvp")
+    argnums entry, in the structure of its argument), as Tracers in the structure of ``fn``'s
+    result."""
+    p = _prepare(fn, args, argnums, "jvp")
+    leaves = []
+    for tree, t in zip(p.groups, tangents):
+        leaves.extend(tree_util.flatten_up_to(tree, t, "jvp tangent"))
     seeds = {}
-    for p, t in zip(positions, tangents):
-        x = graph.inputs[p]
+    for pos, t in zip(p.positions, leaves):
+        x = p.graph.inputs[pos]
         t = snp.asarray(t).irvar
-        seeds[p] = ops.broadcast_to(ops.convert(t, x.dtype), x.shape)
-    outs, t_outs = emit_jvp(graph, inputs, seeds)
-    return _wrap(outs, graph.tuple_output), _wrap(t_outs, graph.tuple_output)
+        seeds[pos] = ops.broadcast_to(ops.convert(t, x.dtype), x.shape)
+    outs, t_outs = emit_jvp(p.graph, p.inputs, seeds)
+    return p.outputs(outs), p.outputs(t_outs)
 
 
 def choose_mode(mode, n_in, n_out):
@@ -94,25 +142,37 @@ def choose_mode(mode, n_in, n_out):
     return "forward" if n_in < n_out else "reverse"
 
 
-def jacobian(fn, argnums, single, mode, args):
-    """The Jacobian of ``fn`` at traced ``args``: ``out.shape + in.shape`` per argnums entry
-    (a tuple for tuple argnums; nested tuples, output first, when ``fn`` returns a tuple)."""
-    graph, inputs, positions = _prepare(fn, args, argnums, "jacobian")
-    wrt = [graph.inputs[p] for p in positions]
-    for v in list(graph.outputs) + wrt:
+def jacobian(fn, argnums, single, mode, args, kw=None, has_aux=False):
+    """The Jacobian of ``fn`` at traced ``args``: ``out.shape + in.shape`` per pair of a
+    result leaf and an argument leaf, structured as in JAX: the result's structure, each leaf
+    holding the structure of the ``argnums`` argument (a tuple of them for a tuple
+    ``argnums``). With ``has_aux``, ``(jacobian, aux)``."""
+    p = _prepare(fn, args, argnums, "jacobian", kw, has_aux)
+    graph, positions = p.graph, p.positions
+    out_tree = p.out_tree.children[0] if has_aux else p.out_tree
+    outputs = graph.outputs[:out_tree.num_leaves]
+    wrt = [graph.inputs[q] for q in positions]
+    for v in list(outputs) + wrt:
         if not dims.static_shape(v.shape):
             raise ValueError(f"jacobian needs static shapes; {v.type} has a run-time size")
-    outputs = graph.outputs
     for v in outputs:
         if not v.type.is_float:
             raise ValueError(f"jacobian needs float results; {graph.name} returns {v.type}")
+    main = Graph(graph.inputs, graph.nodes, list(outputs), name=graph.name,
+                 tuple_output=len(outputs) > 1)
     n_in = sum(v.type.size for v in wrt)
     n_out = sum(v.type.size for v in outputs)
     mode = choose_mode(mode, n_in, n_out)
-    blocks = (_forward_blocks if mode == "forward" else _reverse_blocks)(graph, inputs, positions)
-    rows = [_wrap([blocks[o][k] for k in range(len(wrt))], not single)
+    blocks = (_forward_blocks if mode == "forward" else _reverse_blocks)(main, p.inputs,
+                                                                        positions)
+    rows = [p.grads([blocks[o][k] for k in range(len(wrt))], single)
             for o in range(len(outputs))]
-    return tuple(rows) if graph.tuple_output else rows[0]
+    jac = tree_util.tree_unflatten(out_tree, rows)
+    if not has_aux:
+        return jac
+    aux_vars = inline(graph, p.inputs)[len(outputs):]
+    aux = tree_util.tree_unflatten(p.out_tree.children[1], [Tracer(v) for v in aux_vars])
+    return jac, aux
 
 
 def _basis(v, j):

@@ -21,7 +21,7 @@ from symgrad.errors import ShapeError, where as _at
 from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
-from symgrad.frontend.tracer import Tracer, implements
+from symgrad.frontend.tracer import Tracer, implements, unsupported
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
@@ -150,8 +150,12 @@ def power(x, y):
     return _wrap(bind("pow", *_lift((x, y), need_float=True)))
 
 
-def where(condition, x, y):
-    """Elementwise choice; the gradient flows to the branch taken."""
+def where(condition, x=None, y=None):
+    """Elementwise choice, all three operands broadcast together; the gradient flows to the
+    branch taken."""
+    if x is None or y is None:
+        raise TypeError(f"where(condition) alone (NumPy's nonzero) has a data-dependent shape and "
+                        f"cannot be compiled{_at(user_location())}; pass both x and y")
     if not _traced(condition, x, y):
         return _np.where(condition, x, y)
     c = condition if isinstance(condition, Tracer) else asarray(condition)
@@ -184,6 +188,264 @@ def astype(x, dtype):
     if not isinstance(x, Tracer):
         return _np.asarray(x).astype(dtype)
     return _wrap(ops.convert(x.irvar, canonical_dtype(dtype)))
+
+
+# --- more elementwise functions (issue 16): primitives of core/primitives/numeric.py ----------
+
+for _name in ("log2", "log10", "exp2", "cbrt", "arcsinh", "arccosh", "arctanh", "hypot",
+              "arctan2", "logaddexp", "logaddexp2", "copysign", "sinc", "rint", "signbit"):
+    _define(_name, _name, getattr(_np, _name), True)
+for _name in ("fmod", "remainder", "floor_divide"):       # integers stay integers, as in NumPy
+    _define(_name, _name, getattr(_np, _name), False)
+mod = remainder           # noqa: F821  (defined above)
+
+
+def _rounding(prim, np_fn, x):
+    """floor, ceil, trunc: integers are already whole (NumPy returns them unchanged)."""
+    if not _traced(x):
+        return np_fn(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return x
+    return _wrap(bind(prim, x.irvar))
+
+
+for _name in ("floor", "ceil", "trunc"):
+    globals()[_name] = functools.update_wrapper(
+        functools.partial(_rounding, _name, getattr(_np, _name)), getattr(_np, _name))
+
+
+def _float(x):
+    """x as a Tracer of a floating dtype (integers and bools become float64, as NumPy does)."""
+    x = asarray(x)
+    return x if x.irvar.dtype in FLOAT_DTYPES else astype(x, "float64")
+
+
+def round(a, decimals=0):
+    """Round half to even (NumPy's ``round``/``around``); with ``decimals``, NumPy's scaling:
+    rint(a * 10**decimals) / 10**decimals. No gradient: constant almost everywhere."""
+    if not _traced(a):
+        return _np.round(a, decimals)
+    a = asarray(a)
+    if a.irvar.dtype not in FLOAT_DTYPES:
+        if decimals >= 0:
+            return a
+        # NumPy rounds integers half to even too (np.round(5, -1) == 0): exact below 2**53.
+        return astype(round(astype(a, "float64"), decimals), a.irvar.dtype)
+    if decimals == 0:
+        return rint(a)                                                  # noqa: F821
+    if decimals > 0:
+        return divide(rint(multiply(a, 10.0 ** decimals)), 10.0 ** decimals)   # noqa: F821
+    return multiply(rint(divide(a, 10.0 ** -decimals)), 10.0 ** -decimals)     # noqa: F821
+
+
+around = round
+
+
+def fabs(x):
+    return _np.fabs(x) if not _traced(x) else abs(_float(x))   # noqa: F821
+
+
+def reciprocal(x):
+    """1 / x; for integers, as NumPy: 1 and -1 are their own reciprocals, the rest give 0."""
+    if not _traced(x):
+        return _np.reciprocal(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return where(equal(abs(x), 1), x, 0)                    # noqa: F821
+    return divide(1, x)                                         # noqa: F821
+
+
+def positive(x):
+    return _np.positive(x) if not _traced(x) else asarray(x)
+
+
+def float_power(x, y):
+    """x ** y computed in float64 whatever the operands' dtypes (NumPy's float_power)."""
+    if not _traced(x, y):
+        return _np.float_power(x, y)
+    return power(astype(x, "float64"), astype(y, "float64"))
+
+
+def deg2rad(x):
+    return _np.deg2rad(x) if not _traced(x) else multiply(_float(x), _np.pi / 180.0)  # noqa: F821
+
+
+def rad2deg(x):
+    return _np.rad2deg(x) if not _traced(x) else multiply(_float(x), 180.0 / _np.pi)  # noqa: F821
+
+
+radians, degrees = deg2rad, rad2deg
+
+
+def divmod(x, y):
+    """(x // y, x % y), as NumPy's divmod."""
+    return floor_divide(x, y), remainder(x, y)                  # noqa: F821
+
+
+# real, imag, conj and angle of real arrays (complex values inside a function are not supported
+# yet: the dtype complex128 is the complex step's).
+
+def _real_only(name, x):
+    x = asarray(x)
+    if x.irvar.dtype == "complex128":
+        raise TypeError(f"{name} of a complex traced value: complex arrays inside a compiled "
+                        f"function are not supported yet{_at(user_location())}")
+    return x
+
+
+def real(x):
+    return _np.real(x) if not _traced(x) else _real_only("real", x)
+
+
+def imag(x):
+    if not _traced(x):
+        return _np.imag(x)
+    return zeros_like(_real_only("imag", x))
+
+
+def conj(x):
+    return _np.conj(x) if not _traced(x) else _real_only("conj", x)
+
+
+conjugate = conj
+
+
+def angle(z, deg=False):
+    """The argument of z: pi where z < 0 (or is -0.0), 0 elsewhere for real z; no gradient."""
+    if not _traced(z):
+        return _np.angle(z, deg)
+    z = _float(_real_only("angle", z))
+    out = arctan2(zeros_like(z), z)                             # noqa: F821
+    return multiply(out, 180.0 / _np.pi) if deg else out        # noqa: F821
+
+
+# Predicates on floats: composites of comparisons (x != x only for NaN; |x| == inf only for
+# infinities). Integers and bools are always finite and never NaN.
+
+def isnan(x):
+    if not _traced(x):
+        return _np.isnan(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return zeros_like(x, dtype="bool")
+    return not_equal(x, x)                                      # noqa: F821
+
+
+def isinf(x):
+    if not _traced(x):
+        return _np.isinf(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return zeros_like(x, dtype="bool")
+    return equal(abs(x), _np.inf)                               # noqa: F821
+
+
+def isfinite(x):
+    if not _traced(x):
+        return _np.isfinite(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return ones_like(x, dtype="bool")
+    return less(abs(x), _np.inf)                                # noqa: F821
+
+
+def isposinf(x):
+    return _np.isposinf(x) if not _traced(x) else equal(_float(x), _np.inf)    # noqa: F821
+
+
+def isneginf(x):
+    return _np.isneginf(x) if not _traced(x) else equal(_float(x), -_np.inf)   # noqa: F821
+
+
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """NaN -> ``nan``, +-inf -> ``posinf``/``neginf`` (default: the dtype's largest finite
+    values); the gradient flows where x was finite."""
+    if not _traced(x):
+        return _np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        return x
+    big = float(_np.finfo(x.irvar.dtype).max)
+    out = where(isnan(x), nan, x)
+    out = where(equal(x, _np.inf), big if posinf is None else posinf, out)     # noqa: F821
+    return where(equal(x, -_np.inf), -big if neginf is None else neginf, out)  # noqa: F821
+
+
+def fmax(x, y):
+    """maximum(x, y), except that a NaN loses to a number (NumPy's fmax)."""
+    if not _traced(x, y):
+        return _np.fmax(x, y)
+    return where(isnan(y), x, where(isnan(x), y, maximum(x, y)))   # noqa: F821
+
+
+def fmin(x, y):
+    """minimum(x, y), except that a NaN loses to a number (NumPy's fmin)."""
+    if not _traced(x, y):
+        return _np.fmin(x, y)
+    return where(isnan(y), x, where(isnan(x), y, minimum(x, y)))   # noqa: F821
+
+
+def heaviside(x1, x2):
+    """0 for x1 < 0, x2 at 0, 1 for x1 > 0, NaN for NaN; the gradient reaches x2 where x1 == 0."""
+    if not _traced(x1, x2):
+        return _np.heaviside(x1, x2)
+    x1 = _float(x1)
+    step = where(less(x1, 0), 0.0, where(greater(x1, 0), 1.0, x2))  # noqa: F821
+    return where(isnan(x1), x1, step)
+
+
+# Logical functions: on bools, "and" is a product and "or" a sum (both stay bool).
+
+def _truth(x):
+    x = asarray(x)
+    return x if x.irvar.dtype == "bool" else not_equal(x, 0)   # noqa: F821
+
+
+def logical_and(x, y):
+    if not _traced(x, y):
+        return _np.logical_and(x, y)
+    return multiply(_truth(x), _truth(y))                      # noqa: F821
+
+
+def logical_or(x, y):
+    if not _traced(x, y):
+        return _np.logical_or(x, y)
+    return add(_truth(x), _truth(y))                           # noqa: F821
+
+
+def logical_xor(x, y):
+    if not _traced(x, y):
+        return _np.logical_xor(x, y)
+    return not_equal(_truth(x), _truth(y))                     # noqa: F821
+
+
+def logical_not(x):
+    if not _traced(x):
+        return _np.logical_not(x)
+    return equal(_truth(x), False)                             # noqa: F821
+
+
+def _bitwise(np_fn, logical, *args):
+    """&, |, ^, ~ (NumPy's bitwise functions): on bools, the logical ones; integers' bits are
+    not supported yet."""
+    if not _traced(*args):
+        return np_fn(*args)
+    args = [asarray(a) if isinstance(a, Tracer) or not _is_weak(a) else a for a in args]
+    dtypes = {a.irvar.dtype if isinstance(a, Tracer) else "bool" if isinstance(a, bool)
+              else "int" for a in args}
+    if dtypes != {"bool"}:
+        raise TypeError(f"numpy.{np_fn.__name__} on {', '.join(sorted(dtypes))} operands: "
+                        f"symgrad supports it on bools only (the logical operators &, |, ^, ~ "
+                        f"on comparisons){_at(user_location())}")
+    return logical(*args)
+
+
+for _name, _logical in (("bitwise_and", logical_and), ("bitwise_or", logical_or),
+                        ("bitwise_xor", logical_xor), ("invert", logical_not)):
+    globals()[_name] = functools.update_wrapper(
+        functools.partial(_bitwise, getattr(_np, _name), _logical), getattr(_np, _name))
+bitwise_not = invert     # noqa: F821
 
 
 # --- reductions -------------------------------------------------------------------------------
@@ -580,7 +842,7 @@ def getitem(x, key):
 
 # --- what Tracers and NumPy's own functions run on traced values ------------------------------
 
-_NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements",
+_NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements", "unsupported",
                   "current_builder", "user_location", "ShapeError", "FLOAT_DTYPES",
                   "canonical_dtype", "promote", "ndarray"}
 __all__ = sorted(name for name, value in globals().items()
@@ -590,3 +852,10 @@ for _name in __all__:
     implements(_name, globals()[_name])
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]
+
+
+def __getattr__(name):
+    """``snp.foo`` for a name symgrad.numpy lacks: an error naming it and the closest names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.numpy' has no attribute {name!r}")
+    raise unsupported(name, "symgrad.numpy", __all__)

@@ -39,6 +39,8 @@ from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.frontend.tracing import parameter_names
 from symgrad.core.types import TensorType, parse_type
+from symgrad.frontend.calls import Layout
+from symgrad import tree_util
 from symgrad.tools.userfiles import import_file
 
 AOT_CFLAGS = ("-O2",)   # -O2, as for JIT builds: compiler.py says why
@@ -55,28 +57,42 @@ class Export:
 
     def specialization(self):
         cf = CompiledFunction(self.fn, argnums=self.argnums)
-        types = []
+        types, trees = [], []
         for text in self.types:
-            dtype, shape = parse_type(text)
-            types.append(TensorType(tuple(dims.symbol(d) if isinstance(d, str) else d
-                                          for d in shape), dtype))
+            leaves, tree = tree_util.tree_flatten(text)
+            trees.append(tree)
+            for leaf in leaves:
+                dtype, shape = parse_type(leaf)
+                types.append(TensorType(tuple(dims.symbol(d) if isinstance(d, str) else d
+                                              for d in shape), dtype))
         cf.__name__ = self.name
-        return Specialization(cf, types, {})
+        return Specialization(cf, types, {}, Layout(trees))
 
 
 def export(fn, *types, name=None, argnums=0):
     """Declare that ``symgrad build`` should compile ``fn`` for arguments of these types.
 
     ``types`` are type strings, one per positional argument (``"f64[N,3073]"``, ``"i64[N]"``,
-    ``"f64[]"``). Returns the Export. Raises ValueError for a wrong count of types or a name
-    that cannot be used.
+    ``"f64[]"``); for an argument that is a pytree, the same pytree of type strings
+    (``{"W": "f64[3,2]", "b": "f64[2]"}``): the C functions take its leaves as parameters of
+    their own (``params_W``, ``params_b``; dict keys sorted), and the loader takes and returns
+    the structure (tuples, lists, dicts, named tuples and None). Returns the Export. Raises
+    ValueError for a wrong count of types or a name that cannot be used, TypeError for a leaf
+    that is not a type string or a container the loader cannot rebuild.
     """
     params = parameter_names(fn)
     if len(types) != len(params):
         raise ValueError(f"export of {fn.__name__}: {len(types)} types for the {len(params)} "
                          f"parameters ({', '.join(params)})")
-    for t in types:
-        parse_type(t)
+    for param, t in zip(params, types):
+        pairs, tree = tree_util.tree_flatten_with_path(t)
+        for path, leaf in pairs:
+            if not isinstance(leaf, str):
+                raise TypeError(f"export of {fn.__name__}: the type of {param}"
+                                f"{tree_util.keystr(path)} must be a type string such as "
+                                f"'f64[N,3]', got {leaf!r}")
+            parse_type(leaf)
+        _tree_json(tree, f"export of {fn.__name__}: argument {param!r}")
     name = name or fn.__name__
     if not name.isidentifier():
         raise ValueError(f"export name {name!r} is not an identifier")
@@ -142,16 +158,48 @@ def _dim_text(d):
     return str(d)
 
 
+def _tree_json(tree, what):
+    """A pytree structure as JSON the loader rebuilds without symgrad. Raises TypeError for a
+    container it cannot rebuild (registered classes, dataclasses)."""
+    if tree is tree_util.LEAF:
+        return {"kind": "leaf"}
+    node = tree.node
+    children = [_tree_json(c, what) for c in tree.children]
+    if node.type is type(None):
+        return {"kind": "none"}
+    if node.type in (tuple, list):
+        return {"kind": node.type.__name__, "children": children}
+    if node.type is dict:
+        if not all(isinstance(k, (str, int)) for k in tree.aux):
+            raise TypeError(f"{what}: dict keys must be strings or ints for the loader; got "
+                            f"{list(tree.aux)!r}")
+        return {"kind": "dict", "keys": list(tree.aux), "children": children}
+    if hasattr(node.type, "_fields") and issubclass(node.type, tuple):
+        return {"kind": "namedtuple", "name": node.type.__name__,
+                "fields": list(node.type._fields), "children": children}
+    raise TypeError(f"{what}: the loader of an ahead-of-time build rebuilds tuples, lists, "
+                    f"dicts, named tuples and None; {node.name} is none of them")
+
+
 def _entry(export_, functions, taken):
     """The description of one export's C functions for the header, loader and manifest."""
     spec = export_.specialization()
     graph = spec.graph
     sizes = [s.name for s in dims.free_symbols([v.shape for v in graph.inputs])]
     trip_counts = {dims.value_source(s) for s in dims.graph_symbols(graph)} - {None}
-    args = [{"name": v.name, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
+    params = parameter_names(export_.fn)
+    paths = []
+    for i, tree in enumerate(spec.layout.trees):
+        paths += [params[i] + tree_util.keystr(p) for p in tree_util.leaf_paths(tree)]
+    args = [{"name": v.name, "path": path, "dtype": v.dtype, "ctype": CTYPES[v.dtype],
              "shape": [_dim_text(d) for d in v.shape], "type": str(v.type),
              "trip_count": v.name in trip_counts}
-            for v in graph.inputs]
+            for v, path in zip(graph.inputs, paths)]
+    what = f"export {export_.name}"
+    trees = {"args": [_tree_json(t, what) for t in spec.layout.trees],
+             "result": _tree_json(spec.out_tree, f"{what}: its result"),
+             "grads": [_tree_json(t, what) for t in spec.groups] if spec.differentiable
+             else []}
     size_sources = {}
     for k, v in enumerate(graph.inputs):
         for axis, d in enumerate(v.shape):
@@ -176,11 +224,13 @@ def _entry(export_, functions, taken):
         entries.append({"c_name": fn.name, "outputs": outs, "calls": calls,
                         "params": [p.replace("*restrict ", "*SYMGRAD_RESTRICT ")
                                    for p in fn.params]})
-    wrt = [graph.inputs[i].name for i in export_.argnums] if spec.differentiable else []
+    wrt = ([params[i] if i < len(params) else f"arg{i}" for i in export_.argnums]
+           if spec.differentiable else [])
     return {"name": export_.name, "python": export_.fn.__name__, "args": args, "sizes": sizes,
             "size_sources": size_sources, "value": entries[0],
             "value_and_grad": entries[1] if len(entries) > 1 else None, "wrt": wrt,
-            "types": list(export_.types), "renamed": renamed}
+            "types": list(export_.types), "params": params, "trees": trees,
+            "renamed": renamed}
 
 
 def render(exports, stem):
@@ -201,11 +251,13 @@ def render(exports, stem):
                 "loader": f"{stem}.py", "status_codes": STATUS,
                 "cdef": render_prototypes(functions).strip(),
                 "exports": [{"name": e["name"], "function": e["python"], "types": e["types"],
-                             "arguments": [{"name": a["name"], "type": a["type"],
-                                            "dtype": a["dtype"], "ctype": a["ctype"],
+                             "arguments": [{"name": a["name"], "path": a["path"],
+                                            "type": a["type"], "dtype": a["dtype"],
+                                            "ctype": a["ctype"],
                                             "shape": [int(d) if d.isdigit() else d
                                                       for d in a["shape"]]}
                                            for a in e["args"]],
+                             "parameters": e["params"], "structure": e["trees"],
                              "sizes": e["sizes"], "gradient_of": e["wrt"],
                              "c_functions": [x["c_name"] for x in (e["value"],
                                                                    e["value_and_grad"]) if x],

@@ -21,11 +21,10 @@ import numpy as np
 
 from symgrad import numerical
 from symgrad.core.ir import Graph, format_statement
-from symgrad.core.passes import optimize
-from symgrad.frontend import tracing
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
 from symgrad.core.types import TensorType
+from symgrad.tree_util import tree_leaves
 
 F32_RTOL = 2e-3   # float32 keeps ~7 digits; sums of thousands of terms lose a few more
 
@@ -132,22 +131,24 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
     central differences and the complex step.
 
     ``cf``: a CompiledFunction whose ``argnums`` are ``argnums`` (``symgrad.check_grad`` makes
-    one from a plain function). Returns a GradCheckReport; raises GradientCheckError when a
-    comparison fails (unless ``raise_on_error=False``). Comparisons are norm-wise:
-    max|g - ref| <= atol + rtol * max|ref|.
+    one from a plain function). Arguments may be pytrees (a dict of parameters): every leaf of
+    the ``argnums`` arguments is checked, named after its key path (``params_w``). Returns a
+    GradCheckReport; raises GradientCheckError when a comparison fails (unless
+    ``raise_on_error=False``). Comparisons are norm-wise: max|g - ref| <= atol + rtol * max|ref|.
     """
     single = isinstance(argnums, int)
-    argnums_t = (argnums,) if single else tuple(argnums)
     value, grads = cf.value_and_grad(*args)
-    grads = (grads,) if single else grads
+    if cf.has_aux:
+        value = value[0]
+    grads = tree_leaves(grads if not single else (grads,))
     spec, arrays = cf.specialize(*args)
     is_f32 = any(t is not None and t.dtype == "float32" for t in spec.types)
     tol = max(rtol, F32_RTOL) if is_f32 else rtol
-    names = [spec.graph.inputs[spec.traced.index(i)].name for i in argnums_t]
+    names = [spec.graph.inputs[p].name for p in spec.wrt]
     comparisons = []
 
     # 1. The interpreter on the same adjoint graph, in the same dtype.
-    interp = evaluate(spec.value_and_grad_graph(), arrays)[1:]
+    interp = evaluate(spec.value_and_grad_graph(), arrays)[1 + spec.n_aux:]
     for name, g, ref in zip(names, grads, interp):
         comparisons.append(_compare("interpreter", name, g, ref, max(rtol, 1e-10) if not is_f32
                                     else tol, atol, shape=np.shape(ref)))
@@ -156,8 +157,7 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
     f64 = _float64_graph(cf, spec, args)
     base = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
     rng = np.random.default_rng(seed)
-    for name, i, g in zip(names, argnums_t, grads):
-        pos = spec.traced.index(i)
+    for name, pos, g in zip(names, spec.wrt, grads):
         x0 = base[pos]
 
         def f(x, pos=pos):
@@ -257,4 +257,4 @@ def _float64_graph(cf, spec, args):
         return spec.graph
     types = [None if t is None else TensorType(t.shape, "float64" if t.dtype == "float32"
                                                else t.dtype) for t in spec.types]
-    return optimize(tracing.trace(cf.fn, types, spec.static, name=cf.__name__))
+    return spec.retrace(types)

@@ -122,18 +122,16 @@ class Report:
         self.timings["trace and optimize"] = time.perf_counter() - t0
         self.spec, self.arrays = spec, arrays
         self.forward = spec.graph
-        self.traced = tracing.trace(cf.fn, spec.types, spec.static, name=self.name)
-        out = self.forward.outputs
-        self.gradable = (len(out) == 1 and out[0].shape == () and out[0].type.is_float
-                         and not getattr(self.forward, "tuple_output", False))
-        self.wrt = [spec.traced.index(i) for i in cf.argnums]
+        self.traced = tracing.trace(spec.fn, spec.types, spec.static, name=self.name)
+        self.gradable = spec.differentiable
+        self.wrt = spec.wrt
         if self.gradable:
             # The derivative rules' statements as they emit them, less the dead ones (a pow's
             # derivative with respect to a constant exponent): the statements that run.
             # stop_gradient stays, so the forward statements keep the names the forward
             # graph (and the C of the value function) gives them.
             self.derived = dce(value_and_grad_graph(self.forward, self.wrt, simplify=False,
-                                                    strip=False))
+                                                    strip=False, has_aux=cf.has_aux))
             self.optimized = spec.value_and_grad_graph()
         else:
             self.derived = self.optimized = None

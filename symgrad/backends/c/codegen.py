@@ -714,12 +714,14 @@ def render_module(functions, *, title, version):
     """The C source of a module holding ``functions`` (CFunctions)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
+    lines = [line for fn in functions for block in fn.blocks for line in block.lines]
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         runtime=runtime_sources(),
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
-                      for fn in functions for block in fn.blocks for line in block.lines))
+        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line for line in lines),
+        # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
+        uses_math=any("symgrad_math_" in line for line in lines))
 
 
 def render_prototypes(functions):

@@ -39,7 +39,8 @@ def program_renderers(program, base):
     if program.differentiable:
         grad_name = f"{base}_value_and_grad"
         wrt = [graph.inputs[i] for i in program.wrt]
-        names = ["value"] + [f"grad_{v.name}" for v in wrt]
+        names = (["value"] + [f"aux{k}" for k in range(program.n_aux)]
+                 + [f"grad_{v.name}" for v in wrt])
         renderers.append((FunctionRenderer(program.value_and_grad, grad_name, names),
                           [f"{grad_name}: value and gradient of {program.name}"
                            f"{_signature(graph)}",

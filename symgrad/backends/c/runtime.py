@@ -4,8 +4,9 @@
 (``<spec>.py``, rendered by ``symgrad/templates/loader.py.j2``, which adds only the docstring
 listing the exports); it must therefore import nothing from symgrad, nor need sympy.
 Everything about the exports comes from the build's manifest, ``<spec>.json``: argument
-names, dtypes and shapes, the run-time sizes in the order the C functions take them, each C
-function's outputs, the cffi declarations and the status codes. An output dimension is a polynomial of the sizes
+names, dtypes and shapes, the pytree structure of the arguments, result and gradients
+(tuples, lists, dicts, named tuples and None, as JSON), the run-time sizes in the order the C
+functions take them, each C function's outputs, the cffi declarations and the status codes. An output dimension is a polynomial of the sizes
 with integer coefficients, stored as data (``[[coefficient, {"N": power}], ...]``), so nothing
 is evaluated from text.
 
@@ -22,6 +23,7 @@ def load(loader_path):
     import builtins
     import json
     import os
+    from collections import namedtuple
 
     import cffi
     import numpy as np
@@ -29,6 +31,9 @@ def load(loader_path):
     len, tuple, float, int, getattr, zip, isinstance, open = (
         builtins.len, builtins.tuple, builtins.float, builtins.int, builtins.getattr,
         builtins.zip, builtins.isinstance, builtins.open)
+    dict, list, sorted, iter, next, repr, enumerate = (
+        builtins.dict, builtins.list, builtins.sorted, builtins.iter, builtins.next,
+        builtins.repr, builtins.enumerate)
     TypeError, ValueError, IndexError, MemoryError, RuntimeError = (
         builtins.TypeError, builtins.ValueError, builtins.IndexError, builtins.MemoryError,
         builtins.RuntimeError)
@@ -60,28 +65,74 @@ def load(loader_path):
         run-time sizes its shape gives (``sizes``); TypeError or ValueError naming it."""
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, arg["dtype"], "same_kind"):
-            raise TypeError(f"{export}: argument {arg['name']!r} has dtype {arr.dtype}; "
+            raise TypeError(f"{export}: argument {arg['path']!r} has dtype {arr.dtype}; "
                             f"expected {arg['type']}")
         arr = np.asarray(arr, dtype=arg["dtype"], order="C")   # keeps 0-d arrays 0-d
         if arr.ndim != len(arg["shape"]):
-            raise ValueError(f"{export}: argument {arg['name']!r} has shape {arr.shape}; "
+            raise ValueError(f"{export}: argument {arg['path']!r} has shape {arr.shape}; "
                              f"expected {arg['type']}")
         for want, got in zip(arg["shape"], arr.shape):
             if isinstance(want, int):
                 if want != got:
-                    raise ValueError(f"{export}: argument {arg['name']!r} has shape "
+                    raise ValueError(f"{export}: argument {arg['path']!r} has shape "
                                      f"{arr.shape}; expected {arg['type']}")
             elif sizes.setdefault(want, got) != got:
-                raise ValueError(f"{export}: argument {arg['name']!r} has shape {arr.shape}, so "
+                raise ValueError(f"{export}: argument {arg['path']!r} has shape {arr.shape}, so "
                                  f"{want} = {got}, but an earlier argument set {want} = "
                                  f"{sizes[want]}")
         return arr
 
-    def call(export, function, args):
+    def flatten(tree, value, where, export, leaves):
+        """The leaves of ``value``, which must have the structure ``tree`` (JSON)."""
+        kind = tree["kind"]
+        if kind == "leaf":
+            leaves.append(value)
+        elif kind == "none":
+            if value is not None:
+                raise TypeError(f"{export}: {where} must be None")
+        elif kind == "dict":
+            if not isinstance(value, dict) or sorted(value, key=repr) != sorted(tree["keys"],
+                                                                                 key=repr):
+                raise TypeError(f"{export}: {where} must be a dict with keys {tree['keys']}")
+            for key, child in zip(tree["keys"], tree["children"]):
+                flatten(child, value[key], f"{where}[{key!r}]", export, leaves)
+        else:
+            if not isinstance(value, (tuple, list)) or len(value) != len(tree["children"]):
+                raise TypeError(f"{export}: {where} must be a {kind} of "
+                                f"{len(tree['children'])}")
+            for k, child in enumerate(tree["children"]):
+                flatten(child, value[k], f"{where}[{k}]", export, leaves)
+        return leaves
+
+    def unflatten(tree, values):
+        """The structure ``tree`` (JSON) rebuilt around the iterator ``values``."""
+        kind = tree["kind"]
+        if kind == "leaf":
+            return next(values)
+        if kind == "none":
+            return None
+        children = [unflatten(child, values) for child in tree["children"]]
+        if kind == "dict":
+            return dict(zip(tree["keys"], children))
+        if kind == "namedtuple":
+            return namedtuple(tree["name"], tree["fields"])(*children)
+        return list(children) if kind == "list" else tuple(children)
+
+    def leaves_of(export, args):
+        """The arrays (or numbers) the C function takes, from the export's arguments."""
         e = exports[export]
-        if len(args) != len(e["arguments"]):
-            raise TypeError(f"{export}() takes {len(e['arguments'])} arguments "
-                            f"({', '.join(a['name'] for a in e['arguments'])}), got {len(args)}")
+        if len(args) != len(e["parameters"]):
+            raise TypeError(f"{export}() takes {len(e['parameters'])} arguments "
+                            f"({', '.join(e['parameters'])}), got {len(args)}")
+        leaves = []
+        for tree, value, name in zip(e["structure"]["args"], args, e["parameters"]):
+            flatten(tree, value, name, export, leaves)
+        return leaves
+
+    def call(export, function, args):
+        """Call ``function`` ("value" or "value_and_grad") of ``export`` on the leaves
+        ``args``; its outputs, a 0-d one as a float."""
+        e = exports[export]
         sizes = {}
         arrays = [argument(v, a, sizes, export) for v, a in zip(args, e["arguments"])]
         c = e["calls"][function]
@@ -103,16 +154,22 @@ def load(loader_path):
         return [float(o) if o.ndim == 0 else o for o in outputs]
 
     def value_function(name, doc):
+        result = exports[name]["structure"]["result"]
+
         def value(*args):
-            out = call(name, "value", args)
-            return out[0] if len(out) == 1 else tuple(out)
+            out = call(name, "value", leaves_of(name, args))
+            return unflatten(result, iter(out))
         value.__name__ = value.__qualname__ = name
         value.__doc__ = doc
         return value
 
     def value_and_grad_function(name, doc, single):
+        grad_trees = exports[name]["structure"]["grads"]
+
         def value_and_grad(*args):
-            value, *grads = call(name, "value_and_grad", args)
+            value, *grads = call(name, "value_and_grad", leaves_of(name, args))
+            grads = iter(grads)
+            grads = [unflatten(tree, grads) for tree in grad_trees]
             return value, (grads[0] if single else tuple(grads))
         value_and_grad.__name__ = value_and_grad.__qualname__ = name + "_value_and_grad"
         value_and_grad.__doc__ = doc
@@ -120,7 +177,7 @@ def load(loader_path):
 
     functions = {}
     for name, e in exports.items():
-        signature = ", ".join(f"{a['name']}: {a['type']}" for a in e["arguments"])
+        signature = ", ".join(f"{a['path']}: {a['type']}" for a in e["arguments"])
         functions[name] = value_function(name, f"{e['function']}({signature}): the value.")
         if "value_and_grad" in e["calls"]:
             functions[name + "_value_and_grad"] = value_and_grad_function(

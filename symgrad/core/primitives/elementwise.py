@@ -29,6 +29,11 @@ X, Y = sp.symbols("x y", real=True)
 OUT = sp.Symbol("out", real=True)
 SYMBOLS = (X, Y)
 
+# Functions libm lacks are C functions of symgrad's own (templates/math.c.j2), in double only: a
+# float operand converts to double and the result rounds back, so float32 loses nothing.
+C_RUNTIME_FUNCTIONS = {"erfinv": "symgrad_math_erfinv", "polygamma": "symgrad_math_polygamma"}
+
+
 class _CPrinter(C99CodePrinter):
     """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
     ``pow(x, 2)``)."""
@@ -40,10 +45,14 @@ class _CPrinter(C99CodePrinter):
         return super()._print_Pow(expr)
 
 
-_PRINTERS = {"float64": _CPrinter(), "float32": _CPrinter({"type_aliases": {real: float32}})}
+_PRINTERS = {"float64": _CPrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
+             "float32": _CPrinter({"type_aliases": {real: float32},
+                                   "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
-# sympy function -> primitive, for turning derivative expressions back into IR.
+# sympy function -> primitive, for turning derivative expressions back into IR: the primitive's
+# name, or a function (expr, emit) -> Var for those that need the expression's arguments (the
+# order n of polygamma(n, x) picks the primitive).
 _FUNCTIONS = {}
 
 
@@ -62,6 +71,9 @@ def _broadcast_type(name, *in_types, out_dtype=None, float_only=False):
     return TensorType(shape, out_dtype or dtype)
 
 
+_RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
 # --- sympy expression -> IR ---------------------------------------------------------------------
 
 def to_ir(expr, env):
@@ -74,8 +86,15 @@ def to_ir(expr, env):
     def emit(e):
         if e in env:
             return env[e]
-        if e.is_Number or e.is_NumberSymbol:
+        if e.is_number:             # 3, pi, log(2): folded to one constant here
             return number(e)
+        if isinstance(e, sp.Piecewise):
+            (value, cond), rest = e.args[0], e.args[1:]
+            if cond == sp.true:
+                return emit(value)
+            return ops.select(emit(cond), emit(value), emit(sp.Piecewise(*rest)))
+        if isinstance(e, sp.core.relational.Relational) and e.rel_op in _RELATIONS:
+            return bind(_RELATIONS[e.rel_op], emit(e.lhs), emit(e.rhs))
         if e.is_Add:
             coeff, terms = e.as_coeff_add()
             pos = [emit(t) for t in terms if not t.could_extract_minus_sign()]
@@ -107,7 +126,10 @@ def to_ir(expr, env):
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
         if e.func in _FUNCTIONS:
-            return bind(_FUNCTIONS[e.func], *[emit(a) for a in e.args])
+            target = _FUNCTIONS[e.func]
+            if callable(target):
+                return target(e, emit)
+            return bind(target, *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
 
     return emit(expr)
@@ -128,7 +150,9 @@ def _sympy_vjp(derivs, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
     env = dict(zip(SYMBOLS, inputs))
     env[OUT] = out
-    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape) if x.type.is_float else None
+    # A derivative that is 0 (floor, rint, ...: constant almost everywhere) gives no adjoint.
+    return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape)
+                 if x.type.is_float and d != 0 else None
                  for x, d in zip(inputs, derivs))
 
 
@@ -138,7 +162,7 @@ def _sympy_jvp(derivs, t, out, *inputs):
     env[OUT] = out
     total = None
     for tx, d in zip(t, derivs):
-        if tx is None:
+        if tx is None or d == 0:
             continue
         term = _scaled(tx, d, env)
         total = term if total is None else ops.add(total, term)
@@ -153,11 +177,16 @@ def _c_from_sympy(expr, operands, ctype):
 @functools.lru_cache(maxsize=None)
 def _c_format(printer, expr):
     placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
-    return printer.doprint(expr.xreplace(placeholders))
+    # Constants such as pi or log(2) as literals: sympy would print M_PI and M_LN2, which the
+    # C standard does not define (-std=c99 hides them).
+    expr = expr.replace(lambda e: e.is_number and not e.is_Rational,
+                        lambda e: sp.Float(e.evalf(20), 17))
+    # One line: sympy prints a Piecewise as a ternary spread over several.
+    return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, doc=""):
+                sympy_func=None, c=None, shape_rule=None, doc=""):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
@@ -165,6 +194,10 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
     stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
     only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
+    ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
+    definition, which sympy differentiates) would overflow or cancel when evaluated; or a
+    function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
+    for operands of different dtypes (default: one dtype, broadcast shapes).
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -174,12 +207,13 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
         name=name,
-        shape_rule=functools.partial(_broadcast_type, name, float_only=float_only),
+        shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only),
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
         elementwise=True,
-        c_expr=functools.partial(_c_from_sympy, expr),
+        c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
+        functools.partial(_c_from_sympy, expr if c is None else c),
         doc=doc or f"{name}: {expr}",
         expr=expr,
         derivs=derivs,

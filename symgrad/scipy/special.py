@@ -1,0 +1,150 @@
+"""``symgrad.scipy.special``: the special functions of ``scipy.special`` that losses use.
+
+As in ``symgrad.numpy``, each computes with NumPy (or SciPy, when it is installed) on plain
+arrays and records IR on traced values. erf, erfc, erfinv, gammaln, digamma and polygamma are
+primitives (``core/primitives/special.py``); the rest are compositions of primitives, written
+in the numerically stable forms SciPy uses.
+
+SciPy's own functions called on traced values dispatch here where SciPy lets them: its ufuncs
+(erf, erfc, erfinv, gammaln, psi = digamma, xlogy, xlog1py, expit, logit) reach a Tracer's
+``__array_ufunc__`` under their ufunc names, registered below. ``scipy.special.polygamma`` and
+``logsumexp`` are Python functions that convert their arguments to arrays first, so inside a
+compiled function call these (``symgrad.scipy.special.polygamma``, ...) instead.
+"""
+from __future__ import annotations
+
+import numpy as _np
+
+from symgrad import nn as _nn
+from symgrad import numpy as _snp
+from symgrad.core import ops as _ops
+from symgrad.core.primitives import bind as _bind
+from symgrad.core.primitives.special import polygamma_scalar as _polygamma_scalar
+from symgrad.frontend.tracer import implements as _implements
+from symgrad.frontend.tracer import unsupported as _unsupported
+
+try:                                    # for plain arrays only; SciPy is not a dependency
+    import scipy.special as _scipy_special
+except ImportError:                     # pragma: no cover - scipy is installed with the tests
+    _scipy_special = None
+
+
+def _plain(name, fallback, *args):
+    """SciPy's ``name`` on plain arrays, or the primitive's own NumPy evaluation without SciPy."""
+    if _scipy_special is not None:
+        return getattr(_scipy_special, name)(*args)
+    return fallback(*args)
+
+
+def _primitive(prim, name, x):
+    if not _snp._traced(x):
+        from symgrad.core.primitives import REGISTRY as _registry
+        return _plain(name, lambda v: _registry[prim].impl(_np.asarray(v, dtype=float)), x)
+    return _snp._wrap(_bind(prim, _snp._lift((x,), need_float=True)[0]))
+
+
+def erf(x):
+    """The error function 2/sqrt(pi) int_0^x e^-t^2 dt."""
+    return _primitive("erf", "erf", x)
+
+
+def erfc(x):
+    """1 - erf(x), accurate where erf(x) is near 1."""
+    return _primitive("erfc", "erfc", x)
+
+
+def erfinv(y):
+    """The inverse of erf on [-1, 1] (+-inf at +-1, NaN outside)."""
+    return _primitive("erfinv", "erfinv", y)
+
+
+def gammaln(x):
+    """log |Gamma(x)| (+inf at the poles 0, -1, -2, ...)."""
+    return _primitive("gammaln", "gammaln", x)
+
+
+def digamma(x):
+    """psi(x) = d/dx log Gamma(x) (polygamma of order 0)."""
+    return polygamma(0, x) if _snp._traced(x) else _plain("digamma", _polygamma_plain(0), x)
+
+
+psi = digamma
+
+
+def _polygamma_plain(n):
+    return lambda v: _np.frompyfunc(lambda t: _polygamma_scalar(n, float(t)), 1, 1)(
+        _np.asarray(v, dtype=float)).astype(float)
+
+
+def polygamma(n, x):
+    """The n-th derivative of digamma, for a Python int order ``n`` >= 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, _np.integer)) or n < 0:
+        raise ValueError(f"polygamma: the order n must be a Python int >= 0, got {n!r}")
+    if not _snp._traced(x):
+        return _plain("polygamma", lambda k, v: _polygamma_plain(int(k))(v), n, x)
+    xv = _snp._lift((x,), need_float=True)[0]
+    return _snp._wrap(_bind("polygamma", _ops.const(int(n), "int64"), xv))
+
+
+def xlogy(x, y):
+    """x * log(y), and 0 where x == 0 (unless y is NaN), as SciPy."""
+    if not _snp._traced(x, y):
+        return _plain("xlogy", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
+                                                      a * _np.log(b)), x, y)
+    zero = _snp.logical_and(_snp.equal(x, 0), _snp.logical_not(_snp.isnan(y)))
+    return _snp.where(zero, 0.0, _snp.multiply(x, _snp.log(y)))
+
+
+def xlog1py(x, y):
+    """x * log1p(y), and 0 where x == 0 (unless y is NaN), as SciPy."""
+    if not _snp._traced(x, y):
+        return _plain("xlog1py", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
+                                                        a * _np.log1p(b)), x, y)
+    zero = _snp.logical_and(_snp.equal(x, 0), _snp.logical_not(_snp.isnan(y)))
+    return _snp.where(zero, 0.0, _snp.multiply(x, _snp.log1p(y)))
+
+
+def expit(x):
+    """The logistic sigmoid 1 / (1 + e^-x), as the ``logistic`` primitive."""
+    return _nn.sigmoid(x) if _snp._traced(x) else _plain("expit", _nn.sigmoid, x)
+
+
+def logit(p):
+    """log(p / (1 - p)) as log(p) - log1p(-p): no cancellation near either end."""
+    if not _snp._traced(p):
+        return _plain("logit", lambda v: _np.log(v) - _np.log1p(-v), p)
+    return _snp.subtract(_snp.log(p), _snp.log1p(_snp.negative(p)))
+
+
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """log(sum(b * exp(a))) over ``axis`` without overflow; ``b`` scales the terms (b >= 0 here:
+    ``return_sign`` is not supported on traced values)."""
+    if not _snp._traced(a, b):
+        if _scipy_special is not None:
+            return _scipy_special.logsumexp(a, axis=axis, b=b, keepdims=keepdims,
+                                            return_sign=return_sign)
+    if return_sign:
+        raise NotImplementedError("logsumexp(..., return_sign=True) is not supported on traced "
+                                  "values")
+    if b is None:
+        return _nn.logsumexp(a, axis=axis, keepdims=keepdims)
+    # log sum(b e^a) = log sum(e^(a + log b)); b = 0 terms give e^-inf = 0.
+    return _nn.logsumexp(_snp.add(a, _snp.log(b)), axis=axis, keepdims=keepdims)
+
+
+__all__ = ["erf", "erfc", "erfinv", "gammaln", "digamma", "psi", "polygamma", "xlogy",
+           "xlog1py", "expit", "logit", "logsumexp"]
+
+# Registered as "scipy.special.<name>", and under the name of SciPy's ufunc where SciPy's own
+# function reaches a Tracer's __array_ufunc__ (scipy.special.digamma is the ufunc "psi").
+for _name in __all__:
+    _implements(f"scipy.special.{_name}", globals()[_name])
+for _name in ("erf", "erfc", "erfinv", "gammaln", "psi", "xlogy", "xlog1py", "expit", "logit"):
+    _implements(_name, globals()[_name])
+
+
+def __getattr__(name):
+    """A name this module lacks: an error naming it and the closest supported names."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'symgrad.scipy.special' has no attribute {name!r}")
+    raise _unsupported(name, "symgrad.scipy.special", __all__)
