@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from symgrad.core.ir import Builder, Graph, Var, building, current_builder
 from symgrad.core.passes import optimize, strip_stop_gradients
-from symgrad.core.primitives import REGISTRY
+from symgrad.core.primitive import REGISTRY
 from symgrad.core import ops
 
 

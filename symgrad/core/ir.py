@@ -26,6 +26,12 @@ import numpy as np
 
 from symgrad.core.types import TensorType
 
+# Every primitive by name: a node names its primitive, the record (``symgrad.core.primitive``)
+# says everything about it. The dict lives here, below the records, so the printer can ask a
+# record how its statements print; ``primitive.register`` fills it and importing
+# ``symgrad.core.primitives`` registers every primitive.
+REGISTRY: dict = {}
+
 
 @dataclass(frozen=True)
 class SourceLoc:
@@ -149,8 +155,8 @@ class Graph:
         letters = _letter_names()
         # Scalar constants print as literals; they are named last so they take no letter from
         # the values a reader follows.
-        ordered = [n for n in self.nodes if not _is_scalar_const(n)]
-        ordered += [n for n in self.nodes if _is_scalar_const(n)]
+        ordered = [n for n in self.nodes if not is_scalar_literal(n)]
+        ordered += [n for n in self.nodes if is_scalar_literal(n)]
         for n in ordered:
             v = n.out
             if v in names:
@@ -169,7 +175,7 @@ class Graph:
     def format(self, *, lines=False, inline_scalars=True):
         """The readable listing; ``lines=True`` appends each statement's source line."""
         names = self.names()
-        inline = {n.out for n in self.nodes if inline_scalars and _is_scalar_const(n)}
+        inline = {n.out for n in self.nodes if inline_scalars and is_scalar_literal(n)}
         ref = self.operand_names(names) if inline_scalars else (lambda v: names.get(v, "?"))
 
         out = ["{ lambda " + ", ".join(f"{names[v]}:{v.type}" for v in self.inputs) + " ."]
@@ -187,7 +193,7 @@ class Graph:
         """``ref(var)``: an operand as the printer spells it, its name (``?`` for a value the
         graph does not hold), or for a scalar constant its value."""
         names = self.names() if names is None else names
-        constants = {n.out: repr(n.attrs["value"]) for n in self.nodes if _is_scalar_const(n)}
+        constants = {n.out: repr(n.attrs["value"]) for n in self.nodes if is_scalar_literal(n)}
 
         def ref(v):
             return constants[v] if v in constants else names.get(v, "?")
@@ -212,8 +218,9 @@ class Graph:
         return {v: i for i, v in enumerate(self.inputs)}
 
 
-def _is_scalar_const(node):
-    return node.prim == "const" and node.out.ndim == 0
+def is_scalar_literal(node):
+    """Whether ``node`` defines a 0-d constant, which printers write as a number."""
+    return REGISTRY[node.prim].literal and node.out.ndim == 0
 
 
 def format_statement(node, names, *, ref=None, types=True):

@@ -2,15 +2,17 @@
 
 Each pass takes a Graph and returns a new one computing the same outputs; ``optimize`` runs them
 to a fixed point. Passes never change an output's type, and never use identities that are false
-for NaN or inf (``x * 0`` stays).
+for NaN or inf (``x * 0`` stays). What a pass may do with a statement is stated by its
+primitive's record (``literal``, ``fold``, ``identities``, ``involution``, ``simplify``,
+``gradient_barrier``), never by its name.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from symgrad.core.dims import static_shape
-from symgrad.core.ir import Literal, Node, Var
-from symgrad.core.primitives import REGISTRY
+from symgrad.core.ir import Literal, Node
+from symgrad.core.primitive import REGISTRY
 
 FOLD_LIMIT = 64   # fold constants up to this many elements; larger ones stay as computations
 
@@ -66,14 +68,12 @@ def fold_constants(graph):
     """Evaluate nodes whose inputs are all constants (and whose result is small)."""
     consts, nodes = {}, []
     for n in graph.nodes:
-        if n.prim == "const":
+        prim = REGISTRY[n.prim]
+        if prim.literal:
             consts[n.out] = n.attrs["value"].value
         elif (n.inputs and all(v in consts for v in n.inputs) and static_shape(n.out.shape)
-              and n.out.type.size <= FOLD_LIMIT
-              # An int's bits read as a float may be a NaN with a payload, which no C float
-              # literal spells: the bitcast stays, of an int constant, and runs in C.
-              and not (n.prim == "bitcast" and n.out.type.is_float)):
-            value = np.asarray(REGISTRY[n.prim].impl(*[consts[v] for v in n.inputs], **n.attrs),
+              and n.out.type.size <= FOLD_LIMIT and prim.foldable(n)):
+            value = np.asarray(prim.impl(*[consts[v] for v in n.inputs], **n.attrs),
                                dtype=n.out.dtype)
             consts[n.out] = value
             n = Node("const", (), {"value": Literal(value)}, n.out, n.loc, n.grad_of)
@@ -83,61 +83,44 @@ def fold_constants(graph):
 
 def _const_value(producers, v):
     n = producers.get(v)
-    if n is not None and n.prim == "const" and v.ndim == 0:
+    if n is not None and REGISTRY[n.prim].literal and v.ndim == 0:
         return n.attrs["value"].value.item()
     return None
 
 
 def simplify(graph):
-    """Algebraic identities that hold for every float: x+0, x-0, x*1, x/1, --x, no-op reshapes,
-    and a slice that takes back what a padding put in."""
+    """Algebraic identities that hold for every float, as each primitive's record states them:
+    units (x+0, x-0, x*1, x/1), involutions (--x), and its own rule (no-op reshapes, a slice
+    that takes back what a padding put in)."""
     producers = graph.producers()
     subst = {}
-
-    def same_type(a: Var, b: Var):
-        return a.type == b.type
-
     for n in graph.nodes:
         ins = [subst.get(v, v) for v in n.inputs]
         out = n.out
+        prim = REGISTRY[n.prim]
         replacement = None
-        if n.prim in ("add", "sub", "mul", "div", "chain_mul"):
-            x, y = ins
-            cx, cy = _const_value(producers, x), _const_value(producers, y)
-            if n.prim == "add" and cx == 0 and same_type(y, out):
-                replacement = y
-            elif n.prim in ("add", "sub") and cy == 0 and same_type(x, out):
-                replacement = x
-            elif n.prim in ("mul", "chain_mul") and cx == 1 and same_type(y, out):
-                replacement = y
-            elif n.prim in ("mul", "div", "chain_mul") and cy == 1 and same_type(x, out):
-                replacement = x
-        elif n.prim == "neg":
+        for k, unit in prim.identities:
+            other = ins[1 - k]
+            if _const_value(producers, ins[k]) == unit and other.type == out.type:
+                replacement = other
+                break
+        if replacement is None and prim.involution:
             inner = producers.get(ins[0])
-            if inner is not None and inner.prim == "neg":
-                replacement = subst.get(inner.inputs[0], inner.inputs[0])
-        elif n.prim in ("reshape", "broadcast_in_dim", "convert", "stop_gradient"):
-            if n.prim != "stop_gradient" and same_type(ins[0], out):
-                replacement = ins[0]
-        elif n.prim == "transpose" and n.attrs["perm"] == tuple(range(out.ndim)):
-            replacement = ins[0]
-        elif n.prim == "slice":
-            # The slice of a zero padding that takes exactly the padded data (a loop's final
-            # carry, read back in its adjoint) is that data.
-            inner = producers.get(ins[0])
-            if (inner is not None and inner.prim == "pad_slice"
-                    and inner.attrs["start"] == n.attrs["start"]
-                    and all(st == 1 for st in inner.attrs["step"] + n.attrs["step"])
-                    and same_type(inner.inputs[0], out)):
-                replacement = subst.get(inner.inputs[0], inner.inputs[0])
+            if inner is not None and inner.prim == n.prim:
+                replacement = inner.inputs[0]
+        if replacement is None and prim.simplify is not None:
+            replacement = prim.simplify(n, ins, producers.get)
+        if replacement is not None:
+            replacement = subst.get(replacement, replacement)
         if replacement is not None and replacement is not out:
             subst[out] = replacement
     return _rebuild(graph, graph.nodes, subst)
 
 
 def strip_stop_gradients(graph):
-    """After differentiation stop_gradient is the identity: replace it by its input."""
-    subst = {n.out: n.inputs[0] for n in graph.nodes if n.prim == "stop_gradient"}
+    """After differentiation stop_gradient (any ``gradient_barrier``) is the identity: replace
+    it by its input."""
+    subst = {n.out: n.inputs[0] for n in graph.nodes if REGISTRY[n.prim].gradient_barrier}
     return _rebuild(graph, [n for n in graph.nodes if n.out not in subst], subst)
 
 

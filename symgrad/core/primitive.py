@@ -22,6 +22,30 @@ the symbols x, y) and its derivative per operand (``derivs``, which may mention 
 tests can check stated derivatives against ``sympy.diff``.
 
 ``tests/test_registry.py`` fails if a registered primitive lacks one of these.
+
+Everything else a pass, a renderer, a printer or a tool needs to know about a primitive is a
+field of its record too, with a default that fits most primitives, so no module outside
+``primitives/`` tests a primitive by its name (``tests/test_registry.py`` checks that as well):
+
+- ``literal``: the result is the constant ``attrs["value"]`` (a ``Literal``); printers and the C
+  backend write a 0-d one as a number, and constant folding produces such statements;
+- ``fold``: whether constant folding may evaluate the statement when its operands are constants
+  (a bool, or ``(node) -> bool``);
+- ``identities``, ``involution``, ``simplify``: the algebraic identities ``passes.simplify``
+  may use (see the fields below);
+- ``gradient_barrier``: the identity on values, there only to stop derivatives (removed once
+  differentiation is done);
+- ``view``: ``(node) -> View | None``, whether the result can be read from the first operand's
+  memory with no copy, and how (see ``View``);
+- ``cost``: the FLOPs estimate ``symgrad inspect`` shows (see ``Primitive.flops``);
+- ``infix``, ``accumulate``: how a statement prints as an expression (``a + b``, ``b_x += ...``);
+- ``index_bounds``: which operands are integer indices, and the size of the axis each indexes
+  (the native backend checks them against the caller's arrays before running C);
+  ``same_elements``: every element of the result is one of the first operand's, unchanged for
+  integer data, and every one of those appears (a reshape, a broadcast): a range check of index
+  data may look through the statement to the caller's argument;
+- ``memory``: what a statement keeps beyond its result (a loop's tape), for ``inspect``;
+- ``batch``: the batching rule of ``vmap`` (None until that transform exists).
 """
 from __future__ import annotations
 
@@ -29,9 +53,26 @@ from dataclasses import dataclass
 from typing import Callable
 
 from symgrad.errors import DTypeError, ShapeError, where
-from symgrad.core.ir import Var, current_builder, user_location
+from symgrad.core.ir import REGISTRY, Var, current_builder, user_location
 
-REGISTRY: dict[str, "Primitive"] = {}
+# The kinds of ``View``: how a result can share its operand's memory.
+REINTERPRET = "reinterpret"   # the operand's buffer read with the result's shape (row-major)
+WINDOW = "window"             # one contiguous run of the operand's buffer, at ``View.offset``
+BROADCAST = "broadcast"       # the operand read in place by elementwise readers, broadcast from
+                              # ``View.shape`` (the operand's shape with 1 on the new axes)
+PADDING = "padding"           # the operand read in place by elementwise readers, placed at
+                              # ``View.start`` of a zero result (0 outside it)
+
+
+@dataclass(frozen=True)
+class View:
+    """How a statement's result can be read from its first operand's memory instead of being
+    computed into a buffer of its own; the C backend decides whether it does so (a view it
+    cannot keep, such as a graph output, is computed by the kernel as usual)."""
+    kind: str                 # REINTERPRET, WINDOW, BROADCAST or PADDING
+    offset: object = 0        # WINDOW: the element offset of the run (a dimension)
+    shape: tuple = ()         # BROADCAST: the operand's shape with the result's rank
+    start: tuple = ()         # PADDING: the result index of the operand's first element
 
 
 @dataclass(frozen=True)
@@ -51,8 +92,59 @@ class Primitive:
     # backend can fold it into the elementwise loop that computes its operand.
     c_reduce: tuple | None = None
 
+    # -- what passes, renderers, printers and tools read (see the module docstring) --------------
+    literal: bool = False
+    fold: object = True                 # bool, or (node) -> bool
+    # ((operand, value), ...): where operand k is a scalar constant equal to value, the result
+    # is the other operand (x + 0, 1 * x). Only identities true for NaN and inf belong here.
+    identities: tuple = ()
+    involution: bool = False            # f(f(x)) = x
+    # (node, inputs, producer) -> Var | None: another identity, for structural rewrites
+    # (``inputs``: the node's operands after earlier rewrites; ``producer(v)``: the statement
+    # defining v, or None). It must return an existing var of the node's type, or None.
+    simplify: Callable | None = None
+    gradient_barrier: bool = False
+    view: Callable | None = None        # (node) -> View | None
+    cost: object = None                 # FLOPs: an int, (node) -> int, or None (see flops)
+    # A format string over the operands' texts ("{0} + {1}"), or (operands, **attrs) -> str;
+    # None: the statement prints in call form, ``prim[attrs](operands)``.
+    infix: object = None
+    accumulate: str | None = None       # "+=": a derivative rule's sum prints as accumulation
+    index_bounds: Callable | None = None   # (node) -> ((operand, axis, size), ...)
+    same_elements: bool = False
+    memory: Callable | None = None      # (node, name) -> lines
+    batch: Callable | None = None       # vmap's rule (that transform adds them)
+
     def __repr__(self):
         return f"<primitive {self.name}>"
+
+    def foldable(self, node):
+        """Whether constant folding may evaluate ``node`` (its operands being constants)."""
+        return self.fold(node) if callable(self.fold) else bool(self.fold)
+
+    def view_of(self, node):
+        """The ``View`` through which ``node``'s result can be read, or None."""
+        return self.view(node) if self.view is not None else None
+
+    def flops(self, node):
+        """Floating-point operations of ``node``, an estimate with the usual conventions: the
+        record's ``cost`` where it states one (0 for data movement, 2*M*N*K for a product),
+        else one per output element of an elementwise primitive and one per input element of
+        any other (a reduction)."""
+        if self.cost is not None:
+            return self.cost(node) if callable(self.cost) else self.cost
+        if self.elementwise:
+            return node.out.type.size
+        return max((v.type.size for v in node.inputs), default=0)
+
+    def format_infix(self, operands, attrs):
+        """``node`` as an expression of its operands' texts (``a + b``), or None when the
+        primitive has no infix form."""
+        if self.infix is None:
+            return None
+        if callable(self.infix):
+            return self.infix(operands, **attrs)
+        return self.infix.format(*operands)
 
 
 def register(prim):
@@ -86,3 +178,16 @@ def bind(name, *inputs, **attrs):
         operands = ", ".join(str(v.type) for v in inputs)
         raise type(e)(f"{name}({operands}): {e}{where(loc)}") from None
     return builder.add(name, inputs, attrs, out_type)
+
+
+def memory_lines(graph):
+    """What the statements of ``graph`` keep beyond their results (a loop's tape), one line
+    each, from their records' ``memory`` rules (which indent the lines of a loop body's own
+    statements under it)."""
+    names = graph.names()
+    lines = []
+    for n in graph.nodes:
+        rule = REGISTRY[n.prim].memory
+        if rule is not None:
+            lines += rule(n, names[n.out])
+    return lines

@@ -469,13 +469,13 @@ def _axes(axis, ndim):
     return tuple(sorted(out))
 
 
-def _reduction(prim, np_fn, x, axis=None, keepdims=False):
+def _reduction(prim, np_fn, x, axis=None, keepdims=False, *, counts_bools=False):
     if not _traced(x):
         return np_fn(x, axis=axis, keepdims=keepdims)
     x = asarray(x)
     axes = _axes(axis, x.ndim)
     v = x.irvar
-    if prim == "reduce_sum" and v.dtype == "bool":
+    if counts_bools and v.dtype == "bool":     # NumPy sums bools as ints: a count
         v = ops.convert(v, "int64")
     out = bind(prim, v, axes=axes) if axes else v
     if keepdims:
@@ -484,7 +484,7 @@ def _reduction(prim, np_fn, x, axis=None, keepdims=False):
 
 
 def sum(x, axis=None, keepdims=False):
-    return _reduction("reduce_sum", _np.sum, x, axis, keepdims)
+    return _reduction("reduce_sum", _np.sum, x, axis, keepdims, counts_bools=True)
 
 
 def prod(x, axis=None, keepdims=False):

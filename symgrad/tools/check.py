@@ -23,6 +23,7 @@ from symgrad import numerical
 from symgrad.core.ir import Graph, format_statement
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
+from symgrad.core.primitives import REGISTRY
 from symgrad.core.types import TensorType
 from symgrad.tree_util import tree_leaves
 
@@ -199,7 +200,7 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
     interpreter, as a sentence naming it, its source line and the difference (None if every
     value agrees)."""
     from symgrad.backends.c.native import evaluate_native   # on use: it loads cffi
-    nodes = [n for n in graph.nodes if n.prim != "const"]
+    nodes = [n for n in graph.nodes if not REGISTRY[n.prim].literal]
     if not nodes:
         return None
     probe = Graph(graph.inputs, graph.nodes, [n.out for n in nodes], name=graph.name)

@@ -38,17 +38,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from symgrad.frontend import loops
 from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.api import CompiledFunction
 from symgrad.core.autodiff import value_and_grad_graph
-from symgrad.core.ir import _letter_names
+from symgrad.core.ir import _letter_names, is_scalar_literal
 from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c.module import _c_name, program_renderers, render_program
 from symgrad.core.ir import format_operation, format_statement
+from symgrad.core.primitive import memory_lines
 from symgrad.core.primitives import REGISTRY
 
 GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` program, which was "
@@ -57,17 +57,6 @@ GRAPHVIZ_MISSING = ("symgrad inspect: the graph drawing needs Graphviz's `dot` p
                     "page was written with the text views and the Graphviz source only.")
 
 _PAGE_NUMBERS = itertools.count(1)    # element ids of several reports in one notebook differ
-
-# Infix forms of the primitives that have one; every other primitive reads ``prim[attrs](args)``.
-INFIX = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-         "pow": "{0} ** {1}", "neg": "-{0}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
-         "lt": "{0} < {1}", "le": "{0} <= {1}", "eq": "{0} == {1}", "ne": "{0} != {1}",
-         # the chain rule's product (exactly 0 where the adjoint is 0): read as the math
-         "chain_mul": "{0} * {1}"}
-
-# Primitives that move data but compute nothing (0 FLOPs in the estimate).
-DATA_MOVEMENT = {"const", "iota", "reshape", "broadcast_in_dim", "transpose", "slice", "pad_slice",
-                 "gather", "concatenate", "convert", "stop_gradient"}
 
 
 @dataclass
@@ -177,14 +166,14 @@ class Report:
         """Scalar constants print as literals, except the adjoint seed ``d y/d y = 1``."""
         seed = self._seed()
         return {n.out: repr(n.attrs["value"]) for n in self._graph().nodes
-                if n.prim == "const" and n.out.ndim == 0 and n.out is not seed}
+                if REGISTRY[n.prim].literal and n.out.ndim == 0 and n.out is not seed}
 
     def _seed(self):
         if not self.gradable:
             return None
         y = self.forward.outputs[0]
         for n in self.adjoint_nodes:
-            if n.prim == "const" and n.out.adjoint_of is y:
+            if REGISTRY[n.prim].literal and n.out.adjoint_of is y:
                 return n.out
         return None
 
@@ -198,17 +187,11 @@ class Report:
         return format_statement(node, self.names, ref=ref)
 
     def infix(self, node, ref):
-        """``a * z``: the statement's right-hand side as an expression."""
+        """``a * z``: the statement's right-hand side as an expression (its record's infix
+        form, else the call form ``prim[attrs](a, z)``)."""
         operands = [ref(v) for v in node.inputs]
-        if node.prim == "matmul":
-            a, b = (f"{o}.T" if node.attrs.get(t) else o
-                    for o, t in zip(operands, ("transpose_a", "transpose_b")))
-            return f"{a} @ {b}"
-        if node.prim in INFIX:
-            return INFIX[node.prim].format(*operands)
-        if node.prim == "const":
-            return repr(node.attrs["value"])
-        return f"{format_operation(node)}({', '.join(operands)})"
+        text = REGISTRY[node.prim].format_infix(operands, node.attrs)
+        return text if text is not None else f"{format_operation(node)}({', '.join(operands)})"
 
     def _where(self, node):
         loc = node.loc
@@ -261,8 +244,8 @@ class Report:
             if v in inline:
                 return inline[v]
             if v in folded:
-                return f"({self.infix(folded[v], ref)})" if folded[v].prim in INFIX else \
-                    self.infix(folded[v], ref)
+                return f"({self.infix(folded[v], ref)})" if \
+                    REGISTRY[folded[v].prim].infix is not None else self.infix(folded[v], ref)
             return display.get(v, self.names.get(v, "?"))
 
         def plain(v):
@@ -294,7 +277,7 @@ class Report:
                 rhs = ref(n.inputs[1])
                 if rhs.startswith("(") and rhs.endswith(")"):
                     rhs = rhs[1:-1]
-                stmt = f"{target} += {rhs}"
+                stmt = f"{target} {REGISTRY[n.prim].accumulate} {rhs}"
             else:
                 stmt = f"{target}:{n.out.type} = {self.infix(n, ref)}"
             why = ""
@@ -324,8 +307,9 @@ class Report:
     def _tangent_names(self, inline):
         """Which adjoint statements accumulate (``+=``), and under which name.
 
-        An ``add`` emitted by a derivative rule whose first operand is a partial sum used only
-        there continues that sum: the partial takes the sum's name and the add reads ``+=``.
+        An ``add`` (a primitive whose record says how it ``accumulate``s) emitted by a
+        derivative rule whose first operand is a partial sum used only there continues that
+        sum: the partial takes the sum's name and the add reads ``+=``.
         Its second operand, when computed just before it and used only there, is folded in.
         """
         graph = self.derived
@@ -336,7 +320,7 @@ class Report:
         display, accumulate, folded = {}, set(), {}
         order = {n: i for i, n in enumerate(self.adjoint_nodes)}
         for n in reversed(self.adjoint_nodes):
-            if n.prim != "add" or n.grad_of is None:
+            if REGISTRY[n.prim].accumulate is None or n.grad_of is None:
                 continue
             partial, contribution = n.inputs
             if (partial in adjoint and partial not in inline and partial.adjoint_of is None
@@ -377,7 +361,7 @@ class Report:
                 f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
                 for fn, b in workspace))
         for label, g in graphs:
-            tapes = loops.memory_lines(g)
+            tapes = memory_lines(g)
             if tapes:
                 lines.append(f"loops ({label}):")
                 lines += ["  " + t for t in tapes]
@@ -442,7 +426,7 @@ class Report:
 
         def ref(v):
             n = producers.get(v)
-            if n is not None and n.prim == "const" and v.ndim == 0:
+            if n is not None and REGISTRY[n.prim].literal and v.ndim == 0:
                 return repr(n.attrs["value"])
             return names.get(v, "?")
 
@@ -452,7 +436,7 @@ class Report:
             if n.out in copies:
                 of = copies[n.out]
                 continue
-            if n.out not in live or (n.prim == "const" and n.out.ndim == 0):
+            if n.out not in live or is_scalar_literal(n):
                 continue
             if of is not None:
                 where = f"   ({self._where(of)})" if of.loc is not None else ""
@@ -675,18 +659,10 @@ def flops(node):
     """Floating-point operations of one statement (an estimate, the usual conventions).
 
     Elementwise: one per output element; matmul: 2*M*N*K per batch; reductions: one per input
-    element; data movement (reshape, gather, ...): none.
+    element; data movement (reshape, gather, ...): none. Each record states its own
+    (``Primitive.flops``).
     """
-    prim = node.prim
-    if prim in DATA_MOVEMENT:
-        return 0
-    if prim == "matmul":
-        a = node.inputs[0]
-        k = a.shape[-2] if node.attrs.get("transpose_a") else a.shape[-1]
-        return 2 * k * node.out.type.size
-    if REGISTRY[prim].elementwise:
-        return node.out.type.size
-    return max((v.type.size for v in node.inputs), default=0)
+    return REGISTRY[node.prim].flops(node)
 
 
 def temporary_bytes(graph):

@@ -28,6 +28,7 @@ from symgrad import templates
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS, c_literal
 from symgrad.core.ir import Graph, format_statement
+from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
@@ -291,9 +292,10 @@ class FunctionRenderer:
             if n.out in outputs or not all(REGISTRY[u.prim].elementwise
                                            for u in self.uses.get(n.out, [])):
                 continue
-            if n.prim == "broadcast_in_dim":
+            view = REGISTRY[n.prim].view_of(n)
+            if view is not None and view.kind == BROADCAST:
                 views.add(n.out)
-            elif (n.prim == "pad_slice" and all(st == 1 for st in n.attrs["step"])
+            elif (view is not None and view.kind == PADDING
                   and n.inputs[0] not in views and n.inputs[0].ndim > 0):
                 views.add(n.out)
         return views
@@ -302,7 +304,7 @@ class FunctionRenderer:
         """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
         groups = []
         for n in self.graph.nodes:
-            if (n.prim == "const" and n.out.ndim == 0) or n.out in self.views:
+            if (REGISTRY[n.prim].literal and n.out.ndim == 0) or n.out in self.views:
                 continue
             fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
             if fusible and groups and self._joins(n, groups[-1]):
@@ -375,37 +377,35 @@ class FunctionRenderer:
                 self.storage[v] = CVar(name, v.shape, ctype, "array")
         for n in self.graph.nodes:
             v, ctype = n.out, CTYPES[n.out.dtype]
-            if n.prim == "const" and v.ndim == 0:
+            view = REGISTRY[n.prim].view_of(n)
+            kind = view.kind if view is not None else None
+            if REGISTRY[n.prim].literal and v.ndim == 0:
                 self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
                                        "literal")
             elif v.ndim == 0 or v in self.internal:
                 self.storage[v] = CVar(self.cnames[v], v.shape, ctype, "scalar")
-            elif (n.prim == "reshape" and self.storage[n.inputs[0]].kind == "array"
+            elif (kind == REINTERPRET and self.storage[n.inputs[0]].kind == "array"
                   and v not in first_output):
                 # Row-major reshape moves no data: the same buffer, read with other strides.
                 self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "array")
                 self.aliases.add(v)
                 if n.inputs[0] in self.offsets:
                     self.offsets[v] = self.offsets[n.inputs[0]]
-            elif v in self.views and n.prim == "pad_slice":
+            elif v in self.views and kind == PADDING:
                 self.storage[v] = CVar(self.storage[n.inputs[0]].name, v.shape, ctype, "padded")
-                self.padded[v] = (self.storage[n.inputs[0]], n.attrs["start"])
+                self.padded[v] = (self.storage[n.inputs[0]], view.start)
                 self.aliases.add(v)
             elif v in self.views:
                 src = self.storage[n.inputs[0]]
-                expanded = [1] * v.ndim
-                for i, d in enumerate(n.attrs["dims"]):
-                    expanded[d] = n.inputs[0].shape[i]
-                self.storage[v] = CVar(src.name, tuple(expanded), ctype, src.kind)
+                self.storage[v] = CVar(src.name, view.shape, ctype, src.kind)
                 self.aliases.add(v)
-            elif (n.prim == "slice" and self.storage[n.inputs[0]].kind == "array"
-                  and v not in first_output and _contiguous_slice(n)):
+            elif (kind == WINDOW and self.storage[n.inputs[0]].kind == "array"
+                  and v not in first_output):
                 # A block of whole rows is a pointer into the sliced buffer (of a slice of a
                 # slice, into the first one's source).
                 src = self.storage[n.inputs[0]]
                 base, offset = self.offsets.get(n.inputs[0], (src.name, 0))
-                offset = dims.normalize(offset + sum(
-                    (a * s for a, s in zip(n.attrs["start"], src.strides)), start=0))
+                offset = dims.normalize(offset + view.offset)
                 self.offsets[v] = (base, offset)
                 name = base if offset == 0 else f"({base} + {dims.c_expr(offset)})"
                 self.storage[v] = CVar(name, v.shape, ctype, "array")
@@ -651,21 +651,6 @@ class FunctionRenderer:
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
                      for k, v in enumerate(self.graph.outputs)])
-
-
-def _contiguous_slice(node):
-    """Whether a ``slice`` selects one contiguous run of its input (row-major): unit steps, and
-    after the first axis it cuts, only axes it keeps whole (before it, axes of extent 1)."""
-    step, shape = node.attrs["step"], node.attrs["shape"]
-    full = node.inputs[0].shape
-    if any(st != 1 for st in step):
-        return False
-    cut = [d for d in range(len(full)) if not dims.equal(shape[d], full[d])]
-    if not cut:
-        return True
-    first = cut[0]
-    return (all(dims.equal(shape[d], 1) for d in range(first))
-            and all(d == first for d in cut))
 
 
 _DECLARATION = re.compile(r"(const |static )*(%s)\b" % "|".join(sorted(set(CTYPES.values()))))

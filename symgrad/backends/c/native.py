@@ -18,6 +18,7 @@ import numpy as np
 from symgrad._version import __version__ as VERSION
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS
+from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c import compiler
 from symgrad.backends.c.cache import Cache, cache_key
@@ -169,9 +170,10 @@ _OK = STATUS["SYMGRAD_OK"]
 
 
 def _straight_line(program):
-    """Whether every value the program's functions compute is a scalar (no loops)."""
+    """Whether every value the program's functions compute is a scalar (no loops; a loop
+    statement's result is its table of rows, never a scalar)."""
     graphs = [g for g in (program.forward, program.value_and_grad) if g is not None]
-    return all(n.out.ndim == 0 and n.prim != "scan" for g in graphs for n in g.nodes)
+    return all(n.out.ndim == 0 for g in graphs for n in g.nodes)
 
 
 def _load(source, cdef, names, cflags, cache_dir):
@@ -275,22 +277,23 @@ def _getter(start, stop):
 
 
 def _index_checks(graph):
-    """(input position, axis, size, description) for every index array that is a graph input,
-    so out-of-range indices are reported before any native code runs."""
+    """(input position, axis, size, description) for every index array that is a graph input
+    (the operands the records' ``index_bounds`` name, looked for through statements that keep
+    their operand's elements), so out-of-range indices are reported before any native code
+    runs."""
     producers = graph.producers()
     positions = {v: i for i, v in enumerate(graph.inputs)}
     checks = set()
     for n in graph.nodes:
-        if n.prim not in ("gather", "scatter_add"):
+        bounds = REGISTRY[n.prim].index_bounds
+        if bounds is None:
             continue
-        table = n.inputs[0].shape if n.prim == "gather" else n.attrs["shape"]
-        for axis, idx in enumerate(n.inputs[1:]):
-            v = idx
-            while v in producers and producers[v].prim in ("convert", "broadcast_in_dim",
-                                                           "reshape"):
+        for operand, axis, size in bounds(n):
+            v = n.inputs[operand]
+            while v in producers and REGISTRY[producers[v].prim].same_elements:
                 v = producers[v].inputs[0]
             if v in positions:
-                checks.add((positions[v], axis, table[axis], f"argument {v.name!r}"))
+                checks.add((positions[v], axis, size, f"argument {v.name!r}"))
     return sorted(checks)
 
 

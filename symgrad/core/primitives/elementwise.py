@@ -186,7 +186,7 @@ def _c_format(printer, expr):
 
 
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
-                sympy_func=None, c=None, shape_rule=None, doc=""):
+                sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
 
     ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
@@ -197,7 +197,8 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
     definition, which sympy differentiates) would overflow or cancel when evaluated; or a
     function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
-    for operands of different dtypes (default: one dtype, broadcast shapes).
+    for operands of different dtypes (default: one dtype, broadcast shapes). ``facts``: further
+    fields of the record (``identities``, ``infix``, ...).
     """
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
@@ -217,17 +218,21 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         doc=doc or f"{name}: {expr}",
         expr=expr,
         derivs=derivs,
+        **facts,
     ))
 
 
-# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False.
-elementwise("add", X + Y, float_only=False)
-elementwise("sub", X - Y, float_only=False)
-elementwise("mul", X * Y, float_only=False)
-elementwise("div", X / Y)
+# Arithmetic. Integer operands are allowed (index arithmetic), so float_only=False. The
+# identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
+# inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
+elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
+            accumulate="+=")
+elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}")
+elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}")
+elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)])
-elementwise("neg", -X, float_only=False)
+elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)], infix="{0} ** {1}")
+elementwise("neg", -X, float_only=False, involution=True, infix="-{0}")
 elementwise("square", X ** 2, float_only=False)
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
@@ -365,6 +370,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         jvp=_no_tangent,
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
+        infix=f"{{0}} {_c_op} {{1}}",
         doc=f"x {_c_op} y (compares real parts for the complex step)",
     ))
 
@@ -438,6 +444,9 @@ _BITCAST_FROM = {"double": "int64_t", "int64_t": "double", "float": "int32_t", "
 
 register(Primitive(
     name="bitcast", elementwise=True, shape_rule=_bitcast_type, impl=_bitcast_impl,
+    # An int's bits read as a float may be a NaN with a payload, which no C float literal
+    # spells: the bitcast of an int constant is not folded, it runs in C.
+    fold=lambda node: not node.out.type.is_float,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
@@ -453,6 +462,9 @@ register(Primitive(
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
+    simplify=lambda node, ins, producer: ins[0] if ins[0].type == node.out.type else None,
+    same_elements=True,     # for index data (ints to ints), where it is looked through
+    cost=0,
     doc="convert[dtype](x): a cast; gradients flow back between float dtypes only",
 ))
 
@@ -466,6 +478,8 @@ register(Primitive(
     vjp=_no_gradient,
     jvp=_no_tangent,
     c_expr=lambda operands, ctype: operands[0],
+    gradient_barrier=True,
+    cost=0,
     doc="stop_gradient(x) = x, treated as a constant by reverse mode",
 ))
 
@@ -516,5 +530,7 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    # Units as for mul (g = 1 gives d; d = 1 gives g, 0 where g is 0); it prints as the math.
+    identities=((0, 1), (1, 1)), infix="{0} * {1}",
     doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
 ))

@@ -2,8 +2,9 @@
 
 Each block below is one primitive: shape rule, NumPy evaluation, derivative rules (adjoint and
 tangent, in IR operations) and C kernel. Linear primitives are their own tangent rule: they apply
-themselves to the tangent of their (first) operand. The kernels write loops through the
-backend's kernel context ``k``:
+themselves to the tangent of their (first) operand. Primitives that only move data state
+``cost=0`` (no FLOPs in ``inspect``'s estimate); those whose result can share its operand's
+memory state how (``view``). The kernels write loops through the backend's kernel context ``k``:
 
 - ``k.out`` / ``k.ins[i]``: the operands, each with ``.shape``, ``.ctype``, ``.strides`` (in
   elements) and ``k.at(operand, offset)``, which renders an element read or write;
@@ -24,7 +25,8 @@ from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.types import INT_DTYPES, TensorType
 from symgrad.core import ops
-from symgrad.core.primitive import Primitive, bind, register
+from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
+                                    bind, register)
 
 
 _dim_equal = dims.equal
@@ -75,6 +77,20 @@ def _no_tangent(t, out, *inputs, **attrs):
     return None
 
 
+def _same_type_noop(node, ins, producer):
+    """The simplifier's rule for a statement that is the identity where it keeps its operand's
+    type (a reshape to the same shape)."""
+    return ins[0] if ins[0].type == node.out.type else None
+
+
+def _row_major_strides(shape):
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
 def _linear(rule):
     """The tangent rule of an operation linear in its first operand: the operation itself."""
     def jvp(t, out, x, *rest, **attrs):
@@ -98,6 +114,8 @@ register(Primitive(
     impl=lambda *, value: value.value,
     vjp=_no_inputs_vjp, jvp=_no_tangent,
     c_kernel=_const_c,
+    literal=True, cost=0,
+    infix=lambda operands, *, value: repr(value),
     doc="a constant array (0-d constants are inlined as literals)",
 ))
 
@@ -117,6 +135,7 @@ def _iota_impl(*, shape, dimension, dtype):
 
 register(Primitive(
     name="iota", shape_rule=_iota_type, impl=_iota_impl, vjp=_no_inputs_vjp, jvp=_no_tangent,
+    cost=0,
     c_kernel=lambda k: k.loop(k.out.shape, [
         f"{k.at(k.out, k.offset(k.out, k.idx(k.out.shape)))} = "
         f"({k.out.ctype}){k.idx(k.out.shape)[k.attrs['dimension']]};"]),
@@ -155,9 +174,18 @@ def _bid_c(k):
         f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
+def _bid_view(node):
+    """Read in place by elementwise loops: the operand's shape, with 1 on the new axes."""
+    expanded = [1] * node.out.ndim
+    for i, d in enumerate(node.attrs["dims"]):
+        expanded[d] = node.inputs[0].shape[i]
+    return View(BROADCAST, shape=tuple(expanded))
+
+
 register(Primitive(
     name="broadcast_in_dim", shape_rule=_bid_type, impl=_bid_impl, vjp=_bid_vjp, c_kernel=_bid_c,
     jvp=_linear(lambda t, *, shape, dims: ops.broadcast_in_dim(t, shape, dims)),
+    view=_bid_view, simplify=_same_type_noop, same_elements=True, cost=0,
     doc="broadcast_in_dim[shape, dims](x): x's axis i becomes axis dims[i] of shape",
 ))
 
@@ -182,6 +210,9 @@ register(Primitive(
     vjp=lambda g, out, x, *, shape: (ops.reshape(g, x.shape),),
     jvp=_linear(lambda t, *, shape: ops.reshape(t, shape)),
     c_kernel=_copy_c,
+    # Row-major reshape moves no data: the same buffer, read with other strides.
+    view=lambda node: View(REINTERPRET),
+    simplify=_same_type_noop, same_elements=True, cost=0,
     doc="reshape[shape](x), row-major",
 ))
 
@@ -210,6 +241,9 @@ register(Primitive(
     vjp=lambda g, out, x, *, perm: (ops.transpose(g, tuple(np.argsort(perm))),),
     jvp=_linear(lambda t, *, perm: ops.transpose(t, perm)),
     c_kernel=_transpose_c,
+    simplify=lambda node, ins, producer: (
+        ins[0] if node.attrs["perm"] == tuple(range(node.out.ndim)) else None),
+    cost=0,
     doc="transpose[perm](x): output axis i is input axis perm[i]",
 ))
 
@@ -625,9 +659,21 @@ def _matmul_c(k):
         *_with_gemm(body, t, ta, tb, m, n, kk)])
 
 
+def _matmul_flops(node):
+    """2*M*N*K per batch: a multiply and an add per term."""
+    a = node.inputs[0]
+    k = a.shape[-2] if node.attrs.get("transpose_a") else a.shape[-1]
+    return 2 * k * node.out.type.size
+
+
+def _matmul_infix(operands, *, transpose_a=False, transpose_b=False):
+    a, b = (f"{o}.T" if t else o for o, t in zip(operands, (transpose_a, transpose_b)))
+    return f"{a} @ {b}"
+
+
 register(Primitive(
     name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
-    c_kernel=_matmul_c,
+    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
 
@@ -673,6 +719,42 @@ def _slice_c(k):
         f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
+def _contiguous_slice(node):
+    """Whether a ``slice`` selects one contiguous run of its input (row-major): unit steps, and
+    after the first axis it cuts, only axes it keeps whole (before it, axes of extent 1)."""
+    step, shape = node.attrs["step"], node.attrs["shape"]
+    full = node.inputs[0].shape
+    if any(st != 1 for st in step):
+        return False
+    cut = [d for d in range(len(full)) if not dims.equal(shape[d], full[d])]
+    if not cut:
+        return True
+    first = cut[0]
+    return (all(dims.equal(shape[d], 1) for d in range(first))
+            and all(d == first for d in cut))
+
+
+def _slice_view(node):
+    """A block of whole rows is a pointer into the sliced buffer."""
+    if not _contiguous_slice(node):
+        return None
+    strides = _row_major_strides(node.inputs[0].shape)
+    return View(WINDOW, offset=sum((a * s for a, s in zip(node.attrs["start"], strides)),
+                                   start=0))
+
+
+def _slice_simplify(node, ins, producer):
+    """The slice of a zero padding that takes exactly the padded data (a loop's final carry,
+    read back in its adjoint) is that data."""
+    inner = producer(ins[0])
+    if (inner is not None and inner.prim == "pad_slice"
+            and inner.attrs["start"] == node.attrs["start"]
+            and all(st == 1 for st in inner.attrs["step"] + node.attrs["step"])
+            and inner.inputs[0].type == node.out.type):
+        return inner.inputs[0]
+    return None
+
+
 register(Primitive(
     name="slice", shape_rule=_slice_type,
     impl=lambda x, *, start, step, shape: x[_slices(start, step, shape)],
@@ -680,6 +762,7 @@ register(Primitive(
         bind("pad_slice", g, start=start, step=step, shape=x.shape),),
     jvp=_linear(lambda t, **attrs: bind("slice", t, **attrs)),
     c_kernel=_slice_c,
+    view=_slice_view, simplify=_slice_simplify, cost=0,
     doc="slice[start, step, shape](x): element start + i*step along each axis",
 ))
 
@@ -711,6 +794,10 @@ register(Primitive(
         bind("slice", g, start=start, step=step, shape=x.shape),),
     jvp=_linear(lambda t, **attrs: bind("pad_slice", t, **attrs)),
     c_kernel=_pad_c,
+    # Elementwise readers test the bounds instead of reading a materialized padding.
+    view=lambda node: (View(PADDING, start=node.attrs["start"])
+                       if all(st == 1 for st in node.attrs["step"]) else None),
+    cost=0,
     doc="pad_slice[start, step, shape](g): zeros of shape with g where slice would read",
 ))
 
@@ -805,6 +892,9 @@ register(Primitive(
     + (None,) * len(indices),
     jvp=_linear(lambda t, *indices: bind("gather", t, *indices)),
     c_kernel=_gather_c,
+    index_bounds=lambda node: tuple((1 + a, a, node.inputs[0].shape[a])
+                                    for a in range(len(node.inputs) - 1)),
+    cost=0,
     doc="gather(x, i0, i1, ...) = x[i0, i1, ...] for integer arrays of one shape",
 ))
 register(Primitive(
@@ -812,6 +902,8 @@ register(Primitive(
     vjp=lambda g, out, u, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
     jvp=_linear(lambda t, *indices, shape: bind("scatter_add", t, *indices, shape=shape)),
     c_kernel=_scatter_c,
+    index_bounds=lambda node: tuple((1 + a, a, node.attrs["shape"][a])
+                                    for a in range(len(node.inputs) - 1)),
     doc="scatter_add[shape](u, i0, ...): zeros of shape, u added at [i0, ...]; repeats add up",
 ))
 
@@ -865,6 +957,7 @@ register(Primitive(
     name="concatenate", shape_rule=_concat_type,
     impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
     vjp=_concat_vjp, jvp=_concat_jvp, c_kernel=_concat_c,
+    cost=0,
     doc="concatenate[axis](x0, x1, ...)",
 ))
 
