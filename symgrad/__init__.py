@@ -20,6 +20,7 @@ from symgrad.tools import inspect
 from symgrad import numpy  # noqa: F401  (symgrad.numpy)
 from symgrad import tree_util
 from symgrad.scipy import special as _special  # noqa: F401  (registers scipy.special names)
+from symgrad.scipy import linalg as _scipy_linalg  # noqa: F401  (registers scipy.linalg names)
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
                          value_and_grad)

@@ -25,6 +25,11 @@ from symgrad.core.autodiff import jvp_graph
 from symgrad.backends.interp import evaluate
 from symgrad.core.primitives import REGISTRY
 from test_elementwise_more import primitives_used as more_primitives_used
+import test_contractions
+import test_linalg
+import test_shapes
+import test_statistics
+from breadth import primitives_used as breadth_primitives_used
 from test_primitives import TABLE, _seed, float_argnums, make_args, signature, weighted_loss
 
 ROWS = {row.name: row for row in TABLE}
@@ -123,6 +128,10 @@ def test_rows_reach_every_primitive():
     # Issue 16's elementwise and special functions: their table checks jvp against the gradient
     # (tests/test_elementwise_more.py::test_jvp_equals_gradient_dot_tangent).
     used |= more_primitives_used()
+    # Issue 16's statistics, shapes, contractions and linear algebra: their test files check
+    # jvp against central differences for every case (tests/breadth.py::check_jvp).
+    used |= breadth_primitives_used(test_statistics.CASES + test_shapes.CASES
+                                    + test_contractions.CASES + test_linalg.CASES)
     assert used == set(REGISTRY), f"no tangent check reaches {sorted(set(REGISTRY) - used)}"
 
 

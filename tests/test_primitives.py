@@ -23,6 +23,7 @@ import pytest
 import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
+from symgrad.scipy import linalg as symgrad_scipy_linalg
 
 DTYPES = ["float64", "float32"]
 
@@ -242,6 +243,20 @@ TABLE = [
     Row("take_int_and_array", lambda x: x[1, [0, 2, 2]] + x[[0, 0, 1], -1], [(U(2, 3),)]),
     Row("take_non_adjacent", lambda x: x[[0, 1, 1], :, [2, 2, 0]], [(U(2, 3, 4),)]),
     Row("take_middle_axis", lambda x: x[:, [0, 2, 0]], [(U(2, 3, 4),)]),
+
+    # Scans, sorting and linear algebra (tests/test_statistics.py and tests/test_linalg.py test
+    # them in full; these rows put each primitive through this table's checks too).
+    Row("cumsum", lambda x: snp.cumsum(x, axis=1) + snp.cumsum(x, axis=0), [(U(3, 4),)]),
+    Row("cumprod", lambda x: snp.cumprod(x, axis=-1), [(U(2, 4),), (U(5),)]),
+    Row("sort", lambda x: snp.sort(x, axis=0) * snp.argsort(x, axis=1), [(Distinct(4, 3),)]),
+    Row("solve_det", lambda a, b: snp.linalg.solve(a, b) * snp.linalg.det(a),
+        [(lambda rng: (rng.uniform(-1, 1, (3, 3)) + 4 * np.eye(3), rng.uniform(-1, 1, (3, 2))))]),
+    Row("cholesky_triangular", lambda a: snp.linalg.cholesky(a @ a.T + 3 * snp.eye(3))
+        + symgrad_scipy_linalg.solve_triangular(a + 3 * snp.eye(3), a, lower=True),
+        [(U(3, 3),)]),
+    Row("qr", lambda a: snp.linalg.qr(a)[0] + snp.linalg.qr(a)[1].sum(), [(U(4, 3),)]),
+    Row("eigh_svd", lambda a: snp.linalg.eigh(a + a.T + snp.diag(snp.arange(3.0) * 3))[0]
+        + snp.linalg.svd(a, compute_uv=False), [(U(3, 3),)]),
 
     # Creation inside traced code.
     Row("arange", lambda x: x * snp.arange(4) + snp.arange(1, 9, 2) * x ** 2, [(U(4),)]),

@@ -625,15 +625,14 @@ def matmul(a, b):
 
 
 def dot(a, b):
-    """NumPy's dot for operands of up to two dimensions (scalars multiply)."""
+    """NumPy's dot: scalars multiply, up to two dimensions matmul, beyond a tensordot."""
     if not _traced(a, b):
         return _np.dot(a, b)
     av, bv = asarray(a), asarray(b)
     if av.ndim == 0 or bv.ndim == 0:
         return multiply(av, bv)     # noqa: F821
     if av.ndim > 2 or bv.ndim > 2:
-        raise ShapeError(f"dot of arrays with more than two dimensions ({av.shape}, {bv.shape}) "
-                         f"is not supported{_at(user_location())}; use matmul or sum")
+        return _contractions.dot_nd(av, bv)
     return matmul(av, bv)
 
 
@@ -735,9 +734,6 @@ def _is_index_array(k):
         return True
     if isinstance(k, (list, _np.ndarray)):
         arr = _np.asarray(k)
-        if arr.dtype == bool:
-            raise IndexError(f"boolean mask indexing has a data-dependent shape and cannot be "
-                             f"compiled{_at(user_location())}; use snp.where instead")
         if arr.dtype.kind not in "iu" and arr.size:
             raise IndexError(f"index arrays must be integers, got {arr.dtype}"
                              f"{_at(user_location())}")
@@ -745,12 +741,43 @@ def _is_index_array(k):
     return False
 
 
+def _masks_to_indices(key, shape):
+    """A constant boolean mask selects a number of elements known now: it becomes the integer
+    arrays of its nonzero positions (NumPy's own rule), one per axis it covers. A traced mask
+    selects a number known only at run time, which no static shape can hold."""
+    out, axis = [], 0
+    for k in key:
+        if isinstance(k, Tracer) and k.irvar.dtype == "bool":
+            raise IndexError(f"indexing with a traced boolean mask gives a result whose size "
+                             f"depends on the data, which cannot be compiled"
+                             f"{_at(user_location())}. Use snp.where(mask, x, 0) (or a sum "
+                             f"with the mask as weights) to keep the shape static.")
+        if isinstance(k, (bool, _np.bool_)):
+            raise IndexError(f"indexing with a scalar boolean is not supported on traced values"
+                             f"{_at(user_location())}")
+        if isinstance(k, (list, _np.ndarray)) and _np.asarray(k).dtype == bool:
+            mask = _np.asarray(k)
+            covered = tuple(shape[axis:axis + mask.ndim]) if axis is not None else mask.shape
+            if mask.shape != covered:
+                raise IndexError(f"boolean index of shape {mask.shape} does not match the "
+                                 f"indexed axes of shape {covered}{_at(user_location())}")
+            out.extend(_np.nonzero(mask))
+            axis = None if axis is None else axis + mask.ndim
+            continue
+        out.append(k)
+        if k is Ellipsis:
+            axis = None                 # positions after an ellipsis: not checked here
+        elif k is not None and axis is not None:
+            axis += 1
+    return tuple(out)
+
+
 def getitem(x, key):
     """NumPy indexing: basic (ints, slices, None, ...) and integer-array (advanced) indexing."""
     if not _traced(x):
         return _np.asarray(x)[key]
     x = asarray(x)
-    key = key if isinstance(key, tuple) else (key,)
+    key = _masks_to_indices(key if isinstance(key, tuple) else (key,), x.shape)
     has_array = builtins.any(_is_index_array(k) for k in key)
     # Expand the Ellipsis into full slices.
     used = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
@@ -840,6 +867,13 @@ def getitem(x, key):
     return _wrap(out)
 
 
+# --- the submodules: statistics, shapes, contractions, linear algebra ---------------------------
+
+from symgrad.numpy.statistics import *  # noqa: E402,F401,F403
+from symgrad.numpy.shapes import *  # noqa: E402,F401,F403
+from symgrad.numpy.contractions import *  # noqa: E402,F401,F403
+from symgrad.numpy import contractions as _contractions, linalg  # noqa: E402
+
 # --- what Tracers and NumPy's own functions run on traced values ------------------------------
 
 _NOT_FUNCTIONS = {"builtins", "functools", "math", "Tracer", "bind", "ops", "implements", "unsupported",
@@ -850,6 +884,8 @@ __all__ = sorted(name for name, value in globals().items()
                  and not isinstance(value, type))
 for _name in __all__:
     implements(_name, globals()[_name])
+for _name in linalg.__all__:
+    implements("linalg." + _name, getattr(linalg, _name))
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]
 

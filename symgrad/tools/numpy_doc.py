@@ -54,6 +54,42 @@ NOTES = {
     "bitwise_xor": "bools only (the ^ of comparisons)",
     "invert": "bools only (the ~ of a comparison)",
     "bitwise_not": "as invert",
+    # Statistics and sorting (symgrad/numpy/statistics.py).
+    "std": "where the variance is 0 the gradient is 0 (a subgradient), not NaN",
+    "var": "where= and mean= are not supported",
+    "cumprod": "the gradient is exact where the input has zeros (no division)",
+    "sort": "always stable (kind is ignored); the gradient follows the permutation",
+    "argsort": "always stable, NaN last: ties keep their order (NumPy's default quicksort may "
+               "not)",
+    "median": "with NaN in the input it selects as if NaN were the largest value (NumPy: NaN); "
+              "the gradient goes to the middle element(s)",
+    "quantile": "q must be known while tracing; methods linear, lower, higher, nearest, "
+                "midpoint; NaN as in median; weights= is not supported",
+    "percentile": "as quantile",
+    "nanmax": "an all-NaN slice gives NaN without NumPy's warning",
+    "nanmin": "an all-NaN slice gives NaN without NumPy's warning",
+    "searchsorted": "a 1-D sorted array; len(a) * len(v) comparisons",
+    # Shapes and contractions (shapes.py, contractions.py).
+    "pad": "modes constant, edge, reflect, symmetric and wrap",
+    "take": "mode='raise' only",
+    "tril": "arrays of at least 2 dimensions",
+    "triu": "arrays of at least 2 dimensions",
+    "einsum": "contracts left to right; optimize= is ignored",
+    "getitem": "a constant boolean mask indexes; a traced one is an error (use where)",
+    # Linear algebra (symgrad/numpy/linalg.py, docs/linalg.md).
+    "linalg.solve": "a singular matrix gives inf/NaN instead of LinAlgError",
+    "linalg.inv": "a singular matrix gives inf/NaN instead of LinAlgError",
+    "linalg.det": "sign * exp(log|det|): no gradient at a singular matrix",
+    "linalg.cholesky": "NaN instead of LinAlgError for a matrix that is not positive definite",
+    "linalg.eigh": "eigenvectors scaled so the largest entry of each is positive; derivatives "
+                   "need distinct eigenvalues",
+    "linalg.svd": "full_matrices=True only for square matrices; U's columns scaled so the "
+                  "largest entry of each is positive; derivatives need distinct singular values",
+    "linalg.qr": "modes reduced, r, and complete for m <= n; the derivative needs m >= n",
+    "linalg.pinv": "through the SVD: derivatives need distinct singular values",
+    "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
+    "linalg.norm": "the gradient of the 2-norm and the Frobenius norm at 0 is 0, not NaN",
+    "scipy.linalg.cho_factor": "the unused triangle holds zeros (SciPy leaves a's entries)",
     # SciPy.
     "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
                                "returns float64)",

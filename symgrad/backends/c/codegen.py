@@ -704,7 +704,8 @@ def render_module(functions, *, title, version):
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         runtime=runtime_sources(),
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line for line in lines),
+        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
+                      or "SYMGRAD_LAPACKE" in line for line in lines),
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines))
 

@@ -1,0 +1,444 @@
+"""Reductions and statistics beyond sum/mean/max: NumPy's names, arguments and numerics.
+
+On plain arrays each function is NumPy's own. On traced values each is a composite of primitives
+that computes what NumPy computes, in the same order where rounding could tell (``var`` as
+``sum((x - mean)**2) / (n - ddof)``, ``quantile`` with NumPy's ``_lerp``), so values agree to the
+last bits and gradients follow from the primitives:
+
+- ``cumsum`` is a primitive; ``cumprod`` is a linear recurrence whose gradient needs no division
+  and is exact where the input has zeros.
+- ``sort``, ``median``, ``quantile``, ``percentile``: the gradient goes to the elements selected
+  (and, for interpolated quantiles, splits between the two neighbours by the interpolation
+  weights). ``argsort``, ``argmax``, ``argmin``, ``any``, ``all``, ``count_nonzero`` and
+  ``searchsorted`` have none (their results are integers or booleans).
+- ``std`` (and the 2-norm in ``linalg``) take the square root so that a zero variance has the
+  gradient 0 (a subgradient) rather than NaN.
+
+Differences from NumPy: ``quantile``'s ``q`` must be known while tracing (a number or a list);
+``nanmax``/``nanmin`` of an all-NaN slice give NaN without NumPy's warning; on NaN input, ``sort``
+puts NaN last as NumPy does, but ``median`` and ``quantile`` select as if NaN were the largest
+value (NumPy returns NaN).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from symgrad.core import ops
+from symgrad.core.primitive import bind
+from symgrad.errors import ShapeError
+from symgrad.frontend.tracer import Tracer
+from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, is_float, no_out,
+                                   snp, traced)
+
+__all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
+           "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
+           "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted"]
+
+
+def safe_sqrt(x):
+    """sqrt(x) whose derivative at x == 0 is 0 (a subgradient) instead of inf: sqrt at 0 is
+    selected away (the double ``where``), so no inf reaches the chain rule. NaN stays NaN."""
+    zero = snp.equal(x, 0)
+    return snp.where(zero, 0.0, snp.sqrt(snp.where(zero, 1.0, x)))
+
+
+# --- moments ------------------------------------------------------------------------------------
+
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """Variance: sum((a - mean)**2) / (n - ddof) over ``axis``, as NumPy computes it."""
+    if not traced(a):
+        return np.var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
+    no_out(out, "var")
+    x = as_float(a, dtype)
+    axes = axes_tuple(axis, x.ndim)
+    d = snp.subtract(x, snp.mean(x, axes, keepdims=True))
+    n = count(x.shape, axes)
+    total = snp.sum(snp.multiply(d, d), axes, keepdims=keepdims)
+    return snp.divide(total, float(max(n - ddof, 0)) if isinstance(n, int) else n - ddof)
+
+
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """Standard deviation, sqrt(var); where the variance is 0 its gradient is 0."""
+    if not traced(a):
+        return np.std(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
+    return safe_sqrt(var(a, axis, dtype, out, ddof, keepdims))
+
+
+def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
+    """Weighted mean sum(a * w) / sum(w); with ``returned``, also sum(w) (broadcast)."""
+    if not traced(a, weights):
+        return np.average(a, axis=axis, weights=weights, returned=returned, keepdims=keepdims)
+    x = as_float(a)
+    axes = axes_tuple(axis, x.ndim)
+    if weights is None:
+        avg = snp.mean(x, axes, keepdims=keepdims)
+        scl = float(count(x.shape, axes))
+        if returned:
+            return avg, snp.broadcast_to(snp.asarray(scl).astype(avg.dtype), avg.shape)
+        return avg
+    w = snp.asarray(weights)
+    if w.shape != x.shape:
+        if axis is None:
+            raise TypeError(f"average: axis must be given when the shapes of a {x.shape} and "
+                            f"weights {w.shape} differ{at()}")
+        if w.ndim != 1 or len(axes) != 1 or w.shape[0] != x.shape[axes[0]]:
+            raise ShapeError(f"average: weights of shape {w.shape} do not match axis {axis} of "
+                             f"a {x.shape}{at()}")
+        w = snp.reshape(w, tuple(w.shape[0] if i == axes[0] else 1 for i in range(x.ndim)))
+        w = snp.broadcast_to(w, x.shape)
+    scl = snp.sum(w, axes, keepdims=keepdims)
+    avg = snp.divide(snp.sum(snp.multiply(x, w), axes, keepdims=keepdims), scl)
+    if returned:
+        return avg, snp.broadcast_to(snp.astype(scl, avg.dtype), avg.shape)
+    return avg
+
+
+# --- scans --------------------------------------------------------------------------------------
+
+def _scan_operand(a, axis, dtype):
+    x = snp.asarray(a)
+    if dtype is not None:
+        x = snp.astype(x, dtype)
+    elif x.dtype == np.bool_:
+        x = snp.astype(x, "int64")
+    if axis is None:
+        return snp.ravel(x), 0
+    return x, axis_index(axis, x.ndim)
+
+
+def cumsum(a, axis=None, dtype=None, out=None):
+    """Running sums along ``axis`` (of the flattened array when None)."""
+    if not traced(a):
+        return np.cumsum(a, axis=axis, dtype=dtype, out=out)
+    no_out(out, "cumsum")
+    x, axis = _scan_operand(a, axis, dtype)
+    if x.ndim == 0:
+        return snp.reshape(x, (1,))
+    return Tracer(bind("cumsum", x.irvar, axis=axis, reverse=False))
+
+
+def cumprod(a, axis=None, dtype=None, out=None):
+    """Running products along ``axis``: the recurrence h_i = x_i h_(i-1) from h = 1, whose
+    gradient prod_(k<j) x_k * (reverse scan of the adjoint) is exact at zeros."""
+    if not traced(a):
+        return np.cumprod(a, axis=axis, dtype=dtype, out=out)
+    no_out(out, "cumprod")
+    x, axis = _scan_operand(a, axis, dtype)
+    if x.ndim == 0:
+        return snp.reshape(x, (1,))
+    v = x.irvar
+    lane = v.shape[:axis] + v.shape[axis + 1:]
+    h0 = ops.broadcast_to(ops.scalar_like(1, v), lane)
+    return Tracer(bind("linear_scan", v, ops.zeros_like(v), h0, axis=axis, reverse=False))
+
+
+# --- extremes, positions, truth ------------------------------------------------------------------
+
+def ptp(a, axis=None, out=None, keepdims=False):
+    """max - min (peak to peak)."""
+    if not traced(a):
+        return np.ptp(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, "ptp")
+    return snp.subtract(snp.max(a, axis, keepdims=keepdims), snp.min(a, axis, keepdims=keepdims))
+
+
+def _arg(prim, np_fn, a, axis, out, keepdims):
+    if not traced(a):
+        return np_fn(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, prim)
+    x = snp.asarray(a)
+    if axis is None:
+        v = bind(prim, snp.ravel(x).irvar)
+        return Tracer(ops.reshape(v, (1,) * x.ndim) if keepdims else v)
+    axis = axis_index(axis, x.ndim)
+    v, _ = ops.move_axes_last(x.irvar, (axis,))
+    res = bind(prim, v)
+    if keepdims:
+        res = ops.reshape(res, tuple(1 if i == axis else d for i, d in enumerate(x.shape)))
+    return Tracer(res)
+
+
+def argmax(a, axis=None, out=None, *, keepdims=False):
+    """Position of the first maximum (of the flattened array when axis is None)."""
+    return _arg("argmax", np.argmax, a, axis, out, keepdims)
+
+
+def argmin(a, axis=None, out=None, *, keepdims=False):
+    """Position of the first minimum (of the flattened array when axis is None)."""
+    return _arg("argmin", np.argmin, a, axis, out, keepdims)
+
+
+def any(a, axis=None, out=None, keepdims=False):
+    """Whether any element is nonzero."""
+    if not traced(a):
+        return np.any(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, "any")
+    return snp.greater(count_nonzero(a, axis, keepdims=keepdims), 0)
+
+
+def all(a, axis=None, out=None, keepdims=False):
+    """Whether every element is nonzero."""
+    if not traced(a):
+        return np.all(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, "all")
+    zeros = snp.sum(snp.equal(a, 0), axis, keepdims=keepdims)
+    return snp.equal(zeros, 0)
+
+
+def count_nonzero(a, axis=None, *, keepdims=False):
+    """The number of nonzero elements (int64)."""
+    if not traced(a):
+        return np.count_nonzero(a, axis=axis, keepdims=keepdims)
+    return snp.sum(snp.not_equal(a, 0), axis, keepdims=keepdims)
+
+
+# --- sorting -------------------------------------------------------------------------------------
+
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """The permutation that sorts ``a`` along ``axis``: stable (ties keep their order), NaN
+    last."""
+    if not traced(a):
+        return np.argsort(a, axis=axis, kind=kind or ("stable" if stable else None), order=order)
+    if order is not None:
+        raise TypeError(f"argsort(order=...) sorts structured arrays, which symgrad does not "
+                        f"trace{at()}")
+    x = snp.asarray(a)
+    if axis is None:
+        x, axis = snp.ravel(x), 0
+    return Tracer(bind("argsort", x.irvar, axis=axis_index(axis, x.ndim)))
+
+
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """``a`` sorted along ``axis``; the gradient follows each element back to its place."""
+    if not traced(a):
+        return np.sort(a, axis=axis, kind=kind or ("stable" if stable else None), order=order)
+    x = snp.asarray(a)
+    if axis is None:
+        x, axis = snp.ravel(x), 0
+    return take_along_axis(x, argsort(x, axis, kind, order), axis)
+
+
+def take_along_axis(arr, indices, axis):
+    """``arr`` read at ``indices`` along ``axis`` (NumPy's take_along_axis): one gather from the
+    flattened array, so the gradient scatters back and adds up over repeated indices."""
+    if not traced(arr, indices):
+        return np.take_along_axis(arr, indices, axis)
+    x, idx = snp.asarray(arr), snp.asarray(indices)
+    if axis is None:
+        x, axis = snp.ravel(x), 0
+    axis = axis_index(axis, x.ndim)
+    if idx.ndim != x.ndim:
+        raise ShapeError(f"take_along_axis: indices of shape {idx.shape} need as many "
+                         f"dimensions as arr {x.shape}{at()}")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise IndexError(f"take_along_axis: indices must be integers, got {idx.dtype}{at()}")
+    n = x.shape[axis]
+    xv, perm = ops.move_axes_last(x.irvar, (axis,))
+    iv, _ = ops.move_axes_last(ops.convert(idx.irvar, "int64"), (axis,))
+    try:
+        batch = tuple(np.broadcast_shapes(xv.shape[:-1], iv.shape[:-1]))
+    except ValueError:
+        raise ShapeError(f"take_along_axis: shapes {x.shape} and {idx.shape} do not broadcast "
+                         f"outside axis {axis}{at()}") from None
+    xv = ops.broadcast_to(xv, batch + (n,))
+    iv = ops.broadcast_to(iv, batch + iv.shape[-1:])
+    rows = int(np.prod(batch, dtype=np.int64))
+    m = iv.shape[-1]
+    # Negative positions count from the end; out-of-range ones fail in the gather.
+    iv = ops.select(ops.lt(iv, ops.const(0, "int64")), ops.add(iv, ops.const(n, "int64")), iv)
+    base = ops.mul(bind("iota", shape=(rows, m), dimension=0, dtype="int64"),
+                   ops.const(n, "int64"))
+    flat_idx = ops.add(ops.reshape(iv, (rows, m)), base)
+    flat_idx = ops.select(ops.lt(ops.reshape(iv, (rows, m)), ops.const(n, "int64")), flat_idx,
+                          ops.const(rows * n, "int64"))     # past the end: an index error
+    got = bind("gather", ops.reshape(xv, (rows * n,)), ops.reshape(flat_idx, (rows * m,)))
+    got = ops.reshape(got, batch + (m,))
+    return Tracer(_restore(got, axis))
+
+
+def _restore(v, axis):
+    """Move the last axis of v back to position ``axis``."""
+    nd = v.ndim
+    perm = list(range(nd - 1))
+    perm.insert(axis, nd - 1)
+    return ops.transpose(v, tuple(perm))
+
+
+def searchsorted(a, v, side="left", sorter=None):
+    """Insertion positions of ``v`` in the sorted 1-D ``a``: how many elements are < v (left)
+    or <= v (right). No gradient."""
+    if not traced(a, v, sorter):
+        return np.searchsorted(a, v, side=side, sorter=sorter)
+    a = snp.asarray(a)
+    if a.ndim != 1:
+        raise ShapeError(f"searchsorted needs a 1-D sorted array, got shape {a.shape}{at()}")
+    if sorter is not None:
+        a = snp.getitem(a, sorter)
+    if side not in ("left", "right"):
+        raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+    v = snp.asarray(v)
+    col = snp.expand_dims(v, -1)
+    below = snp.less(a, col) if side == "left" else snp.less_equal(a, col)
+    return snp.sum(below, -1)
+
+
+# --- order statistics ---------------------------------------------------------------------------
+
+def _sorted_lanes(a, axis):
+    """(sorted values with the reduced axes flattened into the last one, the kept shape with
+    1s where keepdims puts them)."""
+    x = snp.asarray(a)
+    axes = axes_tuple(axis, x.ndim)
+    v, _ = ops.move_axes_last(x.irvar, axes)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    if v.shape[-1] == 0:
+        raise ShapeError(f"cannot take an order statistic over an empty axis{at()}")
+    return sort(Tracer(v), -1), kept
+
+
+def _element(s, k):
+    return snp.getitem(s, (Ellipsis, k))
+
+
+def median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    """The middle element (the mean of the two middle ones for an even count); the gradient
+    goes to them."""
+    if not traced(a):
+        return np.median(a, axis=axis, out=out, overwrite_input=overwrite_input,
+                         keepdims=keepdims)
+    no_out(out, "median")
+    s, kept = _sorted_lanes(as_float(a), axis)
+    n = s.shape[-1]
+    res = _element(s, n // 2) if n % 2 else snp.divide(
+        snp.add(_element(s, n // 2 - 1), _element(s, n // 2)), 2.0)
+    return snp.reshape(res, kept) if keepdims else res
+
+
+_METHODS = ("linear", "lower", "higher", "nearest", "midpoint")
+
+
+def _quantile_one(s, q, n, method):
+    """One quantile of each sorted lane of s (NumPy's _quantile with alpha = beta = 1)."""
+    virtual = q * (n - 1)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    gamma = virtual - lo
+    if method == "lower" or (method == "nearest" and not _rounds_up(virtual)):
+        return _element(s, lo)
+    if method == "higher":
+        return _element(s, int(np.ceil(virtual)))
+    if method == "nearest":
+        return _element(s, min(lo + 1, n - 1))
+    a, b = _element(s, lo), _element(s, hi)
+    if method == "midpoint":
+        gamma = 0.5 if gamma > 0 else 0.0
+    # NumPy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on.
+    diff = snp.subtract(b, a)
+    if gamma >= 0.5:
+        return snp.subtract(b, snp.multiply(diff, 1.0 - gamma))
+    return snp.add(a, snp.multiply(diff, gamma))
+
+
+def _rounds_up(virtual):
+    # 'nearest' rounds half to even, as np.around does.
+    return int(np.around(virtual)) > np.floor(virtual)
+
+
+def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+             keepdims=False, *, weights=None, interpolation=None):
+    """The q-th quantiles (q in [0, 1], a number or a list known while tracing) over ``axis``;
+    the gradient goes to the two elements interpolated between, by their weights."""
+    if not traced(a):
+        kw = {} if weights is None else {"weights": weights}
+        return np.quantile(a, q, axis=axis, out=out, overwrite_input=overwrite_input,
+                           method=method, keepdims=keepdims, **kw)
+    no_out(out, "quantile")
+    if weights is not None or interpolation is not None:
+        raise TypeError(f"quantile: weights= and interpolation= are not supported on traced "
+                        f"values{at()}; use method=")
+    if isinstance(q, Tracer):
+        raise TypeError(f"quantile: q must be known while tracing (a number or a list), not a "
+                        f"traced value{at()}")
+    if method not in _METHODS:
+        raise ValueError(f"quantile: method {method!r} is not supported on traced values; "
+                         f"supported: {', '.join(_METHODS)}")
+    qs = np.asarray(q, dtype=np.float64)
+    if np.any((qs < 0) | (qs > 1)):
+        raise ValueError("Quantiles must be in the range [0, 1]")
+    x = as_float(a)
+    if qs.ndim and method in ("linear", "midpoint"):
+        # NumPy interpolates with the float64 array q: a float32 array gives float64 results.
+        x = snp.astype(x, np.result_type(x.dtype, np.float64))
+    s, kept = _sorted_lanes(x, axis)
+    n = s.shape[-1]
+    results = [_quantile_one(s, float(v), n, method) for v in qs.ravel()]
+    if keepdims:
+        results = [snp.reshape(r, kept) for r in results]
+    if qs.ndim == 0:
+        return results[0]
+    stacked = snp.stack(results, 0)
+    return snp.reshape(stacked, qs.shape + tuple(stacked.shape[1:]))
+
+
+def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+               keepdims=False, *, weights=None, interpolation=None):
+    """quantile at q / 100."""
+    if not traced(a):
+        kw = {} if weights is None else {"weights": weights}
+        return np.percentile(a, q, axis=axis, out=out, overwrite_input=overwrite_input,
+                             method=method, keepdims=keepdims, **kw)
+    if isinstance(q, Tracer):
+        raise TypeError(f"percentile: q must be known while tracing, not a traced value{at()}")
+    return quantile(a, np.true_divide(q, 100), axis, out, overwrite_input, method, keepdims,
+                    weights=weights, interpolation=interpolation)
+
+
+# --- NaN-ignoring reductions ---------------------------------------------------------------------
+
+def _isnan(x):
+    return snp.not_equal(x, x)
+
+
+def nansum(a, axis=None, dtype=None, out=None, keepdims=False):
+    """sum, counting NaN as 0."""
+    if not traced(a):
+        return np.nansum(a, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+    no_out(out, "nansum")
+    x = snp.asarray(a) if dtype is None else snp.astype(a, dtype)
+    if not is_float(x):
+        return snp.sum(x, axis, keepdims=keepdims)
+    return snp.sum(snp.where(_isnan(x), 0.0, x), axis, keepdims=keepdims)
+
+
+def nanmean(a, axis=None, dtype=None, out=None, keepdims=False):
+    """mean of the elements that are not NaN (NaN where there are none)."""
+    if not traced(a):
+        return np.nanmean(a, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+    no_out(out, "nanmean")
+    x = as_float(a, dtype)
+    n = snp.sum(snp.equal(x, x), axis, keepdims=keepdims)      # the elements that are not NaN
+    return snp.divide(nansum(x, axis, keepdims=keepdims), snp.astype(n, x.dtype))
+
+
+def _nan_extreme(reduce, fill, a, axis, out, keepdims):
+    x = as_float(a)
+    nan = _isnan(x)
+    best = reduce(snp.where(nan, fill, x), axis, keepdims=keepdims)
+    none = snp.equal(snp.sum(snp.equal(x, x), axis, keepdims=keepdims), 0)
+    return snp.where(none, np.nan, best)
+
+
+def nanmax(a, axis=None, out=None, keepdims=False):
+    """max ignoring NaN (NaN where every element is NaN)."""
+    if not traced(a):
+        return np.nanmax(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, "nanmax")
+    return _nan_extreme(snp.max, -np.inf, a, axis, out, keepdims)
+
+
+def nanmin(a, axis=None, out=None, keepdims=False):
+    """min ignoring NaN (NaN where every element is NaN)."""
+    if not traced(a):
+        return np.nanmin(a, axis=axis, out=out, keepdims=keepdims)
+    no_out(out, "nanmin")
+    return _nan_extreme(snp.min, np.inf, a, axis, out, keepdims)
