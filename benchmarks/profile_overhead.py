@@ -9,7 +9,7 @@ Each row times one layer of ``f.value_and_grad(*args)`` on its own, from the ins
 the same objects the call uses (the remembered call, the executable's plan, its cffi function
 and buffers): each outer row includes the inner ones, so the differences are what each layer
 adds. The rows follow ``symgrad/api.py`` (fast key, remembered call) and
-``symgrad/backend/native.py`` (``_scalar_call``, ``_plan``); if those internals are renamed the
+``symgrad/backends/c/native.py`` (``_scalar_call``, ``_plan``) and ``pyentry.py``; if those internals are renamed the
 breakdown says so and the totals and cProfile still run. Every figure is the best of several
 runs (the machine is shared), so rows are lower bounds and need not add up exactly.
 """
@@ -58,6 +58,11 @@ def compiled(name):
         wls.Case(wl.name, "", "float64")
     args = wls.make_args(case)
     cf.value_and_grad(*args)
+    # Functions of float64 scalars switch to CPython entry points once their library is built
+    # (in the background, backends/c/pyentry.py): wait for it, so the rows time that path.
+    from symgrad.backends.c import pyentry
+    pyentry.wait()
+    cf.value_and_grad(*args)
     return wl, cf, args
 
 
@@ -98,11 +103,15 @@ def scalar_rows(cf, args):
     def read():
         return buf[n_in], grads_of(view)
     fast, table = cf._fast_key, cf._fast_grads
+    entry = type(run).__name__ == "builtin_function_or_method"
     return [
         ("fast key + table lookup (`_fast_key`, dict get)", per_call(lambda: table[fast(args)])),
         ("the remembered call: `exe.scalars_and_grad(args)`"
+         + (", a CPython entry point (reads the floats, calls the C, builds the result)"
+            if entry else " (cffi)")
          + ("" if remembered is run else " (wrapped)"), per_call(lambda: remembered(args))),
-        ("  buffer from the pool and back (`list.pop`/`append`)", per_call(pool_ops)),
+        ("for comparison, the cffi path it replaces: buffer from the pool and back",
+         per_call(pool_ops)),
         ("  write the inputs (`buf[0:n] = args`)", per_call(write)),
         ("  the C function through cffi (ABI mode, pointers ready)",
          per_call(lambda: fn(*pointers))),

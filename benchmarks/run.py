@@ -416,29 +416,13 @@ def summarize(results, mach):
     return rows
 
 
-def write_markdown(path, rows, peers, mach, meta, plot_name=None):
-    L = []
-    L.append("# symgrad benchmark results\n")
-    L.append(f"Command: `{meta['command']}`  ")
-    L.append(f"Date: {meta['date']} · wall time {meta['wall_s']:.0f} s · mode: "
-             f"{'quick' if meta['quick'] else 'full'}\n")
-    L.append("Machine: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items()) + "  ")
-    if mach:
-        L.append(f"Measured: matmul peak {mach['peak_float64'] / 1e9:.1f} GFLOP/s (f64), "
-                 f"{mach['peak_float32'] / 1e9:.1f} GFLOP/s (f32); copy bandwidth "
-                 f"{mach['bandwidth'] / 1e9:.1f} GB/s  ")
-    L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n")
-    L.append("## Steady per-call time (ms, median), value and gradient together\n")
-    L.append("`sg/best` = symgrad ÷ best peer (< 1: symgrad is first); `sg/best AD` = symgrad ÷ the best AD tool (every peer but the hand-written NumPy/Python "
-             "gradients); `sg/floor` = symgrad ÷ floor. "
-             "Floor: hand-written C through cffi (W1, W6), else max(FLOPs / matmul peak, bytes / "
-             "bandwidth). `n/a`: the peer does not do this case; `ERR`/`BAD`: failed / gradient "
-             "mismatch (see notes).\n")
+def steady_table(rows, peers):
+    """The steady per-call table's lines, and notes on failed cells."""
+    L, notes = [], []
     cols = [p for p in peers if p not in wls.FLOOR_PEERS]
     L.append("| case | " + " | ".join(cols) +
              " | floor | best peer | sg/best | best AD tool | sg/best AD | sg/floor |")
     L.append("|---" * (len(cols) + 7) + "|")
-    notes = []
     for r in rows:
         cells = []
         for p in cols:
@@ -456,11 +440,68 @@ def write_markdown(path, rows, peers, mach, meta, plot_name=None):
         L.append(f"| {r['case'].key} | " + " | ".join(cells) +
                  f" | {fl} | {r['best_peer'] or '—'} | {_ratio(r['vs_best'])} | "
                  f"{r['best_ad'] or '—'} | {_ratio(r['vs_ad'])} | {_ratio(r['vs_floor'])} |")
+    return L, notes
+
+
+def ratio_summary(rows, pinned_rows):
+    """Issue 20's table: symgrad ÷ JAX and ÷ the best peer, default threads and pinned."""
+    pinned = {r["case"].key: r for r in pinned_rows}
+
+    def jax_ratio(r):
+        sg = r["recs"].get("symgrad", {}).get("steady_s")
+        jx = r["recs"].get("jax", {})
+        return sg / jx["steady_s"] if sg and jx.get("status") == "ok" else None
+
+    L = ["## Both thread modes side by side (< 1: symgrad faster)\n",
+         "| case | sg ÷ JAX, default threads | sg ÷ JAX, pinned | sg ÷ best peer, default "
+         "(peer) | sg ÷ best peer, pinned (peer) |", "|---|---|---|---|---|"]
+    for r in rows:
+        q = pinned.get(r["case"].key)
+        if q is None:
+            continue
+        L.append(f"| {r['case'].key} | {_ratio(jax_ratio(r))} | {_ratio(jax_ratio(q))} | "
+                 f"{_ratio(r['vs_best'])} ({r['best_peer'] or '—'}) | {_ratio(q['vs_best'])} "
+                 f"({q['best_peer'] or '—'}) |")
+    L.append("")
+    return L
+
+
+def write_markdown(path, rows, peers, mach, meta, plot_name=None, pinned_rows=None):
+    L = []
+    L.append("# symgrad benchmark results\n")
+    L.append(f"Command: `{meta['command']}`  ")
+    L.append(f"Date: {meta['date']} · wall time {meta['wall_s']:.0f} s · mode: "
+             f"{'quick' if meta['quick'] else 'full'}\n")
+    L.append("Machine: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items()) + "  ")
+    if mach:
+        L.append(f"Measured: matmul peak {mach['peak_float64'] / 1e9:.1f} GFLOP/s (f64), "
+                 f"{mach['peak_float32'] / 1e9:.1f} GFLOP/s (f32); copy bandwidth "
+                 f"{mach['bandwidth'] / 1e9:.1f} GB/s  ")
+    L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n")
+    L.append("## Steady per-call time (ms, median), value and gradient together"
+             + (", default threads" if pinned_rows else "") + "\n")
+    L.append("`sg/best` = symgrad ÷ best peer (< 1: symgrad is first); `sg/best AD` = symgrad ÷ the best AD tool (every peer but the hand-written NumPy/Python "
+             "gradients); `sg/floor` = symgrad ÷ floor. "
+             "Floor: hand-written C through cffi (W1, W6), else max(FLOPs / matmul peak, bytes / "
+             "bandwidth). `n/a`: the peer does not do this case; `ERR`/`BAD`: failed / gradient "
+             "mismatch (see notes).\n")
+    table, notes = steady_table(rows, peers)
+    L.extend(table)
     L.append("")
     if notes:
         L.append("Notes:\n")
         L.extend(notes)
         L.append("")
+    if pinned_rows:
+        L.append("## Pinned to one core: every peer one thread, the process on one CPU "
+                 "(`sched_setaffinity`, as `taskset -c`)\n")
+        table, notes = steady_table(pinned_rows, peers)
+        L.extend(table)
+        L.append("")
+        if notes:
+            L.extend(notes)
+            L.append("")
+        L.extend(ratio_summary(rows, pinned_rows))
     where = {}
     for r in rows:
         for p, x in r["recs"].items():
@@ -491,16 +532,22 @@ def write_markdown(path, rows, peers, mach, meta, plot_name=None):
         L.append(f"| {r['case'].key} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("## Where symgrad is not first (ranked by symgrad ÷ best peer)\n")
-    losing = sorted((r for r in rows if r["vs_best"] and r["vs_best"] > 1),
-                    key=lambda r: -r["vs_best"])
-    if not losing:
-        L.append("Nowhere among the cases measured.\n")
-    for i, r in enumerate(losing, 1):
-        L.append(f"{i}. {r['case'].key}: {r['vs_best']:.2f}× slower than {r['best_peer']} "
-                 f"({fmt_ms(r['symgrad_s'])} vs {fmt_ms(r['best_s'])} ms)"
-                 + (f"; {r['vs_ad']:.2f}× the best AD tool ({r['best_ad']})"
-                    if r["vs_ad"] and r["best_ad"] != r["best_peer"] else "")
-                 + (f"; {r['vs_floor']:.2f}× the floor" if r["vs_floor"] else ""))
+    for mode, mode_rows in (("default threads", rows), ("pinned to one core", pinned_rows)):
+        if not mode_rows:
+            continue
+        if pinned_rows:
+            L.append(f"{mode[0].upper() + mode[1:]}:\n")
+        losing = sorted((r for r in mode_rows if r["vs_best"] and r["vs_best"] > 1),
+                        key=lambda r: -r["vs_best"])
+        if not losing:
+            L.append("Nowhere among the cases measured.\n")
+        for i, r in enumerate(losing, 1):
+            L.append(f"{i}. {r['case'].key}: {r['vs_best']:.2f}× slower than {r['best_peer']} "
+                     f"({fmt_ms(r['symgrad_s'])} vs {fmt_ms(r['best_s'])} ms)"
+                     + (f"; {r['vs_ad']:.2f}× the best AD tool ({r['best_ad']})"
+                        if r["vs_ad"] and r["best_ad"] != r["best_peer"] else "")
+                     + (f"; {r['vs_floor']:.2f}× the floor" if r["vs_floor"] else ""))
+        L.append("")
     failed = [r for r in rows if r["recs"].get("symgrad", {}).get("status") not in ("ok", None)]
     for r in failed:
         L.append(f"- {r['case'].key}: symgrad {r['recs']['symgrad']['status']}: "
@@ -565,7 +612,12 @@ def main(argv=None):
     ap.add_argument("--build-timeout", type=float, default=None,
                     help="seconds for one peer's build + first call (default 300; quick 120)")
     ap.add_argument("--threads", default=None,
-                    help="cap every peer's threads (BLAS, OpenMP, XLA, torch) to N")
+                    help="cap every peer's threads (BLAS, OpenMP, XLA, torch) to N; one mode only")
+    ap.add_argument("--modes", default="default,pinned",
+                    help="thread modes to measure, in one run: 'default' (every library's own "
+                         "thread defaults) and 'pinned' (a child process on one CPU, every "
+                         "peer one thread); ignored with --threads")
+    ap.add_argument("--pinned-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -633,25 +685,77 @@ def main(argv=None):
     again = measure_floors(opts.quick)       # the machine is shared: keep the best reading
     mach = {k: max(v, again[k]) for k, v in mach.items()}
     rows = summarize(results, mach)
+    pinned = None
+    modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
+    if "pinned" in modes and not opts.threads and not opts.pinned_child:
+        pinned = run_pinned(argv if argv is not None else sys.argv[1:], jpath, log)
+        if "default" not in modes:
+            rows, results, pinned = summarize(pinned["results"], pinned["mach"]), \
+                pinned["results"], None
+    pinned_rows = summarize(pinned["results"], pinned["mach"]) if pinned else None
+    bad += sum(x.get("status") == "mismatch" for r in (pinned or {}).get("results", [])
+               for x in r["records"].values())
     meta = {"command": " ".join(["python", "benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:])),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_s": time.time() - t_start, "quick": opts.quick,
             "machine": machine(), "versions": versions(peers)}
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = out.with_suffix(".png")
-    have_plot = write_plot(plot, rows, peers)
-    write_markdown(out, rows, peers, mach, meta, plot.name if have_plot else None)
-    jpath.write_text(json.dumps({
-        "meta": meta, "measured": mach,
-        "cases": [{"case": r["case"].key, "best_ad": r["best_ad"], "vs_ad": r["vs_ad"], "workload": r["case"].workload, "label": r["case"].label,
-                   "dtype": r["case"].dtype, "params": [list(x) for x in r["case"].params], "records": r["recs"], "best_peer": r["best_peer"],
-                   "floor_s": r["floor_s"], "vs_best": r["vs_best"], "vs_floor": r["vs_floor"]}
-                  for r in rows]}, indent=1, default=str))
+    have_plot = write_plot(plot, rows, peers) if not opts.pinned_child else False
+    if not opts.pinned_child:
+        write_markdown(out, rows, peers, mach, meta, plot.name if have_plot else None,
+                       pinned_rows)
+    data = {"meta": meta, "measured": mach, "cases": _case_records(rows)}
+    if pinned_rows:
+        data["pinned"] = {"meta": pinned["meta"], "measured": pinned["mach"],
+                          "cases": _case_records(pinned_rows)}
+    jpath.write_text(json.dumps(data, indent=1, default=str))
     log(f"wrote {out}" + (f" and {plot}" if have_plot else "") + f" ({jpath.name})")
     if bad:
         log(f"{bad} gradient mismatch(es)")
         return 1
     return 0
+
+
+def _case_records(rows):
+    return [{"case": r["case"].key, "best_ad": r["best_ad"], "vs_ad": r["vs_ad"],
+             "workload": r["case"].workload, "label": r["case"].label, "dtype": r["case"].dtype,
+             "params": [list(x) for x in r["case"].params], "records": r["recs"],
+             "best_peer": r["best_peer"], "floor_s": r["floor_s"], "vs_best": r["vs_best"],
+             "vs_floor": r["vs_floor"]} for r in rows]
+
+
+def _cases_of(data):
+    return [{"case": wls.Case(c["workload"], c["label"], c["dtype"],
+                              tuple(tuple(x) for x in c.get("params", []))),
+             "records": c["records"]} for c in data["cases"]]
+
+
+def run_pinned(argv, jpath, log):
+    """The same cases measured again in a child process pinned to one CPU (the last this
+    process may use), every peer capped to one thread (--threads 1 sets their variables
+    before they are imported; XLA, which ignores them, is held to the CPU by the affinity).
+    Returns {"results", "mach", "meta"} or None when the child fails."""
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    child_json = jpath.with_name(jpath.stem + "-pinned.json")
+    skip = {"--threads", "--out", "--json", "--modes"}
+    args, it = [], iter(argv)
+    for a in it:
+        if a in skip:
+            next(it, None)
+        elif a.split("=", 1)[0] not in skip:
+            args.append(a)
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args, "--threads", "1",
+           "--pinned-child", "--no-warm", "--json", str(child_json), "--out",
+           str(child_json.with_suffix(".md"))]
+    log(f"== pinned to CPU {cpu}, one thread per peer: {' '.join(cmd[1:])}")
+    r = subprocess.run(cmd, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    if r.returncode not in (0, 1) or not child_json.exists():
+        log(f"pinned run failed (exit {r.returncode})")
+        return None
+    data = json.loads(child_json.read_text())
+    child_json.unlink()
+    return {"results": _cases_of(data), "mach": data["measured"], "meta": data["meta"]}
 
 
 def merge_main(opts, argv):

@@ -36,7 +36,9 @@ def test_quick_mode_gradients_agree(quick):
     assert workloads == {"W1a", "W1b", "W2", "W3", "W4", "W5", "W6"}
     assert {c["dtype"] for c in data["cases"] if c["workload"] in ("W2", "W3", "W4", "W5")} \
         == {"float64", "float32"}
-    for c in data["cases"]:
+    # Both thread modes in one run: the pinned child measured the same cases.
+    assert {c["case"] for c in data["pinned"]["cases"]} == {c["case"] for c in data["cases"]}
+    for c in data["cases"] + data["pinned"]["cases"]:
         recs = c["records"]
         # symgrad is the reference; numpy's gradient was checked against it before timing
         # (a mismatch makes run.py exit non-zero and marks the record "mismatch").
@@ -46,6 +48,7 @@ def test_quick_mode_gradients_agree(quick):
         assert "steady_s" in recs["symgrad"] and "steady_s" in recs["numpy"]
     text = out.read_text()
     assert "| case |" in text and "symgrad" in text and "numpy" in text
+    assert "## Pinned to one core" in text and "## Both thread modes side by side" in text
 
 
 def test_warm_cache_call_in_fresh_process(quick):

@@ -110,6 +110,9 @@ class Primitive:
     # None: the statement prints in call form, ``prim[attrs](operands)``.
     infix: object = None
     accumulate: str | None = None       # "+=": a derivative rule's sum prints as accumulation
+    # The C kernel can add its result into its output's contents (KernelContext.accumulate), so
+    # a sum of it and an earlier term needs no add of its own (backends/c/accumulate.py).
+    c_adds_into: bool = False
     index_bounds: Callable | None = None   # (node) -> ((operand, axis, size), ...)
     same_elements: bool = False
     memory: Callable | None = None      # (node, name) -> lines

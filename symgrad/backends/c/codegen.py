@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from symgrad import templates
+from symgrad.backends.c import accumulate, lanes, narrow
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS, c_literal
 from symgrad.core.ir import Graph, format_statement
@@ -99,6 +100,7 @@ class KernelContext:
     """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
 
     def __init__(self, node, out, ins, fail, scratch):
+        self.accumulate = False          # the kernel adds its result to its output's contents
         self.node = node
         self.attrs = node.attrs
         self.out = out
@@ -279,6 +281,9 @@ class FunctionRenderer:
         for g in self.groups:
             if len(g) > 1 or REGISTRY[g[0].prim].elementwise:
                 self.internal |= self._internal(g)
+        # Sums of a product and a term computed before it: all three share the sum's buffer.
+        self.accumulated = accumulate.plan(graph, self.groups, self.uses, self.views,
+                                           self.internal)
 
     # -- fusion ---------------------------------------------------------------------------------
 
@@ -379,7 +384,9 @@ class FunctionRenderer:
             v, ctype = n.out, CTYPES[n.out.dtype]
             view = REGISTRY[n.prim].view_of(n)
             kind = view.kind if view is not None else None
-            if REGISTRY[n.prim].literal and v.ndim == 0:
+            if v in self.accumulated:
+                self._accumulated_storage(v, ctype, first_output)
+            elif REGISTRY[n.prim].literal and v.ndim == 0:
                 self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
                                        "literal")
             elif v.ndim == 0 or v in self.internal:
@@ -427,6 +434,23 @@ class FunctionRenderer:
                                      f"{dims.c_expr(v.type.size)});")
         return params
 
+    def _accumulated_storage(self, v, ctype, first_output):
+        """A sum's term, product or the sum itself (accumulate.py): the sum's buffer, made when
+        the first of them comes; the sum's own statement is then left out."""
+        s = self.accumulated[v].out
+        if s in self.storage:
+            self.storage[v] = CVar(self.storage[s].name, v.shape, ctype, "array")
+            if v is s:
+                self.aliases.add(v)
+            return
+        if s in first_output:
+            name = self.out_params[first_output[s]]
+        else:
+            name = self.cnames[s]
+            self.workspace.append((name, ctype, s.type.size))
+        self.storage[s] = CVar(name, s.shape, ctype, "array")
+        self.storage[v] = CVar(name, v.shape, ctype, "array")
+
     # -- statements -----------------------------------------------------------------------------
 
     def _comments(self, nodes):
@@ -459,6 +483,7 @@ class FunctionRenderer:
             return name
 
         ctx = KernelContext(node, out, ins, mark_fail, scratch)
+        ctx.accumulate = node.out in self.accumulated    # add into its output (accumulate.py)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
         # A kernel that declares names outside its loops gets a scope of its own, so two
@@ -525,6 +550,7 @@ class FunctionRenderer:
                 body.append(f"const {out.ctype} {out.name} = {expr};")
             else:
                 body.append(f"{out.name}[{own}] = {expr};")
+        elementwise = list(body)
         before = []
         for r in reductions:
             init, update = REGISTRY[r.prim].c_reduce
@@ -538,6 +564,11 @@ class FunctionRenderer:
                 kept = [ix for d, ix in enumerate(index_names) if d not in r.attrs["axes"]]
                 acc = f"{out.name}[{KernelContext.offset(out, kept)}]"
             body += update(acc, ref(r.inputs[0]), out.ctype)
+        if flat and lanes.splits(reductions, self.storage, loop_shape[0]):
+            return Block(self._comments(self._described(nodes + reductions)), before + lanes.loop(
+                loop_shape[0], elementwise,
+                [(REGISTRY[r.prim].c_reduce, self.storage[r.out], ref(r.inputs[0]))
+                 for r in reductions]))
         return Block(self._comments(self._described(nodes + reductions)),
                      before + loop_nest(loop_shape, body, index_names))
 
@@ -700,12 +731,15 @@ def render_module(functions, *, title, version):
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
     lines = [line for fn in functions for block in fn.blocks for line in block.lines]
+    parallel = narrow.template_parts(lines)
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         runtime=runtime_sources(),
         uses_workspace=any(fn.workspace_bytes for fn in functions),
-        uses_blas=any("SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line
-                      or "SYMGRAD_LAPACKE" in line for line in lines),
+        uses_blas=bool(parallel and parallel["blas"]) or any(
+            "SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line or "SYMGRAD_LAPACKE" in line
+            for line in lines),
+        parallel=parallel,
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines))
 

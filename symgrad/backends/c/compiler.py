@@ -10,8 +10,8 @@ this process (the cache tests assert a warm cache makes none).
 
 ``blas`` finds scipy-openblas32. Where it is installed, JIT builds define ``SYMGRAD_USE_BLAS``
 (large matrix products call its gemm) and link it with an rpath to its directory, and it runs
-one thread unless OPENBLAS_NUM_THREADS asks for more; where it is not, they build the loops
-alone. Either way the flags and the compiler identity say so, so the two kinds of build never
+one thread per call (symgrad's thread pool splits the products); where it is not, they build
+the loops alone. Either way the flags and the compiler identity say so, so the two kinds of build never
 share a cache entry. Ahead-of-time builds pass ``blas_linked=False``.
 """
 from __future__ import annotations
@@ -53,6 +53,10 @@ STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
 # and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
 # -ffast-math it changes no result. -pthread: the workspace kept per thread (symgrad/templates/workspace.c).
 REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
+
+# A library calling symgrad's thread pool leaves its symbols to be found at load time, where the
+# pool's library is already loaded (threads.py); Linux does so for shared libraries by default.
+POOL_LINK_FLAGS = ("-undefined", "dynamic_lookup") if platform.system() == "Darwin" else ()
 
 _count = 0
 
@@ -127,36 +131,22 @@ def blas():
                    glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.dylib")))
     if not found:
         return None
-    _one_thread_unless_asked(found[0])
+    _one_thread(found[0])
     link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
     return Blas("scipy-openblas32", version, lib_dir, link_name)
 
 
-# The variables OpenBLAS reads for its thread count, in its order.
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+def _one_thread(path):
+    """Make the BLAS run one thread in each call.
 
-
-def _one_thread_unless_asked(path):
-    """Make the BLAS run one thread unless the environment asks for more.
-
-    Left alone, OpenBLAS starts a thread per core, beside the pool of the OpenBLAS in NumPy:
-    two pools whose threads spin after each call, competing for the same cores (measured on 2
-    loaded cores: NumPy's median W3 step went from 8 to 30 ms with our pool at 2 threads). One
-    thread keeps symgrad's code single-threaded, as the rest of it is. SYMGRAD_NUM_THREADS=k
-    gives symgrad's matrix products k threads and leaves NumPy's alone; without it,
-    OPENBLAS_NUM_THREADS (or GOTO_/OMP_NUM_THREADS), which both libraries read, decides. The
-    library is loaded here by path (RTLD_LOCAL): it is the one instance our libraries find
-    later through their rpath."""
-    wanted = os.environ.get("SYMGRAD_NUM_THREADS", "").strip()
-    if not wanted and any(os.environ.get(v) for v in THREAD_VARIABLES):
-        return
+    symgrad's thread pool (threads.py) splits a big product into blocks, one single-threaded
+    gemm call per thread; a threaded BLAS inside would start a second pool whose threads spin
+    after each call (measured on 2 cores in session 2: NumPy's W3 step went from 8 to 30 ms
+    with our OpenBLAS at 2 threads beside NumPy's). The library is loaded here by path
+    (RTLD_LOCAL): it is the one instance our libraries find later through their rpath, so
+    NumPy's own OpenBLAS keeps its settings."""
     try:
-        threads = max(1, int(wanted)) if wanted else 1
-    except ValueError:
-        raise ValueError(f"SYMGRAD_NUM_THREADS={wanted!r}: give a number of threads, such as "
-                         f"2") from None
-    try:
-        ctypes.CDLL(path).scipy_openblas_set_num_threads(threads)
+        ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
     except (OSError, AttributeError):
         pass                        # a library we cannot load fails, clearly, at dlopen
 
@@ -181,34 +171,45 @@ def compiler_identity(cc):
             + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 
-def _flag_groups(cflags, blas_linked):
-    """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones, and with
-    ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm."""
+def _flag_groups(cflags, blas_linked, threads=False, include=None):
+    """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones; with
+    ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm;
+    with ``threads``, those that make the library call symgrad's thread pool (threads.py)."""
     linked = blas() if blas_linked else None
     compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
+    link_flags = ()
+    if include:                 # CPython's headers, for pyentry.py's entry points
+        compile_flags += (f"-I{include}",)
+    if threads:
+        compile_flags += ("-DSYMGRAD_USE_THREADS",)
+        link_flags += POOL_LINK_FLAGS
     if linked is None:
-        return compile_flags, ()
-    return compile_flags + linked.compile_flags(), linked.link_flags()
+        return compile_flags, link_flags
+    return compile_flags + linked.compile_flags(), link_flags + linked.link_flags()
 
 
-def flags(cflags=None, blas_linked=True):
+def flags(cflags=None, blas_linked=True, threads=False, include=None):
     """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
     return compile_flags + link_flags
 
 
-def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True):
+def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True,
+                    threads=False, include=None, counted=True):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
 
     With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
-    without (ahead-of-time builds), it needs only libc and libm."""
+    without (ahead-of-time builds), it needs only libc and libm. With ``threads`` (JIT builds,
+    once threads.runtime() is loaded) its big loops and products use symgrad's thread pool.
+    ``counted``: the build counts in ``invocations()`` (symgrad's own runtime libraries, built
+    once per cache, do not)."""
     global _count
     cc = cc or find_compiler()
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked)
+    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
     # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
     command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
                *link_flags, "-lm"]
-    _count += 1
+    _count += counted
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as e:

@@ -6,7 +6,8 @@ The library holds two functions: ``NAME`` (the value) and, for a scalar float re
 the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they
 are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
 function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
-outputs go through one pooled ``double[]`` buffer (``_scalar_call``).
+outputs go through one pooled ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython
+entry library is loaded, through a CPython function calling the C directly (``pyentry.py``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
-from symgrad.backends.c import compiler
+from symgrad.backends.c import compiler, pyentry, threads
 from symgrad.backends.c.cache import Cache, cache_key
 from symgrad.backends.c.module import render_program
 from symgrad.backends.program import Program
@@ -55,12 +56,42 @@ class NativeExecutable:
         self.value = self._plan(self._value, graph.outputs)
         self.scalars = _scalar_call(self, self._value, graph.inputs, graph.outputs,
                                     grads=False)
-        self.value_and_grad = self.scalars_and_grad = None
+        self.value_and_grad = self.scalars_and_grad = self.scalars_and_first_grad = None
         if self._vg is not None:
             vg_outputs = program.value_and_grad.outputs
             self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
             self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
                                                  grads=True)
+        self._faster = []
+        if self.scalars is not None:
+            pyentry.when_ready(self._python_entries, cache_dir)
+
+    def when_faster(self, callback):
+        """Call ``callback()`` when this executable's calls are replaced by faster ones (the
+        scalar calls by CPython entry points, pyentry.py): remembered calls are stale then."""
+        self._faster.append(callback)
+
+    def _python_entries(self):
+        """Switch the scalar calls to CPython functions (pyentry.py), then tell the listeners."""
+        program = self.program
+        name, graph = program.name, program.forward
+        release = not _straight_line(program)     # loops inside: let other threads run
+        n_in = len(graph.inputs)
+        value = pyentry.entry(self.ffi, self._value, n_in, len(graph.outputs),
+                              pyentry.VALUES if graph.tuple_output else pyentry.VALUE, release,
+                              self.lib, name)
+        if value is None:
+            return
+        if self._vg is not None:
+            n_out = len(program.value_and_grad.outputs)
+            self.scalars_and_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out, pyentry.GRADS,
+                                                  release, self.lib, name)
+            self.scalars_and_first_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out,
+                                                        pyentry.FIRST_GRAD, release, self.lib,
+                                                        name)
+        self.scalars = value
+        for callback in self._faster:
+            callback()
 
     # The call plans. ``value(arrays)`` and ``value_and_grad(arrays)`` take the arrays
     # ``api._convert`` made (right dtype, native byte order) and return fresh outputs
@@ -181,11 +212,14 @@ def _load(source, cdef, names, cflags, cache_dir):
     loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(cflags)
+    # The thread pool, for a library with parallel loops: loaded before it (threads.py).
+    pool = "symgradrt_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
+    flags = compiler.flags(cflags, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     lib_path = cache.lookup(key) or cache.build(
-        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc),
+        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
+                                                               threads=pool),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": names})
     ffi = cffi.FFI()

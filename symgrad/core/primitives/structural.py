@@ -559,17 +559,34 @@ GEMM_MIN_MADDS = 8192
 INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the loops
 
 
-def _gemm_call(t, ta, tb, m_, n_, kk_):
-    """The row-major CBLAS call _pc = 1 op(_pa) op(_pb) + 0 _pc (SYMGRAD_[SD]GEMM: blas.h)."""
-    gemm = "SYMGRAD_SGEMM" if t == "float" else "SYMGRAD_DGEMM"
-    flag = {False: "CblasNoTrans", True: "CblasTrans"}
+def _gemm_call(t, ta, tb, m_, n_, kk_, accumulate=False):
+    """_pc = op(_pa) op(_pb) (+ _pc, accumulating) by the row-major CBLAS gemm, its rows or
+    columns split over the thread pool (symgradrt_[sd]gemm_par: narrow.c.j2)."""
+    gemm = "symgradrt_sgemm_par" if t == "float" else "symgradrt_dgemm_par"
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
-    return [f"{gemm}(CblasRowMajor, {flag[ta]}, {flag[tb]}, {m_}, {n_}, {kk_},",
-            f"{' ' * len(gemm)} {_lit(1, t)}, _pa, {lda}, _pb, {ldb}, {_lit(0, t)}, _pc, {n_});"]
+    return [f"{gemm}({int(ta)}, {int(tb)}, {m_}, {n_}, {kk_},",
+            f"{' ' * len(gemm)} _pa, {lda}, _pb, {ldb}, {_lit(int(accumulate), t)}, _pc, {n_});"]
 
 
-def _with_gemm(loops, t, ta, tb, m, n, kk):
+# Products whose result has at most this many columns (a static count) and a wide operand read
+# as stored (A B or A^T B) run register-blocked kernels instead of the BLAS (backends/c/narrow.py).
+NARROW_MAX = 16
+
+
+def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
+    """The call of the narrow kernel for _pc = op(_pa) op(_pb) (+ _pc), or None when none
+    applies."""
+    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1:
+        return None
+    letter = "s" if t == "float" else "d"
+    if ta:       # A stored K x M: result rows are A's columns
+        return (f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, _pa, _pb, _pc, "
+                f"{int(accumulate)});")
+    return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, _pa, _pb, _pc, {int(accumulate)});"
+
+
+def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     """``loops`` (C lines), or the gemm call under ``#ifdef SYMGRAD_USE_BLAS`` with the loops as
     the fallback. Static sizes decide here; a run-time size adds a test in C (the product is
     large enough, every size fits an int)."""
@@ -579,7 +596,7 @@ def _with_gemm(loops, t, ta, tb, m, n, kk):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
         return loops
-    call = _gemm_call(t, ta, tb, *(_d(d) for d in sizes))
+    call = _gemm_call(t, ta, tb, *(_d(d) for d in sizes), accumulate)
     if len(static) == 3:
         return ["#ifdef SYMGRAD_USE_BLAS", *call, "#else", *loops, "#endif"]
     fits = [f"{_d(d)} <= INT32_MAX" for d in dict.fromkeys(sizes) if not isinstance(d, int)]
@@ -596,6 +613,7 @@ def _matmul_c(k):
     batch = dims.prod(out.shape[:-2])
     t = out.ctype
     zero = _lit(0, t)
+    adds = k.accumulate         # add the product to _pc's contents (backends/c/accumulate.py)
 
     # Elements of the operands as stored (A is (K, M) when transposed, B (N, K)) and of C.
     def A(i, p):
@@ -608,7 +626,7 @@ def _matmul_c(k):
         return f"_pc[{_plus(_times(i, n), j)}]"
 
     def i_k_j(i):
-        return [*_for("_j", n, lambda j: [f"{C(i, j)} = {zero};"]),
+        return [*([] if adds else _for("_j", n, lambda j: [f"{C(i, j)} = {zero};"])),
                 *_for("_p", kk, lambda p: [
                     f"const {t} _aip = {A(i, p)};",
                     *_for("_j", n, lambda j: [f"{C(i, j)} += _aip * {B(p, j)};"])])]
@@ -626,7 +644,7 @@ def _matmul_c(k):
             return _for("_p", kk, lambda p: rows(lambda i: [
                 f"const {t} _api = {A(i, p)};",
                 *_for("_j", n, lambda j: [f"{C(i, j)} += _api * {B(p, j)};"])]))
-        clear = _for("_r", m * n, lambda r: [f"_pc[{r}] = {zero};"])
+        clear = [] if adds else _for("_r", m * n, lambda r: [f"_pc[{r}] = {zero};"])
         if isinstance(m, int) and m <= blk:          # one block: all of C's rows
             tall = clear + p_i_j(lambda body: _for("_i", m, body))
         else:
@@ -650,13 +668,18 @@ def _matmul_c(k):
         body = _for("_i", m, lambda i: _for("_j", n, lambda j: [
             f"{t} _acc = {zero};",
             *_for("_p", kk, lambda p: [f"_acc += {A(i, p)} * {B(p, j)};"]),
-            f"{C(i, j)} = _acc;"]))
+            f"{C(i, j)} {'+=' if adds else '='} _acc;"]))
+    code = _with_gemm(body, t, ta, tb, m, n, kk, adds)
+    narrow = _narrow_call(t, ta, tb, m, n, kk, adds)
+    if narrow is not None and code is not body:
+        # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
+        code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
     b0, = k.idx((batch,))
     return k.loop((batch,), [
         f"const {t} *restrict _pa = {_plus(k.ptr(a), _times(b0, m * kk))};",
         f"const {t} *restrict _pb = {_plus(k.ptr(b), _times(b0, kk * n))};",
         f"{t} *restrict _pc = {_plus(k.ptr(out), _times(b0, m * n))};",
-        *_with_gemm(body, t, ta, tb, m, n, kk)])
+        *code])
 
 
 def _matmul_flops(node):
@@ -673,7 +696,7 @@ def _matmul_infix(operands, *, transpose_a=False, transpose_b=False):
 
 register(Primitive(
     name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
-    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix,
+    c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix, c_adds_into=True,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
 

@@ -1,0 +1,239 @@
+"""Register-blocked kernels for matrix products with a narrow side, and the parallel glue.
+
+A product whose result has few columns (``n <= NARROW_MAX``, known when the C is written), such
+as a linear classifier's scores ``X @ W`` (N x 3073 by 3073 x 10) or its gradient ``X^T G``,
+does ~n multiply-adds per element of the wide operand. OpenBLAS's gemm first copies ("packs")
+that operand into its own layout, which here costs about as much as the arithmetic (measured: 45%
+of W3's time in ``dgemm_otcopy``/``dgemm_oncopy``, ~9 GFLOP/s against 37 for a square dgemm).
+These kernels read it where it is instead: a block of R rows (or, for ``A^T B``, R columns) of
+the result, R x ceil(n / lanes) vectors, stays in registers while one loop streams the operands;
+each step loads R elements of the wide operand (broadcast) and one row of the narrow one
+(ceil(n / lanes) vectors) and does R x ceil(n / lanes) multiply-adds. The narrow operand is read
+in panels small enough to stay in L1 cache.
+
+``matmul``'s C rule (primitives/structural.py) names the kernel it calls,
+``symgradrt_mm_<nn|tn>_<d|s><n>_run``; ``kernel_source`` writes the functions behind such names,
+and ``narrow.c.j2`` lays them out with the vector helpers and the parallel glue:
+``symgradrt_parallel_for`` splits a kernel's rows (or a BLAS gemm's, ``symgradrt_[ds]gemm_par``)
+over the thread pool of ``threads.c.j2`` when the build links it (``SYMGRAD_USE_THREADS``), and
+runs them in the calling thread otherwise (ahead-of-time libraries).
+
+Helper names start with ``symgradrt_``: a user's function ``f`` becomes ``symgrad_f``, so no
+user function can take them. The vectors are GCC/Clang vector extensions (32 bytes: AVX2
+registers with -march=native, pairs
+of SSE or NEON registers elsewhere); multiply-adds use FMA where the target has it.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+NARROW_MAX = 16                        # result columns up to which these kernels are used
+VECTOR_BYTES = 32
+SIZEOF = {"double": 8, "float": 4}
+LETTER = {"double": "d", "float": "s"}
+CTYPE = {v: k for k, v in LETTER.items()}
+PANEL_BYTES = 16384                    # of the narrow operand per pass: half of a 32 KB L1
+# Registers: R x nv accumulators, nv for the narrow operand's row and one broadcast must fit in
+# the 16 vector registers, with one to spare. With all 16 taken (4 x 3 for 10 columns), gcc
+# folded the row's loads into every multiply-add: 16 loads per 12 multiply-adds, 0.47 ms for W3's
+# scores where 3 rows (9 accumulators) take 0.3 ms.
+VECTOR_REGISTERS = 16
+
+NAME = re.compile(r"\bsymgradrt_mm_(nn|tn)_([ds])(\d+)_run\b")
+
+
+def kernel_name(kind, ctype, n):
+    """The entry point ``matmul``'s C calls: ``symgradrt_mm_<kind>_<d|s><n>_run``."""
+    return f"symgradrt_mm_{kind}_{LETTER[ctype]}{n}_run"
+
+
+def kernels_used(lines):
+    """(kind, ctype, n) of every narrow kernel the C ``lines`` call, in a stable order."""
+    found = set()
+    for line in lines:
+        for kind, letter, n in NAME.findall(line):
+            found.add((kind, CTYPE[letter], int(n)))
+    return sorted(found)
+
+
+GEMM = re.compile(r"\bsymgradrt_[ds]gemm_par\(")
+
+
+def template_parts(lines):
+    """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls) and
+    ``kernels`` (the C of each narrow kernel called). None when they call neither."""
+    kernels = [kernel_source(*k) for k in kernels_used(lines)]
+    blas = any(GEMM.search(line) for line in lines)
+    return {"blas": blas, "kernels": kernels} if blas or kernels else None
+
+
+def blocking(ctype, n):
+    """(lanes, vectors per result row, result rows per block)."""
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    nv = math.ceil(n / lanes)
+    return lanes, nv, max(1, min(8, (VECTOR_REGISTERS - 1 - nv) // nv))
+
+
+def kernel_source(kind, ctype, n):
+    """The C of one kernel (``kind`` "nn": C = A B; "tn": C = A^T B) for ``n`` result columns:
+    the kernel over a range of result rows, a task for the thread pool, and ``..._run``."""
+    return (_nn if kind == "nn" else _tn)(ctype, n)
+
+
+def _step(s, rows, nv, a_elem, row):
+    """One step of the inner loop: the narrow operand's packed ``row`` into ``nv`` registers,
+    then for each of ``rows`` result rows one broadcast element of the wide operand
+    (``a_elem(r)``) times them."""
+    S = s.upper()
+    lines = []
+    for v in range(nv):
+        lines.append(f"symgradrt_v{s} b{v} = symgradrt_load_{s}({row} + {v} * "
+                     f"SYMGRADRT_LANES_{S});")
+    # Kept in registers: gcc otherwise folds the loads into every multiply-add, reading the row
+    # once per result row (load-bound: 0.61 ms instead of 0.3 for W3's scores).
+    lines.append(" ".join(f"SYMGRADRT_IN_REGISTER(b{v});" for v in range(nv)))
+    for r in range(rows):
+        lines.append(f"x = symgradrt_splat_{s}({a_elem(r)});")
+        for v in range(nv):
+            lines.append(f"c{r}_{v} = SYMGRADRT_MADD_{S}(x, b{v}, c{r}_{v});")
+    return lines
+
+
+def _block(s, rows, nv, widths, c_row, loop, a_elem, row):
+    """``rows`` rows of the result: accumulators loaded (or zeroed), ``loop`` over a panel of
+    the contraction, the result stored."""
+    S = s.upper()
+    lines = [f"symgradrt_v{s} x;"]
+    for r in range(rows):
+        lines.append(f"{CTYPE[s]} *restrict c{r} = {c_row(r)};")
+    lines.append(f"symgradrt_v{s} " + ", ".join(f"c{r}_{v}" for r in range(rows)
+                                               for v in range(nv)) + ";")
+    lines.append("if (load) {")
+    for r in range(rows):
+        for v, w in enumerate(widths):
+            lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * "
+                         f"SYMGRADRT_LANES_{S}, {w});")
+    lines.append("} else {")
+    for r in range(rows):
+        lines.append("    " + " ".join(f"c{r}_{v} = symgradrt_splat_{s}(0);" for v in range(nv)))
+    lines.append("}")
+    lines.append(loop + " {")
+    lines += _indent(_step(s, rows, nv, a_elem, row))
+    lines.append("}")
+    for r in range(rows):
+        for v, w in enumerate(widths):
+            lines.append(f"symgradrt_storen_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, c{r}_{v}, {w});")
+    return lines
+
+
+def _indent(lines, k=1):
+    return ["    " * k + x for x in lines]
+
+
+def _kernel(kind, ctype, n):
+    """The kernel over a range of result rows (see ``kernel_source``)."""
+    s = LETTER[ctype]
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    _, nv, rows = blocking(ctype, n)
+    widths = [min(lanes, n - v * lanes) for v in range(nv)]
+    width = nv * lanes                     # a packed row of the narrow operand
+    panel = max(16, PANEL_BYTES // (width * SIZEOF[ctype]))
+    name = f"symgradrt_mm_{kind}_{s}{n}"
+    t = ctype
+    if kind == "nn":
+        doc = ["/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
+               "is (rows) x k,",
+               f" * b k x {n}, c (rows) x {n}, all row-major. {rows} rows of c at a time stay in "
+               f"{rows} x {nv} vector",
+               f" * registers while the loop reads {rows} rows of a in place; b is copied in "
+               f"panels of {panel} rows",
+               " * padded to whole vectors, which stay in L1 cache. */"]
+        params = f"int64_t i0, int64_t i1, int64_t k, const {t} *restrict a"
+        lo, hi, contraction, each = "i0", "i1", "k", "i"
+        c_row = (lambda r: f"c + (i + {r}) * {n}")
+        a_elem = (lambda r: f"a{r}[q]")
+        setup = lambda rb: [f"const {t} *restrict a{r} = a + (i + {r}) * k;" for r in range(rb)]
+    else:
+        doc = ["/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) "
+               "for p0 <= p < p1;",
+               f" * a is m x lda, b m x {n}, c lda x {n}, all row-major. {rows} rows of c at a "
+               f"time stay in {rows} x {nv}",
+               f" * vector registers while the loop reads {rows} neighbouring columns of a in "
+               f"place; b is copied in",
+               f" * panels of {panel} rows padded to whole vectors, which stay in L1 cache. */"]
+        params = f"int64_t p0, int64_t p1, int64_t m, int64_t lda, const {t} *restrict a"
+        lo, hi, contraction, each = "p0", "p1", "m", "p"
+        c_row = (lambda r: f"c + (p + {r}) * {n}")
+        a_elem = (lambda r: f"a[q * lda + p + {r}]")
+        setup = lambda rb: []
+    out = doc + [
+        f"static void {name}({params},",
+        f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
+        "{",
+        f"    {t} packed[{panel} * {width}] __attribute__((aligned(64)));",
+        "    memset(packed, 0, sizeof packed);",
+        f"    if ({contraction} == 0 && !accumulate)",
+        f"        memset(c + {lo} * {n}, 0, sizeof(*c) * {n} * (size_t)({hi} - {lo}));",
+        f"    for (int64_t q0 = 0; q0 < {contraction}; q0 += {panel}) {{",
+        f"        const int64_t q1 = q0 + {panel} < {contraction} ? q0 + {panel} : {contraction};",
+        "        for (int64_t q = q0; q < q1; ++q)",
+        f"            memcpy(packed + (q - q0) * {width}, b + q * {n}, sizeof(*b) * {n});",
+        "        const int load = accumulate || q0 > 0;",
+        f"        int64_t {each} = {lo};",
+    ]
+    for rb, head in ((rows, f"for (; {each} + {rows} <= {hi}; {each} += {rows})"),
+                     (1, f"for (; {each} < {hi}; ++{each})")):
+        body = setup(rb) + _block(s, rb, nv, widths, c_row, "for (int64_t q = q0; q < q1; ++q)",
+                                  a_elem, f"packed + (q - q0) * {width}")
+        out += _indent([head + " {"] + _indent(body) + ["}"], 2)
+    out += ["    }", "}"]
+    return out, rows
+
+
+def _nn(ctype, n):
+    lines, rows = _kernel("nn", ctype, n)
+    return _finish(lines, "nn", LETTER[ctype], n, rows)
+
+
+def _tn(ctype, n):
+    lines, rows = _kernel("tn", ctype, n)
+    return _finish(lines, "tn", LETTER[ctype], n, rows)
+
+
+def _finish(lines, kind, s, n, rows):
+    """The kernel's pool task and its ``_run`` entry point, after the kernel itself."""
+    name = f"symgradrt_mm_{kind}_{s}{n}"
+    if kind == "nn":
+        task_call = f"{name}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, (const {CTYPE[s]} *)j->b, " \
+                    f"({CTYPE[s]} *)j->c, j->accumulate);"
+        run_params = f"int64_t m, int64_t k, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
+                     f"{CTYPE[s]} *c, " \
+                     f"int accumulate"
+        job = "{m, k, 0, a, b, c, accumulate}"
+        split = "m"
+    else:
+        task_call = f"{name}(lo, hi, j->m, j->lda, (const {CTYPE[s]} *)j->a, " \
+                    f"(const {CTYPE[s]} *)j->b, ({CTYPE[s]} *)j->c, j->accumulate);"
+        run_params = f"int64_t m, int64_t lda, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
+                     f"{CTYPE[s]} *c, " \
+                     f"int accumulate"
+        job = "{m, 0, lda, a, b, c, accumulate}"
+        split = "lda"
+    work = f"(double){split} * (double){'k' if kind == 'nn' else 'm'} * {n}"
+    lines += [
+        "",
+        f"static void {name}_task(void *job, int64_t lo, int64_t hi)",
+        "{",
+        "    const symgradrt_mm_job *j = (const symgradrt_mm_job *)job;",
+        f"    {task_call}",
+        "}",
+        "",
+        "/* The whole product; its rows split over the thread pool when it pays. */",
+        f"static void {name}_run({run_params})",
+        "{",
+        f"    symgradrt_mm_job job = {job};",
+        f"    symgradrt_parallel_for({split}, {rows}, {work}, {name}_task, &job);",
+        "}",
+    ]
+    return "\n".join(lines)

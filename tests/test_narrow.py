@@ -1,0 +1,84 @@
+"""Products with a narrow result (<= 16 columns) run symgrad's register-blocked kernels
+(backends/c/narrow.py), built ahead of time too: every column count, both layouts, both dtypes,
+blocks of rows and panels cut anywhere, against NumPy in float64."""
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad.backends.c import narrow
+from symgrad.core.primitive import bind
+from symgrad.frontend.tracer import Tracer
+
+RTOL = {"float64": 1e-12, "float32": 2e-5}
+
+
+def product(ta):
+    def f(a, b):
+        return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=False))
+    f.__name__ = "matmul_tn" if ta else "matmul_nn"
+    return f
+
+
+def check(a, b, ta, got, dtype):
+    want = (a.T if ta else a).astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).max(initial=0) * np.abs(b).max(initial=0) * a.shape[0 if ta else 1]
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 10, 13, 16])
+def test_every_narrow_width_matches_numpy(n, ta, dtype, tmp_path):
+    # m = 37 rows of the result: blocks of R rows and a remainder; k = 700: several panels of
+    # the narrow operand, the last one partial.
+    m, k = 37, 700
+    r = np.random.default_rng(n)
+    a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    f = symgrad.compile(product(ta), cache_dir=tmp_path)
+    check(a, b, ta, f(a, b), dtype)
+    source = f.specialize(a, b)[0]._executable.module.source
+    assert narrow.kernel_name("tn" if ta else "nn", "double" if dtype == "float64" else "float",
+                              n) in source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
+def test_run_time_sizes_including_empty(ta, dtype, tmp_path):
+    t = "f64" if dtype == "float64" else "f32"
+    sig = {"a": f"{t}[{'K,M' if ta else 'M,K'}]", "b": f"{t}[K,10]"}
+    f = symgrad.compile(product(ta), signature=sig, cache_dir=tmp_path)
+    r = np.random.default_rng(1)
+    for m, k in ((1, 1), (5, 3), (64, 2000), (3, 0), (0, 9), (203, 171)):
+        a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        got = f(a, b)
+        assert got.shape == (m, 10)
+        check(a, b, ta, got, dtype)
+
+
+def test_the_softmax_gradient_through_narrow_kernels_matches_numpy(tmp_path):
+    # scores = X W and its adjoint X^T G are both narrow products.
+    def loss(W, X):
+        s = X @ W
+        return snp.sum(snp.exp(s - snp.max(s, axis=1, keepdims=True)))
+    r = np.random.default_rng(2)
+    W, X = 0.01 * r.standard_normal((3073, 10)), r.standard_normal((33, 3073))
+    f = symgrad.compile(loss, cache_dir=tmp_path)
+    value, grad = f.value_and_grad(W, X)
+    s = X @ W
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    # d/ds of sum(exp(s - max)) is e - (sum of e over the row) at the row's max (one per row).
+    g = e.copy()
+    g[np.arange(33), s.argmax(axis=1)] -= e.sum(axis=1)
+    assert value == pytest.approx(e.sum(), rel=1e-12)
+    np.testing.assert_allclose(grad, X.T @ g, rtol=1e-10, atol=1e-12)
+
+
+def test_an_ahead_of_time_library_builds_them_without_avx(tmp_path):
+    # Built for the baseline ISA (no AVX: -O2 alone), the vectors are pairs of SSE registers.
+    f = symgrad.compile(product(False), cache_dir=tmp_path, cflags=["-O2"])
+    r = np.random.default_rng(3)
+    a, b = r.standard_normal((50, 300)), r.standard_normal((300, 10))
+    check(a, b, False, f(a, b), "float64")

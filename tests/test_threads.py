@@ -1,0 +1,114 @@
+"""symgrad's thread pool (backends/c/threads.py, symgrad/templates/threads.c.j2): sized by the environment,
+the same numbers with one thread or several, safe with many Python threads calling at once and
+across fork()."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+# Each scenario runs in a fresh process: the pool reads its size once per process.
+_PRELUDE = textwrap.dedent("""
+    import os, sys, tempfile
+    import numpy as np
+    import symgrad, symgrad.numpy as snp
+    from symgrad.backends.c import threads
+
+    def loss(W, X, b):
+        h = snp.maximum(X @ W + b, 0.0)        # a wide product (gemm, split over the pool)
+        return snp.sum(snp.exp(X @ W[:, :10] - 1.0)) + snp.sum(h * h)
+
+    r = np.random.default_rng(0)
+    W = 0.01 * r.standard_normal((500, 120))
+    X = r.standard_normal((300, 500))
+    b = r.standard_normal(120)
+    f = symgrad.compile(loss, cache_dir=sys.argv[1])
+""")
+
+
+def _run(body, env=None, timeout=300):
+    script = _PRELUDE + textwrap.dedent(body)
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("SYMGRAD_NUM_THREADS", "OMP_NUM_THREADS")}
+    full.update(env or {})
+    out = subprocess.run([sys.executable, "-c", script, os.environ["SG_TEST_CACHE"]], env=full,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SG_TEST_CACHE", str(tmp_path))
+
+
+@pytest.mark.parametrize("env,count", [
+    ({"SYMGRAD_NUM_THREADS": "3"}, "3"), ({"SYMGRAD_NUM_THREADS": "1"}, "1"),
+    ({"OMP_NUM_THREADS": "1"}, "1"), ({"OMP_NUM_THREADS": "1", "SYMGRAD_NUM_THREADS": "2"}, "2")])
+def test_the_environment_sizes_the_pool(env, count):
+    assert _run("f.value_and_grad(W, X, b); print(threads.count())", env) == [count]
+
+
+def test_the_pool_follows_the_affinity_mask():
+    # `taskset -c 0` (or a scheduler's cpuset): one CPU, no pool.
+    assert _run("""
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        f.value_and_grad(W, X, b); print(threads.count())""") == ["1"]
+
+
+_VALUES = """
+    v, g = f.value_and_grad(W, X, b)
+    np.save(sys.argv[1] + "/out-%s.npy" % os.environ.get("SYMGRAD_NUM_THREADS"),
+            np.concatenate([[v], np.ravel(g)]))
+"""
+
+
+def test_one_thread_and_several_give_the_same_numbers(tmp_path):
+    for n in ("1", "2", "4"):
+        _run(_VALUES, {"SYMGRAD_NUM_THREADS": n})
+    one = np.load(tmp_path / "out-1.npy")
+    for n in ("2", "4"):
+        np.testing.assert_allclose(np.load(tmp_path / f"out-{n}.npy"), one, rtol=1e-12,
+                                   atol=1e-12 * np.abs(one).max())
+    # and against NumPy
+    r = np.random.default_rng(0)
+    W, X, b = 0.01 * r.standard_normal((500, 120)), r.standard_normal((300, 500)), \
+        r.standard_normal(120)
+    h = np.maximum(X @ W + b, 0.0)
+    assert one[0] == pytest.approx(np.exp(X @ W[:, :10] - 1.0).sum() + (h * h).sum(), rel=1e-12)
+
+
+def test_many_python_threads_at_once():
+    assert _run("""
+        from concurrent.futures import ThreadPoolExecutor
+        want = f.value_and_grad(W, X, b)
+        def call(_):
+            return [f.value_and_grad(W, X, b) for _ in range(10)]
+        with ThreadPoolExecutor(8) as pool:
+            results = [r for batch in pool.map(call, range(16)) for r in batch]
+        assert all(v == want[0] and np.array_equal(g, want[1]) for v, g in results)
+        print("ok")""", {"SYMGRAD_NUM_THREADS": "2"}) == ["ok"]
+
+
+def test_fork_after_the_pool_started():
+    # The parent's workers do not exist in the child: its first call must make new ones (or
+    # it would wait forever for workers that never come).
+    assert _run("""
+        import multiprocessing as mp
+        want = f.value_and_grad(W, X, b)
+        def child(q):
+            v, g = f.value_and_grad(W, X, b)
+            q.put((v == want[0], bool(np.array_equal(g, want[1])), threads.count()))
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=child, args=(q,)) for _ in range(3)]
+        for p in procs: p.start()
+        got = [q.get(timeout=120) for _ in procs]
+        for p in procs: p.join(timeout=120)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+        assert got == [(True, True, 3)] * 3, got
+        v, g = f.value_and_grad(W, X, b)           # the parent's pool still works
+        assert v == want[0]
+        print("ok")""", {"SYMGRAD_NUM_THREADS": "3"}, timeout=300) == ["ok"]
