@@ -619,6 +619,8 @@ def main(argv=None):
                          "peer one thread); ignored with --threads")
     ap.add_argument("--pinned-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--startup", action="store_true",
+                    help="also measure start-up (benchmarks/startup.py -> startup.md)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="no measuring: rebuild the report from earlier runs' JSON files (a "
@@ -630,6 +632,9 @@ def main(argv=None):
     tmp = configure_env(tempfile.mkdtemp(prefix="symgrad-bench-"))
     if opts.child:
         return child_main(opts.child)
+    if opts.startup:            # fresh processes of their own, before this one loads any peer
+        import startup
+        startup.run(reps=3 if opts.quick else 10)
 
     opts.reps = opts.reps or (5 if opts.quick else 41)
     opts.min_reps = 3 if opts.quick else 11

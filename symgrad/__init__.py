@@ -23,7 +23,7 @@ from symgrad.scipy import special as _special  # noqa: F401  (registers scipy.sp
 from symgrad.scipy import linalg as _scipy_linalg  # noqa: F401  (registers scipy.linalg names)
 from symgrad.tools.aot import export
 from symgrad.api import (CompiledFunction, check_grad, compile, grad, hessian, jacobian, trace,
-                         value_and_grad)
+                         value_and_grad, vmap)
 from symgrad.tools.check import GradCheckReport
 from symgrad.errors import (CompileError, DTypeError, GradientCheckError, ShapeError, SymgradError,
                      TracingError)
@@ -32,7 +32,7 @@ from symgrad.frontend.loops import fori_loop, scan
 
 
 __all__ = ["CompiledFunction", "compile", "export", "grad", "value_and_grad",
-           "jacobian", "hessian", "trace", "check_grad",
+           "jacobian", "hessian", "vmap", "trace", "check_grad",
            "GradCheckReport", "Graph", "TracingError", "ShapeError", "DTypeError", "CompileError",
            "GradientCheckError", "SymgradError", "fori_loop", "scan", "distributed", "inspect",
            "nn", "numerical", "numpy", "optim", "tree_util"]

@@ -21,13 +21,15 @@ import threading
 import numpy as np
 
 from symgrad import tree_util
-from symgrad.core import dims
+from symgrad.core import dims, gcpause
 from symgrad.frontend import calls, tracing
 from symgrad.frontend import transforms
+from symgrad.frontend import vmap as vmapping
 from symgrad.core.autodiff import has_one_element, value_and_grad_graph
 from symgrad.errors import DTypeError, ShapeError
 from symgrad import backends
 from symgrad.backends.c.module import render_program
+from symgrad.core.ir import current_builder
 from symgrad.core.passes import optimize
 from symgrad.tools import check
 from symgrad.core.types import FLOAT_DTYPES, TensorType, canonical_dtype, parse_type
@@ -51,9 +53,10 @@ class Specialization:
         self.traced = [i for i, t in enumerate(types) if t is not None]
         self.fn = calls.flat_function(owner.fn, self.layout, owner._parameter_names,
                                       has_aux=owner.has_aux, name=owner.__name__)
-        graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+        with gcpause.paused():              # linear build time: see core/gcpause.py
+            graph = tracing.trace(self.fn, types, static, name=owner.__name__)
+            self.graph = optimize(graph)
         self.out_tree = self.fn.out_tree
-        self.graph = optimize(graph)
         spans = self.layout.spans()
         self.wrt = [self.traced.index(k) for i in owner.argnums
                     for k in range(spans[i][1], spans[i][2])]
@@ -69,7 +72,9 @@ class Specialization:
 
     def value_and_grad_graph(self):
         if self._vg is None:
-            self._vg = value_and_grad_graph(self.graph, self.wrt, has_aux=bool(self.owner.has_aux))
+            with gcpause.paused():
+                self._vg = value_and_grad_graph(self.graph, self.wrt,
+                                                has_aux=bool(self.owner.has_aux))
         return self._vg
 
     @functools.cached_property
@@ -92,7 +97,7 @@ class Specialization:
         """What a backend runs: this specialization's graphs."""
         return backends.Program(
             self.owner.__name__, _origin(self.owner.fn), self.graph,
-            self.value_and_grad_graph() if self.differentiable else None,
+            self.value_and_grad_graph if self.differentiable else None,   # made on first use
             tuple(self.wrt), self.n_aux)
 
     def executable(self):
@@ -100,7 +105,8 @@ class Specialization:
         if executable is None:
             with self._lock:
                 if self._executable is None:
-                    self._executable = self.owner._build(self)
+                    with gcpause.paused():
+                        self._executable = self.owner._build(self)
                 executable = self._executable
         return executable
 
@@ -321,7 +327,7 @@ class CompiledFunction:
         return call(args)
 
     def _call(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.call(self.fn, args, kw)
         spec, arrays, made = self._specialize(args, kw)
         executable = spec.executable()
@@ -331,7 +337,7 @@ class CompiledFunction:
         return finish(executable.value(arrays))
 
     def _grads(self, args, kw=None):
-        if transforms.any_traced(args, kw):
+        if _inside_trace(args, kw):
             return transforms.value_and_grad(self.fn, self.argnums, self.single, args, kw,
                                              has_aux=self.has_aux)
         spec, arrays, made = self._specialize(args, kw)
@@ -406,7 +412,7 @@ class CompiledFunction:
         structure of ``fn``'s result."""
         args = tuple(args)
         tangents = self._per_argnum(tangents, "tangents", args)
-        if transforms.any_traced(args + tangents):
+        if _inside_trace(args + tangents):
             return transforms.jvp(self.fn, self.argnums, args, tangents)
         n = len(args)
         cf = self._derived("jvp", n, lambda *xs: transforms.jvp(
@@ -420,7 +426,7 @@ class CompiledFunction:
         ``argnums``); the result has the structure of ``grad``'s."""
         args = tuple(args)
         v = self._per_argnum(v, "v", args)
-        if transforms.any_traced(args + v):
+        if _inside_trace(args + v):
             return _hvp_traced(self.fn, self.argnums, self.single, args, v)
         n = len(args)
         cf = self._derived("hvp", n, lambda *xs: _hvp_traced(
@@ -834,6 +840,45 @@ def _compiled(fn, argnums, has_aux, options):
     return CompiledFunction(fn, argnums=argnums, has_aux=has_aux, **options)
 
 
+def vmap(fn, in_axes=0, out_axes=0, *, axis_size=None, **options):
+    """``fn`` mapped over an axis of its arguments, JAX style (API.md §6): a batch of examples
+    in one call, computed without a Python loop.
+
+    ``in_axes``: the axis of every argument that runs over the examples: an int (negative
+    counts from the end), None (shared by every example), or a tuple (or list) with one entry
+    per positional argument, each an int, None or a pytree of them matching (a prefix of) its
+    argument. Keyword arguments are mapped along axis 0. ``out_axes``: where the examples' axis
+    goes in each result leaf, likewise (None: a result that must not depend on a mapped input).
+    ``axis_size``: the number of examples when no argument is mapped.
+
+    Called on plain arrays the batched function is compiled (``options`` go to
+    ``symgrad.compile``: ``backend=``, ``dtype=``, ``signature=`` -- a named dimension there
+    makes the batch size a run-time size, one native function for every batch); called inside
+    a traced function (``compile``, ``grad``, ``jacobian``, another ``vmap``) it emits the
+    batched statements into that trace, so ``compile(vmap(grad(f)))`` is one native function.
+    Raises ValueError naming the arguments whose mapped sizes differ.
+    """
+    if not (in_axes is None or isinstance(in_axes, (int, tuple, list))):
+        raise TypeError(f"vmap in_axes must be an int, None, or a tuple of entries "
+                        f"corresponding to the positional arguments passed to the function, "
+                        f"but got {in_axes!r}")
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+
+    def batched(*args, **kwargs):
+        vmapping.check_in_axes(in_axes, args)
+        if transforms.any_traced(args, kwargs):
+            return vmapping.call(fn, in_axes, out_axes, axis_size, args, kwargs)
+        return batched.compiled(*args, **kwargs)
+    batched = _named(batched, fn, "vmap")
+    if isinstance(fn, CompiledFunction):        # its static arguments stay static
+        options = dict(dict(static_argnums=fn.static_argnums,
+                            static_argnames=fn.static_argnames), **options)
+    # Made after _named: it reads the parameters batched now has (fn's).
+    batched.compiled = CompiledFunction(batched, argnums=(), **options)
+    return batched
+
+
 def _argnums_tuple(argnums):
     return (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
@@ -896,6 +941,14 @@ def _entry_point(cf, method, kind):
     entry = _named(entry, cf.fn, kind)
     entry.compiled = cf
     return entry
+
+
+def _inside_trace(args, kw=None):
+    """Whether a call must be inlined into the trace being built rather than run: it has a
+    traced argument, or it is made while tracing at all -- the function may close over traced
+    values (``x * grad(lambda y: x * y)(2.0)``), which only the enclosing graph can compute. As
+    under ``jax.jit``, a call made while tracing gives traced values."""
+    return transforms.any_traced(args, kw) or current_builder() is not None
 
 
 def _hvp_traced(fn, argnums, single, args, v):

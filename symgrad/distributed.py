@@ -32,8 +32,8 @@ when the worker's disk cache already holds the library).
 from __future__ import annotations
 
 import math
+import os
 import threading
-import uuid
 
 import numpy as np
 
@@ -163,7 +163,7 @@ def _place(a, client, da, distributed):
         return a
     if isinstance(a, da.Array):
         return client.compute(a)
-    return client.submit(_hold, np.asarray(a), key=f"symgrad-shard-{uuid.uuid4().hex}")
+    return client.submit(_hold, np.asarray(a), key=f"symgrad-shard-{os.urandom(16).hex()}")
 
 
 def _chunks(arrays, client, da):
@@ -204,7 +204,7 @@ class ShardedLoss:
         """The reduced ``(value, gradient per leaf)``: one Dask task per shard, combined on the
         client; a task's exception is re-raised here."""
         leaves = [np.asarray(p, dtype=q.dtype) for p, q in zip(leaves, self.leaves)]
-        step = uuid.uuid4().hex
+        step = os.urandom(16).hex()      # as uuid4, without importing uuid (and platform)
         futures = [self.client.submit(_shard_value_and_grad, self.compiled, leaves, shard,
                                       retries=self.retries,
                                       key=f"symgrad-value-and-grad-{step}-{i}")

@@ -46,8 +46,10 @@ except ImportError:                                      # hypothesis is a test 
     _settings = None
 if _settings is not None:
     _fuzz_health = [_HealthCheck.too_slow, _HealthCheck.data_too_large]
-    _settings.register_profile("long", max_examples=1000, deadline=None,
-                               suppress_health_check=_fuzz_health)
+    # The long run reaches 10,000 programs (issue 21); SYMGRAD_FUZZ_LONG sets another count.
+    _settings.register_profile("long", max_examples=int(os.environ.get("SYMGRAD_FUZZ_LONG",
+                                                                       "10000")),
+                               deadline=None, suppress_health_check=_fuzz_health)
     _settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                                suppress_health_check=_fuzz_health)
 
@@ -60,3 +62,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "fuzz" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that fuzzed, how many programs ran and of which kinds (tests/test_fuzz.py)."""
+    import sys
+    fuzz = sys.modules.get("test_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if counts:
+        kinds = ", ".join(f"{counts[k]} {k}" for k in ("run-time sizes", "float32", "jvp", "hvp")
+                          if counts[k])
+        terminalreporter.write_line(f"fuzz: {counts['programs']} programs checked ({kinds})")

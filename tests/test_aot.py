@@ -1,5 +1,6 @@
 """Ahead-of-time builds: symgrad build writes C, a header, a library and a symgrad-free loader."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -332,6 +333,49 @@ def test_loader_sizes_outputs_from_the_manifest_without_eval(tmp_path):
     for n, m in ((3, 2), (1, 5), (0, 0)):
         x, A = np.arange(float(n)), np.ones((m, n))
         np.testing.assert_array_equal(loader.tile(x, A), np.concatenate([x, 2 * x, A @ x]))
+
+
+_POLYNOMIAL_SPEC = textwrap.dedent("""
+    import symgrad
+    import symgrad.numpy as snp
+
+    def gram(x):                       # an N*N result, from N*N and N*N*N temporaries
+        square = snp.tanh(snp.outer(x, x))
+        cube = snp.outer(snp.ravel(square), x)
+        return square + snp.reshape(snp.sum(snp.reshape(cube, (-1, x.shape[0])), axis=1),
+                                    square.shape)
+
+    def loss(x):
+        return snp.sum(gram(x) @ x)
+
+    symgrad.export(gram, "f64[N]")
+    symgrad.export(loss, "f64[N]")
+""")
+
+
+def test_sizes_that_are_polynomials_in_a_runtime_size(tmp_path):
+    # issue 21: 8*N**2 printed as pow(N, 2), a double, which gcc refused to add to a pointer;
+    # the loader evaluates the N*N output shape as exact int arithmetic
+    spec = tmp_path / "poly.py"
+    spec.write_text(_POLYNOMIAL_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    source = (tmp_path / "out" / "poly.c").read_text() + (tmp_path / "out" / "poly.h").read_text()
+    assert "N*N" in source and not re.search(r"pow\(\s*N\b", source)
+    loader = _import_loader(tmp_path / "out" / "poly.py", "aot_poly")
+    for n in (1, 3, 6):
+        x = np.linspace(-1.0, 1.0, n)
+        square = np.tanh(np.outer(x, x))
+        expected = square + square * np.sum(x)
+        np.testing.assert_allclose(loader.gram(x), expected, rtol=1e-14)
+        value, grad = loader.loss_value_and_grad(x)
+        assert value == pytest.approx(np.sum(expected @ x), rel=1e-14)
+
+        def numpy_loss(x):
+            square = np.tanh(np.outer(x, x))
+            return np.sum((square + square * np.sum(x)) @ x)
+        h = 1e-6
+        numeric = [(numpy_loss(x + h * e) - numpy_loss(x - h * e)) / (2 * h) for e in np.eye(n)]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("name, reason", [

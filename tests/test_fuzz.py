@@ -1,17 +1,27 @@
-"""Differential fuzzing (issue 6): random symgrad programs, native == interpreter == references.
+"""Differential fuzzing (issues 6 and 21): random symgrad programs, native == interpreter ==
+references.
 
 A hypothesis strategy writes a random program as Python source: a small DAG over the op set of
 API.md §1 (elementwise functions on their domains, binary operations with broadcasting,
-reductions with ``axis``/``keepdims``, reshape/transpose/expand_dims, basic slicing, matmul,
-where/maximum/clip, concatenate/stack, integer-array indexing, ``symgrad.nn``), over inputs of
-random shapes (at most 3 dimensions of sizes 1-4) in float64 or float32, reduced to a scalar
-loss ``sum_k sum(v_k * w_k)`` over every value no other statement uses. For each program:
+reductions with ``axis``/``keepdims``, reshape/transpose/expand_dims, basic slicing, matmul and
+the contractions ``inner``/``outer``/``vdot``/``dot``, where/maximum/clip, concatenate/stack,
+integer-array indexing with constant indices (negative and repeated) or index arguments,
+``symgrad.nn``), over inputs of random shapes (at most 3 dimensions of sizes 1-4) in float64 or
+float32, reduced to a scalar loss over every value no other statement uses.
+
+About 40% of the programs have run-time sizes: their inputs' shapes name axes N and M, they are
+compiled once with ``signature=`` and called at two sizes of each (one specialization must
+serve both); constant indices along such an axis are valid at both sizes and checked at run
+time. For each program and size:
 
 - the C backend's value equals the interpreter's (rtol 1e-12 float64, 1e-5 float32, relative
   to the value's scale) and NumPy's (the undecorated function on the same arrays);
 - ``symgrad.check_grad`` passes: the native gradient agrees with the interpreter's, central
   differences and the complex step (float32 is held to ``check.F32_RTOL``, since its references
-  are computed in float64).
+  are computed in float64);
+- on about a quarter of the programs each, ``jvp`` (the tangent of the value) and ``hvp`` (the
+  tangent of the gradient, second order) along a random direction agree between the backends and
+  with the complex step of the float64 forward and gradient graphs.
 
 Domains are kept by construction, not by filtering: ``log`` sees ``1.5 + tanh(a)``, ``arcsin``
 sees ``0.9 * tanh(a)``, growth is bounded by ``tanh`` where an op could overflow, and every kink
@@ -20,11 +30,13 @@ ties and zeros (where the subgradient convention and finite differences rightly 
 occur except on plateaus whose gradient is 0 either way.
 
 A failure prints the program's source (the reproducer). The default run is bounded and
-deterministic (``derandomize=True``); ``pytest -m fuzz --hypothesis-profile=long`` runs many
-more programs (profiles are registered in ``conftest.py``).
+deterministic (``derandomize=True``); ``pytest -m fuzz --hypothesis-profile=long`` runs 10,000
+larger programs (``SYMGRAD_FUZZ_LONG=n`` sets another count; profiles are registered in
+``conftest.py``, which prints how many programs ran and of which kinds).
 """
 from __future__ import annotations
 
+import collections
 import linecache
 import os
 import textwrap
@@ -37,6 +49,9 @@ from hypothesis import strategies as st
 import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
+from symgrad.core.autodiff import value_and_grad_graph
+from symgrad.tools.check import _float64_graph
+from symgrad.backends.interp import evaluate
 
 # SYMGRAD_FUZZ_CFLAGS="-O1 -fsanitize=address,undefined" (with libasan preloaded) fuzzes under
 # sanitizers; SYMGRAD_FUZZ_CFLAGS="-O3 -march=native" fuzzes gcc's default cost model (see the
@@ -107,6 +122,24 @@ REDUCTIONS = {
 }
 
 
+CONTRACTIONS = {
+    "inner": "snp.inner({a}, {b})",
+    "outer": "snp.outer({a}, {b})",
+    "vdot": "snp.vdot({a}, {b})",
+    "matmul": "{a} @ {b}",
+    "dot": "snp.dot({a}, {b})",
+}
+
+# Run-time sizes: a program with a signature names some axes N and M and is compiled once, then
+# called at two sizes of each. Every candidate statement is also evaluated at a third, larger
+# size (PROBE): one that NumPy accepts at all three (whose shapes agree in rank) holds for the
+# size as a symbol, not by a coincidence of small numbers (N = 3 meeting a fixed 3, N = 1
+# broadcasting).
+SIZE_NAMES = ("N", "M")
+PROBE = {"N": 13, "M": 17}
+MAX_ELEMENTS = 4096          # at the probe size: outer products of outer products stay small
+
+
 def _shape_of(src, env):
     """The shape of ``src`` evaluated by NumPy on the dummy values in ``env``, or None."""
     try:
@@ -126,75 +159,132 @@ GLOBALS = {"np": np, "snp": snp, "nn": nn, "_w": _weights}
 
 dims = st.integers(1, 4)
 shapes = st.lists(dims, min_size=0, max_size=3).map(tuple)
+runtime_dims = st.sampled_from([1, 2, 3, 4, "N", "N", "M"])
 
 
-def _broadcast_partner(draw, shape):
-    """A shape that broadcasts with ``shape``: a suffix of it, with some dims set to 1."""
-    k = draw(st.integers(0, len(shape)))
-    tail = shape[len(shape) - k:]
-    return tuple(1 if draw(st.booleans()) else d for d in tail)
+def _broadcast_partner(draw, spec):
+    """A shape that broadcasts with ``spec``: a suffix of it, with some dims set to 1 (and a
+    dimension that is neither fixed nor a size's name, such as 2*N, always 1)."""
+    k = draw(st.integers(0, len(spec)))
+    tail = spec[len(spec) - k:]
+    return tuple(1 if d == "?" or draw(st.booleans()) else d for d in tail)
 
 
 class Program:
-    """A random program under construction: inputs, statements, and the shapes of values."""
+    """A random program under construction: inputs, statements, and the shapes of values.
 
-    def __init__(self, dtype):
+    ``sizes``: None for fixed shapes, else the two assignments of the run-time sizes the program
+    will be called at. Values are evaluated by NumPy at each assignment (and at PROBE); a
+    value's ``spec`` is its shape with each axis an int, a size's name, or "?" (an expression
+    of sizes, such as N + 3 after a concatenation).
+    """
+
+    def __init__(self, dtype, sizes=None):
         self.dtype = dtype
-        self.inputs = []        # (name, kind, shape, data) with kind "float" | "int"
+        self.runtime = sizes is not None
+        self.size_sets = list(sizes) + [PROBE] if sizes else [{}]
+        self.inputs = []        # (name, kind, spec, data) with kind "float" | "int"
         self.lines = []
-        self.env = {}           # name -> dummy NumPy value (for shapes)
-        self.shapes = {}        # name -> shape of each float value
+        self.envs = [{} for _ in self.size_sets]   # name -> dummy NumPy value, per size set
+        self.specs = {}         # name -> spec of each float value
         self.used = set()
 
-    def add_input(self, shape, kind="float", data=None):
+    def resolve(self, spec, k=0):
+        return tuple(self.size_sets[k][d] if isinstance(d, str) else d for d in spec)
+
+    def shape(self, name):
+        """The shape of a value at the first size set."""
+        return np.shape(self.envs[0][name])
+
+    def smallest(self, name, axis):
+        """The smallest length of ``axis`` of ``name`` over the sizes the program is run at."""
+        runs = self.envs[:-1] if self.runtime else self.envs
+        return min(np.shape(env[name])[axis] for env in runs)
+
+    def add_input(self, spec, kind="float", data=None):
         name = f"x{len(self.inputs)}"
-        self.inputs.append((name, kind, shape, data))
+        self.inputs.append((name, kind, tuple(spec), data))
+        for k, env in enumerate(self.envs):
+            if kind == "float":
+                rng = np.random.default_rng(len(self.inputs))
+                env[name] = rng.uniform(-2, 2, self.resolve(spec, k))
+            else:
+                env[name] = data
         if kind == "float":
-            self.env[name] = np.random.default_rng(len(self.inputs)).uniform(-2, 2, shape)
-            self.shapes[name] = shape
-        else:
-            self.env[name] = data
+            self.specs[name] = tuple(spec)
         return name
 
+    def _axis_spec(self, lengths):
+        if len(set(lengths)) == 1:
+            return lengths[0]
+        for size in SIZE_NAMES:
+            if all(n == sizes[size] for n, sizes in zip(lengths, self.size_sets)):
+                return size
+        return "?"
+
     def emit(self, src, used):
-        """Add ``v = src`` if NumPy accepts it and the result is non-empty; return the name."""
-        shape = _shape_of(src, self.env)
-        if shape is None or 0 in shape or len(shape) > 4:
+        """Add ``v = src`` if NumPy accepts it at every size set and the result is non-empty;
+        return the name."""
+        found = [_shape_of(src, env) for env in self.envs]
+        if any(s is None or 0 in s or len(s) > 4 for s in found) or len({len(s) for s in found}) > 1:
+            return None
+        if int(np.prod(found[-1], dtype=np.int64)) > MAX_ELEMENTS:
             return None
         name = f"v{len(self.lines)}"
-        self.env[name] = eval(src, GLOBALS, self.env)
+        for env in self.envs:
+            with np.errstate(all="ignore"):
+                env[name] = eval(src, GLOBALS, env)
         self.lines.append(f"{name} = {src}")
-        self.shapes[name] = shape
+        self.specs[name] = tuple(self._axis_spec([s[i] for s in found])
+                                 for i in range(len(found[0])))
         self.used.update(used)
         return name
 
     def source(self):
-        outputs = [n for n in self.shapes if n not in self.used]
-        terms = [f"snp.sum({n} * _w({self.shapes[n]!r}, {self.dtype!r}))" for n in outputs]
+        outputs = [n for n in self.specs if n not in self.used]
+        if self.runtime:        # no fixed weights for a run-time shape: a nonlinear sum instead
+            terms = [f"snp.sum(snp.sin(1.7 * {n}) + 0.25 * {n})" for n in outputs]
+        else:
+            terms = [f"snp.sum({n} * _w({self.shape(n)!r}, {self.dtype!r}))" for n in outputs]
         params = ", ".join(name for name, *_ in self.inputs)
         body = "\n".join(self.lines + ["return " + " + ".join(terms)])
         return f"def program({params}):\n{textwrap.indent(body, '    ')}\n"
 
 
 @st.composite
-def programs(draw, max_statements=6):
-    """(source, dtype, input specs, seed): a random program and how to make its arguments."""
+def programs(draw, max_statements=6, runtime=None):
+    """(source, dtype, input specs, seed, sizes, checks): a random program, how to make its
+    arguments, the run-time size assignments it is called at (None: fixed shapes) and which
+    derivatives beyond the gradient to check ("jvp", "hvp")."""
     dtype = draw(st.sampled_from(["float64", "float32"]))
-    p = Program(dtype)
-    p.add_input(draw(shapes))
+    if runtime is None:
+        runtime = draw(st.integers(0, 4)) < 2               # about 40% of programs
+    sizes = None
+    if runtime:
+        pairs = [draw(st.lists(st.integers(1, 6), min_size=2, max_size=2, unique=True))
+                 for _ in SIZE_NAMES]
+        sizes = [{name: pair[k] for name, pair in zip(SIZE_NAMES, pairs)} for k in range(2)]
+    p = Program(dtype, sizes)
+    first = draw(st.lists(runtime_dims if runtime else dims, min_size=int(runtime), max_size=3))
+    if runtime and not any(isinstance(d, str) for d in first):
+        first[draw(st.integers(0, len(first) - 1))] = "N"
+    p.add_input(tuple(first))
     n = draw(st.integers(1, max_statements))
     attempts = 0
+    new_dim = runtime_dims if runtime else dims
     while len(p.lines) < n and attempts < 12 * n:
         attempts += 1
-        names = sorted(p.shapes)
+        names = sorted(p.specs)
         a = draw(st.sampled_from(names))
-        shape = p.shapes[a]
+        spec, shape = p.specs[a], p.shape(a)
         kind = draw(st.sampled_from(["unary", "unary", "binary", "binary", "new_input",
                                      "reduce", "shape", "slice", "matmul", "join", "gather",
-                                     "nn_axis"]))
+                                     "nn_axis", "contract"]))
         if kind == "new_input":
             # a fresh argument that broadcasts with an existing value
-            other = _broadcast_partner(draw, shape) if draw(st.booleans()) else shape
+            other = _broadcast_partner(draw, spec) if draw(st.booleans()) else spec
+            if "?" in other:
+                continue
             x = p.add_input(other)
             p.emit(draw(st.sampled_from(list(BINARY.values()))).format(a=a, b=x)
                    if draw(st.booleans()) else
@@ -217,7 +307,6 @@ def programs(draw, max_statements=6):
             p.emit(template.format(a=a, axis="".join(", " + k for k in kw),
                                    axis0=", ".join(kw)), [a])
         elif kind == "shape":
-            size = int(np.prod(shape, dtype=np.int64))
             choice = draw(st.sampled_from(["reshape", "flatten", "transpose", "T",
                                            "expand_dims", "squeeze", "broadcast_to"]))
             if choice == "reshape":
@@ -235,15 +324,22 @@ def programs(draw, max_statements=6):
                 p.emit(f"snp.expand_dims({a}, {ax})", [a])
             elif choice == "squeeze" and 1 in shape:
                 p.emit(f"snp.squeeze({a})", [a])
-            elif choice == "broadcast_to" and size:
+            elif choice == "broadcast_to":
                 lead = draw(dims)
-                p.emit(f"snp.broadcast_to({a}, {(lead,) + shape!r})", [a])
+                p.emit(f"snp.broadcast_to({a}, ({lead},) + {a}.shape)", [a])
         elif kind == "slice" and shape:
             parts = []
-            for d in shape[:draw(st.integers(1, len(shape)))]:
-                form = draw(st.sampled_from(["all", "range", "step", "reverse", "int", "none"]))
+            count = draw(st.integers(1, len(shape)))
+            ellipsis = count < len(shape) and draw(st.booleans())
+            first = len(shape) - count if ellipsis else 0      # "..." leaves the last axes
+            for axis in range(first, first + count):
+                d, fixed = shape[axis], isinstance(spec[axis], int)
+                form = draw(st.sampled_from(["all", "range", "step", "reverse", "int", "none"]
+                                            if fixed else ["all", "whole", "none"]))
                 if form == "all":
                     parts.append(":")
+                elif form == "whole":       # the other spellings of ':' on a run-time axis
+                    parts.append(draw(st.sampled_from(["0:", "::1", "0::1"])))
                 elif form == "range":
                     start = draw(st.integers(-d, d - 1))
                     parts.append(f"{start}:")
@@ -255,33 +351,55 @@ def programs(draw, max_statements=6):
                     parts.append(str(draw(st.integers(-d, d - 1))))
                 else:
                     parts.extend(["None", ":"])
-            if draw(st.booleans()) and len(parts) < len(shape):
+            if ellipsis:
                 parts.insert(0, "...")
             p.emit(f"{a}[{', '.join(parts)}]", [a])
-        elif kind == "matmul" and shape:
-            k = shape[-1]
+        elif kind == "matmul" and shape and spec[-1] != "?":
+            k = spec[-1]
             form = draw(st.sampled_from(["new", "vector", "self"]))
             if form == "self" and len(shape) == 2:
                 p.emit(f"{a} @ {a}.T", [a])
             else:
-                m = draw(dims)
+                m = draw(new_dim)
                 w = p.add_input((k, m) if form == "new" else (k,))
                 fn = draw(st.sampled_from(["{a} @ {b}", "snp.matmul({a}, {b})", "snp.dot({a}, {b})"
                                            if len(shape) <= 2 else "{a} @ {b}"]))
                 p.emit(fn.format(a=a, b=w), [a, w])
+        elif kind == "contract":
+            template = draw(st.sampled_from(sorted(CONTRACTIONS)))
+            partner = draw(st.sampled_from(["existing", "new"]))
+            if partner == "existing":
+                b = draw(st.sampled_from(names))
+                if template == "dot" and max(len(shape), len(p.shape(b))) > 2:
+                    continue        # snp.dot takes at most 2-D operands (a clear ShapeError)
+            elif "?" in spec or (template == "dot" and len(spec) > 2):
+                continue
+            elif template in ("inner", "dot", "matmul") and spec:
+                lead = tuple(draw(st.lists(new_dim, max_size=2 if template == "inner" else 0)))
+                tail = (draw(new_dim),) if template in ("dot", "matmul") and len(spec) >= 2 \
+                    and draw(st.booleans()) else ()
+                if template == "inner":
+                    b = p.add_input(lead + (spec[-1],))
+                else:
+                    b = p.add_input((spec[-1],) + tail)
+            else:
+                b = p.add_input(spec if template == "vdot" else
+                                tuple(draw(st.lists(new_dim, min_size=1, max_size=2))))
+            p.emit(CONTRACTIONS[template].format(a=a, b=b), [a, b])
         elif kind == "join" and shape:
             ax = draw(st.integers(-len(shape), len(shape) - 1))
-            partners = [b for b in names if p.shapes[b] == shape or (
-                len(p.shapes[b]) == len(shape) and all(
-                    x == y for i, (x, y) in enumerate(zip(p.shapes[b], shape))
+            partners = [b for b in names if p.shape(b) == shape or (
+                len(p.shape(b)) == len(shape) and all(
+                    x == y for i, (x, y) in enumerate(zip(p.shape(b), shape))
                     if i != ax % len(shape)))]
             b = draw(st.sampled_from(partners))
             if draw(st.booleans()):
                 p.emit(f"snp.concatenate([{a}, snp.cos({b})], axis={ax})", [a, b])
-            elif p.shapes[b] == shape:
+            elif p.shape(b) == shape:
                 p.emit(f"snp.stack([{a}, {b}, {a}], axis={ax})", [a, b])
         elif kind == "gather" and shape:
-            d = shape[0]
+            # constant indices, negative and repeated, valid at every size the program runs at
+            d = p.smallest(a, 0)
             idx = draw(st.lists(st.integers(-d, d - 1), min_size=1, max_size=5))
             form = draw(st.sampled_from(["const", "arg", "axis1", "pairs"]))
             if form == "const":
@@ -290,11 +408,12 @@ def programs(draw, max_statements=6):
                 i = p.add_input((len(idx),), kind="int", data=np.array(idx, dtype=np.int64))
                 p.emit(f"{a}[{i}]", [a])
             elif form == "axis1" and len(shape) >= 2:
-                cols = [c % shape[1] for c in idx]
+                c = p.smallest(a, 1)
+                cols = draw(st.lists(st.integers(-c, c - 1), min_size=1, max_size=4))
                 p.emit(f"{a}[:, {cols!r}]", [a])
-            elif form == "pairs" and len(shape) >= 2:
-                cols = [c % shape[1] for c in draw(st.lists(st.integers(0, 3), min_size=d,
-                                                            max_size=d))]
+            elif form == "pairs" and len(shape) >= 2 and isinstance(spec[0], int):
+                c = p.smallest(a, 1)
+                cols = draw(st.lists(st.integers(-c, c - 1), min_size=d, max_size=d))
                 p.emit(f"{a}[snp.arange({a}.shape[0]), np.array({cols!r})]", [a])
         elif kind == "nn_axis" and shape:
             ax = draw(st.integers(-len(shape), len(shape) - 1))
@@ -303,7 +422,9 @@ def programs(draw, max_statements=6):
     if not p.lines:
         p.emit(UNARY["sin"].format(a="x0"), ["x0"])
     seed = draw(st.integers(0, 2 ** 32 - 1))
-    return p.source(), dtype, [(kind, shape, data) for _, kind, shape, data in p.inputs], seed
+    checks = draw(st.sampled_from([(), (), ("jvp",), ("hvp",)]))
+    return (p.source(), dtype, [(kind, spec, data) for _, kind, spec, data in p.inputs], seed,
+            sizes, checks)
 
 
 def build(source, filename):
@@ -315,36 +436,105 @@ def build(source, filename):
     return namespace["program"]
 
 
-def make_args(inputs, dtype, seed):
+def make_args(inputs, dtype, seed, sizes=None):
     rng = np.random.default_rng(seed)
-    return [rng.uniform(-2, 2, shape).astype(dtype) if kind == "float" else data
-            for kind, shape, data in inputs]
+    sizes = sizes or {}
+    return [rng.uniform(-2, 2, tuple(sizes[d] if isinstance(d, str) else d for d in spec))
+            .astype(dtype) if kind == "float" else data
+            for kind, spec, data in inputs]
 
 
-def check_program(source, dtype, inputs, seed, filename="<fuzz>"):
-    """Assert native == interpreter == NumPy for the value and check_grad for the gradient."""
+def _signature(inputs, dtype, names):
+    short = {"float64": "f64", "float32": "f32"}
+    return {name: f"{short[dtype] if kind == 'float' else 'i64'}[{','.join(map(str, spec))}]"
+            for name, (kind, spec, _) in zip(names, inputs)}
+
+
+# How many programs ran, and of which kinds: printed at the end of a fuzz run (conftest.py).
+COUNTS = collections.Counter()
+STEP = 1e-20                        # the complex step of the jvp and hvp references
+
+
+def _close(actual, expected, rtol, what):
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    assert err <= rtol * scale, f"{what}: max error {err:.3g} at scale {scale:.3g}\n" \
+                                f"got {actual}\nexpected {expected}"
+
+
+def check_directional(native, interp, args, argnums, dtype, kind, seed):
+    """``jvp`` (the tangent of the value) or ``hvp`` (the tangent of the gradient) along a random
+    direction: native == interpreter, and both == the complex step of the float64 graphs."""
+    rng = np.random.default_rng(seed ^ 0x5EED)
+    v = tuple(rng.standard_normal(np.shape(args[i])).astype(dtype) for i in argnums)
+    spec, arrays = native.specialize(*args)
+    positions = [spec.traced.index(i) for i in argnums]
+    f64 = _float64_graph(native, spec, args)
+    shifted = [a.astype(np.complex128) if a.dtype.kind == "f" else a for a in arrays]
+    for p, vi in zip(positions, v):
+        shifted[p] = shifted[p] + 1j * STEP * vi.astype(np.float64)
+    rtol = 2e-3 if dtype == "float32" else 1e-9
+    if kind == "jvp":
+        (_, t), (_, t_interp) = native.jvp(args, v), interp.jvp(args, v)
+        expected = np.imag(evaluate(f64, shifted)[0]) / STEP
+        _close(t, t_interp, rtol, "jvp: native vs interpreter")
+        _close(t, expected, rtol, "jvp vs complex step")
+    else:
+        hv, hv_interp = native.hvp(args, v), interp.hvp(args, v)
+        graph = value_and_grad_graph(f64, positions)
+        expected = [np.imag(o) / STEP for o in evaluate(graph, shifted)[1:]]
+        for k, (a, b, c) in enumerate(zip(hv, hv_interp, expected)):
+            _close(a, b, rtol, f"hvp[{k}]: native vs interpreter")
+            _close(a, c, rtol, f"hvp[{k}] vs complex step")
+    COUNTS[kind] += 1
+
+
+def check_program(source, dtype, inputs, seed, sizes=None, checks=(), filename="<fuzz>"):
+    """Assert native == interpreter == NumPy for the value and check_grad for the gradient,
+    at each run-time size assignment in ``sizes`` (one compiled specialization for all), and
+    the ``checks`` ("jvp", "hvp") against the complex step."""
     fn = build(source, filename)
-    args = make_args(inputs, dtype, seed)
+    names = [f"x{k}" for k in range(len(inputs))]
+    signature = _signature(inputs, dtype, names) if sizes else None
     argnums = tuple(i for i, (kind, _, _) in enumerate(inputs) if kind == "float")
-    native = symgrad.compile(fn, argnums=argnums, cflags=CFLAGS)
-    interp = symgrad.compile(fn, argnums=argnums, backend="interp")
-    expected = fn(*args)
-    tol = VALUE_RTOL[dtype]
-    value, value_interp = native(*args), interp(*args)
-    scale = max(1.0, abs(float(expected)))
-    assert isinstance(value, float)
-    assert abs(value - value_interp) <= tol * scale, (value, value_interp)
-    assert abs(value - float(expected)) <= tol * scale, (value, float(expected))
-    # Absolute tolerance at the loss's scale: a gradient that is 0 in exact arithmetic (softmax
-    # is shift-invariant) comes out as rounding noise of about eps * |terms|.
-    atol = GRAD_ATOL[dtype] * scale
-    report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol)
-    assert report.ok, str(report)
+    native = symgrad.compile(fn, argnums=argnums, cflags=CFLAGS, signature=signature)
+    interp = symgrad.compile(fn, argnums=argnums, backend="interp", signature=signature)
+    for k, assignment in enumerate(sizes or [None]):
+        args = make_args(inputs, dtype, seed + k, assignment)
+        expected = fn(*args)
+        tol = VALUE_RTOL[dtype]
+        value, value_interp = native(*args), interp(*args)
+        scale = max(1.0, abs(float(expected)))
+        assert isinstance(value, float)
+        assert abs(value - value_interp) <= tol * scale, (assignment, value, value_interp)
+        assert abs(value - float(expected)) <= tol * scale, (assignment, value, float(expected))
+        # Absolute tolerance at the loss's scale: a gradient that is 0 in exact arithmetic
+        # (softmax is shift-invariant) comes out as rounding noise of about eps * |terms|.
+        atol = GRAD_ATOL[dtype] * scale
+        report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol)
+        assert report.ok, f"sizes {assignment}\n{report}"
+        for kind in checks:
+            check_directional(native, interp, args, argnums, dtype, kind, seed + k)
+    if sizes:
+        assert len(native._specs) == 1, "a run-time size made a second specialization"
+        COUNTS["run-time sizes"] += 1
+    COUNTS["float32" if dtype == "float32" else "float64"] += 1
+    COUNTS["programs"] += 1
 
 
-def _explain(source, dtype, inputs, seed):
-    return (f"dtype {dtype}, seed {seed}, inputs "
+def _explain(source, dtype, inputs, seed, sizes=None, checks=()):
+    return (f"dtype {dtype}, seed {seed}, sizes {sizes}, checks {checks}, inputs "
             f"{[(k, s, None if d is None else d.tolist()) for k, s, d in inputs]}\n{source}")
+
+
+def _run(program):
+    try:
+        check_program(*program)
+    except BaseException as e:
+        raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
+                             f"{_explain(*program)}") from e
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -352,27 +542,17 @@ def _explain(source, dtype, inputs, seed):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(programs())
 def test_random_programs_native_interpreter_and_references_agree(program):
-    source, dtype, inputs, seed = program
-    try:
-        check_program(source, dtype, inputs, seed)
-    except BaseException as e:
-        raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
-                             f"{_explain(*program)}") from e
+    _run(program)
 
 
 @pytest.mark.fuzz
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                 HealthCheck.data_too_large])
-@given(programs(max_statements=10))
+@given(programs(max_statements=12))
 def test_fuzz_long(program):
     """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``."""
-    source, dtype, inputs, seed = program
-    try:
-        check_program(source, dtype, inputs, seed)
-    except BaseException as e:
-        raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
-                             f"{_explain(*program)}") from e
+    _run(program)
 
 
 # --- regressions: every bug the fuzzer found, as its minimal program ----------------------------

@@ -221,10 +221,12 @@ def test_dead_derivatives_are_not_shown():
 def test_drawing_labels_say_what_a_node_computes():
     rep = sgi.report(lambda z: snp.sum(z ** 3), np.array([0.5, -1.0, 2.0]), values=True)
     dot = rep.dot()
-    # The exponent's derivative rule computes 3 - 1 = 2: a value, not a gradient.
-    assert re.search(r'label="c = 3\.0 \+ -1\.0\\nf64\[\]\\n= 2"', dot)
+    # The exponent's derivative rule computes 3 - 1 = 2: a value, not a gradient. (Its guard,
+    # select(3.0 == 0.0, 0.0, ...), comes first: pow's rule is exact at x = 0, issue 21.)
+    assert re.search(r'label="[a-z] = 3\.0 \+ -1\.0\\nf64\[\]\\n= 2"', dot)
     # The adjoint of z is the derivative of the result b with respect to z.
-    assert re.search(r'label="b_z = b_a \* e\\nf64\[3\]\\ndb/dz = \[ 0\.75, 3\. , 12\. \]"', dot)
+    assert re.search(r'label="b_z = b_a \* [a-z]\\nf64\[3\]\\ndb/dz = \[ 0\.75, 3\. , 12\. \]"',
+                     dot)
 
 
 def test_c_comments_name_only_declared_variables():

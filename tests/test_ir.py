@@ -100,8 +100,8 @@ def test_printer_source_lines_point_at_user_code():
 
 def test_names_run_past_z_and_skip_input_names():
     def chain(a):
-        for _ in range(30):
-            a = snp.sin(a)
+        for f in [snp.sin] * 30:     # over a Python list: unrolled (a range would be a scan)
+            a = f(a)
         return a
     graph = raw(chain, F3)
     names = graph.names()

@@ -24,6 +24,8 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad import nn
 from symgrad.scipy import linalg as symgrad_scipy_linalg
+from symgrad.core.primitives import bind
+from symgrad.frontend.tracer import Tracer
 
 DTYPES = ["float64", "float32"]
 
@@ -105,6 +107,13 @@ def case_args(case, rng):
     return [g(rng) for g in case]
 
 
+def _guarded(x, flag):
+    """x, through a guard when traced (as a traced while loop's final state is)."""
+    if not isinstance(x, Tracer):
+        return x
+    return Tracer(bind("guard", flag.irvar, x.irvar, message="too many steps"))
+
+
 # --- the table ------------------------------------------------------------------------------
 
 TABLE = [
@@ -184,6 +193,12 @@ TABLE = [
     Row("prod", lambda x: snp.prod(x), [(Apart(3, 2, lo=0.5, hi=1.5),)]),
     Row("prod_axis", lambda x: snp.prod(x, axis=1) + x.prod(axis=(0, 2), keepdims=True).sum(),
         [(Apart(2, 3, 2, lo=0.5, hi=1.5),)]),
+    # prod's gradient (prod_others): its own gradient is recurrences (shift, recurrence), exact
+    # at zeros, so the gradient check below is a second-order check of prod.
+    Row("prod_grad", lambda x: symgrad.grad(snp.prod)(x),
+        [(U(4),), lambda rng: (np.array([0.0, 1.25, -0.75, 0.0, 1.5]),)]),
+    Row("prod_grad_axis", lambda x: symgrad.grad(lambda y: snp.sum(snp.prod(y, axis=0)))(x),
+        [(U(3, 2),)]),
 
     # Products.
     Row("dot", snp.dot, [(U(4), U(4)), (U(3, 4), U(4, 2)), (U(3, 4), U(4)), (U(4), U(4, 3)),
@@ -291,6 +306,10 @@ TABLE = [
     Row("loop_int_carry", lambda w, x: symgrad.fori_loop(
         0, 4, lambda i, c: (c[0] * w + x * c[1].astype(x.dtype), c[1] * 2 - 1),
         (x, snp.asarray(-3).astype("int32")))[0], [(U(3), U(3))]),
+
+    # A traced while loop's bound (symgrad.frontend.pyflow): the value passes through, the call
+    # fails when the flag is set at run time.
+    Row("guard", lambda x: _guarded(x * 2, snp.sum(x) > 1e9), [(U(3),), (U(),)]),
 
     # Compositions from the course.
     Row("softmax_loss", lambda W, X, y, reg: (

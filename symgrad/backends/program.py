@@ -1,7 +1,9 @@
 """What a backend runs: one specialization of a user's function, as graphs."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 from symgrad.core.ir import Graph
 
@@ -14,14 +16,29 @@ class Program:
 
     ``name`` is the Python function's name and ``origin`` where it was written (``loss.py:12``),
     for messages and the generated code's comments.
+
+    ``value_and_grad`` may be given as a Graph or as a function making it (``derive``): then it
+    is made on first access. A backend that finds its compiled code in a cache by the forward
+    graph alone (``backends.c.keys``) never needs it, and the derivative is not built.
     """
     name: str
     origin: str
     forward: Graph
-    value_and_grad: Graph | None = None
+    derive: Graph | Callable | None = None
     wrt: tuple = ()          # positions in forward.inputs the gradient is taken with respect to
     n_aux: int = 0           # has_aux: outputs passed through between the value and gradients
 
     @property
     def differentiable(self):
-        return self.value_and_grad is not None
+        return self.derive is not None
+
+    @functools.cached_property
+    def value_and_grad(self):
+        """The value-and-gradient graph (None when not differentiable), made on first use."""
+        return self.derive() if callable(self.derive) else self.derive
+
+    def value_and_grad_outputs(self):
+        """The values ``value_and_grad`` returns, typed, without building it: the value, the
+        auxiliary outputs, then one gradient per ``wrt`` input (of that input's type)."""
+        f = self.forward
+        return [f.outputs[0], *f.outputs[1:1 + self.n_aux], *[f.inputs[i] for i in self.wrt]]

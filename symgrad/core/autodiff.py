@@ -63,6 +63,7 @@ def value_and_grad_graph(graph, argnums, *, simplify=True, strip=True, has_aux=F
     active = needs_gradient(graph, wrt)
     builder = Builder()
     builder.nodes = list(graph.nodes)
+    builder.active = active
     adjoint = {}
     with building(builder):
         # A result of one element in any shape ((1,), (1, 1)) is differentiated as autograd

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 
-import sympy as sp
+from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 
 
 def symbol(name):
     """The run-time size called ``name`` (a non-negative integer)."""
+    sp = _sympy()
     return sp.Symbol(name, integer=True, nonnegative=True)
 
 
@@ -23,6 +24,7 @@ _VALUE_PREFIX = "symgrad_value_"
 def value_of(name):
     """The value of the int argument ``name`` as a size (a loop's run-time trip count). Unlike
     a named size it may be negative; it is bound from the argument's value, not a shape."""
+    sp = _sympy()
     return sp.Symbol(_VALUE_PREFIX + name, integer=True)
 
 
@@ -42,7 +44,7 @@ def graph_symbols(graph):
     found = set(free_symbols([v.shape for v in graph.inputs]))
 
     def visit(value):
-        if isinstance(value, sp.Basic):
+        if is_symbolic(value):
             found.update(value.free_symbols)
         elif isinstance(value, tuple):
             for x in value:
@@ -69,14 +71,21 @@ def equal(a, b):
     """Whether two dimensions are certainly equal."""
     if isinstance(a, int) and isinstance(b, int):
         return a == b
+    sp = _sympy()
     return sp.simplify(sp.sympify(a) - sp.sympify(b)) == 0
+
+
+def same_shape(a, b):
+    """Whether two shapes are certainly equal, axis by axis (``2*(N + 1)`` is ``2*N + 2``); a
+    structural ``a != b`` would reject equal sizes spelled differently."""
+    return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
 
 
 def normalize(d):
     """An int where the expression is a number; otherwise a simplified sympy expression."""
     if isinstance(d, int):
         return d
-    d = sp.sympify(d)
+    d = _sympy().sympify(d)
     return int(d) if d.is_Integer else d
 
 
@@ -113,7 +122,7 @@ def free_symbols(shapes):
     for shape in shapes:
         for d in shape:
             if not isinstance(d, int):
-                names |= sp.sympify(d).free_symbols
+                names |= _sympy().sympify(d).free_symbols
     return sorted(names, key=lambda s: s.name)
 
 
@@ -121,62 +130,105 @@ def substitute(d, bindings):
     """The int value of dimension ``d`` once the run-time sizes in ``bindings`` are known."""
     if isinstance(d, int):
         return d
-    return int(sp.sympify(d).subs(bindings))
+    return int(_sympy().sympify(d).subs(bindings))
 
 
-class CeilDiv(sp.Function):
-    """``ceil(a / b)`` of non-negative integers, printed as C integer division."""
-    is_integer = True
-    is_nonnegative = True
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Integer and b.is_Integer:
-            return -(-a // b)
-
-    def _ccode(self, printer):
-        a, b = self.args
-        return f"(({printer._print(a)} + {int(b) - 1}) / {printer._print(b)})"
-
-
-class AtLeastZero(sp.Function):
-    """``max(a, 0)`` of an integer, printed as a C conditional (a trip count ``upper - lower``
-    is 0 when ``upper < lower``)."""
-    is_integer = True
-    is_nonnegative = True
-
-    @classmethod
-    def eval(cls, a):
-        if a.is_Integer:
-            return max(a, sp.Integer(0))
-        if a.is_nonnegative:
-            return a
-
-    def _ccode(self, printer):
-        a = printer._print(self.args[0])
-        return f"(({a}) > 0 ? ({a}) : 0)"
+def _functions():
+    """The sympy functions sizes use (``size_functions``), imported with sympy on first use."""
+    from symgrad.core import size_functions
+    return size_functions
 
 
 def at_least_zero(d):
     """``max(d, 0)`` of a dimension."""
     if isinstance(d, int):
         return max(d, 0)
-    return normalize(AtLeastZero(sp.sympify(d)))
+    return normalize(_functions().AtLeastZero(_sympy().sympify(d)))
 
 
 def align_up(d, alignment):
     """``d`` rounded up to a multiple of ``alignment`` (an int)."""
     if isinstance(d, int):
         return -(-d // alignment) * alignment
-    return normalize(alignment * CeilDiv(sp.sympify(d), alignment))
+    return normalize(alignment * _functions().CeilDiv(_sympy().sympify(d), alignment))
+
+
+# --- printing sizes: integer arithmetic, in C and in Python ------------------------------------
+# A size is an integer polynomial (with CeilDiv/AtLeastZero) in the run-time sizes. sympy's own
+# printers would spell N**2 as pow(N, 2) -- a double, which C refuses to add to a pointer and
+# which rounds past 2**53 -- and N*(N + 1)/2 as (1.0/2.0)*N*(N + 1). Every place that prints a
+# size (loops, workspace offsets, kernels, the native caller, the AOT loader) goes through
+# ``c_expr`` / ``py_expr``, which print only integer operations and refuse anything else.
+
+_INT32_MAX = 2**31 - 1
+
+
+class SizeExpressionError(ValueError):
+    """A size expression that has no exact integer form (a symgrad bug if it ever shows)."""
+
+
+def _int_code(e, py):
+    """``e`` (a sympy integer expression) as integer arithmetic: Python if ``py`` else C."""
+    sp = _sympy()
+    CeilDiv, AtLeastZero = _functions().CeilDiv, _functions().AtLeastZero
+    e = sp.sympify(e)       # a Python int too
+    if any(not r.is_Integer for r in e.atoms(sp.Rational)):
+        # Rational coefficients (N**2/2 + N/2): one exact division of an integer numerator.
+        num, den = sp.fraction(sp.together(e))
+        if not den.is_Integer:
+            raise SizeExpressionError(f"the size {e} is not an integer polynomial")
+        if den != 1:
+            return f"({_int_code(sp.expand(num), py)}) {'//' if py else '/'} {int(den)}"
+
+    def atom(x):
+        """x as an operand of * or unary minus: parenthesized unless it is a name or number."""
+        text = _int_code(x, py)
+        return text if (x.is_Symbol or (x.is_Integer and x >= 0)) else f"({text})"
+
+    if e.is_Integer:
+        v = int(e)
+        text = str(v) if py or abs(v) <= _INT32_MAX else f"INT64_C({v})"
+        return f"({text})" if v < 0 else text
+    if e.is_Symbol:
+        return e.name
+    if e.is_Add:
+        terms = sorted(e.args, key=sp.default_sort_key)
+        plus = [t for t in terms if not t.could_extract_minus_sign()]
+        minus = [-t for t in terms if t.could_extract_minus_sign()]
+        text = " + ".join(_int_code(t, py) for t in plus) if plus else "0"
+        return text + "".join(f" - {atom(t)}" for t in minus)
+    if e.is_Mul:
+        coeff, factors = e.as_coeff_mul()
+        parts = [atom(f) for f in factors]
+        if coeff == -1:
+            return f"-{'*'.join(parts)}" if len(parts) == 1 else f"-({'*'.join(parts)})"
+        return "*".join(([atom(coeff)] if coeff != 1 else []) + parts)
+    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
+        return "*".join([atom(e.base)] * int(e.exp))
+    if isinstance(e, CeilDiv):
+        a, b = (atom(x) for x in e.args)
+        return f"(-(-{a} // {b}))" if py else f"(({a} + {b} - 1) / {b})"
+    if isinstance(e, AtLeastZero):
+        a = atom(e.args[0])
+        return f"max({a}, 0)" if py else f"({a} > 0 ? {a} : 0)"
+    raise SizeExpressionError(f"cannot print the size {e} as integer arithmetic")
 
 
 def c_expr(d):
-    """A dimension as a C expression (int64_t arithmetic)."""
+    """A dimension as a C expression in int64_t arithmetic (``N*N``, never ``pow(N, 2)``);
+    parenthesized unless it is a name or a non-negative number."""
+    if isinstance(d, int):
+        return str(d) if 0 <= d <= _INT32_MAX else f"({_int_code(d, False)})"
+    d = _sympy().sympify(d)
+    text = _int_code(d, False)
+    return text if d.is_Symbol or (d.is_Integer and d >= 0) else f"({text})"
+
+
+def py_expr(d):
+    """A dimension as a Python expression in exact int arithmetic, of the size names."""
     if isinstance(d, int):
         return str(d)
-    from sympy.printing.c import ccode
-    return f"({ccode(d)})" if not sp.sympify(d).is_Symbol else ccode(d)
+    return _int_code(d, True)
 
 
 def polynomial(d):
@@ -201,15 +253,16 @@ def polynomial(d):
 
 def evaluator(dims_, symbols):
     """``f(values) -> [int per dimension]``: the dimensions ``dims_`` (ints or expressions of
-    ``symbols``) evaluated at ``values``, one per symbol in order. Built once (sympy's
-    ``lambdify``), so a call costs microseconds where ``substitute`` costs a sympy ``subs``."""
+    ``symbols``) evaluated at ``values``, one per symbol in order. Compiled once from
+    ``py_expr`` (exact integers), so a call costs microseconds where ``substitute`` costs a
+    sympy ``subs``."""
     dims_ = list(dims_)
     if all(isinstance(d, int) for d in dims_):
         return lambda values: dims_
-    f = sp.lambdify(list(symbols), [sp.sympify(d) for d in dims_],
-                    modules=[{"CeilDiv": lambda a, b: -(-a // b),
-                              "AtLeastZero": lambda a: max(a, 0)}, "math"])
-    return lambda values: [int(v) for v in f(*values)]
+    names = [s.name for s in symbols]
+    source = f"lambda {', '.join(names)}: [{', '.join(py_expr(d) for d in dims_)}]"
+    f = eval(source, {"__builtins__": {}, "max": max})
+    return lambda values: f(*[int(v) for v in values])
 
 
 def bind(declared, actual, names=None):
@@ -245,7 +298,7 @@ def substitute_attrs(attrs, bindings):
     def sub(v):
         if isinstance(v, tuple):
             return tuple(sub(x) for x in v)
-        if isinstance(v, sp.Basic):
+        if is_symbolic(v):
             return int(v.subs(bindings))
         if hasattr(v, "substitute"):         # a loop body (loops.Body)
             return v.substitute(bindings)

@@ -277,6 +277,9 @@ class Builder:
         self.nodes = []
         self.loc = None          # when set, new nodes take this location (derivative rules)
         self.grad_of = None      # when set, new nodes are marked as the adjoint of this node
+        # While reverse mode is built: the values whose adjoints are needed (a derivative rule
+        # may skip the others, as scan's does for the values its body closed over).
+        self.active = None
 
     def add(self, prim, inputs, attrs, out_type, loc=None):
         out = Var(out_type)

@@ -15,7 +15,9 @@ A primitive gathers everything symgrad knows about one operation in one place:
 - its C rendering: ``c_expr(operands, ctype) -> str`` for an elementwise primitive (fused into loops
   by the C backend), or ``c_kernel(k) -> list[str]`` for a structured one (``k`` is the backend's
   kernel context: names, shapes and loop helpers); a reduction also gives ``c_reduce`` (its
-  initial value and update), so it can be folded into the loop that computes its operand.
+  initial value and update), so it can be folded into the loop that computes its operand;
+- ``batch(size, bdims, *inputs, **attrs) -> (out, out_dim)``: its batching rule (``vmap``), in IR
+  operations too; see ``symgrad.core.batching``.
 
 An elementwise primitive written as a sympy expression also keeps that expression (``expr``, in
 the symbols x, y) and its derivative per operand (``derivs``, which may mention ``out``), so
@@ -45,7 +47,7 @@ field of its record too, with a default that fits most primitives, so no module 
   integer data, and every one of those appears (a reshape, a broadcast): a range check of index
   data may look through the statement to the caller's argument;
 - ``memory``: what a statement keeps beyond its result (a loop's tape), for ``inspect``;
-- ``batch``: the batching rule of ``vmap`` (None until that transform exists).
+- ``batch``: the batching rule of ``vmap`` (see above; ``tests/test_vmap.py`` requires one).
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ class Primitive:
     index_bounds: Callable | None = None   # (node) -> ((operand, axis, size), ...)
     same_elements: bool = False
     memory: Callable | None = None      # (node, name) -> lines
-    batch: Callable | None = None       # vmap's rule (that transform adds them)
+    batch: Callable | None = None       # vmap's rule (see ``symgrad.core.batching``)
 
     def __repr__(self):
         return f"<primitive {self.name}>"

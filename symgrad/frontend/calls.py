@@ -19,6 +19,7 @@ import inspect
 import re
 
 from symgrad import tree_util
+from symgrad.frontend import autograph
 from symgrad.tree_util import LEAF, tree_flatten, tree_unflatten
 
 STATIC = "static"       # a layout entry for an argument passed as it is (static)
@@ -238,8 +239,12 @@ def flat_function(fn, layout, names, *, has_aux=False, name=None):
     user's code. After a trace, ``.out_tree`` is the result's structure."""
     label = name or getattr(fn, "__name__", "f")
     plain = layout.plain
+    user_fn = fn
 
     def flat(*entries):
+        # The user's source converted (plain Python control flow and in-place updates on
+        # traced values, docs/python_code.md); the function itself when it has no source.
+        fn = autograph.convert(user_fn)
         if plain:
             result = fn(*entries)
         else:

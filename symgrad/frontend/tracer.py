@@ -66,6 +66,26 @@ def _numpy_name(func):
     return prefix + func.__name__
 
 
+def _basic(key):
+    """Whether NumPy's ``a[key]`` is a view of ``a`` (basic indexing: ints, slices, None, ...)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, slice) or
+               (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+               for k in keys)
+
+
+def _into(out, result, what):
+    """``what(..., out=out)``: the result written into ``out`` when ``out`` is a traced array
+    (a box whose value is replaced); a foreign buffer cannot receive a traced value."""
+    outs = out if isinstance(out, tuple) else (out,)
+    if len(outs) != 1 or not isinstance(outs[0], Tracer):
+        raise TracingError(f"{what}(..., out=) into a {type(outs[0]).__name__} on traced values "
+                           f"is not supported{where(user_location())}: the array would not see "
+                           f"the traced result. Assign the result instead (a[...] = {what}(...)).")
+    outs[0][...] = result
+    return outs[0]
+
+
 class Tracer:
     """A traced array. Behaves like an ndarray inside a function being traced."""
     __slots__ = ("irvar",)
@@ -83,6 +103,11 @@ class Tracer:
     def __len__(self):
         if not self.shape:
             raise TypeError("len() of a 0-d traced array")
+        if not isinstance(self.shape[0], int):
+            raise TracingError(f"len() of a traced array of type {self.irvar.type}: its first "
+                               f"axis has the run-time size {self.shape[0]}, which is not an "
+                               f"int while tracing{where(user_location())}. Use x.shape[0] "
+                               f"(a size that computes) or whole-array operations")
         return self.shape[0]
 
     def __iter__(self):
@@ -125,13 +150,43 @@ class Tracer:
                        "otherwise call NumPy functions on it (they trace) or symgrad.numpy's "
                        "instead of converting it.")
 
+    # -- in-place updates, functionalized: the Tracer is a box whose IR value is replaced, so
+    # every Python name bound to it (and every View of it) sees the write, as with an ndarray.
     def __setitem__(self, key, value):
-        raise TracingError(f"in-place assignment to a traced array is not supported"
-                           f"{where(user_location())}. Build the new array with snp.where, "
-                           f"snp.concatenate or arithmetic instead.")
+        self.irvar = _call("setitem", self, key, value).irvar
+
+    def _inplace(self, name, other):
+        result = _call(name, self, other)
+        if result.dtype != self.dtype:
+            if result.dtype.kind == "f" and self.dtype.kind in "iub" or \
+                    result.dtype.kind == "c" and self.dtype.kind != "c":
+                raise TypeError(f"numpy.{name} in place: cannot cast the {result.dtype} result "
+                                f"to the {self.dtype} array it is written into"
+                                f"{where(user_location())}")
+            result = _call("astype", result, self.dtype)
+        self.irvar = result.irvar
+        return self
+
+    def __iadd__(self, other): return self._inplace("add", other)
+    def __isub__(self, other): return self._inplace("subtract", other)
+    def __imul__(self, other): return self._inplace("multiply", other)
+    def __itruediv__(self, other): return self._inplace("divide", other)
+    def __ipow__(self, other): return self._inplace("power", other)
+    def __imatmul__(self, other): return self._inplace("matmul", other)
+
+    @property
+    def flat(self):
+        raise TracingError(f"x.flat on a traced array is not supported{where(user_location())}: "
+                           f"a write through it cannot be made faithful. Index x.reshape(-1) "
+                           f"(reading) or assign through x[np.unravel_index(i, x.shape)] instead.")
 
     # -- NumPy's own functions on Tracers (NEP 13, NEP 18)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "at" and ufunc.__name__ in ("add", "subtract") and not kwargs:
+            return _call(f"{ufunc.__name__}.at", *inputs)
+        out = kwargs.pop("out", None)
+        if method == "__call__" and out is not None and not kwargs:
+            return _into(out, _call(ufunc.__name__, *inputs), f"numpy.{ufunc.__name__}")
         if method != "__call__" or kwargs:
             how = f"numpy.{ufunc.__name__}.{method}" if method != "__call__" else \
                 f"numpy.{ufunc.__name__} with {', '.join(sorted(kwargs))}="
@@ -175,7 +230,9 @@ class Tracer:
     def __neg__(self): return _call("negative", self)
     def __pos__(self): return self
     def __abs__(self): return _call("abs", self)
-    def __getitem__(self, key): return _call("getitem", self, key)
+    def __getitem__(self, key):
+        out = _call("getitem", self, key)
+        return View(self, key, out) if out.ndim and _basic(key) else out
 
     # -- ndarray's attributes and methods
     T = property(lambda self: _call("transpose", self))
@@ -239,3 +296,30 @@ class Tracer:
     def __round__(self, ndigits=None): return _call("round", self, ndigits or 0)
     def argsort(self, axis=-1): return _call("argsort", self, axis)
     def nonzero(self): return _call("nonzero", self)
+
+
+class View(Tracer):
+    """``base[key]`` for basic indexing, as NumPy's view: reading it sees every write to the
+    base (its value is taken again when the base's changed), and writing it (``v[i] = x``,
+    ``v += x``) writes the base, so the base and all its other views see the write too."""
+    __slots__ = ("base", "key", "_seen", "_value")
+
+    def __init__(self, base, key, value):
+        self.base, self.key = base, key
+        self._seen, self._value = base.irvar, value.irvar
+
+    @property
+    def irvar(self):
+        current = self.base.irvar
+        if current is not self._seen:
+            self._value = _call("getitem", Tracer(current), self.key).irvar
+            self._seen = current
+        return self._value
+
+    @irvar.setter
+    def irvar(self, value):
+        self.base.irvar = _call("setitem", Tracer(self.base.irvar), self.key, Tracer(value)).irvar
+        self._seen = None       # read back from the base: the value as stored (its dtype)
+
+    def __repr__(self):
+        return f"View({self.irvar.type})"

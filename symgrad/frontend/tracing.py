@@ -10,6 +10,7 @@ from symgrad.errors import TracingError
 from symgrad.core.ir import Builder, Graph, Var, building
 from symgrad.core.types import TensorType, canonical_dtype
 from symgrad.frontend.tracer import Tracer
+from symgrad.frontend import autograph
 from symgrad import numpy as snp
 
 
@@ -45,7 +46,7 @@ def trace(fn, arg_types, static=None, *, name=None):
         args.append(Tracer(var))
     builder.inputs = inputs
     with building(builder):
-        result = fn(*args)
+        result = autograph.convert(fn)(*args)
         several = isinstance(result, (tuple, list))
         outs = [_as_output(r, fn) for r in result] if several else [_as_output(result, fn)]
     if several and not outs:

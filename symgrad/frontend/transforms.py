@@ -17,7 +17,7 @@ import numpy as np
 
 from symgrad import tree_util
 from symgrad.core import dims
-from symgrad.frontend import calls, tracing
+from symgrad.frontend import calls, loops, tracing
 from symgrad.core.autodiff import emit_jvp, inline, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Var, building
 from symgrad.core.passes import optimize
@@ -175,10 +175,25 @@ def jacobian(fn, argnums, single, mode, args, kw=None, has_aux=False):
     return jac, aux
 
 
-def _basis(v, j):
-    e = np.zeros(v.type.size, dtype=v.dtype)
-    e[j] = 1
-    return ops.const(e.reshape(v.shape), v.dtype)
+# Both modes run one sweep per basis vector, as one loop (the ``scan`` primitive) whose step
+# t builds e_t itself (iota == t) and emits the sweep once: the graph, the C and the compile
+# time stay the size of one sweep whatever the number of rows or columns (unrolled, n sweeps
+# compiled n copies: 0.4 s at n = 8, 9 s at n = 128).
+
+def _basis(v, t):
+    """e_t in the shape of ``v`` (t an int64 scalar Var): 1 at flat index t, 0 elsewhere."""
+    n = v.type.size
+    e = ops.convert(ops.eq(bind("iota", shape=(n,), dimension=0, dtype="int64"), t), v.dtype)
+    return ops.reshape(e, v.shape)
+
+
+def _sweeps(count, step, dtype):
+    """``[ys]``: ``step(t) -> [flat arrays]`` for t = 0 .. count-1, stacked along a new first
+    axis (``count`` rows), by one scan whose carry is unused."""
+    def body(t, carry, x):
+        return carry, tuple(Tracer(v) for v in step(t.irvar))
+    _, ys = loops._scan(body, Tracer(ops.const(np.zeros(1), dtype)), None, count, "jacobian")
+    return [y.irvar for y in ys]
 
 
 def _forward_blocks(graph, inputs, positions):
@@ -187,13 +202,13 @@ def _forward_blocks(graph, inputs, positions):
     blocks = [[None] * len(positions) for _ in graph.outputs]
     for k, p in enumerate(positions):
         x = graph.inputs[p]
-        columns = [[] for _ in graph.outputs]
-        for j in range(x.type.size):
-            _, t_outs = emit_jvp(graph, inputs, {p: _basis(x, j)})
-            for o, t in enumerate(t_outs):
-                columns[o].append(ops.reshape(t, (t.type.size, 1)))
+
+        def step(t):
+            _, t_outs = emit_jvp(graph, inputs, {p: _basis(x, t)})
+            return [ops.reshape(v, (v.type.size,)) for v in t_outs]
+        columns = _sweeps(x.type.size, step, x.dtype)       # [x.size, y.size] per output
         for o, y in enumerate(graph.outputs):
-            blocks[o][k] = ops.reshape(_join(columns[o], 1), y.shape + x.shape)
+            blocks[o][k] = ops.reshape(ops.transpose(columns[o], (1, 0)), y.shape + x.shape)
     return blocks
 
 
@@ -203,13 +218,13 @@ def _reverse_blocks(graph, inputs, positions):
     blocks = [[None] * len(positions) for _ in graph.outputs]
     for o, y in enumerate(graph.outputs):
         vjp = _vjp_graph(graph, o, positions)
-        rows = [[] for _ in positions]
-        for i in range(y.type.size):
-            grads = inline(vjp, inputs + [_basis(y, i)])[1:]
-            for k, g in enumerate(grads):
-                rows[k].append(ops.reshape(g, (1, g.type.size)))
+
+        def step(t):
+            grads = inline(vjp, inputs + [_basis(y, t)])[1:]
+            return [ops.reshape(g, (g.type.size,)) for g in grads]
+        rows = _sweeps(y.type.size, step, y.dtype)          # [y.size, x.size] per input
         for k, p in enumerate(positions):
-            blocks[o][k] = ops.reshape(_join(rows[k], 0), y.shape + graph.inputs[p].shape)
+            blocks[o][k] = ops.reshape(rows[k], y.shape + graph.inputs[p].shape)
     return blocks
 
 

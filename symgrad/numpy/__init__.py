@@ -14,7 +14,7 @@ import math
 import numpy as _np
 
 # errors.where formats a source location; snp.where (below) takes its name.
-import sympy as _sp
+from symgrad.core.symbolic import is_symbolic as _is_symbolic, sympy as _sympy
 
 from symgrad.core import dims as _dims
 from symgrad.errors import ShapeError, where as _at
@@ -23,6 +23,7 @@ from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
 from symgrad.core.types import FLOAT_DTYPES, canonical_dtype, promote
+from symgrad.numpy import _inplace
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -55,7 +56,7 @@ array = asarray
 def _is_weak(x):
     """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
     return (isinstance(x, (int, float, bool)) and not isinstance(x, _np.generic)) or \
-        isinstance(x, _sp.Basic)
+        _is_symbolic(x)
 
 
 def _size_value(d, dtype):
@@ -74,7 +75,7 @@ def _dtype_of(x):
 
 def _common_dtype(values, need_float=False):
     strong = [_dtype_of(v) for v in values if not _is_weak(v)]
-    weak = [0 if isinstance(v, _sp.Basic) else v for v in values if _is_weak(v)]
+    weak = [0 if _is_symbolic(v) else v for v in values if _is_weak(v)]
     dtype = promote(*strong) if strong else None
     if dtype is None:
         dtype = promote(*[_np.asarray(w).dtype for w in weak])
@@ -92,7 +93,7 @@ def _lift(values, need_float=False):
     for v in values:
         if isinstance(v, Tracer):
             out.append(ops.convert(v.irvar, dtype))
-        elif isinstance(v, _sp.Basic):
+        elif _is_symbolic(v):
             out.append(_size_value(v, dtype))
         else:
             out.append(ops.const(_np.asarray(v), dtype))
@@ -525,7 +526,9 @@ def reshape(x, newshape):
                          f"{_at(user_location())}")
     if builtins.any(isinstance(d, int) and d == -1 for d in shape):
         known = _dims.prod([d for d in shape if not (isinstance(d, int) and d == -1)])
-        if known == 0 or _dims.normalize(_sp.Mod(x.size, known)) != 0:
+        rest = (x.size % known if isinstance(x.size, int) and isinstance(known, int) and known
+                else _dims.normalize(_sympy().Mod(x.size, known)) if known != 0 else None)
+        if known == 0 or rest != 0:
             raise ShapeError(f"cannot reshape {x.shape} into {shape}{_at(user_location())}")
         whole = (x.size // known if isinstance(x.size, int) and isinstance(known, int)
                  else _dims.normalize(x.size / known))
@@ -608,7 +611,7 @@ def matmul(a, b):
                          f"{_at(user_location())}; use * for scaling")
     a2 = ops.reshape(av, (1,) + av.shape) if av.ndim == 1 else av
     b2 = ops.reshape(bv, bv.shape + (1,)) if bv.ndim == 1 else bv
-    if a2.shape[-1] != b2.shape[-2]:
+    if not _dims.equal(a2.shape[-1], b2.shape[-2]):
         raise ShapeError(f"matmul: shapes {av.shape} and {bv.shape} are not aligned: "
                          f"{a2.shape[-1]} (last axis of the first) != {b2.shape[-2]} "
                          f"(second-to-last axis of the second){_at(user_location())}")
@@ -637,7 +640,22 @@ def dot(a, b):
 
 
 def inner(a, b):
-    return sum(multiply(a, b), axis=-1)      # noqa: F821
+    """NumPy's inner: the sum product over the last axes, of shape ``a.shape[:-1] +
+    b.shape[:-1]`` (``inner(A, A)`` is ``A @ A.T``); a scalar operand multiplies."""
+    if not _traced(a, b):
+        return _np.inner(a, b)
+    av, bv = _lift((a, b))
+    if av.ndim == 0 or bv.ndim == 0:
+        return _wrap(ops.mul(av, bv))
+    k = av.shape[-1]
+    if not _dims.equal(k, bv.shape[-1]):
+        raise ShapeError(f"inner: shapes {av.shape} and {bv.shape} are not aligned: {k} (last "
+                         f"axis of the first) != {bv.shape[-1]} (last axis of the second)"
+                         f"{_at(user_location())}")
+    a2 = ops.reshape(av, (_dims.prod(av.shape[:-1]), k))
+    b2 = ops.reshape(bv, (_dims.prod(bv.shape[:-1]), k))
+    out = bind("matmul", a2, b2, transpose_a=False, transpose_b=True)
+    return _wrap(ops.reshape(out, av.shape[:-1] + bv.shape[:-1]))
 
 
 def outer(a, b):
@@ -655,7 +673,7 @@ def arange(start, stop=None, step=1, dtype=None):
     if current_builder() is None:
         return _np.arange(start, stop, step, dtype=dtype)
     start, stop = (0, start) if stop is None else (start, stop)
-    if isinstance(stop, _sp.Basic) or isinstance(start, _sp.Basic):
+    if _is_symbolic(stop) or _is_symbolic(start):
         if start != 0 or step != 1:
             raise ShapeError(f"arange over a run-time size takes only a stop (arange(n))"
                              f"{_at(user_location())}")
@@ -741,6 +759,12 @@ def _is_index_array(k):
     return False
 
 
+def _whole(k):
+    """Whether the index ``k`` takes a whole axis whatever its length (``:``, ``0:``, ``::1``):
+    the only slices of an axis of run-time size, whose bounds are not known while tracing."""
+    return isinstance(k, slice) and k.start in (None, 0) and k.stop is None and k.step in (None, 1)
+
+
 def _masks_to_indices(key, shape):
     """A constant boolean mask selects a number of elements known now: it becomes the integer
     arrays of its nonzero positions (NumPy's own rule), one per axis it covers. A traced mask
@@ -800,8 +824,7 @@ def getitem(x, key):
             out_shape.append(1)
             continue
         n = x.shape[axis]
-        if not isinstance(n, int) and not (isinstance(k, slice) and k == slice(None)) \
-                and not _is_index_array(k):
+        if not isinstance(n, int) and not _whole(k) and not _is_index_array(k):
             raise IndexError(f"axis {axis} has the run-time size {n}: it can only be taken "
                              f"whole (:) or indexed with an index array{_at(user_location())}")
         if isinstance(k, slice) and not isinstance(n, int):
@@ -824,8 +847,11 @@ def getitem(x, key):
             step.append(1)
             size.append(1)
         else:   # an index array (or an int among index arrays): keep the axis whole for now
-            # Constant indices are known now: check them here, naming the user's line.
-            bad = [] if isinstance(k, Tracer) else [i for i in _np.ravel(k) if not -n <= i < n]
+            # Constant indices along a fixed axis are checked now, naming the user's line. Along
+            # an axis of run-time size the bound is only known at run time: the gather checks
+            # it then (SYMGRAD_EINDEX in C, IndexError in the interpreter).
+            bad = [] if isinstance(k, Tracer) or not isinstance(n, int) else \
+                [i for i in _np.ravel(k) if not -n <= i < n]
             if bad:
                 raise IndexError(f"index {int(bad[0])} is out of bounds for axis {axis} with size "
                                  f"{n}{_at(user_location())}")
@@ -886,6 +912,7 @@ for _name in __all__:
     implements(_name, globals()[_name])
 for _name in linalg.__all__:
     implements("linalg." + _name, getattr(linalg, _name))
+_inplace.register_fallbacks()
 __all__ += ["pi", "e", "inf", "nan", "newaxis", "float32", "float64", "int32", "int64", "bool_",
             "ndarray"]
 

@@ -86,22 +86,36 @@ def polygamma(n, x):
     return _snp._wrap(_bind("polygamma", _ops.const(int(n), "int64"), xv))
 
 
+def _x_times(x, logged, y):
+    """``x * logged`` with an exact 0 where x == 0 (unless y is NaN), as SciPy's xlogy.
+
+    The product is the strong-zero ``chain_mul`` (0 where either factor is 0), not a where over
+    x == 0: a where would take the constant branch there and lose d/dx = log(y) at x = 0 (JAX
+    gives log(3) for xlogy at (0, 3)), and its second derivative d2/dxdy = 1/y. Where y is NaN,
+    or x is infinite (inf * log(1) is NaN in SciPy), the plain product decides.
+    """
+    xv, lv = _snp._lift((x, logged), need_float=True)
+    yv = _snp.asarray(y).irvar
+    plain = _ops.mul(xv, lv)
+    strong = _bind("chain_mul", xv, lv)
+    keep_plain = _snp.logical_or(_snp.isnan(_snp._wrap(yv)), _snp.isinf(_snp._wrap(xv)))
+    return _snp.where(keep_plain, _snp._wrap(plain), _snp._wrap(strong))
+
+
 def xlogy(x, y):
-    """x * log(y), and 0 where x == 0 (unless y is NaN), as SciPy."""
+    """x * log(y), and 0 where x == 0 (unless y is NaN), as SciPy; d/dx = log(y) there too."""
     if not _snp._traced(x, y):
         return _plain("xlogy", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
                                                       a * _np.log(b)), x, y)
-    zero = _snp.logical_and(_snp.equal(x, 0), _snp.logical_not(_snp.isnan(y)))
-    return _snp.where(zero, 0.0, _snp.multiply(x, _snp.log(y)))
+    return _x_times(x, _snp.log(y), y)
 
 
 def xlog1py(x, y):
-    """x * log1p(y), and 0 where x == 0 (unless y is NaN), as SciPy."""
+    """x * log1p(y), and 0 where x == 0 (unless y is NaN), as SciPy; d/dx = log1p(y) there."""
     if not _snp._traced(x, y):
         return _plain("xlog1py", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
                                                         a * _np.log1p(b)), x, y)
-    zero = _snp.logical_and(_snp.equal(x, 0), _snp.logical_not(_snp.isnan(y)))
-    return _snp.where(zero, 0.0, _snp.multiply(x, _snp.log1p(y)))
+    return _x_times(x, _snp.log1p(y), y)
 
 
 def expit(x):

@@ -155,7 +155,8 @@ def collect(spec_path):
 # --- what the templates get ---------------------------------------------------------------------
 
 def _dim_text(d):
-    return str(d)
+    """A dimension as the loader evaluates it: a number, a size name, or exact int arithmetic."""
+    return dims.py_expr(d)
 
 
 def _tree_json(tree, what):

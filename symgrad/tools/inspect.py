@@ -27,7 +27,9 @@ to the right node.
 from __future__ import annotations
 
 import html as _html
+import inspect
 import itertools
+import os
 import re
 import shutil
 import statistics
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from symgrad.frontend import autograph
 from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.api import CompiledFunction
@@ -105,6 +108,7 @@ class Report:
 
     def __init__(self, cf, args, *, values=False):
         self.name = cf.__name__
+        self.user_fn = getattr(cf, "fn", None)
         self.timings = {}
         t0 = time.perf_counter()
         spec, arrays = cf.specialize(*args)
@@ -460,9 +464,27 @@ class Report:
         inline = self._inline()
         return lambda v: inline.get(v, self.names.get(v, "?"))
 
+    def converted_lines(self):
+        """The user's function and its converted source (docs/python_code.md), when the
+        conversion changed its control flow or in-place updates; else no lines."""
+        converted = autograph.converted_source(self.user_fn) if self.user_fn else None
+        if converted is None or not any(f"_sg.{k}(" in converted for k in (
+                "if_stmt", "for_stmt", "while_stmt", "setitem", "setitem_aug", "iop",
+                "ufunc_at", "ifexp", "and_", "or_", "not_")):
+            return []
+        original, first = inspect.getsourcelines(self.user_fn)
+        where_ = f"{os.path.basename(self.user_fn.__code__.co_filename)}:{first}"
+        return ([Line(f"# original ({where_})", "comment")]
+                + [Line(t.rstrip("\n")) for t in original]
+                + [Line("# converted (what is traced; _sg is symgrad.frontend.autograph)",
+                        "comment")]
+                + [Line(t) for t in converted.split("\n")])
+
     def sections(self):
         """(title, lines) of each text view, in order."""
-        return [("forward IR", self.forward_lines()), ("adjoint IR", self.adjoint_lines()),
+        converted = self.converted_lines()
+        return ([("converted source", converted)] if converted else []) + [
+                ("forward IR", self.forward_lines()), ("adjoint IR", self.adjoint_lines()),
                 ("tangent IR", self.tangent_lines()), ("generated C", self.c_lines()),
                 ("cost", self.summary_lines())]
 

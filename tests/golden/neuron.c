@@ -181,8 +181,8 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
     /* grad of: c = reduce_sum[axes=(0,)] b   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
      * grad of: b = mul a x                   golden_functions.py:14 */
     for (int64_t _i = 0; _i < 2; ++_i) {
-        b_a[_i] = (j == 0 ? 0.0 : j*x[_i]);
-        grad_x[_i] = (j == 0 ? 0.0 : j*w[_i]);
+        b_a[_i] = ((j == 0 || x[_i] == 0) ? 0.0 : j*x[_i]);
+        grad_x[_i] = ((j == 0 || w[_i] == 0) ? 0.0 : j*w[_i]);
     }
 
     /* grad of: d = slice[shape=(1,), start=(2,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])

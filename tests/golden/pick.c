@@ -126,7 +126,7 @@ int symgrad_pick(const double *restrict logits,
 
     /* a = reduce_max[axes=(1,)] logits   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
-        a[_i0] = -INFINITY;
+        a[_i0] = (-INFINITY);
     }
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
         for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
@@ -231,7 +231,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
 
     /* a = reduce_max[axes=(1,)] logits   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
-        a[_i0] = -INFINITY;
+        a[_i0] = (-INFINITY);
     }
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
         for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
@@ -302,7 +302,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
 
     /* grad of: l = reduce_sum[axes=(0,)] k   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     {
-        static const double _data[4] = {-0.25, -0.25, -0.25, -0.25};
+        static const double _data[4] = {(-0.25), (-0.25), (-0.25), (-0.25)};
         for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
             b_k[_i0] = _data[_i0];
         }
@@ -340,7 +340,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
      * grad of: i = sub logits h   golden_functions.py:23 */
     for (int64_t _i = 0; _i < 4; ++_i) {
         const double q = 1.0/e[_i];
-        b_f[_i] = (p[_i] == 0 ? 0.0 : p[_i]*q);
+        b_f[_i] = ((p[_i] == 0 || q == 0) ? 0.0 : p[_i]*q);
     }
 
     /* grad of: f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
@@ -349,7 +349,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
      * grad of: c = sub logits b              golden_functions.py:23 */
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
         for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
-            const double b_c = (b_f[_i0] == 0 ? 0.0 : b_f[_i0]*d[_i0 * 3 + _i1]);
+            const double b_c = ((b_f[_i0] == 0 || d[_i0 * 3 + _i1] == 0) ? 0.0 : b_f[_i0]*d[_i0 * 3 + _i1]);
             grad_logits[_i0 * 3 + _i1] = b_i[_i0 * 3 + _i1] + b_c;
         }
     }

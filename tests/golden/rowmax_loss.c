@@ -205,7 +205,7 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
      * grad of: e = maximum d 0.0   golden_functions.py:19 */
     for (int64_t _i = 0; _i < 3; ++_i) {
         const double h = 2.0*e[_i];
-        const double b_e = (b_f[_i] == 0 ? 0.0 : b_f[_i]*h);
+        const double b_e = ((b_f[_i] == 0 || h == 0) ? 0.0 : b_f[_i]*h);
         const bool i = (c[_i] >= 0.0);
         b_d[_i] = (i ? b_e : 0.0);
     }

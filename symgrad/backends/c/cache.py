@@ -195,13 +195,18 @@ class Cache:
 
     def lookup(self, key):
         """The library path of a valid entry for ``key``, or None."""
+        found = self.read(key)
+        return None if found is None else found[0]
+
+    def read(self, key):
+        """``(library path, manifest)`` of a valid entry for ``key``, or None."""
         self._check_root()
         d = self.entry(key)
         try:
             manifest = json.loads((d / MANIFEST).read_text())
             lib = d / os.path.basename(manifest["library"])
             if manifest.get("key") == key and manifest.get("library_sha256") == _sha256(lib):
-                return lib
+                return lib, manifest
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         return None

@@ -19,10 +19,13 @@ Templates get only names, signatures and pre-rendered lines (``templates/*.j2``)
 """
 from __future__ import annotations
 
+import hashlib
 import keyword
 import math
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from symgrad import templates
 from symgrad.backends.c import accumulate, lanes, narrow
@@ -33,6 +36,11 @@ from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
+
+# A constant array of at least this many elements is kept as data (a binary file the assembler
+# includes) where the build allows it, not written as literals: a 300 x 300 float64 constant
+# was 3.7 MB of C (in both functions of a module) and 1.8 s of rendering and compiling.
+DATA_MIN_ELEMENTS = 1024
 
 # C's keywords and the names its headers define: IR names that collide get a trailing
 # underscore. (The generated code's own locals need no entry: they all start with "_".)
@@ -99,14 +107,27 @@ class CVar:
 class KernelContext:
     """What a primitive's ``c_kernel`` sees: its operands and loop helpers (see structural.py)."""
 
-    def __init__(self, node, out, ins, fail, scratch):
+    def __init__(self, node, out, ins, fail, scratch, data=None):
         self.accumulate = False          # the kernel adds its result to its output's contents
         self.node = node
+        self._data = data
         self.attrs = node.attrs
         self.out = out
         self.ins = ins
         self._fail = fail
         self._scratch = scratch
+
+    def data_symbol(self, value):
+        """The C name of a read-only array holding ``value`` (an ndarray of the output's dtype)
+        as data, not literals: a binary file beside the source that the assembler includes
+        (see ``render_module``). None where literals are wanted: a small array, or a renderer
+        that writes self-contained C (ahead-of-time builds, ``source()``)."""
+        if self._data is None or value.size < DATA_MIN_ELEMENTS:
+            return None
+        raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("=")).tobytes()
+        symbol = "symgrad_data_" + hashlib.sha256(raw).hexdigest()[:20]
+        self._data[symbol] = (self.out.ctype, raw)
+        return symbol
 
     def scratch(self, nbytes):
         """A ``char *`` (its C name) to ``nbytes`` bytes of the function's workspace, aligned to
@@ -249,8 +270,9 @@ class CFunction:
 class FunctionRenderer:
     """Turns one Graph into a CFunction."""
 
-    def __init__(self, graph: Graph, name: str, output_names, *, nested=False):
+    def __init__(self, graph: Graph, name: str, output_names, *, nested=False, data=None):
         self.graph = graph
+        self.data = data            # symbol -> (ctype, bytes) of constants kept as data; None: literals
         self.name = name
         self.nested = nested      # a loop body, inlined into an enclosing function
         self.ir_names = graph.names()
@@ -308,19 +330,30 @@ class FunctionRenderer:
     def _group(self):
         """Split the statements into runs: elementwise ones over one shape fuse into a loop."""
         groups = []
+        # Of the last group, kept as it grows (recomputing them per statement made rendering
+        # quadratic in the length of a fused loop): its reductions, its elementwise values and
+        # the last of those.
+        reduced, loop_values, last_loop = set(), set(), None
         for n in self.graph.nodes:
             if (REGISTRY[n.prim].literal and n.out.ndim == 0) or n.out in self.views:
                 continue
-            fusible = REGISTRY[n.prim].elementwise and n.out.ndim > 0
-            if fusible and groups and self._joins(n, groups[-1]):
+            elementwise = REGISTRY[n.prim].elementwise
+            fusible = elementwise and n.out.ndim > 0
+            if fusible and groups and self._joins(n, groups[-1], reduced):
                 groups[-1].append(n)
-            elif self._folds_into(n, groups[-1] if groups else None):
+            elif groups and self._folds_into(n, last_loop, loop_values):
                 groups[-1].append(n)
             else:
                 groups.append([n])
+                reduced, loop_values, last_loop = set(), set(), None
+            if elementwise:
+                loop_values.add(n.out)
+                last_loop = n
+            else:
+                reduced.add(n.out)
         return groups
 
-    def _joins(self, node, group):
+    def _joins(self, node, group, reduced):
         """Whether elementwise ``node`` can run inside ``group``'s loop: the group is a fused
         loop over the node's shape, and the node reads none of the group's reductions, not even
         through a broadcast or padding view (they are complete only after the loop). So a
@@ -330,7 +363,6 @@ class FunctionRenderer:
         if not (REGISTRY[first.prim].elementwise and first.out.ndim > 0
                 and first.out.shape == node.out.shape):
             return False
-        reduced = {n.out for n in group if not REGISTRY[n.prim].elementwise}
         if not reduced:
             return True
         pending = list(node.inputs)
@@ -343,23 +375,24 @@ class FunctionRenderer:
         return True
 
     @staticmethod
-    def _folds_into(node, group):
-        """Whether reduction ``node`` can run inside ``group``'s loop: the group is a fused
+    def _folds_into(node, last_loop, loop_values):
+        """Whether reduction ``node`` can run inside the last group's loop: the group is a fused
         elementwise loop (perhaps already ending in reductions) over its operand's shape, and
-        computes that operand."""
-        if REGISTRY[node.prim].c_reduce is None or not group:
+        computes that operand. ``last_loop``: the group's last elementwise statement (None if it
+        has none); ``loop_values``: the values of its elementwise statements."""
+        if REGISTRY[node.prim].c_reduce is None or last_loop is None:
             return False
-        loops = [n for n in group if REGISTRY[n.prim].elementwise]
-        return (bool(loops) and loops[-1].out.ndim > 0
-                and loops[-1].out.shape == node.inputs[0].shape
-                and node.inputs[0] in {n.out for n in loops})
+        return (last_loop.out.ndim > 0
+                and last_loop.out.shape == node.inputs[0].shape
+                and node.inputs[0] in loop_values)
 
     def _internal(self, nodes):
         """Values of a fused loop that nothing outside it reads: they stay loop locals."""
         produced = {n.out for n in nodes}
+        members = set(nodes)        # a set: membership in the list made long loops quadratic
         outputs = set(self.graph.outputs)
         return {v for v in produced if v not in outputs and v.ndim > 0
-                and all(u in nodes for u in self.uses.get(v, []))}
+                and all(u in members for u in self.uses.get(v, []))}
 
     # -- storage --------------------------------------------------------------------------------
 
@@ -482,7 +515,7 @@ class FunctionRenderer:
             self.workspace.append((name, "char", nbytes))
             return name
 
-        ctx = KernelContext(node, out, ins, mark_fail, scratch)
+        ctx = KernelContext(node, out, ins, mark_fail, scratch, self.data)
         ctx.accumulate = node.out in self.accumulated    # add into its output (accumulate.py)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
@@ -726,8 +759,10 @@ def runtime_sources():
             for name in RUNTIME_FILES}
 
 
-def render_module(functions, *, title, version):
-    """The C source of a module holding ``functions`` (CFunctions)."""
+def render_module(functions, *, title, version, data=None):
+    """The C source of a module holding ``functions`` (CFunctions). ``data``: the constants
+    its functions keep as data (symbol -> (ctype, bytes), see ``KernelContext.data_symbol``),
+    each included from the file ``<symbol>.bin`` by the assembler (ELF: Linux, the BSDs)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
     lines = [line for fn in functions for block in fn.blocks for line in block.lines]
@@ -735,6 +770,7 @@ def render_module(functions, *, title, version):
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
         runtime=runtime_sources(),
+        data=[(symbol, ctype) for symbol, (ctype, _) in sorted((data or {}).items())],
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=bool(parallel and parallel["blas"]) or any(
             "SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line or "SYMGRAD_LAPACKE" in line

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -121,10 +120,13 @@ def blas():
     """
     try:
         spec = importlib.util.find_spec("scipy_openblas32")
-        version = importlib.metadata.version("scipy-openblas32")
-    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
+    except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin:
+        return None
+    version = _distribution_version(os.path.dirname(spec.origin), "scipy_openblas32",
+                                    "scipy-openblas32")
+    if version is None:
         return None
     lib_dir = os.path.join(os.path.dirname(spec.origin), "lib")
     found = sorted(glob.glob(os.path.join(glob.escape(lib_dir), "libscipy_openblas*.so")) +
@@ -134,6 +136,21 @@ def blas():
     _one_thread(found[0])
     link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
     return Blas("scipy-openblas32", version, lib_dir, link_name)
+
+
+def _distribution_version(package_dir, module, distribution):
+    """The installed version of ``distribution``: read off the name of its ``.dist-info``
+    folder beside ``package_dir`` (one directory listing; ``importlib.metadata`` costs tens of
+    milliseconds to import and search), else asked of ``importlib.metadata``."""
+    site = os.path.dirname(package_dir)
+    found = glob.glob(os.path.join(glob.escape(site), f"{module}-*.dist-info"))
+    if len(found) == 1:
+        return os.path.basename(found[0])[len(module) + 1:-len(".dist-info")]
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(distribution)
+    except (ValueError, importlib.metadata.PackageNotFoundError):
+        return None
 
 
 def _one_thread(path):
@@ -152,7 +169,8 @@ def _one_thread(path):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiler_version(cc):
+def compiler_version(cc):
+    """The compiler's own first line of ``--version`` (for manifests and messages)."""
     try:
         out = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True,
                              timeout=60)
@@ -162,12 +180,33 @@ def _compiler_version(cc):
     return f"{cc} | {first} | {platform.machine()} | {platform.system()}"
 
 
+@functools.lru_cache(maxsize=None)
+def _executables(cc):
+    """Each program the command ``cc`` runs (``ccache gcc``: both), by resolved path, size and
+    modification time: a new or upgraded compiler is a new file. A stat, where running
+    ``cc --version`` costs a process start (milliseconds, more on a loaded machine) in every
+    process that loads a cached library."""
+    found = []
+    for word in shlex.split(cc):
+        path = shutil.which(word) if not word.startswith("-") else None
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+        except OSError:
+            continue
+        found.append(f"{real}:{st.st_size}:{st.st_mtime_ns}")
+    return " ".join(found)
+
+
 def compiler_identity(cc):
     """A string naming the compiler command (with any arguments $CC carries, such as
-    -fsanitize=...), its version, the machine and the BLAS a JIT build links (or "no BLAS"):
-    part of every cache key, so a new BLAS version is a new entry."""
+    -fsanitize=...), the programs it runs (``_executables``), the machine and the BLAS a JIT
+    build links (or "no BLAS"): part of every cache key, so a new compiler or BLAS version is a
+    new entry."""
     linked = blas()
-    return (f"{_compiler_version(cc)} | "
+    return (f"{cc} | {_executables(cc)} | {platform.machine()} | {platform.system()} | "
             + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 

@@ -15,6 +15,7 @@ class RenderedModule:
     cdef: str
     value_name: str
     grad_name: str | None
+    data: dict = None       # symbol -> (ctype, bytes): the files ``<symbol>.bin`` the C includes
 
 
 def _c_name(name):
@@ -22,41 +23,48 @@ def _c_name(name):
     return "symgrad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
-def program_functions(program, base):
+def program_functions(program, base, data=None):
     """The CFunctions of a program: ``base`` (the value) and, when it is differentiable,
-    ``base_value_and_grad``."""
-    return [renderer.render(doc=doc) for renderer, doc in program_renderers(program, base)]
+    ``base_value_and_grad``. ``data``: a dict collecting the constants kept as data (None:
+    every constant is written as literals)."""
+    return [renderer.render(doc=doc) for renderer, doc in program_renderers(program, base, data)]
 
 
-def program_renderers(program, base):
+def program_renderers(program, base, data=None):
     """``(FunctionRenderer, doc lines)`` of each C function of a program. After ``render`` a
     renderer knows the C name of every value (``storage``), which ``symgrad inspect`` shows and
     links: one naming, the renderer's."""
     graph = program.forward
     outs = ["out"] if len(graph.outputs) == 1 else [f"out{k}" for k in range(len(graph.outputs))]
-    renderers = [(FunctionRenderer(graph, base, outs),
+    renderers = [(FunctionRenderer(graph, base, outs, data=data),
                   [f"{base}: the value of {program.name}{_signature(graph)}"])]
     if program.differentiable:
         grad_name = f"{base}_value_and_grad"
         wrt = [graph.inputs[i] for i in program.wrt]
         names = (["value"] + [f"aux{k}" for k in range(program.n_aux)]
                  + [f"grad_{v.name}" for v in wrt])
-        renderers.append((FunctionRenderer(program.value_and_grad, grad_name, names),
+        renderers.append((FunctionRenderer(program.value_and_grad, grad_name, names, data=data),
                           [f"{grad_name}: value and gradient of {program.name}"
                            f"{_signature(graph)}",
                            "with respect to " + ", ".join(v.name for v in wrt)]))
     return renderers
 
 
-def render_program(program, functions=None):
+def render_program(program, functions=None, data_files=False):
     """The C module of a program (value function, and value-and-grad if it has one);
-    ``functions``: its CFunctions when already rendered (``program_renderers``)."""
+    ``functions``: its CFunctions when already rendered (``program_renderers``).
+
+    With ``data_files`` (JIT builds on ELF platforms), large constants are kept as data: the
+    module's ``data`` holds the files to write beside the source before compiling it.
+    Otherwise the C is self-contained, every constant a literal (what ``source()`` shows and
+    ahead-of-time builds ship)."""
     base = _c_name(program.name)
-    functions = program_functions(program, base) if functions is None else functions
+    data = {} if data_files and functions is None else None
+    functions = program_functions(program, base, data) if functions is None else functions
     title = f"{program.name}: generated from {program.origin}"
-    source = render_module(functions, title=title, version=VERSION)
+    source = render_module(functions, title=title, version=VERSION, data=data)
     grad_name = functions[1].name if len(functions) > 1 else None
-    return RenderedModule(source, render_prototypes(functions), base, grad_name)
+    return RenderedModule(source, render_prototypes(functions), base, grad_name, data or {})
 
 
 def _signature(graph):

@@ -8,12 +8,18 @@ are (``from_buffer``), others are copied; outputs are fresh arrays the C code wr
 function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
 outputs go through one pooled ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython
 entry library is loaded, through a CPython function calling the C directly (``pyentry.py``).
+
+Loading is cheap when the library is in the cache: the key is computed from the traced forward
+graph (``keys``), before the derivative graph is built or any C is rendered, and the manifest
+holds what cffi needs (its out-of-line module: no C declarations to parse), so a warm first call
+imports neither sympy nor Jinja nor cffi's parser.
 """
 from __future__ import annotations
 
+import functools
 import operator
+import sys
 
-import cffi
 import numpy as np
 
 from symgrad._version import __version__ as VERSION
@@ -21,9 +27,8 @@ from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
-from symgrad.backends.c import compiler, pyentry, threads
+from symgrad.backends.c import compiler, keys, pyentry, threads
 from symgrad.backends.c.cache import Cache, cache_key
-from symgrad.backends.c.module import render_program
 from symgrad.backends.program import Program
 
 
@@ -32,16 +37,11 @@ class NativeExecutable:
 
     def __init__(self, program, cache_dir=None, cflags=None):
         self.program = program
-        self.module = render_program(program)
-        if cflags is None and _straight_line(program):
-            cflags = compiler.STRAIGHT_LINE_CFLAGS
-        names = [n for n in (self.module.value_name, self.module.grad_name) if n]
-        self.library_path, self.ffi, self.lib = _load(self.module.source, self.module.cdef, names,
-                                                      cflags, cache_dir)
+        self.library_path, self.ffi, self.lib, (value_name, grad_name) = _load_program(
+            program, cflags, cache_dir)
         self.source_path = self.library_path.parent / "module.c"
-        self.source = self.module.source
-        self._value = getattr(self.lib, self.module.value_name)
-        self._vg = getattr(self.lib, self.module.grad_name) if self.module.grad_name else None
+        self._value = getattr(self.lib, value_name)
+        self._vg = getattr(self.lib, grad_name) if grad_name else None
         graph = program.forward
         self.index_checks = _index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
@@ -58,7 +58,7 @@ class NativeExecutable:
                                     grads=False)
         self.value_and_grad = self.scalars_and_grad = self.scalars_and_first_grad = None
         if self._vg is not None:
-            vg_outputs = program.value_and_grad.outputs
+            vg_outputs = program.value_and_grad_outputs()
             self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
             self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
                                                  grads=True)
@@ -83,7 +83,7 @@ class NativeExecutable:
         if value is None:
             return
         if self._vg is not None:
-            n_out = len(program.value_and_grad.outputs)
+            n_out = len(program.value_and_grad_outputs())
             self.scalars_and_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out, pyentry.GRADS,
                                                   release, self.lib, name)
             self.scalars_and_first_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out,
@@ -172,6 +172,11 @@ class NativeExecutable:
             return (value, outs) if cell else (outs[0], outs[1:])
         return run
 
+    @property
+    def source(self):
+        """The C source of the library (the cache entry's copy)."""
+        return self.source_path.read_text()
+
     def _cell(self):
         """A pooled ``double[1]`` and its float64 view (indexing it makes a NumPy scalar)."""
         buf = self.ffi.new("double[1]")
@@ -207,6 +212,79 @@ def _straight_line(program):
     return all(n.out.ndim == 0 for g in graphs for n in g.nodes)
 
 
+def _load_program(program, cflags, cache_dir):
+    """The library of ``program``, found in the cache by its key (``keys.program_key``) or
+    rendered and built: ``(library path, ffi, lib, (value function, value-and-grad function
+    or None))``."""
+    cc = compiler.find_compiler()
+    identity = compiler.compiler_identity(cc)
+    key = keys.program_key(program, identity, compiler.flags(cflags), VERSION)
+    cache = Cache(cache_dir)
+    found = cache.read(key)
+    if found is not None and "ffi_module" in found[1]:
+        lib_path, manifest = found
+    else:
+        from symgrad.backends.c.module import render_program     # Jinja: only to build
+        module = render_program(program, data_files=DATA_FILES)
+        if cflags is None and _straight_line(program):
+            cflags = compiler.STRAIGHT_LINE_CFLAGS
+        # The thread pool, for a library with parallel loops (threads.py).
+        pool = ("symgradrt_parallel_for(" in module.source
+                and threads.runtime(cache_dir, cc) is not None)
+        flags = compiler.flags(cflags, threads=pool)
+        manifest = {"symgrad_version": VERSION, "compiler": identity,
+                    "compiler_version": compiler.compiler_version(cc), "flags": list(flags),
+                    "functions": [n for n in (module.value_name, module.grad_name) if n],
+                    "threads": pool, "ffi_module": _ffi_module(module.cdef)}
+        lib_path = cache.build(key, module.source, functools.partial(
+            _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool), manifest)
+    if manifest.get("threads"):
+        threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
+    names = manifest["functions"]
+    ffi = _ffi_of(manifest["ffi_module"])
+    return lib_path, ffi, ffi.dlopen(str(lib_path)), (names[0], names[1] if len(names) > 1
+                                                       else None)
+
+
+# Large constants go into the library as data (``render_program``'s ``data_files``): the
+# assembler includes their bytes with ``.incbin`` in an ELF section. Elsewhere (macOS's Mach-O)
+# they stay literals in the C.
+DATA_FILES = sys.platform.startswith(("linux", "freebsd", "netbsd", "openbsd"))
+
+
+def _compile_with_data(data, src, lib, *, cflags, cc, threads=False):
+    """Compile ``src`` into ``lib``, first writing the constants ``data`` it includes beside it
+    (the cache entry keeps them with the source)."""
+    for symbol, (_, raw) in data.items():
+        (src.parent / f"{symbol}.bin").write_bytes(raw)
+    if data:                # the assembler looks for the files in the source's directory
+        cflags = tuple(compiler.DEFAULT_CFLAGS if cflags is None else cflags) + (
+            "-Xassembler", f"-I{src.parent}")
+    return compiler.compile_library(src, lib, cflags, cc, threads=threads)
+
+
+def _ffi_module(cdef):
+    """cffi's out-of-line ABI module for the declarations ``cdef``, as Python source: loading it
+    makes the FFI without parsing C (pycparser costs tens of milliseconds to import and run)."""
+    import io
+
+    import cffi
+    from cffi.recompiler import make_py_source
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    text = io.StringIO()
+    make_py_source(ffi, "_symgrad_module", text)    # ffi.emit_python_code, into a string
+    return text.getvalue()
+
+
+def _ffi_of(module_source):
+    """The FFI an ``_ffi_module`` text defines. It comes from a cache entry, which is trusted as
+    the library beside it is (``cache``: only a directory of ours is read)."""
+    namespace = {}
+    exec(compile(module_source, "<symgrad ffi module>", "exec"), namespace)
+    return namespace["ffi"]
+
+
 def _load(source, cdef, names, cflags, cache_dir):
     """The library of the C ``source`` (built, or found in the cache by its content hash),
     loaded: ``(library path, ffi, lib)``. ``names``: its functions, for the manifest."""
@@ -217,13 +295,18 @@ def _load(source, cdef, names, cflags, cache_dir):
     flags = compiler.flags(cflags, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
-    lib_path = cache.lookup(key) or cache.build(
-        key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
-                                                               threads=pool),
-        {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
-         "functions": names})
-    ffi = cffi.FFI()
-    ffi.cdef(cdef)
+    found = cache.read(key)
+    if found is not None and "ffi_module" in found[1]:
+        lib_path, manifest = found
+    else:
+        manifest = {"symgrad_version": VERSION, "compiler": identity,
+                    "compiler_version": compiler.compiler_version(cc), "flags": list(flags),
+                    "functions": names, "ffi_module": _ffi_module(cdef)}
+        lib_path = cache.build(
+            key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
+                                                                   threads=pool),
+            manifest)
+    ffi = _ffi_of(manifest["ffi_module"])
     return lib_path, ffi, ffi.dlopen(str(lib_path))
 
 
@@ -231,6 +314,7 @@ def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
     """Run any ``graph`` as C once (the interpreter's counterpart, for diagnosis): compile it
     as one function (cached like every build) and call it on ``arrays``, one per input, of the
     graph's dtypes. Returns its outputs as fresh arrays."""
+    from symgrad.backends.c.module import render_program
     module = render_program(Program(f"{graph.name}_probe", "a probe of every value", graph))
     name = module.value_name
     _, ffi, lib = _load(module.source, module.cdef, [name], cflags, cache_dir)

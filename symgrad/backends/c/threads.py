@@ -57,17 +57,18 @@ def runtime(cache_dir=None, cc=None):
 
 
 def _load(cache_dir, cc):
-    from symgrad.backends.c import compiler
+    from symgrad.backends.c import compiler, keys
     from symgrad.backends.c.cache import cache_key
     from symgrad.backends.c.pyentry import runtime_cache
     cc = cc or compiler.find_compiler()
-    text = source()
     identity = compiler.compiler_identity(cc)
     flags = compiler.flags(CFLAGS, blas_linked=False)
-    key = cache_key(text, identity, flags, VERSION)
+    # Keyed by symgrad's own files (the template among them), so a warm process renders
+    # nothing: Jinja is loaded only to build.
+    key = cache_key(f"thread pool {ABI} " + keys.code_fingerprint(), identity, flags, VERSION)
     cache = runtime_cache(cache_dir)
     path = cache.lookup(key) or cache.build(
-        key, text, lambda src, lib: compiler.compile_library(src, lib, CFLAGS, cc,
+        key, source(), lambda src, lib: compiler.compile_library(src, lib, CFLAGS, cc,
                                                              blas_linked=False, counted=False),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": [f"symgrad_{ABI}_parallel_for", f"symgrad_{ABI}_threads"]})

@@ -12,9 +12,11 @@ Both run one pass per lane: an array is seen as (pre, n, post) around the scanne
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from symgrad.core import dims, ops
+from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
 from symgrad.core.primitives.structural import _plus, _times
@@ -84,6 +86,7 @@ def _cumsum_c(k):
 
 register(Primitive(
     name="cumsum", shape_rule=_cumsum_type, impl=_cumsum_impl,
+    batch=functools.partial(batching.along_axis, "cumsum"),
     # The adjoint of a running sum is the running sum from the other end.
     vjp=lambda g, out, x, *, axis, reverse: (
         bind("cumsum", g, axis=axis, reverse=not reverse),),
@@ -163,6 +166,7 @@ def _scan_c(k):
 
 register(Primitive(
     name="linear_scan", shape_rule=_scan_type, impl=_scan_impl, vjp=_scan_vjp, jvp=_scan_jvp,
+    batch=functools.partial(batching.along_axis, "linear_scan"),
     c_kernel=_scan_c,
     doc="linear_scan[axis, reverse](a, b, h0): h_i = a_i * h_(i-1) + b_i along axis from h0",
 ))

@@ -20,9 +20,10 @@ from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import precedence
 
+from symgrad.core.cspell import literal_value
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import FLOAT_DTYPES, TensorType, broadcast_shapes
-from symgrad.core import ops
+from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
 X, Y = sp.symbols("x y", real=True)
@@ -125,6 +126,13 @@ def to_ir(expr, env):
             if exp.is_negative:
                 return ops.div(number(1), emit(base ** -exp))
             return bind("pow", emit(base), emit(exp))
+        if isinstance(e, sp.Piecewise):     # a guard: select, the last branch the default
+            (value, cond), rest = e.args[0], e.args[1:]
+            other = emit(rest[0].expr if len(rest) == 1 and rest[0].cond == sp.true
+                         else sp.Piecewise(*rest))
+            return ops.select(emit(cond), emit(value), other)
+        if isinstance(e, sp.Eq):
+            return ops.eq(emit(e.lhs), emit(e.rhs))
         if e.func in _FUNCTIONS:
             target = _FUNCTIONS[e.func]
             if callable(target):
@@ -185,6 +193,17 @@ def _c_format(printer, expr):
     return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
+@functools.lru_cache(maxsize=None)
+def _lambdify(args, expr):
+    return sp.lambdify(list(args), expr, modules=[_NUMPY_EXTRAS, "numpy"])
+
+
+def _lambdified(args, expr, *arrays):
+    """``expr`` evaluated by NumPy (sympy's ``lambdify``, made on the first call: making one for
+    every primitive cost a third of ``import symgrad``)."""
+    return _lambdify(args, expr)(*arrays)
+
+
 def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
                 sympy_func=None, c=None, shape_rule=None, doc="", **facts):
     """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
@@ -203,7 +222,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
     args = [s for s in SYMBOLS if s in expr.free_symbols]
     derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
     if impl is None:
-        impl = sp.lambdify(args, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+        impl = functools.partial(_lambdified, tuple(args), expr)   # made on first use
     if sympy_func is not None:
         _FUNCTIONS[sympy_func] = name
     return register(Primitive(
@@ -212,6 +231,7 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
         impl=impl,
         vjp=vjp or functools.partial(_sympy_vjp, derivs),
         jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        batch=functools.partial(batching.elementwise, name),
         elementwise=True,
         c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
         functools.partial(_c_from_sympy, expr if c is None else c),
@@ -230,8 +250,14 @@ elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="
 elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}")
 elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}")
 elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}")
-# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0).
-elementwise("pow", X ** Y, deriv=[Y * X ** (Y - 1), OUT * sp.log(X)], infix="{0} ** {1}")
+# sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
+# derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
+# rules do), and since the guarded formulas are written in pow again, every order stays exact:
+# d/dx x**0 = 0 (y * x**(y-1) is 0 * inf at x = 0), d/dy 0**y = 0 for y > 0 (out * log 0 is
+# 0 * -inf), d2/dx2 x**1 = 0 at 0.
+elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
+                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))],
+            infix="{0} ** {1}")
 elementwise("neg", -X, float_only=False, involution=True, infix="-{0}")
 elementwise("square", X ** 2, float_only=False)
 
@@ -342,6 +368,7 @@ for _name, _cmp, _impl in (("maximum", "ge", _max_impl), ("minimum", "le", _min_
         impl=_impl,
         vjp=functools.partial(_winner_vjp, _cmp),
         jvp=functools.partial(_winner_jvp, _cmp),
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(_minmax_c, ">=" if _cmp == "ge" else "<="),
         doc=f"{_name}(x, y); the gradient goes to the winner, to x on a tie",
     ))
@@ -368,6 +395,7 @@ for _name, (_c_op, _np_op) in _COMPARISONS.items():
         impl=functools.partial(_compare_impl, _np_op),
         vjp=_no_gradient,
         jvp=_no_tangent,
+        batch=functools.partial(batching.elementwise, _name),
         c_expr=functools.partial(lambda op, operands, ctype: f"({operands[0]} {op} {operands[1]})",
                                  _c_op),
         infix=f"{{0}} {_c_op} {{1}}",
@@ -393,12 +421,24 @@ def _select_vjp(g, out, c, x, y):
             ops.sum_to_shape(ops.select(c, zero, g), y.shape) if y.type.is_float else None)
 
 
+def _select_simplify(node, ins, producer):
+    """A condition known now (a guard of a derivative rule: pow's y == 0 for a constant y)
+    picks its branch."""
+    cond = producer(ins[0])
+    if cond is None or cond.prim != "const" or ins[0].ndim != 0:
+        return None
+    pick = ins[1] if cond.attrs["value"].value.item() else ins[2]
+    return pick if pick.type == node.out.type else None
+
+
 register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
+    batch=functools.partial(batching.elementwise, "select"),
     c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
 
@@ -449,6 +489,7 @@ register(Primitive(
     fold=lambda node: not node.out.type.is_float,
     vjp=lambda g, out, x, *, dtype: (None,),
     jvp=lambda t, out, x, *, dtype: None,
+    batch=functools.partial(batching.elementwise, "bitcast"),
     c_expr=lambda operands, ctype: (f"((union {{ {_BITCAST_FROM[ctype]} from; {ctype} to; }})"
                                     f"{{ .from = {operands[0]} }}).to"),
     doc="bitcast[dtype](x): x's bits read as dtype (int64 <-> float64, int32 <-> float32); "
@@ -461,6 +502,7 @@ register(Primitive(
     vjp=_convert_vjp,
     jvp=lambda t, out, x, *, dtype: (ops.convert(t[0], dtype)
                                      if t[0] is not None and out.type.is_float else None),
+    batch=functools.partial(batching.elementwise, "convert"),
     c_expr=lambda operands, ctype: f"({ctype})({operands[0]})",
     simplify=lambda node, ins, producer: ins[0] if ins[0].type == node.out.type else None,
     same_elements=True,     # for index data (ints to ints), where it is looked through
@@ -477,6 +519,7 @@ register(Primitive(
     impl=lambda x: x,
     vjp=_no_gradient,
     jvp=_no_tangent,
+    batch=functools.partial(batching.elementwise, "stop_gradient"),
     c_expr=lambda operands, ctype: operands[0],
     gradient_barrier=True,
     cost=0,
@@ -486,13 +529,19 @@ register(Primitive(
 
 # --- chain_mul: the chain rule's product, NaN-safe by construction ------------------------------
 # Reverse and forward mode multiply an incoming adjoint (or tangent) g by a local derivative d.
-# Where g is exactly 0 -- the branch a where/maximum/clip/abs did not take -- the product is
-# exactly 0 even if d is inf or NaN there (sqrt'(0), log'(0), 1/0): where(x > 0, sqrt(x), 0) has a
-# finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN.
+# Where either is exactly 0 the product is exactly 0, even if the other is inf or NaN:
+# - g == 0: the branch a where/maximum/clip/abs did not take. where(x > 0, sqrt(x), 0) has a
+#   finite gradient at 0, which plain g * d (JAX, autograd) turns into NaN;
+# - d == 0: a zero partial behind an infinite adjoint, the chain 0 * inf of sqrt at 0:
+#   sqrt(x**4) (= x**2, slope 0), and sqrt(sum(x**2)) at x = 0, whose subgradient 0 this gives
+#   (JAX: NaN). Forward mode meets the same product the other way round (x * sqrt(x) at 0).
+# A zero factor wins ("strong zero", as in Julia's ChainRules): the result is 0 or a valid
+# subgradient wherever the chain's infinity comes from a square root, and an infinite slope that
+# no zero meets (sqrt at 0 itself) stays infinite.
 
 def _chain_mul_impl(g, d):
     with np.errstate(all="ignore"):
-        return np.where(g == 0, np.zeros((), dtype=np.result_type(g, d)), g * d)
+        return np.where((g == 0) | (d == 0), np.zeros((), dtype=np.result_type(g, d)), g * d)
 
 
 def _chain_mul_vjp(a, out, g, d):
@@ -512,25 +561,20 @@ def _chain_mul_jvp(t, out, g, d):
 def _chain_mul_c(operands, ctype):
     g, d = operands
     zero = "0.0f" if ctype == "float" else "0.0"
-    known = _number(g)
-    if known is not None and np.isfinite(known):      # a literal g: the test is decided here
-        return zero if known == 0 else d if known == 1 else f"{g}*{d}"
-    return f"({g} == 0 ? {zero} : {g}*{d})"
-
-
-def _number(text):
-    """The value of a C float literal such as ``2.5`` or ``-1.0f``; None for anything else."""
-    try:
-        return float(text[:-1] if text.endswith("f") else text)
-    except ValueError:
-        return None
+    known_g, known_d = literal_value(g), literal_value(d)
+    for known, other in ((known_g, d), (known_d, g)):
+        if known is not None and np.isfinite(known):    # a literal factor: the test is decided
+            return zero if known == 0 else other if known == 1 else f"{g}*{d}"
+    return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
 
 register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
-    # Units as for mul (g = 1 gives d; d = 1 gives g, 0 where g is 0); it prints as the math.
+    batch=functools.partial(batching.elementwise, "chain_mul"),
+    # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as
+    # the math.
     identities=((0, 1), (1, 1)), infix="{0} * {1}",
-    doc="chain_mul(g, d) = g * d, and exactly 0 where g == 0 (even where d is inf or NaN)",
+    doc="chain_mul(g, d) = g * d, and exactly 0 where g or d is 0 (even if the other is inf or NaN)",
 ))

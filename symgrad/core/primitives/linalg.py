@@ -24,9 +24,11 @@ compose to higher orders: Cholesky (Murray 2016), the symmetric eigenproblem and
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from symgrad.core import dims, ops
+from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
 from symgrad.core.primitives.structural import _plus, _times
@@ -381,6 +383,7 @@ def _chol_c(k):
 
 register(Primitive(
     name="cholesky", shape_rule=_chol_type, impl=_chol_impl, vjp=_chol_vjp, jvp=_chol_jvp,
+    batch=functools.partial(batching.leading, "cholesky"),
     cost=_cost(lambda m, n, k: n ** 3 / 3),
     c_kernel=_chol_c,
     doc="cholesky(a): lower L with L L^T = a, reading a's lower triangle; NaN if not "
@@ -479,6 +482,7 @@ def _tri_c(k):
 
 register(Primitive(
     name="triangular_solve", shape_rule=_tri_type, impl=_tri_impl, vjp=_tri_vjp, jvp=_tri_jvp,
+    batch=functools.partial(batching.leading, "triangular_solve"),
     cost=_cost(lambda m, n, k: n * n * k),
     c_kernel=_tri_c,
     doc="triangular_solve[lower, transpose_a, unit_diagonal](a, b): op(a)^-1 b, reading one "
@@ -588,6 +592,7 @@ def _solve_c(k):
 
 register(Primitive(
     name="solve", shape_rule=_solve_type, impl=_solve_impl, vjp=_solve_vjp, jvp=_solve_jvp,
+    batch=functools.partial(batching.leading, "solve"),
     cost=_cost(lambda m, n, k: 2 * n ** 3 / 3 + 2 * n * n * k),
     c_kernel=_solve_c,
     doc="solve(a, b) = a^-1 b by LU with partial pivoting; inf/NaN for a singular a",
@@ -653,6 +658,7 @@ def _slogdet_c(k):
 
 register(Primitive(
     name="slogdet", shape_rule=_slogdet_type, impl=_slogdet_impl, vjp=_slogdet_vjp,
+    batch=functools.partial(batching.leading, "slogdet"),
     cost=_cost(lambda m, n, k: 2 * n ** 3 / 3),
     jvp=_slogdet_jvp, c_kernel=_slogdet_c,
     doc="slogdet(a): (sign, log|det a|) packed along a new last axis of 2",
@@ -804,6 +810,7 @@ def _qr_c(k):
 
 register(Primitive(
     name="qr", shape_rule=_qr_type, impl=_qr_impl, vjp=_qr_vjp, jvp=_qr_jvp, c_kernel=_qr_c,
+    batch=functools.partial(batching.leading, "qr"),
     cost=_cost(lambda m, n, k: 2 * m * n * k - 2 * k ** 3 / 3           # geqrf
                + 4 * m * k * k - 2 * (m + k) * k * k + 4 * k ** 3 / 3),   # orgqr
     doc="qr(a): reduced Q (m x k) and R (k x n), k = min(m, n), packed along the last axis",
@@ -964,6 +971,7 @@ def _eigh_c(k):
 
 register(Primitive(
     name="eigh", shape_rule=_eigh_type, impl=_eigh_impl, vjp=_eigh_vjp, jvp=_eigh_jvp,
+    batch=functools.partial(batching.leading, "eigh"),
     cost=_cost(lambda m, n, k: 9 * n ** 3),
     c_kernel=_eigh_c,
     doc="eigh(a): eigenvalues (ascending) and eigenvectors of the symmetric matrix a's lower "
@@ -1164,6 +1172,7 @@ def _svd_c(k):
 
 register(Primitive(
     name="svd", shape_rule=_svd_type, impl=_svd_impl, vjp=_svd_vjp, jvp=_svd_jvp,
+    batch=functools.partial(batching.leading, "svd"),
     cost=_cost(lambda m, n, k: 4 * m * n * k + 8 * k ** 3),
     c_kernel=_svd_c,
     doc="svd(a): reduced U (m x k), s (k, descending), Vh (k x n), packed along the last axis",

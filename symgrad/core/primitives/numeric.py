@@ -26,6 +26,7 @@ import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.codegen.cfunctions import Cbrt, exp2, hypot, log1p, log10, log2
 
+from symgrad.core import batching
 from symgrad.core.primitive import Primitive, register
 from symgrad.core.primitives.elementwise import (OUT, X, Y, _broadcast_type, _c_from_sympy,
                                                  _no_gradient, _no_tangent, elementwise)
@@ -178,7 +179,7 @@ def _signbit_type(x):
 register(Primitive(
     name="signbit", elementwise=True, shape_rule=_signbit_type,
     impl=lambda x: np.signbit(np.real(x)),
-    vjp=_no_gradient, jvp=_no_tangent,
+    vjp=_no_gradient, jvp=_no_tangent, batch=functools.partial(batching.elementwise, "signbit"),
     c_expr=lambda operands, ctype: f"(signbit({operands[0]}) != 0)",
     doc="signbit(x): whether x's sign bit is set (-0.0 and -nan included); no gradient",
 ))

@@ -35,7 +35,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.errors import ShapeError
-from symgrad.core import dims, ops
+from symgrad.core import batching, dims, ops
 from symgrad.core.autodiff import inline, jvp_graph, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Node, Var, building, current_builder
 from symgrad.core.passes import optimize
@@ -233,7 +233,12 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     # The adjoint of the carry rows the steps read: usually zero (only the final carry is
     # used, so g is a padding of the last row), and then the adjoint body does not take it.
     g_tape = None if _zero_block(g, read0, T, 0, P) else block(g, read0, T, 0, P)
-    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q, with_gc=g_tape is not None)
+    # Only the closed-over values and xs whose adjoints are needed get a running sum (a loop
+    # reading a big data array would otherwise carry its adjoint through every step).
+    active = getattr(current_builder(), "active", None)
+    needed = None if active is None else [v in active for v in rest]
+    adj, float_x, float_k = _adjoint_body(body.graph, n_xs, P, Q, with_gc=g_tape is not None,
+                                          needed=needed)
     K = dims.normalize(sum(consts[j].type.size for j in float_k))
     tape = block(out, read0, T, 0, P)
     a0 = row(g, last, 0, P)
@@ -258,15 +263,16 @@ def _scan_vjp(g, out, c0, *rest, body, length, n_xs, reverse):
     return tuple(result)
 
 
-def _adjoint_body(graph, n_xs, P, Q, with_gc=True):
+def _adjoint_body(graph, n_xs, P, Q, with_gc=True, needed=None):
     """The adjoint scan's body ``(i, a[P+K], c, x..., gy?, gc?, consts...) -> (a', dx?)``: the
     body's vjp at the taped carry ``c`` with cotangents (carry adjoint, ``gy``), plus ``gc``
     (the tape row's own adjoint, left out when it is known to be zero); ``a`` carries the
     closed-over values' adjoints, summed."""
     i, c, xs, consts = graph.inputs[0], graph.inputs[1], graph.inputs[2:2 + n_xs], \
         graph.inputs[2 + n_xs:]
-    float_x = [j for j, x in enumerate(xs) if x.type.is_float]
-    float_k = [j for j, k in enumerate(consts) if k.type.is_float]
+    needed = needed or [True] * (len(xs) + len(consts))
+    float_x = [j for j, x in enumerate(xs) if x.type.is_float and needed[j]]
+    float_k = [j for j, k in enumerate(consts) if k.type.is_float and needed[n_xs + j]]
     K = dims.normalize(sum(consts[j].type.size for j in float_k))
     dtype = c.dtype
     u_c = Var(c.type, name="u_c")
@@ -377,8 +383,46 @@ def _memory(node, name):
             + ["  " + line for line in memory_lines(body.graph)])
 
 
+def _scan_batch(size, bdims, c0, *rest, body, length, n_xs, reverse):
+    """vmap: one scan whose carry holds every example's carry, example after example
+    (``size * P`` values), and whose body is the batched body. Every example's carry is
+    batched (the loop's steps may make a shared one differ); an ``xs`` array's batch axis
+    goes second (the step's slice has it first); batched closed-over values keep theirs."""
+    xs, consts = rest[:n_xs], rest[n_xs:]
+    d_xs, d_ks = bdims[1:1 + n_xs], bdims[1 + n_xs:]
+    P, Q = widths(body)
+    g = body.graph
+    c0 = ops.reshape(batching.to_front(c0, bdims[0], size), (dims.normalize(size * P),))
+    xs = [x if d is None else batching.move_axis(x, d, 1) for x, d in zip(xs, d_xs)]
+    i2 = Var(g.inputs[0].type, name="i")
+    c2 = Var(c0.type, name="carry")
+    x2 = [Var(v.type if d is None else TensorType((size, *v.shape), v.dtype), name=v.name)
+          for v, d in zip(g.inputs[2:2 + n_xs], d_xs)]
+    k2 = [Var(k.type, name=v.name) for v, k in zip(g.inputs[2 + n_xs:], consts)]
+    b = Builder()
+    b.loc = current_builder().loc
+    with building(b):
+        outs, out_dims = batching.emit_batched(
+            g, [i2, ops.reshape(c2, (size, P)), *x2, *k2],
+            [None, 0, *(None if d is None else 0 for d in d_xs), *d_ks], size)
+        outputs = [ops.reshape(batching.to_front(o, d, size), (dims.normalize(size * v.type.size),))
+                   for o, d, v in zip(outs, out_dims, g.outputs)]
+    batched = optimize(Graph([i2, c2, *x2, *k2], b.nodes, outputs, name=g.name))
+    out = bind("scan", c0, *xs, *consts, body=Body(batched), length=length, n_xs=n_xs,
+               reverse=reverse)
+    # Rows (size * P carries, size * Q outputs) back to (size, P + Q) per row.
+    rows = dims.normalize(length + 1)
+    wide = dims.normalize(size * P)
+    result = ops.reshape(block(out, 0, rows, 0, wide), (rows, size, P))
+    if Q != 0:
+        ys = block(out, 0, rows, wide, dims.normalize(size * Q))
+        result = bind("concatenate", result, ops.reshape(ys, (rows, size, Q)), axis=2)
+    return result, 1
+
+
 register(Primitive(
     name="scan", shape_rule=_scan_type, impl=_scan_impl, vjp=_scan_vjp, jvp=_scan_jvp,
+    batch=_scan_batch,
     c_kernel=_scan_c, memory=_memory,
     doc="scan[body, length, n_xs, reverse](c0, xs..., consts...): the body graph run length "
         "times over a packed carry; rows of (carry read, y written) per step, final carry last",

@@ -10,9 +10,11 @@ O(n log n) comparisons, stable, no recursion.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from symgrad.core import dims
+from symgrad.core import batching, dims
 from symgrad.core.primitive import Primitive, register
 from symgrad.core.primitives.structural import _plus, _times
 from symgrad.core.types import TensorType
@@ -73,6 +75,7 @@ def _argsort_c(k):
 
 register(Primitive(
     name="argsort", shape_rule=_argsort_type, impl=_argsort_impl,
+    batch=functools.partial(batching.along_axis, "argsort"),
     vjp=lambda g, out, x, *, axis: (None,), jvp=lambda t, out, x, *, axis: None,
     c_kernel=_argsort_c,
     # comparisons: n log2 n per lane of n

@@ -17,16 +17,20 @@ A kernel's own names (indices, pointers, accumulators) start with ``_``: no IR n
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import sympy as sp
+from symgrad.core.symbolic import sympy as _sympy
 
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.types import INT_DTYPES, TensorType
-from symgrad.core import ops
+from symgrad.core import batching, ops
+from symgrad.core.batching import shifted, to_front
 from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
                                     bind, register)
+from symgrad.core.primitives.recurrence import prod_others_linear
 
 
 _dim_equal = dims.equal
@@ -102,6 +106,9 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
+    symbol = k.data_symbol(value)
+    if symbol is not None:              # a large constant: data beside the C, not literals
+        return k.loop((value.size,), [f"{k.at(k.out, 'i0')} = {symbol}[i0];"])
     data = ", ".join(_lit(v, k.out.ctype) for v in value.ravel()) or "0"
     i0, = k.idx((value.size,))
     return [f"static const {k.out.ctype} _data[{max(value.size, 1)}] = {{{data}}};",
@@ -112,7 +119,7 @@ register(Primitive(
     name="const",
     shape_rule=lambda *, value: TensorType(value.value.shape, value.value.dtype.name),
     impl=lambda *, value: value.value,
-    vjp=_no_inputs_vjp, jvp=_no_tangent,
+    vjp=_no_inputs_vjp, jvp=_no_tangent, batch=batching.no_operands,
     c_kernel=_const_c,
     literal=True, cost=0,
     infix=lambda operands, *, value: repr(value),
@@ -135,6 +142,7 @@ def _iota_impl(*, shape, dimension, dtype):
 
 register(Primitive(
     name="iota", shape_rule=_iota_type, impl=_iota_impl, vjp=_no_inputs_vjp, jvp=_no_tangent,
+    batch=batching.no_operands,
     cost=0,
     c_kernel=lambda k: k.loop(k.out.shape, [
         f"{k.at(k.out, k.offset(k.out, k.idx(k.out.shape)))} = "
@@ -174,6 +182,15 @@ def _bid_c(k):
         f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
+def _bid_batch(size, bdims, x, *, shape, dims):
+    # The batch axis goes right after the result axis of x's axis before it, so x's axes keep
+    # their order (the rule's dims stay sorted) and nothing is transposed.
+    b = bdims[0]
+    p = dims[b - 1] + 1 if b else 0
+    return bind("broadcast_in_dim", x, shape=(*shape[:p], size, *shape[p:]),
+                dims=(*dims[:b], p, *(d + 1 for d in dims[b:]))), p
+
+
 def _bid_view(node):
     """Read in place by elementwise loops: the operand's shape, with 1 on the new axes."""
     expanded = [1] * node.out.ndim
@@ -185,6 +202,7 @@ def _bid_view(node):
 register(Primitive(
     name="broadcast_in_dim", shape_rule=_bid_type, impl=_bid_impl, vjp=_bid_vjp, c_kernel=_bid_c,
     jvp=_linear(lambda t, *, shape, dims: ops.broadcast_in_dim(t, shape, dims)),
+    batch=_bid_batch,
     view=_bid_view, simplify=_same_type_noop, same_elements=True, cost=0,
     doc="broadcast_in_dim[shape, dims](x): x's axis i becomes axis dims[i] of shape",
 ))
@@ -209,6 +227,8 @@ register(Primitive(
     impl=lambda x, *, shape: np.reshape(x, shape),
     vjp=lambda g, out, x, *, shape: (ops.reshape(g, x.shape),),
     jvp=_linear(lambda t, *, shape: ops.reshape(t, shape)),
+    batch=lambda size, bdims, x, *, shape: (
+        ops.reshape(to_front(x, bdims[0], size), (size, *shape)), 0),
     c_kernel=_copy_c,
     # Row-major reshape moves no data: the same buffer, read with other strides.
     view=lambda node: View(REINTERPRET),
@@ -240,6 +260,8 @@ register(Primitive(
     impl=lambda x, *, perm: np.transpose(x, perm),
     vjp=lambda g, out, x, *, perm: (ops.transpose(g, tuple(np.argsort(perm))),),
     jvp=_linear(lambda t, *, perm: ops.transpose(t, perm)),
+    batch=lambda size, bdims, x, *, perm: (
+        ops.transpose(x, (bdims[0], *(shifted(p, bdims[0]) for p in perm))), 0),
     c_kernel=_transpose_c,
     simplify=lambda node, ins, producer: (
         ins[0] if node.attrs["perm"] == tuple(range(node.out.ndim)) else None),
@@ -291,9 +313,15 @@ def _max_update(op):
 
 def _extreme(ctype, sign):
     if ctype in ("double", "float"):
-        return "-INFINITY" if sign < 0 else "INFINITY"
+        return "(-INFINITY)" if sign < 0 else "INFINITY"
     bits = {"int64_t": "INT64", "int32_t": "INT32"}.get(ctype, "INT64")
     return f"{bits}_MIN" if sign < 0 else f"{bits}_MAX"
+
+
+def _reduce_batch(name, size, bdims, x, *, axes):
+    # The batch axis stays where it is; the reduced axes move past it.
+    d = bdims[0]
+    return bind(name, x, axes=tuple(shifted(a, d) for a in axes)), d - sum(a < d for a in axes)
 
 
 # (initial value, update) of each reduction: its kernel, and the C backend's fused loops.
@@ -309,6 +337,7 @@ register(Primitive(
     vjp=lambda g, out, x, *, axes: (ops.broadcast_in_dim(
         g, x.shape, tuple(i for i in range(x.ndim) if i not in axes)),),
     jvp=_linear(lambda t, *, axes: ops.reduce_sum(t, axes)),
+    batch=functools.partial(_reduce_batch, "reduce_sum"),
     c_kernel=lambda k: _reduce_c(*_SUM, k), c_reduce=_SUM,
     doc="reduce_sum[axes](x)",
 ))
@@ -343,6 +372,7 @@ register(Primitive(
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmax),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmax", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmax", t, out, x, axes=axes),
+    batch=functools.partial(_reduce_batch, "reduce_max"),
     c_kernel=lambda k: _reduce_c(*_MAX, k), c_reduce=_MAX,
     doc="reduce_max[axes](x); the gradient goes to the first maximum",
 ))
@@ -351,6 +381,7 @@ register(Primitive(
     impl=lambda x, *, axes: _real_extremum(x, axes, np.argmin),
     vjp=lambda g, out, x, *, axes: _extremum_vjp("argmin", g, out, x, axes=axes),
     jvp=lambda t, out, x, *, axes: _extremum_jvp("argmin", t, out, x, axes=axes),
+    batch=functools.partial(_reduce_batch, "reduce_min"),
     c_kernel=lambda k: _reduce_c(*_MIN, k), c_reduce=_MIN,
     doc="reduce_min[axes](x); the gradient goes to the first minimum",
 ))
@@ -390,6 +421,7 @@ register(Primitive(
     impl=lambda x, *, axes: np.prod(x, axis=axes),
     vjp=_prod_vjp,
     jvp=_prod_jvp,
+    batch=functools.partial(_reduce_batch, "reduce_prod"),
     c_kernel=lambda k: _reduce_c(*_PROD, k), c_reduce=_PROD,
     doc="reduce_prod[axes](x); its gradient is the product of the other elements (exact at 0)",
 ))
@@ -401,6 +433,15 @@ def _last_axis_type(x, out_dtype=None):
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ShapeError(f"needs a non-empty last axis, got shape {x.shape}")
     return x, out_dtype
+
+
+def _last_axis_batch(name, size, bdims, x):
+    """argmax, argmin, prod_others work along the last axis: the batch axis may sit anywhere
+    before it."""
+    d = bdims[0]
+    if d == x.ndim - 1:
+        x, d = batching.move_axis(x, d, 0), 0
+    return bind(name, x), d
 
 
 def _arg_type(x):
@@ -431,6 +472,7 @@ register(Primitive(
     name="argmax", shape_rule=_arg_type,
     impl=lambda x: np.argmax(np.real(x), axis=-1),
     vjp=_no_inputs_vjp, jvp=_no_tangent,
+    batch=functools.partial(_last_axis_batch, "argmax"),
     c_kernel=lambda k: _arg_c(">", k),
     doc="argmax(x) along the last axis, first occurrence",
 ))
@@ -438,6 +480,7 @@ register(Primitive(
     name="argmin", shape_rule=_arg_type,
     impl=lambda x: np.argmin(np.real(x), axis=-1),
     vjp=_no_inputs_vjp, jvp=_no_tangent,
+    batch=functools.partial(_last_axis_batch, "argmin"),
     c_kernel=lambda k: _arg_c("<", k),
     doc="argmin(x) along the last axis, first occurrence",
 ))
@@ -451,23 +494,14 @@ def _prod_others_impl(x):
 
 
 def _prod_others_vjp(g, out, x):
-    # d/dx_j prod_{k != i} x_k = prod_{k != i, j} x_k. Summed against g over i this is
-    # sum_i g_i * prod_others_i / x_j (i != j) -- written with prod_others of the rows without j
-    # it would need a new primitive; the closed form below is exact where x_j != 0.
-    total = ops.reduce_sum(ops.mul(g, out), (x.ndim - 1,))
-    kept = tuple(range(x.ndim - 1))
-    return (ops.div(ops.sub(ops.broadcast_in_dim(total, x.shape, kept), ops.mul(g, out)), x),)
+    # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
+    # Both are recurrences (primitives/recurrence.py), exact at zeros to every order; a closed form
+    # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
+    return (prod_others_linear(x, g),)
 
 
 def _prod_others_jvp(t, out, x):
-    # d out_i = sum_{j != i} t_j * prod_{k != i, j} x_k = out_i * (sum_j t_j / x_j - t_i / x_i),
-    # the transpose of the adjoint's closed form (exact where x != 0, as there).
-    if t[0] is None:
-        return None
-    ratio = ops.div(t[0], x)
-    kept = tuple(range(x.ndim - 1))
-    total = ops.broadcast_in_dim(ops.reduce_sum(ratio, (x.ndim - 1,)), x.shape, kept)
-    return ops.mul(out, ops.sub(total, ratio))
+    return None if t[0] is None else prod_others_linear(x, t[0])
 
 
 def _prod_others_c(k):
@@ -496,6 +530,7 @@ register(Primitive(
     impl=_prod_others_impl,
     vjp=_prod_others_vjp,
     jvp=_prod_others_jvp,
+    batch=functools.partial(_last_axis_batch, "prod_others"),
     c_kernel=_prod_others_c,
     doc="prod_others(x): along the last axis, the product of all other elements (no division)",
 ))
@@ -509,7 +544,7 @@ def _mm_dims(shape, transposed):
 
 
 def _matmul_type(a, b, *, transpose_a=False, transpose_b=False):
-    if a.ndim < 2 or b.ndim < 2 or a.shape[:-2] != b.shape[:-2]:
+    if a.ndim < 2 or b.ndim < 2 or not dims.same_shape(a.shape[:-2], b.shape[:-2]):
         raise ShapeError(f"matmul needs operands (..., M, K) and (..., K, N) with equal batch "
                          f"dimensions, got {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
@@ -547,6 +582,25 @@ def _matmul_jvp(t, out, a, b, **flags):
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else ops.add(*terms)
+
+
+def _matmul_batch(size, bdims, a, b, **flags):
+    da, db = bdims
+    if db is None and da is not None and b.ndim == 2 and not flags.get("transpose_a"):
+        # The examples' rows stacked into one product: (size * M, K) @ op(B).
+        a = to_front(a, da, size)
+        m, k = a.shape[1:]
+        out = bind("matmul", ops.reshape(a, (dims.normalize(size * m), k)), b, **flags)
+        return ops.reshape(out, (size, m, out.shape[-1])), 0
+    if da is None and db is not None and a.ndim == 2 and not flags.get("transpose_b"):
+        # The examples' columns side by side: op(A) @ (K, size * N); the batch axis stays
+        # in the middle of the result.
+        b = batching.move_axis(b, db, 1)
+        k, n = b.shape[0], b.shape[2]
+        out = bind("matmul", a, ops.reshape(b, (k, dims.normalize(size * n))), **flags)
+        return ops.reshape(out, (out.shape[0], size, n)), 1
+    # A batched product: the batch is one more leading batch axis of both operands.
+    return batching.leading("matmul", size, bdims, a, b, **flags)
 
 
 TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
@@ -592,6 +646,8 @@ def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     large enough, every size fits an int)."""
     sizes = (m, n, kk)
     static = [d for d in sizes if isinstance(d, int)]
+    if t not in ("double", "float"):      # BLAS multiplies floats only: integers run the loops
+        return loops
     if any(d > INT32_MAX for d in static):
         return loops
     if len(static) == 3 and m * n * kk < GEMM_MIN_MADDS:
@@ -696,6 +752,7 @@ def _matmul_infix(operands, *, transpose_a=False, transpose_b=False):
 
 register(Primitive(
     name="matmul", shape_rule=_matmul_type, impl=_matmul_impl, vjp=_matmul_vjp, jvp=_matmul_jvp,
+    batch=_matmul_batch,
     c_kernel=_matmul_c, cost=_matmul_flops, infix=_matmul_infix, c_adds_into=True,
     doc="matmul[transpose_a, transpose_b](a, b): batched op(a) @ op(b)",
 ))
@@ -703,11 +760,22 @@ register(Primitive(
 
 # --- strided slices ----------------------------------------------------------------------------------
 
+def _window_batch(name, size, bdims, x, *, start, step, shape):
+    # The batch axis stays where it is, taken whole.
+    d = bdims[0]
+
+    def put(t, v):
+        return (*t[:d], v, *t[d:])
+    return bind(name, x, start=put(tuple(start), 0), step=put(tuple(step), 1),
+                shape=put(tuple(shape), size)), d
+
+
 def _slice_type(x, *, start, step, shape):
     for d, (s0, st, n) in enumerate(zip(start, step, shape)):
         if not (dims.is_static(x.shape[d]) and dims.is_static(n) and dims.is_static(s0)):
             # Run-time sizes: a unit-step run that provably stays inside (a loop's rows).
-            room = sp.sympify(x.shape[d] - s0 - n)
+            sp = _sympy()
+            room = sp.expand(x.shape[d] - s0 - n)     # N**2 + N - N*(N + 1) is 0
             if st != 1 or not (sp.sympify(s0).is_nonnegative and sp.sympify(n).is_nonnegative
                                and room.is_nonnegative):
                 raise ShapeError(f"axis {d} of {x.shape} has a run-time size: it can only be "
@@ -784,6 +852,7 @@ register(Primitive(
     vjp=lambda g, out, x, *, start, step, shape: (
         bind("pad_slice", g, start=start, step=step, shape=x.shape),),
     jvp=_linear(lambda t, **attrs: bind("slice", t, **attrs)),
+    batch=functools.partial(_window_batch, "slice"),
     c_kernel=_slice_c,
     view=_slice_view, simplify=_slice_simplify, cost=0,
     doc="slice[start, step, shape](x): element start + i*step along each axis",
@@ -816,6 +885,7 @@ register(Primitive(
     vjp=lambda g, out, x, *, start, step, shape: (
         bind("slice", g, start=start, step=step, shape=x.shape),),
     jvp=_linear(lambda t, **attrs: bind("pad_slice", t, **attrs)),
+    batch=functools.partial(_window_batch, "pad_slice"),
     c_kernel=_pad_c,
     # Elementwise readers test the bounds instead of reading a materialized padding.
     view=lambda node: (View(PADDING, start=node.attrs["start"])
@@ -833,7 +903,7 @@ def _index_types(x_shape, indices):
     if any(i.dtype not in INT_DTYPES for i in indices):
         raise DTypeError("index arrays must be integers, got "
                          + ", ".join(i.dtype for i in indices))
-    if len({i.shape for i in indices}) != 1:
+    if not all(dims.same_shape(i.shape, indices[0].shape) for i in indices):
         raise ShapeError("index arrays have different shapes "
                          + ", ".join(str(i.shape) for i in indices))
     if len(indices) > len(x_shape):
@@ -904,9 +974,52 @@ def _scatter_c(k):
 
 def _scatter_type(g, *indices, shape):
     batch = _index_types(tuple(shape), indices)
-    if g.shape != batch + tuple(shape[len(indices):]):
+    if not dims.same_shape(g.shape, batch + tuple(shape[len(indices):])):
         raise ShapeError(f"updates of shape {g.shape} do not fit indices {batch} into {shape}")
     return TensorType(tuple(shape), g.dtype)
+
+
+def _index_shape(indices, bdims):
+    """The shape of one example's index arrays."""
+    i, d = indices[0], bdims[0]
+    return tuple(i.shape) if d is None else batching.unbatched_type(i.type, d).shape
+
+
+def _batch_indices(size, bdims, indices):
+    """Every example's index arrays, batch axis first, and before them the example's own
+    number as one more index array: each example reads (writes) its own block."""
+    shape = (size, *_index_shape(indices, bdims))
+    which = bind("iota", shape=shape, dimension=0, dtype="int64")
+    return [which] + [ops.broadcast_to(to_front(i, d, size), shape)
+                      for i, d in zip(indices, bdims)]
+
+
+def _gather_batch(size, bdims, x, *indices):
+    dx, di = bdims[0], bdims[1:]
+    k = len(indices)
+    if all(d is None for d in di):
+        # The same positions for every example: the batch axis goes right after the indexed
+        # axes and comes out after the index arrays' axes.
+        out = bind("gather", batching.move_axis(x, dx, k), *indices)
+        return out, indices[0].ndim
+    if dx is None:
+        shape = (size, *_index_shape(indices, di))
+        return bind("gather", x, *[ops.broadcast_to(to_front(i, d, size), shape)
+                                   for i, d in zip(indices, di)]), 0
+    return bind("gather", batching.move_axis(x, dx, 0), *_batch_indices(size, di, indices)), 0
+
+
+def _scatter_batch(size, bdims, u, *indices, shape):
+    du, di = bdims[0], bdims[1:]
+    k = len(indices)
+    if all(d is None for d in di):
+        # As in gather: the batch axis sits right after the index arrays' axes in u and
+        # after the indexed axes in the result.
+        lead = indices[0].ndim
+        return bind("scatter_add", batching.move_axis(u, du, lead), *indices,
+                    shape=(*shape[:k], size, *shape[k:])), k
+    u = to_front(u, du, size)
+    return bind("scatter_add", u, *_batch_indices(size, di, indices), shape=(size, *shape)), 0
 
 
 register(Primitive(
@@ -914,6 +1027,7 @@ register(Primitive(
     vjp=lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),)
     + (None,) * len(indices),
     jvp=_linear(lambda t, *indices: bind("gather", t, *indices)),
+    batch=_gather_batch,
     c_kernel=_gather_c,
     index_bounds=lambda node: tuple((1 + a, a, node.inputs[0].shape[a])
                                     for a in range(len(node.inputs) - 1)),
@@ -924,6 +1038,7 @@ register(Primitive(
     name="scatter_add", shape_rule=_scatter_type, impl=_scatter_impl,
     vjp=lambda g, out, u, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
     jvp=_linear(lambda t, *indices, shape: bind("scatter_add", t, *indices, shape=shape)),
+    batch=_scatter_batch,
     c_kernel=_scatter_c,
     index_bounds=lambda node: tuple((1 + a, a, node.attrs["shape"][a])
                                     for a in range(len(node.inputs) - 1)),
@@ -939,7 +1054,8 @@ def _concat_type(*xs, axis):
         raise DTypeError("operands have different dtypes " + ", ".join(x.dtype for x in xs))
     for x in xs:
         if x.ndim != first.ndim or any(
-                a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+                not dims.equal(a, b) for i, (a, b) in enumerate(zip(x.shape, first.shape))
+                if i != axis):
             raise ShapeError("shapes " + ", ".join(str(x.shape) for x in xs)
                              + f" differ outside axis {axis}")
     shape = list(first.shape)
@@ -980,6 +1096,8 @@ register(Primitive(
     name="concatenate", shape_rule=_concat_type,
     impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
     vjp=_concat_vjp, jvp=_concat_jvp, c_kernel=_concat_c,
+    batch=lambda size, bdims, *xs, axis: (
+        bind("concatenate", *batching.all_to_front(size, bdims, xs), axis=axis + 1), 0),
     cost=0,
     doc="concatenate[axis](x0, x1, ...)",
 ))
@@ -991,7 +1109,7 @@ register(Primitive(
     name="dim",
     shape_rule=lambda *, expr: TensorType((), "int64"),
     impl=lambda *, expr: np.asarray(expr, dtype=np.int64),
-    vjp=_no_inputs_vjp, jvp=_no_tangent,
+    vjp=_no_inputs_vjp, jvp=_no_tangent, batch=batching.no_operands,
     c_kernel=lambda k: [f"{k.at(k.out, '0')} = {_d(k.attrs['expr'])};"],
     doc="dim[expr]: the value of a run-time size such as N (an int64 scalar)",
 ))

@@ -1,0 +1,684 @@
+"""What converted code calls: Python's statements, deciding at run time whether a value is traced.
+
+``symgrad.frontend.autograph`` rewrites a function's ``if``/``for``/``while``, ``and``/``or``/
+``not``, conditional expressions, calls and in-place updates into calls of the functions here
+(``_sg.<name>`` in converted code, ``_sg`` being the converter's module, which re-exports them).
+Each one looks at the values it gets:
+
+- plain Python values (a Python bool condition, a ``range`` of ints no traced value flows
+  through) run exactly as Python would, so Python control flow stays Python control flow;
+- a traced condition runs both branches of an ``if`` (the values each assigns are selected with
+  ``where``); a loop whose trip count or state is traced becomes one ``scan`` statement (a C loop
+  with a tape for reverse mode, ``symgrad.frontend.loops``), its state the variables the loop
+  assigns that exist before it.
+
+State goes in and out of the generated branch and body functions as tuples of values, in the order
+of ``names``; a variable that does not exist yet is ``Undefined``. Arrays updated in place are
+``Tracer`` boxes: their *roots* (the array a view was taken of) are saved before a branch and put
+back after it, and are carried through loops, so an in-place write inside a branch or a loop is
+seen by every name and view of the array afterwards, as in NumPy.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+
+import numpy as np
+
+from symgrad.core import dims
+from symgrad.core.ir import Builder, Var, building, current_builder, user_location
+from symgrad.core.primitives import bind
+from symgrad.core.types import TensorType
+from symgrad.errors import ShapeError, TracingError, where
+from symgrad.frontend import loops
+from symgrad.frontend.tracer import Tracer, View
+from symgrad import numpy as snp
+
+# A while loop on a traced condition runs this many steps at most unless the loop's line says
+# otherwise (``while t < T:  # symgrad: max_steps=5000``); docs/python_code.md explains why.
+MAX_WHILE_STEPS = 10_000
+
+
+class Undefined:
+    """The value of a variable that is not (or not everywhere) defined: any use is an error
+    naming the variable and why, as the NameError Python would raise would not say it."""
+    __slots__ = ("name", "why")
+
+    def __init__(self, name, why=None):
+        self.name, self.why = name, why
+
+    def fail(self):
+        why = self.why or "is used before it is assigned"
+        raise TracingError(f"the variable {self.name!r} {why}{where(user_location())}")
+
+    def __getattr__(self, attr):
+        self.fail()
+
+    def __repr__(self):
+        return f"<undefined {self.name}>"
+
+
+def _poison(op):
+    def fail(self, *args, **kwargs):
+        self.fail()
+    return fail
+
+
+for _op in ("__bool__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+            "__truediv__", "__rtruediv__", "__pow__", "__rpow__", "__matmul__", "__rmatmul__",
+            "__neg__", "__getitem__", "__setitem__", "__lt__", "__le__", "__gt__", "__ge__",
+            "__len__", "__iter__", "__array__", "__float__", "__int__", "__index__", "__call__",
+            "__abs__", "__array_ufunc__", "__array_function__"):
+    setattr(Undefined, _op, _poison(_op))
+Undefined.__eq__ = _poison("__eq__")
+Undefined.__ne__ = _poison("__ne__")
+Undefined.__hash__ = lambda self: id(self)
+
+
+class _Unset:
+    """The initial return value of a function whose returns were lowered to assignments: a branch
+    that has not returned leaves it unset, and selection takes the other branch's value."""
+
+    def __repr__(self):
+        return "<no return value yet>"
+
+
+UNSET = _Unset()
+
+
+def _defined(v):
+    return not isinstance(v, (Undefined, _Unset))
+
+
+def ld(thunk, name):
+    """The value of the variable ``name`` (read by ``thunk``), or Undefined."""
+    try:
+        return thunk()
+    except NameError:
+        return Undefined(name)
+
+
+def _tracing():
+    return current_builder() is not None
+
+
+def _traced(v):
+    return isinstance(v, Tracer)
+
+
+def _line():
+    loc = user_location()
+    return f"line {loc.lineno}" if loc is not None else "this line"
+
+
+# --- expressions ------------------------------------------------------------------------------
+
+def _cond(value, what):
+    """A traced condition as a 0-d bool Tracer."""
+    if isinstance(value, Undefined):
+        value.fail()
+    if value.ndim != 0 and value.size != 1:
+        raise TracingError(f"{what} on a traced array of shape {value.shape}: its truth value is "
+                           f"ambiguous (as in NumPy){where(user_location())}. Use .any() or "
+                           f".all(), or np.where for elementwise choice")
+    if value.ndim:
+        value = snp.reshape(value, ())
+    return value if value.dtype == np.bool_ else snp.not_equal(value, 0)
+
+
+def not_(x):
+    if _traced(x):
+        return snp.equal(_cond(x, "not"), False)
+    return not x
+
+
+def and_(*thunks):
+    """``a and b and ...``: Python's (short-circuit, returning an operand) until a traced value
+    appears, then NumPy's logical_and of the truth values of the rest (all evaluated)."""
+    value = thunks[0]()
+    for k, thunk in enumerate(thunks[1:], 1):
+        if _traced(value):
+            rest = [_cond(value, "and")] + [_as_cond(t(), "and") for t in thunks[k:]]
+            out = rest[0]
+            for r in rest[1:]:
+                out = snp.where(out, r, False)
+            return out
+        if not value:
+            return value
+        value = thunk()
+    return value
+
+
+def or_(*thunks):
+    value = thunks[0]()
+    for k, thunk in enumerate(thunks[1:], 1):
+        if _traced(value):
+            rest = [_cond(value, "or")] + [_as_cond(t(), "or") for t in thunks[k:]]
+            out = rest[0]
+            for r in rest[1:]:
+                out = snp.where(out, True, r)
+            return out
+        if value:
+            return value
+        value = thunk()
+    return value
+
+
+def _as_cond(v, what):
+    return _cond(v, what) if _traced(v) else bool(v)
+
+
+def ifexp(test, body, orelse):
+    """``body() if test else orelse()``: both evaluated and selected when ``test`` is traced."""
+    if not _traced(test):
+        return body() if test else orelse()
+    c = _cond(test, "a conditional expression")
+    a, b = body(), orelse()
+    _check_same_shape(a, b, "the conditional expression's two values")
+    return snp.where(c, a, b)
+
+
+def _check_same_shape(a, b, what, name=None):
+    sa, sb = np.shape(a) if not _traced(a) else a.shape, np.shape(b) if not _traced(b) else b.shape
+    if len(sa) != len(sb) or not all(dims.equal(x, y) for x, y in zip(sa, sb)):
+        subject = f"the variable {name!r}" if name else what
+        raise TracingError(f"{subject} has shape {tuple(sa)} in one branch and {tuple(sb)} in "
+                           f"the other of the if at {_line()}, whose condition is traced (both "
+                           f"branches run and their values are selected, so they must agree)"
+                           f"{where(user_location())}")
+
+
+# --- calls: NumPy-spelled code, math and the builtins on traced values --------------------------
+
+_MATH = {math.exp: "exp", math.log: "log", math.log1p: "log1p", math.expm1: "expm1",
+         math.sqrt: "sqrt", math.sin: "sin", math.cos: "cos", math.tan: "tan",
+         math.asin: "arcsin", math.acos: "arccos", math.atan: "arctan", math.sinh: "sinh",
+         math.cosh: "cosh", math.tanh: "tanh", math.fabs: "abs", math.pow: "power",
+         math.atan2: "arctan2", math.hypot: "hypot", math.floor: "floor", math.ceil: "ceil",
+         math.log2: "log2", math.log10: "log10", math.erf: "erf", math.trunc: "trunc"}
+_ARRAY_MAKERS = (np.array, np.asarray, np.asanyarray, np.ascontiguousarray)
+_SCALAR_TYPES = {np.float64: "float64", np.float32: "float32", np.int64: "int64",
+                 np.int32: "int32", float: "float64", int: "int64"}
+
+
+def _has_traced(values):
+    for v in values:
+        if _traced(v):
+            return True
+        if isinstance(v, (list, tuple)) and _has_traced(v):
+            return True
+    return False
+
+
+def retval(v):
+    """What a function whose returns were lowered to assignments returns."""
+    return None if isinstance(v, _Unset) else v
+
+
+def special_call(f, args, kwargs):
+    """``f(*args, **kwargs)`` done by symgrad when ``f`` is a function of ``math``, a builtin
+    or a NumPy constructor that does not dispatch on traced arguments; else NotImplemented."""
+    try:
+        name = _MATH.get(f)
+        hashable = True
+    except TypeError:
+        name, hashable = None, False
+    if name is not None and _has_traced(args):
+        from symgrad.frontend.tracer import implementation
+        return implementation(name)(*args)
+    if not hashable:
+        return NotImplemented
+    if f in (builtins.max, builtins.min) and not kwargs:
+        items = args[0] if len(args) == 1 else args
+        if len(args) == 1 and _traced(items):
+            return snp.max(items) if f is builtins.max else snp.min(items)
+        if len(args) > 1 or isinstance(items, (list, tuple)):
+            items = list(items)
+            if _has_traced(items):
+                pick = snp.maximum if f is builtins.max else snp.minimum
+                out = items[0]
+                for v in items[1:]:
+                    out = pick(out, v)
+                return out
+        return NotImplemented
+    if f is builtins.sum and len(args) == 1 and _traced(args[0]) and not kwargs:
+        return snp.sum(args[0], axis=0)
+    if f in _ARRAY_MAKERS and args and _has_traced(args[:1]):
+        out = snp.asarray(args[0])
+        dtype = kwargs.get("dtype", args[1] if len(args) > 1 else None)
+        return snp.astype(out, dtype) if dtype is not None else out
+    if f in _SCALAR_TYPES and len(args) == 1 and _traced(args[0]) and not kwargs:
+        if args[0].size != 1:
+            return NotImplemented
+        return snp.astype(snp.reshape(args[0], ()), _SCALAR_TYPES[f])
+    return NotImplemented
+
+
+# --- in-place updates ---------------------------------------------------------------------------
+
+_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+           "//": operator.floordiv, "%": operator.mod, "**": operator.pow, "@": operator.matmul}
+_INPLACE = {"+": operator.iadd, "-": operator.isub, "*": operator.imul, "/": operator.itruediv,
+            "//": operator.ifloordiv, "%": operator.imod, "**": operator.ipow,
+            "@": operator.imatmul}
+
+
+def _becomes_traced(a, *values):
+    """Whether the NumPy array ``a`` must turn into a traced array to receive ``values``."""
+    return isinstance(a, np.ndarray) and _tracing() and _has_traced(values)
+
+
+def setitem(a, key, v):
+    """``a[key] = v``; returns what the name ``a`` holds afterwards (a traced array when a NumPy
+    array created in the function receives a traced value)."""
+    if isinstance(a, Undefined):
+        a.fail()
+    if _becomes_traced(a, v, key if isinstance(key, tuple) else (key,)):
+        a = snp.asarray(a)
+        a = Tracer(a.irvar)
+    a[key] = v
+    return a
+
+
+def setitem_aug(a, key, op, v):
+    """``a[key] op= v`` as NumPy does it: ``a[key] = a[key] op v`` (so a repeated index is
+    updated once, the last write winning)."""
+    if isinstance(a, Undefined):
+        a.fail()
+    if _becomes_traced(a, v, key if isinstance(key, tuple) else (key,)):
+        a = Tracer(snp.asarray(a).irvar)
+    if isinstance(a, Tracer):
+        old = snp.getitem(a, key)
+        new = _BINARY[op](old, v)
+        if new.dtype != a.dtype and not (new.dtype.kind in "iub" or a.dtype.kind in "fc"):
+            raise TypeError(f"a[...] {op}= v: cannot cast the {new.dtype} result to the "
+                            f"{a.dtype} array{where(user_location())}")
+        a[key] = new
+        return a
+    a[key] = _INPLACE[op](a[key], v)
+    return a
+
+
+def ufunc_at(method, a, *args):
+    """``np.add.at(a, ...)``: returns what the name ``a`` holds afterwards (a NumPy array made
+    in the function becomes traced to receive traced values)."""
+    if isinstance(a, Undefined):
+        a.fail()
+    if _becomes_traced(a, *args):
+        a = Tracer(snp.asarray(a).irvar)
+    method(a, *args)
+    return a
+
+
+def iop(op, x, v):
+    """``x op= v``: in place for arrays (a traced array's box is updated, so aliases and views
+    see it, as in NumPy), rebinding for numbers."""
+    if isinstance(x, Undefined):
+        x.fail()
+    if _becomes_traced(x, v):
+        return _BINARY[op](Tracer(snp.asarray(x).irvar), v)
+    return _INPLACE[op](x, v)
+
+
+# --- boxes: the arrays a branch or a loop may update in place -----------------------------------
+
+def _root(t):
+    while isinstance(t, View):
+        t = t.base
+    return t
+
+
+def _roots(values):
+    out = []
+    for v in values:
+        if isinstance(v, Tracer):
+            r = _root(v)
+            if not any(r is o for o in out):
+                out.append(r)
+    return out
+
+
+# --- if ---------------------------------------------------------------------------------------
+
+def if_stmt(test, body, orelse, state, names, boxes=()):
+    """``if test: body else: orelse`` over the variables ``names`` (values ``state``); returns
+    their values afterwards. ``boxes``: arrays of the enclosing scopes written in place."""
+    if isinstance(test, Undefined):
+        test.fail()
+    if not _traced(test):
+        return body(*state) if test else orelse(*state)
+    c = _cond(test, "if")
+    line = _line()
+    roots = _roots(list(state) + list(boxes))
+    saved = [r.irvar for r in roots]
+    try:
+        taken = body(*state)
+        after_true = [r.irvar for r in roots]
+        for r, v in zip(roots, saved):
+            r.irvar = v
+        other = orelse(*state)
+        after_false = [r.irvar for r in roots]
+    finally:
+        for r, v in zip(roots, saved):
+            r.irvar = v
+    for r, t, f in zip(roots, after_true, after_false):
+        if t is not f:
+            r.irvar = _select(c, Tracer(t), Tracer(f), None, line).irvar
+    return tuple(_merge(c, a, b, name, line) for a, b, name in zip(taken, other, names))
+
+
+def _merge(c, a, b, name, line):
+    if a is b:
+        return a
+    if isinstance(a, _Unset):
+        return b
+    if isinstance(b, _Unset):
+        return a
+    if not _defined(a) or not _defined(b):
+        return Undefined(name, f"is assigned in only one branch of the if at {line}, whose "
+                               f"condition is traced (both branches run); assign it before the "
+                               f"if or in both branches")
+    if _arrayish(a) and _arrayish(b):
+        return _select(c, a, b, name, line)
+    try:
+        same = bool(a == b)
+    except Exception:
+        same = False
+    if same:
+        return a
+    raise TracingError(f"the variable {name!r} holds different Python objects ({type(a).__name__}"
+                       f", {type(b).__name__}) after the two branches of the if at {line}, whose "
+                       f"condition is traced; only arrays and numbers can be selected")
+
+
+def _arrayish(v):
+    return isinstance(v, (Tracer, np.ndarray, np.generic, int, float, bool, complex))
+
+
+def _select(c, a, b, name, line):
+    _check_same_shape(a, b, "a value", name)
+    return snp.where(c, a, b)
+
+
+# --- loops ------------------------------------------------------------------------------------
+
+class Range:
+    """The arguments of ``range(...)`` in a ``for`` statement, kept apart so that traced bounds
+    and run-time sizes reach the loop (``range`` itself takes only ints)."""
+    __slots__ = ("args",)
+
+    def __init__(self, *args):
+        if not 1 <= len(args) <= 3:
+            raise TypeError(f"range expected 1 to 3 arguments, got {len(args)}")
+        self.args = args
+
+    def bounds(self):
+        a = self.args
+        start, stop, step = (0, a[0], 1) if len(a) == 1 else (a[0], a[1], a[2] if len(a) > 2 else 1)
+        return start, stop, step
+
+    def python(self):
+        return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.args)
+
+
+class _Unroll(Exception):
+    """A loop that cannot become a scan, run as a Python loop instead (its trip count is known)."""
+
+
+def for_stmt(iterable, body, state, names, inplace=(), brk=None, boxes=()):
+    """``for target in iterable: body`` over the variables ``names``; ``body(i, *state)``
+    returns the state after one step. ``inplace``: names only updated in place (their arrays'
+    boxes are carried, not their bindings); ``brk``: the index in ``names`` of the loop's break
+    flag."""
+    if isinstance(iterable, Range) and _tracing():
+        start, stop, step = iterable.bounds()
+        static = iterable.python()
+        if not static or _should_scan(body, state, None):
+            try:
+                return _scan_range(body, state, names, inplace, brk, boxes, start, stop, step,
+                                   static)
+            except _Unroll:
+                pass
+        iterable = range(*iterable.args)
+    elif isinstance(iterable, Range):
+        iterable = range(*iterable.args)
+    elif isinstance(iterable, Tracer) and _tracing() and iterable.ndim:
+        # Over the rows of a traced array: a scan over them (xs), or Python's iteration (the
+        # leading size is known) when no traced state flows through the loop.
+        static = dims.is_static(iterable.shape[0])
+        if not static or _should_scan(body, state, iterable[0]):
+            try:
+                return _run_loop(lambda i, x, current: body(x, *current), state, names, inplace,
+                                 boxes, static, None, "for loop", xs=iterable)
+            except _Unroll:
+                pass
+    for item in iterable:
+        state = body(item, *state)
+        if brk is not None and not _traced(state[brk]) and state[brk]:
+            break
+        if brk is not None and _traced(state[brk]):
+            raise TracingError(f"break on a traced condition inside a loop over a Python "
+                               f"iterable{where(user_location())}; loop over range(...) instead")
+    return state
+
+
+def _should_scan(body, state, item):
+    """For a loop over a range of Python ints: whether traced values flow through it (then it
+    becomes a C loop instead of being unrolled). Decided by tracing one step with a traced
+    index into a scratch graph; a step that cannot take a traced index is unrolled."""
+    if any(_traced(v) for v in state):
+        return True
+    roots = _roots(state)
+    saved = [r.irvar for r in roots]
+    try:
+        with building(Builder()):
+            if not isinstance(item, Tracer):
+                item = Tracer(Var(TensorType((), "int64"), name="i"))
+            out = body(item, *state)
+        return any(_traced(v) for v in out)
+    except Exception:
+        return False
+    finally:
+        for r, v in zip(roots, saved):
+            r.irvar = v
+
+
+def _carry_value(v, dtype=None):
+    if isinstance(v, Tracer):
+        return v if dtype is None or v.dtype == dtype else snp.astype(v, dtype)
+    arr = np.asarray(v)
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    elif isinstance(v, bool):
+        arr = arr.astype(bool)
+    elif isinstance(v, int):
+        arr = arr.astype(np.int64)
+    elif isinstance(v, float):
+        arr = arr.astype(np.float64)
+    return snp.asarray(arr)
+
+
+def _carries(state, names, inplace, boxes, static):
+    """The loop's carried slots: [(kind, index or root)]: "root" for an array updated in place
+    (its box), "name" for a variable's binding."""
+    roots = _roots([v for v in state if isinstance(v, Tracer)] + list(boxes))
+    slots = [("root", r) for r in roots]
+    for k, (v, name) in enumerate(zip(state, names)):
+        if not _defined(v):
+            if name == "_sg_retval":
+                raise TracingError(f"return inside a loop over traced values is not supported"
+                                   f"{where(user_location())}: assign the result to a variable "
+                                   f"and break, then return it after the loop")
+            continue
+        if name in inplace and isinstance(v, Tracer):
+            continue            # its box is a root's slot (or a view of one)
+        if not _arrayish(v):
+            if static:
+                raise _Unroll()
+            if callable(v) or v is None:
+                continue
+            raise TracingError(f"the variable {name!r} is assigned in a loop compiled as a C loop "
+                               f"but holds a {type(v).__name__}, not an array or a number"
+                               f"{where(user_location())}")
+        slots.append(("name", k))
+    return slots
+
+
+def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offset=0, stride=1,
+              xs=None):
+    """One scan over the carried slots of ``state``; ``step_fn(i, state)`` runs one step on
+    the state (whose carried values are the scan's carries). Returns the state after it."""
+    slots = _carries(state, names, inplace, boxes, static)
+    if not slots:
+        raise _Unroll() if static else TracingError(
+            f"a loop with a traced trip count that assigns no array{where(user_location())}")
+    roots = [r for kind, r in slots if kind == "root"]
+    saved = [r.irvar for r in roots]
+    dtypes = [None] * len(slots)
+    for attempt in range(2):
+        init = tuple(r if kind == "root" else _carry_value(state[r], dtypes[j])
+                     for j, (kind, r) in enumerate(slots))
+        init = tuple(Tracer(v.irvar) for v in init)
+        seen = {}
+
+        def f(i, c, x):
+            for (kind, r), v in zip(slots, c):
+                if kind == "root":
+                    r.irvar = v.irvar
+            current = list(state)
+            for (kind, r), v in zip(slots, c):
+                if kind == "name":
+                    current[r] = v
+            index = i if stride == 1 else snp.multiply(i, stride)
+            if not (isinstance(offset, int) and offset == 0):
+                index = snp.add(index, offset)
+            out = step_fn(index, x, current)
+            new = []
+            for j, (kind, r) in enumerate(slots):
+                value = r if kind == "root" else out[r]
+                if not _defined(value):
+                    raise TracingError(f"the variable {names[r]!r} is no longer defined after a "
+                                       f"step of the loop at {_line()}")
+                if not _arrayish(value):
+                    raise TracingError(f"the variable {names[r]!r} holds a "
+                                       f"{type(value).__name__} after a step of the loop, not "
+                                       f"an array{where(user_location())}")
+                value = _carry_value(value)
+                seen[j] = value.dtype, value.shape
+                new.append(Tracer(value.irvar))
+            seen["out"] = out
+            return tuple(new), None
+        try:
+            final, _ = loops._scan(f, init, xs, length, what)
+            break
+        except (ShapeError, TypeError) as e:
+            # A Python number entering the loop adopts the type the body gives it (0 -> 0.0).
+            changed = False
+            for j, (kind, r) in enumerate(slots):
+                if j in seen and kind == "name" and not isinstance(state[r], Tracer):
+                    dt, shape = seen[j]
+                    if np.dtype(dt) != np.asarray(state[r]).dtype and shape == ():
+                        dtypes[j] = np.promote_types(dt, _carry_value(state[r]).dtype).name
+                        changed = True
+            for r, v in zip(roots, saved):
+                r.irvar = v
+            if attempt or not changed:
+                if static:          # e.g. an array that grows each step: unrolled, as before
+                    raise _Unroll() from e
+                raise
+        except Exception:
+            # A step that cannot run with a traced index (x[:i], layers[i]): unrolled when the
+            # trip count is known (the Python loop raises the same error if it is the user's).
+            for r, v in zip(roots, saved):
+                r.irvar = v
+            if static:
+                raise _Unroll()
+            raise
+    out = list(state)
+    for (kind, r), v in zip(slots, final):
+        if kind == "root":
+            r.irvar = v.irvar
+        else:
+            out[r] = v
+    for k, (v, name) in enumerate(zip(state, names)):
+        if not _defined(v) and name != "_sg_retval":
+            out[k] = Undefined(name, f"is assigned only inside the loop at {_line()}, which "
+                                     f"runs as a C loop; assign it before the loop to use it "
+                                     f"after")
+    return tuple(out)
+
+
+def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, static):
+    if isinstance(step, Tracer) or step == 0:
+        raise TracingError(f"range() with a traced or zero step{where(user_location())}")
+    if step == 1:
+        lower = loops._trip_count(start, "for loop")
+        upper = loops._trip_count(stop, "for loop")
+        length = dims.at_least_zero(dims.normalize(upper - lower))
+    elif static:
+        length = len(range(start, stop, step))
+        lower = start
+    else:
+        raise TracingError(f"range() with a step other than 1 needs Python int bounds"
+                           f"{where(user_location())}")
+    if dims.is_static(length) and length == 0:
+        return state
+
+    def step_fn(i, x, current):
+        return body(i, *current)
+    return _run_loop(step_fn, state, names, inplace, boxes, static, length, "for loop",
+                     start, step)
+
+
+def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None):
+    """``while test(*state): state = body(*state)``. Python while the condition is a Python
+    value; from the first traced condition on, one scan of ``max_steps`` steps whose steps
+    after the condition turns false leave the state as it is (``where``)."""
+    while True:
+        c = test(*state)
+        if isinstance(c, Undefined):
+            c.fail()
+        if _traced(c):
+            break
+        if not c:
+            return state
+        state = body(*state)
+    steps = max_steps or MAX_WHILE_STEPS
+    k = len(state)
+    names2 = tuple(names) + ("_sg_active",)
+    state2 = tuple(state) + (_cond(c, "while"),)
+
+    def step_fn(i, x, current):
+        active = current[k]
+        # The condition of this step: the one computed before the loop for step 0 is the same
+        # expression of the same state, so each step evaluates it afresh.
+        go = snp.where(active, _as_traced_cond(test(*current[:k])), False)
+
+        def run(*s):
+            return tuple(body(*s[:k])) + (s[k],)
+
+        def skip(*s):
+            return s
+        return if_stmt(go, run, skip, tuple(current[:k]) + (go,), names2, ())
+    out = _run_loop(step_fn, state2, names2, inplace, boxes, False, steps, "while loop")
+    # Still running after the last step: the tape was too short, and the result would be wrong.
+    overflow = snp.where(out[k], _as_traced_cond(test(*out[:k])), False)
+    message = (f"the while loop{where(user_location())} still runs after its {steps} steps, "
+               f"as many as its tape holds. Raise the bound with a comment on the loop's "
+               f"line: `# symgrad: max_steps=N`")
+    guarded = []
+    for v in out[:k]:
+        if isinstance(v, Tracer):
+            v = Tracer(bind("guard", overflow.irvar, v.irvar, message=message))
+        guarded.append(v)
+    return tuple(guarded)
+
+
+def _as_traced_cond(v):
+    return _cond(v, "while") if _traced(v) else snp.asarray(bool(v))
+
+
+__all__ = ["ufunc_at", "special_call", "retval", "setitem", "setitem_aug", "iop", "if_stmt",
+           "for_stmt", "while_stmt",
+           "and_", "or_", "not_", "ifexp", "ld", "Range", "UNSET", "Undefined"]

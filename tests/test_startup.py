@@ -1,0 +1,123 @@
+"""Start-up cost (issue 20): what ``import symgrad`` and a warm first call load, and large
+constants kept as data rather than pasted into the C as literals."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from symgrad.backends.c import native
+
+ROOT = Path(symgrad.__file__).resolve().parent.parent
+# Not loaded by import symgrad, nor by a warm first call. sympy is not in the list: the primitive
+# tables (core/primitives: elementwise, numeric, special, scan) still build their sympy
+# expressions when imported; stating them as sympy text parsed on first use, as elementwise.py
+# did on the branch start20 before main's tables grew, takes it out of both.
+# importlib.metadata neither: symgrad.scipy.special imports scipy.special, which loads it.
+HEAVY = ("jinja2", "pycparser", "cffi.cparser")
+
+
+def _run(code, *args):
+    env_path = str(ROOT)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
+                       text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin",
+                                       "HOME": str(Path.home())}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_import_loads_no_heavy_module():
+    loaded = _run(f"""
+        import json, sys
+        import symgrad, symgrad.numpy, symgrad.nn
+        print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+    """)
+    assert loaded == []
+
+
+MLP = """
+    import json, sys
+    import numpy as np
+    import symgrad, symgrad.numpy as snp
+    from symgrad.backends.c import compiler
+
+    def loss(W1, W2, W3, X):
+        h = snp.tanh(X @ W1)
+        h = snp.tanh(h @ W2)
+        return snp.sum((h @ W3) ** 2)
+
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s) * 0.1 for s in [(10, 32), (32, 32), (32, 1), (16, 10)]]
+    v, g = symgrad.compile(loss, cache_dir=sys.argv[1]).value_and_grad(*args)
+    print(json.dumps({"value": float(v), "grad": g.ravel().tolist(),
+                      "loaded": [m for m in %r if m in sys.modules],
+                      "compiles": compiler.invocations()}))
+""" % (HEAVY,)
+
+
+def test_a_warm_first_call_builds_and_loads_nothing_it_does_not_need(tmp_path):
+    cold = _run(MLP, str(tmp_path))
+    warm = _run(MLP, str(tmp_path))
+    assert cold["compiles"] == 1 and warm["compiles"] == 0
+    assert warm["loaded"] == [], "a warm cache needs no Jinja or C parser"
+    # The same numbers, and right: NumPy's forward value and central differences.
+    assert warm["value"] == cold["value"] and warm["grad"] == cold["grad"]
+    rng = np.random.default_rng(0)
+    W1, W2, W3, X = [rng.standard_normal(s) * 0.1 for s in [(10, 32), (32, 32), (32, 1), (16, 10)]]
+
+    def f(W1):
+        return np.sum((np.tanh(np.tanh(X @ W1) @ W2) @ W3) ** 2)
+    assert warm["value"] == pytest.approx(f(W1), rel=1e-12)
+    num = np.zeros_like(W1)
+    for i in np.ndindex(W1.shape):
+        e = np.zeros_like(W1)
+        e[i] = 1e-6
+        num[i] = (f(W1 + e) - f(W1 - e)) / 2e-6
+    np.testing.assert_allclose(np.reshape(warm["grad"], W1.shape), num, rtol=1e-5, atol=1e-9)
+
+
+def test_value_and_grad_outputs_match_the_graph():
+    def f(w, x):
+        return snp.sum(snp.tanh(x @ w)), x * 2.0
+    cf = symgrad.compile(f, has_aux=True, backend="interp")
+    spec, _ = cf.specialize(np.ones((3, 2)), np.ones((4, 3)))
+    program = spec.program()
+    assert "value_and_grad" not in program.__dict__          # not built until asked for
+    stated = [(v.shape, v.dtype) for v in program.value_and_grad_outputs()]
+    assert stated == [(v.shape, v.dtype) for v in program.value_and_grad.outputs]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_large_constant_is_data_not_literals(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((300, 300)).astype(dtype)
+    b = rng.standard_normal(300).astype(dtype)        # 300 < DATA_MIN_ELEMENTS: literals
+
+    def f(x):
+        return snp.sum(snp.tanh(A @ x + b) ** 2) + snp.sum(x * np.array([1.5, 2.5] * 150, dtype))
+
+    cf = symgrad.compile(f, cache_dir=tmp_path)
+    x = rng.standard_normal(300).astype(dtype)
+    v, g = cf.value_and_grad(x)
+    A64, b64, x64 = A.astype(float), b.astype(float), x.astype(float)
+    c = np.array([1.5, 2.5] * 150)
+    t = np.tanh(A64 @ x64 + b64)
+    rtol = 1e-10 if dtype == "float64" else 1e-4
+    assert float(v) == pytest.approx(np.sum(t ** 2) + c @ x64, rel=rtol)
+    np.testing.assert_allclose(g, A64.T @ (2 * t * (1 - t ** 2)) + c, rtol=rtol * 10, atol=rtol)
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    blobs = sorted(entry.glob("symgrad_data_*.bin"))
+    if not native.DATA_FILES:
+        pytest.skip("constants are data only on ELF platforms")
+    assert len(blobs) == 1                    # one file, shared by both functions
+    assert blobs[0].stat().st_size == A.nbytes
+    source = (entry / "module.c").read_text()
+    assert len(source) < 60_000, "the constant is not pasted into the C"
+    assert f".incbin \\\"{blobs[0].stem}.bin\\\"" in source
+    # The self-contained C that source() shows (and AOT ships) keeps every value as literals.
+    assert ".incbin" not in cf.source(x) and len(cf.source(x)) > 2 * A.size
