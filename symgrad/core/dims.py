@@ -238,6 +238,7 @@ def polynomial(d):
     anything else (a trip count ``max(n, 0)``, a rounded-up quotient)."""
     if isinstance(d, int):
         return d
+    sp = _sympy()
     expr = sp.expand(sp.sympify(d))
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
     try:
