@@ -23,7 +23,7 @@ def reference(W, X):
 @pytest.mark.parametrize("shape,path", [
     ((60, 40, 30), "symgradrt_dgemm_par"),      # 30 columns: the BLAS (or its loops)
     ((60, 40, 10), "symgradrt_mm_tn_"),         # narrow: X^T G by the narrow kernel
-    ((3, 4, 5), "for (int64_t p = 0;"),         # small: the loops
+    ((3, 4, 5), "for (int64_t _p = 0;"),         # small: the loops
 ])
 def test_the_product_adds_into_the_term(shape, path, dtype, tmp_path, monkeypatch):
     n, d, c = shape
@@ -42,7 +42,7 @@ def test_the_product_adds_into_the_term(shape, path, dtype, tmp_path, monkeypatc
     assert path in vg
     # The gradient is written by the term's loop, then the product adds to it: no third loop
     # adds two arrays into grad_W.
-    assert "grad_W[i] = " in vg and "+ b" not in vg.split("grad_W[i] = ")[1].split(";")[0]
+    assert "grad_W[_i] = " in vg and "+ b" not in vg.split("grad_W[_i] = ")[1].split(";")[0]
     # Without the fold the workspace holds two more arrays of W's size (each on a cache line).
     monkeypatch.setattr(accumulate, "plan", lambda *args: {})
     unfolded = symgrad.compile(regularized, cache_dir=tmp_path).source(W, X)

@@ -308,6 +308,33 @@ def test_one_loop_library_serves_every_horizon(tmp_path):
     assert "steps: int64_t[1] (a loop's trip count, read at run time)" in header
 
 
+_SHAPES_SPEC = textwrap.dedent("""
+    import symgrad, symgrad.numpy as snp
+
+    def tile(x, A):
+        return snp.concatenate([x, x * 2.0, (A @ x).reshape(-1)])
+
+    symgrad.export(tile, "f64[N]", "f64[M,N]")
+""")
+
+
+def test_loader_sizes_outputs_from_the_manifest_without_eval(tmp_path):
+    """An output of 2*N + M elements: its shape is a polynomial of the sizes, stored in the
+    manifest as data; the loader evaluates it without ``eval`` and checks nothing twice."""
+    spec = tmp_path / "shapes_spec.py"
+    spec.write_text(_SHAPES_SPEC)
+    assert main(["build", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "out" / "shapes_spec.json").read_text())
+    (tile,) = manifest["exports"]
+    assert tile["calls"]["value"]["outputs"][0]["shape"] == [[[1, {"M": 1}], [2, {"N": 1}]]]
+    loader_source = (tmp_path / "out" / "shapes_spec.py").read_text()
+    assert "eval(" not in loader_source
+    loader = _import_loader(tmp_path / "out" / "shapes_spec.py", "aot_shapes")
+    for n, m in ((3, 2), (1, 5), (0, 0)):
+        x, A = np.arange(float(n)), np.ones((m, n))
+        np.testing.assert_array_equal(loader.tile(x, A), np.concatenate([x, 2 * x, A @ x]))
+
+
 _POLYNOMIAL_SPEC = textwrap.dedent("""
     import symgrad
     import symgrad.numpy as snp
@@ -353,9 +380,9 @@ def test_sizes_that_are_polynomials_in_a_runtime_size(tmp_path):
 
 @pytest.mark.parametrize("name, reason", [
     ("exp", "a function of the C library"), ("sqrt", "a function of the C library"),
-    ("double", "keyword"), ("status", "its own variables"), ("symgrad_loss", "belong to the "
-                                                                             "generated code"),
-    ("LOSS", "reads as a macro"), ("λ", "ASCII letters"), ("loss", None)])
+    ("double", "keyword"), ("_status", "the generated code's own variables"), ("status", None),
+    ("__x", "C reserves"), ("symgrad_loss", "belong to the generated code"),
+    ("LOSS_MAX", "reads as a macro"), ("EDOM", "reads as a macro"), ("LOSS", None), ("W1", None), ("λ", "ASCII letters"), ("loss", None)])
 def test_why_an_export_name_is_renamed_in_c(name, reason):
     problem = aot.export_name_problem(name)
     assert (problem is None) if reason is None else (reason in problem)

@@ -145,23 +145,24 @@ def declared(body):
                           r"(?:restrict\s+)?(\w+)", body))
 
 
+_COMMENT_STATEMENT = re.compile(r"^\s*(?:/\*|\*)\s+(?:grad of: )?(\w+) = (\w+(?:\[[^\]]*\])?)"
+                                r"((?: [^\s*/]+)*)", re.M)
+
+
 def check_c_comments(source):
-    """Each ``grad of: v = prim a b`` comment names variables its function declares."""
+    """Each statement a comment quotes names only what a reader finds in its function: a
+    variable the function declares, or a value another of its comments defines (a view, a
+    folded value), or a literal."""
     for m in re.finditer(r"^int (\w+)\((.*?)^}", source, re.S | re.M):
         body = m.group(2)
-        names = declared(body)
-        for stmt in re.findall(r"/\* grad of: (.*?)   ", body):
-            if "(of values folded away" in stmt:
-                continue
-            if stmt.endswith(" (a view)"):          # no variable of its own: no target
-                tokens = stmt[:-len(" (a view)")].split()[1:]
-            else:
-                target, _, rhs = stmt.partition(" = ")
-                tokens = [target] + rhs.split()[1:]
-            for token in tokens:
-                if re.fullmatch(r"-?[\d.]+(e[-+]?\d+)?|true|false|-?inf|nan", token):
+        statements = _COMMENT_STATEMENT.findall(body)
+        assert statements, m.group(1)
+        found = declared(body) | {target for target, _, _ in statements}
+        for target, operation, operands in statements:
+            for token in operands.split():
+                if re.fullmatch(r"\(?-?[\d.]+(e[-+]?\d+)?\)?|true|false|\(?-?inf\)?|nan", token):
                     continue
-                assert token in names, (m.group(1), stmt, token)
+                assert token in found, (m.group(1), f"{target} = {operation}{operands}", token)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
@@ -241,8 +242,9 @@ def test_c_comments_name_only_declared_variables():
 
 
 def test_c_lines_link_through_the_renderers_names(tmp_path):
-    """The C renames IR ``j`` to ``j_`` (loops use ``j``): its line still links to ``j``; the
-    value function and the value-and-gradient function each link by their own names."""
+    """IR ``j`` is ``j`` in the C too (invented names start with ``_``): its line links to
+    ``j``; the value function and the value-and-gradient function each link by their own
+    names."""
     path = tmp_path / "small.py"
     path.write_text(SMALL)
     rep = sgi.report(cli.load_function(f"{path}:small"), normal(5, 3), normal(4, 5),
@@ -251,7 +253,7 @@ def test_c_lines_link_through_the_renderers_names(tmp_path):
     rows = sgi.highlight_c(texts, rep._c_links(texts))
     j = next(v for v, name in rep.names.items() if name == "j")
     assert rep.forward.producers()[j].prim == "log"
-    linked = [ids for text, (_, ids) in zip(texts, rows) if re.search(r"\bj_ = log\(", text)]
+    linked = [ids for text, (_, ids) in zip(texts, rows) if re.search(r"\bj = log\(", text)]
     assert linked and all("j" in ids for ids in linked)
     # Every linked id is a value of the listings (or of the optimized graph only).
     assert {i for _, ids in rows for i in ids} <= set(rep.names.values()) | {

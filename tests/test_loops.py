@@ -77,8 +77,12 @@ def test_pendulum_100000_steps(backend):
 
 
 def _normalized(source):
-    """The C source with every number (trip counts, sizes, dt) replaced by N."""
-    return re.sub(r"\d+(\.\d*)?([eE][-+]?\d+)?", "N", source)
+    """The C source with every number (trip counts, sizes, dt) replaced by N, and what the
+    comments quoting statements hold besides: the loop bodies' content hashes (by H), and the
+    padding that aligns the user's lines beside statements of different lengths."""
+    source = re.sub(r"<(\w+) [0-9a-f]{16}>", r"<\1 H>", source)
+    source = re.sub(r"\d+(\.\d*)?([eE][-+]?\d+)?", "N", source)
+    return re.sub(r"(?<=\S) {2,}", " ", source)
 
 
 def test_c_source_size_does_not_depend_on_trip_count():
@@ -88,7 +92,7 @@ def test_c_source_size_does_not_depend_on_trip_count():
     assert _normalized(short) == _normalized(long_)
     assert abs(len(short) - len(long_)) < 200     # only the digits of sizes and dt differ
     # The forward function's loop; value_and_grad's forward loop and its adjoint loop.
-    assert len(re.findall(r"for \(int64_t symgrad_\w+_t = ", short)) == 3
+    assert len(re.findall(r"for \(int64_t _t = ", short)) == 3
 
 
 # --- an RNN-style cell: per-step outputs stacked by scan ------------------------------------------
@@ -226,7 +230,7 @@ def test_body_is_traced_once_with_closed_over_values_as_inputs():
 def _workspace_bytes(f, *args):
     """The value-and-gradient C function's workspace (its tape included), in bytes."""
     source = f.source(*args)
-    return int(re.search(r"_value_and_grad\((?:.|\n)*?ws_bytes = \(size_t\)(\d+);",
+    return int(re.search(r"_value_and_grad\((?:.|\n)*?_ws_bytes = \(size_t\)(\d+);",
                          source).group(1))
 
 

@@ -107,12 +107,13 @@ def test_hostile_file_and_directory_names(tmp_path):
 
 # -- parameter names ------------------------------------------------------------------------------
 
-# C keywords, libc/libm names, the generated code's own locals (ws, status, i, i0, data, out,
-# value, a, b, b_a, grad_x) and non-ASCII identifiers.
+# C keywords, libc/libm names, the generated code's own names (_ws, _status, _i, _i0, _data,
+# _scratch_b, x_ptr, out, value, grad_x), IR names (a, b, b_a) and non-ASCII identifiers.
 SAFE_PARAMS = ["int", "restrict", "ws", "status", "i", "i0", "a", "b", "b_a", "data", "main",
                "exp", "free", "malloc", "x", "grad_x", "λ", "value", "out", "double", "register",
                "inline", "_Bool", "bool", "true", "static_assert", "errno", "isnan", "size_t",
-               "int64_t", "SYMGRAD_OK", "_"]
+               "int64_t", "SYMGRAD_OK", "_", "_ws", "_status", "_i", "_i0", "_data",
+               "_scratch_b", "x_ptr", "done"]
 
 
 def test_hostile_parameter_names_are_mangled():

@@ -1,6 +1,7 @@
 """The C backend: generated source (golden snapshots), compiling, the cache, errors, calling."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,95 @@ def test_add_mul_source_reads_like_the_math():
     assert "*grad_x = z;" in src and "*grad_z = a;" in src
 
 
+# --- C a C programmer reads without a decoder (issue 15) -----------------------------------------
+
+def _function_bodies(src):
+    """The body of every C function in ``src`` (between its opening and closing brace)."""
+    return re.findall(r"^int \w+\([^)]*\)\n\{\n(.*?)^\}$", src, re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_block_is_commented_with_its_statements(name):
+    """Blocks are separated by blank lines: after the prologue, each one up to the epilogue
+    opens with a comment naming IR statements and a user line."""
+    fn, args, argnums = CASES[name]
+    src = symgrad.compile(fn, argnums=argnums).source(*args)
+    bodies = _function_bodies(src)
+    assert len(bodies) == 2
+    for body in bodies:
+        chunks = body.rstrip("\n").split("\n\n")
+        assert len(chunks) >= 3
+        for chunk in chunks[1:-1]:
+            comment = chunk.strip().split("*/")[0]
+            assert comment.startswith("/* ") and " = " in comment \
+                and "golden_functions.py:" in comment, chunk
+
+
+def test_comments_quote_statements_as_the_ir_printer_writes_them():
+    f = symgrad.compile(gf.rowmax_loss, argnums=(0, 1))
+    src = f.source(np.ones((3, 2)), np.array([0.5, -1.0]))
+    # a = reshape b has no code (the product reads b): it is named where it is first read
+    assert ("/* a = reshape[shape=(2, 1)] b   golden_functions.py:18: scores = A @ b\n"
+            "     * c = matmul A a                golden_functions.py:18 */") in src
+    assert "/* grad of: c = matmul A a   golden_functions.py:18: scores = A @ b */" in src
+    # a fused loop: one statement a line, the user's source text once per line of Python
+    assert ("/* d = reshape[shape=(3,)] c     golden_functions.py:18: scores = A @ b\n"
+            "     * e = maximum d 0.0             golden_functions.py:19: return snp.sum("
+            "snp.maximum(scores, 0.0) ** 2)\n     * f = square e                  "
+            "golden_functions.py:19\n") in src
+
+
+def test_ir_names_are_c_names_even_where_kernels_have_locals():
+    """Parameters named like the loop indices and locals kernels used to declare (i, j, p,
+    acc, ...) keep their names in C, in a matrix product, a reduction, a gather, a loop."""
+    def f(i, j, p, acc, base, ws, status, data, idx):
+        y = (i @ j) * p + acc
+        z = snp.sum(snp.max(y, axis=1) ** 2) + snp.sum(base[idx] * ws) + status
+        return z * snp.sum(data)
+    args = [np.arange(6.0).reshape(2, 3) / 7, np.arange(12.0).reshape(3, 4) / 5,
+            np.linspace(-1, 1, 4), np.linspace(0, 1, 4), np.arange(5.0), np.linspace(1, 2, 3),
+            0.25, np.array([1.0, -2.0]), np.array([4, 0, 2])]
+    cf = symgrad.compile(f, argnums=(0, 1, 2, 3, 4, 5, 6, 7))
+    src = cf.source(*args)
+    names = ["i", "j", "p", "acc", "base", "ws", "data", "idx"]
+    signature = re.search(r"int symgrad_f_value_and_grad\(([^)]*)\)", src).group(1)
+    for name in names:
+        assert re.search(rf"\*restrict {name}\b", signature), name
+        assert f"grad_{name}" in signature or name == "idx"
+    assert "status_ptr" in signature
+    assert not re.search(r"\b(i|j|p|acc|base|ws|status|data|idx)_\b", src)
+    want = f(*args)
+    assert cf(*args) == pytest.approx(want, rel=1e-13)
+    assert symgrad.check_grad(cf, *args, argnums=(0, 1, 2, 3, 4, 5, 6, 7)).ok
+
+
+def test_scalar_parameter_beside_one_named_like_its_pointer():
+    """A scalar ``x`` is passed as ``x_ptr``; a parameter called ``x_ptr`` keeps its name and
+    the pointer gives way."""
+    def f(x, x_ptr):
+        return x * 3.0 + x_ptr * x_ptr
+    cf = symgrad.compile(f, argnums=(0, 1))
+    src = cf.source(2.0, 5.0)
+    assert "const double x = *x_ptr_;" in src and "const double x_ptr = *x_ptr_ptr;" in src
+    assert cf(2.0, 5.0) == 31.0
+    assert cf.grad(2.0, 5.0) == (3.0, 10.0)
+
+
+def test_no_loops_of_one_and_square_is_a_product():
+    """A matrix-vector product has no ``j < 1`` loop, a length-1 axis gets no loop, a gather of
+    one element per index no ``r < 1`` loop; ``x ** 2`` is ``x*x``."""
+    def f(A, b, c, labels):
+        return snp.sum((A @ b) ** 2) + snp.sum(c[labels] ** 2) + snp.sum((A[:1] @ b) * 2.0)
+    args = (np.ones((3, 2)), np.array([0.5, -1.0]), np.arange(4.0), np.array([0, 3]))
+    cf = symgrad.compile(f, argnums=(0, 1, 2))
+    src = cf.source(*args)
+    code = "\n".join(line for line in src.splitlines() if not line.strip().startswith(("/*", "*")))
+    assert not re.search(r"< 1;", code)
+    assert not re.search(r"const int64_t \w+ = 0;", code)   # no stand-in for a loop of one
+    assert "pow(" not in code
+    assert symgrad.check_grad(cf, *args, argnums=(0, 1, 2)).ok
+
+
 def test_adjoint_blocks_name_the_statement_and_line():
     src = symgrad.compile(gf.pick).source(np.zeros((4, 3)), np.array([0, 2, 1, 2]))
     assert "/* grad of: " in src
@@ -73,10 +163,10 @@ def test_elementwise_chain_fuses_into_one_loop():
     import symgrad.numpy as snp
     src = symgrad.compile(chain).source(np.ones(100))
     forward = src.split("_value_and_grad")[0]
-    # one loop, summing in 8 lanes (backend/lanes.py), and its remainder
-    assert forward.count("for (int64_t symgrad_i = 0; symgrad_i + 8 <= 100;") == 1
-    assert forward.count("for (int64_t i = 100 - 100 % 8; i < 100; ++i)") == 1
-    assert "for (int64_t i = 0; i < 100; ++i)" not in forward
+    # one loop, summing in 8 lanes (backends/c/lanes.py), and its remainder
+    assert forward.count("for (int64_t _blk = 0; _blk + 8 <= 100;") == 1
+    assert forward.count("for (int64_t _i = 100 - 100 % 8; _i < 100; ++_i)") == 1
+    assert "for (int64_t _i = 0; _i < 100; ++_i)" not in forward
 
 
 def test_value_and_gradient_match_interpreter_on_noncontiguous_inputs():

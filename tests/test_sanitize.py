@@ -8,7 +8,7 @@ matmul, where, the softmax loss) and a few fuzz programs on the C backend with:
 - ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``, ``ASAN_OPTIONS=detect_leaks=0``;
 - ``CC="gcc -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"``:
   symgrad honours $CC with arguments, so every library the suite compiles is instrumented
-  without a separate cflags hook (the defaults -O3 -march=native still follow);
+  without a separate cflags hook (the default flags, -O2 -march=native ..., still follow);
 - a fresh ``SYMGRAD_CACHE_DIR``: the cache key holds the compiler's ``--version`` line, not
   $CC's arguments, so a shared cache could serve an uninstrumented library (or hand an
   instrumented one to a process without ASan).

@@ -1,4 +1,4 @@
-"""The workspace a compiled function keeps between calls (templates/workspace.c.j2).
+"""The workspace a compiled function keeps between calls (symgrad/templates/workspace.c).
 
 A function's intermediate arrays live in one block that each thread keeps and reuses, so its
 contents on entry are whatever the last call left there. Compiled with
@@ -109,5 +109,5 @@ def test_threads_keep_their_own_workspace():
 def test_generated_c_keeps_the_workspace_between_calls():
     f = symgrad.compile(_matvec_loss, signature={"W": "f64[5,3]", "X": "f64[N,5]"})
     src = f.source(np.zeros((5, 3)), np.zeros((4, 5)))
-    assert "symgrad_workspace(ws_bytes)" in src and "symgrad_workspace_release" in src
+    assert "symgrad_workspace(_ws_bytes)" in src and "symgrad_workspace_release" in src
     assert "malloc(" not in src.split("static char *symgrad_workspace")[1].split("\n}\n", 1)[1]

@@ -231,6 +231,27 @@ def py_expr(d):
     return _int_code(d, True)
 
 
+def polynomial(d):
+    """``d`` as plain data a program without sympy can evaluate: an int, or the terms of a
+    polynomial of run-time sizes with integer coefficients, ``[[coefficient, {name: power}],
+    ...]`` (``2*N*M + N`` is ``[[2, {"M": 1, "N": 1}], [1, {"N": 1}]]``). Raises ValueError for
+    anything else (a trip count ``max(n, 0)``, a rounded-up quotient)."""
+    if isinstance(d, int):
+        return d
+    sp = _sympy()
+    expr = sp.expand(sp.sympify(d))
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    try:
+        poly = sp.Poly(expr, *symbols)
+    except sp.PolynomialError:
+        poly = None
+    if poly is None or poly.domain != sp.ZZ:
+        raise ValueError(f"the dimension {d} is not a polynomial of run-time sizes with "
+                         f"integer coefficients")
+    return [[int(c), {s.name: int(k) for s, k in zip(symbols, powers) if k}]
+            for powers, c in poly.terms()]
+
+
 def evaluator(dims_, symbols):
     """``f(values) -> [int per dimension]``: the dimensions ``dims_`` (ints or expressions of
     ``symbols``) evaluated at ``values``, one per symbol in order. Compiled once from

@@ -161,7 +161,8 @@ class Graph:
         return users
 
     def names(self):
-        """Deterministic names: inputs keep theirs; values get a, b, c, ...; adjoints b_<name>."""
+        """Deterministic names: inputs keep theirs; values get a, b, ..., z, a1, b1, ...;
+        adjoints ``b_<name>`` (a letter name holds no ``_``, so none reads as an adjoint)."""
         names, taken = {}, set()
         for v in self.inputs:
             names[v] = v.name
@@ -189,31 +190,29 @@ class Graph:
     def format(self, *, lines=False, inline_scalars=True):
         """The readable listing; ``lines=True`` appends each statement's source line."""
         names = self.names()
-        producers = self.producers()
         inline = {n.out for n in self.nodes if inline_scalars and is_scalar_literal(n)}
+        ref = self.operand_names(names) if inline_scalars else (lambda v: names.get(v, "?"))
 
-        def ref(v):
-            if v in inline:
-                return repr(producers[v].attrs["value"])
-            return names.get(v, "?")
-
-        def binder(v):
-            return f"{names[v]}:{v.type}"
-
-        out = ["{ lambda " + ", ".join(binder(v) for v in self.inputs) + " ."]
+        out = ["{ lambda " + ", ".join(f"{names[v]}:{v.type}" for v in self.inputs) + " ."]
         for n in self.nodes:
             if n.out in inline:
                 continue
-            attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(n.attrs.items())
-                              if v is not False)
-            stmt = f"  {binder(n.out)} = {n.prim}{f'[{attrs}]' if attrs else ''}"
-            if n.inputs:
-                stmt += " " + " ".join(ref(v) for v in n.inputs)
+            stmt = "  " + format_statement(n, names, ref=ref)
             if lines and n.loc is not None:
                 stmt = f"{stmt:<48}  # {n.loc}"
             out.append(stmt)
         out.append("  in (" + ", ".join(ref(v) for v in self.outputs) + ") }")
         return "\n".join(out)
+
+    def operand_names(self, names=None):
+        """``ref(var)``: an operand as the printer spells it, its name (``?`` for a value the
+        graph does not hold), or for a scalar constant its value."""
+        names = self.names() if names is None else names
+        constants = {n.out: repr(n.attrs["value"]) for n in self.nodes if is_scalar_literal(n)}
+
+        def ref(v):
+            return constants[v] if v in constants else names.get(v, "?")
+        return ref
 
     def __str__(self):
         return self.format()
@@ -239,6 +238,35 @@ def is_scalar_literal(node):
     return REGISTRY[node.prim].literal and node.out.ndim == 0
 
 
+def format_statement(node, names, *, ref=None, types=True):
+    """One statement as the IR printer writes it: ``c:f64[3] = reduce_sum[axes=(1,)] b``.
+
+    The one spelling of a statement, shared by the printer, the comments of the generated C,
+    ``check`` and ``inspect``. ``names`` maps vars to names (``Graph.names()``); ``ref(var)``
+    spells an operand (default: its name, ``?`` for a value the graph no longer holds);
+    ``types=False`` leaves out the result's type (``c = sin a``). A result missing from
+    ``names`` (a forward statement the optimizer folded away) is called ``(folded)``.
+    """
+    if ref is None:
+        def ref(v):
+            return names.get(v, "?")
+    target = names.get(node.out, "(folded)")
+    if types:
+        target = f"{target}:{node.out.type}"
+    stmt = f"{target} = {format_operation(node)}"
+    if node.inputs:
+        stmt += " " + " ".join(ref(v) for v in node.inputs)
+    return stmt
+
+
+def format_operation(node):
+    """``reduce_sum[axes=(1,)]``: a statement's primitive and its attributes (those not
+    False)."""
+    attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(node.attrs.items())
+                      if v is not False)
+    return f"{node.prim}[{attrs}]" if attrs else node.prim
+
+
 def _fmt_attr(v):
     if isinstance(v, str):
         return v
@@ -246,16 +274,12 @@ def _fmt_attr(v):
 
 
 def _letter_names():
-    """a, b, ..., z, ba, bb, ... as in jaxprs (no name starts with 'a' after the first 26)."""
+    """a, b, ..., z, then a1, b1, ..., z1, a2, ...: never two letters, so no value is called
+    ``ba`` beside the adjoint ``b_a``."""
     k = 0
     while True:
-        s, n = "", k
-        while True:
-            s = chr(ord("a") + n % 26) + s
-            n //= 26
-            if n == 0:
-                break
-        yield s
+        round_, letter = divmod(k, 26)
+        yield chr(ord("a") + letter) + (str(round_) if round_ else "")
         k += 1
 
 

@@ -6,18 +6,21 @@ A build of ``SPEC.py`` writes, into the output directory, for the whole SPEC:
 - ``<spec>.h``: one documented prototype per entry point (value; value and gradient), the status
   codes, and the size of every buffer;
 - ``lib<spec>.so``: the shared library;
-- ``<spec>.py``: a loader needing only numpy and cffi (importing it does not import symgrad);
+- ``<spec>.py``: a loader needing only numpy and cffi (importing it does not import symgrad):
+  the code of ``backends/c/runtime.py`` under a docstring listing the exports;
 - ``<spec>.json``: the manifest (exports, argument names and types, run-time sizes, symgrad
-  version, content hash).
+  version, content hash), which is also all the loader knows about the exports: their C
+  functions, outputs and the shapes of those as data, and the cffi declarations.
 
 A dimension written as a name (``f64[N,3073]``) is a run-time size: the C functions take it as
 an ``int64_t`` argument, so one library serves every size. The same name in two places means the
 same size. The C and the header are reproducible: the same SPEC and symgrad version give the same
-bytes (no dates, no absolute paths). Libraries are compiled with ``-O3`` only, so they run on any
+bytes (no dates, no absolute paths). Libraries are compiled with ``-O2`` only, so they run on any
 machine of the same architecture; pass ``cflags`` for ``-march=native``.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import keyword
@@ -28,9 +31,9 @@ from pathlib import Path
 from symgrad._version import __version__
 from symgrad.core import dims
 from symgrad.api import CompiledFunction, Specialization
-from symgrad.backends.c import compiler
+from symgrad.backends.c import compiler, runtime
 from symgrad import templates
-from symgrad.backends.c.codegen import (C_KEYWORDS, KERNEL_LOCALS, LIBC_NAMES, c_identifier,
+from symgrad.backends.c.codegen import (C_KEYWORDS, LIBC_NAMES, c_identifier,
                                         render_module, render_prototypes)
 from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
@@ -110,15 +113,16 @@ def export_name_problem(name):
                 "and the generated code calls")
     if name in C_KEYWORDS or keyword.iskeyword(name):
         return "it is a C or Python keyword or type name"
-    if name in KERNEL_LOCALS or name in STATUS:
-        return "the generated C uses that name for its own variables or status codes"
+    if name in STATUS:
+        return "the generated C uses that name for a status code"
     if name.startswith("symgrad_"):
         return "names beginning with symgrad_ belong to the generated code"
-    if name.startswith("__") or (name.startswith("_") and name[1:2].isupper()):
-        return "C reserves names beginning with __ or with _ and a capital letter"
+    if name.startswith("_"):
+        return ("names beginning with _ are the generated code's own variables (and C reserves "
+                "those beginning with __ or with _ and a capital letter)")
     if c_identifier(name, set()) != name:
         return ("a C name is made of ASCII letters, digits and underscores, and one in "
-                "capitals reads as a macro")
+                "capitals with an underscore (or named like a standard macro) reads as a macro")
     return None
 
 
@@ -214,7 +218,11 @@ def _entry(export_, functions, taken):
                  "shape": [_dim_text(d) for d in v.shape],
                  "count": dims.c_expr(v.type.size)}
                 for (cname, _, _), v in zip(fn.outputs, g.outputs)]
-        entries.append({"c_name": fn.name, "outputs": outs,
+        calls = {"c_name": fn.name,
+                 "outputs": [{"dtype": v.dtype, "ctype": CTYPES[v.dtype],
+                              "shape": [dims.polynomial(d) for d in v.shape]}
+                             for v in g.outputs]}
+        entries.append({"c_name": fn.name, "outputs": outs, "calls": calls,
                         "params": [p.replace("*restrict ", "*SYMGRAD_RESTRICT ")
                                    for p in fn.params]})
     wrt = ([params[i] if i < len(params) else f"arg{i}" for i in export_.argnums]
@@ -237,21 +245,36 @@ def render(exports, stem):
         "header.h.j2", stem=stem, guard=guard, entries=entries, status=STATUS, version=__version__)
     digest = hashlib.sha256((source + header).encode()).hexdigest()
     loader = templates.render(
-        "loader.py.j2", stem=stem, entries=entries, status=STATUS, version=__version__,
-        cdef=render_prototypes(functions).strip(), content_hash=digest)
+        "loader.py.j2", stem=stem, entries=entries, version=__version__, content_hash=digest,
+        runtime=_runtime_code())
     manifest = {"spec": f"{stem}.py", "symgrad_version": __version__, "content_hash": digest,
                 "library": f"lib{stem}.so", "header": f"{stem}.h", "source": f"{stem}.c",
                 "loader": f"{stem}.py", "status_codes": STATUS,
+                "cdef": render_prototypes(functions).strip(),
                 "exports": [{"name": e["name"], "function": e["python"], "types": e["types"],
                              "arguments": [{"name": a["name"], "path": a["path"],
-                                            "type": a["type"]} for a in e["args"]],
-                             "structure": e["trees"],
+                                            "type": a["type"], "dtype": a["dtype"],
+                                            "ctype": a["ctype"],
+                                            "shape": [int(d) if d.isdigit() else d
+                                                      for d in a["shape"]]}
+                                           for a in e["args"]],
+                             "parameters": e["params"], "structure": e["trees"],
                              "sizes": e["sizes"], "gradient_of": e["wrt"],
                              "c_functions": [x["c_name"] for x in (e["value"],
                                                                    e["value_and_grad"]) if x],
+                             "calls": {kind: e[kind]["calls"] for kind in
+                                       ("value", "value_and_grad") if e[kind]},
                              **({"renamed": e["renamed"]} if e["renamed"] else {})}
                             for e in entries]}
     return source, header, loader, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _runtime_code():
+    """The code of ``backends/c/runtime.py`` without its module docstring (the loader has its
+    own), for the loader template to paste."""
+    source = Path(runtime.__file__).read_text()
+    docstring = ast.parse(source).body[0]
+    return "\n".join(source.splitlines()[docstring.end_lineno:]).strip("\n")
 
 
 def build(spec_path, out_dir="build", cflags=None, log=print):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad import numerical
-from symgrad.core.ir import Graph
+from symgrad.core.ir import Graph, format_statement
 from symgrad.errors import GradientCheckError
 from symgrad.backends.interp import evaluate
 from symgrad.core.primitives import REGISTRY
@@ -258,15 +258,12 @@ def first_divergence(graph, arrays, rtol, atol, *, cache_dir=None, cflags=None):
             if np.array_equal(got, want):
                 continue
             how = f"{int(np.sum(got != want))} of {got.size} elements differ"
-        args = " ".join(names.get(v, "?") for v in n.inputs)
         where_ = f" ({n.loc}: {n.loc.text})" if n.loc is not None and n.loc.text else ""
         adjoint = ""
         if n.grad_of is not None:
-            fwd = n.grad_of
-            adjoint = (f", in the adjoint of {names.get(fwd.out, '(folded)')} = {fwd.prim} "
-                       f"{' '.join(names.get(v, '?') for v in fwd.inputs)}")
+            adjoint = f", in the adjoint of {format_statement(n.grad_of, names, types=False)}"
         return (f"first value that differs between C and the interpreter: "
-                f"{names[n.out]} = {n.prim} {args}{adjoint}{where_}; {how}")
+                f"{format_statement(n, names, types=False)}{adjoint}{where_}; {how}")
     return None
 
 

@@ -262,8 +262,8 @@ def main(argv=None):
     p.add_argument("spec", help="SPEC.py, which calls symgrad.export(fn, types...)")
     p.add_argument("-o", "--output", default="build", help="output directory (default: build/)")
     p.add_argument("--cflags", default=None,
-                   help="compiler flags instead of the portable default -O3, e.g. "
-                   "'-O3 -march=native'")
+                   help="compiler flags instead of the portable default -O2, e.g. "
+                   "'-O2 -march=native'")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p = sub.add_parser("cache", help="show where the cache of compiled libraries is and its "
                        "size (set SYMGRAD_CACHE_DIR to move it)")

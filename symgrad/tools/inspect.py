@@ -50,6 +50,7 @@ from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c.module import _c_name, program_renderers, render_program
+from symgrad.core.ir import format_operation, format_statement
 from symgrad.core.primitive import memory_lines
 from symgrad.core.primitives import REGISTRY
 
@@ -185,22 +186,16 @@ class Report:
             return ""
         return "= " + format_value(self.values[v])
 
-    def _call(self, node):
-        attrs = ", ".join(f"{k}={_attr(a)}" for k, a in sorted(node.attrs.items())
-                          if a is not False)
-        return f"{node.prim}{f'[{attrs}]' if attrs else ''}"
-
     def ir_statement(self, node, ref):
         """``b:f64[] = mul a z``, as the IR printer writes it."""
-        args = " ".join(ref(v) for v in node.inputs)
-        return f"{self.names[node.out]}:{node.out.type} = {self._call(node)} {args}".rstrip()
+        return format_statement(node, self.names, ref=ref)
 
     def infix(self, node, ref):
         """``a * z``: the statement's right-hand side as an expression (its record's infix
         form, else the call form ``prim[attrs](a, z)``)."""
         operands = [ref(v) for v in node.inputs]
         text = REGISTRY[node.prim].format_infix(operands, node.attrs)
-        return text if text is not None else f"{self._call(node)}({', '.join(operands)})"
+        return text if text is not None else f"{format_operation(node)}({', '.join(operands)})"
 
     def _where(self, node):
         loc = node.loc
@@ -309,8 +304,8 @@ class Report:
         if fwd is None:
             return "# not from a forward statement (zero gradients of unused inputs)"
         inline = self._inline()
-        args = " ".join(inline.get(v, self.names.get(v, "?")) for v in fwd.inputs)
-        stmt = f"{self.names[fwd.out]} = {self._call(fwd)} {args}".rstrip()
+        stmt = format_statement(fwd, self.names, types=False,
+                                ref=lambda v: inline.get(v, self.names.get(v, "?")))
         return f"# grad of: {stmt}   ({self._where(fwd)})"
 
     def _tangent_names(self, inline):
@@ -364,7 +359,7 @@ class Report:
         lines.append("temporaries (arrays neither input nor output): " + "; ".join(
             f"{label} {_bytes(temporary_bytes(g))}" for label, g in graphs))
         workspace = re.findall(r"^int (\w+)\((?:[^{]*)\{\n(?:.*\n){0,40}?\s*const size_t "
-                               r"ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
+                               r"_ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
         if workspace:
             lines.append("C workspace per call (kept by each calling thread): " + "; ".join(
                 f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
@@ -575,7 +570,7 @@ class Report:
             return f"{name} = {repr(node.attrs['value'])}"
         text = self.infix(node, ref)
         if len(text) > width:
-            text = self._call(node)
+            text = format_operation(node)
             if len(text) > width:
                 text = node.prim
         return f"{name} = {text}"
@@ -731,10 +726,6 @@ def _columns(stmt, value, comment):
     if comment:
         line += f"  # {comment}"
     return line.rstrip()
-
-
-def _attr(v):
-    return v if isinstance(v, str) else repr(v)
 
 
 def _dot_escape(s):

@@ -24,17 +24,18 @@ int symgrad_add_mul(const double *restrict x_ptr,
                     const double *restrict z_ptr,
                     double *restrict out)
 {
-    int status = SYMGRAD_OK;
+    int _status = SYMGRAD_OK;
     const double x = *x_ptr;
     const double y = *y_ptr;
     const double z = *z_ptr;
 
-    /* golden_functions.py:10: return (x + y) * z */
+    /* a = add x y   golden_functions.py:10: return (x + y) * z
+     * b = mul a z   golden_functions.py:10 */
     const double a = x + y;
     const double b = a*z;
 
     *out = b;
-    return status;
+    return _status;
 }
 
 /* symgrad_add_mul_value_and_grad: value and gradient of add_mul(x: f64[], y: f64[], z: f64[])
@@ -47,12 +48,13 @@ int symgrad_add_mul_value_and_grad(const double *restrict x_ptr,
                                    double *restrict grad_y,
                                    double *restrict grad_z)
 {
-    int status = SYMGRAD_OK;
+    int _status = SYMGRAD_OK;
     const double x = *x_ptr;
     const double y = *y_ptr;
     const double z = *z_ptr;
 
-    /* golden_functions.py:10: return (x + y) * z */
+    /* a = add x y   golden_functions.py:10: return (x + y) * z
+     * b = mul a z   golden_functions.py:10 */
     const double a = x + y;
     const double b = a*z;
 
@@ -60,5 +62,5 @@ int symgrad_add_mul_value_and_grad(const double *restrict x_ptr,
     *grad_x = z;
     *grad_y = z;
     *grad_z = a;
-    return status;
+    return _status;
 }

@@ -112,26 +112,29 @@ int symgrad_neuron(const double *restrict w,
                    const double *restrict x,
                    double *restrict out)
 {
-    int status = SYMGRAD_OK;
+    int _status = SYMGRAD_OK;
 
-    /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    /* a = slice[shape=(2,), start=(0,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * b = mul a x                                      golden_functions.py:14
+     * c = reduce_sum[axes=(0,)] b                      golden_functions.py:14 */
     double c = 0.0;
-    for (int64_t i = 0; i < 2; ++i) {
-        const double b = w[i]*x[i];
+    for (int64_t _i = 0; _i < 2; ++_i) {
+        const double b = w[_i]*x[_i];
         c += b;
     }
 
+    /* d = slice[shape=(1,), start=(2,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * e = reshape[shape=()] d                          golden_functions.py:14 */
     double e;
-    {
-        const int64_t i0 = 0;
-        e = (w + 2)[i0];
-    }
+    e = (w + 2)[0];
 
+    /* f = add c e      golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * g = logistic f   golden_functions.py:14 */
     const double f = c + e;
     const double g = 1.0/(1 + exp(-f));
 
     *out = g;
-    return status;
+    return _status;
 }
 
 /* symgrad_neuron_value_and_grad: value and gradient of neuron(w: f64[3], x: f64[2])
@@ -142,52 +145,53 @@ int symgrad_neuron_value_and_grad(const double *restrict w,
                                   double *restrict grad_w,
                                   double *restrict grad_x)
 {
-    int status = SYMGRAD_OK;
-    const size_t ws_bytes = (size_t)128;
-    char *ws = symgrad_workspace(ws_bytes);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict b_d = (double *)(ws + 0);
-    double *restrict b_a = (double *)(ws + 64);
+    int _status = SYMGRAD_OK;
+    const size_t _ws_bytes = (size_t)128;
+    char *_ws = symgrad_workspace(_ws_bytes);
+    if (_ws == NULL) return SYMGRAD_ENOMEM;
+    double *restrict b_d = (double *)(_ws + 0);
+    double *restrict b_a = (double *)(_ws + 64);
 
-    /* golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    /* a = slice[shape=(2,), start=(0,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * b = mul a x                                      golden_functions.py:14
+     * c = reduce_sum[axes=(0,)] b                      golden_functions.py:14 */
     double c = 0.0;
-    for (int64_t i = 0; i < 2; ++i) {
-        const double b = w[i]*x[i];
+    for (int64_t _i = 0; _i < 2; ++_i) {
+        const double b = w[_i]*x[_i];
         c += b;
     }
 
+    /* d = slice[shape=(1,), start=(2,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * e = reshape[shape=()] d                          golden_functions.py:14 */
     double e;
-    {
-        const int64_t i0 = 0;
-        e = (w + 2)[i0];
-    }
+    e = (w + 2)[0];
 
+    /* f = add c e               golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * g = logistic f            golden_functions.py:14
+     * grad of: g = logistic f   golden_functions.py:14 */
     const double f = c + e;
     const double g = 1.0/(1 + exp(-f));
-
-    /* grad of: g = logistic f   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
     const double h = exp(f);
-    const double i_ = h + 1.0;
-    const double j_ = g/i_;
+    const double i = h + 1.0;
+    const double j = g/i;
 
-    /* grad of: reshape (of values folded away, which have no C variable)   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    {
-        const int64_t i0 = 0;
-        b_d[i0] = j_;
+    /* grad of: e = reshape[shape=()] d   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
+    b_d[0] = j;
+
+    /* grad of: c = reduce_sum[axes=(0,)] b   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * grad of: b = mul a x                   golden_functions.py:14 */
+    for (int64_t _i = 0; _i < 2; ++_i) {
+        b_a[_i] = ((j == 0 || x[_i] == 0) ? 0.0 : j*x[_i]);
+        grad_x[_i] = ((j == 0 || w[_i] == 0) ? 0.0 : j*w[_i]);
     }
 
-    /* grad of: b = mul w x   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i = 0; i < 2; ++i) {
-        b_a[i] = ((j_ == 0 || x[i] == 0) ? 0.0 : j_*x[i]);
-        grad_x[i] = ((j_ == 0 || w[i] == 0) ? 0.0 : j_*w[i]);
-    }
-
-    /* grad of: slice w (a view)   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2]) */
-    for (int64_t i = 0; i < 3; ++i) {
-        grad_w[i] = (i >= 2 ? b_d[0] : 0.0) + (i < 2 ? b_a[i] : 0.0);
+    /* grad of: d = slice[shape=(1,), start=(2,), step=(1,)] w   golden_functions.py:14: return nn.sigmoid(snp.sum(w[:2] * x) + w[2])
+     * grad of: a = slice[shape=(2,), start=(0,), step=(1,)] w   golden_functions.py:14 */
+    for (int64_t _i = 0; _i < 3; ++_i) {
+        grad_w[_i] = (_i >= 2 ? b_d[0] : 0.0) + (_i < 2 ? b_a[_i] : 0.0);
     }
 
     *value = g;
-    symgrad_workspace_release(ws, ws_bytes);
-    return status;
+    symgrad_workspace_release(_ws, _ws_bytes);
+    return _status;
 }

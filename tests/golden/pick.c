@@ -112,88 +112,98 @@ int symgrad_pick(const double *restrict logits,
                  const int64_t *restrict labels,
                  double *restrict out)
 {
-    int status = SYMGRAD_OK;
-    const size_t ws_bytes = (size_t)512;
-    char *ws = symgrad_workspace(ws_bytes);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict a = (double *)(ws + 0);
-    double *restrict c = (double *)(ws + 64);
-    double *restrict f = (double *)(ws + 128);
-    double *restrict i_ = (double *)(ws + 192);
-    double *restrict j_ = (double *)(ws + 256);
-    int64_t *restrict k = (int64_t *)(ws + 384);
-    double *restrict l = (double *)(ws + 448);
+    int _status = SYMGRAD_OK;
+    const size_t _ws_bytes = (size_t)512;
+    char *_ws = symgrad_workspace(_ws_bytes);
+    if (_ws == NULL) return SYMGRAD_ENOMEM;
+    double *restrict a = (double *)(_ws + 0);
+    double *restrict c = (double *)(_ws + 64);
+    double *restrict f = (double *)(_ws + 128);
+    double *restrict i = (double *)(_ws + 192);
+    double *restrict j = (double *)(_ws + 256);
+    int64_t *restrict k = (int64_t *)(_ws + 384);
+    double *restrict l = (double *)(_ws + 448);
 
-    /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        a[i0] = (-INFINITY);
+    /* a = reduce_max[axes=(1,)] logits   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        a[_i0] = (-INFINITY);
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            { const double _v = logits[_i0 * 3 + _i1]; if (_v > a[_i0] || isnan(_v)) a[_i0] = _v; }
         }
     }
 
-    for (int64_t i = 0; i < 4; ++i) {
-        c[i] = a[i];
+    /* b = reshape[shape=(4, 1)] a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * c = stop_gradient b           golden_functions.py:23 */
+    for (int64_t _i = 0; _i < 4; ++_i) {
+        c[_i] = a[_i];
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        f[i0] = 0.0;
+    /* d = sub logits c              golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * e = exp d                     golden_functions.py:23
+     * f = reduce_sum[axes=(1,)] e   golden_functions.py:23 */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        f[_i0] = 0.0;
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double d = logits[i0 * 3 + i1] - c[i0];
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            const double d = logits[_i0 * 3 + _i1] - c[_i0];
             const double e = exp(d);
-            f[i0] += e;
+            f[_i0] += e;
         }
     }
 
-    for (int64_t i = 0; i < 4; ++i) {
-        const double h = log(f[i]);
-        i_[i] = h + c[i];
+    /* g = reshape[shape=(4, 1)] f   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * h = log g                     golden_functions.py:23
+     * i = add h c                   golden_functions.py:23 */
+    for (int64_t _i = 0; _i < 4; ++_i) {
+        const double h = log(f[_i]);
+        i[_i] = h + c[_i];
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            j_[i0 * 3 + i1] = logits[i0 * 3 + i1] - i_[i0];
+    /* j = sub logits i   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            j[_i0 * 3 + _i1] = logits[_i0 * 3 + _i1] - i[_i0];
         }
     }
 
-    /* golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        k[i0] = (int64_t)i0;
+    /* k = iota[dimension=0, dtype=int64, shape=(4,)]   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        k[_i0] = (int64_t)_i0;
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        int64_t base = 0;
-        int64_t j0 = (int64_t)k[i0];
-        if (j0 < 0) j0 += 4;
-        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-        base += j0 * 3;
-        int64_t j1 = (int64_t)labels[i0];
-        if (j1 < 0) j1 += 3;
-        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-        base += j1 * 1;
-        for (int64_t r = 0; r < 1; ++r) l[i0 * 1 + r] = j_[base + r];
+    /* l = gather j k labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        int64_t _base = 0;
+        int64_t _j0 = (int64_t)k[_i0];
+        if (_j0 < 0) _j0 += 4;
+        if (_j0 < 0 || _j0 >= 4) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j0 * 3;
+        int64_t _j1 = (int64_t)labels[_i0];
+        if (_j1 < 0) _j1 += 3;
+        if (_j1 < 0 || _j1 >= 3) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j1;
+        l[_i0] = j[_base];
     }
 
+    /* m = reduce_sum[axes=(0,)] l   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     double m;
-    {
-        const int64_t i0 = 0;
-        m = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        m += l[i0];
+    m = 0.0;
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        m += l[_i0];
     }
 
+    /* n = div m 4.0   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels])
+     * o = neg n       golden_functions.py:24 */
     const double n = m/4.0;
     const double o = -n;
 
     *out = o;
 done:
-    symgrad_workspace_release(ws, ws_bytes);
-    return status;
+    symgrad_workspace_release(_ws, _ws_bytes);
+    return _status;
 }
 
 /* symgrad_pick_value_and_grad: value and gradient of pick(logits: f64[4,3], labels: i64[4])
@@ -203,137 +213,149 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
                                 double *restrict value,
                                 double *restrict grad_logits)
 {
-    int status = SYMGRAD_OK;
-    const size_t ws_bytes = (size_t)896;
-    char *ws = symgrad_workspace(ws_bytes);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict a = (double *)(ws + 0);
-    double *restrict d = (double *)(ws + 64);
-    double *restrict e = (double *)(ws + 192);
-    double *restrict h = (double *)(ws + 256);
-    double *restrict i_ = (double *)(ws + 320);
-    int64_t *restrict j_ = (int64_t *)(ws + 448);
-    double *restrict k = (double *)(ws + 512);
-    double *restrict b_k = (double *)(ws + 576);
-    double *restrict b_i = (double *)(ws + 640);
-    double *restrict p_ = (double *)(ws + 768);
-    double *restrict b_f = (double *)(ws + 832);
+    int _status = SYMGRAD_OK;
+    const size_t _ws_bytes = (size_t)896;
+    char *_ws = symgrad_workspace(_ws_bytes);
+    if (_ws == NULL) return SYMGRAD_ENOMEM;
+    double *restrict a = (double *)(_ws + 0);
+    double *restrict d = (double *)(_ws + 64);
+    double *restrict e = (double *)(_ws + 192);
+    double *restrict h = (double *)(_ws + 256);
+    double *restrict i = (double *)(_ws + 320);
+    int64_t *restrict j = (int64_t *)(_ws + 448);
+    double *restrict k = (double *)(_ws + 512);
+    double *restrict b_k = (double *)(_ws + 576);
+    double *restrict b_i = (double *)(_ws + 640);
+    double *restrict p = (double *)(_ws + 768);
+    double *restrict b_f = (double *)(_ws + 832);
 
-    /* golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        a[i0] = (-INFINITY);
+    /* a = reduce_max[axes=(1,)] logits   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        a[_i0] = (-INFINITY);
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            { const double v = logits[i0 * 3 + i1]; if (v > a[i0] || isnan(v)) a[i0] = v; }
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            { const double _v = logits[_i0 * 3 + _i1]; if (_v > a[_i0] || isnan(_v)) a[_i0] = _v; }
         }
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        e[i0] = 0.0;
+    /* b = reshape[shape=(4, 1)] a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * c = sub logits b              golden_functions.py:23
+     * d = exp c                     golden_functions.py:23
+     * e = reduce_sum[axes=(1,)] d   golden_functions.py:23 */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        e[_i0] = 0.0;
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double c = logits[i0 * 3 + i1] - a[i0];
-            d[i0 * 3 + i1] = exp(c);
-            e[i0] += d[i0 * 3 + i1];
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            const double c = logits[_i0 * 3 + _i1] - a[_i0];
+            d[_i0 * 3 + _i1] = exp(c);
+            e[_i0] += d[_i0 * 3 + _i1];
         }
     }
 
-    for (int64_t i = 0; i < 4; ++i) {
-        const double g = log(e[i]);
-        h[i] = g + a[i];
+    /* f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * g = log f                     golden_functions.py:23
+     * h = add g b                   golden_functions.py:23 */
+    for (int64_t _i = 0; _i < 4; ++_i) {
+        const double g = log(e[_i]);
+        h[_i] = g + a[_i];
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            i_[i0 * 3 + i1] = logits[i0 * 3 + i1] - h[i0];
+    /* i = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            i[_i0 * 3 + _i1] = logits[_i0 * 3 + _i1] - h[_i0];
         }
     }
 
-    /* golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        j_[i0] = (int64_t)i0;
+    /* j = iota[dimension=0, dtype=int64, shape=(4,)]   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        j[_i0] = (int64_t)_i0;
     }
 
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        int64_t base = 0;
-        int64_t j0 = (int64_t)j_[i0];
-        if (j0 < 0) j0 += 4;
-        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-        base += j0 * 3;
-        int64_t j1 = (int64_t)labels[i0];
-        if (j1 < 0) j1 += 3;
-        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-        base += j1 * 1;
-        for (int64_t r = 0; r < 1; ++r) k[i0 * 1 + r] = i_[base + r];
+    /* k = gather i j labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        int64_t _base = 0;
+        int64_t _j0 = (int64_t)j[_i0];
+        if (_j0 < 0) _j0 += 4;
+        if (_j0 < 0 || _j0 >= 4) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j0 * 3;
+        int64_t _j1 = (int64_t)labels[_i0];
+        if (_j1 < 0) _j1 += 3;
+        if (_j1 < 0 || _j1 >= 3) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j1;
+        k[_i0] = i[_base];
     }
 
+    /* l = reduce_sum[axes=(0,)] k   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     double l;
-    {
-        const int64_t i0 = 0;
-        l = 0.0;
-    }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        l += k[i0];
+    l = 0.0;
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        l += k[_i0];
     }
 
+    /* m = div l 4.0   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels])
+     * n = neg m       golden_functions.py:24 */
     const double m = l/4.0;
     const double n = -m;
 
-    /* grad of: l = reduce_sum k   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    /* grad of: l = reduce_sum[axes=(0,)] k   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
     {
-        static const double data[4] = {(-0.25), (-0.25), (-0.25), (-0.25)};
-        for (int64_t i0 = 0; i0 < 4; ++i0) {
-            b_k[i0] = data[i0];
+        static const double _data[4] = {(-0.25), (-0.25), (-0.25), (-0.25)};
+        for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+            b_k[_i0] = _data[_i0];
         }
     }
 
-    /* grad of: k = gather i_ j_ labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
-    for (int64_t i0 = 0; i0 < 12; ++i0) {
-        b_i[i0] = 0.0;
+    /* grad of: k = gather i j labels   golden_functions.py:24: return -snp.mean(logp[snp.arange(logits.shape[0]), labels]) */
+    for (int64_t _i0 = 0; _i0 < 12; ++_i0) {
+        b_i[_i0] = 0.0;
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        int64_t base = 0;
-        int64_t j0 = (int64_t)j_[i0];
-        if (j0 < 0) j0 += 4;
-        if (j0 < 0 || j0 >= 4) { status = SYMGRAD_EINDEX; goto done; }
-        base += j0 * 3;
-        int64_t j1 = (int64_t)labels[i0];
-        if (j1 < 0) j1 += 3;
-        if (j1 < 0 || j1 >= 3) { status = SYMGRAD_EINDEX; goto done; }
-        base += j1 * 1;
-        for (int64_t r = 0; r < 1; ++r) b_i[base + r] += b_k[i0 * 1 + r];
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        int64_t _base = 0;
+        int64_t _j0 = (int64_t)j[_i0];
+        if (_j0 < 0) _j0 += 4;
+        if (_j0 < 0 || _j0 >= 4) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j0 * 3;
+        int64_t _j1 = (int64_t)labels[_i0];
+        if (_j1 < 0) _j1 += 3;
+        if (_j1 < 0 || _j1 >= 3) { _status = SYMGRAD_EINDEX; goto done; }
+        _base += _j1;
+        b_i[_base] += b_k[_i0];
     }
 
-    /* grad of: i_ = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        p_[i0] = 0.0;
+    /* grad of: i = sub logits h   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        p[_i0] = 0.0;
     }
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double o = -b_i[i0 * 3 + i1];
-            p_[i0] += o;
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            const double o = -b_i[_i0 * 3 + _i1];
+            p[_i0] += o;
         }
     }
 
-    /* grad of: g = log e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i = 0; i < 4; ++i) {
-        const double q = 1.0/e[i];
-        b_f[i] = ((p_[i] == 0 || q == 0) ? 0.0 : p_[i]*q);
+    /* grad of: g = log f          golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * grad of: i = sub logits h   golden_functions.py:23 */
+    for (int64_t _i = 0; _i < 4; ++_i) {
+        const double q = 1.0/e[_i];
+        b_f[_i] = ((p[_i] == 0 || q == 0) ? 0.0 : p[_i]*q);
     }
 
-    /* grad of: d = exp c   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    /* grad of: c = sub logits a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1) */
-    for (int64_t i0 = 0; i0 < 4; ++i0) {
-        for (int64_t i1 = 0; i1 < 3; ++i1) {
-            const double b_c = ((b_f[i0] == 0 || d[i0 * 3 + i1] == 0) ? 0.0 : b_f[i0]*d[i0 * 3 + i1]);
-            grad_logits[i0 * 3 + i1] = b_i[i0 * 3 + i1] + b_c;
+    /* grad of: f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
+     * grad of: e = reduce_sum[axes=(1,)] d   golden_functions.py:23
+     * grad of: d = exp c                     golden_functions.py:23
+     * grad of: c = sub logits b              golden_functions.py:23 */
+    for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
+        for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
+            const double b_c = ((b_f[_i0] == 0 || d[_i0 * 3 + _i1] == 0) ? 0.0 : b_f[_i0]*d[_i0 * 3 + _i1]);
+            grad_logits[_i0 * 3 + _i1] = b_i[_i0 * 3 + _i1] + b_c;
         }
     }
 
     *value = n;
 done:
-    symgrad_workspace_release(ws, ws_bytes);
-    return status;
+    symgrad_workspace_release(_ws, _ws_bytes);
+    return _status;
 }

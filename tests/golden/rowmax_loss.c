@@ -112,38 +112,41 @@ int symgrad_rowmax_loss(const double *restrict A,
                         const double *restrict b,
                         double *restrict out)
 {
-    int status = SYMGRAD_OK;
-    const size_t ws_bytes = (size_t)64;
-    char *ws = symgrad_workspace(ws_bytes);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict c = (double *)(ws + 0);
+    int _status = SYMGRAD_OK;
+    const size_t _ws_bytes = (size_t)64;
+    char *_ws = symgrad_workspace(_ws_bytes);
+    if (_ws == NULL) return SYMGRAD_ENOMEM;
+    double *restrict c = (double *)(_ws + 0);
 
-    /* golden_functions.py:18: scores = A @ b */
+    /* a = reshape[shape=(2, 1)] b   golden_functions.py:18: scores = A @ b
+     * c = matmul A a                golden_functions.py:18 */
     {
-        const int64_t i0 = 0;
-        const double *restrict pa = A + i0 * 6;
-        const double *restrict pb = b + i0 * 2;
-        double *restrict pc = c + i0 * 3;
-        for (int64_t i = 0; i < 3; ++i) {
-            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-            for (int64_t p = 0; p < 2; ++p) {
-                const double aip = pa[i * 2 + p];
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
+        const double *restrict _pa = A;
+        const double *restrict _pb = b;
+        double *restrict _pc = c;
+        for (int64_t _i = 0; _i < 3; ++_i) {
+            _pc[_i] = 0.0;
+            for (int64_t _p = 0; _p < 2; ++_p) {
+                const double _aip = _pa[_i * 2 + _p];
+                _pc[_i] += _aip * _pb[_p];
             }
         }
     }
 
-    /* golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    /* d = reshape[shape=(3,)] c     golden_functions.py:18: scores = A @ b
+     * e = maximum d 0.0             golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
+     * f = square e                  golden_functions.py:19
+     * g = reduce_sum[axes=(0,)] f   golden_functions.py:19 */
     double g = 0.0;
-    for (int64_t i = 0; i < 3; ++i) {
-        const double e = ((c[i] >= 0.0 || isnan(c[i])) ? c[i] : 0.0);
-        const double f = pow(e, 2);
+    for (int64_t _i = 0; _i < 3; ++_i) {
+        const double e = ((c[_i] >= 0.0 || isnan(c[_i])) ? c[_i] : 0.0);
+        const double f = e*e;
         g += f;
     }
 
     *out = g;
-    symgrad_workspace_release(ws, ws_bytes);
-    return status;
+    symgrad_workspace_release(_ws, _ws_bytes);
+    return _status;
 }
 
 /* symgrad_rowmax_loss_value_and_grad: value and gradient of rowmax_loss(A: f64[3,2], b: f64[2])
@@ -154,91 +157,94 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
                                        double *restrict grad_A,
                                        double *restrict grad_b)
 {
-    int status = SYMGRAD_OK;
-    const size_t ws_bytes = (size_t)320;
-    char *ws = symgrad_workspace(ws_bytes);
-    if (ws == NULL) return SYMGRAD_ENOMEM;
-    double *restrict c = (double *)(ws + 0);
-    double *restrict e = (double *)(ws + 64);
-    double *restrict b_f = (double *)(ws + 128);
-    double *restrict b_d = (double *)(ws + 192);
-    double *restrict b_a = (double *)(ws + 256);
+    int _status = SYMGRAD_OK;
+    const size_t _ws_bytes = (size_t)320;
+    char *_ws = symgrad_workspace(_ws_bytes);
+    if (_ws == NULL) return SYMGRAD_ENOMEM;
+    double *restrict c = (double *)(_ws + 0);
+    double *restrict e = (double *)(_ws + 64);
+    double *restrict b_f = (double *)(_ws + 128);
+    double *restrict b_d = (double *)(_ws + 192);
+    double *restrict b_a = (double *)(_ws + 256);
 
-    /* golden_functions.py:18: scores = A @ b */
+    /* a = reshape[shape=(2, 1)] b   golden_functions.py:18: scores = A @ b
+     * c = matmul A a                golden_functions.py:18 */
     {
-        const int64_t i0 = 0;
-        const double *restrict pa = A + i0 * 6;
-        const double *restrict pb = b + i0 * 2;
-        double *restrict pc = c + i0 * 3;
-        for (int64_t i = 0; i < 3; ++i) {
-            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-            for (int64_t p = 0; p < 2; ++p) {
-                const double aip = pa[i * 2 + p];
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
+        const double *restrict _pa = A;
+        const double *restrict _pb = b;
+        double *restrict _pc = c;
+        for (int64_t _i = 0; _i < 3; ++_i) {
+            _pc[_i] = 0.0;
+            for (int64_t _p = 0; _p < 2; ++_p) {
+                const double _aip = _pa[_i * 2 + _p];
+                _pc[_i] += _aip * _pb[_p];
             }
         }
     }
 
-    /* golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    /* d = reshape[shape=(3,)] c     golden_functions.py:18: scores = A @ b
+     * e = maximum d 0.0             golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
+     * f = square e                  golden_functions.py:19
+     * g = reduce_sum[axes=(0,)] f   golden_functions.py:19 */
     double g = 0.0;
-    for (int64_t i = 0; i < 3; ++i) {
-        e[i] = ((c[i] >= 0.0 || isnan(c[i])) ? c[i] : 0.0);
-        const double f = pow(e[i], 2);
+    for (int64_t _i = 0; _i < 3; ++_i) {
+        e[_i] = ((c[_i] >= 0.0 || isnan(c[_i])) ? c[_i] : 0.0);
+        const double f = e[_i]*e[_i];
         g += f;
     }
 
-    /* grad of: g = reduce_sum f   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
+    /* grad of: g = reduce_sum[axes=(0,)] f   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
     {
-        static const double data[3] = {1.0, 1.0, 1.0};
-        for (int64_t i0 = 0; i0 < 3; ++i0) {
-            b_f[i0] = data[i0];
+        static const double _data[3] = {1.0, 1.0, 1.0};
+        for (int64_t _i0 = 0; _i0 < 3; ++_i0) {
+            b_f[_i0] = _data[_i0];
         }
     }
 
-    /* grad of: f = square e   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
-    /* grad of: e = maximum c 0.0   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
-    for (int64_t i = 0; i < 3; ++i) {
-        const double h = 2.0*e[i];
-        const double b_e = ((b_f[i] == 0 || h == 0) ? 0.0 : b_f[i]*h);
-        const bool i_ = (c[i] >= 0.0);
-        b_d[i] = (i_ ? b_e : 0.0);
+    /* grad of: f = square e        golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
+     * grad of: e = maximum d 0.0   golden_functions.py:19 */
+    for (int64_t _i = 0; _i < 3; ++_i) {
+        const double h = 2.0*e[_i];
+        const double b_e = ((b_f[_i] == 0 || h == 0) ? 0.0 : b_f[_i]*h);
+        const bool i = (c[_i] >= 0.0);
+        b_d[_i] = (i ? b_e : 0.0);
     }
 
-    /* grad of: c = matmul A b   golden_functions.py:18: scores = A @ b */
+    /* grad of: d = reshape[shape=(3,)] c   golden_functions.py:18: scores = A @ b
+     * grad of: c = matmul A a              golden_functions.py:18 */
     {
-        const int64_t i0 = 0;
-        const double *restrict pa = b_d + i0 * 3;
-        const double *restrict pb = b + i0 * 2;
-        double *restrict pc = grad_A + i0 * 6;
-        for (int64_t i = 0; i < 3; ++i) {
-            for (int64_t j = 0; j < 2; ++j) {
-                double acc = 0.0;
-                for (int64_t p = 0; p < 1; ++p) acc += pa[i * 1 + p] * pb[j * 1 + p];
-                pc[i * 2 + j] = acc;
+        const double *restrict _pa = b_d;
+        const double *restrict _pb = b;
+        double *restrict _pc = grad_A;
+        for (int64_t _i = 0; _i < 3; ++_i) {
+            for (int64_t _j = 0; _j < 2; ++_j) {
+                double _acc = 0.0;
+                _acc += _pa[_i] * _pb[_j];
+                _pc[_i * 2 + _j] = _acc;
             }
         }
     }
 
+    /* grad of: c = matmul A a   golden_functions.py:18: scores = A @ b */
     {
-        const int64_t i0 = 0;
-        const double *restrict pa = A + i0 * 6;
-        const double *restrict pb = b_d + i0 * 3;
-        double *restrict pc = b_a + i0 * 2;
-        for (int64_t i = 0; i < 2; ++i) {
-            for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] = 0.0;
-            for (int64_t p = 0; p < 3; ++p) {
-                const double aip = pa[p * 2 + i];
-                for (int64_t j = 0; j < 1; ++j) pc[i * 1 + j] += aip * pb[p * 1 + j];
+        const double *restrict _pa = A;
+        const double *restrict _pb = b_d;
+        double *restrict _pc = b_a;
+        for (int64_t _i = 0; _i < 2; ++_i) {
+            _pc[_i] = 0.0;
+            for (int64_t _p = 0; _p < 3; ++_p) {
+                const double _aip = _pa[_p * 2 + _i];
+                _pc[_i] += _aip * _pb[_p];
             }
         }
     }
 
-    /* grad of: reshape b (a view)   golden_functions.py:18: scores = A @ b */
-    for (int64_t i0 = 0; i0 < 2; ++i0) {
-        grad_b[i0] = b_a[i0];
+    /* grad of: a = reshape[shape=(2, 1)] b   golden_functions.py:18: scores = A @ b */
+    for (int64_t _i0 = 0; _i0 < 2; ++_i0) {
+        grad_b[_i0] = b_a[_i0];
     }
 
     *value = g;
-    symgrad_workspace_release(ws, ws_bytes);
-    return status;
+    symgrad_workspace_release(_ws, _ws_bytes);
+    return _status;
 }

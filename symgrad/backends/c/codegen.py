@@ -7,8 +7,13 @@ A graph becomes one C function ``int NAME(inputs..., outputs...)`` returning a s
   used only inside its loop stays a local there, the others are stored (graph outputs are stored
   straight into the caller's buffers).
 - Every other statement is a kernel block from its primitive's ``c_kernel``.
-- Each block carries a comment with the user's source line, and for an adjoint block the forward
-  statement it differentiates.
+- Each block is commented with the IR statements it computes (``c = sin a``; for an adjoint,
+  ``grad of: c = sin a``, the forward statement it differentiates) and the user's lines.
+
+Names: an IR name is its own C name (``a``, ``b_a``, the user's ``x``), unless C forbids it (a
+keyword, a libc name, a name outside ``[A-Za-z0-9_]``). Every name the generated code makes up
+for itself (loop indices, a kernel's locals, the status, the workspace) starts with ``_``, and an
+IR name starting with ``_`` gets a ``v`` in front in C, so the two can never meet.
 
 Templates get only names, signatures and pre-rendered lines (``templates/*.j2``).
 """
@@ -26,46 +31,53 @@ from symgrad import templates
 from symgrad.backends.c import accumulate, lanes, narrow
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS, c_literal
-from symgrad.core.ir import Graph, is_scalar_literal
+from symgrad.core.ir import Graph, format_statement
 from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
 
-# Identifiers the generated code declares itself, and C's keywords: IR names that collide get
-# a trailing underscore.
 # A constant array of at least this many elements is kept as data (a binary file the assembler
 # includes) where the build allows it, not written as literals: a 300 x 300 float64 constant
 # was 3.7 MB of C (in both functions of a module) and 1.8 s of rendering and compiling.
 DATA_MIN_ELEMENTS = 1024
 
+# C's keywords and the names its headers define: IR names that collide get a trailing
+# underscore. (The generated code's own locals need no entry: they all start with "_".)
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
 int64_t int32_t size_t""".split())
-KERNEL_LOCALS = {"status", "ws", "ws_bytes", "done", "data", "acc", "best", "arg", "base", "pa",
-                 "pb", "pc", "aip", "api", "blk", "blk_end", "v", "r", "i", "j", "p"} | {
-                     f"i{d}" for d in range(16)} | {f"j{d}" for d in range(16)}
 # libm and libc names a generated symbol must not take (it would clash at link time).
 LIBC_NAMES = set("""errno math_errhandling assert exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
 atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
 lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
 memset memmove strlen printf main exit abort
 I complex imaginary creal crealf cimag cimagf conj conjf cabs carg cexp clog csqrt cpow csin ccos
-ctan csinh ccosh ctanh""".split())
-RESERVED = C_KEYWORDS | KERNEL_LOCALS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
+ctan csinh ccosh ctanh fpclassify isfinite isnormal isgreater isgreaterequal isless islessequal
+islessgreater isunordered offsetof unix linux""".split())
+RESERVED = C_KEYWORDS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
+# The macros of the headers the generated C includes are capitals, and nearly all of them hold an
+# underscore (HUGE_VAL, INT64_MAX, M_PI, EXIT_SUCCESS); errno's are E and capitals (EDOM); the
+# rest are these. Other capitals (X, W1, H) are the names people give matrices, kept as written.
+MACROS = set("NULL EOF NAN INFINITY BUFSIZ CMPLX CMPLXF CMPLXL".split())
+
+
+def _macro_like(ident):
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", ident)) and (
+        "_" in ident or ident in MACROS or re.fullmatch(r"E[A-Z0-9]+", ident) is not None)
 
 
 def c_identifier(name, taken):
     """A C identifier for ``name``, unique among ``taken`` (which it joins): ASCII letters,
     digits and underscores only; never a keyword, a libc/libm name, a macro-like name (all
-    capitals, such as NULL or HUGE_VAL), a name C reserves (``__x``, ``_X``) or one in symgrad's
-    own ``symgrad_`` and ``sg_`` namespaces (``sg_`` names the locals of kernels)."""
+    capitals, such as NULL or HUGE_VAL), one in symgrad's own ``symgrad_`` namespace, or one
+    starting with ``_`` (the generated code's own names, and those C reserves: ``__x``, ``_X``).
+    Any other name comes back unchanged: ``X`` and ``W1`` stay ``X`` and ``W1``."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    if not ident or ident[0].isdigit() or ident.startswith(("symgrad_", "sg_")) or ident.startswith("__") \
-            or (ident.startswith("_") and ident[1:2].isupper()):
+    if not ident or ident[0].isdigit() or ident.startswith("symgrad_") or ident.startswith("_"):
         ident = "v" + ident
-    if len(ident) > 1 and re.fullmatch(r"[A-Z0-9_]+", ident):
+    if _macro_like(ident) or re.match(r"Py[A-Z_]", ident):     # or CPython's namespace
         ident += "_"
     while ident in RESERVED or ident in taken:
         ident += "_"
@@ -135,8 +147,10 @@ class KernelContext:
         return self._scratch(nbytes)
 
     @staticmethod
-    def idx(n):
-        return [f"i{d}" for d in range(n)]
+    def idx(shape):
+        """The indices of ``loop(shape, ...)``: ``_i0, _i1, ...``, and ``0`` along an axis of
+        size 1 (which gets no loop)."""
+        return loop_indices(shape)
 
     @staticmethod
     def offset(var, indices):
@@ -145,7 +159,7 @@ class KernelContext:
             if ix in ("0", 0) or n == 1:
                 continue
             ix = str(ix)
-            if stride != 1 and not ix.isidentifier():
+            if stride != 1 and not re.fullmatch(r"\w+", ix):
                 ix = f"({ix})"
             terms.append(ix if stride == 1 else f"{ix} * {dims.c_expr(stride)}")
         return " + ".join(terms) or "0"
@@ -166,57 +180,86 @@ class KernelContext:
 
     def fail(self, code):
         self._fail()
-        return f"{{ status = {code}; goto done; }}"
+        return f"{{ _status = {code}; goto done; }}"
 
     def inline_graph(self, graph, inputs, outputs):
         """The statements of ``graph`` (a loop body) rendered in place, for a kernel's own loop.
 
         ``inputs``: one C expression per graph input (a pointer for an array, a value for a
         scalar); ``outputs``: one pointer per graph output, written by the statements. Returns
-        ``(workspace bytes, lines)``; the lines expect a ``char *ws`` of that many bytes in
-        scope (for instance ``char *ws = k.scratch(bytes)``). Names get a prefix derived from
-        this kernel's result, so they cannot collide with the enclosing function's.
+        ``(workspace bytes, lines)``; the lines expect a ``char *_ws`` of that many bytes in
+        scope (for instance ``char *_ws = k.scratch(bytes)``).
+
+        The body's values keep their IR names, in a C block of their own (they shadow the
+        enclosing function's names, as the body's names are its own in the IR). The operands
+        are first bound to ``_in<k>``/``_out<k>``, outside that block, because an expression
+        such as ``b + _t * 3`` may name an enclosing value the body also calls ``b``.
         """
-        fn = FunctionRenderer(graph, "", [f"o{k}" for k in range(len(graph.outputs))],
-                              prefix=f"symgrad_{self.out.name}_").render()
+        fn = FunctionRenderer(graph, "", [f"_o{k}" for k in range(len(graph.outputs))],
+                              nested=True).render()
         if fn.can_fail:
             self._fail()
         # No ``restrict`` on these pointers: a loop's step reads the row the step before wrote
         # through another pointer, and gcc lets restrict pointers declared in a loop body
         # reorder such accesses across iterations.
-        lines = []
-        for (name, ctype, shape), expr in zip(fn.inputs, inputs):
+        outer, inner = [], []
+        for k, ((name, ctype, shape), expr) in enumerate(zip(fn.inputs, inputs)):
             if len(shape) == 0:
-                lines.append(f"const {ctype} *{name}_ptr = (const {ctype}[]){{{expr}}};")
+                outer.append(f"const {ctype} _in{k} = {expr};")
+                inner.append(f"const {ctype} {name} = _in{k};")
             else:
-                lines.append(f"const {ctype} *{name} = {expr};")
-        lines += [f"{ctype} *{name} = {expr};"
-                  for (name, ctype, _), expr in zip(fn.outputs, outputs)]
-        lines += fn.prologue
+                outer.append(f"const {ctype} *_in{k} = {expr};")
+                inner.append(f"const {ctype} *{name} = _in{k};")
+        for k, ((name, ctype, _), expr) in enumerate(zip(fn.outputs, outputs)):
+            outer.append(f"{ctype} *_out{k} = {expr};")
+            inner.append(f"{ctype} *{name} = _out{k};")
+        inner += fn.prologue
         for block in fn.blocks:
-            lines += [f"/* {c} */" for c in block.comments] + block.lines
-        return fn.workspace_size, lines + fn.epilogue
+            inner += block.comment_lines() + block.lines
+        inner += fn.epilogue
+        return fn.workspace_size, outer + ["{", *("    " + line for line in inner), "}"]
+
+
+def loop_indices(shape):
+    """Index names of a loop nest over ``shape``: ``_i0, _i1, ...``, and ``0`` along an axis of
+    size 1, which gets no loop (see ``loop_nest``)."""
+    return ["0" if n == 1 else f"_i{d}" for d, n in enumerate(shape)]
 
 
 def loop_nest(shape, body, names=None):
-    """Nested ``for`` loops over ``shape``; an axis of size 1 is a constant index, no loop."""
-    names = names or [f"i{d}" for d in range(len(shape))]
-    fixed = [f"const int64_t {ix} = 0;" for n, ix in zip(shape, names) if n == 1]
+    """Nested ``for`` loops over ``shape`` around ``body``; an axis of size 1 gets no loop (its
+    index in ``names``, default ``loop_indices(shape)``, is ``0``)."""
+    names = names or loop_indices(shape)
     loops = [(n, ix) for n, ix in zip(shape, names) if n != 1]
-    if not loops:
-        return ["{", *("    " + line for line in fixed + body), "}"]
     lines = []
     for d, (n, ix) in enumerate(loops):
         lines.append("    " * d + f"for (int64_t {ix} = 0; {ix} < {dims.c_expr(n)}; ++{ix}) {{")
-    lines += ["    " * len(loops) + line for line in fixed + body]
+    lines += ["    " * len(loops) + line for line in body]
     lines += ["    " * d + "}" for d in reversed(range(len(loops)))]
     return lines
 
 
 @dataclass
 class Block:
+    """Lines of C, and what they compute: one ``(statement, where)`` per IR statement, such as
+    ``("grad of: c = sin a", "loss.py:12: c = snp.sin(a)")``."""
     comments: list
     lines: list
+
+    def comment_lines(self):
+        """The block's comment: one statement a line, its user line beside it (the source text
+        once, on the first statement from that line)."""
+        if not self.comments:
+            return []
+        width = max(len(stmt) for stmt, _ in self.comments)
+        rows, seen = [], set()
+        for stmt, (short, full) in self.comments:
+            where = short if short in seen else full
+            seen.add(short)
+            rows.append(c_comment(f"{stmt:<{width}}   {where}".rstrip()))
+        if len(rows) == 1:
+            return [f"/* {rows[0]} */"]
+        return [f"/* {rows[0]}", *(f" * {r}" for r in rows[1:-1]), f" * {rows[-1]} */"]
 
 
 @dataclass
@@ -236,38 +279,30 @@ class CFunction:
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
 
 
-def _statement(node, ref, view=lambda v: False):
-    """``e = exp d`` as the IR printer would say it (for comments), each value named by
-    ``ref`` (None for a value this function does not have). A result that is a view of another
-    buffer (``view``) has no variable of its own: ``reshape b (a view)``. The forward statement,
-    or one it reads, may have been folded away by the optimizer: then the comment names only the
-    primitive, never a variable the C lacks."""
-    names = [ref(v) for v in (node.out, *node.inputs)]
-    if any(name is None for name in names[1:]) or (names[0] is None and not view(node.out)):
-        return f"{node.prim} (of values folded away, which have no C variable)"
-    rhs = f"{node.prim} {' '.join(names[1:])}".rstrip()
-    return f"{rhs} (a view)" if view(node.out) else f"{names[0]} = {rhs}"
-
-
 class FunctionRenderer:
     """Turns one Graph into a CFunction."""
 
-    def __init__(self, graph: Graph, name: str, output_names, *, prefix="", data=None):
+    def __init__(self, graph: Graph, name: str, output_names, *, nested=False, data=None):
         self.graph = graph
         self.data = data            # symbol -> (ctype, bytes) of constants kept as data; None: literals
         self.name = name
-        self.nested = bool(prefix)      # a loop body, inlined into an enclosing function
+        self.nested = nested      # a loop body, inlined into an enclosing function
         self.ir_names = graph.names()
+        self.ir_ref = graph.operand_names(self.ir_names)    # for comments quoting statements
         self.producers = graph.producers()
         self.uses = graph.uses()
         self.can_fail = False
+        # IR names first, so they keep their spelling; the parameters derived from them
+        # (out, grad_x, x_ptr) give way where an IR name already has theirs.
         taken = set()
         self.cnames = {}
         for v in graph.inputs:
-            self.cnames[v] = prefix + c_identifier(self.ir_names[v], taken)
-        self.out_params = [prefix + c_identifier(n, taken) for n in output_names]
+            self.cnames[v] = c_identifier(self.ir_names[v], taken)
         for n in graph.nodes:
-            self.cnames[n.out] = prefix + c_identifier(self.ir_names[n.out], taken)
+            self.cnames[n.out] = c_identifier(self.ir_names[n.out], taken)
+        self.out_params = [n if nested else c_identifier(n, taken) for n in output_names]
+        self.pointers = {v: c_identifier(self.cnames[v] + "_ptr", taken)
+                         for v in graph.inputs if v.ndim == 0 and not nested}
         self.storage = {}
         self.workspace = []          # (cname, ctype, size)
         self.prologue, self.epilogue = [], []
@@ -383,8 +418,9 @@ class FunctionRenderer:
             ctype = CTYPES[v.dtype]
             name = self.cnames[v]
             if v.ndim == 0:
-                params.append(f"const {ctype} *restrict {name}_ptr")
-                self.prologue.append(f"const {ctype} {name} = *{name}_ptr;")
+                if not self.nested:         # a loop body's scalars are bound by inline_graph
+                    params.append(f"const {ctype} *restrict {self.pointers[v]}")
+                    self.prologue.append(f"const {ctype} {name} = *{self.pointers[v]};")
                 self.storage[v] = CVar(name, (), ctype, "scalar")
             else:
                 params.append(f"const {ctype} *restrict {name}")
@@ -462,38 +498,21 @@ class FunctionRenderer:
 
     # -- statements -----------------------------------------------------------------------------
 
-    def is_view(self, v):
-        """Whether ``v`` is read through another value's buffer (a reshape, a slice, a
-        broadcast or padding read in place) rather than held in a variable of its own."""
-        return v in self.aliases
-
-    def comment_name(self, v):
-        """How comments name value ``v``: as this function's C does (a scalar constant is the
-        literal written there, a value the variable or output parameter holding it, a view
-        the buffer it reads); None when no C variable holds it (folded away, or a view at an
-        offset into another buffer)."""
-        n = self.producers.get(v)
-        if n is not None and is_scalar_literal(n):
-            return repr(n.attrs["value"])
-        c = self.storage.get(v)
-        if c is None or not re.fullmatch(r"\w+", c.name):
-            return None
-        return c.name
-
     def _comments(self, nodes):
+        """``(statement, (user line, user line with its text))`` per statement of ``nodes``,
+        each said once: forward statements as the IR printer writes them, adjoint ones as
+        ``grad of:`` the forward statement their derivative rule came from."""
         seen, out = set(), []
         for n in nodes:
-            if n.grad_of is not None:
-                fwd = n.grad_of
-                text = f"grad of: {_statement(fwd, self.comment_name, self.is_view)}"
-                loc = fwd.loc
-            else:
-                text, loc = "", n.loc
-            where = f"{loc}: {loc.text}" if loc is not None and loc.text else (str(loc) if loc else "")
-            line = f"{text}   {where}".strip() if text else where
-            if line and line not in seen:
-                seen.add(line)
-                out.append(c_comment(line))
+            node, prefix = (n.grad_of, "grad of: ") if n.grad_of is not None else (n, "")
+            stmt = prefix + format_statement(node, self.ir_names, ref=self.ir_ref, types=False)
+            if stmt in seen:
+                continue
+            seen.add(stmt)
+            loc = node.loc
+            short = str(loc) if loc is not None else ""
+            full = f"{loc}: {loc.text}" if loc is not None and loc.text else short
+            out.append((stmt, (short, full)))
         return out
 
     def _kernel_block(self, node):
@@ -504,7 +523,7 @@ class FunctionRenderer:
             self.can_fail = True
 
         def scratch(nbytes):
-            name = f"symgrad_ws_{out.name}"
+            name = f"_scratch_{out.name}"
             self.workspace.append((name, "char", nbytes))
             return name
 
@@ -512,10 +531,11 @@ class FunctionRenderer:
         ctx.accumulate = node.out in self.accumulated    # add into its output (accumulate.py)
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
-        # A kernel that declares names outside its loops gets a scope of its own.
-        if any(line and not line.startswith((" ", "for ", "{", "}")) for line in body):
+        # A kernel that declares names outside its loops gets a scope of its own, so two
+        # kernels' locals (_pa, _base, ...) cannot meet.
+        if any(_DECLARATION.match(line) for line in body):
             body = ["{", *("    " + line for line in body), "}"]
-        return Block(self._comments([node]), lines + body)
+        return Block(self._comments(self._described([node])), lines + body)
 
     def _scalar_block(self, nodes):
         lines = []
@@ -523,7 +543,7 @@ class FunctionRenderer:
             out = self.storage[n.out]
             expr = REGISTRY[n.prim].c_expr([self.storage[v].name for v in n.inputs], out.ctype)
             lines.append(f"const {out.ctype} {out.name} = {expr};")
-        return Block(self._comments(nodes), lines)
+        return Block(self._comments(self._described(nodes)), lines)
 
     def _fused_block(self, nodes):
         """One loop over the common shape computing every statement of ``nodes``; reductions
@@ -538,19 +558,20 @@ class FunctionRenderer:
         flat = (all(tuple(self.storage[v].shape) == tuple(shape) for v in outside)
                 and all(len(r.attrs["axes"]) == len(shape) for r in reductions)
                 and all(self.storage[v].kind == "array" or len(shape) == 1 for v in outside))
+        loop_shape = (dims.prod(shape),) if flat else shape
         if flat:
-            index_names = ["i"]
-            own = "i"
+            own = "0" if loop_shape[0] == 1 else "_i"
+            index_names = [own]
 
             def ref(v):
                 s = self.storage[v]
                 if s.kind == "padded":
-                    return self._padded_ref(v, ["i"])
+                    return self._padded_ref(v, [own])
                 if v in internal or s.kind != "array":
                     return s.name
-                return f"{s.name}[i]"
+                return f"{s.name}[{own}]"
         else:
-            index_names = [f"i{d}" for d in range(len(shape))]
+            index_names = loop_indices(shape)
             own = KernelContext.offset(CVar("", shape, "", "array"), index_names)
 
             def ref(v):
@@ -583,17 +604,17 @@ class FunctionRenderer:
                 before.append(f"{out.ctype} {out.name} = {init(out.ctype)};")
                 acc = out.name
             else:
-                before += loop_nest((out.size,), [f"{out.name}[i0] = {init(out.ctype)};"])
+                ix = loop_indices((out.size,))[0]
+                before += loop_nest((out.size,), [f"{out.name}[{ix}] = {init(out.ctype)};"])
                 kept = [ix for d, ix in enumerate(index_names) if d not in r.attrs["axes"]]
                 acc = f"{out.name}[{KernelContext.offset(out, kept)}]"
             body += update(acc, ref(r.inputs[0]), out.ctype)
-        loop_shape = (math.prod(shape),) if flat else shape
         if flat and lanes.splits(reductions, self.storage, loop_shape[0]):
-            return Block(self._comments(nodes + reductions), before + lanes.loop(
+            return Block(self._comments(self._described(nodes + reductions)), before + lanes.loop(
                 loop_shape[0], elementwise,
                 [(REGISTRY[r.prim].c_reduce, self.storage[r.out], ref(r.inputs[0]))
                  for r in reductions]))
-        return Block(self._comments(nodes + reductions),
+        return Block(self._comments(self._described(nodes + reductions)),
                      before + loop_nest(loop_shape, body, index_names))
 
     def _padded_ref(self, v, indices):
@@ -617,8 +638,28 @@ class FunctionRenderer:
         zero = "0.0f" if src.ctype == "float" else "0.0" if src.ctype == "double" else "0"
         return f"({' && '.join(tests)} ? {value} : {zero})"
 
+    def _described(self, nodes):
+        """``nodes``, each after the views it reads that are not described yet: a reshape,
+        slice, broadcast or padding that has no code (its readers read its source) is named
+        in the comment of the first block that reads it, so every IR name can be found."""
+        out = []
+
+        def add(n):
+            for v in n.inputs:
+                p = self.producers.get(v)
+                if p is not None and (v in self.aliases or v in self.views) \
+                        and p not in self.described:
+                    self.described.add(p)
+                    add(p)
+                    out.append(p)
+            out.append(n)
+        for n in nodes:
+            add(n)
+        return out
+
     def _blocks(self):
         blocks = []
+        self.described = set()
         for group in self.groups:
             first = group[0]
             if first.out in self.aliases:
@@ -651,7 +692,7 @@ class FunctionRenderer:
         return self._workspace_layout()[1]
 
     def _workspace_lines(self):
-        return [f"{ctype} *restrict {cname} = ({ctype} *)(ws + {dims.c_expr(offset)});"
+        return [f"{ctype} *restrict {cname} = ({ctype} *)(_ws + {dims.c_expr(offset)});"
                 for cname, ctype, offset in self._workspace_layout()[0]]
 
     def _value_sizes(self):
@@ -665,7 +706,7 @@ class FunctionRenderer:
             if name not in by_name or by_name[name].ndim != 0:
                 raise ValueError(f"{self.graph.name}: a loop runs {name} times, but {name} is "
                                  f"not a scalar input of this function")
-            lines.append(f"const int64_t {s.name} = (int64_t)*{self.cnames[by_name[name]]}_ptr;")
+            lines.append(f"const int64_t {s.name} = (int64_t)*{self.pointers[by_name[name]]};")
         return lines
 
     def render(self, doc=()):
@@ -688,23 +729,29 @@ class FunctionRenderer:
                      for k, v in enumerate(self.graph.outputs)])
 
 
+_DECLARATION = re.compile(r"(const |static )*(%s)\b" % "|".join(sorted(set(CTYPES.values()))))
+
+
 def _tidy(blocks):
-    """Merge consecutive straight-line blocks with the same comment; a comment is said once."""
+    """Merge consecutive straight-line blocks from the same user lines: one comment over the
+    statements of one line of Python."""
     merged = []
     for b in blocks:
-        straight = all(line.startswith("const ") for line in b.lines)
-        if (merged and b.comments == merged[-1].comments and straight
-                and all(line.startswith("const ") for line in merged[-1].lines)):
+        if merged and _straight(b) and _straight(merged[-1]) and \
+                _lines_of(b) == _lines_of(merged[-1]):
+            merged[-1].comments += [c for c in b.comments if c not in merged[-1].comments]
             merged[-1].lines.extend(b.lines)
         else:
             merged.append(b)
-    previous = None
-    for b in merged:
-        if b.comments == previous:
-            b.comments = []
-        else:
-            previous = b.comments
     return merged
+
+
+def _straight(block):
+    return all(line.startswith("const ") for line in block.lines)
+
+
+def _lines_of(block):
+    return {where for _, (where, _) in block.comments}
 
 
 def _sizeof(ctype):
@@ -713,6 +760,17 @@ def _sizeof(ctype):
 
 
 # --- templates ---------------------------------------------------------------------------------
+
+# Runtime C the modules paste in as it is: no template logic, so plain C files beside the
+# templates.
+RUNTIME_FILES = ("blas.h", "workspace.c")
+
+
+def runtime_sources():
+    """``{file name: its text}`` of the runtime C files."""
+    return {name: (templates.TEMPLATE_DIR / name).read_text().rstrip("\n")
+            for name in RUNTIME_FILES}
+
 
 def render_module(functions, *, title, version, data=None):
     """The C source of a module holding ``functions`` (CFunctions). ``data``: the constants
@@ -724,6 +782,7 @@ def render_module(functions, *, title, version, data=None):
     parallel = narrow.template_parts(lines)
     return templates.render("module.c.j2",
         functions=functions, title=c_comment(title), version=version, status=STATUS,
+        runtime=runtime_sources(),
         data=[(symbol, ctype) for symbol, (ctype, _) in sorted((data or {}).items())],
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=bool(parallel and parallel["blas"]) or any(

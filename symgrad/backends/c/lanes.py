@@ -8,7 +8,7 @@ into a partial result of its own, and combines the partial results pairwise afte
 adds are then independent, and gcc vectorises the lanes. The order of the adds changes (as
 NumPy's pairwise summation changes it too): the interpreter and the C agree to rounding.
 
-The names it declares start with ``symgrad_``, which no IR name is given (codegen.c_identifier).
+The names it declares start with ``_``, as every name the generated code makes up for itself\n(codegen.c_identifier gives no IR name a leading ``_``); the body's index is the fused loop's ``_i``.
 """
 from __future__ import annotations
 
@@ -27,31 +27,34 @@ def splits(reductions, storage, size):
 
 
 def loop(size, body, reductions):
-    """C lines: the flat loop over ``size`` elements (index ``i``) running ``body`` and then the
-    ``reductions``, each ``((init, update), out CVar, C expression of its operand at i)``; the
+    """C lines: the flat loop over ``size`` elements (index ``_i``) running ``body`` and then the
+    ``reductions``, each ``((init, update), out CVar, C expression of its operand at _i)``; the
     scalar results (declared before, holding their initial values) are complete after it."""
     n = dims.c_expr(size)
-    each = f"for (int64_t symgrad_l = 0; symgrad_l < {LANES}; ++symgrad_l)"
-    lines, inner, rest = [], ["const int64_t i = symgrad_i + symgrad_l;", *body], list(body)
+    each = f"for (int64_t _l = 0; _l < {LANES}; ++_l)"
+    lines, inner, rest = [], ["const int64_t _i = _blk + _l;", *body], list(body)
     for (init, update), out, operand in reductions:
-        partial = f"symgrad_lanes_{out.name}"
+        partial = f"_lanes_{out.name}"
         lines += [f"{out.ctype} {partial}[{LANES}];",
-                  f"{each} {partial}[symgrad_l] = {init(out.ctype)};"]
-        inner += update(f"{partial}[symgrad_l]", operand, out.ctype)
+                  f"{each} {partial}[_l] = {init(out.ctype)};"]
+        inner += update(f"{partial}[_l]", operand, out.ctype)
         rest += update(out.name, operand, out.ctype)
-    lines += [f"for (int64_t symgrad_i = 0; symgrad_i + {LANES} <= {n}; "
-              f"symgrad_i += {LANES}) {{",
+    lines += [f"for (int64_t _blk = 0; _blk + {LANES} <= {n}; "
+              f"_blk += {LANES}) {{",
               f"    {each} {{", *("        " + x for x in inner), "    }", "}",
-              f"for (int64_t i = {n} - {n} % {LANES}; i < {n}; ++i) {{",
+              f"for (int64_t _i = {n} - {n} % {LANES}; _i < {n}; ++_i) {{",
               *("    " + x for x in rest), "}"]
     for (_, update), out, _ in reductions:
-        partial = f"symgrad_lanes_{out.name}"
+        partial = f"_lanes_{out.name}"
         width = LANES
         while width > 1:
             width //= 2
-            lines += [f"for (int64_t symgrad_l = 0; symgrad_l < {width}; ++symgrad_l) {{",
-                      *("    " + x for x in update(f"{partial}[symgrad_l]",
-                                                  f"{partial}[symgrad_l + {width}]",
+            if width == 1:       # no loop of one (the generated C's rule)
+                lines += update(f"{partial}[0]", f"{partial}[1]", out.ctype)
+                continue
+            lines += [f"for (int64_t _l = 0; _l < {width}; ++_l) {{",
+                      *("    " + x for x in update(f"{partial}[_l]",
+                                                  f"{partial}[_l + {width}]",
                                                   out.ctype)), "}"]
         lines += update(out.name, f"{partial}[0]", out.ctype)
     return lines

@@ -19,6 +19,7 @@ import numpy as np
 from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
+from symgrad.core.primitives.structural import _plus, _times
 from symgrad.core.types import TensorType
 from symgrad.errors import DTypeError, ShapeError
 
@@ -41,9 +42,10 @@ def _lane_loop(k, shape, axis, reverse, setup, step, finish=()):
     """Loops over the lanes of ``shape`` along ``axis``; ``step(off)`` gets the element's
     offset (a C expression) in order along the lane (backwards with ``reverse``)."""
     pre, n, post = _lanes(shape, axis)
-    r = f"({_d(n)} - 1 - r)" if reverse else "r"
-    off = f"i0 * {_d(n * post)} + {r} * {_d(post)} + i1"
-    return k.loop((pre, post), [*setup, f"for (int64_t r = 0; r < {_d(n)}; ++r) {{",
+    i0, i1 = k.idx((pre, post))
+    r = f"{_d(n)} - 1 - _r" if reverse else "_r"
+    off = _plus(_times(i0, n * post), _times(r, post), i1)
+    return k.loop((pre, post), [*setup, f"for (int64_t _r = 0; _r < {_d(n)}; ++_r) {{",
                                 *("    " + s for s in step(off)), "}", *finish])
 
 
@@ -78,8 +80,8 @@ def _cumsum_impl(x, *, axis, reverse):
 
 def _cumsum_c(k):
     x, out, t = k.ins[0], k.out, k.out.ctype
-    return _lane_loop(k, x.shape, k.attrs["axis"], k.attrs["reverse"], [f"{t} acc = {_lit(0, t)};"],
-                      lambda off: [f"acc += {k.at(x, off)};", f"{k.at(out, off)} = acc;"])
+    return _lane_loop(k, x.shape, k.attrs["axis"], k.attrs["reverse"], [f"{t} _acc = {_lit(0, t)};"],
+                      lambda off: [f"_acc += {k.at(x, off)};", f"{k.at(out, off)} = _acc;"])
 
 
 register(Primitive(
@@ -154,11 +156,12 @@ def _scan_jvp(t, out, a, b, h0, *, axis, reverse):
 def _scan_c(k):
     a, b, h0 = k.ins
     out, t = k.out, k.out.ctype
-    _, _, post = _lanes(a.shape, k.attrs["axis"])
-    start = k.at(h0, f"i0 * {_d(post)} + i1")     # h0 is the (pre, post) lanes' start
-    return _lane_loop(k, a.shape, k.attrs["axis"], k.attrs["reverse"], [f"{t} sg_h = {start};"],
-                      lambda off: [f"sg_h = {k.at(a, off)} * sg_h + {k.at(b, off)};",
-                                   f"{k.at(out, off)} = sg_h;"])
+    pre, _, post = _lanes(a.shape, k.attrs["axis"])
+    i0, i1 = k.idx((pre, post))
+    start = k.at(h0, _plus(_times(i0, post), i1))     # h0 is the (pre, post) lanes' start
+    return _lane_loop(k, a.shape, k.attrs["axis"], k.attrs["reverse"], [f"{t} _h = {start};"],
+                      lambda off: [f"_h = {k.at(a, off)} * _h + {k.at(b, off)};",
+                                   f"{k.at(out, off)} = _h;"])
 
 
 register(Primitive(

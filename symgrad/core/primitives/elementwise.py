@@ -18,6 +18,7 @@ import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.c import C99CodePrinter
+from sympy.printing.precedence import precedence
 
 from symgrad.core.cspell import literal_value
 from symgrad.errors import DTypeError, ShapeError
@@ -33,9 +34,22 @@ SYMBOLS = (X, Y)
 # Functions libm lacks are C functions of symgrad's own (templates/math.c.j2), in double only: a
 # float operand converts to double and the result rounds back, so float32 loses nothing.
 C_RUNTIME_FUNCTIONS = {"erfinv": "symgrad_math_erfinv", "polygamma": "symgrad_math_polygamma"}
-_PRINTERS = {"float64": C99CodePrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
-             "float32": C99CodePrinter({"type_aliases": {real: float32},
-                                        "user_functions": C_RUNTIME_FUNCTIONS})}
+
+
+class _CPrinter(C99CodePrinter):
+    """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
+    ``pow(x, 2)``)."""
+
+    def _print_Pow(self, expr):
+        if expr.exp == 2:
+            base = self.parenthesize(expr.base, precedence(expr))
+            return f"{base}*{base}"
+        return super()._print_Pow(expr)
+
+
+_PRINTERS = {"float64": _CPrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
+             "float32": _CPrinter({"type_aliases": {real: float32},
+                                   "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
 

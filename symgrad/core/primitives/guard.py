@@ -30,9 +30,10 @@ def _guard_impl(flag, x, *, message):
 
 def _guard_c(k):
     flag, x, out = k.ins[0], k.ins[1], k.out
+    idx = k.idx(out.shape)      # x has out's shape; 0 along an axis of size 1 (no loop)
     return [f"if ({k.at(flag, '0')}) {k.fail('SYMGRAD_EINDEX')}",
-            *k.loop(out.shape, [f"{k.at(out, k.offset(out, k.idx(out.ndim)))} = "
-                                f"{k.at(x, k.offset(x, k.idx(x.ndim)))};"])]
+            *k.loop(out.shape, [f"{k.at(out, k.offset(out, idx))} = "
+                                f"{k.at(x, k.offset(x, idx))};"])]
 
 
 def _guard_batch(size, bdims, flag, x, *, message):

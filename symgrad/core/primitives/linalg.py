@@ -31,6 +31,7 @@ import numpy as np
 from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
+from symgrad.core.primitives.structural import _plus, _times
 from symgrad.core.types import TensorType
 from symgrad.errors import DTypeError, ShapeError
 
@@ -345,34 +346,35 @@ def _chol_vjp(g, out, a):
 
 def _chol_c(k):
     a, out = k.ins[0], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     n, t = a.shape[-1], out.ctype
     setup = [
-        f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
-        f"{t} *sg_L = {k.ptr(out)} + i0 * {n * n};",
+        f"const {t} *_pa = {_plus(k.ptr(a), _times(bi, n * n))};",
+        f"{t} *_pl = {_plus(k.ptr(out), _times(bi, n * n))};",
     ]
     # LAPACK's potrf on the lower triangle; from a failing pivot on, the rows are NaN.
     lapack = [
-        f"for (int64_t i = 0; i < {n}; ++i)",
-        f"    for (int64_t j = 0; j < {n}; ++j) sg_L[i * {n} + j] = j <= i ? sg_A[i * {n} + j] : "
+        f"for (int64_t _i = 0; _i < {n}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {n}; ++_j) _pl[_i * {n} + _j] = _j <= _i ? _pa[_i * {n} + _j] : "
         "0;",
-        f"const int sg_info = {_lapacke(t, 'potrf')}(101, 'L', {n}, sg_L, {n});",
-        f"if (sg_info != 0) for (int64_t r = sg_info > 0 ? (sg_info - 1) * {n} : 0; r < {n * n}; "
-        "++r) "
-        f"sg_L[r] = NAN;",
+        f"const int _info = {_lapacke(t, 'potrf')}(101, 'L', {n}, _pl, {n});",
+        f"if (_info != 0) for (int64_t _r = _info > 0 ? (_info - 1) * {n} : 0; _r < {n * n}; "
+        "++_r) "
+        f"_pl[_r] = NAN;",
     ]
     own = [
-        f"for (int64_t r = 0; r < {n * n}; ++r) sg_L[r] = {_lit(0, t)};",
-        f"for (int64_t j = 0; j < {n}; ++j) {{",
-        f"    {t} sg_s = sg_A[j * {n} + j];",
-        f"    for (int64_t sg_c = 0; sg_c < j; ++sg_c) sg_s -= sg_L[j * {n} + sg_c] * sg_L[j * {n} "
-        "+ sg_c];",
+        f"for (int64_t _r = 0; _r < {n * n}; ++_r) _pl[_r] = {_lit(0, t)};",
+        f"for (int64_t _j = 0; _j < {n}; ++_j) {{",
+        f"    {t} _s = _pa[_j * {n} + _j];",
+        f"    for (int64_t _c = 0; _c < _j; ++_c) _s -= _pl[_j * {n} + _c] * _pl[_j * {n} "
+        "+ _c];",
         # not positive definite: NaN (sqrt of a negative), and NaN spreads to what follows
-        f"    sg_L[j * {n} + j] = sg_s > 0 ? sqrt(sg_s) : NAN;",
-        f"    for (int64_t i = j + 1; i < {n}; ++i) {{",
-        f"        {t} v = sg_A[i * {n} + j];",
-        f"        for (int64_t sg_c = 0; sg_c < j; ++sg_c) v -= sg_L[i * {n} + sg_c] * sg_L[j * "
-        f"{n} + sg_c];",
-        f"        sg_L[i * {n} + j] = v / sg_L[j * {n} + j];",
+        f"    _pl[_j * {n} + _j] = _s > 0 ? sqrt(_s) : NAN;",
+        f"    for (int64_t _i = _j + 1; _i < {n}; ++_i) {{",
+        f"        {t} _v = _pa[_i * {n} + _j];",
+        f"        for (int64_t _c = 0; _c < _j; ++_c) _v -= _pl[_i * {n} + _c] * _pl[_j * "
+        f"{n} + _c];",
+        f"        _pl[_i * {n} + _j] = _v / _pl[_j * {n} + _j];",
         "    }",
         "}",
     ]
@@ -454,24 +456,25 @@ def _tri_jvp(t, out, a, b, *, lower, transpose_a, unit_diagonal):
 
 def _tri_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     n, nrhs, t = a.shape[-1], b.shape[-1], out.ctype
     lower, trans, unit = (k.attrs[x] for x in ("lower", "transpose_a", "unit_diagonal"))
-    M = (lambda i, j: f"sg_A[{j} * {n} + {i}]") if trans else \
-        (lambda i, j: f"sg_A[{i} * {n} + {j}]")
+    M = (lambda i, j: f"_pa[{j} * {n} + {i}]") if trans else \
+        (lambda i, j: f"_pa[{i} * {n} + {j}]")
     forward = lower != trans
-    rows = (f"for (int64_t i = 0; i < {n}; ++i) {{" if forward else
-            f"for (int64_t i = {n} - 1; i >= 0; --i) {{")
-    inner = ("for (int64_t j = 0; j < i; ++j)" if forward else
-             f"for (int64_t j = i + 1; j < {n}; ++j)")
+    rows = (f"for (int64_t _i = 0; _i < {n}; ++_i) {{" if forward else
+            f"for (int64_t _i = {n} - 1; _i >= 0; --_i) {{")
+    inner = ("for (int64_t _j = 0; _j < _i; ++_j)" if forward else
+             f"for (int64_t _j = _i + 1; _j < {n}; ++_j)")
     return k.loop((_batch(a.shape),), [
-        f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
-        f"const {t} *sg_B = {k.ptr(b)} + i0 * {n * nrhs};",
-        f"{t} *sg_X = {k.ptr(out)} + i0 * {n * nrhs};",
-        f"for (int64_t sg_c = 0; sg_c < {nrhs}; ++sg_c) {{",
+        f"const {t} *_pa = {_plus(k.ptr(a), _times(bi, n * n))};",
+        f"const {t} *_pb = {_plus(k.ptr(b), _times(bi, n * nrhs))};",
+        f"{t} *_px = {_plus(k.ptr(out), _times(bi, n * nrhs))};",
+        f"for (int64_t _c = 0; _c < {nrhs}; ++_c) {{",
         f"    {rows}",
-        f"        {t} sg_s = sg_B[i * {nrhs} + sg_c];",
-        f"        {inner} sg_s -= {M('i', 'j')} * sg_X[j * {nrhs} + sg_c];",
-        f"        sg_X[i * {nrhs} + sg_c] = {'sg_s' if unit else 'sg_s / ' + M('i', 'i')};",
+        f"        {t} _s = _pb[_i * {nrhs} + _c];",
+        f"        {inner} _s -= {M('_i', '_j')} * _px[_j * {nrhs} + _c];",
+        f"        _px[_i * {nrhs} + _c] = {'_s' if unit else '_s / ' + M('_i', '_i')};",
         "    }",
         "}",
     ])
@@ -524,62 +527,63 @@ def _lu_lines(k, t, n, det=False):
     """Gaussian elimination with partial pivoting of W (n x n, row-major) in place; with
     ``det``, the sign and log|det| accumulate in ``sgn`` and ``logdet``. Without, the row swaps
     and eliminations are applied to X (n x nrhs) as well."""
-    lines = [f"for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) {{",
-             "    int64_t sg_piv = sg_c;",
-             f"    for (int64_t i = sg_c + 1; i < {n}; ++i)",
-             f"        if (fabs(sg_W[i * {n} + sg_c]) > fabs(sg_W[sg_piv * {n} + sg_c])) sg_piv = "
-             "i;",
-             "    if (sg_piv != sg_c) {",
-             f"        for (int64_t j = 0; j < {n}; ++j) {{ const {t} sg_s = sg_W[sg_c * {n} + j]; "
-             f"sg_W[sg_c * {n} + j] = sg_W[sg_piv * {n} + j]; sg_W[sg_piv * {n} + j] = sg_s; }}"]
+    lines = [f"for (int64_t _c = 0; _c < {n}; ++_c) {{",
+             "    int64_t _piv = _c;",
+             f"    for (int64_t _i = _c + 1; _i < {n}; ++_i)",
+             f"        if (fabs(_pw[_i * {n} + _c]) > fabs(_pw[_piv * {n} + _c])) _piv = "
+             "_i;",
+             "    if (_piv != _c) {",
+             f"        for (int64_t _j = 0; _j < {n}; ++_j) {{ const {t} _s = _pw[_c * {n} + _j]; "
+             f"_pw[_c * {n} + _j] = _pw[_piv * {n} + _j]; _pw[_piv * {n} + _j] = _s; }}"]
     if det:
-        lines += ["        sg_sgn = -sg_sgn;", "    }",
-                  f"    const {t} sg_u = sg_W[sg_c * {n} + sg_c];",
-                  "    if (sg_u == 0) { sg_sgn = 0; sg_logdet = -INFINITY; break; }",
-                  "    if (sg_u < 0) sg_sgn = -sg_sgn;",
-                  "    sg_logdet += log(fabs(sg_u));"]
+        lines += ["        _sgn = -_sgn;", "    }",
+                  f"    const {t} _u = _pw[_c * {n} + _c];",
+                  "    if (_u == 0) { _sgn = 0; _logdet = -INFINITY; break; }",
+                  "    if (_u < 0) _sgn = -_sgn;",
+                  "    _logdet += log(fabs(_u));"]
     else:
-        lines += [f"        for (int64_t j = 0; j < sg_nrhs; ++j) {{ "
-                  f"const {t} sg_s = sg_X[sg_c * sg_nrhs + j]; "
-                  "sg_X[sg_c * sg_nrhs + j] = sg_X[sg_piv * sg_nrhs + j]; "
-                  "sg_X[sg_piv * sg_nrhs + j] = sg_s; }",
+        lines += [f"        for (int64_t _j = 0; _j < _nrhs; ++_j) {{ "
+                  f"const {t} _s = _px[_c * _nrhs + _j]; "
+                  "_px[_c * _nrhs + _j] = _px[_piv * _nrhs + _j]; "
+                  "_px[_piv * _nrhs + _j] = _s; }",
                   "    }",
-                  f"    const {t} sg_u = sg_W[sg_c * {n} + sg_c];"]
-    lines += [f"    for (int64_t i = sg_c + 1; i < {n}; ++i) {{",
-              f"        const {t} sg_f = sg_W[i * {n} + sg_c] / sg_u;",
-              f"        for (int64_t j = sg_c + 1; j < {n}; ++j) "
-              f"sg_W[i * {n} + j] -= sg_f * sg_W[sg_c * {n} + j];"]
+                  f"    const {t} _u = _pw[_c * {n} + _c];"]
+    lines += [f"    for (int64_t _i = _c + 1; _i < {n}; ++_i) {{",
+              f"        const {t} _f = _pw[_i * {n} + _c] / _u;",
+              f"        for (int64_t _j = _c + 1; _j < {n}; ++_j) "
+              f"_pw[_i * {n} + _j] -= _f * _pw[_c * {n} + _j];"]
     if not det:
-        lines += ["        for (int64_t j = 0; j < sg_nrhs; ++j) "
-                  "sg_X[i * sg_nrhs + j] -= sg_f * sg_X[sg_c * sg_nrhs + j];"]
+        lines += ["        for (int64_t _j = 0; _j < _nrhs; ++_j) "
+                  "_px[_i * _nrhs + _j] -= _f * _px[_c * _nrhs + _j];"]
     lines += ["    }", "}"]
     return lines
 
 
 def _solve_c(k):
     a, b, out = k.ins[0], k.ins[1], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     n, nrhs, t = a.shape[-1], b.shape[-1], out.ctype
     ws = k.scratch(8 * (n * n + n))
     setup = [
-        f"{t} *sg_W = ({t} *){ws};",
-        f"const int64_t sg_nrhs = {nrhs};",
-        f"{t} *sg_X = {k.ptr(out)} + i0 * {n * nrhs};",
-        f"memcpy(sg_W, {k.ptr(a)} + i0 * {n * n}, sizeof({t}) * {n * n});",
-        f"memcpy(sg_X, {k.ptr(b)} + i0 * {n * nrhs}, sizeof({t}) * {n * nrhs});",
+        f"{t} *_pw = ({t} *){ws};",
+        f"const int64_t _nrhs = {nrhs};",
+        f"{t} *_px = {_plus(k.ptr(out), _times(bi, n * nrhs))};",
+        f"memcpy(_pw, {_plus(k.ptr(a), _times(bi, n * n))}, sizeof({t}) * {n * n});",
+        f"memcpy(_px, {_plus(k.ptr(b), _times(bi, n * nrhs))}, sizeof({t}) * {n * nrhs});",
     ]
     lapack = [
-        f"int *sg_piv = (int *)(sg_W + {n * n});",
-        f"if ({_lapacke(t, 'gesv')}(101, {n}, {nrhs}, sg_W, {n}, sg_piv, sg_X, {nrhs}) != 0)",
-        f"    for (int64_t r = 0; r < {n * nrhs}; ++r) sg_X[r] = NAN;",
+        f"int *_piv = (int *)(_pw + {n * n});",
+        f"if ({_lapacke(t, 'gesv')}(101, {n}, {nrhs}, _pw, {n}, _piv, _px, {nrhs}) != 0)",
+        f"    for (int64_t _r = 0; _r < {n * nrhs}; ++_r) _px[_r] = NAN;",
     ]
     own = [
         *_lu_lines(k, t, n),
-        f"for (int64_t i = {n} - 1; i >= 0; --i) {{",
-        "    for (int64_t j = 0; j < sg_nrhs; ++j) {",
-        f"        {t} sg_s = sg_X[i * sg_nrhs + j];",
-        f"        for (int64_t sg_c = i + 1; sg_c < {n}; ++sg_c) sg_s -= sg_W[i * {n} + sg_c] * "
-        "sg_X[sg_c * sg_nrhs + j];",
-        f"        sg_X[i * sg_nrhs + j] = sg_s / sg_W[i * {n} + i];",
+        f"for (int64_t _i = {n} - 1; _i >= 0; --_i) {{",
+        "    for (int64_t _j = 0; _j < _nrhs; ++_j) {",
+        f"        {t} _s = _px[_i * _nrhs + _j];",
+        f"        for (int64_t _c = _i + 1; _c < {n}; ++_c) _s -= _pw[_i * {n} + _c] * "
+        "_px[_c * _nrhs + _j];",
+        f"        _px[_i * _nrhs + _j] = _s / _pw[_i * {n} + _i];",
         "    }",
         "}",
     ]
@@ -627,27 +631,28 @@ def _slogdet_jvp(t, out, a):
 
 def _slogdet_c(k):
     a, out = k.ins[0], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     n, t = a.shape[-1], out.ctype
     ws = k.scratch(8 * (n * n + n))
     # LAPACK's getrf: the sign from its (1-based) row swaps and U's diagonal.
     lapack = [
-        f"int *sg_piv = (int *)(sg_W + {n * n});",
-        f"const int sg_info = {_lapacke(t, 'getrf')}(101, {n}, {n}, sg_W, {n}, sg_piv);",
-        "if (sg_info > 0) { sg_sgn = 0; sg_logdet = -INFINITY; }",
-        "else if (sg_info < 0) { sg_sgn = NAN; sg_logdet = NAN; }",
-        f"else for (int64_t i = 0; i < {n}; ++i) {{",
-        "    if (sg_piv[i] != i + 1) sg_sgn = -sg_sgn;",
-        f"    if (sg_W[i * {n} + i] < 0) sg_sgn = -sg_sgn;",
-        f"    sg_logdet += log(fabs(sg_W[i * {n} + i]));",
+        f"int *_piv = (int *)(_pw + {n * n});",
+        f"const int _info = {_lapacke(t, 'getrf')}(101, {n}, {n}, _pw, {n}, _piv);",
+        "if (_info > 0) { _sgn = 0; _logdet = -INFINITY; }",
+        "else if (_info < 0) { _sgn = NAN; _logdet = NAN; }",
+        f"else for (int64_t _i = 0; _i < {n}; ++_i) {{",
+        "    if (_piv[_i] != _i + 1) _sgn = -_sgn;",
+        f"    if (_pw[_i * {n} + _i] < 0) _sgn = -_sgn;",
+        f"    _logdet += log(fabs(_pw[_i * {n} + _i]));",
         "}",
     ]
     return k.loop((_batch(a.shape),), [
-        f"{t} *sg_W = ({t} *){ws};",
-        f"memcpy(sg_W, {k.ptr(a)} + i0 * {n * n}, sizeof({t}) * {n * n});",
-        f"{t} sg_sgn = {_lit(1, t)}, sg_logdet = {_lit(0, t)};",
+        f"{t} *_pw = ({t} *){ws};",
+        f"memcpy(_pw, {_plus(k.ptr(a), _times(bi, n * n))}, sizeof({t}) * {n * n});",
+        f"{t} _sgn = {_lit(1, t)}, _logdet = {_lit(0, t)};",
         *_with_lapack(n, lapack, _lu_lines(k, t, n, det=True)),
-        f"{k.ptr(out)}[2 * i0] = sg_sgn;",
-        f"{k.ptr(out)}[2 * i0 + 1] = sg_logdet;",
+        f"{k.ptr(out)}[{_times(bi, 2)}] = _sgn;",
+        f"{k.ptr(out)}[{_plus(_times(bi, 2), '1')}] = _logdet;",
     ])
 
 
@@ -735,66 +740,67 @@ def _qr_vjp(g, out, a):
 
 def _qr_c(k):
     a, out = k.ins[0], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     m, n = a.shape[-2:]
     kk, t = min(m, n), out.ctype
     ws = k.scratch(8 * (m * n + m * kk + kk))
     setup = [
-        f"{t} *sg_R = ({t} *){ws};",
-        f"{t} *sg_tau = sg_R + {m * n};",
-        f"{t} *sg_Q = {k.ptr(out)} + i0 * {m * kk + kk * n};",
-        f"{t} *sg_Rout = sg_Q + {m * kk};",
-        f"memcpy(sg_R, {k.ptr(a)} + i0 * {m * n}, sizeof({t}) * {m * n});",
+        f"{t} *_pr = ({t} *){ws};",
+        f"{t} *_tau = _pr + {m * n};",
+        f"{t} *_pq = {_plus(k.ptr(out), _times(bi, m * kk + kk * n))};",
+        f"{t} *_prout = _pq + {m * kk};",
+        f"memcpy(_pr, {_plus(k.ptr(a), _times(bi, m * n))}, sizeof({t}) * {m * n});",
     ]
     copy_r = [
-        f"for (int64_t i = 0; i < {kk}; ++i)",
-        f"    for (int64_t sg_c = 0; sg_c < {n}; ++sg_c) sg_Rout[i * {n} + sg_c] = sg_c >= i ? "
-        f"sg_R[i * {n} + sg_c] : 0;",
+        f"for (int64_t _i = 0; _i < {kk}; ++_i)",
+        f"    for (int64_t _c = 0; _c < {n}; ++_c) _prout[_i * {n} + _c] = _c >= _i ? "
+        f"_pr[_i * {n} + _c] : 0;",
     ]
     # LAPACK's blocked Householder QR (geqrf, then orgqr forms Q in place): the same reflectors.
     lapack = [
-        f"int sg_info = {_lapacke(t, 'geqrf')}(101, {m}, {n}, sg_R, {n}, sg_tau);",
+        f"int _info = {_lapacke(t, 'geqrf')}(101, {m}, {n}, _pr, {n}, _tau);",
         *copy_r,
-        f"sg_info |= {_lapacke(t, 'orgqr')}(101, {m}, {kk}, {kk}, sg_R, {n}, sg_tau);",
-        f"for (int64_t i = 0; i < {m}; ++i)",
-        f"    for (int64_t j = 0; j < {kk}; ++j) sg_Q[i * {kk} + j] = sg_R[i * {n} + j];",
-        f"if (sg_info != 0) for (int64_t r = 0; r < {m * kk + kk * n}; ++r) sg_Q[r] = NAN;",
+        f"_info |= {_lapacke(t, 'orgqr')}(101, {m}, {kk}, {kk}, _pr, {n}, _tau);",
+        f"for (int64_t _i = 0; _i < {m}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {kk}; ++_j) _pq[_i * {kk} + _j] = _pr[_i * {n} + _j];",
+        f"if (_info != 0) for (int64_t _r = 0; _r < {m * kk + kk * n}; ++_r) _pq[_r] = NAN;",
     ]
     own = [
         # Householder: H_j = I - tau_j v v^T with v_0 = 1 below the diagonal (LAPACK's dlarfg).
-        f"for (int64_t j = 0; j < {kk}; ++j) {{",
-        f"    {t} sg_xnorm2 = 0;",
-        f"    for (int64_t i = j + 1; i < {m}; ++i) sg_xnorm2 += sg_R[i * {n} + j] * sg_R[i * {n} "
-        "+ j];",
-        "    if (sg_xnorm2 == 0) { sg_tau[j] = 0; continue; }",
-        f"    const {t} sg_alpha = sg_R[j * {n} + j];",
-        f"    const {t} sg_beta = (sg_alpha >= 0 ? -1 : 1) * sqrt(sg_alpha * sg_alpha + "
-        "sg_xnorm2);",
-        "    sg_tau[j] = (sg_beta - sg_alpha) / sg_beta;",
-        f"    for (int64_t i = j + 1; i < {m}; ++i) sg_R[i * {n} + j] /= (sg_alpha - sg_beta);",
-        f"    sg_R[j * {n} + j] = sg_beta;",
-        f"    for (int64_t sg_c = j + 1; sg_c < {n}; ++sg_c) {{",
-        f"        {t} sg_s = sg_R[j * {n} + sg_c];",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_R[i * {n} + "
-        "sg_c];",
-        "        sg_s *= sg_tau[j];",
-        f"        sg_R[j * {n} + sg_c] -= sg_s;",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_R[i * {n} + sg_c] -= sg_s * sg_R[i * "
-        f"{n} + j];",
+        f"for (int64_t _j = 0; _j < {kk}; ++_j) {{",
+        f"    {t} _xnorm2 = 0;",
+        f"    for (int64_t _i = _j + 1; _i < {m}; ++_i) _xnorm2 += _pr[_i * {n} + _j] * _pr[_i * {n} "
+        "+ _j];",
+        "    if (_xnorm2 == 0) { _tau[_j] = 0; continue; }",
+        f"    const {t} _alpha = _pr[_j * {n} + _j];",
+        f"    const {t} _beta = (_alpha >= 0 ? -1 : 1) * sqrt(_alpha * _alpha + "
+        "_xnorm2);",
+        "    _tau[_j] = (_beta - _alpha) / _beta;",
+        f"    for (int64_t _i = _j + 1; _i < {m}; ++_i) _pr[_i * {n} + _j] /= (_alpha - _beta);",
+        f"    _pr[_j * {n} + _j] = _beta;",
+        f"    for (int64_t _c = _j + 1; _c < {n}; ++_c) {{",
+        f"        {t} _s = _pr[_j * {n} + _c];",
+        f"        for (int64_t _i = _j + 1; _i < {m}; ++_i) _s += _pr[_i * {n} + _j] * _pr[_i * {n} + "
+        "_c];",
+        "        _s *= _tau[_j];",
+        f"        _pr[_j * {n} + _c] -= _s;",
+        f"        for (int64_t _i = _j + 1; _i < {m}; ++_i) _pr[_i * {n} + _c] -= _s * _pr[_i * "
+        f"{n} + _j];",
         "    }",
         "}",
         # Q = H_0 ... H_(k-1) I[:, :k], applied from the last reflector (LAPACK's dorgqr).
-        f"for (int64_t r = 0; r < {m * kk}; ++r) sg_Q[r] = {_lit(0, t)};",
-        f"for (int64_t i = 0; i < {kk}; ++i) sg_Q[i * {kk} + i] = {_lit(1, t)};",
-        f"for (int64_t j = {kk} - 1; j >= 0; --j) {{",
-        "    if (sg_tau[j] == 0) continue;",
-        f"    for (int64_t sg_c = j; sg_c < {kk}; ++sg_c) {{",
-        f"        {t} sg_s = sg_Q[j * {kk} + sg_c];",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_s += sg_R[i * {n} + j] * sg_Q[i * {kk} "
-        "+ sg_c];",
-        "        sg_s *= sg_tau[j];",
-        f"        sg_Q[j * {kk} + sg_c] -= sg_s;",
-        f"        for (int64_t i = j + 1; i < {m}; ++i) sg_Q[i * {kk} + sg_c] -= sg_s * sg_R[i * "
-        f"{n} + j];",
+        f"for (int64_t _r = 0; _r < {m * kk}; ++_r) _pq[_r] = {_lit(0, t)};",
+        f"for (int64_t _i = 0; _i < {kk}; ++_i) _pq[_i * {kk} + _i] = {_lit(1, t)};",
+        f"for (int64_t _j = {kk} - 1; _j >= 0; --_j) {{",
+        "    if (_tau[_j] == 0) continue;",
+        f"    for (int64_t _c = _j; _c < {kk}; ++_c) {{",
+        f"        {t} _s = _pq[_j * {kk} + _c];",
+        f"        for (int64_t _i = _j + 1; _i < {m}; ++_i) _s += _pr[_i * {n} + _j] * _pq[_i * {kk} "
+        "+ _c];",
+        "        _s *= _tau[_j];",
+        f"        _pq[_j * {kk} + _c] -= _s;",
+        f"        for (int64_t _i = _j + 1; _i < {m}; ++_i) _pq[_i * {kk} + _c] -= _s * _pr[_i * "
+        f"{n} + _j];",
         "    }",
         "}",
         *copy_r,
@@ -872,91 +878,92 @@ def _eigh_vjp(g, out, a):
 
 def _sign_fix_c(t, rows, cols, vec, also=None):
     """C lines: scale each column of vec (rows x cols) so its largest entry is positive."""
-    return [f"for (int64_t sg_c = 0; sg_c < {cols}; ++sg_c) {{",
-            "    int64_t sg_top = 0;",
-            f"    for (int64_t i = 1; i < {rows}; ++i)",
-            f"        if (fabs({vec('i', 'sg_c')}) > fabs({vec('sg_top', 'sg_c')})) sg_top = i;",
-            f"    if ({vec('sg_top', 'sg_c')} < 0) {{",
-            f"        for (int64_t i = 0; i < {rows}; ++i) {vec('i', 'sg_c')} = "
-            f"-{vec('i', 'sg_c')};",
-            *([f"        for (int64_t i = 0; i < {also[0]}; ++i) {also[1]('i', 'sg_c')} = "
-               f"-{also[1]('i', 'sg_c')};"] if also else []),
+    return [f"for (int64_t _c = 0; _c < {cols}; ++_c) {{",
+            "    int64_t _top = 0;",
+            f"    for (int64_t _i = 1; _i < {rows}; ++_i)",
+            f"        if (fabs({vec('_i', '_c')}) > fabs({vec('_top', '_c')})) _top = _i;",
+            f"    if ({vec('_top', '_c')} < 0) {{",
+            f"        for (int64_t _i = 0; _i < {rows}; ++_i) {vec('_i', '_c')} = "
+            f"-{vec('_i', '_c')};",
+            *([f"        for (int64_t _i = 0; _i < {also[0]}; ++_i) {also[1]('_i', '_c')} = "
+               f"-{also[1]('_i', '_c')};"] if also else []),
             "    }", "}"]
 
 
 def _eigh_c(k):
     a, out = k.ins[0], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     n, t = a.shape[-1], out.ctype
     ws = k.scratch(8 * n * n)
-    V = lambda i, j: f"sg_V[{i} * {n} + {j}]"  # noqa: E731
+    V = lambda i, j: f"_pv[{i} * {n} + {j}]"  # noqa: E731
     setup = [
-        f"{t} *sg_S = ({t} *){ws};",
-        f"{t} *sg_w = {k.ptr(out)} + i0 * {n + n * n};",
-        f"{t} *sg_V = sg_w + {n};",
-        f"const {t} *sg_A = {k.ptr(a)} + i0 * {n * n};",
+        f"{t} *_ps = ({t} *){ws};",
+        f"{t} *_w = {_plus(k.ptr(out), _times(bi, n + n * n))};",
+        f"{t} *_pv = _w + {n};",
+        f"const {t} *_pa = {_plus(k.ptr(a), _times(bi, n * n))};",
     ]
     own = [
-        f"for (int64_t i = 0; i < {n}; ++i)",
-        f"    for (int64_t j = 0; j < {n}; ++j) {{",
-        f"        sg_S[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : sg_A[j * {n} + i];",
-        f"        sg_V[i * {n} + j] = i == j ? {_lit(1, t)} : {_lit(0, t)};",
+        f"for (int64_t _i = 0; _i < {n}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {n}; ++_j) {{",
+        f"        _ps[_i * {n} + _j] = _i >= _j ? _pa[_i * {n} + _j] : _pa[_j * {n} + _i];",
+        f"        _pv[_i * {n} + _j] = _i == _j ? {_lit(1, t)} : {_lit(0, t)};",
         "    }",
         # Cyclic Jacobi: rotate away each off-diagonal entry in turn until they vanish.
-        "for (int sg_sweep = 0; sg_sweep < 100; ++sg_sweep) {",
-        "    double sg_off = 0, sg_total = 0;",
-        f"    for (int64_t i = 0; i < {n}; ++i)",
-        f"        for (int64_t j = 0; j < {n}; ++j) {{",
-        f"            const double sg_s = sg_S[i * {n} + j];",
-        "            sg_total += sg_s * sg_s;",
-        "            if (j > i) sg_off += sg_s * sg_s;",
+        "for (int _sweep = 0; _sweep < 100; ++_sweep) {",
+        "    double _off = 0, _total = 0;",
+        f"    for (int64_t _i = 0; _i < {n}; ++_i)",
+        f"        for (int64_t _j = 0; _j < {n}; ++_j) {{",
+        f"            const double _s = _ps[_i * {n} + _j];",
+        "            _total += _s * _s;",
+        "            if (_j > _i) _off += _s * _s;",
         "        }",
-        f"    if (sg_off == 0 || sg_off <= {'1e-32' if t == 'double' else '1e-13'} * sg_total) "
+        f"    if (_off == 0 || _off <= {'1e-32' if t == 'double' else '1e-13'} * _total) "
         "break;",
-        f"    for (int64_t p = 0; p < {n}; ++p)",
-        f"        for (int64_t sg_q = p + 1; sg_q < {n}; ++sg_q) {{",
-        f"            const {t} sg_apq = sg_S[p * {n} + sg_q];",
-        "            if (sg_apq == 0) continue;",
-        f"            const {t} sg_theta = (sg_S[sg_q * {n} + sg_q] - sg_S[p * {n} + p]) / (2 * "
-        "sg_apq);",
-        f"            const {t} sg_sg = sg_theta >= 0 ? 1 : -1;",
-        f"            const {t} sg_tn = sg_sg / (sg_sg * sg_theta + sqrt(sg_theta * sg_theta + "
+        f"    for (int64_t _p = 0; _p < {n}; ++_p)",
+        f"        for (int64_t _q = _p + 1; _q < {n}; ++_q) {{",
+        f"            const {t} _apq = _ps[_p * {n} + _q];",
+        "            if (_apq == 0) continue;",
+        f"            const {t} _theta = (_ps[_q * {n} + _q] - _ps[_p * {n} + _p]) / (2 * "
+        "_apq);",
+        f"            const {t} _sg = _theta >= 0 ? 1 : -1;",
+        f"            const {t} _tn = _sg / (_sg * _theta + sqrt(_theta * _theta + "
         "1));",
-        f"            const {t} sg_cs = 1 / sqrt(sg_tn * sg_tn + 1), sg_sn = sg_tn * sg_cs;",
-        f"            for (int64_t i = 0; i < {n}; ++i) {{",
-        f"                const {t} sg_x = sg_S[i * {n} + p], sg_y = sg_S[i * {n} + sg_q];",
-        f"                sg_S[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_S[i * {n} + sg_q] = "
-        "sg_sn * sg_x + sg_cs * sg_y;",
+        f"            const {t} _cs = 1 / sqrt(_tn * _tn + 1), _sn = _tn * _cs;",
+        f"            for (int64_t _i = 0; _i < {n}; ++_i) {{",
+        f"                const {t} _x = _ps[_i * {n} + _p], _y = _ps[_i * {n} + _q];",
+        f"                _ps[_i * {n} + _p] = _cs * _x - _sn * _y; _ps[_i * {n} + _q] = "
+        "_sn * _x + _cs * _y;",
         "            }",
-        f"            for (int64_t i = 0; i < {n}; ++i) {{",
-        f"                const {t} sg_x = sg_S[p * {n} + i], sg_y = sg_S[sg_q * {n} + i];",
-        f"                sg_S[p * {n} + i] = sg_cs * sg_x - sg_sn * sg_y; sg_S[sg_q * {n} + i] = "
-        "sg_sn * sg_x + sg_cs * sg_y;",
+        f"            for (int64_t _i = 0; _i < {n}; ++_i) {{",
+        f"                const {t} _x = _ps[_p * {n} + _i], _y = _ps[_q * {n} + _i];",
+        f"                _ps[_p * {n} + _i] = _cs * _x - _sn * _y; _ps[_q * {n} + _i] = "
+        "_sn * _x + _cs * _y;",
         "            }",
-        f"            for (int64_t i = 0; i < {n}; ++i) {{",
-        f"                const {t} sg_x = sg_V[i * {n} + p], sg_y = sg_V[i * {n} + sg_q];",
-        f"                sg_V[i * {n} + p] = sg_cs * sg_x - sg_sn * sg_y; sg_V[i * {n} + sg_q] = "
-        "sg_sn * sg_x + sg_cs * sg_y;",
+        f"            for (int64_t _i = 0; _i < {n}; ++_i) {{",
+        f"                const {t} _x = _pv[_i * {n} + _p], _y = _pv[_i * {n} + _q];",
+        f"                _pv[_i * {n} + _p] = _cs * _x - _sn * _y; _pv[_i * {n} + _q] = "
+        "_sn * _x + _cs * _y;",
         "            }",
         "        }",
         "}",
-        f"for (int64_t i = 0; i < {n}; ++i) sg_w[i] = sg_S[i * {n} + i];",
+        f"for (int64_t _i = 0; _i < {n}; ++_i) _w[_i] = _ps[_i * {n} + _i];",
         # Ascending order, ties kept in place (a stable selection sort moving whole columns).
-        f"for (int64_t i = 0; i < {n}; ++i) {{",
-        "    int64_t sg_lo = i;",
-        f"    for (int64_t j = i + 1; j < {n}; ++j) if (sg_w[j] < sg_w[sg_lo]) sg_lo = j;",
-        "    for (int64_t j = sg_lo; j > i; --j) {",
-        f"        const {t} sg_s = sg_w[j]; sg_w[j] = sg_w[j - 1]; sg_w[j - 1] = sg_s;",
-        f"        for (int64_t r = 0; r < {n}; ++r) {{ const {t} sg_x = sg_V[r * {n} + j]; "
-        f"sg_V[r * {n} + j] = sg_V[r * {n} + j - 1]; sg_V[r * {n} + j - 1] = sg_x; }}",
+        f"for (int64_t _i = 0; _i < {n}; ++_i) {{",
+        "    int64_t _lo = _i;",
+        f"    for (int64_t _j = _i + 1; _j < {n}; ++_j) if (_w[_j] < _w[_lo]) _lo = _j;",
+        "    for (int64_t _j = _lo; _j > _i; --_j) {",
+        f"        const {t} _s = _w[_j]; _w[_j] = _w[_j - 1]; _w[_j - 1] = _s;",
+        f"        for (int64_t _r = 0; _r < {n}; ++_r) {{ const {t} _x = _pv[_r * {n} + _j]; "
+        f"_pv[_r * {n} + _j] = _pv[_r * {n} + _j - 1]; _pv[_r * {n} + _j - 1] = _x; }}",
         "    }",
         "}",
     ]
     lapack = [
-        f"for (int64_t i = 0; i < {n}; ++i)",
-        f"    for (int64_t j = 0; j < {n}; ++j) sg_V[i * {n} + j] = i >= j ? sg_A[i * {n} + j] : "
-        f"sg_A[j * {n} + i];",
-        f"if ({_lapacke(t, 'syevd')}(101, 'V', 'L', {n}, sg_V, {n}, sg_w) != 0)",
-        f"    for (int64_t r = 0; r < {n + n * n}; ++r) sg_w[r] = NAN;",
+        f"for (int64_t _i = 0; _i < {n}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {n}; ++_j) _pv[_i * {n} + _j] = _i >= _j ? _pa[_i * {n} + _j] : "
+        f"_pa[_j * {n} + _i];",
+        f"if ({_lapacke(t, 'syevd')}(101, 'V', 'L', {n}, _pv, {n}, _w) != 0)",
+        f"    for (int64_t _r = 0; _r < {n + n * n}; ++_r) _w[_r] = NAN;",
     ]
     return k.loop((_batch(a.shape),), [*setup, *_with_lapack(n, lapack, own),
                                        *_sign_fix_c(t, n, n, V)])
@@ -1065,99 +1072,100 @@ def _svd_vjp(g, out, a):
 
 def _svd_c(k):
     a, out = k.ins[0], k.out
+    bi, = k.idx((_batch(a.shape),))   # the batch index: 0 for one matrix (no loop)
     m, n = a.shape[-2:]
     kk, t = min(m, n), out.ctype
     tall = m >= n
     rows, cols = (m, n) if tall else (n, m)        # work on a or a^T, rows >= cols
     ws = k.scratch(8 * (rows * cols + cols * cols))
-    src = (lambda i, j: f"sg_A[{i} * {n} + {j}]") if tall else \
-        (lambda i, j: f"sg_A[{j} * {n} + {i}]")
-    W = lambda i, j: f"sg_W[{i} * {cols} + {j}]"  # noqa: E731
-    V = lambda i, j: f"sg_V[{i} * {cols} + {j}]"  # noqa: E731
-    u_out, v_out = ("sg_U", "sg_VT") if tall else ("sg_VT", "sg_U")
+    src = (lambda i, j: f"_pa[{i} * {n} + {j}]") if tall else \
+        (lambda i, j: f"_pa[{j} * {n} + {i}]")
+    W = lambda i, j: f"_pw[{i} * {cols} + {j}]"  # noqa: E731
+    V = lambda i, j: f"_pv[{i} * {cols} + {j}]"  # noqa: E731
+    u_out, v_out = ("_pu", "_pvt") if tall else ("_pvt", "_pu")
     setup = [
-        f"{t} *sg_W = ({t} *){ws};",
-        f"{t} *sg_V = sg_W + {rows * cols};",
-        f"const {t} *sg_A = {k.ptr(a)} + i0 * {m * n};",
-        f"{t} *sg_U = {k.ptr(out)} + i0 * {m * kk + kk + kk * n};",
-        f"{t} *sg_s = sg_U + {m * kk};",
-        f"{t} *sg_VT = sg_s + {kk};",
+        f"{t} *_pw = ({t} *){ws};",
+        f"{t} *_pv = _pw + {rows * cols};",
+        f"const {t} *_pa = {_plus(k.ptr(a), _times(bi, m * n))};",
+        f"{t} *_pu = {_plus(k.ptr(out), _times(bi, m * kk + kk + kk * n))};",
+        f"{t} *_s = _pu + {m * kk};",
+        f"{t} *_pvt = _s + {kk};",
     ]
     # LAPACK's divide and conquer (gesdd) on a copy, then the same sign convention.
     lapack = [
-        f"memcpy(sg_W, sg_A, sizeof({t}) * {m * n});",
-        f"if ({_lapacke(t, 'gesdd')}(101, 'S', {m}, {n}, sg_W, {n}, sg_s, sg_U, {kk}, sg_VT, "
+        f"memcpy(_pw, _pa, sizeof({t}) * {m * n});",
+        f"if ({_lapacke(t, 'gesdd')}(101, 'S', {m}, {n}, _pw, {n}, _s, _pu, {kk}, _pvt, "
         f"{n}) != 0)",
-        f"    for (int64_t r = 0; r < {m * kk + kk + kk * n}; ++r) sg_U[r] = NAN;",
-        *_sign_fix_c(t, m, kk, lambda i, j: f"sg_U[{i} * {kk} + {j}]",
-                     (n, lambda i, j: f"sg_VT[{j} * {n} + {i}]")),
+        f"    for (int64_t _r = 0; _r < {m * kk + kk + kk * n}; ++_r) _pu[_r] = NAN;",
+        *_sign_fix_c(t, m, kk, lambda i, j: f"_pu[{i} * {kk} + {j}]",
+                     (n, lambda i, j: f"_pvt[{j} * {n} + {i}]")),
     ]
     own = [
-        f"for (int64_t i = 0; i < {rows}; ++i)",
-        f"    for (int64_t j = 0; j < {cols}; ++j) {W('i', 'j')} = {src('i', 'j')};",
-        f"for (int64_t i = 0; i < {cols}; ++i)",
-        f"    for (int64_t j = 0; j < {cols}; ++j) {V('i', 'j')} = i == j;",
+        f"for (int64_t _i = 0; _i < {rows}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {cols}; ++_j) {W('_i', '_j')} = {src('_i', '_j')};",
+        f"for (int64_t _i = 0; _i < {cols}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {cols}; ++_j) {V('_i', '_j')} = _i == _j;",
         # One-sided Jacobi: rotate pairs of columns until all are orthogonal.
-        "for (int sg_sweep = 0; sg_sweep < 100; ++sg_sweep) {",
-        "    int sg_rotated = 0;",
-        f"    for (int64_t p = 0; p < {cols}; ++p)",
-        f"        for (int64_t sg_q = p + 1; sg_q < {cols}; ++sg_q) {{",
-        f"            {t} sg_al = 0, sg_be = 0, sg_ga = 0;",
-        f"            for (int64_t i = 0; i < {rows}; ++i) {{",
-        f"                sg_al += {W('i', 'p')} * {W('i', 'p')}; sg_be += {W('i', 'sg_q')} * "
-        f"{W('i', 'sg_q')};",
-        f"                sg_ga += {W('i', 'p')} * {W('i', 'sg_q')};",
+        "for (int _sweep = 0; _sweep < 100; ++_sweep) {",
+        "    int _rotated = 0;",
+        f"    for (int64_t _p = 0; _p < {cols}; ++_p)",
+        f"        for (int64_t _q = _p + 1; _q < {cols}; ++_q) {{",
+        f"            {t} _al = 0, _be = 0, _ga = 0;",
+        f"            for (int64_t _i = 0; _i < {rows}; ++_i) {{",
+        f"                _al += {W('_i', '_p')} * {W('_i', '_p')}; _be += {W('_i', '_q')} * "
+        f"{W('_i', '_q')};",
+        f"                _ga += {W('_i', '_p')} * {W('_i', '_q')};",
         "            }",
-        f"            if (fabs(sg_ga) <= {_EPS[t]} * sqrt(sg_al * sg_be)) continue;",
-        "            sg_rotated = 1;",
-        f"            const {t} sg_zeta = (sg_be - sg_al) / (2 * sg_ga);",
-        f"            const {t} sg_sg = sg_zeta >= 0 ? 1 : -1;",
-        f"            const {t} sg_tn = sg_sg / (sg_sg * sg_zeta + sqrt(1 + sg_zeta * sg_zeta));",
-        f"            const {t} sg_cs = 1 / sqrt(1 + sg_tn * sg_tn), sg_sn = sg_cs * sg_tn;",
-        f"            for (int64_t i = 0; i < {rows}; ++i) {{",
-        f"                const {t} sg_x = {W('i', 'p')}, sg_y = {W('i', 'sg_q')};",
-        f"                {W('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {W('i', 'sg_q')} = sg_sn * "
-        "sg_x + sg_cs * sg_y;",
+        f"            if (fabs(_ga) <= {_EPS[t]} * sqrt(_al * _be)) continue;",
+        "            _rotated = 1;",
+        f"            const {t} _zeta = (_be - _al) / (2 * _ga);",
+        f"            const {t} _sg = _zeta >= 0 ? 1 : -1;",
+        f"            const {t} _tn = _sg / (_sg * _zeta + sqrt(1 + _zeta * _zeta));",
+        f"            const {t} _cs = 1 / sqrt(1 + _tn * _tn), _sn = _cs * _tn;",
+        f"            for (int64_t _i = 0; _i < {rows}; ++_i) {{",
+        f"                const {t} _x = {W('_i', '_p')}, _y = {W('_i', '_q')};",
+        f"                {W('_i', '_p')} = _cs * _x - _sn * _y; {W('_i', '_q')} = _sn * "
+        "_x + _cs * _y;",
         "            }",
-        f"            for (int64_t i = 0; i < {cols}; ++i) {{",
-        f"                const {t} sg_x = {V('i', 'p')}, sg_y = {V('i', 'sg_q')};",
-        f"                {V('i', 'p')} = sg_cs * sg_x - sg_sn * sg_y; {V('i', 'sg_q')} = sg_sn * "
-        "sg_x + sg_cs * sg_y;",
+        f"            for (int64_t _i = 0; _i < {cols}; ++_i) {{",
+        f"                const {t} _x = {V('_i', '_p')}, _y = {V('_i', '_q')};",
+        f"                {V('_i', '_p')} = _cs * _x - _sn * _y; {V('_i', '_q')} = _sn * "
+        "_x + _cs * _y;",
         "            }",
         "        }",
-        "    if (!sg_rotated) break;",
+        "    if (!_rotated) break;",
         "}",
-        f"for (int64_t j = 0; j < {cols}; ++j) {{",
-        f"    {t} sg_nrm = 0;",
-        f"    for (int64_t i = 0; i < {rows}; ++i) sg_nrm += {W('i', 'j')} * {W('i', 'j')};",
-        "    sg_s[j] = sqrt(sg_nrm);",
-        f"    for (int64_t i = 0; i < {rows}; ++i) {W('i', 'j')} = sg_s[j] > 0 ? {W('i', 'j')} / "
-        "sg_s[j] : 0;",
+        f"for (int64_t _j = 0; _j < {cols}; ++_j) {{",
+        f"    {t} _nrm = 0;",
+        f"    for (int64_t _i = 0; _i < {rows}; ++_i) _nrm += {W('_i', '_j')} * {W('_i', '_j')};",
+        "    _s[_j] = sqrt(_nrm);",
+        f"    for (int64_t _i = 0; _i < {rows}; ++_i) {W('_i', '_j')} = _s[_j] > 0 ? {W('_i', '_j')} / "
+        "_s[_j] : 0;",
         "}",
         # Descending order (stable), moving columns of W and V along.
-        f"for (int64_t i = 0; i < {cols}; ++i) {{",
-        "    int64_t sg_hi = i;",
-        f"    for (int64_t j = i + 1; j < {cols}; ++j) if (sg_s[j] > sg_s[sg_hi]) sg_hi = j;",
-        "    for (int64_t j = sg_hi; j > i; --j) {",
-        f"        const {t} sg_x = sg_s[j]; sg_s[j] = sg_s[j - 1]; sg_s[j - 1] = sg_x;",
-        f"        for (int64_t r = 0; r < {rows}; ++r) {{ const {t} sg_y = {W('r', 'j')}; "
-        f"{W('r', 'j')} = {W('r', 'j - 1')}; {W('r', 'j - 1')} = sg_y; }}",
-        f"        for (int64_t r = 0; r < {cols}; ++r) {{ const {t} sg_y = {V('r', 'j')}; "
-        f"{V('r', 'j')} = {V('r', 'j - 1')}; {V('r', 'j - 1')} = sg_y; }}",
+        f"for (int64_t _i = 0; _i < {cols}; ++_i) {{",
+        "    int64_t _hi = _i;",
+        f"    for (int64_t _j = _i + 1; _j < {cols}; ++_j) if (_s[_j] > _s[_hi]) _hi = _j;",
+        "    for (int64_t _j = _hi; _j > _i; --_j) {",
+        f"        const {t} _x = _s[_j]; _s[_j] = _s[_j - 1]; _s[_j - 1] = _x;",
+        f"        for (int64_t _r = 0; _r < {rows}; ++_r) {{ const {t} _y = {W('_r', '_j')}; "
+        f"{W('_r', '_j')} = {W('_r', '_j - 1')}; {W('_r', '_j - 1')} = _y; }}",
+        f"        for (int64_t _r = 0; _r < {cols}; ++_r) {{ const {t} _y = {V('_r', '_j')}; "
+        f"{V('_r', '_j')} = {V('_r', '_j - 1')}; {V('_r', '_j - 1')} = _y; }}",
         "    }",
         "}",
         # Signs: U's columns get their largest entry positive (and V's columns follow).
         *(_sign_fix_c(t, rows, cols, W, (cols, V)) if tall else
           _sign_fix_c(t, cols, cols, V, (rows, W))),
         # U (m x k) row-major; Vh (k x n) row-major.
-        f"for (int64_t i = 0; i < {rows}; ++i)",
-        f"    for (int64_t j = 0; j < {cols}; ++j) "
-        + (f"sg_U[i * {kk} + j] = {W('i', 'j')};" if tall else
-           f"sg_VT[j * {n} + i] = {W('i', 'j')};"),
-        f"for (int64_t i = 0; i < {cols}; ++i)",
-        f"    for (int64_t j = 0; j < {cols}; ++j) "
-        + (f"sg_VT[j * {n} + i] = {V('i', 'j')};" if tall else
-           f"sg_U[i * {kk} + j] = {V('i', 'j')};"),
+        f"for (int64_t _i = 0; _i < {rows}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {cols}; ++_j) "
+        + (f"_pu[_i * {kk} + _j] = {W('_i', '_j')};" if tall else
+           f"_pvt[_j * {n} + _i] = {W('_i', '_j')};"),
+        f"for (int64_t _i = 0; _i < {cols}; ++_i)",
+        f"    for (int64_t _j = 0; _j < {cols}; ++_j) "
+        + (f"_pvt[_j * {n} + _i] = {V('_i', '_j')};" if tall else
+           f"_pu[_i * {kk} + _j] = {V('_i', '_j')};"),
     ]
     return k.loop((_batch(a.shape),), [*setup, *_with_lapack(kk, lapack, own)])
 

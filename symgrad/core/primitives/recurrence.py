@@ -57,6 +57,14 @@ def shift(x, reverse=False):
     return bind("shift", x, reverse=reverse)
 
 
+def _row_start(k, rows, d):
+    """``const int64_t _base = ...``: where the loop's row starts (rows of length ``d``); the
+    row index is ``0`` when there is one row (``k.loop`` makes no loop for it)."""
+    ix, = k.idx((rows,))
+    start = "0" if ix == "0" else f"{ix} * {_d(d)}"
+    return f"const int64_t _base = {start};"
+
+
 def _if_nonempty(d, lines):
     """``lines`` run only for a row of length ``d`` > 0 (decided here when ``d`` is fixed)."""
     if dims.is_static(d):
@@ -69,14 +77,14 @@ def _shift_c(k):
     rows, n = _rows(k, x)
     zero = _lit(0, out.ctype)
     if k.attrs["reverse"]:
-        body = [f"for (int64_t r = 0; r + 1 < {n}; ++r) "
-                f"{k.at(out, 'base + r')} = {k.at(x, 'base + r + 1')};",
-                *_if_nonempty(x.shape[-1], [f"{k.at(out, f'base + {n} - 1')} = {zero};"])]
+        body = [f"for (int64_t _r = 0; _r + 1 < {n}; ++_r) "
+                f"{k.at(out, '_base + _r')} = {k.at(x, '_base + _r + 1')};",
+                *_if_nonempty(x.shape[-1], [f"{k.at(out, f'_base + {n} - 1')} = {zero};"])]
     else:
-        body = [*_if_nonempty(x.shape[-1], [f"{k.at(out, 'base')} = {zero};"]),
-                f"for (int64_t r = 1; r < {n}; ++r) "
-                f"{k.at(out, 'base + r')} = {k.at(x, 'base + r - 1')};"]
-    return k.loop((rows,), [f"const int64_t base = i0 * {n};", *body])
+        body = [*_if_nonempty(x.shape[-1], [f"{k.at(out, '_base')} = {zero};"]),
+                f"for (int64_t _r = 1; _r < {n}; ++_r) "
+                f"{k.at(out, '_base + _r')} = {k.at(x, '_base + _r - 1')};"]
+    return k.loop((rows,), [_row_start(k, rows, x.shape[-1]), *body])
 
 
 register(Primitive(
@@ -148,15 +156,15 @@ def _recurrence_c(k):
     rows, n = _rows(k, out)
     t = out.ctype
     if k.attrs["reverse"]:
-        first, loop = f"{n} - 1", f"for (int64_t r = {n} - 2; r >= 0; --r)"
+        first, loop = f"{n} - 1", f"for (int64_t _r = {n} - 2; _r >= 0; --_r)"
     else:
-        first, loop = "0", f"for (int64_t r = 1; r < {n}; ++r)"
-    body = [f"{t} acc = {k.at(b, f'base + {first}')};",
-            f"{k.at(out, f'base + {first}')} = acc;",
-            f"{loop} {{ acc = {k.at(a, 'base + r')} * acc + {k.at(b, 'base + r')}; "
-            f"{k.at(out, 'base + r')} = acc; }}"]
+        first, loop = "0", f"for (int64_t _r = 1; _r < {n}; ++_r)"
+    body = [f"{t} _acc = {k.at(b, f'_base + {first}')};",
+            f"{k.at(out, f'_base + {first}')} = _acc;",
+            f"{loop} {{ _acc = {k.at(a, '_base + _r')} * _acc + {k.at(b, '_base + _r')}; "
+            f"{k.at(out, '_base + _r')} = _acc; }}"]
     body = _if_nonempty(out.shape[-1], body)        # an empty row has no first entry
-    return k.loop((rows,), [f"const int64_t base = i0 * {n};", *body])
+    return k.loop((rows,), [_row_start(k, rows, out.shape[-1]), *body])
 
 
 register(Primitive(

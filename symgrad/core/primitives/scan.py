@@ -200,7 +200,7 @@ def _scan_c(k):
     W = dims.normalize(P + Q)
     c0 = k.ins[0]
     xs, consts = k.ins[1:1 + n_xs], k.ins[1 + n_xs:]
-    t = f"symgrad_{out.name}_t"
+    t = "_t"     # the step; a loop in the body has its own _t, in the body's own C block
     read, write = (f"({t} + 1)", t) if reverse else (t, f"({t} + 1)")
     w = dims.c_expr(W)
     inputs = [t, f"{out.name} + {read} * {w}"]
@@ -218,7 +218,7 @@ def _scan_c(k):
         last = dims.c_expr(dims.normalize(length * W + P))
         head.append(f"memset({out.name} + {last}, 0, sizeof({out.ctype}) * {dims.c_expr(Q)});")
     if ws != 0:
-        head = [f"char *ws = {k.scratch(ws)};"] + head
+        head = [f"char *_ws = {k.scratch(ws)};"] + head
     loop = (f"for (int64_t {t} = {dims.c_expr(dims.normalize(length - 1))}; {t} >= 0; --{t}) {{"
             if reverse else f"for (int64_t {t} = 0; {t} < {dims.c_expr(length)}; ++{t}) {{")
     body_lines = [loop, *("    " + line for line in lines), "}"]

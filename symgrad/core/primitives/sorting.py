@@ -16,6 +16,7 @@ import numpy as np
 
 from symgrad.core import batching, dims
 from symgrad.core.primitive import Primitive, register
+from symgrad.core.primitives.structural import _plus, _times
 from symgrad.core.types import COMPLEX_DTYPES, TensorType
 from symgrad.errors import DTypeError, ShapeError
 
@@ -47,31 +48,32 @@ def _argsort_c(k):
     if n == 0:
         return []
     t = x.ctype
-    lane = f"i0 * {_d(n * post)} + i1"
-    value = lambda i: k.at(x, f"{lane} + ({i}) * {_d(post)}")  # noqa: E731
+    i0, i1 = k.idx((pre, post))
+    lane = _plus(_times(i0, n * post), i1)
+    value = lambda i: k.at(x, _plus(lane, _times(i, post)))  # noqa: E731
     nan = t in ("double", "float")
     # before(a, b): a sorts strictly before b (NaN after every number).
     before = (lambda a, b: f"({a} < {b} || (isnan({b}) && !isnan({a})))") if nan else \
         (lambda a, b: f"({a} < {b})")
     buf = k.scratch(16 * n)
     return k.loop((pre, post), [
-        f"int64_t *sg_src = (int64_t *){buf}, *sg_dst = sg_src + {n};",
-        f"for (int64_t r = 0; r < {n}; ++r) sg_src[r] = r;",
-        f"for (int64_t sg_w = 1; sg_w < {n}; sg_w *= 2) {{",
-        f"    for (int64_t sg_lo = 0; sg_lo < {n}; sg_lo += 2 * sg_w) {{",
-        f"        const int64_t sg_mid = sg_lo + sg_w < {n} ? sg_lo + sg_w : {n};",
-        f"        const int64_t sg_hi = sg_lo + 2 * sg_w < {n} ? sg_lo + 2 * sg_w : {n};",
-        "        int64_t p = sg_lo, sg_q = sg_mid, sg_o = sg_lo;",
-        "        while (p < sg_mid && sg_q < sg_hi) {",
-        f"            const {t} sg_vp = {value('sg_src[p]')}, sg_vq = {value('sg_src[sg_q]')};",
-        f"            sg_dst[sg_o++] = {before('sg_vq', 'sg_vp')} ? sg_src[sg_q++] : sg_src[p++];",
+        f"int64_t *_src = (int64_t *){buf}, *_dst = _src + {n};",
+        f"for (int64_t _r = 0; _r < {n}; ++_r) _src[_r] = _r;",
+        f"for (int64_t _w = 1; _w < {n}; _w *= 2) {{",
+        f"    for (int64_t _lo = 0; _lo < {n}; _lo += 2 * _w) {{",
+        f"        const int64_t _mid = _lo + _w < {n} ? _lo + _w : {n};",
+        f"        const int64_t _hi = _lo + 2 * _w < {n} ? _lo + 2 * _w : {n};",
+        "        int64_t _p = _lo, _q = _mid, _o = _lo;",
+        "        while (_p < _mid && _q < _hi) {",
+        f"            const {t} _vp = {value('_src[_p]')}, _vq = {value('_src[_q]')};",
+        f"            _dst[_o++] = {before('_vq', '_vp')} ? _src[_q++] : _src[_p++];",
         "        }",
-        "        while (p < sg_mid) sg_dst[sg_o++] = sg_src[p++];",
-        "        while (sg_q < sg_hi) sg_dst[sg_o++] = sg_src[sg_q++];",
+        "        while (_p < _mid) _dst[_o++] = _src[_p++];",
+        "        while (_q < _hi) _dst[_o++] = _src[_q++];",
         "    }",
-        "    int64_t *sg_swap = sg_src; sg_src = sg_dst; sg_dst = sg_swap;",
+        "    int64_t *_swap = _src; _src = _dst; _dst = _swap;",
         "}",
-        f"for (int64_t r = 0; r < {n}; ++r) {k.at(out, f'{lane} + r * {_d(post)}')} = sg_src[r];",
+        f"for (int64_t _r = 0; _r < {n}; ++_r) {k.at(out, _plus(lane, _times('_r', post)))} = _src[_r];",
     ])
 
 

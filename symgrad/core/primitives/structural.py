@@ -8,9 +8,12 @@ memory state how (``view``). The kernels write loops through the backend's kerne
 
 - ``k.out`` / ``k.ins[i]``: the operands, each with ``.shape``, ``.ctype``, ``.strides`` (in
   elements) and ``k.at(operand, offset)``, which renders an element read or write;
-- ``k.loop(shape, body)``: nested ``for`` loops over ``shape`` with indices ``i0, i1, ...``;
+- ``k.loop(shape, body)``: nested ``for`` loops over ``shape``, whose indices ``k.idx(shape)``
+  are ``_i0, _i1, ...`` and ``0`` along an axis of size 1 (which gets no loop);
 - ``k.offset(operand, indices)``: the row-major offset of C index expressions in ``operand``;
 - ``k.fail(code)``: the statement that stops the function with a status code.
+
+A kernel's own names (indices, pointers, accumulators) start with ``_``: no IR name does in C.
 """
 from __future__ import annotations
 
@@ -36,6 +39,38 @@ _dim_equal = dims.equal
 def _d(d):
     """A dimension (int or run-time expression) as C."""
     return dims.c_expr(dims.normalize(d))
+
+
+def _times(ix, n):
+    """``ix * n`` in C for an index ``ix`` and a dimension ``n``: ``0`` for the index 0, ``ix``
+    for n = 1."""
+    n = dims.normalize(n)
+    if ix == "0" or n == 0:
+        return "0"
+    if n == 1:
+        return ix
+    return f"{ix if ix.isidentifier() else f'({ix})'} * {_d(n)}"
+
+
+def _plus(*terms):
+    """``a + b + ...`` in C, leaving out the terms that are 0."""
+    kept = [t for t in terms if t != "0"]
+    return " + ".join(kept) or "0"
+
+
+def _for(ix, n, body, start=0):
+    """``for (int64_t ix = start; ix < n; ++ix)`` around ``body(ix)`` (lines of C); just
+    ``body("0")`` when it would run once from 0, and nothing when it would never run."""
+    n = dims.normalize(n)
+    if isinstance(n, int) and n <= start:
+        return []
+    if n == 1 and start == 0:
+        return body("0")
+    lines = body(ix)
+    head = f"for (int64_t {ix} = {start}; {ix} < {_d(n)}; ++{ix})"
+    if len(lines) == 1:
+        return [f"{head} {lines[0]}"]
+    return [f"{head} {{", *("    " + line for line in lines), "}"]
 
 
 def _no_inputs_vjp(g, out, *inputs, **attrs):
@@ -71,12 +106,13 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
+    i0, = k.idx((value.size,))
     symbol = k.data_symbol(value)
     if symbol is not None:              # a large constant: data beside the C, not literals
-        return k.loop((value.size,), [f"{k.at(k.out, 'i0')} = {symbol}[i0];"])
+        return k.loop((value.size,), [f"{k.at(k.out, i0)} = {symbol}[{i0}];"])
     data = ", ".join(_lit(v, k.out.ctype) for v in value.ravel()) or "0"
-    return [f"static const {k.out.ctype} data[{max(value.size, 1)}] = {{{data}}};",
-            *k.loop((value.size,), [f"{k.at(k.out, 'i0')} = data[i0];"])]
+    return [f"static const {k.out.ctype} _data[{max(value.size, 1)}] = {{{data}}};",
+            *k.loop((value.size,), [f"{k.at(k.out, i0)} = _data[{i0}];"])]
 
 
 register(Primitive(
@@ -109,8 +145,8 @@ register(Primitive(
     batch=batching.no_operands,
     cost=0,
     c_kernel=lambda k: k.loop(k.out.shape, [
-        f"{k.at(k.out, k.offset(k.out, k.idx(k.out.ndim)))} = "
-        f"({k.out.ctype})i{k.attrs['dimension']};"]),
+        f"{k.at(k.out, k.offset(k.out, k.idx(k.out.shape)))} = "
+        f"({k.out.ctype}){k.idx(k.out.shape)[k.attrs['dimension']]};"]),
     doc="iota[shape, dimension]: 0, 1, 2, ... along one axis",
 ))
 
@@ -140,9 +176,10 @@ def _bid_vjp(g, out, x, *, shape, dims):
 
 def _bid_c(k):
     x, out = k.ins[0], k.out
-    src = [f"i{d}" if x.shape[i] != 1 else "0" for i, d in enumerate(k.attrs["dims"])]
+    idx = k.idx(out.shape)
+    src = [idx[d] if x.shape[i] != 1 else "0" for i, d in enumerate(k.attrs["dims"])]
     return k.loop(out.shape, [
-        f"{k.at(out, k.offset(out, k.idx(out.ndim)))} = {k.at(x, k.offset(x, src))};"])
+        f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
 def _bid_batch(size, bdims, x, *, shape, dims):
@@ -181,7 +218,8 @@ def _reshape_type(x, *, shape):
 
 def _copy_c(k):
     x, out = k.ins[0], k.out
-    return k.loop((out.size,), [f"{k.at(out, 'i0')} = {k.at(x, 'i0')};"])
+    i0, = k.idx((out.size,))
+    return k.loop((out.size,), [f"{k.at(out, i0)} = {k.at(x, i0)};"])
 
 
 register(Primitive(
@@ -209,11 +247,12 @@ def _transpose_type(x, *, perm):
 
 def _transpose_c(k):
     x, out = k.ins[0], k.out
+    idx = k.idx(out.shape)
     src = [None] * x.ndim
     for i, p in enumerate(k.attrs["perm"]):
-        src[p] = f"i{i}"
+        src[p] = idx[i]
     return k.loop(out.shape, [
-        f"{k.at(out, k.offset(out, k.idx(out.ndim)))} = {k.at(x, k.offset(x, src))};"])
+        f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
 register(Primitive(
@@ -253,10 +292,12 @@ def _reduce_c(init, update, k):
     """out = init; for every input element: out[kept] = update(out[kept], x)."""
     x, out = k.ins[0], k.out
     axes = k.attrs["axes"]
-    kept = [f"i{i}" for i in range(x.ndim) if i not in axes]
+    idx = k.idx(x.shape)
+    kept = [ix for i, ix in enumerate(idx) if i not in axes]
     acc = k.at(out, k.offset(out, kept))
-    return [*k.loop((out.size,), [f"{k.at(out, 'i0')} = {init(out.ctype)};"]),
-            *k.loop(x.shape, update(acc, k.at(x, k.offset(x, k.idx(x.ndim))), x.ctype))]
+    o0, = k.idx((out.size,))
+    return [*k.loop((out.size,), [f"{k.at(out, o0)} = {init(out.ctype)};"]),
+            *k.loop(x.shape, update(acc, k.at(x, k.offset(x, idx)), x.ctype))]
 
 
 def _sum_update(acc, v, ctype):
@@ -269,8 +310,8 @@ def _prod_update(acc, v, ctype):
 
 def _max_update(op):
     def update(acc, v, ctype):
-        nan = " || isnan(v)" if ctype in ("double", "float") else ""
-        return [f"{{ const {ctype} v = {v}; if (v {op} {acc}{nan}) {acc} = v; }}"]
+        nan = " || isnan(_v)" if ctype in ("double", "float") else ""
+        return [f"{{ const {ctype} _v = {v}; if (_v {op} {acc}{nan}) {acc} = _v; }}"]
     return update
 
 
@@ -417,16 +458,20 @@ def _arg_type(x):
 
 def _arg_c(op, k):
     x, out = k.ins[0], k.out
-    n = _d(x.shape[-1])
-    nan = (" || (isnan(v) && !isnan(best))" if x.ctype in ("double", "float") else "")
+    n = x.shape[-1]
+    i0, = k.idx((out.size,))
+    row = _times(i0, n)
+    nan = (" || (isnan(_v) && !isnan(_best))" if x.ctype in ("double", "float") else "")
+    scan = _for("_r", n, lambda r: [
+        f"const {x.ctype} _v = {k.at(x, _plus(row, r))};",
+        f"if (_v {op} _best{nan}) {{ _best = _v; _arg = _r; }}"], start=1)
+    if not scan:            # a row of one element: its index is 0
+        return k.loop((out.size,), [f"{k.at(out, i0)} = 0;"])
     return k.loop((out.size,), [
-        f"{x.ctype} best = {k.at(x, f'i0 * {n}')};",
-        "int64_t arg = 0;",
-        f"for (int64_t r = 1; r < {n}; ++r) {{",
-        f"    const {x.ctype} v = {k.at(x, f'i0 * {n} + r')};",
-        f"    if (v {op} best{nan}) {{ best = v; arg = r; }}",
-        "}",
-        f"{k.at(out, 'i0')} = arg;",
+        f"{x.ctype} _best = {k.at(x, row)};",
+        "int64_t _arg = 0;",
+        *scan,
+        f"{k.at(out, i0)} = _arg;",
     ])
 
 
@@ -466,6 +511,26 @@ def _prod_others_jvp(t, out, x):
     return None if t[0] is None else prod_others_linear(x, t[0])
 
 
+def _prod_others_c(k):
+    """Products from the left, then times products from the right: no division."""
+    x, out = k.ins[0], k.out
+    n = out.shape[-1]
+    rows = dims.prod(out.shape[:-1])
+    i0, = k.idx((rows,))
+    if n == 1:               # the product of no other elements
+        return k.loop((out.size,), [f"{k.at(out, i0)} = {_lit(1, out.ctype)};"])
+    row = _times(i0, n)
+    at = (lambda v, r: k.at(v, _plus(row, r)))
+    return k.loop((rows,), [
+        f"{out.ctype} _acc = {_lit(1, out.ctype)};",
+        f"for (int64_t _r = 0; _r < {_d(n)}; ++_r) {{ "
+        f"{at(out, '_r')} = _acc; _acc *= {at(x, '_r')}; }}",
+        f"_acc = {_lit(1, out.ctype)};",
+        f"for (int64_t _r = {_d(n)} - 1; _r >= 0; --_r) {{ "
+        f"{at(out, '_r')} *= _acc; _acc *= {at(x, '_r')}; }}",
+    ])
+
+
 register(Primitive(
     name="prod_others",
     shape_rule=lambda x: TensorType(_last_axis_type(x)[0].shape, x.dtype),
@@ -473,15 +538,7 @@ register(Primitive(
     vjp=_prod_others_vjp,
     jvp=_prod_others_jvp,
     batch=functools.partial(_last_axis_batch, "prod_others"),
-    c_kernel=lambda k: k.loop((dims.prod(k.out.shape[:-1]),), [
-        f"const int64_t base = i0 * {_d(k.out.shape[-1])};",
-        f"{k.out.ctype} acc = {_lit(1, k.out.ctype)};",
-        f"for (int64_t r = 0; r < {_d(k.out.shape[-1])}; ++r) {{ "
-        f"{k.at(k.out, 'base + r')} = acc; acc *= {k.at(k.ins[0], 'base + r')}; }}",
-        f"acc = {_lit(1, k.out.ctype)};",
-        f"for (int64_t r = {_d(k.out.shape[-1])} - 1; r >= 0; --r) {{ "
-        f"{k.at(k.out, 'base + r')} *= acc; acc *= {k.at(k.ins[0], 'base + r')}; }}",
-    ]),
+    c_kernel=_prod_others_c,
     doc="prod_others(x): along the last axis, the product of all other elements (no division)",
 ))
 
@@ -556,7 +613,7 @@ def _matmul_batch(size, bdims, a, b, **flags):
 TALL = 4096   # rows of A beyond which A^T B streams A row by row (see _matmul_c)
 
 # Products of at least this many multiply-adds (m*n*k) call the BLAS gemm where one is linked
-# (-DSYMGRAD_USE_BLAS, see module.c.j2); smaller ones run the generated loops, which measured as
+# (-DSYMGRAD_USE_BLAS, see symgrad/templates/blas.h); smaller ones run the generated loops, which measured as
 # fast there (docs/design.md). Matrix-vector products are no exception: gemm beat the loops on
 # them too (256x3073 @ 3073: 2.1 -> 0.4 ms).
 GEMM_MIN_MADDS = 8192
@@ -564,13 +621,13 @@ INT32_MAX = 2**31 - 1   # BLAS takes sizes as 32-bit ints; larger ones run the l
 
 
 def _gemm_call(t, ta, tb, m_, n_, kk_, accumulate=False):
-    """pc = op(pa) op(pb) (+ pc, accumulating) by the row-major CBLAS gemm, its rows or
+    """_pc = op(_pa) op(_pb) (+ _pc, accumulating) by the row-major CBLAS gemm, its rows or
     columns split over the thread pool (symgradrt_[sd]gemm_par: narrow.c.j2)."""
     gemm = "symgradrt_sgemm_par" if t == "float" else "symgradrt_dgemm_par"
     lda = m_ if ta else kk_          # leading dimension: the row length of A as stored
     ldb = kk_ if tb else n_
     return [f"{gemm}({int(ta)}, {int(tb)}, {m_}, {n_}, {kk_},",
-            f"{' ' * len(gemm)} pa, {lda}, pb, {ldb}, {_lit(int(accumulate), t)}, pc, {n_});"]
+            f"{' ' * len(gemm)} _pa, {lda}, _pb, {ldb}, {_lit(int(accumulate), t)}, _pc, {n_});"]
 
 
 # Products whose result has at most this many columns (a static count) and a wide operand read
@@ -579,15 +636,15 @@ NARROW_MAX = 16
 
 
 def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
-    """The call of the narrow kernel for pc = op(pa) op(pb) (+ pc), or None when none
+    """The call of the narrow kernel for _pc = op(_pa) op(_pb) (+ _pc), or None when none
     applies."""
     if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1 or t not in ("double", "float"):
         return None
     letter = "s" if t == "float" else "d"
     if ta:       # A stored K x M: result rows are A's columns
-        return (f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, pa, pb, pc, "
+        return (f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, _pa, _pb, _pc, "
                 f"{int(accumulate)});")
-    return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, pa, pb, pc, {int(accumulate)});"
+    return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, _pa, _pb, _pc, {int(accumulate)});"
 
 
 def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
@@ -617,18 +674,26 @@ def _matmul_c(k):
     m, kk = (dims.normalize(d) for d in _mm_dims(a.shape, ta))
     n = dims.normalize(out.shape[-1])
     batch = dims.prod(out.shape[:-2])
-    m_, kk_, n_ = _d(m), _d(kk), _d(n)
-    A = (lambda i, j: f"pa[{j} * {m_} + {i}]") if ta else (lambda i, j: f"pa[{i} * {kk_} + {j}]")
-    B = (lambda i, j: f"pb[{j} * {kk_} + {i}]") if tb else (lambda i, j: f"pb[{i} * {n_} + {j}]")
     t = out.ctype
-    acc = k.accumulate          # add the product to pc's contents (backends/c/accumulate.py)
-    zero_row = ([] if acc else
-                [f"    for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] = {_lit(0, t)};"])
-    i_k_j = [f"for (int64_t i = 0; i < {m_}; ++i) {{", *zero_row,
-             f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
-             f"        const {t} aip = {A('i', 'p')};",
-             f"        for (int64_t j = 0; j < {n_}; ++j) pc[i * {n_} + j] += aip * {B('p', 'j')};",
-             "    }", "}"]
+    zero = _lit(0, t)
+    adds = k.accumulate         # add the product to _pc's contents (backends/c/accumulate.py)
+
+    # Elements of the operands as stored (A is (K, M) when transposed, B (N, K)) and of C.
+    def A(i, p):
+        return f"_pa[{_plus(_times(p, m), i) if ta else _plus(_times(i, kk), p)}]"
+
+    def B(p, j):
+        return f"_pb[{_plus(_times(j, kk), p) if tb else _plus(_times(p, n), j)}]"
+
+    def C(i, j):
+        return f"_pc[{_plus(_times(i, n), j)}]"
+
+    def i_k_j(i):
+        return [*([] if adds else _for("_j", n, lambda j: [f"{C(i, j)} = {zero};"])),
+                *_for("_p", kk, lambda p: [
+                    f"const {t} _aip = {A(i, p)};",
+                    *_for("_j", n, lambda j: [f"{C(i, j)} += _aip * {B(p, j)};"])])]
+
     if ta and not tb:
         # C = A^T B with A stored (K, M). With few rows K, i-k-j is best: the K cache lines
         # of A that a run of i touches stay cached and C's row stays in registers. With many
@@ -636,38 +701,47 @@ def _matmul_c(k):
         # it goes p-i-j over blocks of C's rows instead: A is read once, row by row, and the
         # block of C (<= 16 KB) stays in L1. A run-time K decides at run time.
         blk = max(8, 2048 // n) if isinstance(n, int) and n > 0 else 64
-        p_i_j = ([] if acc else
-                 [f"for (int64_t r = 0; r < {_d(m * n)}; ++r) pc[r] = {_lit(0, t)};"]) + [
-                 f"for (int64_t blk = 0; blk < {m_}; blk += {blk}) {{",
-                 f"    const int64_t blk_end = blk + {blk} < {m_} ? blk + {blk} : {m_};",
-                 f"    for (int64_t p = 0; p < {kk_}; ++p) {{",
-                 "        for (int64_t i = blk; i < blk_end; ++i) {",
-                 f"            const {t} api = {A('i', 'p')};",
-                 f"            for (int64_t j = 0; j < {n_}; ++j) "
-                 f"pc[i * {n_} + j] += api * {B('p', 'j')};",
-                 "        }", "    }", "}"]
-        if isinstance(kk, int):
-            body = i_k_j if kk <= TALL else p_i_j
+
+        def p_i_j(rows):
+            """The p-i-j loops; ``rows(body)`` loops ``body(i)`` over a block of C's rows."""
+            return _for("_p", kk, lambda p: rows(lambda i: [
+                f"const {t} _api = {A(i, p)};",
+                *_for("_j", n, lambda j: [f"{C(i, j)} += _api * {B(p, j)};"])]))
+        clear = [] if adds else _for("_r", m * n, lambda r: [f"_pc[{r}] = {zero};"])
+        if isinstance(m, int) and m <= blk:          # one block: all of C's rows
+            tall = clear + p_i_j(lambda body: _for("_i", m, body))
         else:
-            body = [f"if ({kk_} <= {TALL}) {{", *("    " + x for x in i_k_j), "} else {",
-                    *("    " + x for x in p_i_j), "}"]
+            block = p_i_j(lambda body: [
+                "for (int64_t _i = _blk; _i < _blk_end; ++_i) {",
+                *("    " + line for line in body("_i")), "}"])
+            tall = [*clear,
+                    f"for (int64_t _blk = 0; _blk < {_d(m)}; _blk += {blk}) {{",
+                    f"    const int64_t _blk_end = _blk + {blk} < {_d(m)} ? _blk + {blk} : "
+                    f"{_d(m)};",
+                    *("    " + x for x in block), "}"]
+        short = _for("_i", m, i_k_j)
+        if isinstance(kk, int):
+            body = short if kk <= TALL else tall
+        else:
+            body = [f"if ({_d(kk)} <= {TALL}) {{", *("    " + x for x in short), "} else {",
+                    *("    " + x for x in tall), "}"]
     elif not tb:   # i-k-j: the innermost loop runs along rows of B and C
-        body = i_k_j
+        body = _for("_i", m, i_k_j)
     else:        # i-j-k: each output is a dot product along rows of A and B
-        body = [f"for (int64_t i = 0; i < {m_}; ++i) {{",
-                f"    for (int64_t j = 0; j < {n_}; ++j) {{",
-                f"        {t} acc = {_lit(0, t)};",
-                f"        for (int64_t p = 0; p < {kk_}; ++p) acc += {A('i', 'p')} * {B('p', 'j')};",
-                f"        pc[i * {n_} + j] {'+=' if acc else '='} acc;", "    }", "}"]
-    code = _with_gemm(body, t, ta, tb, m, n, kk, acc)
-    narrow = _narrow_call(t, ta, tb, m, n, kk, acc)
+        body = _for("_i", m, lambda i: _for("_j", n, lambda j: [
+            f"{t} _acc = {zero};",
+            *_for("_p", kk, lambda p: [f"_acc += {A(i, p)} * {B(p, j)};"]),
+            f"{C(i, j)} {'+=' if adds else '='} _acc;"]))
+    code = _with_gemm(body, t, ta, tb, m, n, kk, adds)
+    narrow = _narrow_call(t, ta, tb, m, n, kk, adds)
     if narrow is not None and code is not body:
         # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
         code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
+    b0, = k.idx((batch,))
     return k.loop((batch,), [
-        f"const {t} *restrict pa = {k.ptr(a)} + i0 * {_d(m * kk)};",
-        f"const {t} *restrict pb = {k.ptr(b)} + i0 * {_d(kk * n)};",
-        f"{t} *restrict pc = {k.ptr(out)} + i0 * {_d(m * n)};",
+        f"const {t} *restrict _pa = {_plus(k.ptr(a), _times(b0, m * kk))};",
+        f"const {t} *restrict _pb = {_plus(k.ptr(b), _times(b0, kk * n))};",
+        f"{t} *restrict _pc = {_plus(k.ptr(out), _times(b0, m * n))};",
         *code])
 
 
@@ -725,19 +799,22 @@ def _slices(start, step, shape):
                  for s0, st, n in zip(start, step, shape))
 
 
-def _slice_src(k, start, step):
-    """The C index into the sliced array along each axis: start + i * step."""
-    def term(d, s0, st):
-        scaled = f"i{d}" if st == 1 else f"i{d} * {st}" if st > 0 else f"i{d} * ({st})"
-        return scaled if s0 == 0 else f"{dims.c_expr(s0)} + {scaled}"
-    return [term(d, s0, st) for d, (s0, st) in enumerate(zip(start, step))]
+def _slice_src(idx, start, step):
+    """The C index into the sliced array along each axis: start + i * step, for the loop
+    indices ``idx`` of the slice's shape."""
+    def term(ix, s0, st):
+        scaled = "0" if ix == "0" else ix if st == 1 else f"{ix} * {st}" if st > 0 \
+            else f"{ix} * ({st})"
+        return _plus("0" if s0 == 0 else dims.c_expr(s0), scaled)
+    return [term(ix, s0, st) for ix, s0, st in zip(idx, start, step)]
 
 
 def _slice_c(k):
     x, out = k.ins[0], k.out
-    src = _slice_src(k, k.attrs["start"], k.attrs["step"])
+    idx = k.idx(out.shape)
+    src = _slice_src(idx, k.attrs["start"], k.attrs["step"])
     return k.loop(out.shape, [
-        f"{k.at(out, k.offset(out, k.idx(out.ndim)))} = {k.at(x, k.offset(x, src))};"])
+        f"{k.at(out, k.offset(out, idx))} = {k.at(x, k.offset(x, src))};"])
 
 
 def _contiguous_slice(node):
@@ -802,10 +879,12 @@ def _pad_impl(g, *, start, step, shape):
 
 def _pad_c(k):
     g, out = k.ins[0], k.out
-    dst = _slice_src(k, k.attrs["start"], k.attrs["step"])
-    return [*k.loop((out.size,), [f"{k.at(out, 'i0')} = {_lit(0, out.ctype)};"]),
+    idx = k.idx(g.shape)
+    dst = _slice_src(idx, k.attrs["start"], k.attrs["step"])
+    o0, = k.idx((out.size,))
+    return [*k.loop((out.size,), [f"{k.at(out, o0)} = {_lit(0, out.ctype)};"]),
             *k.loop(g.shape, [
-                f"{k.at(out, k.offset(out, dst))} = {k.at(g, k.offset(g, k.idx(g.ndim)))};"])]
+                f"{k.at(out, k.offset(out, dst))} = {k.at(g, k.offset(g, idx))};"])]
 
 
 register(Primitive(
@@ -869,33 +948,35 @@ def _scatter_impl(g, *indices, shape):
 
 
 def _index_loop(k, table, indices, body):
-    """Loop over the index arrays; ``body(base)`` copies one row at offset ``base`` of ``table``."""
+    """Loop over the index arrays; ``body(i, base)`` copies row ``i`` of the indexed values,
+    at offset ``_base`` of ``table``."""
     count = dims.prod(indices[0].shape)
-    lines = ["int64_t base = 0;"]
+    i0, = k.idx((count,))
+    lines = ["int64_t _base = 0;"]
     for axis, idx in enumerate(indices):
         n = _d(table.shape[axis])
-        lines += [f"int64_t j{axis} = (int64_t){k.at(idx, 'i0')};",
-                  f"if (j{axis} < 0) j{axis} += {n};",
-                  f"if (j{axis} < 0 || j{axis} >= {n}) {k.fail('SYMGRAD_EINDEX')}",
-                  f"base += j{axis} * {_d(table.strides[axis])};"]
-    return k.loop((count,), lines + body("base"))
+        j = f"_j{axis}"
+        lines += [f"int64_t {j} = (int64_t){k.at(idx, i0)};",
+                  f"if ({j} < 0) {j} += {n};",
+                  f"if ({j} < 0 || {j} >= {n}) {k.fail('SYMGRAD_EINDEX')}",
+                  f"_base += {_times(j, table.strides[axis])};"]
+    return k.loop((count,), lines + body(i0, "_base"))
 
 
 def _gather_c(k):
     x, indices, out = k.ins[0], k.ins[1:], k.out
-    row = _d(dims.prod(x.shape[len(indices):]))
-    return _index_loop(k, x, indices, lambda base: [
-        f"for (int64_t r = 0; r < {row}; ++r) "
-        f"{k.at(out, f'i0 * {row} + r')} = {k.at(x, f'{base} + r')};"])
+    row = dims.prod(x.shape[len(indices):])
+    return _index_loop(k, x, indices, lambda i, base: _for("_r", row, lambda r: [
+        f"{k.at(out, _plus(_times(i, row), r))} = {k.at(x, _plus(base, r))};"]))
 
 
 def _scatter_c(k):
     g, indices, out = k.ins[0], k.ins[1:], k.out
-    row = _d(dims.prod(out.shape[len(indices):]))
-    return [*k.loop((out.size,), [f"{k.at(out, 'i0')} = {_lit(0, out.ctype)};"]),
-            *_index_loop(k, out, indices, lambda base: [
-                f"for (int64_t r = 0; r < {row}; ++r) "
-                f"{k.at(out, f'{base} + r')} += {k.at(g, f'i0 * {row} + r')};"])]
+    row = dims.prod(out.shape[len(indices):])
+    o0, = k.idx((out.size,))
+    return [*k.loop((out.size,), [f"{k.at(out, o0)} = {_lit(0, out.ctype)};"]),
+            *_index_loop(k, out, indices, lambda i, base: _for("_r", row, lambda r: [
+                f"{k.at(out, _plus(base, r))} += {k.at(g, _plus(_times(i, row), r))};"]))]
 
 
 def _scatter_type(g, *indices, shape):
@@ -1009,10 +1090,11 @@ def _concat_jvp(t, out, *xs, axis):
 def _concat_c(k):
     axis, out, lines, offset = k.attrs["axis"], k.out, [], 0
     for x in k.ins:
-        dst = [f"i{d} + {_d(offset)}" if d == axis and offset != 0 else f"i{d}"
-               for d in range(x.ndim)]
+        idx = k.idx(x.shape)
+        dst = [_plus(ix, _d(offset)) if d == axis and offset != 0 else ix
+               for d, ix in enumerate(idx)]
         lines += k.loop(x.shape, [
-            f"{k.at(out, k.offset(out, dst))} = {k.at(x, k.offset(x, k.idx(x.ndim)))};"])
+            f"{k.at(out, k.offset(out, dst))} = {k.at(x, k.offset(x, idx))};"])
         offset += x.shape[axis]
     return lines
 
