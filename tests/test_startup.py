@@ -14,12 +14,11 @@ import symgrad.numpy as snp
 from symgrad.backends.c import native
 
 ROOT = Path(symgrad.__file__).resolve().parent.parent
-# Not loaded by import symgrad, nor by a warm first call. sympy is not in the list: the primitive
-# tables (core/primitives: elementwise, numeric, special, scan) still build their sympy
-# expressions when imported; stating them as sympy text parsed on first use, as elementwise.py
-# did on the branch start20 before main's tables grew, takes it out of both.
-# importlib.metadata neither: symgrad.scipy.special imports scipy.special, which loads it.
-HEAVY = ("jinja2", "pycparser", "cffi.cparser")
+# Not loaded by import symgrad, nor by a warm first call: sympy (the elementwise tables state their
+# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs it), SciPy
+# (symgrad.scipy.special calls it on plain arrays only), Jinja and the C parser (a warm cache
+# renders and compiles nothing), importlib.metadata (SciPy and cffi's build machinery load it).
+HEAVY = ("sympy", "scipy", "jinja2", "pycparser", "cffi.cparser", "importlib.metadata")
 
 
 def _run(code, *args):
@@ -38,6 +37,21 @@ def test_import_loads_no_heavy_module():
         print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
     """)
     assert loaded == []
+
+
+def test_the_elementwise_table_is_parsed_on_first_use_and_checked():
+    loaded = _run("""
+        import json, sys
+        from symgrad.core.primitives import REGISTRY
+        before = "sympy" in sys.modules
+        tanh = REGISTRY["tanh"]
+        print(json.dumps([before, tanh.sympy_math.text, str(tanh.derivs[0]),
+                          "sympy" in sys.modules]))
+    """)
+    assert loaded == [False, "tanh(x)", "1 - out**2", True]
+    from symgrad.core.primitives.elementwise import sympy_expr
+    with pytest.raises(ValueError, match="only x, y and out are symbols"):
+        sympy_expr("x + z")
 
 
 MLP = """
