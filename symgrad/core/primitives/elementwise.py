@@ -5,6 +5,12 @@ its derivative (``sympy.diff``, turned back into IR by ``to_ir`` so it composes 
 A few entries state their derivative in terms of ``out`` instead, where that is the numerically
 sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
 
+The table states each expression as sympy source text (``"1 - out**2"``), parsed the first time
+the primitive's math is needed (``sympy_expr``): importing the table and tracing need only shape
+rules, so ``import symgrad``, and a process that finds its compiled code in the disk cache, never
+import sympy (see ``symgrad.core.symbolic``). The record keeps the text (``sympy_math``); its
+``expr`` and ``derivs`` are the parsed sympy objects all the same.
+
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
 ``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
 expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
@@ -397,9 +403,10 @@ elementwise("square", "x**2", float_only=False, complex_ok=True)
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
 elementwise("exp", "exp(x)", deriv=["out"], sympy_func="exp", complex_ok=True)
-elementwise("expm1", "expm1(x)", sympy_func="expm1")  # accurate for small x: no cancellation in e^x - 1
+# expm1 and log1p are accurate for small x: no cancellation in e^x - 1, no rounding in 1 + x.
+elementwise("expm1", "expm1(x)", sympy_func="expm1")
 elementwise("log", "log(x)", sympy_func="log", complex_ok=True)
-elementwise("log1p", "log1p(x)", sympy_func="log1p")  # accurate for small x: no rounding in 1 + x
+elementwise("log1p", "log1p(x)", sympy_func="log1p")
 elementwise("sqrt", "sqrt(x)", deriv=["1/(2*out)"], complex_ok=True)
 
 # Trigonometric and hyperbolic functions.

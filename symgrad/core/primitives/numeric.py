@@ -6,7 +6,8 @@ Each is written once as a sympy expression (see ``elementwise``): sympy gives th
 its C99 printer the C, and the NumPy evaluation is NumPy's own function of the same name. Where
 sympy has no function with C's or NumPy's exact semantics (``rint``, ``trunc``, ``fmod``,
 ``remainder``, ``floor_divide``, ``copysign``) a small sympy ``Function`` below states it: how it
-prints as C and what its derivative is, so ``sympy.diff`` and ``to_ir`` handle it like any other.
+prints as C and what its derivative is, so ``sympy.diff`` and ``to_ir`` handle it like any other;
+these classes are made when sympy loads (``sympy_names``), as the table's text is parsed then.
 
 Rounding and floor division are constant almost everywhere: their derivative is 0, so they pass
 no gradient (the adjoint of their operand is zero, never an error). The remainders' derivatives
@@ -92,9 +93,10 @@ def _c_functions(sp):
     # quotient that goes with it. Both are functions of symgrad's C runtime (templates/math.c.j2)
     # written as NumPy writes them (npy_divmod), so every value, -0.0 and inf included, is
     # NumPy's.
-    f["Remainder"] = cfunction("Remainder", "symgrad_math_remainder", 2,
-                               lambda a, i: sp.S.One if i == 0 else -f["FloorDivide"](a[0], a[1]),
-                               doc="remainder(x, y): the remainder whose sign follows y")
+    f["Remainder"] = cfunction(
+        "Remainder", "symgrad_math_remainder", 2,
+        lambda a, i: sp.S.One if i == 0 else -f["FloorDivide"](a[0], a[1]),
+        doc="remainder(x, y): the remainder whose sign follows y")
     f["FloorDivide"] = cfunction("FloorDivide", "symgrad_math_floor_divide", 2, zero,
                                  doc="floor_divide(x, y): floor(x / y) as NumPy computes it")
     return f
@@ -140,7 +142,8 @@ elementwise("copysign", "Copysign(x, y)", sympy_func="Copysign",
                                    lambda x, y, out: 0]))
 
 # sinc(x) = sin(pi x) / (pi x), 1 at 0 (NumPy's normalised sinc); sympy differentiates the pieces.
-elementwise("sinc", "Piecewise((1, Eq(x, 0)), (sin(pi*x)/(pi*x), True))", impl=np.sinc)     # np.sinc is analytic in complex numbers too
+# np.sinc is analytic in complex numbers too.
+elementwise("sinc", "Piecewise((1, Eq(x, 0)), (sin(pi*x)/(pi*x), True))", impl=np.sinc)
 
 # --- remainders and rounding ---------------------------------------------------------------------
 # Integer operands are allowed (index arithmetic: i % n, i // n); the runtime has int versions.
