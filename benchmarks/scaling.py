@@ -144,6 +144,8 @@ def plot(path, stmts, jac, before=(), long_loops=()):
     if long_loops:
         a.plot([p["statements"] for p in long_loops], [p["render_s"] for p in long_loops], "s:",
                label="render C, one fused loop of them all")
+        a.plot([p["statements"] for p in long_loops], [p["cc_s"] for p in long_loops], "^:",
+               label="C compiler, one fused loop of them all")
     a.set(xscale="log", yscale="log", xlabel="graph statements (forward + value-and-grad)",
           ylabel="CPU seconds", title="compile time against statements")
     b.plot(s, [p["c_bytes"] / 1e3 for p in stmts], "o-")
@@ -228,9 +230,10 @@ def main(argv=None):
         L.append(f"| {p['k']} | {p['statements']} | {p['trace_s']:.3f} | {p['gradient_s']:.3f}"
                  f" | {p['render_s']:.3f} | {p['cc_s']:.2f} | {p['c_bytes'] / 1e3:.0f} |")
     L.append("")
-    L.append("Log-log slope over the last two points (1 = linear): " + ", ".join(
-        f"{key} {slope(stmts, 'statements', key):.2f}"
-        for key in ("trace_s", "gradient_s", "render_s", "cc_s", "c_bytes")))
+    for label, pts in (("chain", stmts), ("fused", long_loops)):
+        L.append(f"Log-log slope over the last two points of {label} (1 = linear): " + ", ".join(
+            f"{key} {slope(pts, 'statements', key):.2f}"
+            for key in ("trace_s", "gradient_s", "render_s", "cc_s", "c_bytes")) + "  ")
     L += ["", "| jacobian mode | n outputs | first call s | C KB |", "|---|---|---|---|"]
     for p in jac:
         L.append(f"| {p['mode']} | {p['n']} | {p['first_call_s']:.2f} | "

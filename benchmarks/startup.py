@@ -40,7 +40,7 @@ def done(**extra):
 
 IMPORT = _CLOCK + """
 import symgrad
-done(sympy="sympy" in sys.modules, jinja2="jinja2" in sys.modules)
+done(sympy="sympy" in sys.modules, scipy="scipy" in sys.modules, jinja2="jinja2" in sys.modules)
 """
 
 IMPORT_NUMPY = _CLOCK + """
@@ -128,8 +128,12 @@ def _median(recs, key):
 
 
 def _symgrad_env():
+    """The children's environment: this checkout first on the path, and Python's bytecode cache
+    on (PYTHONDONTWRITEBYTECODE off), as an installed package has it: without it every child
+    compiles symgrad's ~70 modules from source (0.4 s of CPU here), which no user pays twice."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -151,19 +155,29 @@ def _importtime(env):
 
 def measure(reps=10, log=print, peers_python=None):
     env = _symgrad_env()
-    out = {"reps": reps, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = {"reps": reps, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "load_before": os.getloadavg()[0]}
+    _child(IMPORT, env=env)             # writes the bytecode cache; not measured
     log("import symgrad ...")
     out["python"] = [_child(_CLOCK + "done()", env=env) for _ in range(reps)]
     out["numpy"] = [_child(IMPORT_NUMPY, env=env) for _ in range(reps)]
     out["import"] = [_child(IMPORT, env=env) for _ in range(reps)]
     out["importtime_us"] = _importtime(env)
-    log("first value_and_grad, cold and warm ...")
-    cold, warm = [], []
-    for _ in range(max(3, reps // 3)):
+    log("first value_and_grad, cold and warm, interleaved with JAX's ...")
+    peers_python = Path(peers_python or PEERS_PYTHON)
+    cold, warm, jax = [], [], []
+    for _ in range(max(3, reps // 2)):
         with tempfile.TemporaryDirectory() as d:
             cold.append(_child(MLP, d, env=env))
             warm.extend(_child(MLP, d, env=env) for _ in range(3))
+        if peers_python.exists():
+            try:
+                jax.append(_child(JAX, python=str(peers_python)))
+            except RuntimeError as e:
+                log(f"JAX failed: {e}")
     out["mlp_cold"], out["mlp_warm"] = cold, warm
+    if jax:
+        out["jax"] = jax
     log("a 300 x 300 constant ...")
     ccold, cwarm = [], []
     for _ in range(3):
@@ -171,21 +185,19 @@ def measure(reps=10, log=print, peers_python=None):
             ccold.append(_child(CONSTANT, d, env=env))
             cwarm.append(_child(CONSTANT, d, env=env))
     out["const_cold"], out["const_warm"] = ccold, cwarm
-    peers_python = Path(peers_python or PEERS_PYTHON)
-    if peers_python.exists():
-        log("JAX's first call ...")
-        try:
-            out["jax"] = [_child(JAX, python=str(peers_python)) for _ in range(max(3, reps // 3))]
-        except RuntimeError as e:
-            log(f"JAX failed: {e}")
+    out["load_after"] = os.getloadavg()[0]
     return out
 
 
 def table(m):
     ms = lambda s: "–" if s is None else f"{1e3 * s:.0f}"      # noqa: E731
     ms1 = lambda s: "–" if s is None else f"{1e3 * s:.1f}"     # noqa: E731
-    L = [f"Start-up, medians of fresh processes ({m['date']}; wall time, and the process's "
-         f"own CPU time, which a loaded machine stretches less).", "",
+    load = (f"; load average {m['load_before']:.1f} before, {m['load_after']:.1f} after"
+            if "load_before" in m else "")
+    L = [f"Start-up, medians of fresh processes ({m['date']}{load}; wall time, and the "
+         f"process's own CPU time, which a loaded machine stretches less; symgrad's bytecode "
+         f"cached, as installed). symgrad's cold and warm first calls and JAX's are "
+         f"interleaved.", "",
          "| what | wall ms | CPU ms | note |", "|---|---|---|---|"]
     L.append(f"| `python -c pass` | – | {ms(_median(m['python'], 'os_cpu'))} | the "
              f"interpreter's start (OS CPU time), included in no other row |")
@@ -193,7 +205,8 @@ def table(m):
              f"{ms(_median(m['numpy'], 'cpu'))} | |")
     sympy_loaded = any(r.get("sympy") for r in m["import"])
     L.append(f"| `import symgrad` (numpy included) | {ms(_median(m['import'], 't'))} | "
-             f"{ms(_median(m['import'], 'cpu'))} | sympy loaded: {sympy_loaded}; "
+             f"{ms(_median(m['import'], 'cpu'))} | sympy loaded: {sympy_loaded}; scipy loaded: "
+             f"{any(r.get('scipy') for r in m['import'])}; "
              f"median of {len(m['import'])} |")
     it = m.get("importtime_us", {})
     L.append("| `-X importtime`, cumulative | " + ", ".join(
@@ -205,11 +218,13 @@ def table(m):
                  f"{ms1(_median(recs, 'first_cpu'))} | compiles: "
                  f"{sorted({r['compiles'] for r in recs})}; sympy loaded: "
                  f"{any(r['sympy'] for r in recs)}; whole process "
-                 f"{ms(_median(recs, 't'))} ms wall |")
+                 f"{ms(_median(recs, 't'))} ms wall, {ms(_median(recs, 'os_cpu'))} ms CPU "
+                 f"with the C compiler's |")
     if m.get("jax"):
         L.append(f"| JAX first `jit(value_and_grad)` call, same net | "
                  f"{ms1(_median(m['jax'], 'first'))} | {ms1(_median(m['jax'], 'first_cpu'))} | "
-                 f"after `import jax`; whole process {ms(_median(m['jax'], 't'))} ms wall |")
+                 f"after `import jax`; whole process {ms(_median(m['jax'], 't'))} ms wall, "
+                 f"{ms(_median(m['jax'], 'os_cpu'))} ms CPU |")
     for key, label in (("const_cold", "300 x 300 constant, cold cache"),
                        ("const_warm", "300 x 300 constant, warm cache")):
         recs = m[key]

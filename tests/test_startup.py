@@ -14,12 +14,11 @@ import symgrad.numpy as snp
 from symgrad.backends.c import native
 
 ROOT = Path(symgrad.__file__).resolve().parent.parent
-# Not loaded by import symgrad, nor by a warm first call. sympy is not in the list: the primitive
-# tables (core/primitives: elementwise, numeric, special, scan) still build their sympy
-# expressions when imported; stating them as sympy text parsed on first use, as elementwise.py
-# did on the branch start20 before main's tables grew, takes it out of both.
-# importlib.metadata neither: symgrad.scipy.special imports scipy.special, which loads it.
-HEAVY = ("jinja2", "pycparser", "cffi.cparser")
+# Not loaded by import symgrad, nor by a warm first call: sympy (the elementwise tables state their
+# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs it), SciPy
+# (symgrad.scipy.special calls it on plain arrays only), Jinja and the C parser (a warm cache
+# renders and compiles nothing), importlib.metadata (SciPy and cffi's build machinery load it).
+HEAVY = ("sympy", "scipy", "jinja2", "pycparser", "cffi.cparser", "importlib.metadata")
 
 
 def _run(code, *args):
@@ -38,6 +37,21 @@ def test_import_loads_no_heavy_module():
         print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
     """)
     assert loaded == []
+
+
+def test_the_elementwise_table_is_parsed_on_first_use_and_checked():
+    loaded = _run("""
+        import json, sys
+        from symgrad.core.primitives import REGISTRY
+        before = "sympy" in sys.modules
+        tanh = REGISTRY["tanh"]
+        print(json.dumps([before, tanh.sympy_math.text, str(tanh.derivs[0]),
+                          "sympy" in sys.modules]))
+    """)
+    assert loaded == [False, "tanh(x)", "1 - out**2", True]
+    from symgrad.core.primitives.elementwise import sympy_expr
+    with pytest.raises(ValueError, match="only x, y and out are symbols"):
+        sympy_expr("x + z")
 
 
 MLP = """
@@ -121,3 +135,38 @@ def test_a_large_constant_is_data_not_literals(tmp_path, dtype):
     assert f".incbin \\\"{blobs[0].stem}.bin\\\"" in source
     # The self-contained C that source() shows (and AOT ships) keeps every value as literals.
     assert ".incbin" not in cf.source(x) and len(cf.source(x)) > 2 * A.size
+
+
+def test_a_cold_build_compiles_the_thread_pool_while_it_renders(tmp_path):
+    # The pool's library (built once per cache) compiles on another core during the
+    # differentiation and rendering of the first function that needs it (here for its gemm),
+    # not between its rendering and its compile.
+    events, value = _run("""
+        import json, sys
+        import numpy as np
+        import symgrad, symgrad.numpy as snp
+        from symgrad.backends.c import compiler, module
+        events = []
+        real_compile, real_render = compiler.compile_library, module.render_program
+
+        def compile_library(src, lib, *args, **kwargs):
+            events.append("pool cc" if ".runtime" in str(src) else "module cc")
+            return real_compile(src, lib, *args, **kwargs)
+
+        def render_program(*args, **kwargs):
+            result = real_render(*args, **kwargs)
+            events.append("rendered")
+            return result
+        compiler.compile_library, module.render_program = compile_library, render_program
+        w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
+        x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+        f = symgrad.compile(lambda w, x: snp.sum(snp.tanh(x @ w) ** 2), cache_dir=sys.argv[1])
+        v, g = f.value_and_grad(w, x)
+        print(json.dumps([events, float(v)]))
+    """, str(tmp_path))
+    assert events == ["pool cc", "rendered", "module cc"]
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    assert json.loads((entry / "manifest.json").read_text())["threads"], "the build uses the pool"
+    w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
+    x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+    assert value == pytest.approx(np.sum(np.tanh(x @ w) ** 2), rel=1e-12)

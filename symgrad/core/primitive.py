@@ -21,7 +21,8 @@ A primitive gathers everything symgrad knows about one operation in one place:
 
 An elementwise primitive written as a sympy expression also keeps that expression (``expr``, in
 the symbols x, y) and its derivative per operand (``derivs``, which may mention ``out``), so
-tests can check stated derivatives against ``sympy.diff``.
+tests can check stated derivatives against ``sympy.diff``. The record holds them as sympy text
+(``sympy_math``) and parses them on first access: importing the registry needs no sympy.
 
 ``tests/test_registry.py`` fails if a registered primitive lacks one of these.
 
@@ -87,8 +88,8 @@ class Primitive:
     c_expr: Callable | None = None      # elementwise: operands (C expressions) -> C expression
     c_kernel: Callable | None = None    # structured: kernel context -> lines of C
     doc: str = ""
-    expr: object = None                 # sympy-defined elementwise: the expression of x (and y)
-    derivs: tuple | None = None         # ... and its derivative per operand, in x, y and out
+    # sympy-defined elementwise: its math as text (``elementwise.SympyMath``), parsed on first use
+    sympy_math: object = None
     jvp: Callable | None = None         # tangent rule; required (keyword so vjp stays 4th)
     # A reduction: (init(ctype) -> C value, update(acc, value, ctype) -> C lines), so the C
     # backend can fold it into the elementwise loop that computes its operand.
@@ -122,6 +123,17 @@ class Primitive:
 
     def __repr__(self):
         return f"<primitive {self.name}>"
+
+    @property
+    def expr(self):
+        """A sympy-defined elementwise primitive's expression of x (and y), else None (sympy is
+        imported on the first access)."""
+        return None if self.sympy_math is None else self.sympy_math.expr
+
+    @property
+    def derivs(self):
+        """... and its derivative per operand, in x, y and out (None for other primitives)."""
+        return None if self.sympy_math is None else self.sympy_math.derivs
 
     def foldable(self, node):
         """Whether constant folding may evaluate ``node`` (its operands being constants)."""

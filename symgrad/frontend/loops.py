@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import sympy as sp
 
 from symgrad.core import dims
+from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 from symgrad.core.autodiff import inline
 from symgrad.errors import ShapeError, TracingError, where
 from symgrad.core.ir import (Builder, Graph, Node, Var, building, current_builder, tracing_input,
@@ -89,7 +89,7 @@ def _trip_count(n, what):
     ``xs.shape[0]`` where the signature names that size)."""
     if isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)):
         return int(n)
-    if isinstance(n, sp.Expr) and n.is_integer and n.free_symbols:
+    if is_symbolic(n) and isinstance(n, _sympy().Expr) and n.is_integer and n.free_symbols:
         return dims.normalize(n)
     if isinstance(n, Tracer):
         v = n.irvar

@@ -13,6 +13,8 @@ compiled function call these (``symgrad.scipy.special.polygamma``, ...) instead.
 """
 from __future__ import annotations
 
+import functools as _functools
+
 import numpy as _np
 
 from symgrad import nn as _nn
@@ -23,16 +25,22 @@ from symgrad.core.primitives.special import polygamma_scalar as _polygamma_scala
 from symgrad.frontend.tracer import implements as _implements
 from symgrad.frontend.tracer import unsupported as _unsupported
 
-try:                                    # for plain arrays only; SciPy is not a dependency
-    import scipy.special as _scipy_special
-except ImportError:                     # pragma: no cover - scipy is installed with the tests
-    _scipy_special = None
+
+@_functools.cache
+def _scipy_special():
+    """``scipy.special``, imported on the first call on plain arrays (it takes longer to import
+    than symgrad itself, and a trace never needs it); None without SciPy, not a dependency."""
+    try:
+        import scipy.special as module
+    except ImportError:                 # pragma: no cover - scipy is installed with the tests
+        return None
+    return module
 
 
 def _plain(name, fallback, *args):
     """SciPy's ``name`` on plain arrays, or the primitive's own NumPy evaluation without SciPy."""
-    if _scipy_special is not None:
-        return getattr(_scipy_special, name)(*args)
+    if _scipy_special() is not None:
+        return getattr(_scipy_special(), name)(*args)
     return fallback(*args)
 
 
@@ -134,8 +142,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     """log(sum(b * exp(a))) over ``axis`` without overflow; ``b`` scales the terms (b >= 0 here:
     ``return_sign`` is not supported on traced values)."""
     if not _snp._traced(a, b):
-        if _scipy_special is not None:
-            return _scipy_special.logsumexp(a, axis=axis, b=b, keepdims=keepdims,
+        if _scipy_special() is not None:
+            return _scipy_special().logsumexp(a, axis=axis, b=b, keepdims=keepdims,
                                             return_sign=return_sign)
     if return_sign:
         raise NotImplementedError("logsumexp(..., return_sign=True) is not supported on traced "

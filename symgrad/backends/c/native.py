@@ -205,11 +205,16 @@ class NativeExecutable:
 _OK = STATUS["SYMGRAD_OK"]
 
 
+def _scalar_only(graph):
+    """Whether every value ``graph`` computes is a scalar (no loops; a loop statement's result
+    is its table of rows, never a scalar)."""
+    return all(n.out.ndim == 0 for n in graph.nodes)
+
+
 def _straight_line(program):
-    """Whether every value the program's functions compute is a scalar (no loops; a loop
-    statement's result is its table of rows, never a scalar)."""
-    graphs = [g for g in (program.forward, program.value_and_grad) if g is not None]
-    return all(n.out.ndim == 0 for g in graphs for n in g.nodes)
+    """Whether every value the program's functions compute is a scalar."""
+    return all(_scalar_only(g) for g in (program.forward, program.value_and_grad)
+               if g is not None)
 
 
 def _load_program(program, cflags, cache_dir):
@@ -224,6 +229,8 @@ def _load_program(program, cflags, cache_dir):
     if found is not None and "ffi_module" in found[1]:
         lib_path, manifest = found
     else:
+        if not _scalar_only(program.forward):
+            threads.prepare(cache_dir, cc)   # on another core, while this one renders
         from symgrad.backends.c.module import render_program     # Jinja: only to build
         module = render_program(program, data_files=DATA_FILES)
         if cflags is None and _straight_line(program):

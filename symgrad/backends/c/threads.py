@@ -56,6 +56,17 @@ def runtime(cache_dir=None, cc=None):
     return _library
 
 
+def prepare(cache_dir=None, cc=None):
+    """Start making the pool's library ready (found in the cache, or built) in a background
+    thread, for a build that will likely want it: its compile then runs on another core while
+    this one differentiates and renders, instead of before the build's own compile. ``runtime``
+    waits for it (the lock); a build that turns out not to need it loses nothing but that core's
+    time, once per cache directory."""
+    if _library is None and not _failed and not _lock.locked():
+        threading.Thread(target=runtime, args=(cache_dir, cc), name="symgrad-pool-build",
+                         daemon=True).start()
+
+
 def _load(cache_dir, cc):
     from symgrad.backends.c import compiler, keys
     from symgrad.backends.c.cache import cache_key

@@ -5,6 +5,12 @@ its derivative (``sympy.diff``, turned back into IR by ``to_ir`` so it composes 
 A few entries state their derivative in terms of ``out`` instead, where that is the numerically
 sound form; ``tests/test_registry.py`` checks every such override against ``sympy.diff``.
 
+The table states each expression as sympy source text (``"1 - out**2"``), parsed the first time
+the primitive's math is needed (``sympy_expr``): importing the table and tracing need only shape
+rules, so ``import symgrad``, and a process that finds its compiled code in the disk cache, never
+import sympy (see ``symgrad.core.symbolic``). The record keeps the text (``sympy_math``); its
+``expr`` and ``derivs`` are the parsed sympy objects all the same.
+
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
 ``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
 expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape.
@@ -12,71 +18,161 @@ expressions: the tangent is ``sum_k d_k * t_k``, broadcast to the output's shape
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
-import sympy as sp
-from sympy.codegen.ast import float32, real
-from sympy.codegen.cfunctions import expm1, log1p
-from sympy.printing.c import C99CodePrinter
-from sympy.printing.precedence import precedence
 
 from symgrad.core.cspell import literal_value
+from symgrad.core.symbolic import sympy as _sympy
 from symgrad.errors import DTypeError, ShapeError
 from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, REAL_PART, TensorType,
                                 broadcast_shapes)
 from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
 
-X, Y = sp.symbols("x y", real=True)
-OUT = sp.Symbol("out", real=True)
-SYMBOLS = (X, Y)
-
 # Functions libm lacks are C functions of symgrad's own (templates/math.c.j2), in double only: a
 # float operand converts to double and the result rounds back, so float32 loses nothing.
 C_RUNTIME_FUNCTIONS = {"erfinv": "symgrad_math_erfinv", "polygamma": "symgrad_math_polygamma"}
-
-
-class _CPrinter(C99CodePrinter):
-    """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
-    ``pow(x, 2)``)."""
-
-    def _print_Pow(self, expr):
-        if expr.exp == 2:
-            base = self.parenthesize(expr.base, precedence(expr))
-            return f"{base}*{base}"
-        return super()._print_Pow(expr)
-
-
-_PRINTERS = {"float64": _CPrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
-             "float32": _CPrinter({"type_aliases": {real: float32},
-                                   "user_functions": C_RUNTIME_FUNCTIONS})}
 _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 
+# Makers of the names the table's text may use beyond sympy's own and x, y, out: functions
+# sp -> {name: sympy object}, called when the sympy side is made (numeric.py's rounding and
+# remainder functions are sympy classes, so they too are made only then).
+_NAME_SOURCES = []
 
-class ComplexC99Printer(C99CodePrinter):
-    """sympy's C99 printer for ``double complex``/``float complex`` operands: <complex.h>'s
-    names (cexp, clog, csqrt, cpow, csin, ...; the f-suffixed ones for float complex), and
-    x**2 as x*x, which is exact where cpow(x, 2) goes through exp and log."""
-    _ns = "c"
-    _prec_funcs = tuple(C99CodePrinter._prec_funcs) + tuple(
-        "c" + f for f in "exp log sqrt pow sin cos tan sinh cosh tanh".split())
-
-    def _print_Pow(self, expr):
-        if expr.exp == 2:
-            base = self.parenthesize(expr.base, 1000)    # an atom or in parentheses
-            return f"({base}*{base})"
-        return super()._print_Pow(expr)
-
-
-_PRINTERS["double _Complex"] = ComplexC99Printer()
-_PRINTERS["float _Complex"] = ComplexC99Printer({"type_aliases": {real: float32}})
-# The primitives whose sympy expression is analytic and whose C has a <complex.h> counterpart:
-# these take complex operands (elementwise(..., complex_ok=True)); every other one refuses them.
-
-# sympy function -> primitive, for turning derivative expressions back into IR: the primitive's
-# name, or a function (expr, emit) -> Var for those that need the expression's arguments (the
-# order n of polygamma(n, x) picks the primitive).
+# sympy function name -> primitive, for turning derivative expressions back into IR: the
+# primitive's name, or a function (expr, emit) -> Var for those that need the expression's
+# arguments (the order n of polygamma(n, x) picks the primitive). The names are resolved to
+# sympy's functions when the sympy side is made.
 _FUNCTIONS = {}
+
+
+def _before_sympy(what):
+    """Registration belongs to import time: the sympy side, once made, is not made again."""
+    if _side.cache_info().currsize:
+        raise RuntimeError(f"{what} registered after the sympy side of the elementwise table "
+                           f"was made; register it when its module is imported")
+
+
+def sympy_names(source):
+    """Register ``source(sp) -> {name: sympy object}``: names the table's text may use."""
+    _before_sympy("sympy names")
+    _NAME_SOURCES.append(source)
+    return source
+
+
+def sympy_function(name, target):
+    """Map the sympy function ``name`` (sympy's own or from ``sympy_names``) back to IR:
+    ``target`` is a primitive's name or a function (expr, emit) -> Var."""
+    _before_sympy(f"the sympy function {name!r}")
+    _FUNCTIONS[name] = target
+
+
+@functools.cache
+def _side():
+    """The table's sympy side, made once on first use (this is where sympy is imported): the
+    symbols x, y, out, the names the text may use, the function map and the C printers."""
+    sp = _sympy()
+    from sympy.codegen import cfunctions
+
+    x, y = sp.symbols("x y", real=True)
+    out = sp.Symbol("out", real=True)
+    names = {"x": x, "y": y, "out": out}
+    names.update({f: getattr(cfunctions, f)
+                  for f in ("expm1", "log1p", "exp2", "log2", "log10", "Cbrt", "hypot")})
+    for source in _NAME_SOURCES:
+        names.update(source(sp))
+    functions = {names[k] if k in names else getattr(sp, k): target
+                 for k, target in _FUNCTIONS.items()}
+    return types.SimpleNamespace(sp=sp, X=x, Y=y, OUT=out, SYMBOLS=(x, y), names=names,
+                                 functions=functions, printers=_printers())
+
+
+def _printers():
+    """The C printers by C type: sympy's C99 printer, with a square printed as a product."""
+    from sympy.codegen.ast import float32, real
+    from sympy.printing.c import C99CodePrinter
+    from sympy.printing.precedence import precedence
+
+    class CPrinter(C99CodePrinter):
+        """sympy's C99 printer, but a square is a product (``x*x``, as one writes it, not
+        ``pow(x, 2)``)."""
+
+        def _print_Pow(self, expr):
+            if expr.exp == 2:
+                base = self.parenthesize(expr.base, precedence(expr))
+                return f"{base}*{base}"
+            return super()._print_Pow(expr)
+
+    class ComplexC99Printer(C99CodePrinter):
+        """sympy's C99 printer for ``double complex``/``float complex`` operands: <complex.h>'s
+        names (cexp, clog, csqrt, cpow, csin, ...; the f-suffixed ones for float complex), and
+        x**2 as x*x, which is exact where cpow(x, 2) goes through exp and log."""
+        _ns = "c"
+        _prec_funcs = tuple(C99CodePrinter._prec_funcs) + tuple(
+            "c" + f for f in "exp log sqrt pow sin cos tan sinh cosh tanh".split())
+
+        def _print_Pow(self, expr):
+            if expr.exp == 2:
+                base = self.parenthesize(expr.base, 1000)    # an atom or in parentheses
+                return f"({base}*{base})"
+            return super()._print_Pow(expr)
+
+    # The primitives whose sympy expression is analytic and whose C has a <complex.h>
+    # counterpart take complex operands (elementwise(..., complex_ok=True)); every other one
+    # refuses them.
+    return {"float64": CPrinter({"user_functions": C_RUNTIME_FUNCTIONS}),
+            "float32": CPrinter({"type_aliases": {real: float32},
+                                 "user_functions": C_RUNTIME_FUNCTIONS}),
+            "double _Complex": ComplexC99Printer(),
+            "float _Complex": ComplexC99Printer({"type_aliases": {real: float32}})}
+
+
+def __getattr__(name):
+    """``X``, ``Y``, ``OUT`` and ``SYMBOLS``: the table's sympy symbols (sympy loads here)."""
+    if name in ("X", "Y", "OUT", "SYMBOLS"):
+        return getattr(_side(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def sympy_expr(text):
+    """The sympy expression of the table's ``text`` (in x, y and out), parsed once."""
+    side = _side()
+    expr = side.sp.sympify(text, locals=side.names)
+    unknown = expr.free_symbols - {side.X, side.Y, side.OUT}
+    if unknown:
+        raise ValueError(f"the elementwise expression {text!r} names {sorted(map(str, unknown))}:"
+                         f" only x, y and out are symbols")
+    return expr
+
+
+class SympyMath:
+    """An elementwise primitive's math as sympy text, made into sympy objects on first use:
+    ``text`` (the definition, in x and y), ``deriv`` (the derivative per operand where it is
+    stated, in x, y and out; None: ``sympy.diff``'s) and ``c`` (the text printed as C where it
+    differs from the definition)."""
+
+    def __init__(self, text, deriv=None, c=None):
+        self.text, self.deriv, self.c = text, None if deriv is None else tuple(deriv), c
+
+    def __repr__(self):
+        return f"SympyMath({self.text!r})"
+
+    @functools.cached_property
+    def expr(self):
+        return sympy_expr(self.text)
+
+    @functools.cached_property
+    def args(self):
+        """The symbols of the operands, x (and y), in order."""
+        return tuple(s for s in _side().SYMBOLS if s in self.expr.free_symbols)
+
+    @functools.cached_property
+    def derivs(self):
+        if self.deriv is not None:
+            return tuple(sympy_expr(d) for d in self.deriv)
+        return tuple(_sympy().diff(self.expr, s) for s in self.args)
 
 
 def _broadcast_type(name, *in_types, out_dtype=None, float_only=False, complex_ok=False):
@@ -105,6 +201,8 @@ _RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "g
 def to_ir(expr, env):
     """Emit IR computing the sympy ``expr``; ``env`` maps its symbols to ``Var``s."""
     like = next(iter(env.values()))
+    side = _side()
+    sp = side.sp
 
     def number(v):
         return ops.scalar_like(float(v), like)
@@ -158,8 +256,8 @@ def to_ir(expr, env):
             return ops.select(emit(cond), emit(value), other)
         if isinstance(e, sp.Eq):
             return ops.eq(emit(e.lhs), emit(e.rhs))
-        if e.func in _FUNCTIONS:
-            target = _FUNCTIONS[e.func]
+        if e.func in side.functions:
+            target = side.functions[e.func]
             if callable(target):
                 return target(e, emit)
             return bind(target, *[emit(a) for a in e.args])
@@ -179,22 +277,27 @@ def _scaled(v, d, env):
     return bind("chain_mul", v, to_ir(d, env))
 
 
-def _sympy_vjp(derivs, g, out, *inputs):
+def _env(out, inputs):
+    side = _side()
+    env = dict(zip(side.SYMBOLS, inputs))
+    env[side.OUT] = out
+    return env
+
+
+def _sympy_vjp(math, g, out, *inputs):
     """Adjoints of an elementwise primitive: g * d(expr)/d(input), summed back to each shape."""
-    env = dict(zip(SYMBOLS, inputs))
-    env[OUT] = out
+    env = _env(out, inputs)
     # A derivative that is 0 (floor, rint, ...: constant almost everywhere) gives no adjoint.
     return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape)
                  if x.type.is_float and d != 0 else None
-                 for x, d in zip(inputs, derivs))
+                 for x, d in zip(inputs, math.derivs))
 
 
-def _sympy_jvp(derivs, t, out, *inputs):
+def _sympy_jvp(math, t, out, *inputs):
     """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
-    env = dict(zip(SYMBOLS, inputs))
-    env[OUT] = out
+    env = _env(out, inputs)
     total = None
-    for tx, d in zip(t, derivs):
+    for tx, d in zip(t, math.derivs):
         if tx is None or d == 0:
             continue
         term = _scaled(tx, d, env)
@@ -202,71 +305,74 @@ def _sympy_jvp(derivs, t, out, *inputs):
     return None if total is None else ops.broadcast_to(total, out.shape)
 
 
-def _c_from_sympy(expr, operands, ctype):
-    printer = _PRINTERS.get(ctype) or _PRINTERS["float32" if ctype == "float" else "float64"]
-    return _c_format(printer, expr).format(*operands)
+def c_from_sympy(text, operands, ctype):
+    """The C of the table's expression ``text`` on the C expressions ``operands``."""
+    return _c_format(text, ctype).format(*operands)
 
 
-@functools.lru_cache(maxsize=None)
-def _c_format(printer, expr):
-    placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(SYMBOLS)}
+@functools.cache
+def _c_format(text, ctype):
+    side = _side()
+    sp = side.sp
+    printer = side.printers.get(ctype) or side.printers["float32" if ctype == "float"
+                                                        else "float64"]
+    placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(side.SYMBOLS)}
     # Constants such as pi or log(2) as literals: sympy would print M_PI and M_LN2, which the
     # C standard does not define (-std=c99 hides them).
-    expr = expr.replace(lambda e: e.is_number and not e.is_Rational,
-                        lambda e: sp.Float(e.evalf(20), 17))
+    expr = sympy_expr(text).replace(lambda e: e.is_number and not e.is_Rational,
+                                    lambda e: sp.Float(e.evalf(20), 17))
     # One line: sympy prints a Piecewise as a ternary spread over several.
     return " ".join(printer.doprint(expr.xreplace(placeholders)).split())
 
 
-@functools.lru_cache(maxsize=None)
-def _lambdify(args, expr):
-    return sp.lambdify(list(args), expr, modules=[_NUMPY_EXTRAS, "numpy"])
+@functools.cache
+def _lambdify(math):
+    return _sympy().lambdify(list(math.args), math.expr, modules=[_NUMPY_EXTRAS, "numpy"])
 
 
-def _lambdified(args, expr, *arrays):
-    """``expr`` evaluated by NumPy (sympy's ``lambdify``, made on the first call: making one for
-    every primitive cost a third of ``import symgrad``)."""
-    return _lambdify(args, expr)(*arrays)
+def _lambdified(math, *arrays):
+    """The expression evaluated by NumPy (sympy's ``lambdify``, made on the first call)."""
+    return _lambdify(math)(*arrays)
 
 
-def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
+def elementwise(name, text, *, deriv=None, impl=None, vjp=None, jvp=None, float_only=True,
                 complex_ok=False, sympy_func=None, c=None, shape_rule=None, doc="", **facts):
-    """Register the elementwise primitive ``name`` computing the sympy ``expr`` of x (and y).
+    """Register the elementwise primitive ``name`` computing the sympy expression ``text`` of x
+    (and y), written as sympy source text and parsed on first use (``sympy_expr``): importing
+    the table and tracing with it need no sympy; differentiating, printing C and evaluating
+    with NumPy parse it.
 
-    ``deriv``: derivative expressions per operand, in x, y and ``OUT``, where sympy's own would
-    be numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
-    would be wrong for the complex step. ``sympy_func``: the sympy function this primitive
-    stands for, so derivatives that mention it map back to it. ``vjp``: a hand-written rule,
-    only for the subgradient conventions sympy cannot state; ``jvp`` likewise for tangents.
-    ``c``: an expression equal to ``expr`` to print as C instead, where ``expr`` (the
-    definition, which sympy differentiates) would overflow or cancel when evaluated; or a
-    function (operands, ctype) -> C, for C that depends on the operands' type. ``shape_rule``:
-    for operands of different dtypes (default: one dtype, broadcast shapes). ``complex_ok``:
-    the expression is analytic and its C prints with <complex.h> (ComplexC99Printer), so complex
-    operands are allowed; its derivative is then the complex derivative, and the adjoint
-    g * f'(z) (JAX's convention, docs/complex.md). ``facts``: further fields of the record
-    (``identities``, ``infix``, ...).
+    ``deriv``: derivative texts per operand, in x, y and ``out``, where sympy's own would be
+    numerically worse; default ``sympy.diff``. ``impl``: a NumPy function where lambdify's
+    would be wrong for the complex step. ``sympy_func``: the name of the sympy function this
+    primitive stands for, so derivatives that mention it map back to it. ``vjp``: a
+    hand-written rule, only for the subgradient conventions sympy cannot state; ``jvp``
+    likewise for tangents. ``c``: the text of an expression equal to ``text`` to print as C
+    instead, where the definition (which sympy differentiates) would overflow or cancel when
+    evaluated; or a function (operands, ctype) -> C, for C that depends on the operands' type.
+    ``shape_rule``: for operands of different dtypes (default: one dtype, broadcast shapes).
+    ``complex_ok``: the expression is analytic and its C prints with <complex.h>
+    (``ComplexC99Printer``), so complex operands are allowed; its derivative is then the complex
+    derivative, and the adjoint g * f'(z) (JAX's convention, docs/complex.md). ``facts``:
+    further fields of the record (``identities``, ``infix``, ...).
     """
-    args = [s for s in SYMBOLS if s in expr.free_symbols]
-    derivs = tuple(deriv) if deriv is not None else tuple(sp.diff(expr, s) for s in args)
+    math = SympyMath(text, deriv, c if isinstance(c, str) else None)
     if impl is None:
-        impl = functools.partial(_lambdified, tuple(args), expr)   # made on first use
+        impl = functools.partial(_lambdified, math)     # made on first use
     if sympy_func is not None:
-        _FUNCTIONS[sympy_func] = name
+        sympy_function(sympy_func, name)
     return register(Primitive(
         name=name,
         shape_rule=shape_rule or functools.partial(_broadcast_type, name, float_only=float_only,
                                                    complex_ok=complex_ok),
         impl=impl,
-        vjp=vjp or functools.partial(_sympy_vjp, derivs),
-        jvp=jvp or functools.partial(_sympy_jvp, derivs),
+        vjp=vjp or functools.partial(_sympy_vjp, math),
+        jvp=jvp or functools.partial(_sympy_jvp, math),
         batch=functools.partial(batching.elementwise, name),
         elementwise=True,
-        c_expr=c if callable(c) and not isinstance(c, sp.Basic) else
-        functools.partial(_c_from_sympy, expr if c is None else c),
-        doc=doc or f"{name}: {expr}",
-        expr=expr,
-        derivs=derivs,
+        c_expr=c if callable(c) else functools.partial(c_from_sympy, c or text),
+        doc=doc or f"{name}: {text}",
+        sympy_math=math,
         **facts,
     ))
 
@@ -275,43 +381,44 @@ def elementwise(name, expr, *, deriv=None, impl=None, vjp=None, jvp=None, float_
 # identities are the units the simplifier removes (0 + x, x - 0, 1 * x, x / 1: true for NaN and
 # inf too; x * 0 is not). A derivative rule's add prints as an accumulation, ``b_x += ...``.
 # All but pow take complex operands too (complex_ok).
-elementwise("add", X + Y, float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
+elementwise("add", "x + y", float_only=False, identities=((0, 0), (1, 0)), infix="{0} + {1}",
             accumulate="+=", complex_ok=True)
-elementwise("sub", X - Y, float_only=False, identities=((1, 0),), infix="{0} - {1}",
+elementwise("sub", "x - y", float_only=False, identities=((1, 0),), infix="{0} - {1}",
             complex_ok=True)
-elementwise("mul", X * Y, float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}",
+elementwise("mul", "x*y", float_only=False, identities=((0, 1), (1, 1)), infix="{0} * {1}",
             complex_ok=True)
-elementwise("div", X / Y, identities=((1, 1),), infix="{0} / {1}", complex_ok=True)
+elementwise("div", "x/y", identities=((1, 1),), infix="{0} / {1}", complex_ok=True)
 # sympy's d/dx of x**y is x**y*y/x, which is 0/0 at x = 0 (x**3 there has slope 0). Where a
 # derivative's formula is 0 * inf but its value is 0, a guard picks the safe branch (as JAX's
 # rules do), and since the guarded formulas are written in pow again, every order stays exact:
 # d/dx x**0 = 0 (y * x**(y-1) is 0 * inf at x = 0), d/dy 0**y = 0 for y > 0 (out * log 0 is
 # 0 * -inf), d2/dx2 x**1 = 0 at 0.
-elementwise("pow", X ** Y, deriv=[sp.Piecewise((0, sp.Eq(Y, 0)), (Y * X ** (Y - 1), True)),
-                                  OUT * sp.log(sp.Piecewise((1, sp.Eq(X, 0)), (X, True)))],
+elementwise("pow", "x**y", deriv=["Piecewise((0, Eq(y, 0)), (y*x**(y - 1), True))",
+                                   "out*log(Piecewise((1, Eq(x, 0)), (x, True)))"],
             infix="{0} ** {1}")
-elementwise("neg", -X, float_only=False, involution=True, infix="-{0}", complex_ok=True)
-elementwise("square", X ** 2, float_only=False, complex_ok=True)
+elementwise("neg", "-x", float_only=False, involution=True, infix="-{0}", complex_ok=True)
+elementwise("square", "x**2", float_only=False, complex_ok=True)
 # pow's guards compare with 0, which complex values do not (docs/complex.md): a complex power
 # is exp(y log x) in symgrad.numpy.power.
 
 # Exponentials and logarithms. The derivative of exp is its own output: reuse it.
-elementwise("exp", sp.exp(X), deriv=[OUT], sympy_func=sp.exp, complex_ok=True)
-elementwise("expm1", expm1(X), sympy_func=expm1)   # accurate for small x: no cancellation in e^x - 1
-elementwise("log", sp.log(X), sympy_func=sp.log, complex_ok=True)
-elementwise("log1p", log1p(X), sympy_func=log1p)   # accurate for small x: no rounding in 1 + x
-elementwise("sqrt", sp.sqrt(X), deriv=[1 / (2 * OUT)], complex_ok=True)
+elementwise("exp", "exp(x)", deriv=["out"], sympy_func="exp", complex_ok=True)
+# expm1 and log1p are accurate for small x: no cancellation in e^x - 1, no rounding in 1 + x.
+elementwise("expm1", "expm1(x)", sympy_func="expm1")
+elementwise("log", "log(x)", sympy_func="log", complex_ok=True)
+elementwise("log1p", "log1p(x)", sympy_func="log1p")
+elementwise("sqrt", "sqrt(x)", deriv=["1/(2*out)"], complex_ok=True)
 
 # Trigonometric and hyperbolic functions.
-elementwise("sin", sp.sin(X), sympy_func=sp.sin, complex_ok=True)
-elementwise("cos", sp.cos(X), sympy_func=sp.cos, complex_ok=True)
-elementwise("tan", sp.tan(X), sympy_func=sp.tan, complex_ok=True)
-elementwise("arcsin", sp.asin(X), sympy_func=sp.asin)
-elementwise("arccos", sp.acos(X), sympy_func=sp.acos)
-elementwise("arctan", sp.atan(X), sympy_func=sp.atan)
-elementwise("sinh", sp.sinh(X), sympy_func=sp.sinh, complex_ok=True)
-elementwise("cosh", sp.cosh(X), sympy_func=sp.cosh, complex_ok=True)
-elementwise("tanh", sp.tanh(X), deriv=[1 - OUT ** 2], sympy_func=sp.tanh, complex_ok=True)
+elementwise("sin", "sin(x)", sympy_func="sin", complex_ok=True)
+elementwise("cos", "cos(x)", sympy_func="cos", complex_ok=True)
+elementwise("tan", "tan(x)", sympy_func="tan", complex_ok=True)
+elementwise("arcsin", "asin(x)", sympy_func="asin")
+elementwise("arccos", "acos(x)", sympy_func="acos")
+elementwise("arctan", "atan(x)", sympy_func="atan")
+elementwise("sinh", "sinh(x)", sympy_func="sinh", complex_ok=True)
+elementwise("cosh", "cosh(x)", sympy_func="cosh", complex_ok=True)
+elementwise("tanh", "tanh(x)", deriv=["1 - out**2"], sympy_func="tanh", complex_ok=True)
 
 # The logistic sigmoid. sympy's derivative e^-x / (1 + e^-x)^2 is inf/inf = nan for x << 0;
 # out * (1 - out) would round 1 - out to 0 for x >> 0 (x > 37 in float64); out * sigmoid(-x)
@@ -324,8 +431,7 @@ def _logistic_impl(x):
     return np.where(positive, 1 / (1 + z), z / (1 + z))
 
 
-elementwise("logistic", 1 / (1 + sp.exp(-X)), deriv=[OUT / (1 + sp.exp(X))],
-            impl=_logistic_impl)
+elementwise("logistic", "1/(1 + exp(-x))", deriv=["out/(1 + exp(x))"], impl=_logistic_impl)
 
 # abs and sign. For the complex step, abs must stay analytic (x * sign(Re x)), not the modulus.
 # abs'(0) follows the max(x, -x) subgradient convention of API.md: the tie goes to x, slope 1.
@@ -355,9 +461,9 @@ def _select_tangents(c, t, out):
     return ops.broadcast_to(ops.select(c, t0, t1), out.shape)
 
 
-elementwise("abs", sp.Abs(X), float_only=False, sympy_func=sp.Abs, vjp=_abs_vjp, jvp=_abs_jvp,
+elementwise("abs", "Abs(x)", float_only=False, sympy_func="Abs", vjp=_abs_vjp, jvp=_abs_jvp,
             impl=lambda x: np.where(np.real(x) < 0, -x, x))
-elementwise("sign", sp.sign(X), float_only=False, sympy_func=sp.sign, vjp=_no_gradient,
+elementwise("sign", "sign(x)", float_only=False, sympy_func="sign", vjp=_no_gradient,
             jvp=_no_tangent,
             impl=lambda x: np.sign(np.real(x)).astype(x.dtype))
 

@@ -6,7 +6,8 @@ Each is written once as a sympy expression (see ``elementwise``): sympy gives th
 its C99 printer the C, and the NumPy evaluation is NumPy's own function of the same name. Where
 sympy has no function with C's or NumPy's exact semantics (``rint``, ``trunc``, ``fmod``,
 ``remainder``, ``floor_divide``, ``copysign``) a small sympy ``Function`` below states it: how it
-prints as C and what its derivative is, so ``sympy.diff`` and ``to_ir`` handle it like any other.
+prints as C and what its derivative is, so ``sympy.diff`` and ``to_ir`` handle it like any other;
+these classes are made when sympy loads (``sympy_names``), as the table's text is parsed then.
 
 Rounding and floor division are constant almost everywhere: their derivative is 0, so they pass
 no gradient (the adjoint of their operand is zero, never an error). The remainders' derivatives
@@ -22,14 +23,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import sympy as sp
-from sympy.codegen.ast import float32, real
-from sympy.codegen.cfunctions import Cbrt, exp2, hypot, log1p, log10, log2
 
 from symgrad.core import batching
 from symgrad.core.primitive import Primitive, register
-from symgrad.core.primitives.elementwise import (OUT, X, Y, _broadcast_type, _c_from_sympy,
-                                                 _no_gradient, _no_tangent, elementwise)
+from symgrad.core.primitives.elementwise import (_broadcast_type, _no_gradient, _no_tangent,
+                                                 c_from_sympy, elementwise, sympy_names)
 
 
 def jet(fn, derivs):
@@ -55,65 +53,74 @@ def jet(fn, derivs):
     return impl
 
 
-def _cfunction(name, c_name, nargs, derivative, *, doc):
-    """A sympy Function printing as the C function ``c_name`` (``c_name``f for float).
+@sympy_names
+def _c_functions(sp):
+    """The sympy functions of C's and NumPy's rounding and remainders, made when sympy loads."""
+    from sympy.codegen.ast import float32, real
 
-    ``derivative(args, i)`` is its derivative by argument ``i`` (0-based), a sympy expression.
-    """
-    def fdiff(self, argindex=1):
-        return derivative(self.args, argindex - 1)
+    def cfunction(name, c_name, nargs, derivative, *, doc):
+        """A sympy Function printing as the C function ``c_name`` (``c_name``f for float).
 
-    def ccode(self, printer):
-        is_float = printer.type_aliases.get(real) == float32
-        args = ", ".join(printer._print(a) for a in self.args)
-        return f"{c_name}{'f' if is_float else ''}({args})"
+        ``derivative(args, i)`` is its derivative by argument ``i`` (0-based), a sympy
+        expression."""
+        def fdiff(self, argindex=1):
+            return derivative(self.args, argindex - 1)
 
-    return type(name, (sp.Function,), {"nargs": nargs, "fdiff": fdiff, "_ccode": ccode,
-                                       "__doc__": doc})
+        def ccode(self, printer):
+            is_float = printer.type_aliases.get(real) == float32
+            args = ", ".join(printer._print(a) for a in self.args)
+            return f"{c_name}{'f' if is_float else ''}({args})"
 
+        return type(name, (sp.Function,), {"nargs": nargs, "fdiff": fdiff, "_ccode": ccode,
+                                           "__doc__": doc})
 
-_ZERO = lambda args, i: sp.S.Zero      # noqa: E731  (rounding: constant almost everywhere)
+    zero = lambda args, i: sp.S.Zero      # noqa: E731  (rounding: constant almost everywhere)
+    f = {}
+    f["Floor"] = cfunction("Floor", "floor", 1, zero, doc="floor(x), with derivative 0")
+    f["Ceil"] = cfunction("Ceil", "ceil", 1, zero, doc="ceil(x), with derivative 0")
+    f["Trunc"] = cfunction("Trunc", "trunc", 1, zero, doc="trunc(x): rounds toward 0")
+    # rint rounds half to even in C's default rounding mode, as NumPy's rint, round and around.
+    f["Rint"] = cfunction("Rint", "rint", 1, zero, doc="rint(x): rounds to nearest, half to even")
+    f["Copysign"] = cfunction(
+        "Copysign", "copysign", 2,
+        lambda a, i: f["Copysign"](1, a[0]) * f["Copysign"](1, a[1]) if i == 0 else sp.S.Zero,
+        doc="copysign(x, y): |x| with the sign of y")
+    # C's fmod: the sign follows the dividend x; x - trunc(x/y) * y, computed exactly.
+    f["Fmod"] = cfunction("Fmod", "fmod", 2,
+                          lambda a, i: sp.S.One if i == 0 else -f["Trunc"](a[0] / a[1]),
+                          doc="fmod(x, y): the remainder whose sign follows x")
+    # NumPy's remainder (the % operator): the sign follows the divisor y; and floor_divide, the
+    # quotient that goes with it. Both are functions of symgrad's C runtime (templates/math.c.j2)
+    # written as NumPy writes them (npy_divmod), so every value, -0.0 and inf included, is
+    # NumPy's.
+    f["Remainder"] = cfunction(
+        "Remainder", "symgrad_math_remainder", 2,
+        lambda a, i: sp.S.One if i == 0 else -f["FloorDivide"](a[0], a[1]),
+        doc="remainder(x, y): the remainder whose sign follows y")
+    f["FloorDivide"] = cfunction("FloorDivide", "symgrad_math_floor_divide", 2, zero,
+                                 doc="floor_divide(x, y): floor(x / y) as NumPy computes it")
+    return f
 
-Floor = _cfunction("Floor", "floor", 1, _ZERO, doc="floor(x), with derivative 0")
-Ceil = _cfunction("Ceil", "ceil", 1, _ZERO, doc="ceil(x), with derivative 0")
-Trunc = _cfunction("Trunc", "trunc", 1, _ZERO, doc="trunc(x): rounds toward 0")
-# rint rounds half to even in C's default rounding mode, as NumPy's rint, round and around do.
-Rint = _cfunction("Rint", "rint", 1, _ZERO, doc="rint(x): rounds to nearest, half to even")
-Copysign = _cfunction(
-    "Copysign", "copysign", 2,
-    lambda a, i: Copysign(1, a[0]) * Copysign(1, a[1]) if i == 0 else sp.S.Zero,
-    doc="copysign(x, y): |x| with the sign of y")
-# C's fmod: the sign follows the dividend x; x - trunc(x/y) * y, computed exactly.
-Fmod = _cfunction("Fmod", "fmod", 2, lambda a, i: sp.S.One if i == 0 else -Trunc(a[0] / a[1]),
-                  doc="fmod(x, y): the remainder whose sign follows x")
-# NumPy's remainder (the % operator): the sign follows the divisor y; and floor_divide, the
-# quotient that goes with it. Both are functions of symgrad's C runtime (templates/math.c.j2)
-# written as NumPy writes them (npy_divmod), so every value, -0.0 and inf included, is NumPy's.
-Remainder = _cfunction("Remainder", "symgrad_math_remainder", 2,
-                       lambda a, i: sp.S.One if i == 0 else -FloorDivide(a[0], a[1]),
-                       doc="remainder(x, y): the remainder whose sign follows y")
-FloorDivide = _cfunction("FloorDivide", "symgrad_math_floor_divide", 2, _ZERO,
-                         doc="floor_divide(x, y): floor(x / y) as NumPy computes it")
 
 # --- logarithms and exponentials in other bases, roots ------------------------------------------
-elementwise("log2", log2(X), impl=np.log2, sympy_func=log2)
-elementwise("log10", log10(X), impl=np.log10, sympy_func=log10)
-elementwise("exp2", exp2(X), deriv=[sp.log(2) * OUT], impl=np.exp2, sympy_func=exp2)
+elementwise("log2", "log2(x)", impl=np.log2, sympy_func="log2")
+elementwise("log10", "log10(x)", impl=np.log10, sympy_func="log10")
+elementwise("exp2", "exp2(x)", deriv=["log(2)*out"], impl=np.exp2, sympy_func="exp2")
 # cbrt'(x) = 1 / (3 cbrt(x)^2): from the output, no second cube root. NumPy's cbrt is real only.
-elementwise("cbrt", Cbrt(X), deriv=[1 / (3 * OUT ** 2)],
-            impl=jet(np.cbrt, [lambda x, out: 1 / (3 * out ** 2)]), sympy_func=Cbrt)
+elementwise("cbrt", "Cbrt(x)", deriv=["1/(3*out**2)"],
+            impl=jet(np.cbrt, [lambda x, out: 1 / (3 * out ** 2)]), sympy_func="Cbrt")
 
 # --- inverse hyperbolic functions ----------------------------------------------------------------
-elementwise("arcsinh", sp.asinh(X), impl=np.arcsinh, sympy_func=sp.asinh)
-elementwise("arccosh", sp.acosh(X), impl=np.arccosh, sympy_func=sp.acosh)
-elementwise("arctanh", sp.atanh(X), impl=np.arctanh, sympy_func=sp.atanh)
+elementwise("arcsinh", "asinh(x)", impl=np.arcsinh, sympy_func="asinh")
+elementwise("arccosh", "acosh(x)", impl=np.arccosh, sympy_func="acosh")
+elementwise("arctanh", "atanh(x)", impl=np.arctanh, sympy_func="atanh")
 
 # --- functions of two arguments ------------------------------------------------------------------
 # hypot'(x) = x / hypot: from the output, no second square root.
-elementwise("hypot", hypot(X, Y), deriv=[X / OUT, Y / OUT],
+elementwise("hypot", "hypot(x, y)", deriv=["x/out", "y/out"],
             impl=jet(np.hypot, [lambda x, y, out: x / out, lambda x, y, out: y / out]),
-            sympy_func=hypot)
-elementwise("arctan2", sp.atan2(X, Y), sympy_func=sp.atan2,
+            sympy_func="hypot")
+elementwise("arctan2", "atan2(x, y)", sympy_func="atan2",
             impl=jet(np.arctan2, [lambda x, y, out: y / (x * x + y * y),
                                   lambda x, y, out: -x / (x * x + y * y)]))
 
@@ -121,52 +128,50 @@ elementwise("arctan2", sp.atan2(X, Y), sympy_func=sp.atan2,
 # cannot overflow: max + log1p(e^-|x - y|), and x + log 2 on a tie (so -inf, -inf gives -inf).
 # The derivatives e^(x - out) <= 1 cannot overflow either.
 elementwise(
-    "logaddexp", sp.log(sp.exp(X) + sp.exp(Y)), deriv=[sp.exp(X - OUT), sp.exp(Y - OUT)],
-    c=sp.Piecewise((X + sp.log(2), sp.Eq(X, Y)),
-                   (sp.Max(X, Y) + log1p(sp.exp(-sp.Abs(X - Y))), True)),
+    "logaddexp", "log(exp(x) + exp(y))", deriv=["exp(x - out)", "exp(y - out)"],
+    c="Piecewise((x + log(2), Eq(x, y)), (Max(x, y) + log1p(exp(-Abs(x - y))), True))",
     impl=jet(np.logaddexp, [lambda x, y, out: np.exp(x - out), lambda x, y, out: np.exp(y - out)]))
 elementwise(
-    "logaddexp2", sp.log(2 ** X + 2 ** Y) / sp.log(2), deriv=[2 ** (X - OUT), 2 ** (Y - OUT)],
-    c=sp.Piecewise((X + 1, sp.Eq(X, Y)),
-                   (sp.Max(X, Y) + log1p(exp2(-sp.Abs(X - Y))) / sp.log(2), True)),
+    "logaddexp2", "log(2**x + 2**y)/log(2)", deriv=["2**(x - out)", "2**(y - out)"],
+    c="Piecewise((x + 1, Eq(x, y)), (Max(x, y) + log1p(exp2(-Abs(x - y)))/log(2), True))",
     impl=jet(np.logaddexp2, [lambda x, y, out: np.exp2(x - out),
                              lambda x, y, out: np.exp2(y - out)]))
 
-elementwise("copysign", Copysign(X, Y), sympy_func=Copysign,
+elementwise("copysign", "Copysign(x, y)", sympy_func="Copysign",
             impl=jet(np.copysign, [lambda x, y, out: np.copysign(1, x) * np.copysign(1, y),
                                    lambda x, y, out: 0]))
 
 # sinc(x) = sin(pi x) / (pi x), 1 at 0 (NumPy's normalised sinc); sympy differentiates the pieces.
-_SINC = sp.Piecewise((1, sp.Eq(X, 0)), (sp.sin(sp.pi * X) / (sp.pi * X), True))
-elementwise("sinc", _SINC, impl=np.sinc)     # np.sinc is analytic in complex numbers too
+# np.sinc is analytic in complex numbers too.
+elementwise("sinc", "Piecewise((1, Eq(x, 0)), (sin(pi*x)/(pi*x), True))", impl=np.sinc)
 
 # --- remainders and rounding ---------------------------------------------------------------------
 # Integer operands are allowed (index arithmetic: i % n, i // n); the runtime has int versions.
 _INT_SUFFIX = {"int64_t": "_i64", "int32_t": "_i32"}
 
 
-def _int_aware_c(c_name, expr, operands, ctype):
+def _int_aware_c(c_name, text, operands, ctype):
     """C for the integer ctypes from symgrad's runtime (``c_name``_i64, ...), else sympy's."""
     if ctype in _INT_SUFFIX:
         return f"{c_name}{_INT_SUFFIX[ctype]}({', '.join(operands)})"
-    return _c_from_sympy(expr, operands, ctype)
+    return c_from_sympy(text, operands, ctype)
 
 
-def _int_or_float(fn, expr, impl, **kwargs):
-    c_name = f"symgrad_math_{fn}"
-    elementwise(fn, expr, impl=impl, float_only=False, sympy_func=expr.func,
-                c=functools.partial(_int_aware_c, c_name, expr), **kwargs)
+def _int_or_float(fn, func, impl, **kwargs):
+    c_name, text = f"symgrad_math_{fn}", f"{func}(x, y)"
+    elementwise(fn, text, impl=impl, float_only=False, sympy_func=func,
+                c=functools.partial(_int_aware_c, c_name, text), **kwargs)
 
 
-_int_or_float("fmod", Fmod(X, Y),
+_int_or_float("fmod", "Fmod",
               jet(np.fmod, [lambda x, y, out: 1, lambda x, y, out: -np.trunc(x / y)]))
-_int_or_float("remainder", Remainder(X, Y),
+_int_or_float("remainder", "Remainder",
               jet(np.remainder, [lambda x, y, out: 1, lambda x, y, out: -np.floor_divide(x, y)]))
-_int_or_float("floor_divide", FloorDivide(X, Y), jet(np.floor_divide, []))
+_int_or_float("floor_divide", "FloorDivide", jet(np.floor_divide, []))
 
-for _name, _cls, _np_fn in (("floor", Floor, np.floor), ("ceil", Ceil, np.ceil),
-                            ("trunc", Trunc, np.trunc), ("rint", Rint, np.rint)):
-    elementwise(_name, _cls(X), sympy_func=_cls, impl=jet(_np_fn, []),
+for _name, _func, _np_fn in (("floor", "Floor", np.floor), ("ceil", "Ceil", np.ceil),
+                             ("trunc", "Trunc", np.trunc), ("rint", "Rint", np.rint)):
+    elementwise(_name, f"{_func}(x)", sympy_func=_func, impl=jet(_np_fn, []),
                 doc=f"{_name}(x); constant almost everywhere, so it passes no gradient")
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import sympy as sp
 
 from symgrad.errors import ShapeError
 from symgrad.core import batching, dims, ops
@@ -40,6 +39,7 @@ from symgrad.core.autodiff import inline, jvp_graph, value_and_grad_graph
 from symgrad.core.ir import Builder, Graph, Node, Var, building, current_builder
 from symgrad.core.passes import optimize
 from symgrad.core.primitive import REGISTRY, Primitive, bind, memory_lines, register
+from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 from symgrad.core.types import TensorType
 
 
@@ -66,7 +66,7 @@ class Body:
         g = self.graph
         shapes = [v.shape for v in g.inputs] + [n.out.shape for n in g.nodes]
         if not dims.free_symbols(shapes) and not any(
-                isinstance(a, (sp.Basic, Body)) for n in g.nodes for a in n.attrs.values()):
+                is_symbolic(a) or isinstance(a, Body) for n in g.nodes for a in n.attrs.values()):
             return self
         env = {}
 
@@ -325,7 +325,7 @@ def _zero_block(x, row, rows, col, cols):
     (r0, c0), (nr, nc) = node.attrs["start"], node.inputs[0].shape
 
     def before(end, begin):             # end <= begin, for dims that may be run-time sizes
-        return bool(sp.sympify(begin - end).is_nonnegative)
+        return bool(_sympy().sympify(begin - end).is_nonnegative)
     return (before(r0 + nr, row) or before(row + rows, r0)
             or before(c0 + nc, col) or before(col + cols, c0))
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import sympy as sp
 
 from symgrad.core import ops
 from symgrad.core.primitive import bind
-from symgrad.core.primitives.elementwise import OUT, X, Y, _FUNCTIONS, elementwise
+from symgrad.core.primitives.elementwise import elementwise, sympy_function
+from symgrad.core.symbolic import sympy as _sympy
 from symgrad.core.primitives.numeric import jet
 from symgrad.core.types import FLOAT_DTYPES, INT_DTYPES, TensorType, broadcast_shapes
 from symgrad.errors import DTypeError, ShapeError
@@ -121,14 +121,15 @@ def _lgamma(x):
 def _polygamma_ir(expr, emit):
     """IR for sympy's polygamma(n, x) (and digamma(x)) as they appear in derivatives: the order
     is an int64 operand, so polygamma(n, x)' = polygamma(n + 1, x) to any order."""
+    sp = _sympy()
     n, x = (sp.S.Zero, expr.args[0]) if isinstance(expr, sp.digamma) else expr.args
     xv = emit(x)
     nv = ops.const(int(n), "int64") if n.is_number else ops.convert(emit(n), "int64")
     return bind("polygamma", nv, xv)
 
 
-_FUNCTIONS[sp.polygamma] = _polygamma_ir
-_FUNCTIONS[sp.digamma] = _polygamma_ir
+sympy_function("polygamma", _polygamma_ir)
+sympy_function("digamma", _polygamma_ir)
 
 
 def _polygamma_type(n, x):
@@ -154,17 +155,16 @@ _erf = _ufunc(math.erf)
 _erfc = _ufunc(math.erfc)
 _two_over_sqrt_pi = 2 / math.sqrt(math.pi)
 
-elementwise("erf", sp.erf(X), sympy_func=sp.erf,
+elementwise("erf", "erf(x)", sympy_func="erf",
             impl=jet(_erf, [lambda x, out: _two_over_sqrt_pi * np.exp(-x * x)]))
-elementwise("erfc", sp.erfc(X), sympy_func=sp.erfc,
+elementwise("erfc", "erfc(x)", sympy_func="erfc",
             impl=jet(_erfc, [lambda x, out: -_two_over_sqrt_pi * np.exp(-x * x)]))
 # erfinv'(x) = sqrt(pi)/2 e^(erfinv(x)^2): from the output, no second inversion.
-elementwise("erfinv", sp.erfinv(X), deriv=[sp.sqrt(sp.pi) / 2 * sp.exp(OUT ** 2)],
-            sympy_func=sp.erfinv,
+elementwise("erfinv", "erfinv(x)", deriv=["sqrt(pi)/2*exp(out**2)"], sympy_func="erfinv",
             impl=jet(_ufunc(erfinv_scalar), [lambda x, out: np.exp(out * out) / _two_over_sqrt_pi]))
-elementwise("gammaln", sp.loggamma(X), sympy_func=sp.loggamma,
+elementwise("gammaln", "loggamma(x)", sympy_func="loggamma",
             impl=jet(_ufunc(_lgamma), [lambda x, out: _polygamma(0, x)]))
 # polygamma(n, x): the order n (an int64 operand, x the float one) is data, not differentiated.
-elementwise("polygamma", sp.polygamma(X, Y), shape_rule=_polygamma_type,
+elementwise("polygamma", "polygamma(x, y)", shape_rule=_polygamma_type,
             impl=jet(_polygamma, [lambda n, x, out: 0, lambda n, x, out: _polygamma(n + 1, x)]),
             doc="polygamma(n, x): the n-th derivative of digamma (n = 0: digamma); n int64")
