@@ -19,13 +19,9 @@ import numpy as np
 from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
-from symgrad.core.primitives.structural import _plus, _times
+from symgrad.core.primitives.cindex import dim as _d, plus as _plus, times as _times
 from symgrad.core.types import TensorType
 from symgrad.errors import DTypeError, ShapeError
-
-
-def _d(d):
-    return dims.c_expr(dims.normalize(d))
 
 
 def _lanes(shape, axis):

@@ -23,10 +23,7 @@ from symgrad.core import dims
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core import batching, ops
 from symgrad.core.primitive import Primitive, bind, register
-
-
-def _d(d):
-    return dims.c_expr(dims.normalize(d))
+from symgrad.core.primitives.cindex import dim as _d
 
 
 def _rows(k, x):
