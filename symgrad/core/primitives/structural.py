@@ -32,7 +32,7 @@ from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Pri
                                     bind, register)
 from symgrad.core.primitives.cindex import (dim as _d, for_range as _for, plus as _plus,
                                            times as _times)
-from symgrad.core.primitives.recurrence import prod_others_linear
+from symgrad.core.primitives.cumulative import prod_others_linear
 
 
 _dim_equal = dims.equal
@@ -467,7 +467,7 @@ def _prod_others_impl(x):
 
 def _prod_others_vjp(g, out, x):
     # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
-    # Both are recurrences (primitives/recurrence.py), exact at zeros to every order; a closed form
+    # Both are recurrences (primitives/cumulative.py), exact at zeros to every order; a closed form
     # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
     return (prod_others_linear(x, g),)
 
