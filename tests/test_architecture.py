@@ -137,3 +137,33 @@ def test_every_symgrad_numpy_name_is_defined_where_a_reader_can_find_it():
     assert not re.search(r"globals\(\)\[[^]]*\]\s*=", source)
     spelled = _bound_at_module_level(PACKAGE / "numpy" / "__init__.py")
     assert sorted(set(snp.__all__) - spelled) == []
+
+
+def _private_uses(path):
+    """``module._name`` and ``from module import _name`` in ``path`` where the module is
+    another symgrad module: reaching past a module's public names."""
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("symgrad"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"from {node.module} import {a.name}")
+                elif f"{node.module}.{a.name}" in _modules():
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names if a.asname and a.name.startswith("symgrad")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in modules and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_front_end_uses_only_public_names_of_other_modules():
+    # vmap traces through transforms.prepare (it used transforms._prepare).
+    uses = {str(p.relative_to(PACKAGE)): _private_uses(p)
+            for p in sorted((PACKAGE / "frontend").glob("*.py"))}
+    assert {k: v for k, v in uses.items() if v} == {}
