@@ -167,3 +167,15 @@ def test_the_front_end_uses_only_public_names_of_other_modules():
     uses = {str(p.relative_to(PACKAGE)): _private_uses(p)
             for p in sorted((PACKAGE / "frontend").glob("*.py"))}
     assert {k: v for k, v in uses.items() if v} == {}
+
+
+def test_docs_design_md_draws_every_module():
+    # docs/design.md draws the layout; a module it does not name is a layout it does not show.
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    block = text.split("```\nsymgrad/\n", 1)[1].split("```", 1)[0]
+    words = set(re.findall(r"[A-Za-z_]\w*", block))
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.stem not in words)
+    folders = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                     if p.is_dir() and p.name != "__pycache__" and p.name not in words)
+    assert missing == [] and folders == []
