@@ -45,17 +45,6 @@ def _check_axis(x, axis):
         raise ShapeError(f"axis {axis} is out of range for shape {x.shape}")
 
 
-def _lane_loop(k, shape, axis, reverse, setup, step, finish=()):
-    """Loops over the lanes of ``shape`` along ``axis``; ``step(off)`` gets the element's
-    offset (a C expression) in order along the lane (backwards with ``reverse``)."""
-    pre, n, post = _lanes(shape, axis)
-    i0, i1 = k.idx((pre, post))
-    r = f"{_d(n)} - 1 - _r" if reverse else "_r"
-    off = _plus(_times(i0, n * post), _times(r, post), i1)
-    return k.loop((pre, post), [*setup, f"for (int64_t _r = 0; _r < {_d(n)}; ++_r) {{",
-                                *("    " + s for s in step(off)), "}", *finish])
-
-
 def _lane(k, shape, axis):
     """``(loop, pos)`` for a kernel working lane by lane along ``axis``: ``loop(lines)`` wraps
     the lines of one lane in the loops over all lanes, ``pos(r, step)`` is the offset (C) of the
@@ -96,9 +85,12 @@ def _cumsum_impl(x, *, axis, reverse):
 
 
 def _cumsum_c(k):
-    x, out, t = k.ins[0], k.out, k.out.ctype
-    return _lane_loop(k, x.shape, k.attrs["axis"], k.attrs["reverse"], [f"{t} _acc = {_lit(0, t)};"],
-                      lambda off: [f"_acc += {k.at(x, off)};", f"{k.at(out, off)} = _acc;"])
+    x, out, t, axis = k.ins[0], k.out, k.out.ctype, k.attrs["axis"]
+    n = x.shape[axis]
+    loop, pos = _lane(k, x.shape, axis)
+    r = f"{_d(n)} - 1 - _r" if k.attrs["reverse"] else "_r"
+    return loop([f"{t} _acc = {_lit(0, t)};", f"for (int64_t _r = 0; _r < {_d(n)}; ++_r) {{",
+                 f"    _acc += {k.at(x, pos(r))};", f"    {k.at(out, pos(r))} = _acc;", "}"])
 
 
 register(Primitive(
