@@ -401,3 +401,18 @@ def test_aot_build_with_parameters_named_like_c_library_or_runtime_names(tmp_pat
                 0.5 / np.sqrt(a[4])]
     for got, exp_ in zip(grads, expected):
         np.testing.assert_allclose(got, exp_, rtol=2e-5)
+
+
+def test_keyword_arguments_named_like_c_and_python_keywords():
+    # Python keywords reach the graph only as ** keyword names; they are IR names like any other.
+    def loss(x, **kw):
+        return snp.sum(snp.sin(x) * kw["for"] + kw["int"] * kw["while"])
+    x = np.linspace(0.1, 0.9, 3)
+    kw = {"for": x + 1.0, "int": x * 2.0, "while": x - 3.0}
+    f = symgrad.compile(loss)
+    value, grad = f.value_and_grad(x, **kw)
+    assert value == pytest.approx(np.sum(np.sin(x) * kw["for"] + kw["int"] * kw["while"]),
+                                  rel=1e-13)
+    np.testing.assert_allclose(grad, np.cos(x) * kw["for"], rtol=1e-13)
+    assert c_parameters(f.source(x, **kw), "symgrad_loss") == ["x", "for_", "int_", "while_",
+                                                               "out"]
