@@ -59,11 +59,21 @@ cabs carg cexp clog csqrt cpow csin ccos ctan csinh ccosh ctanh creal cimag conj
 LIBC_NAMES = LIBM_NAMES | {n + "f" for n in LIBM_NAMES} | {n + "l" for n in LIBM_NAMES} | set(
     """errno math_errhandling assert isnan isinf isfinite isnormal signbit fpclassify abs labs
 div malloc calloc realloc free memcpy memset memmove strlen printf main exit abort offsetof
-I complex imaginary""".split())
+I complex imaginary isgreater isgreaterequal isless islessequal islessgreater isunordered unix
+linux""".split())
 # Prefixes of names the generated code, its runtime and the libraries it links define: its own
 # (starting with "_"), symgrad's (symgrad_, symgradrt_), CBLAS, LAPACKE and scipy-openblas32's.
 RESERVED_PREFIXES = ("_", "symgrad_", "symgradrt_", "cblas_", "LAPACKE_", "scipy_")
 RESERVED = C_KEYWORDS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
+# The macros of the headers the generated C includes are capitals, and nearly all of them hold an
+# underscore (HUGE_VAL, INT64_MAX, M_PI, EXIT_SUCCESS); errno's are E and capitals (EDOM); the
+# rest are these. Other capitals (X, W1, H) are the names people give matrices, kept as written.
+MACROS = set("NULL EOF NAN INFINITY BUFSIZ CMPLX CMPLXF CMPLXL".split())
+
+
+def _macro_like(ident):
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", ident)) and (
+        "_" in ident or ident in MACROS or re.fullmatch(r"E[A-Z0-9]+", ident) is not None)
 
 
 def c_identifier(name, taken):
@@ -72,11 +82,11 @@ def c_identifier(name, taken):
     capitals, such as NULL or HUGE_VAL), one in the namespaces of symgrad (``symgrad_``, the
     runtime's ``symgradrt_``) or of the BLAS/LAPACK it links (``RESERVED_PREFIXES``), or one
     starting with ``_`` (the generated code's own names, and those C reserves: ``__x``, ``_X``).
-    Any other name comes back unchanged."""
+    Any other name comes back unchanged: ``X`` and ``W1`` stay ``X`` and ``W1``."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
     if not ident or ident[0].isdigit() or ident.startswith(RESERVED_PREFIXES):
         ident = "v" + ident
-    if len(ident) > 1 and re.fullmatch(r"[A-Z0-9_]+", ident):
+    if _macro_like(ident) or re.match(r"Py[A-Z_]", ident):     # or CPython's namespace
         ident += "_"
     while ident in RESERVED or ident in taken:
         ident += "_"
