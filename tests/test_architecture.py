@@ -4,6 +4,7 @@ The import graph is read from the source with ``ast`` (every import, also those 
 functions), so a cycle cannot hide behind a lazy import.
 """
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,75 @@ def test_every_module_imports_on_its_own():
              "    importlib.import_module(n)\n"
     r = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _bound_at_module_level(path):
+    """The names a module binds at its top level as the source spells them: ``def``, ``class``,
+    assignments and imports (a star import contributes the names of the module it reads)."""
+    names = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                if a.name == "*":
+                    module = PACKAGE.parent.joinpath(*node.module.split(".")).with_suffix(".py")
+                    names |= _bound_at_module_level(module)
+                else:
+                    names.add(a.asname or a.name)
+    return names
+
+
+def test_every_symgrad_numpy_name_is_defined_where_a_reader_can_find_it():
+    # No globals()[name] = ... loops: pyflakes and grep see every function of symgrad.numpy.
+    import symgrad.numpy as snp
+    source = (PACKAGE / "numpy" / "__init__.py").read_text()
+    assert not re.search(r"globals\(\)\[[^]]*\]\s*=", source)
+    spelled = _bound_at_module_level(PACKAGE / "numpy" / "__init__.py")
+    assert sorted(set(snp.__all__) - spelled) == []
+
+
+def _private_uses(path):
+    """``module._name`` and ``from module import _name`` in ``path`` where the module is
+    another symgrad module: reaching past a module's public names."""
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("symgrad"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"from {node.module} import {a.name}")
+                elif f"{node.module}.{a.name}" in _modules():
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names if a.asname and a.name.startswith("symgrad")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in modules and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_front_end_uses_only_public_names_of_other_modules():
+    # vmap traces through transforms.prepare (it used transforms._prepare).
+    uses = {str(p.relative_to(PACKAGE)): _private_uses(p)
+            for p in sorted((PACKAGE / "frontend").glob("*.py"))}
+    assert {k: v for k, v in uses.items() if v} == {}
+
+
+def test_docs_design_md_draws_every_module():
+    # docs/design.md draws the layout; a module it does not name is a layout it does not show.
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    block = text.split("```\nsymgrad/\n", 1)[1].split("```", 1)[0]
+    words = set(re.findall(r"[A-Za-z_]\w*", block))
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.stem not in words)
+    folders = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                     if p.is_dir() and p.name != "__pycache__" and p.name not in words)
+    assert missing == [] and folders == []

@@ -343,36 +343,63 @@ def test_a_slice_with_bounds_on_a_runtime_axis_is_a_clear_error():
                         backend="interp")(np.ones(3))
 
 
-def _sequential_recurrence(a, b, reverse):
-    a, b = (np.asarray(v)[..., ::-1] if reverse else np.asarray(v) for v in (a, b))
+def _sequential_recurrence(a, b, axis, reverse):
+    a, b = (np.moveaxis(np.asarray(v), axis, -1) for v in (a, b))
+    a, b = (v[..., ::-1] if reverse else v for v in (a, b))
     y = np.array(b, dtype=np.result_type(a, b))
     for i in range(1, y.shape[-1]):
         y[..., i] = a[..., i] * y[..., i - 1] + b[..., i]
-    return y[..., ::-1] if reverse else y
+    return np.moveaxis(y[..., ::-1] if reverse else y, -1, axis)
 
 
+@pytest.mark.parametrize("axis", [2, 1])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 16, 33])
-def test_recurrence_primitive_matches_its_definition(backend, n, reverse):
+def test_recurrence_primitive_matches_its_definition(backend, n, reverse, axis):
     from symgrad.core.primitives import REGISTRY
-    from symgrad.core.primitives.recurrence import recurrence
+    from symgrad.core.primitives.cumulative import recurrence
     rng = np.random.default_rng(n)
-    a, b = rng.uniform(-1.5, 1.5, (2, 3, n)), rng.uniform(-1, 1, (2, 3, n))
+    shape = (2, 3, n) if axis == 2 else (2, n, 3)
+    a, b = rng.uniform(-1.5, 1.5, shape), rng.uniform(-1, 1, shape)
     a[rng.random(a.shape) < 0.3] = 0.0
-    a[..., -1 if reverse else 0:][..., :1] = np.inf     # never read
-    expected = _sequential_recurrence(a, b, reverse)
+    first = [slice(None)] * 3
+    first[axis] = slice(n - 1, n) if reverse else slice(0, 1)
+    a[tuple(first)] = np.inf                            # never read
+    expected = _sequential_recurrence(a, b, axis, reverse)
     impl = REGISTRY["recurrence"].impl
-    np.testing.assert_allclose(impl(a, b, reverse=reverse), expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(impl(a, b, axis=axis, reverse=reverse), expected, rtol=1e-13,
+                               atol=1e-13)
     finite = np.where(np.isinf(a), 0.0, a)
     complex_b = b + 1e-20j * finite                     # the complex step rides along
-    np.testing.assert_allclose(impl(a, complex_b, reverse=reverse),
-                               _sequential_recurrence(a, complex_b, reverse), rtol=1e-13)
+    np.testing.assert_allclose(impl(a, complex_b, axis=axis, reverse=reverse),
+                               _sequential_recurrence(a, complex_b, axis, reverse), rtol=1e-13)
+    weights = np.linspace(0.5, 1.5, a.size).reshape(shape)
     f = symgrad.compile(lambda a, b: snp.sum(symgrad.frontend.tracer.Tracer(recurrence(
-        snp.asarray(a).irvar, snp.asarray(b).irvar, reverse)) * np.linspace(0.5, 1.5, n)),
+        snp.asarray(a).irvar, snp.asarray(b).irvar, axis, reverse)) * weights),
         argnums=(0, 1), backend=backend)
     value, (ga, gb) = f.value_and_grad(a, b)
-    assert value == pytest.approx(float(np.sum(expected * np.linspace(0.5, 1.5, n))), rel=1e-13)
+    assert value == pytest.approx(float(np.sum(expected * weights)), rel=1e-13)
     assert symgrad.check_grad(f, finite, b, argnums=(0, 1)).ok
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_shift_primitive_moves_one_place_with_a_zero_entering(backend, axis, reverse):
+    from symgrad.core.primitives.cumulative import shift
+    x = np.arange(1.0, 13.0).reshape(3, 4)
+    moved = np.zeros_like(x)
+    src = [slice(None)] * 2
+    dst = [slice(None)] * 2
+    src[axis], dst[axis] = (slice(1, None), slice(None, -1)) if reverse else \
+        (slice(None, -1), slice(1, None))
+    moved[tuple(dst)] = x[tuple(src)]
+    f = symgrad.compile(lambda x: symgrad.frontend.tracer.Tracer(
+        shift(snp.asarray(x).irvar, axis, reverse)), backend=backend)
+    np.testing.assert_array_equal(f(x), moved)
+    g = symgrad.compile(lambda x: snp.sum(symgrad.frontend.tracer.Tracer(
+        shift(snp.asarray(x).irvar, axis, reverse)) * np.arange(12.0).reshape(3, 4)),
+        backend=backend)
+    assert symgrad.check_grad(g, x).ok
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

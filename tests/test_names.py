@@ -280,3 +280,139 @@ def test_aot_build_with_hostile_names(tmp_path):
 @pytest.mark.parametrize("name", ["np", "tuple", "len", "_call"])
 def test_aot_export_named_like_a_loader_global(name, tmp_path):
     build_and_call([name, "other"], tmp_path)
+
+
+# -- names C, libm, the runtime and the linked libraries already use (issue 15) ----------------
+
+# A parameter of a function whose C calls sin, cos, exp, sqrt, log, tanh and pow (sinf, ...
+# in float32): named like one of them, it shadowed the function in C (a CompileError for sinf
+# in float32 code, symgradrt_dgemm_par in a large product); offsetof broke cffi's parser.
+C_TAKEN = ["int", "double", "char", "static", "switch", "restrict", "signed", "bool", "size_t",
+           "sin", "cos", "exp", "pow", "sqrt", "log", "tanh", "I", "NAN", "INFINITY", "isnan",
+           "offsetof", "main", "memcpy", "free", "symgradrt_entry", "symgradrt_parallel_for",
+           "symgrad_x", "scipy_cblas_dgemm", "cblas_dgemm", "_x", "__y", "_X", "_i0", "_acc",
+           "_status", "_ws"]
+F32_TAKEN = ["sinf", "cosf", "expf", "powf", "sqrtf", "logf", "tanhf", "fabsf", "int", "_x",
+             "symgradrt_entry"]
+
+
+def _libm_loss(name):
+    ns = {"snp": snp}
+    exec(f"def loss({name}, q):\n"
+         f"    return snp.sum(snp.exp(snp.sin({name}) * q) + snp.sqrt(q * q + 1.0)\n"
+         f"                   + snp.log(q * q + 2.0) + {name} ** 3.5 + snp.tanh({name}))\n", ns)
+    return ns["loss"]
+
+
+def _libm_expected(p, q):
+    """The value and the gradient of ``_libm_loss``, by hand in float64."""
+    p, q = p.astype(np.float64), q.astype(np.float64)
+    e = np.exp(np.sin(p) * q)
+    value = np.sum(e + np.sqrt(q * q + 1) + np.log(q * q + 2) + p ** 3.5 + np.tanh(p))
+    dp = e * np.cos(p) * q + 3.5 * p ** 2.5 + 1 - np.tanh(p) ** 2
+    dq = e * np.sin(p) + q / np.sqrt(q * q + 1) + 2 * q / (q * q + 2)
+    return value, dp, dq
+
+
+@pytest.mark.parametrize("dtype, name", [("float64", n) for n in C_TAKEN]
+                         + [("float32", n) for n in F32_TAKEN])
+def test_parameter_named_like_a_c_library_or_runtime_name(dtype, name):
+    p, q = np.linspace(0.1, 0.9, 5).astype(dtype), np.linspace(-1.0, 2.0, 5).astype(dtype)
+    f = symgrad.compile(_libm_loss(name), argnums=(0, 1))
+    value, (dp, dq) = f.value_and_grad(p, q)
+    want, want_dp, want_dq = _libm_expected(p, q)
+    rtol = 1e-13 if dtype == "float64" else 2e-5
+    assert value == pytest.approx(want, rel=rtol)
+    np.testing.assert_allclose(dp, want_dp, rtol=rtol)
+    np.testing.assert_allclose(dq, want_dq, rtol=rtol)
+    assert name not in c_parameters(f.source(p, q), "symgrad_loss")
+
+
+def c_parameters(c, function):
+    """The parameter names of ``function``'s first prototype in the C source ``c``."""
+    prototype = code_outside_comments(c).split(f"{function}(", 1)[1].split(")", 1)[0]
+    return [re.findall(r"\w+", p)[-1] for p in prototype.split(",")]
+
+
+def test_parameters_named_like_the_parallel_runtime_in_a_threaded_product():
+    # A product this large runs on the runtime's threads (symgradrt_parallel_for, and the
+    # BLAS gemm through symgradrt_dgemm_par): parameters named so shadowed them.
+    def loss(symgradrt_parallel_for, symgradrt_dgemm_par):
+        return snp.sum(snp.tanh(symgradrt_parallel_for @ symgradrt_dgemm_par))
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(-0.1, 0.1, (300, 300)), rng.uniform(-0.1, 0.1, (300, 300))
+    f = symgrad.compile(loss, argnums=(0, 1))
+    assert "symgradrt_parallel_for(" in f.source(a, b)
+    value, (da, db) = f.value_and_grad(a, b)
+    t = 1 - np.tanh(a @ b) ** 2
+    assert value == pytest.approx(np.sum(np.tanh(a @ b)), rel=1e-12)
+    np.testing.assert_allclose(da, t @ b.T, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(db, a.T @ t, rtol=1e-10, atol=1e-13)
+
+
+_TAKEN_SPEC = textwrap.dedent('''
+    import symgrad
+    import symgrad.numpy as snp
+
+
+    def loss(int, sinf, symgradrt_entry, _x, offsetof):
+        return snp.sum(snp.sin(int) * sinf + snp.exp(symgradrt_entry) * _x
+                       + snp.sqrt(offsetof))
+
+
+    symgrad.export(loss, *["f32[K]"] * 5, argnums=(0, 1, 2, 3, 4))
+''')
+
+_TAKEN_CALLER = textwrap.dedent("""
+    import sys, json
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import taken_spec
+    args = [(np.linspace(0.1, 0.9, 4) + k).astype(np.float32) for k in range(5)]
+    value, grads = taken_spec.loss_value_and_grad(*args)
+    print(json.dumps([float(taken_spec.loss(*args)), float(value),
+                      [g.astype(float).tolist() for g in grads]]))
+""")
+
+
+def test_aot_build_with_parameters_named_like_c_library_or_runtime_names(tmp_path):
+    import json
+    spec = tmp_path / "taken_spec.py"
+    spec.write_text(_TAKEN_SPEC)
+    out = tmp_path / "out"
+    assert cli_main(["build", str(spec), "-o", str(out), "--quiet"]) == 0
+    header = (out / "taken_spec.h").read_text()
+    user = ["int", "sinf", "symgradrt_entry", "_x", "offsetof"]
+    # the header documents the user's names; the prototype takes C names
+    assert "loss(int: f32[K], sinf: f32[K], symgradrt_entry: f32[K], _x: f32[K], " \
+           "offsetof: f32[K])" in header
+    assert c_parameters(header, "int loss") == ["K", "int_", "sinf_", "vsymgradrt_entry", "v_x",
+                                                "offsetof_", "out"]
+    manifest = json.loads((out / "taken_spec.json").read_text())
+    assert [a["name"] for a in manifest["exports"][0]["arguments"]] == user
+    run = subprocess.run([sys.executable, "-c", _TAKEN_CALLER, str(out)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    plain, value, grads = json.loads(run.stdout)
+    a = [(np.linspace(0.1, 0.9, 4) + k).astype(np.float32).astype(float) for k in range(5)]
+    want = np.sum(np.sin(a[0]) * a[1] + np.exp(a[2]) * a[3] + np.sqrt(a[4]))
+    assert plain == value == pytest.approx(want, rel=2e-6)
+    expected = [np.cos(a[0]) * a[1], np.sin(a[0]), np.exp(a[2]) * a[3], np.exp(a[2]),
+                0.5 / np.sqrt(a[4])]
+    for got, exp_ in zip(grads, expected):
+        np.testing.assert_allclose(got, exp_, rtol=2e-5)
+
+
+def test_keyword_arguments_named_like_c_and_python_keywords():
+    # Python keywords reach the graph only as ** keyword names; they are IR names like any other.
+    def loss(x, **kw):
+        return snp.sum(snp.sin(x) * kw["for"] + kw["int"] * kw["while"])
+    x = np.linspace(0.1, 0.9, 3)
+    kw = {"for": x + 1.0, "int": x * 2.0, "while": x - 3.0}
+    f = symgrad.compile(loss)
+    value, grad = f.value_and_grad(x, **kw)
+    assert value == pytest.approx(np.sum(np.sin(x) * kw["for"] + kw["int"] * kw["while"]),
+                                  rel=1e-13)
+    np.testing.assert_allclose(grad, np.cos(x) * kw["for"], rtol=1e-13)
+    assert c_parameters(f.source(x, **kw), "symgrad_loss") == ["x", "for_", "int_", "while_",
+                                                               "out"]

@@ -34,7 +34,7 @@ SANITIZE_CC = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all",
 
 # Rows of the primitive table: gather/scatter-add (take_*), slicing and indexing, concatenate and
 # stack, reductions with axes, matmul, run-time sizes, the course's softmax loss, prod's second
-# derivative (the shift and recurrence kernels).
+# derivative (the shift and recurrence kernels of primitives/cumulative.py).
 ROWS = ["take_repeated", "take_argument", "take_pairs", "take_non_adjacent", "slice_negative_step",
         "index_3d", "concatenate", "stack", "max_axes", "matmul", "runtime_size", "softmax_loss",
         "prod_grad"]

@@ -173,3 +173,18 @@ def test_methods_trace_like_functions():
     for got, want in zip(f(x), (x.var(axis=1, ddof=1), x.std(), x.cumsum(0), x.argmax(1),
                                 np.ptp(x, 0))):
         np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_cumprod_derivatives_with_a_run_time_size(backend):
+    # The recurrence and shift kernels take run-time sizes, so cumprod's gradient and its
+    # second order need no slice of a run-time axis.
+    x, v = np.array([2.0, 0.0, 3.0, -1.5, 5.0]), np.array([1.0, -2.0, 0.5, 1.0, 3.0])
+    fixed = symgrad.compile(lambda x: snp.sum(snp.cumprod(x) ** 2), backend=backend)
+    sized = symgrad.compile(lambda x: snp.sum(snp.cumprod(x) ** 2), signature={"x": "f64[N]"},
+                            backend=backend)
+    np.testing.assert_array_equal(sized.grad(x), fixed.grad(x))
+    np.testing.assert_array_equal(sized.hvp((x,), (v,)), fixed.hvp((x,), (v,)))
+    # c = cumprod(x) = [2, 0, 0, 0, 0]: d/dx_0 sum c_i^2 = 2 c_0 = 4 (every later term holds
+    # x_1 = 0), and d/dx_j for j >= 1 is a sum of 2 c_i (c_i / x_j) terms with c_i = 0.
+    np.testing.assert_array_equal(fixed.grad(x), [4.0, 0.0, 0.0, 0.0, 0.0])
+    assert sized(x[:3]) == pytest.approx(4.0)

@@ -84,7 +84,7 @@ def _unpack_carry(vec, types, dtype):
 
 # --- the front end -------------------------------------------------------------------------------
 
-def _trip_count(n, what):
+def trip_count(n, what):
     """A trip count or loop bound as a dimension: a Python int, or a run-time size (such as
     ``xs.shape[0]`` where the signature names that size)."""
     if isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)):
@@ -118,7 +118,8 @@ def scan(f, init, xs=None, length=None, reverse=False, *, checkpoint=None):
     K-th and recomputes the steps between from it) or ``"sqrt"`` (K = ceil(sqrt(length))): the
     tape shrinks from length to about length/K + K carries, for one more forward pass.
     """
-    return _scan(lambda i, c, x: f(c, x), init, xs, length, "scan", checkpoint, bool(reverse))
+    return indexed_scan(lambda i, c, x: f(c, x), init, xs, length, "scan", checkpoint,
+                        bool(reverse))
 
 
 def fori_loop(lower, upper, body, init, *, checkpoint=None):
@@ -128,8 +129,8 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
     an array or a flat tuple of arrays. Traced, the body is traced once into one loop statement.
     ``checkpoint``: as for ``scan``.
     """
-    lower = _trip_count(lower, "fori_loop")
-    upper = _trip_count(upper, "fori_loop")
+    lower = trip_count(lower, "fori_loop")
+    upper = trip_count(upper, "fori_loop")
     length = dims.at_least_zero(dims.normalize(upper - lower))
     if current_builder() is None:
         _segment_length(checkpoint, length, "fori_loop")   # the traced errors
@@ -140,24 +141,27 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
 
     def step(i, c, x):
         return body(i + lower if lower != 0 else i, c), None
-    carry, _ = _scan(step, init, None, length, "fori_loop", checkpoint)
+    carry, _ = indexed_scan(step, init, None, length, "fori_loop", checkpoint)
     return carry
 
 
-def _scan(f, init, xs, length, what, checkpoint=None, reverse=False):
+def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False):
+    """``scan`` whose step also gets the step's index: ``f(i, carry, x) -> (carry, y)``, the
+    loop front end shared by ``scan``, ``fori_loop``, converted Python loops and ``jacobian``'s
+    rows (``what`` names the caller in errors). Returns ``(carry, ys)``."""
     carries, carry_kind = tree_flatten(init)
     xs_l, xs_kind = tree_flatten(xs)
     if xs_l:
         leading = [np.shape(x)[0] if np.ndim(x) else None for x in xs_l]
         n = leading[0]
         if (n is None or any(m is None or not dims.equal(m, n) for m in leading)
-                or (length is not None and not dims.equal(_trip_count(length, what), n))):
+                or (length is not None and not dims.equal(trip_count(length, what), n))):
             raise ShapeError(f"{what}: xs have leading lengths {leading}, length={length}"
                              f"{where(user_location())}")
         length = n
     elif length is None:
         raise ValueError(f"{what}: give xs or length")
-    length = dims.at_least_zero(_trip_count(length, what))
+    length = dims.at_least_zero(trip_count(length, what))
     if current_builder() is None:
         _segment_length(checkpoint, length, what)       # the same errors as when traced
         return _scan_python(f, init, xs_l, xs_kind, length, reverse)

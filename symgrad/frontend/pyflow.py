@@ -570,7 +570,7 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
             seen["out"] = out
             return tuple(new), None
         try:
-            final, _ = loops._scan(f, init, xs, length, what)
+            final, _ = loops.indexed_scan(f, init, xs, length, what)
             break
         except (ShapeError, TypeError) as e:
             # A Python number entering the loop adopts the type the body gives it (0 -> 0.0).
@@ -613,8 +613,8 @@ def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, stat
     if isinstance(step, Tracer) or step == 0:
         raise TracingError(f"range() with a traced or zero step{where(user_location())}")
     if step == 1:
-        lower = loops._trip_count(start, "for loop")
-        upper = loops._trip_count(stop, "for loop")
+        lower = loops.trip_count(start, "for loop")
+        upper = loops.trip_count(stop, "for loop")
         length = dims.at_least_zero(dims.normalize(upper - lower))
     elif static:
         length = len(range(start, stop, step))

@@ -64,10 +64,13 @@ class Prepared:
         return trees[0] if single else tuple(trees)
 
 
-def _prepare(fn, args, argnums, what, kw=None, has_aux=False):
-    """Trace ``fn`` at ``args`` (and keyword arguments ``kw``): each argument flattened to its
-    leaves, Tracer leaves traced and the others constants of the trace; the leaves of the
-    ``argnums`` arguments traced (and checked to be floats)."""
+def prepare(fn, args, argnums, what, kw=None, has_aux=False):
+    """Trace ``fn`` at ``args`` (and keyword arguments ``kw``) for a transformation applied
+    inside a trace (these derivatives, ``vmap``): each argument flattened to its leaves, Tracer
+    leaves traced and the others constants of the trace; the leaves of the ``argnums``
+    arguments traced (and checked to be floats; ``what`` names the transformation in errors).
+    Returns a ``Prepared``: the optimized graph, the caller's vars it takes, and the structures
+    to rebuild results with."""
     args = tuple(args)
     for i in argnums:
         if i >= len(args):
@@ -97,14 +100,14 @@ def _prepare(fn, args, argnums, what, kw=None, has_aux=False):
 
 def call(fn, args, kw=None):
     """``fn(*args, **kw)`` inlined: the result as Tracers, in its structure."""
-    p = _prepare(fn, args, (), getattr(fn, "__name__", "f"), kw)
+    p = prepare(fn, args, (), getattr(fn, "__name__", "f"), kw)
     return p.outputs(inline(p.graph, p.inputs))
 
 
 def value_and_grad(fn, argnums, single, args, kw=None, has_aux=False):
     """``(value, grad)`` of ``fn`` at traced ``args``, as Tracers; ``((value, aux), grad)``
     with ``has_aux``."""
-    p = _prepare(fn, args, argnums, "grad", kw, has_aux)
+    p = prepare(fn, args, argnums, "grad", kw, has_aux)
     # stop_gradient stays: the enclosing trace may differentiate the gradient again.
     outs = inline(value_and_grad_graph(p.graph, p.positions, strip=False, has_aux=has_aux),
                   p.inputs)
@@ -119,7 +122,7 @@ def jvp(fn, argnums, args, tangents):
     """``(outputs, output tangents)`` of ``fn`` at traced ``args`` along ``tangents`` (one per
     argnums entry, in the structure of its argument), as Tracers in the structure of ``fn``'s
     result."""
-    p = _prepare(fn, args, argnums, "jvp")
+    p = prepare(fn, args, argnums, "jvp")
     leaves = []
     for tree, t in zip(p.groups, tangents):
         leaves.extend(tree_util.flatten_up_to(tree, t, "jvp tangent"))
@@ -167,7 +170,7 @@ def jacobian(fn, argnums, single, mode, args, kw=None, has_aux=False):
     result leaf and an argument leaf, structured as in JAX: the result's structure, each leaf
     holding the structure of the ``argnums`` argument (a tuple of them for a tuple
     ``argnums``). With ``has_aux``, ``(jacobian, aux)``."""
-    p = _prepare(fn, args, argnums, "jacobian", kw, has_aux)
+    p = prepare(fn, args, argnums, "jacobian", kw, has_aux)
     graph, positions = p.graph, p.positions
     out_tree = p.out_tree.children[0] if has_aux else p.out_tree
     outputs = graph.outputs[:out_tree.num_leaves]
@@ -212,7 +215,8 @@ def _sweeps(count, step, dtype):
     axis (``count`` rows), by one scan whose carry is unused."""
     def body(t, carry, x):
         return carry, tuple(Tracer(v) for v in step(t.irvar))
-    _, ys = loops._scan(body, Tracer(ops.const(np.zeros(1), dtype)), None, count, "jacobian")
+    _, ys = loops.indexed_scan(body, Tracer(ops.const(np.zeros(1), dtype)), None, count,
+                               "jacobian")
     return [y.irvar for y in ys]
 
 

@@ -99,7 +99,7 @@ def call(fn, in_axes, out_axes, axis_size, args, kw=None):
                          "must be specified")
     size = dims.normalize(size)
     args1, kw1 = layout.rebuild(per_example)
-    p = transforms._prepare(fn, args1, (), "vmap", kw1)
+    p = transforms.prepare(fn, args1, (), "vmap", kw1)
     inputs = [batched.get(v, (v, None)) for v in p.inputs]
     outs, out_dims = emit_batched(p.graph, [x for x, _ in inputs], [d for _, d in inputs], size)
     placed = [_place(x, d, ax, size, fn, where)

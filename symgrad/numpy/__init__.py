@@ -116,27 +116,50 @@ def _elementwise(prim, np_fn, need_float, *args):
     return _wrap(bind(prim, *_lift(args, need_float)))
 
 
-def _define(name, prim, np_fn, need_float):
-    fn = functools.partial(_elementwise, prim, np_fn, need_float)
-    fn = functools.update_wrapper(fn, np_fn) if hasattr(np_fn, "__name__") else fn
-    globals()[name] = fn
+def _ufunc(prim, np_fn, *, need_float):
+    """NumPy's ufunc ``np_fn`` (its name and docstring), recording the elementwise primitive
+    ``prim`` when an operand is traced; ``need_float``: integer operands become float64."""
+    return functools.update_wrapper(functools.partial(_elementwise, prim, np_fn, need_float),
+                                    np_fn)
 
 
-for _name, _prim in {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p",
-                     "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
-                     "arcsin": "arcsin", "arccos": "arccos", "arctan": "arctan",
-                     "sinh": "sinh", "cosh": "cosh", "tanh": "tanh"}.items():
-    _define(_name, _prim, getattr(_np, _name), True)
+def _like(np_fn, impl, *args):
+    """``impl(*args, ...)`` under the name and docstring of NumPy's ``np_fn``."""
+    return functools.update_wrapper(functools.partial(impl, *args), np_fn)
 
-for _name, _prim in {"add": "add", "subtract": "sub", "multiply": "mul", "negative": "neg",
-                     "square": "square", "sign": "sign",
-                     "maximum": "maximum", "minimum": "minimum", "less": "lt",
-                     "less_equal": "le", "greater": "gt", "greater_equal": "ge",
-                     "equal": "eq", "not_equal": "ne"}.items():
-    _define(_name, _prim, getattr(_np, _name), False)
 
-_define("divide", "div", _np.divide, True)
-true_divide = divide  # noqa: F821  (defined above)
+# One line a function, so each name is a plain definition that readers and pyflakes can find.
+exp = _ufunc("exp", _np.exp, need_float=True)
+expm1 = _ufunc("expm1", _np.expm1, need_float=True)
+log = _ufunc("log", _np.log, need_float=True)
+log1p = _ufunc("log1p", _np.log1p, need_float=True)
+sqrt = _ufunc("sqrt", _np.sqrt, need_float=True)
+sin = _ufunc("sin", _np.sin, need_float=True)
+cos = _ufunc("cos", _np.cos, need_float=True)
+tan = _ufunc("tan", _np.tan, need_float=True)
+arcsin = _ufunc("arcsin", _np.arcsin, need_float=True)
+arccos = _ufunc("arccos", _np.arccos, need_float=True)
+arctan = _ufunc("arctan", _np.arctan, need_float=True)
+sinh = _ufunc("sinh", _np.sinh, need_float=True)
+cosh = _ufunc("cosh", _np.cosh, need_float=True)
+tanh = _ufunc("tanh", _np.tanh, need_float=True)
+
+add = _ufunc("add", _np.add, need_float=False)
+subtract = _ufunc("sub", _np.subtract, need_float=False)
+multiply = _ufunc("mul", _np.multiply, need_float=False)
+negative = _ufunc("neg", _np.negative, need_float=False)
+square = _ufunc("square", _np.square, need_float=False)
+sign = _ufunc("sign", _np.sign, need_float=False)
+maximum = _ufunc("maximum", _np.maximum, need_float=False)
+minimum = _ufunc("minimum", _np.minimum, need_float=False)
+less = _ufunc("lt", _np.less, need_float=False)
+less_equal = _ufunc("le", _np.less_equal, need_float=False)
+greater = _ufunc("gt", _np.greater, need_float=False)
+greater_equal = _ufunc("ge", _np.greater_equal, need_float=False)
+equal = _ufunc("eq", _np.equal, need_float=False)
+not_equal = _ufunc("ne", _np.not_equal, need_float=False)
+divide = _ufunc("div", _np.divide, need_float=True)
+true_divide = divide
 
 
 def power(x, y):
@@ -147,17 +170,17 @@ def power(x, y):
         if y == 1:
             return asarray(x) if _dtype_of(x) in FLOAT_DTYPES else astype(x, "float64")
         if y == 2:
-            return square(x)        # noqa: F821
+            return square(x)
         if y == 0.5:
-            return sqrt(x)          # noqa: F821
+            return sqrt(x)
         if y == -1:
-            return divide(1.0, x)   # noqa: F821
+            return divide(1.0, x)
     xv, yv = _lift((x, y), need_float=True)
     if xv.dtype in COMPLEX_DTYPES:
         # The principal power exp(y log x), as NumPy's (and C99's cpow, which computes it so).
         # Not the pow primitive: its derivative's guards compare with 0, which complex values
         # do not (docs/complex.md).
-        return exp(multiply(_wrap(yv), log(_wrap(xv))))        # noqa: F821
+        return exp(multiply(_wrap(yv), log(_wrap(xv))))
     return _wrap(bind("pow", xv, yv))
 
 
@@ -171,7 +194,7 @@ def where(condition, x=None, y=None):
         return _np.where(condition, x, y)
     c = condition if isinstance(condition, Tracer) else asarray(condition)
     if c.irvar.dtype != "bool":
-        c = not_equal(c, 0)         # noqa: F821
+        c = not_equal(c, 0)
     xv, yv = _lift((x, y))
     return _wrap(bind("select", c.irvar, xv, yv))
 
@@ -182,9 +205,9 @@ def clip(a, a_min=None, a_max=None):
         return _np.clip(a, a_min, a_max)
     out = a
     if a_min is not None:
-        out = maximum(out, a_min)   # noqa: F821
+        out = maximum(out, a_min)
     if a_max is not None:
-        out = minimum(out, a_max)   # noqa: F821
+        out = minimum(out, a_max)
     return out
 
 
@@ -203,12 +226,26 @@ def astype(x, dtype):
 
 # --- more elementwise functions (issue 16): primitives of core/primitives/numeric.py ----------
 
-for _name in ("log2", "log10", "exp2", "cbrt", "arcsinh", "arccosh", "arctanh", "hypot",
-              "arctan2", "logaddexp", "logaddexp2", "copysign", "sinc", "rint", "signbit"):
-    _define(_name, _name, getattr(_np, _name), True)
-for _name in ("fmod", "remainder", "floor_divide"):       # integers stay integers, as in NumPy
-    _define(_name, _name, getattr(_np, _name), False)
-mod = remainder           # noqa: F821  (defined above)
+log2 = _ufunc("log2", _np.log2, need_float=True)
+log10 = _ufunc("log10", _np.log10, need_float=True)
+exp2 = _ufunc("exp2", _np.exp2, need_float=True)
+cbrt = _ufunc("cbrt", _np.cbrt, need_float=True)
+arcsinh = _ufunc("arcsinh", _np.arcsinh, need_float=True)
+arccosh = _ufunc("arccosh", _np.arccosh, need_float=True)
+arctanh = _ufunc("arctanh", _np.arctanh, need_float=True)
+hypot = _ufunc("hypot", _np.hypot, need_float=True)
+arctan2 = _ufunc("arctan2", _np.arctan2, need_float=True)
+logaddexp = _ufunc("logaddexp", _np.logaddexp, need_float=True)
+logaddexp2 = _ufunc("logaddexp2", _np.logaddexp2, need_float=True)
+copysign = _ufunc("copysign", _np.copysign, need_float=True)
+sinc = _ufunc("sinc", _np.sinc, need_float=True)
+rint = _ufunc("rint", _np.rint, need_float=True)
+signbit = _ufunc("signbit", _np.signbit, need_float=True)
+# integers stay integers, as in NumPy
+fmod = _ufunc("fmod", _np.fmod, need_float=False)
+remainder = _ufunc("remainder", _np.remainder, need_float=False)
+floor_divide = _ufunc("floor_divide", _np.floor_divide, need_float=False)
+mod = remainder
 
 
 def _rounding(prim, np_fn, x):
@@ -221,9 +258,9 @@ def _rounding(prim, np_fn, x):
     return _wrap(bind(prim, x.irvar))
 
 
-for _name in ("floor", "ceil", "trunc"):
-    globals()[_name] = functools.update_wrapper(
-        functools.partial(_rounding, _name, getattr(_np, _name)), getattr(_np, _name))
+floor = _like(_np.floor, _rounding, "floor", _np.floor)
+ceil = _like(_np.ceil, _rounding, "ceil", _np.ceil)
+trunc = _like(_np.trunc, _rounding, "trunc", _np.trunc)
 
 
 def _float(x):
@@ -244,17 +281,17 @@ def round(a, decimals=0):
         # NumPy rounds integers half to even too (np.round(5, -1) == 0): exact below 2**53.
         return astype(round(astype(a, "float64"), decimals), a.irvar.dtype)
     if decimals == 0:
-        return rint(a)                                                  # noqa: F821
+        return rint(a)
     if decimals > 0:
-        return divide(rint(multiply(a, 10.0 ** decimals)), 10.0 ** decimals)   # noqa: F821
-    return multiply(rint(divide(a, 10.0 ** -decimals)), 10.0 ** -decimals)     # noqa: F821
+        return divide(rint(multiply(a, 10.0 ** decimals)), 10.0 ** decimals)
+    return multiply(rint(divide(a, 10.0 ** -decimals)), 10.0 ** -decimals)
 
 
 around = round
 
 
 def fabs(x):
-    return _np.fabs(x) if not _traced(x) else abs(_float(x))   # noqa: F821
+    return _np.fabs(x) if not _traced(x) else abs(_float(x))
 
 
 def reciprocal(x):
@@ -263,8 +300,8 @@ def reciprocal(x):
         return _np.reciprocal(x)
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
-        return where(equal(abs(x), 1), x, 0)                    # noqa: F821
-    return divide(1, x)                                         # noqa: F821
+        return where(equal(abs(x), 1), x, 0)
+    return divide(1, x)
 
 
 def positive(x):
@@ -279,11 +316,11 @@ def float_power(x, y):
 
 
 def deg2rad(x):
-    return _np.deg2rad(x) if not _traced(x) else multiply(_float(x), _np.pi / 180.0)  # noqa: F821
+    return _np.deg2rad(x) if not _traced(x) else multiply(_float(x), _np.pi / 180.0)
 
 
 def rad2deg(x):
-    return _np.rad2deg(x) if not _traced(x) else multiply(_float(x), 180.0 / _np.pi)  # noqa: F821
+    return _np.rad2deg(x) if not _traced(x) else multiply(_float(x), 180.0 / _np.pi)
 
 
 radians, degrees = deg2rad, rad2deg
@@ -291,7 +328,7 @@ radians, degrees = deg2rad, rad2deg
 
 def divmod(x, y):
     """(x // y, x % y), as NumPy's divmod."""
-    return floor_divide(x, y), remainder(x, y)                  # noqa: F821
+    return floor_divide(x, y), remainder(x, y)
 
 
 # Complex numbers (docs/complex.md): real, imag and conj are primitives; abs and angle of a
@@ -332,11 +369,11 @@ def angle(z, deg=False):
         return _np.angle(z, deg)
     z = asarray(z)
     if _is_complex(z):
-        out = arctan2(imag(z), real(z))                         # noqa: F821
+        out = arctan2(imag(z), real(z))
     else:
         z = _float(z)
-        out = arctan2(zeros_like(z), z)                         # noqa: F821
-    return multiply(out, 180.0 / _np.pi) if deg else out        # noqa: F821
+        out = arctan2(zeros_like(z), z)
+    return multiply(out, 180.0 / _np.pi) if deg else out
 
 
 def _abs(x):
@@ -349,8 +386,8 @@ def _abs(x):
     x = asarray(x)
     if _is_complex(x):
         re, im = real(x), imag(x)
-        zero = logical_and(equal(re, 0), equal(im, 0))          # noqa: F821
-        return where(zero, 0.0, hypot(where(zero, 1.0, re), im))    # noqa: F821
+        zero = logical_and(equal(re, 0), equal(im, 0))
+        return where(zero, 0.0, hypot(where(zero, 1.0, re), im))
     return _wrap(bind("abs", x.irvar))
 
 
@@ -367,8 +404,8 @@ def isnan(x):
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
     if _is_complex(x):                  # NumPy: either part is NaN
-        return logical_or(isnan(real(x)), isnan(imag(x)))       # noqa: F821
-    return not_equal(x, x)                                      # noqa: F821
+        return logical_or(isnan(real(x)), isnan(imag(x)))
+    return not_equal(x, x)
 
 
 def isinf(x):
@@ -378,8 +415,8 @@ def isinf(x):
     if x.irvar.dtype not in FLOAT_DTYPES:
         return zeros_like(x, dtype="bool")
     if _is_complex(x):                  # NumPy: either part is infinite
-        return logical_or(isinf(real(x)), isinf(imag(x)))       # noqa: F821
-    return equal(abs(x), _np.inf)                               # noqa: F821
+        return logical_or(isinf(real(x)), isinf(imag(x)))
+    return equal(abs(x), _np.inf)
 
 
 def isfinite(x):
@@ -388,15 +425,15 @@ def isfinite(x):
     x = asarray(x)
     if x.irvar.dtype not in FLOAT_DTYPES:
         return ones_like(x, dtype="bool")
-    return less(abs(x), _np.inf)                                # noqa: F821
+    return less(abs(x), _np.inf)
 
 
 def isposinf(x):
-    return _np.isposinf(x) if not _traced(x) else equal(_float(x), _np.inf)    # noqa: F821
+    return _np.isposinf(x) if not _traced(x) else equal(_float(x), _np.inf)
 
 
 def isneginf(x):
-    return _np.isneginf(x) if not _traced(x) else equal(_float(x), -_np.inf)   # noqa: F821
+    return _np.isneginf(x) if not _traced(x) else equal(_float(x), -_np.inf)
 
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
@@ -412,22 +449,22 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
         return _wrap(bind("complex", parts[0].irvar, parts[1].irvar))
     big = float(_np.finfo(x.irvar.dtype).max)
     out = where(isnan(x), nan, x)
-    out = where(equal(x, _np.inf), big if posinf is None else posinf, out)     # noqa: F821
-    return where(equal(x, -_np.inf), -big if neginf is None else neginf, out)  # noqa: F821
+    out = where(equal(x, _np.inf), big if posinf is None else posinf, out)
+    return where(equal(x, -_np.inf), -big if neginf is None else neginf, out)
 
 
 def fmax(x, y):
     """maximum(x, y), except that a NaN loses to a number (NumPy's fmax)."""
     if not _traced(x, y):
         return _np.fmax(x, y)
-    return where(isnan(y), x, where(isnan(x), y, maximum(x, y)))   # noqa: F821
+    return where(isnan(y), x, where(isnan(x), y, maximum(x, y)))
 
 
 def fmin(x, y):
     """minimum(x, y), except that a NaN loses to a number (NumPy's fmin)."""
     if not _traced(x, y):
         return _np.fmin(x, y)
-    return where(isnan(y), x, where(isnan(x), y, minimum(x, y)))   # noqa: F821
+    return where(isnan(y), x, where(isnan(x), y, minimum(x, y)))
 
 
 def heaviside(x1, x2):
@@ -435,7 +472,7 @@ def heaviside(x1, x2):
     if not _traced(x1, x2):
         return _np.heaviside(x1, x2)
     x1 = _float(x1)
-    step = where(less(x1, 0), 0.0, where(greater(x1, 0), 1.0, x2))  # noqa: F821
+    step = where(less(x1, 0), 0.0, where(greater(x1, 0), 1.0, x2))
     return where(isnan(x1), x1, step)
 
 
@@ -443,31 +480,31 @@ def heaviside(x1, x2):
 
 def _truth(x):
     x = asarray(x)
-    return x if x.irvar.dtype == "bool" else not_equal(x, 0)   # noqa: F821
+    return x if x.irvar.dtype == "bool" else not_equal(x, 0)
 
 
 def logical_and(x, y):
     if not _traced(x, y):
         return _np.logical_and(x, y)
-    return multiply(_truth(x), _truth(y))                      # noqa: F821
+    return multiply(_truth(x), _truth(y))
 
 
 def logical_or(x, y):
     if not _traced(x, y):
         return _np.logical_or(x, y)
-    return add(_truth(x), _truth(y))                           # noqa: F821
+    return add(_truth(x), _truth(y))
 
 
 def logical_xor(x, y):
     if not _traced(x, y):
         return _np.logical_xor(x, y)
-    return not_equal(_truth(x), _truth(y))                     # noqa: F821
+    return not_equal(_truth(x), _truth(y))
 
 
 def logical_not(x):
     if not _traced(x):
         return _np.logical_not(x)
-    return equal(_truth(x), False)                             # noqa: F821
+    return equal(_truth(x), False)
 
 
 def _bitwise(np_fn, logical, *args):
@@ -485,11 +522,11 @@ def _bitwise(np_fn, logical, *args):
     return logical(*args)
 
 
-for _name, _logical in (("bitwise_and", logical_and), ("bitwise_or", logical_or),
-                        ("bitwise_xor", logical_xor), ("invert", logical_not)):
-    globals()[_name] = functools.update_wrapper(
-        functools.partial(_bitwise, getattr(_np, _name), _logical), getattr(_np, _name))
-bitwise_not = invert     # noqa: F821
+bitwise_and = _like(_np.bitwise_and, _bitwise, _np.bitwise_and, logical_and)
+bitwise_or = _like(_np.bitwise_or, _bitwise, _np.bitwise_or, logical_or)
+bitwise_xor = _like(_np.bitwise_xor, _bitwise, _np.bitwise_xor, logical_xor)
+invert = _like(_np.invert, _bitwise, _np.invert, logical_not)
+bitwise_not = invert
 
 
 # --- reductions -------------------------------------------------------------------------------
@@ -554,7 +591,7 @@ def mean(x, axis=None, keepdims=False):
     x = asarray(x)
     count = _dims.prod([x.shape[a] for a in _axes(axis, x.ndim)])
     total = sum(astype(x, "float64") if x.irvar.dtype not in FLOAT_DTYPES else x, axis, keepdims)
-    return divide(total, float(count) if isinstance(count, int) else count)     # noqa: F821
+    return divide(total, float(count) if isinstance(count, int) else count)
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -676,7 +713,7 @@ def dot(a, b):
         return _np.dot(a, b)
     av, bv = asarray(a), asarray(b)
     if av.ndim == 0 or bv.ndim == 0:
-        return multiply(av, bv)     # noqa: F821
+        return multiply(av, bv)
     if av.ndim > 2 or bv.ndim > 2:
         return _contractions.dot_nd(av, bv)
     return matmul(av, bv)
@@ -704,11 +741,13 @@ def inner(a, b):
 def outer(a, b):
     if not _traced(a, b):
         return _np.outer(a, b)
-    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))     # noqa: F821
+    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
 
 
-# vdot conjugates its first argument, as NumPy's (the identity for real a).
-vdot = lambda a, b: sum(multiply(conj(ravel(a)), ravel(b)))       # noqa: E731, F821
+def vdot(a, b):
+    """The dot product of the flattened operands, conjugating the first as NumPy's does (the
+    identity for a real a)."""
+    return sum(multiply(conj(ravel(a)), ravel(b)))
 
 
 # --- creation (traced constants while tracing, NumPy otherwise) --------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 
 from symgrad.core import ops
 from symgrad.core.primitive import bind
+from symgrad.core.primitives import cumulative
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
 from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, is_float, no_out,
@@ -122,18 +123,15 @@ def cumsum(a, axis=None, dtype=None, out=None):
 
 
 def cumprod(a, axis=None, dtype=None, out=None):
-    """Running products along ``axis``: the recurrence h_i = x_i h_(i-1) from h = 1, whose
-    gradient prod_(k<j) x_k * (reverse scan of the adjoint) is exact at zeros."""
+    """Running products along ``axis``: the recurrence h_i = x_i h_(i-1) from h_0 = x_0, whose
+    gradient prod_(k<j) x_k * (reverse recurrence of the adjoint) is exact at zeros."""
     if not traced(a):
         return np.cumprod(a, axis=axis, dtype=dtype, out=out)
     no_out(out, "cumprod")
     x, axis = _scan_operand(a, axis, dtype)
     if x.ndim == 0:
         return snp.reshape(x, (1,))
-    v = x.irvar
-    lane = v.shape[:axis] + v.shape[axis + 1:]
-    h0 = ops.broadcast_to(ops.scalar_like(1, v), lane)
-    return Tracer(bind("linear_scan", v, ops.zeros_like(v), h0, axis=axis, reverse=False))
+    return Tracer(cumulative.cumprod(x.irvar, axis))
 
 
 # --- extremes, positions, truth ------------------------------------------------------------------

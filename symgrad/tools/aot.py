@@ -115,8 +115,11 @@ def export_name_problem(name):
         return "it is a C or Python keyword or type name"
     if name in STATUS:
         return "the generated C uses that name for a status code"
-    if name.startswith("symgrad_"):
-        return "names beginning with symgrad_ belong to the generated code"
+    if name.startswith(("symgrad_", "symgradrt_")):
+        return "names beginning with symgrad_ or symgradrt_ belong to the generated code"
+    if name.startswith(("cblas_", "LAPACKE_", "scipy_")):
+        return ("names beginning with cblas_, LAPACKE_ or scipy_ belong to the BLAS and LAPACK "
+                "the library links")
     if name.startswith("_"):
         return ("names beginning with _ are the generated code's own variables (and C reserves "
                 "those beginning with __ or with _ and a capital letter)")

@@ -48,14 +48,22 @@ C_KEYWORDS = set("""auto break case char const continue default do double else e
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary bool true false NAN INFINITY
 int64_t int32_t size_t""".split())
-# libm and libc names a generated symbol must not take (it would clash at link time).
-LIBC_NAMES = set("""errno math_errhandling assert exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
-atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf erfc tgamma
-lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
-memset memmove strlen printf main exit abort
-I complex imaginary creal crealf cimag cimagf conj conjf cabs carg cexp clog csqrt cpow csin ccos
-ctan csinh ccosh ctanh fpclassify isfinite isnormal isgreater isgreaterequal isless islessequal
-islessgreater isunordered offsetof unix linux""".split())
+# libm and libc names a generated symbol must not take (it would clash at link time), and no
+# parameter may shadow in a function that calls them: every libm function also in its float
+# form (float32 code calls sinf), and the macros of the headers (offsetof also trips cffi's
+# parser of the declarations).
+LIBM_NAMES = set("""exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos tan asin acos atan
+atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin fmod remainder floor ceil round trunc rint
+nearbyint erf erfc tgamma lgamma hypot fma copysign nan ldexp frexp modf
+cabs carg cexp clog csqrt cpow csin ccos ctan csinh ccosh ctanh creal cimag conj""".split())
+LIBC_NAMES = LIBM_NAMES | {n + "f" for n in LIBM_NAMES} | {n + "l" for n in LIBM_NAMES} | set(
+    """errno math_errhandling assert isnan isinf isfinite isnormal signbit fpclassify abs labs
+div malloc calloc realloc free memcpy memset memmove strlen printf main exit abort offsetof
+I complex imaginary isgreater isgreaterequal isless islessequal islessgreater isunordered unix
+linux""".split())
+# Prefixes of names the generated code, its runtime and the libraries it links define: its own
+# (starting with "_"), symgrad's (symgrad_, symgradrt_), CBLAS, LAPACKE and scipy-openblas32's.
+RESERVED_PREFIXES = ("_", "symgrad_", "symgradrt_", "cblas_", "LAPACKE_", "scipy_")
 RESERVED = C_KEYWORDS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
 # The macros of the headers the generated C includes are capitals, and nearly all of them hold an
 # underscore (HUGE_VAL, INT64_MAX, M_PI, EXIT_SUCCESS); errno's are E and capitals (EDOM); the
@@ -71,11 +79,12 @@ def _macro_like(ident):
 def c_identifier(name, taken):
     """A C identifier for ``name``, unique among ``taken`` (which it joins): ASCII letters,
     digits and underscores only; never a keyword, a libc/libm name, a macro-like name (all
-    capitals, such as NULL or HUGE_VAL), one in symgrad's own ``symgrad_`` namespace, or one
+    capitals, such as NULL or HUGE_VAL), one in the namespaces of symgrad (``symgrad_``, the
+    runtime's ``symgradrt_``) or of the BLAS/LAPACK it links (``RESERVED_PREFIXES``), or one
     starting with ``_`` (the generated code's own names, and those C reserves: ``__x``, ``_X``).
     Any other name comes back unchanged: ``X`` and ``W1`` stay ``X`` and ``W1``."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    if not ident or ident[0].isdigit() or ident.startswith("symgrad_") or ident.startswith("_"):
+    if not ident or ident[0].isdigit() or ident.startswith(RESERVED_PREFIXES):
         ident = "v" + ident
     if _macro_like(ident) or re.match(r"Py[A-Z_]", ident):     # or CPython's namespace
         ident += "_"

@@ -31,7 +31,7 @@ import numpy as np
 from symgrad.core import batching, dims, ops
 from symgrad.core.cspell import c_literal as _lit
 from symgrad.core.primitive import Primitive, bind, register
-from symgrad.core.primitives.structural import _plus, _times
+from symgrad.core.primitives.cindex import dim as _d, plus as _plus, times as _times
 from symgrad.core.types import TensorType
 from symgrad.errors import DTypeError, ShapeError
 
@@ -135,10 +135,6 @@ def _static_float(a, name):
         raise DTypeError(f"{name} needs float32 or float64 matrices, got {a.dtype}")
     if not all(dims.is_static(d) for d in a.shape):
         raise ShapeError(f"{name} needs static sizes, got shape {a.shape}")
-
-
-def _d(d):
-    return dims.c_expr(dims.normalize(d))
 
 
 # Machine epsilon per C type (the Jacobi SVD stops when every pair of columns is orthogonal to

@@ -16,13 +16,9 @@ import numpy as np
 
 from symgrad.core import batching, dims
 from symgrad.core.primitive import Primitive, register
-from symgrad.core.primitives.structural import _plus, _times
+from symgrad.core.primitives.cindex import dim as _d, plus as _plus, times as _times
 from symgrad.core.types import COMPLEX_DTYPES, TensorType
 from symgrad.errors import DTypeError, ShapeError
-
-
-def _d(d):
-    return dims.c_expr(dims.normalize(d))
 
 
 def _argsort_type(x, *, axis):

@@ -30,47 +30,12 @@ from symgrad.core import batching, ops
 from symgrad.core.batching import shifted, to_front
 from symgrad.core.primitive import (BROADCAST, PADDING, REINTERPRET, WINDOW, Primitive, View,
                                     bind, register)
-from symgrad.core.primitives.recurrence import prod_others_linear
+from symgrad.core.primitives.cindex import (dim as _d, for_range as _for, plus as _plus,
+                                           times as _times)
+from symgrad.core.primitives.cumulative import prod_others_linear
 
 
 _dim_equal = dims.equal
-
-
-def _d(d):
-    """A dimension (int or run-time expression) as C."""
-    return dims.c_expr(dims.normalize(d))
-
-
-def _times(ix, n):
-    """``ix * n`` in C for an index ``ix`` and a dimension ``n``: ``0`` for the index 0, ``ix``
-    for n = 1."""
-    n = dims.normalize(n)
-    if ix == "0" or n == 0:
-        return "0"
-    if n == 1:
-        return ix
-    return f"{ix if ix.isidentifier() else f'({ix})'} * {_d(n)}"
-
-
-def _plus(*terms):
-    """``a + b + ...`` in C, leaving out the terms that are 0."""
-    kept = [t for t in terms if t != "0"]
-    return " + ".join(kept) or "0"
-
-
-def _for(ix, n, body, start=0):
-    """``for (int64_t ix = start; ix < n; ++ix)`` around ``body(ix)`` (lines of C); just
-    ``body("0")`` when it would run once from 0, and nothing when it would never run."""
-    n = dims.normalize(n)
-    if isinstance(n, int) and n <= start:
-        return []
-    if n == 1 and start == 0:
-        return body("0")
-    lines = body(ix)
-    head = f"for (int64_t {ix} = {start}; {ix} < {_d(n)}; ++{ix})"
-    if len(lines) == 1:
-        return [f"{head} {lines[0]}"]
-    return [f"{head} {{", *("    " + line for line in lines), "}"]
 
 
 def _no_inputs_vjp(g, out, *inputs, **attrs):
@@ -502,7 +467,7 @@ def _prod_others_impl(x):
 
 def _prod_others_vjp(g, out, x):
     # The Jacobian of prod_others is the Hessian of prod: symmetric, so its vjp is its jvp.
-    # Both are recurrences (primitives/recurrence.py), exact at zeros to every order; a closed form
+    # Both are recurrences (primitives/cumulative.py), exact at zeros to every order; a closed form
     # such as (sum(g * out) - g * out) / x is 0/0 wherever an entry is 0.
     return (prod_others_linear(x, g),)
 
