@@ -16,7 +16,7 @@ import numpy as np
 
 from symgrad.core import batching, dims
 from symgrad.core.primitive import Primitive, register
-from symgrad.core.primitives.cindex import dim as _d, plus as _plus, times as _times
+from symgrad.core.primitives.cindex import plus as _plus, times as _times
 from symgrad.core.types import COMPLEX_DTYPES, TensorType
 from symgrad.errors import DTypeError, ShapeError
 
