@@ -14,13 +14,20 @@ The ``scan`` primitive works on packed values, so that one statement defines one
 - its result ``out[T+1, P+Q]``: row ``t`` holds the carry step ``t`` reads and the ``y`` it
   writes; the carry the last step writes is in the last row (``reverse``: rows run backwards,
   the initial carry in row T and the final one in row 0). The rows of carries are the *tape*
-  reverse mode reads: T x P numbers.
+  reverse mode reads: T x P numbers;
+- with ``summed=R`` (derivative rules make these), the body has a last output ``s[R]`` that is
+  summed over the steps into one buffer: the result is then flat, the rows (``rows_of``)
+  followed by the sum (``sum_of``). The interpreter adds each step's ``s``; the C kernel
+  renders the body with ``s`` in accumulating mode (a product adds itself in).
 
 Reverse mode (``_scan_vjp``) is another ``scan``, running the other way over the tape: its body is
 the body's adjoint (which recomputes the body's intermediates from the taped carry), its carry
-the carry's adjoint and the accumulated adjoints of the closed-over values, its per-step outputs
-the adjoints of the ``xs`` slices. Forward mode (``_scan_jvp``) is a scan over (carry, carry
-tangent) whose body is the body's jvp. The interpreter runs the body graph once per step; the C
+the carry's adjoint, its per-step outputs the adjoints of the ``xs`` slices, its summed output
+the adjoints of the closed-over values (one buffer, not a row per step). A step's product
+``x[i] @ W`` of closed-over matrices is stored by the forward loop instead of recomputed
+(``_tape_products``), and a closed-over adjoint that is a sum of outer products ``x[i]^T v``
+leaves the loop as one product (``_hoist_outer_products``). Forward mode (``_scan_jvp``) is a
+scan over (carry, carry tangent) whose body is the body's jvp. The interpreter runs the body graph once per step; the C
 backend renders its statements inside one ``for`` loop (``KernelContext.inline_graph``), so the
 C size does not depend on the trip count.
 
