@@ -16,7 +16,11 @@ Rows (float64, value and gradient w.r.t. W in one call unless said otherwise):
 No Python peer differentiates these loops as written: autograd's boxes do not survive
 ``X[i].dot(W)`` (an ndarray method given a box turns it into an object array and does not
 finish at N = 32 in 400 s), and JAX refuses ``if margin > 0:`` on a traced value.
-Each row: median of repeated calls (at least 5, about 3 s per row); first call separately.
+The rows are timed interleaved (one call of each row per round, rounds for about 3 s per row,
+at least 5), each reported as the median wall-clock time and the median process CPU time of
+its calls: on the shared machine the CPU time is the steadier figure (a call preempted by
+another process keeps its CPU time). Pin the process for a fair comparison
+(``taskset -c 1 python benchmarks/naive_svm.py``; the thread pool then shares that core).
 """
 import argparse
 import os
@@ -34,15 +38,18 @@ import symgrad  # noqa: E402
 import naive_losses as L  # noqa: E402
 
 
-def timed(fn, budget=3.0, least=5):
-    times, start = [], time.perf_counter()
-    while len(times) < least or time.perf_counter() - start < budget:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if len(times) >= 200:
-            break
-    return statistics.median(times)
+def timed(fns, budget=3.0, least=5):
+    """Median (wall, CPU) seconds per call of each of ``fns``, called in interleaved rounds."""
+    walls, cpus = [[] for _ in fns], [[] for _ in fns]
+    start = time.perf_counter()
+    while (len(walls[0]) < least or time.perf_counter() - start < budget * len(fns)) \
+            and len(walls[0]) < 400:
+        for k, fn in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            walls[k].append(time.perf_counter() - t)
+            cpus[k].append(time.process_time() - c)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus)]
 
 
 def first(fn):
@@ -60,21 +67,25 @@ def main(quick):
     (v1, g1), t_first_naive = first(lambda: naive.value_and_grad(W, X, y, reg))
     (v2, g2), t_first_vec = first(lambda: vectorized.value_and_grad(W, X, y, reg))
     assert abs(v1 - v2) <= 1e-12 * abs(v2) and np.max(np.abs(g1 - g2)) <= 1e-12
-    rows = [("naive, symgrad C", timed(lambda: naive.value_and_grad(W, X, y, reg)),
-             t_first_naive),
-            ("vectorized, symgrad C", timed(lambda: vectorized.value_and_grad(W, X, y, reg)),
-             t_first_vec),
-            ("naive, symgrad C, value only", timed(lambda: naive(W, X, y, reg)), None),
-            ("naive, Python (value only)", timed(lambda: L.svm_loss_naive(W, X, y, reg)), None)]
-    base = rows[1][1]
+    names = ["naive, symgrad C", "vectorized, symgrad C", "naive, symgrad C, value only",
+             "naive, Python (value only)"]
+    times = timed([lambda: naive.value_and_grad(W, X, y, reg),
+                   lambda: vectorized.value_and_grad(W, X, y, reg),
+                   lambda: naive(W, X, y, reg),
+                   lambda: L.svm_loss_naive(W, X, y, reg)])
+    firsts = [t_first_naive, t_first_vec, None, None]
+    rows = [(name, wall, cpu, t0) for name, (wall, cpu), t0 in zip(names, times, firsts)]
+    base_wall, base_cpu = rows[1][1], rows[1][2]
     print(f"svm_loss_naive, N={N}, D={X.shape[1]}, C={W.shape[1]}, float64; "
-          f"{os.cpu_count()} cores (shared)")
-    for name, t, t0 in rows:
+          f"{os.cpu_count()} cores (shared), load average {os.getloadavg()[0]:.2f}")
+    print(f"  {'':28s} {'wall':>9s}    {'':>13s}  {'CPU':>9s}")
+    for name, wall, cpu, t0 in rows:
         extra = f"   first call {t0:.2f} s" if t0 is not None else ""
-        print(f"  {name:28s} {t * 1e3:9.3f} ms   {t / base:7.2f} x vectorized{extra}")
-    print(f"  Python loops / compiled naive: {rows[3][1] / rows[2][1]:.1f} x (value only), "
-          f"{rows[3][1] / rows[0][1]:.2f} x (Python's value alone vs symgrad's value and "
-          f"gradient)")
+        print(f"  {name:28s} {wall * 1e3:9.3f} ms {wall / base_wall:6.2f} x vec. "
+              f"{cpu * 1e3:9.3f} ms {cpu / base_cpu:6.2f} x vec.{extra}")
+    print(f"  Python loops / compiled naive: {rows[3][1] / rows[2][1]:.1f} x (value only, wall), "
+          f"{rows[3][2] / rows[2][2]:.1f} x (CPU); Python's value alone / symgrad's value and "
+          f"gradient: {rows[3][1] / rows[0][1]:.2f} x (wall)")
     return rows
 
 

@@ -82,3 +82,53 @@ def test_an_ahead_of_time_library_builds_them_without_avx(tmp_path):
     r = np.random.default_rng(3)
     a, b = r.standard_normal((50, 300)), r.standard_normal((300, 10))
     check(a, b, False, f(a, b), "float64")
+
+
+def _plus_product(ta, tb):
+    """2 c + op(a) op(b): the product adds into the buffer of 2 c (backends/c/accumulate.py)."""
+    def f(a, b, c):
+        return Tracer(bind("add", bind("mul", c.irvar, c.irvar),
+                           bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=tb)))
+    f.__name__ = "plus_product"
+    return f
+
+
+@pytest.mark.parametrize("ta", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize("n, dtype", [(1, "float64"), (5, "float64"), (10, "float64"),
+                                      (16, "float64"), (3, "float32"), (10, "float32")])
+def test_a_vector_times_a_matrix_reads_it_in_place(n, ta, dtype, tmp_path):
+    """m = 1 (a loop step's x[i] @ W): the mv kernel, unrolled rows, the tail and the whole
+    loads reading into the next rows; alone and adding into a sum."""
+    r = np.random.default_rng(n)
+    for k in (8192 // n + 6,):
+        a = r.standard_normal((k, 1) if ta else (1, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(product(ta), cache_dir=tmp_path)
+        check(a, b, ta, f(a, b), dtype)
+        c = r.standard_normal((1, n)).astype(dtype)
+        g = symgrad.compile(_plus_product(ta, False), cache_dir=tmp_path)
+        want = c.astype(np.float64) ** 2 + (a.T if ta else a).astype(np.float64) @ b
+        np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype],
+                                   atol=RTOL[dtype] * np.abs(want).max() * 10)
+        source = g.specialize(a, b, c)[0]._executable.source
+        assert narrow.kernel_name("mv", "double" if dtype == "float64" else "float", n) in source
+
+
+@pytest.mark.parametrize("layout", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("n, dtype", [(1, "float64"), (10, "float64"), (13, "float32")])
+def test_an_outer_product_is_one_pass(n, layout, dtype, tmp_path):
+    """k = 1 (a step's x[i]^T g): the outer kernel, whole vectors of several rows and the rows
+    left over; alone and adding into a sum; every layout of the operands."""
+    ta, tb = layout
+    r = np.random.default_rng(n)
+    m = 8192 // n + 3
+    a = r.standard_normal((1, m) if ta else (m, 1)).astype(dtype)
+    b = r.standard_normal((n, 1) if tb else (1, n)).astype(dtype)
+    c = r.standard_normal((m, n)).astype(dtype)
+    g = symgrad.compile(_plus_product(ta, tb), cache_dir=tmp_path)
+    want = c.astype(np.float64) ** 2 + (a.T if ta else a).astype(np.float64) @ (
+        b.T if tb else b).astype(np.float64)
+    np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * np.abs(want).max() * 10)
+    source = g.specialize(a, b, c)[0]._executable.source
+    assert narrow.kernel_name("outer", "double" if dtype == "float64" else "float", n) in source

@@ -195,11 +195,20 @@ def test_the_adjoint_loop_carries_only_the_adjoints_it_needs():
     # svm_loss_naive reads X (N x D) and W (D x C) in its loop; the gradient w.r.t. W must not
     # carry X's adjoint through every step (N x D numbers per step).
     from symgrad.core.autodiff import value_and_grad_graph
+    # Nor W's: its adjoint, a sum over the steps of X[i]^T v_i, leaves the loop (the loop
+    # stores v_i, C numbers a step, and one product X^T V follows it): no row of the adjoint
+    # loop holds W.size numbers, and nothing is summed that is as big as X.
+    from symgrad.core.primitives.scan import widths
     W, X, y = NAIVE.cifar_like(5, D=6, C=3)
     graph = symgrad.trace(NAIVE.svm_loss_naive, W, X, y, 1e-3)
     vg = value_and_grad_graph(graph, [0])
-    widths = sorted(n.out.shape[1] for n in vg.nodes if n.prim == "scan")
-    assert widths[-1] == 1 + W.size
+    loops = [n for n in vg.nodes if n.prim == "scan"]
+    assert len(loops) == 2
+    for n in loops:
+        P, Q = widths(n.attrs["body"], n.attrs.get("summed", 0))
+        assert P + Q <= 1 + W.shape[1] and n.attrs.get("summed", 0) < X.size
+    after = [n for n in vg.nodes if n.prim == "matmul"]
+    assert [n.out.shape for n in after] == [W.shape]
 
 
 def test_a_while_loop_running_past_its_bound_fails_at_run_time(backend):

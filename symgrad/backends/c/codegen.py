@@ -191,11 +191,13 @@ class KernelContext:
         self._fail()
         return f"{{ _status = {code}; goto done; }}"
 
-    def inline_graph(self, graph, inputs, outputs):
+    def inline_graph(self, graph, inputs, outputs, summed=()):
         """The statements of ``graph`` (a loop body) rendered in place, for a kernel's own loop.
 
         ``inputs``: one C expression per graph input (a pointer for an array, a value for a
-        scalar); ``outputs``: one pointer per graph output, written by the statements. Returns
+        scalar); ``outputs``: one pointer per graph output, written by the statements, except
+        the outputs at the positions ``summed``, which are added to their buffers' contents (a
+        product adds itself in; another value is added after the statements). Returns
         ``(workspace bytes, lines)``; the lines expect a ``char *_ws`` of that many bytes in
         scope (for instance ``char *_ws = k.scratch(bytes)``).
 
@@ -205,7 +207,7 @@ class KernelContext:
         such as ``b + _t * 3`` may name an enclosing value the body also calls ``b``.
         """
         fn = FunctionRenderer(graph, "", [f"_o{k}" for k in range(len(graph.outputs))],
-                              nested=True).render()
+                              nested=True, summed=summed).render()
         if fn.can_fail:
             self._fail()
         # No ``restrict`` on these pointers: a loop's step reads the row the step before wrote
@@ -291,8 +293,10 @@ class CFunction:
 class FunctionRenderer:
     """Turns one Graph into a CFunction."""
 
-    def __init__(self, graph: Graph, name: str, output_names, *, nested=False, data=None):
+    def __init__(self, graph: Graph, name: str, output_names, *, nested=False, data=None,
+                 summed=()):
         self.graph = graph
+        self.summed = frozenset(summed)     # positions of outputs added into, not written
         self.data = data            # symbol -> (ctype, bytes) of constants kept as data; None: literals
         self.name = name
         self.nested = nested      # a loop body, inlined into an enclosing function
@@ -327,6 +331,38 @@ class FunctionRenderer:
         # Sums of a product and a term computed before it: all three share the sum's buffer.
         self.accumulated = accumulate.plan(graph, self.groups, self.uses, self.views,
                                            self.internal)
+        self.adds_into, self.adding = self._adds_into()
+
+    def _adds_into(self):
+        """For the summed outputs (``inline_graph``) computed by a kernel that can add into its
+        output (a matrix product, perhaps reshaped): ``({value: output parameter}, {the
+        products})``. The product then adds itself into the output's buffer: the loop's
+        contributions to a closed-over matrix's adjoint go straight into one sum, no copy."""
+        outputs = self.graph.outputs
+        inputs = set(self.graph.inputs)
+        names, products = {}, set()
+        for k in sorted(self.summed):
+            v = outputs[k]
+            if outputs.count(v) != 1 or v in inputs:
+                continue
+            chain = [v]
+            while True:
+                p = self.producers.get(chain[-1])
+                view = REGISTRY[p.prim].view_of(p) if p is not None else None
+                if view is None or view.kind != REINTERPRET:
+                    break
+                src = p.inputs[0]
+                if src in inputs or src in outputs or len(self.uses.get(src, [])) != 1:
+                    break
+                chain.append(src)
+            p = self.producers.get(chain[-1])
+            if (p is None or not REGISTRY[p.prim].c_adds_into or p.out in self.accumulated
+                    or p.out in self.views or p.out in self.internal):
+                continue
+            for u in chain:
+                names[u] = self.out_params[k]
+            products.add(p.out)
+        return names, products
 
     # -- fusion ---------------------------------------------------------------------------------
 
@@ -421,7 +457,8 @@ class FunctionRenderer:
         outputs = self.graph.outputs
         first_output = {}
         for k, v in enumerate(outputs):
-            first_output.setdefault(v, k)
+            if k not in self.summed:
+                first_output.setdefault(v, k)
         params = []
         for v in self.graph.inputs:
             ctype = CTYPES[v.dtype]
@@ -438,7 +475,11 @@ class FunctionRenderer:
             v, ctype = n.out, CTYPES[n.out.dtype]
             view = REGISTRY[n.prim].view_of(n)
             kind = view.kind if view is not None else None
-            if v in self.accumulated:
+            if v in self.adds_into:
+                self.storage[v] = CVar(self.adds_into[v], v.shape, ctype, "array")
+                if v not in self.adding:
+                    self.aliases.add(v)
+            elif v in self.accumulated:
                 self._accumulated_storage(v, ctype, first_output)
             elif REGISTRY[n.prim].literal and v.ndim == 0:
                 self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
@@ -481,7 +522,13 @@ class FunctionRenderer:
             ctype, name = CTYPES[v.dtype], self.out_params[k]
             params.append(f"{ctype} *restrict {name}")
             src = self.storage[v]
-            if v.ndim == 0:
+            if k in self.summed:
+                if src.name != name:
+                    at = "" if src.kind != "array" else "[_i]"
+                    self.epilogue.append(f"for (int64_t _i = 0; _i < "
+                                         f"{dims.c_expr(v.type.size)}; ++_i) "
+                                         f"{name}[_i] += {src.name}{at};")
+            elif v.ndim == 0:
                 self.epilogue.append(f"*{name} = {src.name};")
             elif src.name != name:
                 self.epilogue.append(f"memcpy({name}, {src.name}, sizeof({ctype}) * "
@@ -537,7 +584,8 @@ class FunctionRenderer:
             return name
 
         ctx = KernelContext(node, out, ins, mark_fail, scratch, self.data)
-        ctx.accumulate = node.out in self.accumulated    # add into its output (accumulate.py)
+        # Add into its output: a sum's product (accumulate.py), a loop's summed output.
+        ctx.accumulate = node.out in self.accumulated or node.out in self.adding
         body = REGISTRY[node.prim].c_kernel(ctx)
         lines = [f"{out.ctype} {out.name};"] if out.kind == "scalar" else []
         # A kernel that declares names outside its loops gets a scope of its own, so two

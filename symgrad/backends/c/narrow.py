@@ -40,7 +40,7 @@ PANEL_BYTES = 16384                    # of the narrow operand per pass: half of
 # scores where 3 rows (9 accumulators) take 0.3 ms.
 VECTOR_REGISTERS = 16
 
-NAME = re.compile(r"\bsymgradrt_mm_(nn|tn)_([ds])(\d+)_run\b")
+NAME = re.compile(r"\bsymgradrt_mm_(nn|tn|mv|outer)_([ds])(\d+)_run\b")
 
 
 def kernel_name(kind, ctype, n):
@@ -76,9 +76,104 @@ def blocking(ctype, n):
 
 
 def kernel_source(kind, ctype, n):
-    """The C of one kernel (``kind`` "nn": C = A B; "tn": C = A^T B) for ``n`` result columns:
-    the kernel over a range of result rows, a task for the thread pool, and ``..._run``."""
-    return (_nn if kind == "nn" else _tn)(ctype, n)
+    """The C of one kernel (``kind`` "nn": C = A B; "tn": C = A^T B; "mv": one row of C, a
+    vector times B) for ``n`` result columns: the kernel over a range of result rows, a task for
+    the thread pool, and ``..._run`` (for "mv", ``_run`` alone)."""
+    return {"nn": _nn, "tn": _tn, "mv": _mv, "outer": _outer}[kind](ctype, n)
+
+
+def _outer(ctype, n):
+    """``c = a b`` (``+ c``) for vectors ``a[m]`` and ``b[n]``: a product whose contraction has
+    length 1, such as a loop step's contribution ``x[i]^T g`` to the adjoint of ``W``. One pass
+    over ``c``, which is contiguous: ``group`` rows of it are whole vectors, each the
+    multiply-add of a vector of ``a``'s elements (one per row, repeated along it) and one of
+    ``b`` repeated ``group`` times. (gcc's cheap vectorizer leaves the plain loops scalar: a row
+    of 10 is not a whole number of vectors.)"""
+    s = LETTER[ctype]
+    S = s.upper()
+    t = ctype
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    group = lanes // math.gcd(n, lanes)            # rows whose elements fill whole vectors
+    nvec = group * n // lanes
+    name = f"symgradrt_mm_outer_{s}{n}_run"
+    lines = [
+        f"/* c[i, :] = a[i] b (+ c[i, :] when accumulating) for i < m; c is m x {n}, "
+        f"row-major, {group} rows",
+        f" * ({nvec} vectors) at a time. */",
+        f"static void {name}(int64_t m, const {t} *restrict a, const {t} *restrict b, "
+        f"{t} *restrict c,",
+        f"{' ' * (len(name) + 13)}int accumulate)",
+        "{",
+    ]
+    for v in range(nvec):
+        elems = ", ".join(f"b[{(v * lanes + l) % n}]" for l in range(lanes))
+        lines.append(f"    const symgradrt_v{s} b{v} = {{{elems}}};")
+    lines += ["    int64_t i = 0;", f"    for (; i + {group} <= m; i += {group}) {{",
+              f"        {t} *restrict row = c + i * {n};"]
+    for v in range(nvec):
+        elems = ", ".join(f"a[i + {(v * lanes + l) // n}]" for l in range(lanes))
+        lines.append(f"        const symgradrt_v{s} a{v} = {{{elems}}};")
+        lines.append(f"        symgradrt_v{s} c{v} = accumulate ? symgradrt_load_{s}(row + "
+                     f"{v * lanes}) : symgradrt_splat_{s}(0);")
+        lines.append(f"        c{v} = SYMGRADRT_MADD_{S}(a{v}, b{v}, c{v});")
+        lines.append(f"        memcpy(row + {v * lanes}, &c{v}, sizeof c{v});")
+    lines += ["    }", "    for (; i < m; ++i)",
+              f"        for (int64_t j = 0; j < {n}; ++j)",
+              f"            c[i * {n} + j] = (accumulate ? c[i * {n} + j] : 0) + a[i] * b[j];",
+              "}"]
+    return "\n".join(lines)
+
+
+def _mv(ctype, n):
+    """``c = a b`` (``+ c`` when accumulating) for a vector ``a[k]`` and ``b[k, n]``: a loop
+    step's ``x[i] @ W``. The nn kernel would copy all of ``b`` into its panels (and clear them)
+    for one row of result, each call: that copy cost as much as the product (0.45 of the naive
+    SVM's time with the ``tn`` outer product). Here ``b`` is read where it is, ``unroll`` rows a
+    step, each row into accumulators of its own (independent chains of multiply-adds). A row's
+    last, partial vector is loaded whole: its extra lanes read the next row (never past
+    ``b``'s end, the last rows take the tail loop) and go into lanes that are never stored."""
+    s = LETTER[ctype]
+    S = s.upper()
+    t = ctype
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    nv = math.ceil(n / lanes)
+    widths = [min(lanes, n - v * lanes) for v in range(nv)]
+    ahead = math.ceil((nv * lanes - n) / n)      # rows after a row its whole loads touch
+    unroll = max(1, min(4, (VECTOR_REGISTERS - 4) // nv))
+    name = f"symgradrt_mm_mv_{s}{n}_run"
+    acc = [[f"s{r}_{v}" for v in range(nv)] for r in range(unroll)]
+    lines = [
+        f"/* c[:] = a[:] b (+ c[:] when accumulating); a has k elements, b is k x {n}, "
+        f"row-major, read in",
+        f" * place, {unroll} rows a step into {unroll} x {nv} accumulators. */",
+        f"static void {name}(int64_t k, const {t} *restrict a, const {t} *restrict b, "
+        f"{t} *restrict c,",
+        f"{' ' * (len(name) + 13)}int accumulate)",
+        "{",
+        f"    symgradrt_v{s} x, " + ", ".join(f"{a} = symgradrt_splat_{s}(0)"
+                                             for row in acc for a in row) + ";",
+        "    int64_t q = 0;",
+        f"    for (; q + {unroll - 1 + ahead} < k; q += {unroll}) {{",
+    ]
+    for r in range(unroll):
+        lines.append(f"        x = symgradrt_splat_{s}(a[q + {r}]);")
+        for v in range(nv):
+            lines.append(f"        {acc[r][v]} = SYMGRADRT_MADD_{S}(x, symgradrt_load_{s}(b + "
+                         f"(q + {r}) * {n} + {v * lanes}), {acc[r][v]});")
+    lines += ["    }", "    for (; q < k; ++q) {", f"        x = symgradrt_splat_{s}(a[q]);"]
+    for v, w in enumerate(widths):
+        load = (f"symgradrt_load_{s}(b + q * {n} + {v * lanes})" if w == lanes else
+                f"symgradrt_loadn_{s}(b + q * {n} + {v * lanes}, {w})")
+        lines.append(f"        {acc[0][v]} = SYMGRADRT_MADD_{S}(x, {load}, {acc[0][v]});")
+    lines.append("    }")
+    for v, w in enumerate(widths):
+        total = " + ".join(acc[r][v] for r in range(unroll))
+        lines.append(f"    {acc[0][v]} = {total};" if unroll > 1 else "")
+        lines.append(f"    if (accumulate) {acc[0][v]} += symgradrt_loadn_{s}(c + {v * lanes}, "
+                     f"{w});")
+        lines.append(f"    symgradrt_storen_{s}(c + {v * lanes}, {acc[0][v]}, {w});")
+    lines.append("}")
+    return "\n".join(line for line in lines if line)
 
 
 def _step(s, rows, nv, a_elem, row):

@@ -603,9 +603,15 @@ NARROW_MAX = 16
 def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
     """The call of the narrow kernel for _pc = op(_pa) op(_pb) (+ _pc), or None when none
     applies."""
-    if tb or not isinstance(n, int) or n > NARROW_MAX or n < 1 or t not in ("double", "float"):
+    if not isinstance(n, int) or n > NARROW_MAX or n < 1 or t not in ("double", "float"):
         return None
     letter = "s" if t == "float" else "d"
+    if kk == 1:  # an outer product: A's and B's elements are contiguous, transposed or not
+        return f"symgradrt_mm_outer_{letter}{n}_run({_d(m)}, _pa, _pb, _pc, {int(accumulate)});"
+    if tb:
+        return None
+    if m == 1:   # a vector times B (A's one row or column is contiguous either way)
+        return f"symgradrt_mm_mv_{letter}{n}_run({_d(kk)}, _pa, _pb, _pc, {int(accumulate)});"
     if ta:       # A stored K x M: result rows are A's columns
         return (f"symgradrt_mm_tn_{letter}{n}_run({_d(kk)}, {_d(m)}, _pa, _pb, _pc, "
                 f"{int(accumulate)});")
@@ -697,9 +703,16 @@ def _matmul_c(k):
             f"{t} _acc = {zero};",
             *_for("_p", kk, lambda p: [f"_acc += {A(i, p)} * {B(p, j)};"]),
             f"{C(i, j)} {'+=' if adds else '='} _acc;"]))
+    # An outer product (k = 1) is one pass over C: no gemm call, nor a kernel that packs its
+    # operands (0.39 of the naive SVM's time was that, m = 3073, k = 1), but a narrow kernel
+    # of its own (narrow.py) or the loops.
     code = _with_gemm(body, t, ta, tb, m, n, kk, adds)
     narrow = _narrow_call(t, ta, tb, m, n, kk, adds)
-    if narrow is not None and code is not body:
+    if kk == 1 and code is not body:
+        code, big = body, True
+    else:
+        big = code is not body
+    if narrow is not None and big:
         # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
         code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
     b0, = k.idx((batch,))
