@@ -50,6 +50,14 @@ from symgrad.core.symbolic import is_symbolic, sympy as _sympy
 from symgrad.core.types import TensorType
 
 
+def _nonnegative(d):
+    """Whether a size difference is known to be >= 0 (False when it depends on a run-time size
+    in a way sympy cannot decide). Plain integers never load sympy."""
+    if isinstance(d, (int, np.integer)):
+        return d >= 0
+    return bool(_sympy().sympify(d).is_nonnegative)
+
+
 class Body:
     """A loop body graph as a statement attribute: compared and hashed by its content."""
     __slots__ = ("graph", "key")
@@ -343,7 +351,7 @@ def _tape_products(out, c0, rest, body, length, n_xs, reverse):
         if (gather is None or gather.prim != "gather" or len(gather.inputs) != 2
                 or gather.inputs[1] is not step or gather.inputs[0] not in consts
                 or gather.inputs[0].ndim != 2
-                or not bool(sp.sympify(gather.inputs[0].shape[0] - length).is_nonnegative)):
+                or not _nonnegative(gather.inputs[0].shape[0] - length)):
             continue
         found.append((n, consts.index(gather.inputs[0]), consts.index(n.inputs[1])))
     if not found:
@@ -534,7 +542,7 @@ def _hoist_outer_products(adj, float_k, first_k, T, P):
             if (gather is not None and gather.prim == "gather" and len(gather.inputs) == 2
                     and gather.inputs[1] is step and gather.inputs[0] in consts
                     and gather.inputs[0].ndim == 2
-                    and bool(sp.sympify(gather.inputs[0].shape[0] - T).is_nonnegative)):
+                    and _nonnegative(gather.inputs[0].shape[0] - T)):
                 found = consts.index(gather.inputs[0]), p.inputs[1]
         if found is None:
             kept.append(part)
@@ -569,7 +577,7 @@ def _zero_block(x, row, rows, col, cols):
     (r0, c0), (nr, nc) = node.attrs["start"], node.inputs[0].shape
 
     def before(end, begin):             # end <= begin, for dims that may be run-time sizes
-        return bool(_sympy().sympify(begin - end).is_nonnegative)
+        return _nonnegative(begin - end)
     return (before(r0 + nr, row) or before(row + rows, r0)
             or before(c0 + nc, col) or before(col + cols, c0))
 
