@@ -81,7 +81,8 @@ def blocking(ctype, n, kind="nn"):
     (``share`` 1) each row pads its last vector with unused lanes. Measured on W3's products
     (256 x 3073 by 3073 x 10, one core, the wide operand hot in cache): float64 scores 0.352 ->
     0.337 ms (12 multiply-adds a step for 40 useful products -> 10 and 2 blends); float32 0.263
-    -> 0.241 ms. In ``A^T B`` ("tn") the rows of a block are neighbouring columns of the wide
+    -> 0.241 ms. Run between the adjoint products, as in a gradient, where X comes from L3
+    cache, float64 gains less: 0.398 -> 0.381 ms. In ``A^T B`` ("tn") the rows of a block are neighbouring columns of the wide
     operand, read with a stride: fewer of them (6 -> 4 for 10 floats, to fit the registers)
     made float32's 0.293 ms 0.355, so "tn" shares only where the block keeps its rows."""
     lanes = VECTOR_BYTES // SIZEOF[ctype]
@@ -179,8 +180,8 @@ def _block(s, rows, nv, widths, c_row, loop, a_elem, row, share=1):
             lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * "
                          f"SYMGRADRT_LANES_{S}, {widths[v]});")
     for g in range(rows // share if share > 1 else 0):
-        # element by element: through a copy on the stack, the vector load waits for the
-        # stores to retire (store forwarding fails), once per block and panel.
+        # Element by element (gcc joins the pairs with one shuffle), not through a copy on the
+        # stack that a vector load reads back before the stores have retired.
         elems = ", ".join(f"c{g * share + j}[{tail + e}]" for j in range(share) for e in range(w))
         lines.append(f"    s{g} = (symgradrt_v{s}){{{elems}}};")
     lines.append("} else {")
