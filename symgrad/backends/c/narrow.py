@@ -39,8 +39,11 @@ PANEL_BYTES = 16384                    # of the narrow operand per pass: half of
 # folded the row's loads into every multiply-add: 16 loads per 12 multiply-adds, 0.47 ms for W3's
 # scores where 3 rows (9 accumulators) take 0.3 ms.
 VECTOR_REGISTERS = 16
-# Rows sharing a last vector (``blocking``), at most: more rows per vector need more blends
-# per step, which compete with the multiply-adds.
+# Rows sharing a last vector (``blocking``), at most. Each group of k rows costs k - 1 blends a
+# step. Products 256 x 3073 by 3073 x n on one core, allowing 1 / 2 / 4 rows: float32 n = 12,
+# 0.261 / 0.215 / 0.215 ms; n = 10, 0.262 / 0.262 / 0.241; float64 n = 5, 0.265 / 0.265 / 0.247;
+# n = 1, 2, 4 (bound by reading X) unchanged. Eight rows (one float column each, 7 blends per 8
+# multiply-adds) were not tried.
 MAX_SHARE = {"double": 4, "float": 4}
 
 NAME = re.compile(r"\bsymgradrt_mm_(nn|tn)_([ds])(\d+)_run\b")
