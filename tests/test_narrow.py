@@ -28,7 +28,7 @@ def check(a, b, ta, got, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 10, 13, 16])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 14, 16])
 def test_every_narrow_width_matches_numpy(n, ta, dtype, tmp_path):
     # m = 37 rows of the result: blocks of R rows and a remainder; k = 700: several panels of
     # the narrow operand, the last one partial.
@@ -132,3 +132,39 @@ def test_an_outer_product_is_one_pass(n, layout, dtype, tmp_path):
                                atol=RTOL[dtype] * np.abs(want).max() * 10)
     source = g.specialize(a, b, c)[0]._executable.source
     assert narrow.kernel_name("outer", "double" if dtype == "float64" else "float", n) in source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 10, 14])
+def test_a_product_adding_into_a_sum_matches_numpy(n, ta, dtype, tmp_path):
+    # 2 c + op(a) b: the loop writes 2 c into the sum's buffer and the kernel adds into it
+    # (backends/c/accumulate.py), loading its accumulators from the buffer, rows whose last
+    # columns share a vector (narrow.blocking) included. m = 39: blocks and a remainder.
+    def f(a, b, c):
+        return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta,
+                                     transpose_b=False))
+    f.__name__ = "adds_tn" if ta else "adds_nn"
+    m, k = 39, 401
+    r = np.random.default_rng(10 + n)
+    a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    c = r.standard_normal((m, n)).astype(dtype)
+    g = symgrad.compile(f, cache_dir=tmp_path)
+    got = g(a, b, c)
+    want = 2.0 * c.astype(np.float64) + (a.T if ta else a).astype(np.float64) @ b
+    scale = np.abs(a).max() * np.abs(b).max() * k
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    source = g.specialize(a, b, c)[0]._executable.source
+    call = narrow.kernel_name("tn" if ta else "nn", "double" if dtype == "float64" else "float", n)
+    assert call + "(" in source and ", 1);" in source.split(call + "(", 2)[-1].split("\n")[0]
+
+
+@pytest.mark.parametrize("ctype, n, share", [("double", 10, 2), ("double", 5, 4),
+                                             ("double", 9, 1), ("float", 10, 4),
+                                             ("float", 12, 2), ("float", 16, 1)])
+def test_rows_share_a_last_vector_only_where_it_fits(ctype, n, share):
+    lanes, nv, rows, got = narrow.blocking(ctype, n, "nn")
+    assert got == share and rows % share == 0
+    # accumulators, the narrow row, the broadcasts and their blend fit the 16 registers
+    assert rows * (nv - (share > 1)) + (rows // share if share > 1 else 0) + nv + share + 1 <= 17

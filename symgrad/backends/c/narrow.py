@@ -39,6 +39,12 @@ PANEL_BYTES = 16384                    # of the narrow operand per pass: half of
 # folded the row's loads into every multiply-add: 16 loads per 12 multiply-adds, 0.47 ms for W3's
 # scores where 3 rows (9 accumulators) take 0.3 ms.
 VECTOR_REGISTERS = 16
+# Rows sharing a last vector (``blocking``), at most. Each group of k rows costs k - 1 blends a
+# step. Products 256 x 3073 by 3073 x n on one core, allowing 1 / 2 / 4 rows: float32 n = 12,
+# 0.261 / 0.215 / 0.215 ms; n = 10, 0.262 / 0.262 / 0.241; float64 n = 5, 0.265 / 0.265 / 0.247;
+# n = 1, 2, 4 (bound by reading X) unchanged. Eight rows (one float column each, 7 blends per 8
+# multiply-adds) were not tried.
+MAX_SHARE = {"double": 4, "float": 4}
 
 NAME = re.compile(r"\bsymgradrt_mm_(nn|tn|mv|outer)_([ds])(\d+)_run\b")
 
@@ -68,11 +74,34 @@ def template_parts(lines):
     return {"blas": blas, "kernels": kernels} if blas or kernels else None
 
 
-def blocking(ctype, n):
-    """(lanes, vectors per result row, result rows per block)."""
+def blocking(ctype, n, kind="nn"):
+    """(lanes, vectors per result row, result rows per block, rows sharing the last vector).
+
+    The last vector of a result row holds ``w = n - (nv - 1) * lanes`` columns. When ``w`` is
+    at most half a vector and divides it, ``share = lanes // w`` rows keep their last columns
+    in one vector (for 10 doubles: rows r and r + 1 as [r:8, r:9, r+1:8, r+1:9]), which one
+    multiply-add updates with the broadcasts of those rows blended together; otherwise
+    (``share`` 1) each row pads its last vector with unused lanes. Measured on W3's products
+    (256 x 3073 by 3073 x 10, one core, the wide operand hot in cache): float64 scores 0.352 ->
+    0.337 ms (12 multiply-adds a step for 40 useful products -> 10 and 2 blends); float32 0.263
+    -> 0.241 ms. Run between the adjoint products, as in a gradient, where X comes from L3
+    cache, float64 gains less: 0.398 -> 0.381 ms. In ``A^T B`` ("tn") the rows of a block are neighbouring columns of the wide
+    operand, read with a stride: fewer of them (6 -> 4 for 10 floats, to fit the registers)
+    made float32's 0.293 ms 0.355, so "tn" shares only where the block keeps its rows."""
     lanes = VECTOR_BYTES // SIZEOF[ctype]
     nv = math.ceil(n / lanes)
-    return lanes, nv, max(1, min(8, (VECTOR_REGISTERS - 1 - nv) // nv))
+    w = n - (nv - 1) * lanes
+    plain = max(1, min(8, (VECTOR_REGISTERS - 1 - nv) // nv))
+    share = lanes // w if (lanes % w == 0 and 2 * w <= lanes and lanes // w <= MAX_SHARE[ctype]) \
+        else 1
+    if share > 1:
+        # Registers: the accumulators, the narrow row (nv), the group's broadcasts and their
+        # blend, within the 16 vector registers.
+        fits = [r for r in range(share, 9, share)
+                if r * (nv - 1) + r // share + nv + share + 1 <= VECTOR_REGISTERS]
+        if fits and (kind == "nn" or max(fits) >= plain):
+            return lanes, nv, max(fits), share
+    return lanes, nv, plain, 1
 
 
 def kernel_source(kind, ctype, n):
@@ -176,10 +205,12 @@ def _mv(ctype, n):
     return "\n".join(line for line in lines if line)
 
 
-def _step(s, rows, nv, a_elem, row):
+def _step(s, rows, nv, a_elem, row, share=1):
     """One step of the inner loop: the narrow operand's packed ``row`` into ``nv`` registers,
     then for each of ``rows`` result rows one broadcast element of the wide operand
-    (``a_elem(r)``) times them."""
+    (``a_elem(r)``) times them. With ``share`` > 1, the last vector is shared by groups of
+    ``share`` rows (``blocking``): their broadcasts blended into one vector, times the packed
+    row's last vector (the last columns repeated ``share`` times), into accumulator ``s<g>``."""
     S = s.upper()
     lines = []
     for v in range(nv):
@@ -188,37 +219,82 @@ def _step(s, rows, nv, a_elem, row):
     # Kept in registers: gcc otherwise folds the loads into every multiply-add, reading the row
     # once per result row (load-bound: 0.61 ms instead of 0.3 for W3's scores).
     lines.append(" ".join(f"SYMGRADRT_IN_REGISTER(b{v});" for v in range(nv)))
-    for r in range(rows):
-        lines.append(f"x = symgradrt_splat_{s}({a_elem(r)});")
-        for v in range(nv):
-            lines.append(f"c{r}_{v} = SYMGRADRT_MADD_{S}(x, b{v}, c{r}_{v});")
+    if share == 1:
+        for r in range(rows):
+            lines.append(f"x = symgradrt_splat_{s}({a_elem(r)});")
+            for v in range(nv):
+                lines.append(f"c{r}_{v} = SYMGRADRT_MADD_{S}(x, b{v}, c{r}_{v});")
+        return lines
+    lanes = VECTOR_BYTES // SIZEOF[CTYPE[s]]
+    w = lanes // share
+    for g in range(rows // share):
+        group = []
+        for j in range(share):
+            r = g * share + j
+            group.append(f"symgradrt_v{s} x{j} = symgradrt_splat_{s}({a_elem(r)});")
+            for v in range(nv - 1):
+                group.append(f"c{r}_{v} = SYMGRADRT_MADD_{S}(x{j}, b{v}, c{r}_{v});")
+        group += _blend(s, share, w, lanes)
+        group.append(f"s{g} = SYMGRADRT_MADD_{S}(x, b{nv - 1}, s{g});")
+        lines += ["{"] + _indent(group) + ["}"]
     return lines
 
 
-def _block(s, rows, nv, widths, c_row, loop, a_elem, row):
+def _blend(s, share, w, lanes):
+    """``x`` = lanes [j * w, (j + 1) * w) of ``x<j>`` for j < ``share`` (broadcasts, so any lane
+    of ``x<j>`` will do): a tree of blends (lanes in place from one of two vectors)."""
+    def combine(lo, hi):
+        if hi - lo == 1:
+            return f"x{lo}", []
+        mid = (lo + hi) // 2
+        left, a = combine(lo, mid)
+        right, b = combine(mid, hi)
+        name = "x" if (lo, hi) == (0, share) else f"y{lo}_{hi}"
+        idx = ", ".join(str(l if l < mid * w else lanes + l) for l in range(lanes))
+        imm = sum(1 << l for l in range(mid * w, lanes))
+        decl = "" if name == "x" else f"symgradrt_v{s} "
+        return name, a + b + [f"{decl}{name} = SYMGRADRT_BLEND_{s.upper()}({left}, {right}, "
+                              f"{imm:#x}, {idx});"]
+    return combine(0, share)[1]
+
+
+def _block(s, rows, nv, widths, c_row, loop, a_elem, row, share=1):
     """``rows`` rows of the result: accumulators loaded (or zeroed), ``loop`` over a panel of
-    the contraction, the result stored."""
+    the contraction, the result stored. With ``share`` > 1 the last ``widths[-1]`` columns of
+    each group of ``share`` rows live in one accumulator ``s<g>`` (``blocking``)."""
     S = s.upper()
+    t = CTYPE[s]
+    own = nv if share == 1 else nv - 1          # vectors each row keeps to itself
     lines = [f"symgradrt_v{s} x;"]
     for r in range(rows):
-        lines.append(f"{CTYPE[s]} *restrict c{r} = {c_row(r)};")
-    lines.append(f"symgradrt_v{s} " + ", ".join(f"c{r}_{v}" for r in range(rows)
-                                               for v in range(nv)) + ";")
+        lines.append(f"{t} *restrict c{r} = {c_row(r)};")
+    names = [f"c{r}_{v}" for r in range(rows) for v in range(own)]
+    names += [f"s{g}" for g in range(rows // share)] if share > 1 else []
+    lines.append(f"symgradrt_v{s} " + ", ".join(names) + ";")
+    w, tail = widths[-1], (nv - 1) * (VECTOR_BYTES // SIZEOF[t])
     lines.append("if (load) {")
     for r in range(rows):
-        for v, w in enumerate(widths):
+        for v in range(own):
             lines.append(f"    c{r}_{v} = symgradrt_loadn_{s}(c{r} + {v} * "
-                         f"SYMGRADRT_LANES_{S}, {w});")
+                         f"SYMGRADRT_LANES_{S}, {widths[v]});")
+    for g in range(rows // share if share > 1 else 0):
+        # Element by element (gcc joins the pairs with one shuffle), not through a copy on the
+        # stack that a vector load reads back before the stores have retired.
+        elems = ", ".join(f"c{g * share + j}[{tail + e}]" for j in range(share) for e in range(w))
+        lines.append(f"    s{g} = (symgradrt_v{s}){{{elems}}};")
     lines.append("} else {")
-    for r in range(rows):
-        lines.append("    " + " ".join(f"c{r}_{v} = symgradrt_splat_{s}(0);" for v in range(nv)))
+    lines.append("    " + " ".join(f"{x} = symgradrt_splat_{s}(0);" for x in names))
     lines.append("}")
     lines.append(loop + " {")
-    lines += _indent(_step(s, rows, nv, a_elem, row))
+    lines += _indent(_step(s, rows, nv, a_elem, row, share))
     lines.append("}")
     for r in range(rows):
-        for v, w in enumerate(widths):
-            lines.append(f"symgradrt_storen_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, c{r}_{v}, {w});")
+        for v in range(own):
+            lines.append(f"symgradrt_storen_{s}(c{r} + {v} * SYMGRADRT_LANES_{S}, c{r}_{v}, "
+                         f"{widths[v]});")
+    for g in range(rows // share if share > 1 else 0):
+        lines.append(" ".join(f"c{g * share + j}[{tail + e}] = s{g}[{j * w + e}];"
+                              for j in range(share) for e in range(w)))
     return lines
 
 
@@ -230,8 +306,10 @@ def _kernel(kind, ctype, n):
     """The kernel over a range of result rows (see ``kernel_source``)."""
     s = LETTER[ctype]
     lanes = VECTOR_BYTES // SIZEOF[ctype]
-    _, nv, rows = blocking(ctype, n)
+    _, nv, rows, share = blocking(ctype, n, kind)
     widths = [min(lanes, n - v * lanes) for v in range(nv)]
+    tail = (nv - 1) * lanes                # where a row's last vector starts
+    regs = f"{rows} x {nv}" if share == 1 else f"{rows} x {nv - 1} + {rows // share}"
     width = nv * lanes                     # a packed row of the narrow operand
     panel = max(16, PANEL_BYTES // (width * SIZEOF[ctype]))
     name = f"symgradrt_mm_{kind}_{s}{n}"
@@ -240,7 +318,7 @@ def _kernel(kind, ctype, n):
         doc = ["/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
                "is (rows) x k,",
                f" * b k x {n}, c (rows) x {n}, all row-major. {rows} rows of c at a time stay in "
-               f"{rows} x {nv} vector",
+               f"{regs} vector",
                f" * registers while the loop reads {rows} rows of a in place; b is copied in "
                f"panels of {panel} rows",
                " * padded to whole vectors, which stay in L1 cache. */"]
@@ -253,7 +331,7 @@ def _kernel(kind, ctype, n):
         doc = ["/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) "
                "for p0 <= p < p1;",
                f" * a is m x lda, b m x {n}, c lda x {n}, all row-major. {rows} rows of c at a "
-               f"time stay in {rows} x {nv}",
+               f"time stay in {regs}",
                f" * vector registers while the loop reads {rows} neighbouring columns of a in "
                f"place; b is copied in",
                f" * panels of {panel} rows padded to whole vectors, which stay in L1 cache. */"]
@@ -262,6 +340,11 @@ def _kernel(kind, ctype, n):
         c_row = (lambda r: f"c + (p + {r}) * {n}")
         a_elem = (lambda r: f"a[q * lda + p + {r}]")
         setup = lambda rb: []
+    if share > 1:
+        doc[-1] = doc[-1][:-3]
+        doc.append(f" * The last {widths[-1]} columns of {share} rows share one vector (one "
+                   "multiply-add of the rows' blended")
+        doc.append(" * elements by those columns, repeated), not one padded vector each. */")
     out = doc + [
         f"static void {name}({params},",
         f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
@@ -274,13 +357,22 @@ def _kernel(kind, ctype, n):
         f"        const int64_t q1 = q0 + {panel} < {contraction} ? q0 + {panel} : {contraction};",
         "        for (int64_t q = q0; q < q1; ++q)",
         f"            memcpy(packed + (q - q0) * {width}, b + q * {n}, sizeof(*b) * {n});",
+    ] + ([
+        "        /* the last columns once for each row sharing the last vector */",
+        "        for (int64_t q = q0; q < q1; ++q)",
+        f"            for (int g = 1; g < {share}; ++g)",
+        f"                memcpy(packed + (q - q0) * {width} + {tail} + g * {widths[-1]}, "
+        f"b + q * {n} + {tail}, sizeof(*b) * {widths[-1]});",
+    ] if share > 1 else []) + [
         "        const int load = accumulate || q0 > 0;",
         f"        int64_t {each} = {lo};",
     ]
-    for rb, head in ((rows, f"for (; {each} + {rows} <= {hi}; {each} += {rows})"),
-                     (1, f"for (; {each} < {hi}; ++{each})")):
+    # The remainder rows, one at a time, keep a whole last vector each: lanes past the row's
+    # own columns (the shared copies) are computed and never stored.
+    for rb, sh, head in ((rows, share, f"for (; {each} + {rows} <= {hi}; {each} += {rows})"),
+                         (1, 1, f"for (; {each} < {hi}; ++{each})")):
         body = setup(rb) + _block(s, rb, nv, widths, c_row, "for (int64_t q = q0; q < q1; ++q)",
-                                  a_elem, f"packed + (q - q0) * {width}")
+                                  a_elem, f"packed + (q - q0) * {width}", sh)
         out += _indent([head + " {"] + _indent(body) + ["}"], 2)
     out += ["    }", "}"]
     return out, rows
