@@ -481,6 +481,8 @@ class Report:
         original = [t.rstrip("\n") for t in original]
         rows, shown = [], first             # shown: the next original line to show
         for line, text in converted:
+            if not text.strip():
+                continue                # ast.unparse's blank lines around local functions
             if line is not None and line >= shown:
                 while shown < line:
                     rows.append((shown, original[shown - first], ""))
@@ -500,8 +502,7 @@ class Report:
         if not rows:
             return []
         where_ = f"{os.path.basename(self.user_fn.__code__.co_filename)}:{rows[0][0]}"
-        width = max(len(left) for _, left, _ in rows)
-        width = max(width, len(f"# original ({where_})") - 6)
+        width = max(max(len(left) for _, left, _ in rows), len(f"# original ({where_})"))
         head = f"{'':6}{'# original (' + where_ + ')':<{width}} | # converted (what is traced; " \
                f"_sg is symgrad.frontend.autograph)"
         lines = [Line(head, "comment")]
