@@ -231,7 +231,7 @@ def return_in_nested_loop(x):
 def return_in_while(x):
     t = 0.0
     y = x[0]
-    while t < 1.0:
+    while t < 1.0:  # symgrad: max_steps=8
         y = y * 1.1 + 0.1 * x[1]
         if y > 1.0:
             return y * t + x[2]
@@ -268,6 +268,13 @@ def zip_arrays(x):
     return total
 
 
+def zip_with_python_values(x):
+    total = 0.0
+    for c, a, k in zip((1.0, 2.0, 3.0), x, range(10, 20)):    # a Python loop: 3 steps
+        total = total + c * a + k * a * a
+    return total
+
+
 def for_else(x):
     acc = 0.0
     for i in range(x.shape[0]):
@@ -282,7 +289,7 @@ def for_else(x):
 def while_else(x):
     t = 0.0
     y = x[0]
-    while t < 1.0:
+    while t < 1.0:  # symgrad: max_steps=8
         y = y * 1.1 + 0.1 * x[1]
         if y > 1.0:
             break
@@ -476,7 +483,7 @@ def int_becomes_float(x):
 
 TABLE += [growing_carry, index_as_python_int, zero_argument_super, int_becomes_float,
           return_in_loop, return_in_nested_loop, return_in_while, return_tuple_from_helper,
-          enumerate_rows, zip_arrays, for_else, while_else, closure_while_break,
+          enumerate_rows, zip_arrays, zip_with_python_values, for_else, while_else, closure_while_break,
           method_inplace_boolean, helper_writes_argument, helper_writes_in_branch]
 
 

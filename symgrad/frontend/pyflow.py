@@ -518,7 +518,7 @@ def _rows(iterable):
     traced array or a tuple of arrays; ``item`` builds the loop target from the step index
     and the step's rows), or None when it is not over a traced array."""
     if isinstance(iterable, Tracer) and iterable.ndim:
-        return iterable, lambda i, x: x, iterable.shape[0]
+        return _Rows((iterable, lambda i, x: x, iterable.shape[0]))
     if isinstance(iterable, Enumerate):
         inner = _rows(iterable.iterable)
         if inner is None:
@@ -527,15 +527,15 @@ def _rows(iterable):
         start = iterable.start
         if _traced(start) or not isinstance(start, (int, np.integer)):
             return None
-        return xs, (lambda i, x: (i if start == 0 else snp.add(i, start), item(i, x))), n
+        return _Rows((xs, lambda i, x: (i if start == 0 else snp.add(i, start), item(i, x)), n))
     if isinstance(iterable, Zip):
         parts = [_rows(v) if isinstance(v, (Tracer, Enumerate, Zip)) else _range_of(v)
                  for v in iterable.iterables]
-        if not any(isinstance(p, tuple) for p in parts) or any(
-                p is None or not (isinstance(p, (tuple, _Steps)) or
+        if not any(isinstance(p, _Rows) for p in parts) or any(
+                p is None or not (isinstance(p, (_Rows, _Steps)) or
                                   isinstance(p, np.ndarray) and p.ndim) for p in parts):
             return None
-        lengths = [p[2] if isinstance(p, tuple) else p.length if isinstance(p, _Steps)
+        lengths = [p[2] if isinstance(p, _Rows) else p.length if isinstance(p, _Steps)
                    else len(p) for p in parts]
         if all(dims.is_static(n) for n in lengths):
             n = min(lengths)
@@ -561,8 +561,13 @@ def _rows(iterable):
             j = len(xs)
             xs.append(sub_xs)
             items.append(lambda i, x, j=j, f=sub_item: f(i, x[j]))
-        return tuple(xs), (lambda i, x: tuple(f(i, x) for f in items)), n
+        return _Rows((tuple(xs), lambda i, x: tuple(f(i, x) for f in items), n))
     return None
+
+
+class _Rows(tuple):
+    """``(xs, item(i, x), length)``: how a ``for`` loop scans rows (see ``_rows``); a class of
+    its own so that a Python tuple zipped beside arrays is not mistaken for one."""
 
 
 class _Steps:
@@ -755,10 +760,11 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
             index = i if stride == 1 else snp.multiply(i, stride)
             if not (isinstance(offset, int) and offset == 0):
                 index = snp.add(index, offset)
-            inner = {id(n.out) for n in current_builder().nodes}
-            inner |= {id(v.irvar) for v in tree_leaves((i, x, c))}
+            inputs = {id(v.irvar) for v in tree_leaves((i, x, c))}    # before the step writes
             with _Writes() as written:
                 out = step_fn(index, x, current)
+            # (the nodes after the step: an array the step created and then wrote is its own)
+            inner = inputs | {id(n.out) for n in current_builder().nodes}
             outer = [box for box, before in written.log.values()
                      if id(before) not in inner and not any(box is r for r in roots)]
             if outer:
