@@ -483,7 +483,8 @@ def int_becomes_float(x):
 
 TABLE += [growing_carry, index_as_python_int, zero_argument_super, int_becomes_float,
           return_in_loop, return_in_nested_loop, return_in_while, return_tuple_from_helper,
-          enumerate_rows, zip_arrays, zip_with_python_values, for_else, while_else, closure_while_break,
+          enumerate_rows, zip_arrays, zip_with_python_values, for_else, while_else,
+          closure_while_break,
           method_inplace_boolean, helper_writes_argument, helper_writes_in_branch]
 
 

@@ -37,9 +37,9 @@ import types
 from symgrad.core.ir import current_builder
 from symgrad.errors import TracingError
 from symgrad.frontend import pyflow
-from symgrad.frontend.pyflow import (UNSET, Enumerate, Range, Zip, and_, for_stmt, if_stmt, ifexp, iop, ld,
-                                     not_, or_, retval, setitem, setitem_aug, ufunc_at,
-                                     while_stmt)
+from symgrad.frontend.pyflow import (UNSET, Enumerate, Range, Zip, and_, for_stmt, if_stmt,
+                                     ifexp, iop, ld, not_, or_, retval, setitem, setitem_aug,
+                                     ufunc_at, while_stmt)
 
 _SKIP_PACKAGES = {"symgrad", "numpy", "scipy", "sympy", "jax", "torch", "autograd", "pytest",
                   "_pytest", "cffi", "jinja2"}
@@ -765,5 +765,6 @@ class _Expressions(ast.NodeTransformer):
 
 __all__ = ["convert", "converted_source", "converted", "call",
            # what converted code calls as _sg.<name>, from pyflow:
-           "UNSET", "Enumerate", "Range", "Zip", "and_", "for_stmt", "if_stmt", "ifexp", "iop", "ld", "not_", "or_",
+           "UNSET", "Enumerate", "Range", "Zip", "and_", "for_stmt", "if_stmt", "ifexp", "iop",
+           "ld", "not_", "or_",
            "retval", "setitem", "setitem_aug", "ufunc_at", "while_stmt"]
