@@ -210,6 +210,146 @@ def nested_helper_loop(x):
     return total
 
 
+def return_in_loop(x):
+    for i in range(x.shape[0]):
+        if x[i] > 0:
+            return x[i]
+    return x[0]
+
+
+def return_in_nested_loop(x):
+    m = x.reshape(2, 2)
+    acc = 0.0
+    for i in range(2):
+        for j in range(2):
+            acc = acc + m[i, j] ** 2
+            if acc > 1.0:
+                return acc * m[i, j]
+    return -acc
+
+
+def return_in_while(x):
+    t = 0.0
+    y = x[0]
+    while t < 1.0:  # symgrad: max_steps=8
+        y = y * 1.1 + 0.1 * x[1]
+        if y > 1.0:
+            return y * t + x[2]
+        t = t + 0.25
+    return y - x[3]
+
+
+def _first_above(x, k):
+    for i in range(x.shape[0]):
+        if x[i] > k:
+            return x[i], i
+    return x[0], -1
+
+
+def return_tuple_from_helper(x):
+    v, i = _first_above(x, 0.5)
+    return v * (i + 2)
+
+
+def enumerate_rows(x):
+    total = 0.0
+    for k, row in enumerate(x.reshape(2, 2), 1):
+        total += k * np.sum(row * row)
+    return total
+
+
+def zip_arrays(x):
+    total = 0.0
+    for a, b in zip(x[:3], x[1:]):
+        if a > b:
+            total += a * b
+        else:
+            total -= 0.5 * b
+    return total
+
+
+def zip_with_python_values(x):
+    total = 0.0
+    for c, a, k in zip((1.0, 2.0, 3.0), x, range(10, 20)):    # a Python loop: 3 steps
+        total = total + c * a + k * a * a
+    return total
+
+
+def for_else(x):
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += x[i] ** 2
+        if acc > 1.8:
+            break
+    else:
+        acc = -acc
+    return acc
+
+
+def while_else(x):
+    t = 0.0
+    y = x[0]
+    while t < 1.0:  # symgrad: max_steps=8
+        y = y * 1.1 + 0.1 * x[1]
+        if y > 1.0:
+            break
+        t = t + 0.25
+    else:
+        y = y * 10.0
+    return y + x[2]
+
+
+def closure_while_break(x):
+    rate = 0.5
+
+    def settle(v):
+        steps = 0.0
+        while v > 0.1:  # symgrad: max_steps=20
+            v = v * rate
+            steps += 1.0
+            if steps > 3:
+                break
+        return v + 0.01 * steps
+    return settle(abs(x[0]) + 1.0) + settle(x[1] ** 2)
+
+
+class Accumulator:
+    def __init__(self, n):
+        self.n = n
+
+    def run(self, x):
+        out = np.zeros(self.n)
+        for i in range(self.n):
+            if not (x[i] < 0 or x[i] > 1):
+                out[i] += x[i] ** 2
+            else:
+                out[i] -= x[i]
+        return out
+
+
+def method_inplace_boolean(x):
+    return np.sum(Accumulator(4).run(x) * np.arange(1.0, 5.0))
+
+
+def _scale_row(m, i, s):
+    m[i] *= s                      # writes the caller's array
+
+
+def helper_writes_argument(x):
+    m = x.reshape(2, 2) * 1.0
+    for i in range(2):
+        if m[i, 0] > 0:
+            _scale_row(m, i, m[i, 1] + 2.0)
+    return np.sum(m * m)
+
+
+def helper_writes_in_branch(x):
+    m = x * 1.0
+    if x[0] > 0:
+        _scale_row(m, 1, 3.0)      # only in this branch: the other must not see it
+    return np.sum(m * m)
+
+
 TABLE = [if_else, elif_chain, early_return, conditional_expression, boolean_operators,
          math_and_builtins, numpy_spellings, setitem_created_arrays, repeated_indices, views,
          inplace_argument, loop_with_branches, nested_loops_continue, loop_break, while_traced,
@@ -245,11 +385,47 @@ def out_to_numpy(x):
     return np.sum(buf)
 
 
-def return_in_loop(x):
+def falls_off_the_end(x):
     for i in range(x.shape[0]):
         if x[i] > 0:
             return x[i]
-    return x[0]
+
+
+def return_of_a_string_in_loop(x):
+    for i in range(x.shape[0]):
+        if x[i] > 0:
+            return "positive"
+    return "none"
+
+
+def unknown_directive(x):
+    total = 0.0
+    for i in range(x.shape[0]):  # symgrad: chekpoint=4
+        total += x[i]
+    return total
+
+
+def max_steps_on_a_for(x):
+    total = 0.0
+    for i in range(x.shape[0]):  # symgrad: max_steps=10
+        total += x[i]
+    return total
+
+
+def bad_checkpoint(x):
+    total = 0.0
+    for i in range(x.shape[0]):  # symgrad: checkpoint=0
+        total += x[i]
+    return total
+
+
+def break_over_a_python_list(x):
+    total = 0.0
+    for v in [x[0], x[1], x[2]]:
+        total += v
+        if total > 0:
+            break
+    return total
 
 
 def array_truth(x):
@@ -305,4 +481,21 @@ def int_becomes_float(x):
     return count
 
 
-TABLE += [growing_carry, index_as_python_int, zero_argument_super, int_becomes_float]
+TABLE += [growing_carry, index_as_python_int, zero_argument_super, int_becomes_float,
+          return_in_loop, return_in_nested_loop, return_in_while, return_tuple_from_helper,
+          enumerate_rows, zip_arrays, zip_with_python_values, for_else, while_else,
+          closure_while_break,
+          method_inplace_boolean, helper_writes_argument, helper_writes_in_branch]
+
+
+# --- every function of TABLE in one compiled function (one C module for the C backend) ---------
+
+_WEIGHTS = np.random.default_rng(19).uniform(0.5, 1.5, size=len(TABLE))
+
+
+def every_function(x):
+    return np.stack([fn(x * 1.0) for fn in TABLE])      # x * 1.0: some write their argument
+
+
+def weighted_sum(x):
+    return np.sum(every_function(x) * _WEIGHTS)

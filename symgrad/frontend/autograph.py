@@ -35,10 +35,11 @@ import textwrap
 import types
 
 from symgrad.core.ir import current_builder
+from symgrad.errors import TracingError
 from symgrad.frontend import pyflow
-from symgrad.frontend.pyflow import (UNSET, Range, and_, for_stmt, if_stmt, ifexp, iop, ld,
-                                     not_, or_, retval, setitem, setitem_aug, ufunc_at,
-                                     while_stmt)
+from symgrad.frontend.pyflow import (UNSET, Enumerate, Range, Zip, and_, for_stmt, if_stmt,
+                                     ifexp, iop, ld, not_, or_, retval, setitem, setitem_aug,
+                                     ufunc_at, while_stmt)
 
 _SKIP_PACKAGES = {"symgrad", "numpy", "scipy", "sympy", "jax", "torch", "autograd", "pytest",
                   "_pytest", "cffi", "jinja2"}
@@ -48,7 +49,9 @@ _NOT_WRAPPED = {"super", "locals", "globals", "vars", "eval", "exec", "isinstanc
                 "print", "range", "enumerate", "zip", "type", "hasattr", "getattr", "setattr",
                 "iter", "next", "list", "tuple", "dict", "set", "str", "repr", "id", "callable",
                 "issubclass", "reversed", "sorted"}
-_PRAGMA = re.compile(r"#\s*symgrad:\s*max_steps\s*=\s*(\d+)")
+# Directives on a loop's line: ``while t < T:  # symgrad: max_steps=2000, checkpoint=sqrt``.
+_DIRECTIVE = re.compile(r"#\s*symgrad:(.*)$")
+_DIRECTIVE_ITEM = re.compile(r"\s*([A-Za-z_]\w*)\s*=\s*([A-Za-z0-9_]+)\s*")
 
 _CODE_CACHE: dict = {}
 
@@ -105,6 +108,30 @@ def converted_source(fn):
     except Exception:
         return None
     return None if tree is None else ast.unparse(tree.body[0].body[0])
+
+
+def converted_lines(fn):
+    """The converted source as ``[(line of the user's file it came from or None, text)]``,
+    for showing it beside the original (``symgrad inspect``); None when ``fn`` is not
+    converted. The lines come from unparsing the converted tree and parsing that text again:
+    the two trees have the same shape, so each statement of the text is paired with the
+    statement of the tree, which carries the user's line number."""
+    try:
+        tree = _converted_tree(fn)
+    except Exception:
+        return None
+    if tree is None:
+        return None
+    fdef = tree.body[0].body[0]
+    text = ast.unparse(fdef)
+    origin = {}
+    for old, new in zip(ast.walk(fdef), ast.walk(ast.parse(text).body[0])):
+        if type(old) is not type(new):
+            origin = {}
+            break
+        if isinstance(new, ast.stmt) and getattr(old, "lineno", None) is not None:
+            origin.setdefault(new.lineno, old.lineno)
+    return [(origin.get(k), line) for k, line in enumerate(text.split("\n"), 1)]
 
 
 def _user_code(fn):
@@ -235,6 +262,27 @@ def _assigned(stmts):
     return rebound, inplace - rebound
 
 
+def _always_returns(stmts):
+    """Whether running ``stmts`` cannot end without ``return`` or ``raise`` (by their shape:
+    the last statement returns, or is an if/try whose every branch does)."""
+    if not stmts:
+        return False
+    last = stmts[-1]
+    if isinstance(last, (ast.Return, ast.Raise)):
+        return True
+    if isinstance(last, ast.If):
+        return _always_returns(last.body) and _always_returns(last.orelse)
+    if isinstance(last, (ast.With, ast.AsyncWith)):
+        return _always_returns(last.body)
+    if isinstance(last, ast.Try):
+        return (_always_returns(last.finalbody) or _always_returns(last.body + last.orelse)
+                and all(_always_returns(h.body) for h in last.handlers))
+    if isinstance(last, ast.While) and isinstance(last.test, ast.Constant) and last.test.value \
+            and not _contains(last.body, ast.Break, False):
+        return True
+    return False
+
+
 def _declared(fdef):
     out = set()
     for node in ast.walk(fdef):
@@ -345,11 +393,13 @@ class _Function:
         nested_return = any(_contains([s], ast.Return, True) for s in body
                             if isinstance(s, (ast.If, ast.For, ast.While, ast.With, ast.Try)))
         if nested_return:
+            falls_off = not _always_returns(body)       # before lowering rewrites the returns
             self.lowered_return = True
             self.locals |= {"_sg_ret", "_sg_retval"}
             body = ([_assign("_sg_ret", _const(False)), _assign("_sg_retval", _sg("UNSET"))]
                     + self.lower(body, [], True)
-                    + [ast.Return(_sgcall("retval", _name("_sg_retval")))])
+                    + [ast.Return(_sgcall("retval", _name("_sg_retval"), _name("_sg_ret"),
+                                          _const(falls_off)))])
         else:
             body = self.lower(body, [], False)
         for s in body:
@@ -528,7 +578,7 @@ class _Function:
                 and not it.keywords and not any(isinstance(a, ast.Starred) for a in it.args)):
             iterable = ast.Call(_sg("Range"), [self.expr(a) for a in it.args], [])
         else:
-            iterable = self.expr(it)
+            iterable = self.iterable(it)        # enumerate, zip (and a range inside them)
         brk = getattr(s, "brk", None)
         call = ast.Call(_sg("for_stmt"), [
             iterable, _name(b), self.loads(state), ast.Tuple([_const(n) for n in state],
@@ -536,21 +586,74 @@ class _Function:
             [ast.keyword("inplace", ast.Tuple([_const(n) for n in inplace], ast.Load())),
              ast.keyword("brk", _const(state.index(brk) if brk in state else None)),
              ast.keyword("boxes", self.loads(boxes))])
+        checkpoint = self.directives(s, "for")["checkpoint"]
+        if checkpoint is not None:
+            call.keywords.append(ast.keyword("checkpoint", _const(checkpoint)))
         return [bdef, self.bind(s, state, call)]
+
+    def iterable(self, it):
+        """A ``for``'s iterable: ``enumerate(...)`` and ``zip(...)`` (nested) become
+        ``_sg.Enumerate``/``_sg.Zip``, which scan the rows of traced arrays as one C loop."""
+        if (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
+                and it.func.id in ("enumerate", "zip")
+                and not any(isinstance(a, ast.Starred) for a in it.args)
+                and all(k.arg in ("start", "strict") for k in it.keywords)):
+            return _loc(ast.Call(_sg("Enumerate" if it.func.id == "enumerate" else "Zip"),
+                                 [self.iterable(a) for a in it.args],
+                                 [ast.keyword(k.arg, self.expr(k.value)) for k in it.keywords]),
+                        it)
+        if (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+                and not it.keywords and not any(isinstance(a, ast.Starred) for a in it.args)):
+            return _loc(ast.Call(_sg("Range"), [self.expr(a) for a in it.args], []), it)
+        return self.expr(it)
 
     def while_(self, s):
         state, inplace, boxes = self.state(s.body)
         t, b = self.fresh("_sgf_while_test"), self.fresh("_sgf_while_body")
         tdef = self.local_fn(s, t, state, [_loc(ast.Return(self.expr(s.test)), s)])
         bdef = self.local_fn(s, b, state, self.block(s.body) + [self.ret(state)])
-        match = _PRAGMA.search(linecache.getline(self.filename, s.lineno))
+        directives = self.directives(s, "while")
         call = ast.Call(_sg("while_stmt"), [
             _name(t), _name(b), self.loads(state), ast.Tuple([_const(n) for n in state],
                                                               ast.Load())],
             [ast.keyword("inplace", ast.Tuple([_const(n) for n in inplace], ast.Load())),
              ast.keyword("boxes", self.loads(boxes)),
-             ast.keyword("max_steps", _const(int(match.group(1)) if match else None))])
+             ast.keyword("max_steps", _const(directives["max_steps"]))])
+        if directives["checkpoint"] is not None:
+            call.keywords.append(ast.keyword("checkpoint", _const(directives["checkpoint"])))
         return [tdef, bdef, self.bind(s, state, call)]
+
+    def directives(self, s, kind):
+        """The ``# symgrad: key=value, ...`` comment on the loop's first line, checked:
+        ``max_steps=N`` (a ``while`` loop's bound) and ``checkpoint=K`` or ``checkpoint=sqrt``
+        (as ``symgrad.scan``'s). A misspelt one is an error here rather than silently
+        ignored."""
+        out = {"max_steps": None, "checkpoint": None}
+        text = linecache.getline(self.filename, s.lineno)
+        match = _DIRECTIVE.search(text)
+        if match is None:
+            return out
+        at = f" at {os.path.basename(self.filename)}:{s.lineno}: `{text.strip()}`"
+        for item in filter(None, (p.strip() for p in re.split(r"[,;]", match.group(1)))):
+            m = _DIRECTIVE_ITEM.fullmatch(item)
+            key, value = (m.group(1), m.group(2)) if m else (None, None)
+            if key == "max_steps" and kind == "while" and value.isdigit() and int(value) >= 1:
+                out[key] = int(value)
+            elif key == "checkpoint" and (value == "sqrt" or value.isdigit() and int(value) >= 1):
+                out[key] = value if value == "sqrt" else int(value)
+            elif key == "max_steps" and kind != "while":
+                raise TracingError(f"# symgrad: max_steps= bounds a while loop; a for loop's trip "
+                                   f"count is its range's{at}")
+            elif key in out:
+                raise TracingError(f"# symgrad: {item}: {key} must be "
+                                   + ("a positive int" if key == "max_steps" else
+                                      "a positive int (steps between stored carries) or sqrt")
+                                   + at)
+            else:
+                raise TracingError(f"# symgrad: {item!r} is not a loop directive (known: "
+                                   f"max_steps=N on a while loop, checkpoint=K or "
+                                   f"checkpoint=sqrt){at}")
+        return out
 
     def assign(self, s):
         value = self.expr(s.value)
@@ -662,5 +765,6 @@ class _Expressions(ast.NodeTransformer):
 
 __all__ = ["convert", "converted_source", "converted", "call",
            # what converted code calls as _sg.<name>, from pyflow:
-           "UNSET", "Range", "and_", "for_stmt", "if_stmt", "ifexp", "iop", "ld", "not_", "or_",
+           "UNSET", "Enumerate", "Range", "Zip", "and_", "for_stmt", "if_stmt", "ifexp", "iop",
+           "ld", "not_", "or_",
            "retval", "setitem", "setitem_aug", "ufunc_at", "while_stmt"]

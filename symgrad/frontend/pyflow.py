@@ -32,7 +32,8 @@ from symgrad.core.primitives import bind
 from symgrad.core.types import TensorType
 from symgrad.errors import ShapeError, TracingError, where
 from symgrad.frontend import loops
-from symgrad.frontend.tracer import Tracer, View
+from symgrad.frontend.tracer import WRITES, Tracer, View
+from symgrad.tree_util import tree_leaves, tree_map
 from symgrad import numpy as snp
 
 # A while loop on a traced condition runs this many steps at most unless the loop's line says
@@ -211,8 +212,17 @@ def _has_traced(values):
     return False
 
 
-def retval(v):
-    """What a function whose returns were lowered to assignments returns."""
+def retval(v, returned=True, falls_off=False):
+    """What a function whose returns were lowered to assignments returns. ``returned``: the
+    flag ``_sg_ret``; ``falls_off``: whether the function's end can be reached without a
+    ``return`` (Python returns None there)."""
+    if falls_off and _defined(v) and _traced(returned):
+        raise TracingError(f"the function returns a value only where a traced condition holds "
+                           f"and ends without a return (None) elsewhere{where(user_location())}; "
+                           f"symgrad cannot select between a value and None: end the function "
+                           f"with a return")
+    if falls_off and not _traced(returned) and not returned:
+        return None
     return None if isinstance(v, _Unset) else v
 
 
@@ -339,6 +349,32 @@ def _roots(values):
     return out
 
 
+class _Writes:
+    """Logs the arrays (boxes) written while it is active (``tracer.WRITES``), with their values
+    before the first write: ``into(saved)`` adds them to a {id: (box, value before)} map."""
+
+    def __enter__(self):
+        self.log = {}
+        WRITES.append(self.log)
+        return self
+
+    def __exit__(self, *exc):
+        WRITES.pop()
+
+    def into(self, saved):
+        for k, entry in self.log.items():
+            saved.setdefault(k, entry)
+
+    def undo(self):
+        _undo(self.log)
+
+
+def _undo(saved):
+    """Put back the values of a {id: (box, value)} map, without logging it as a write."""
+    for r, v in saved.values():
+        r._irvar = v
+
+
 # --- if ---------------------------------------------------------------------------------------
 
 def if_stmt(test, body, orelse, state, names, boxes=()):
@@ -350,19 +386,23 @@ def if_stmt(test, body, orelse, state, names, boxes=()):
         return body(*state) if test else orelse(*state)
     c = _cond(test, "if")
     line = _line()
-    roots = _roots(list(state) + list(boxes))
-    saved = [r.irvar for r in roots]
+    # The arrays either branch may write: the enclosing scopes' (``boxes``, the state's) and
+    # any other a branch writes through a call (``helper(m)`` doing ``m[i] = v``), logged.
+    saved = {id(r): (r, r.irvar) for r in _roots(list(state) + list(boxes))}
     try:
-        taken = body(*state)
-        after_true = [r.irvar for r in roots]
-        for r, v in zip(roots, saved):
-            r.irvar = v
-        other = orelse(*state)
-        after_false = [r.irvar for r in roots]
+        with _Writes() as written:
+            taken = body(*state)
+        written.into(saved)
+        after_true = {k: r.irvar for k, (r, _) in saved.items()}
+        _undo(saved)
+        with _Writes() as written:
+            other = orelse(*state)
+        written.into(saved)
+        after_false = {k: r.irvar for k, (r, _) in saved.items()}
     finally:
-        for r, v in zip(roots, saved):
-            r.irvar = v
-    for r, t, f in zip(roots, after_true, after_false):
+        _undo(saved)
+    for k, (r, before) in saved.items():
+        t, f = after_true.get(k, before), after_false[k]
         if t is not f:
             r.irvar = _select(c, Tracer(t), Tracer(f), None, line).irvar
     return tuple(_merge(c, a, b, name, line) for a, b, name in zip(taken, other, names))
@@ -381,6 +421,10 @@ def _merge(c, a, b, name, line):
                                f"if or in both branches")
     if _arrayish(a) and _arrayish(b):
         return _select(c, a, b, name, line)
+    if type(a) in (tuple, list) and type(a) is type(b) and len(a) == len(b):
+        # (value, index) pairs and the like: each element selected (a return of a tuple)
+        return type(a)(_merge(c, x, y, f"{name}[{k}]", line) for k, (x, y) in
+                       enumerate(zip(a, b)))
     try:
         same = bool(a == b)
     except Exception:
@@ -394,6 +438,20 @@ def _merge(c, a, b, name, line):
 
 def _arrayish(v):
     return isinstance(v, (Tracer, np.ndarray, np.generic, int, float, bool, complex))
+
+
+def _carriable(v):
+    """An array or number, or a tuple or list of them (nested): what a loop can carry."""
+    if type(v) in (tuple, list):
+        return len(v) > 0 and all(_carriable(e) for e in v)
+    return _arrayish(v)
+
+
+def _fresh(v):
+    """``v`` (a carried value) with new boxes: the scan's carries must not alias the state's."""
+    if type(v) in (tuple, list):
+        return type(v)(_fresh(e) for e in v)
+    return Tracer(v.irvar)
 
 
 def _select(c, a, b, name, line):
@@ -422,37 +480,171 @@ class Range:
         return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.args)
 
 
+class Enumerate:
+    """``enumerate(iterable, start)`` in a ``for`` statement: over a traced array, the loop
+    scans its rows and the index is the step's (a C loop, not unrolled)."""
+    __slots__ = ("iterable", "start")
+
+    def __init__(self, iterable, start=0):
+        self.iterable, self.start = iterable, start
+
+    def python(self):
+        return enumerate(_python_iterable(self.iterable), self.start)
+
+
+class Zip:
+    """``zip(a, b, ...)`` in a ``for`` statement: over traced arrays (and NumPy arrays and
+    ranges beside them), the loop scans their rows together."""
+    __slots__ = ("iterables", "strict")
+
+    def __init__(self, *iterables, strict=False):
+        self.iterables, self.strict = iterables, strict
+
+    def python(self):
+        its = [_python_iterable(v) for v in self.iterables]
+        return zip(*its, strict=True) if self.strict else zip(*its)
+
+
+def _python_iterable(v):
+    if isinstance(v, Range):
+        return range(*v.args)
+    if isinstance(v, (Enumerate, Zip)):
+        return v.python()
+    return v
+
+
+def _rows(iterable):
+    """How a ``for`` over ``iterable`` scans rows: ``(xs, item(i, x), length)`` (``xs`` a
+    traced array or a tuple of arrays; ``item`` builds the loop target from the step index
+    and the step's rows), or None when it is not over a traced array."""
+    if isinstance(iterable, Tracer) and iterable.ndim:
+        return _Rows((iterable, lambda i, x: x, iterable.shape[0]))
+    if isinstance(iterable, Enumerate):
+        inner = _rows(iterable.iterable)
+        if inner is None:
+            return None
+        xs, item, n = inner
+        start = iterable.start
+        if _traced(start) or not isinstance(start, (int, np.integer)):
+            return None
+        return _Rows((xs, lambda i, x: (i if start == 0 else snp.add(i, start), item(i, x)), n))
+    if isinstance(iterable, Zip):
+        parts = [_rows(v) if isinstance(v, (Tracer, Enumerate, Zip)) else _range_of(v)
+                 for v in iterable.iterables]
+        if not any(isinstance(p, _Rows) for p in parts) or any(
+                p is None or not (isinstance(p, (_Rows, _Steps)) or
+                                  isinstance(p, np.ndarray) and p.ndim) for p in parts):
+            return None
+        lengths = [p[2] if isinstance(p, _Rows) else p.length if isinstance(p, _Steps)
+                   else len(p) for p in parts]
+        if all(dims.is_static(n) for n in lengths):
+            n = min(lengths)
+            if iterable.strict and len(set(lengths)) > 1:
+                raise ValueError(f"zip() arguments have lengths {lengths} (strict=True)"
+                                 f"{where(user_location())}")
+        else:
+            n = lengths[0]
+            if not all(dims.equal(m, n) for m in lengths):
+                raise TracingError(f"a for loop over zip() of arrays of leading sizes "
+                                   f"{lengths}{where(user_location())}: the sizes may differ at "
+                                   f"run time; slice them to one length (a[:n])")
+        xs, items = [], []
+        for p in parts:
+            if isinstance(p, _Steps):
+                items.append(lambda i, x, r=p: r.at(i))
+                continue
+            if isinstance(p, np.ndarray):
+                p = (snp.asarray(p), lambda i, x: x, len(p))
+            sub_xs, sub_item, m = p
+            if not (dims.is_static(m) and dims.is_static(n) and m == n):
+                sub_xs = tree_map(lambda a: a if dims.equal(a.shape[0], n) else a[:n], sub_xs)
+            j = len(xs)
+            xs.append(sub_xs)
+            items.append(lambda i, x, j=j, f=sub_item: f(i, x[j]))
+        return _Rows((tuple(xs), lambda i, x: tuple(f(i, x) for f in items), n))
+    return None
+
+
+class _Rows(tuple):
+    """``(xs, item(i, x), length)``: how a ``for`` loop scans rows (see ``_rows``); a class of
+    its own so that a Python tuple zipped beside arrays is not mistaken for one."""
+
+
+class _Steps:
+    """A range beside arrays in a ``zip``: its value at step ``i`` and its length."""
+
+    def __init__(self, start, step, length):
+        self.start, self.step, self.length = start, step, length
+
+    def at(self, i):
+        i = i if (not _traced(self.step) and self.step == 1) else snp.multiply(i, self.step)
+        return i if (not _traced(self.start) and self.start == 0) else snp.add(i, self.start)
+
+
+def _range_of(v):
+    """A ``range`` (or ``Range``) in a ``zip`` as ``_Steps``; anything else as it is."""
+    if isinstance(v, range):
+        return _Steps(v.start, v.step, len(v))
+    if isinstance(v, Range):
+        if v.python():
+            return _range_of(range(*v.args))
+        start, stop, step = v.bounds()
+        if _traced(step) or step != 1:
+            return None
+        lower, upper = loops.trip_count(start, "zip"), loops.trip_count(stop, "zip")
+        return _Steps(start, 1, dims.at_least_zero(dims.normalize(upper - lower)))
+    return v
+
+
+class _MoreBoxes(Exception):
+    """A loop body wrote arrays of the enclosing scope that are not carried yet."""
+
+    def __init__(self, boxes):
+        super().__init__()
+        self.boxes = boxes
+
+
 class _Unroll(Exception):
     """A loop that cannot become a scan, run as a Python loop instead (its trip count is known)."""
 
 
-def for_stmt(iterable, body, state, names, inplace=(), brk=None, boxes=()):
+def for_stmt(iterable, body, state, names, inplace=(), brk=None, boxes=(), checkpoint=None):
     """``for target in iterable: body`` over the variables ``names``; ``body(i, *state)``
     returns the state after one step. ``inplace``: names only updated in place (their arrays'
     boxes are carried, not their bindings); ``brk``: the index in ``names`` of the loop's break
-    flag."""
+    flag; ``checkpoint``: the loop's ``# symgrad: checkpoint=K`` (as ``symgrad.scan``'s), for
+    the C loop it becomes."""
     if isinstance(iterable, Range) and _tracing():
         start, stop, step = iterable.bounds()
         static = iterable.python()
         if not static or _should_scan(body, state, None):
             try:
                 return _scan_range(body, state, names, inplace, brk, boxes, start, stop, step,
-                                   static)
+                                   static, checkpoint)
             except _Unroll:
                 pass
         iterable = range(*iterable.args)
     elif isinstance(iterable, Range):
         iterable = range(*iterable.args)
-    elif isinstance(iterable, Tracer) and _tracing() and iterable.ndim:
-        # Over the rows of a traced array: a scan over them (xs), or Python's iteration (the
-        # leading size is known) when no traced state flows through the loop.
-        static = dims.is_static(iterable.shape[0])
-        if not static or _should_scan(body, state, iterable[0]):
+    elif _tracing() and (rows := _rows(iterable)) is not None:
+        # Over the rows of traced arrays (``x``, ``enumerate(x)``, ``zip(x, y)``): a scan over
+        # them (xs), or Python's iteration (the leading size is known) when no traced state
+        # flows through the loop.
+        xs, item, n = rows
+        static = dims.is_static(n)
+
+        def probe():
+            i = Tracer(Var(TensorType((), "int64"), name="i"))
+            return item(i, tree_map(lambda a: Tracer(Var(TensorType(a.shape[1:], a.irvar.dtype),
+                                                         name="x")), xs))
+        if not static or _should_scan(body, state, probe):
             try:
-                return _run_loop(lambda i, x, current: body(x, *current), state, names, inplace,
-                                 boxes, static, None, "for loop", xs=iterable)
+                return _run_loop(lambda i, x, current: body(item(i, x), *current), state, names,
+                                 inplace, boxes, static, n, "for loop", xs=xs,
+                                 checkpoint=checkpoint)
             except _Unroll:
                 pass
+    iterable = _python_iterable(iterable)
     for item in iterable:
         state = body(item, *state)
         if brk is not None and not _traced(state[brk]) and state[brk]:
@@ -471,20 +663,24 @@ def _should_scan(body, state, item):
         return True
     roots = _roots(state)
     saved = [r.irvar for r in roots]
+    written = _Writes()
     try:
-        with building(Builder()):
-            if not isinstance(item, Tracer):
-                item = Tracer(Var(TensorType((), "int64"), name="i"))
+        with building(Builder()), written:
+            item = Tracer(Var(TensorType((), "int64"), name="i")) if item is None else item()
             out = body(item, *state)
-        return any(_traced(v) for v in out)
+        return any(_traced(v) for v in out) or any(
+            not any(r is box for r in roots) for box, _ in written.log.values())
     except Exception:
         return False
     finally:
+        written.undo()
         for r, v in zip(roots, saved):
-            r.irvar = v
+            r._irvar = v
 
 
 def _carry_value(v, dtype=None):
+    if type(v) in (tuple, list):
+        return type(v)(_carry_value(e) for e in v)
     if isinstance(v, Tracer):
         return v if dtype is None or v.dtype == dtype else snp.astype(v, dtype)
     arr = np.asarray(v)
@@ -506,14 +702,10 @@ def _carries(state, names, inplace, boxes, static):
     slots = [("root", r) for r in roots]
     for k, (v, name) in enumerate(zip(state, names)):
         if not _defined(v):
-            if name == "_sg_retval":
-                raise TracingError(f"return inside a loop over traced values is not supported"
-                                   f"{where(user_location())}: assign the result to a variable "
-                                   f"and break, then return it after the loop")
-            continue
+            continue            # not assigned yet; _sg_retval: no step returns (see _returned)
         if name in inplace and isinstance(v, Tracer):
             continue            # its box is a root's slot (or a view of one)
-        if not _arrayish(v):
+        if not _carriable(v):
             if static:
                 raise _Unroll()
             if callable(v) or v is None:
@@ -526,11 +718,26 @@ def _carries(state, names, inplace, boxes, static):
 
 
 def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offset=0, stride=1,
-              xs=None):
+              xs=None, checkpoint=None):
     """One scan over the carried slots of ``state``; ``step_fn(i, state)`` runs one step on
-    the state (whose carried values are the scan's carries). Returns the state after it."""
+    the state (whose carried values are the scan's carries). Returns the state after it.
+    ``checkpoint``: as ``symgrad.scan``'s (None, K or "sqrt")."""
+    if checkpoint is not None:
+        steps = length
+        if not dims.is_static(steps):
+            raise TracingError(f"# symgrad: checkpoint={checkpoint} needs a trip count known "
+                               f"when tracing; the {what}{where(user_location())} runs {steps} "
+                               f"times (a run-time size). Drop the directive, or give the size "
+                               f"in the signature")
+    state = _returned(step_fn, state, names, xs)
     slots = _carries(state, names, inplace, boxes, static)
     if not slots:
+        # Nothing assigned: the body may still write arrays of the enclosing scope through
+        # calls (``helper(m, i)`` doing ``m[i] = v``); those are its carries.
+        probe = _probe(lambda i, x, current: step_fn(i, x, current), state, xs)
+        if probe is not None and probe[1]:
+            return _run_loop(step_fn, state, names, inplace, tuple(boxes) + tuple(probe[1]),
+                             static, length, what, offset, stride, xs, checkpoint)
         raise _Unroll() if static else TracingError(
             f"a loop with a traced trip count that assigns no array{where(user_location())}")
     roots = [r for kind, r in slots if kind == "root"]
@@ -539,13 +746,13 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
     for attempt in range(2):
         init = tuple(r if kind == "root" else _carry_value(state[r], dtypes[j])
                      for j, (kind, r) in enumerate(slots))
-        init = tuple(Tracer(v.irvar) for v in init)
+        init = tuple(_fresh(v) for v in init)
         seen = {}
 
         def f(i, c, x):
             for (kind, r), v in zip(slots, c):
                 if kind == "root":
-                    r.irvar = v.irvar
+                    r._irvar = v.irvar
             current = list(state)
             for (kind, r), v in zip(slots, c):
                 if kind == "name":
@@ -553,25 +760,46 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
             index = i if stride == 1 else snp.multiply(i, stride)
             if not (isinstance(offset, int) and offset == 0):
                 index = snp.add(index, offset)
-            out = step_fn(index, x, current)
+            inputs = {id(v.irvar) for v in tree_leaves((i, x, c))}    # before the step writes
+            with _Writes() as written:
+                out = step_fn(index, x, current)
+            # (the nodes after the step: an array the step created and then wrote is its own)
+            inner = inputs | {id(n.out) for n in current_builder().nodes}
+            outer = [box for box, before in written.log.values()
+                     if id(before) not in inner and not any(box is r for r in roots)]
+            if outer:
+                # An array of the enclosing scope written through a call (a helper writing
+                # its argument): carried too, in a new attempt.
+                written.undo()
+                raise _MoreBoxes(outer)
             new = []
             for j, (kind, r) in enumerate(slots):
                 value = r if kind == "root" else out[r]
                 if not _defined(value):
                     raise TracingError(f"the variable {names[r]!r} is no longer defined after a "
                                        f"step of the loop at {_line()}")
-                if not _arrayish(value):
+                if not _carriable(value):
                     raise TracingError(f"the variable {names[r]!r} holds a "
                                        f"{type(value).__name__} after a step of the loop, not "
                                        f"an array{where(user_location())}")
                 value = _carry_value(value)
-                seen[j] = value.dtype, value.shape
-                new.append(Tracer(value.irvar))
+                if isinstance(value, Tracer):
+                    seen[j] = value.dtype, value.shape
+                new.append(_fresh(value))
             seen["out"] = out
             return tuple(new), None
         try:
-            final, _ = loops.indexed_scan(f, init, xs, length, what)
+            final, _ = loops.indexed_scan(f, init, xs, length, what, checkpoint)
             break
+        except _MoreBoxes as more:
+            for r, v in zip(roots, saved):
+                r._irvar = v
+            known = _roots(list(boxes))
+            if all(any(b is k for k in known) for b in more.boxes):     # no progress
+                raise TracingError(f"the {what}{where(user_location())} writes arrays it "
+                                   f"does not carry (a symgrad bug: please report it)")
+            return _run_loop(step_fn, state, names, inplace, tuple(boxes) + tuple(more.boxes),
+                             static, length, what, offset, stride, xs, checkpoint)
         except (ShapeError, TypeError) as e:
             # A Python number entering the loop adopts the type the body gives it (0 -> 0.0).
             changed = False
@@ -582,7 +810,7 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
                         dtypes[j] = np.promote_types(dt, _carry_value(state[r]).dtype).name
                         changed = True
             for r, v in zip(roots, saved):
-                r.irvar = v
+                r._irvar = v
             if attempt or not changed:
                 if static:          # e.g. an array that grows each step: unrolled, as before
                     raise _Unroll() from e
@@ -591,10 +819,12 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
             # A step that cannot run with a traced index (x[:i], layers[i]): unrolled when the
             # trip count is known (the Python loop raises the same error if it is the user's).
             for r, v in zip(roots, saved):
-                r.irvar = v
+                r._irvar = v
             if static:
                 raise _Unroll()
             raise
+    for r, v in zip(roots, saved):
+        r._irvar = v            # as before the loop, so that the write below logs that value
     out = list(state)
     for (kind, r), v in zip(slots, final):
         if kind == "root":
@@ -609,7 +839,71 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
     return tuple(out)
 
 
-def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, static):
+def _probe(step_fn, state, xs):
+    """One step of a loop traced into a scratch graph (nothing of it stays): ``(the state
+    after it, the arrays of the enclosing scopes it writes)``, or None when the step cannot
+    run on traced values (the loop then raises the error itself, or is unrolled)."""
+    roots = _roots(list(state))
+    saved = [r.irvar for r in roots]
+    written = _Writes()
+    scratch = Builder()
+    try:
+        with building(scratch), written:
+            i = Tracer(Var(TensorType((), "int64"), name="i"))
+            x = None if xs is None else tree_map(
+                lambda a: Tracer(Var(TensorType(a.shape[1:], a.irvar.dtype), name="x")), xs)
+            out = step_fn(i, x, list(state))
+    except TracingError:
+        raise
+    except Exception:
+        return None
+    finally:
+        written.undo()
+        for r, v in zip(roots, saved):
+            r._irvar = v
+    inner = {id(n.out) for n in scratch.nodes}
+    outer = [box for box, before in written.log.values()
+             if id(before) not in inner and not any(box is r for r in roots)]
+    return out, outer
+
+
+def _returned(step_fn, state, names, xs):
+    """``state`` with the function's return value (``_sg_retval``, lowered by the conversion)
+    made a carry when a step of the loop may ``return``: it starts as zeros of the type a step
+    returns (found by tracing one step into a scratch graph) and the steps select it, with the
+    return flag ``_sg_ret``, as AutoGraph does; the statements after the loop run under
+    ``if not _sg_ret``, so the zeros are never the function's result."""
+    if "_sg_retval" not in names:
+        return state
+    k = names.index("_sg_retval")
+    if _defined(state[k]):
+        return state
+    probe = _probe(step_fn, state, xs)
+    if probe is None or not _defined(probe[0][k]):
+        return state
+    value = probe[0][k]
+    if not _carriable(value):
+        raise TracingError(
+            f"return of a {type(value).__name__} inside a loop over traced values"
+            f"{where(user_location())}: only arrays and numbers (or tuples of them) "
+            f"can be selected between the steps; assign the results to variables, "
+            f"break, and return them after the loop")
+    out = list(state)
+    out[k] = _zeros(value)
+    return tuple(out)
+
+
+def _zeros(template):
+    """Zeros of the types of ``template`` (a value of the scratch graph), in the current
+    graph."""
+    if type(template) in (tuple, list):
+        return type(template)(_zeros(t) for t in template)
+    template = _carry_value(template) if not isinstance(template, Tracer) else template
+    return snp.zeros(template.shape, dtype=template.dtype)
+
+
+def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, static,
+                checkpoint=None):
     if isinstance(step, Tracer) or step == 0:
         raise TracingError(f"range() with a traced or zero step{where(user_location())}")
     if step == 1:
@@ -628,13 +922,14 @@ def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, stat
     def step_fn(i, x, current):
         return body(i, *current)
     return _run_loop(step_fn, state, names, inplace, boxes, static, length, "for loop",
-                     start, step)
+                     start, step, checkpoint=checkpoint)
 
 
-def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None):
+def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, checkpoint=None):
     """``while test(*state): state = body(*state)``. Python while the condition is a Python
     value; from the first traced condition on, one scan of ``max_steps`` steps whose steps
-    after the condition turns false leave the state as it is (``where``)."""
+    after the condition turns false leave the state as it is (``where``), checkpointed as
+    ``symgrad.scan(..., checkpoint=checkpoint)`` is."""
     while True:
         c = test(*state)
         if isinstance(c, Undefined):
@@ -661,7 +956,8 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None):
         def skip(*s):
             return s
         return if_stmt(go, run, skip, tuple(current[:k]) + (go,), names2, ())
-    out = _run_loop(step_fn, state2, names2, inplace, boxes, False, steps, "while loop")
+    out = _run_loop(step_fn, state2, names2, inplace, boxes, False, steps, "while loop",
+                    checkpoint=checkpoint)
     # Still running after the last step: the tape was too short, and the result would be wrong.
     overflow = snp.where(out[k], _as_traced_cond(test(*out[:k])), False)
     message = (f"the while loop{where(user_location())} still runs after its {steps} steps, "
@@ -681,4 +977,5 @@ def _as_traced_cond(v):
 
 __all__ = ["ufunc_at", "special_call", "retval", "setitem", "setitem_aug", "iop", "if_stmt",
            "for_stmt", "while_stmt",
-           "and_", "or_", "not_", "ifexp", "ld", "Range", "UNSET", "Undefined"]
+           "and_", "or_", "not_", "ifexp", "ld", "Range", "Enumerate", "Zip", "UNSET",
+           "Undefined"]

@@ -86,13 +86,31 @@ def _into(out, result, what):
     return outs[0]
 
 
+# The boxes written while converted code runs a branch or a loop body (pyflow._Writes): each
+# innermost log maps id(box) -> (box, its value before the first write), so that a write made
+# through a name the branch does not assign (a helper writing its argument, ``m[i] *= s``) is
+# undone before the other branch runs and selected or carried like the others.
+WRITES: list = []
+
+
 class Tracer:
     """A traced array. Behaves like an ndarray inside a function being traced."""
-    __slots__ = ("irvar",)
+    __slots__ = ("_irvar",)
     __array_priority__ = 1000    # ndarray <op> Tracer defers to the Tracer's reflected operator
 
     def __init__(self, irvar: Var):
-        self.irvar = irvar
+        self._irvar = irvar
+
+    @property
+    def irvar(self):
+        return self._irvar
+
+    @irvar.setter
+    def irvar(self, value):
+        """An in-place write: the box holds a new IR value (logged when a branch runs)."""
+        if WRITES:
+            WRITES[-1].setdefault(id(self), (self, self._irvar))
+        self._irvar = value
 
     # -- what is known at trace time
     shape = property(lambda self: self.irvar.shape)
@@ -126,9 +144,14 @@ class Tracer:
                            f"which is not known while tracing{where(user_location())}. {hint}")
 
     def __bool__(self):
+        # A function symgrad converts never gets here (pyflow selects or loops instead,
+        # API.md section 6); this is code it runs as it is.
         self._no_value("Python control flow (if/while/and/or/not)",
-                       "Use snp.where(cond, a, b) to choose between values, or make the "
-                       "argument static (static_argnums).")
+                       "symgrad converts if/while/for/and/or/not on traced values in functions "
+                       "whose source it can read (docs/python_code.md), but this line is in code "
+                       "it runs unconverted (a lambda, a generator, a library's code, code "
+                       "without source). Move it into a def, or use snp.where(cond, a, b) to "
+                       "choose between values, or make the argument static (static_argnums).")
 
     def __float__(self):
         self._no_value("float()", "Keep computing with symgrad.numpy instead; to change the "

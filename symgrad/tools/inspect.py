@@ -464,21 +464,52 @@ class Report:
         inline = self._inline()
         return lambda v: inline.get(v, self.names.get(v, "?"))
 
-    def converted_lines(self):
-        """The user's function and its converted source (docs/python_code.md), when the
-        conversion changed its control flow or in-place updates; else no lines."""
-        converted = autograph.converted_source(self.user_fn) if self.user_fn else None
-        if converted is None or not any(f"_sg.{k}(" in converted for k in (
+    def converted_rows(self):
+        """The user's function beside its converted source (docs/python_code.md), when the
+        conversion changed its control flow or in-place updates; else []. Rows of (line
+        number or None, original line, converted line): each converted line sits beside the
+        line of the user's it came from (a loop's body function at the loop's line, the call
+        that runs the loop below it)."""
+        if not self.user_fn:
+            return []
+        converted = autograph.converted_lines(self.user_fn)
+        if converted is None or not any(f"_sg.{k}(" in text for _, text in converted for k in (
                 "if_stmt", "for_stmt", "while_stmt", "setitem", "setitem_aug", "iop",
                 "ufunc_at", "ifexp", "and_", "or_", "not_")):
             return []
         original, first = inspect.getsourcelines(self.user_fn)
-        where_ = f"{os.path.basename(self.user_fn.__code__.co_filename)}:{first}"
-        return ([Line(f"# original ({where_})", "comment")]
-                + [Line(t.rstrip("\n")) for t in original]
-                + [Line("# converted (what is traced; _sg is symgrad.frontend.autograph)",
-                        "comment")]
-                + [Line(t) for t in converted.split("\n")])
+        original = [t.rstrip("\n") for t in original]
+        rows, shown = [], first             # shown: the next original line to show
+        for line, text in converted:
+            if not text.strip():
+                continue                # ast.unparse's blank lines around local functions
+            if line is not None and line >= shown:
+                while shown < line:
+                    rows.append((shown, original[shown - first], ""))
+                    shown += 1
+                rows.append((line, original[line - first] if line - first < len(original)
+                             else "", text))
+                shown = line + 1
+            else:
+                rows.append((None, "", text))
+        rows += [(k, original[k - first], "") for k in range(shown, first + len(original))]
+        return rows
+
+    def converted_lines(self):
+        """The text of ``converted_rows``: the original on the left (with its line numbers),
+        the converted code on the right."""
+        rows = self.converted_rows()
+        if not rows:
+            return []
+        where_ = f"{os.path.basename(self.user_fn.__code__.co_filename)}:{rows[0][0]}"
+        width = max(max(len(left) for _, left, _ in rows), len(f"# original ({where_})"))
+        head = f"{'':6}{'# original (' + where_ + ')':<{width}} | # converted (what is traced; " \
+               f"_sg is symgrad.frontend.autograph)"
+        lines = [Line(head, "comment")]
+        for number, left, right in rows:
+            lines.append(Line(f"{number if number is not None else '':>4}  {left:<{width}} | "
+                              f"{right}".rstrip()))
+        return lines
 
     def sections(self):
         """(title, lines) of each text view, in order."""
@@ -617,6 +648,13 @@ class Report:
         svg, svg_width, svg_height = self._scalable(svg) if svg else (None, None, None)
         sections = []
         for title, lines in self.sections():
+            if title == "converted source":
+                rows = [{"number": "" if n is None else n, "left": _html.escape(left),
+                         "right": _html.escape(right)} for n, left, right in
+                        self.converted_rows()]
+                sections.append({"title": title, "columns": rows,
+                                 "where": os.path.basename(self.user_fn.__code__.co_filename)})
+                continue
             if title == "generated C":
                 texts = [line.text for line in lines]
                 marked = highlight_c(texts, self._c_links(texts))
