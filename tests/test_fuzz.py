@@ -37,6 +37,7 @@ larger programs (``SYMGRAD_FUZZ_LONG=n`` sets another count; profiles are regist
 from __future__ import annotations
 
 import collections
+import hashlib
 import linecache
 import os
 import textwrap
@@ -61,6 +62,7 @@ CFLAGS = os.environ.get("SYMGRAD_FUZZ_CFLAGS", "").split() or None
 EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", "50"))
 VALUE_RTOL = {"float64": 1e-12, "float32": 1e-5}
 GRAD_ATOL = {"float64": 1e-9, "float32": 2e-5}     # times max(1, |loss|)
+CS_RTOL = 1e-9          # float64 gradient vs the complex step, as the jvp and hvp references
 
 # --- the op set: each entry renders Python source from operand names ---------------------------
 
@@ -491,6 +493,21 @@ def check_directional(native, interp, args, argnums, dtype, kind, seed):
     COUNTS[kind] += 1
 
 
+def check_complex_step(report, dtype, atol, assignment=None):
+    """The complex step is the tight oracle of a float64 gradient: it has no cancellation, so
+    it matches an exact gradient to rounding, like the jvp and hvp references (CS_RTOL). Central
+    differences are checked by ``check_grad`` too, each entry allowed its own error estimate
+    (steep smooth functions defeat a fixed tolerance on them: tools/check.py)."""
+    if dtype != "float64":
+        return              # float32: its rounding, not the reference's, sets check.F32_RTOL
+    for c in report.comparisons:
+        if c.method == "complex step":
+            scale = max(1.0, c.scale)
+            assert c.max_abs <= atol + CS_RTOL * scale, \
+                f"sizes {assignment}: complex step off by {c.max_abs:.3g} (> {CS_RTOL:g} at " \
+                f"scale {scale:.3g})\n{report}"
+
+
 def check_program(source, dtype, inputs, seed, sizes=None, checks=(), filename="<fuzz>"):
     """Assert native == interpreter == NumPy for the value and check_grad for the gradient,
     at each run-time size assignment in ``sizes`` (one compiled specialization for all), and
@@ -513,8 +530,10 @@ def check_program(source, dtype, inputs, seed, sizes=None, checks=(), filename="
         # Absolute tolerance at the loss's scale: a gradient that is 0 in exact arithmetic
         # (softmax is shift-invariant) comes out as rounding noise of about eps * |terms|.
         atol = GRAD_ATOL[dtype] * scale
-        report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol)
+        report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol,
+                                    raise_on_error=False)
         assert report.ok, f"sizes {assignment}\n{report}"
+        check_complex_step(report, dtype, atol, assignment)
         for kind in checks:
             check_directional(native, interp, args, argnums, dtype, kind, seed + k)
     if sizes:
@@ -533,6 +552,7 @@ def _run(program):
     try:
         check_program(*program)
     except BaseException as e:
+        COUNTS["failed"] += 1       # hypothesis's shrinking counts here too: one bug, many fails
         raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
                              f"{_explain(*program)}") from e
 
@@ -545,13 +565,46 @@ def test_random_programs_native_interpreter_and_references_agree(program):
     _run(program)
 
 
+def _shard(text):
+    """``SYMGRAD_FUZZ_SHARD=i/n`` (1 <= i <= n): this process checks the programs whose hash is
+    i - 1 modulo n, so n processes started with i = 1..n never check the same program."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise ValueError(f"SYMGRAD_FUZZ_SHARD={text!r}: expected i/n with 1 <= i <= n, e.g. 1/2")
+    return i - 1, n
+
+
+SHARD, SHARDS = _shard(os.environ.get("SYMGRAD_FUZZ_SHARD"))
+
+
+def program_hash(program):
+    """A hash of everything that makes a program (source, dtype, inputs, seed, sizes, checks)
+    that is the same in every process (``hash`` of a str is salted per process)."""
+    source, dtype, inputs, seed, sizes, checks = program
+    text = repr((source, dtype, [(k, s, None if d is None else d.tolist()) for k, s, d in inputs],
+                 seed, sizes, checks))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def in_shard(program):
+    return program_hash(program) % SHARDS == SHARD
+
+
 @pytest.mark.fuzz
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                HealthCheck.data_too_large])
-@given(programs(max_statements=12))
+# Each of the SHARDS processes runs its share of the profile's count (long: 10,000 in all).
+@settings(max_examples=-(-settings.default.max_examples // SHARDS), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(programs(max_statements=12).filter(in_shard))
 def test_fuzz_long(program):
-    """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``."""
+    """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``; two processes
+    at once with ``SYMGRAD_FUZZ_SHARD=1/2`` and ``2/2``."""
     _run(program)
 
 
