@@ -40,7 +40,9 @@ import collections
 import hashlib
 import linecache
 import os
+import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -548,6 +550,11 @@ def _explain(source, dtype, inputs, seed, sizes=None, checks=()):
             f"{[(k, s, None if d is None else d.tolist()) for k, s, d in inputs]}\n{source}")
 
 
+# SYMGRAD_FUZZ_PROGRESS=k: a line on stderr every k programs (a long run's log says how far it
+# got even if it is stopped before pytest's summary).
+PROGRESS = int(os.environ.get("SYMGRAD_FUZZ_PROGRESS", "0"))
+
+
 def _run(program):
     try:
         check_program(*program)
@@ -555,6 +562,12 @@ def _run(program):
         COUNTS["failed"] += 1       # hypothesis's shrinking counts here too: one bug, many fails
         raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
                              f"{_explain(*program)}") from e
+    finally:
+        done = COUNTS["programs"] + COUNTS["failed"]
+        if PROGRESS and done % PROGRESS == 0:
+            print(f"fuzz: {COUNTS['programs']} programs checked, {COUNTS['failed']} failed "
+                  f"(shard {SHARD + 1}/{SHARDS}, {time.strftime('%H:%M:%S')})",
+                  file=sys.__stderr__, flush=True)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
