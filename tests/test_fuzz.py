@@ -621,6 +621,62 @@ def test_fuzz_long(program):
     _run(program)
 
 
+# --- the oracle itself: it passes an exact steep gradient and fails a wrong one ----------------
+
+# The program the long run stopped at (after 901 programs): central differences at a fixed rtol
+# 1e-6 called its exact gradient wrong (off by 1.3e-6 relative; the complex step agreed to 1.8e-16).
+STEEP = ("def program(x0):\n"
+         "    v0 = x0 + x0\n"
+         "    v1 = snp.dot(v0, v0)\n"
+         "    v2 = snp.dot(v0, v1)\n"
+         "    return snp.sum(snp.sin(1.7 * v2) + 0.25 * v2)\n")
+STEEP_ARGS = ("float64", [("float", ("N",), None)], 0, [{"N": 4, "M": 1}, {"N": 1, "M": 2}])
+
+
+def test_a_steep_program_with_an_exact_gradient_passes():
+    check_program(STEEP, *STEEP_ARGS, checks=("jvp", "hvp"))
+
+
+def _wrong(method, rel):
+    """A replacement for the C backend's ``method`` whose derivative is off by ``rel`` (relative)
+    in its largest entry."""
+    def wrap(honest):
+        def wrong(*args):
+            out = honest(*args)
+            if method == "value_and_grad":
+                return out[0], _bump(out[1], rel)
+            if method == "jvp":
+                return out[0], _bump(out[1], rel)
+            return (_bump(out[0], rel),) + tuple(out[1:])          # hvp
+        return wrong
+    return wrap
+
+
+def _bump(a, rel):
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.flat[int(np.argmax(np.abs(a)))] *= 1 + rel
+    return a
+
+
+@pytest.mark.parametrize("method, rel, says", [
+    ("value_and_grad", 1e-7, "complex step off by"),   # within rtol 1e-6: only the tight oracle
+    ("value_and_grad", 1e-4, "MISMATCH"),              # check_grad itself
+    ("jvp", 1e-7, "jvp: native vs interpreter"),
+    ("hvp", 1e-7, "hvp[0]: native vs interpreter")])
+def test_the_oracle_catches_a_wrong_derivative(monkeypatch, method, rel, says):
+    honest_compile = symgrad.compile
+
+    def compile_(fn, **options):
+        cf = honest_compile(fn, **options)
+        if options.get("backend") != "interp":   # the native function only: an instance attribute
+            setattr(cf, method, _wrong(method, rel)(getattr(cf, method)))
+        return cf
+    monkeypatch.setattr(symgrad, "compile", compile_)
+    checks = () if method == "value_and_grad" else (method,)
+    with pytest.raises(AssertionError, match=says.replace("[", r"\[")):
+        check_program(STEEP, *STEEP_ARGS, checks=checks)
+
+
 # --- regressions: every bug the fuzzer found, as its minimal program ----------------------------
 
 def _has_avx512():
