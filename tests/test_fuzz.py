@@ -17,8 +17,9 @@ time. For each program and size:
 - the C backend's value equals the interpreter's (rtol 1e-12 float64, 1e-5 float32, relative
   to the value's scale) and NumPy's (the undecorated function on the same arrays);
 - ``symgrad.check_grad`` passes: the native gradient agrees with the interpreter's, central
-  differences and the complex step (float32 is held to ``check.F32_RTOL``, since its references
-  are computed in float64);
+  differences (each entry allowed its own estimated error: steps h and 2h) and the complex step
+  (float32 is held to ``check.F32_RTOL``, since its references are computed in float64); a
+  float64 gradient is held to the complex step at 1e-9 (``CS_RTOL``), like jvp and hvp;
 - on about a quarter of the programs each, ``jvp`` (the tangent of the value) and ``hvp`` (the
   tangent of the gradient, second order) along a random direction agree between the backends and
   with the complex step of the float64 forward and gradient graphs.
@@ -32,7 +33,10 @@ occur except on plateaus whose gradient is 0 either way.
 A failure prints the program's source (the reproducer). The default run is bounded and
 deterministic (``derandomize=True``); ``pytest -m fuzz --hypothesis-profile=long`` runs 10,000
 larger programs (``SYMGRAD_FUZZ_LONG=n`` sets another count; profiles are registered in
-``conftest.py``, which prints how many programs ran and of which kinds).
+``conftest.py``, which prints how many programs ran and of which kinds, and how many failed).
+``SYMGRAD_FUZZ_SHARD=i/n`` makes this process check only the programs whose hash is i - 1 mod n,
+and 1/n of the count: n processes at once check disjoint programs (docs/design.md, "Checking").
+``SYMGRAD_FUZZ_PROGRESS=k`` prints a line to stderr every k programs.
 """
 from __future__ import annotations
 
@@ -40,13 +44,14 @@ import collections
 import hashlib
 import linecache
 import os
+import re
 import sys
 import textwrap
 import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import symgrad
@@ -619,6 +624,52 @@ def test_fuzz_long(program):
     """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``; two processes
     at once with ``SYMGRAD_FUZZ_SHARD=1/2`` and ``2/2``."""
     _run(program)
+
+
+# --- what the generator reaches (issue 21's list), measured on its own programs -------------------
+
+def features(program):
+    """The kinds of issue 21's list that one program exercises."""
+    source, dtype, inputs, seed, sizes, checks = program
+    found = {dtype, *checks}
+    if sizes:
+        found.add("run-time sizes")
+        if any(isinstance(d, str) for _, spec, _ in inputs for d in spec):
+            found.add("named dimension")
+        if sizes[0] != sizes[1]:
+            found.add("two sizes")
+    for idx in re.findall(r"np\.array\((\[[-\d, ]+\])\)|\[:, (\[[-\d, ]+\])\]", source):
+        values = eval(idx[0] or idx[1])
+        found.update({"negative index"} if min(values) < 0 else set())
+        found.update({"repeated index"} if len(set(values)) < len(values) else set())
+        if sizes:
+            found.add("constant index at run-time sizes")
+    found.update(name for name in ("snp.inner", "snp.outer", "snp.vdot", "snp.dot", " @ ")
+                 if name in source)
+    found.update({"symgrad.nn"} if "nn." in source else set())
+    return found
+
+
+def test_the_generator_covers_what_issue_21_lists():
+    """300 programs of the long run's generator (not run: only drawn) reach every kind."""
+    seen = collections.Counter()
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate],
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(programs(max_statements=12))
+    def draw(program):
+        seen.update(features(program))
+    draw()
+    wanted = ["float64", "float32", "jvp", "hvp", "run-time sizes", "named dimension",
+              "two sizes", "negative index", "repeated index", "constant index at run-time sizes",
+              "snp.inner", "snp.outer", "snp.vdot", "snp.dot", " @ ", "symgrad.nn"]
+    assert not [k for k in wanted if seen[k] == 0], seen
+    # shares: meant as 40% run-time sizes, half float32, a quarter each jvp and hvp (hypothesis
+    # skews its draws: 38%, 58%, 14% and 18% in this sample)
+    assert 0.2 < seen["run-time sizes"] / 300 < 0.6, seen
+    assert 0.3 < seen["float32"] / 300 < 0.7, seen
+    assert 0.1 < seen["jvp"] / 300 < 0.4 and 0.1 < seen["hvp"] / 300 < 0.4, seen
 
 
 # --- the oracle itself: it passes an exact steep gradient and fails a wrong one ----------------
