@@ -556,11 +556,21 @@ def _explain(source, dtype, inputs, seed, sizes=None, checks=()):
 
 
 # SYMGRAD_FUZZ_PROGRESS=k: a line on stderr every k programs (a long run's log says how far it
-# got even if it is stopped before pytest's summary).
+# got even if it is stopped before pytest's summary). pytest captures fd 2 during a test, so the
+# line is written with capturing suspended, as ``capsys.disabled()`` does.
 PROGRESS = int(os.environ.get("SYMGRAD_FUZZ_PROGRESS", "0"))
 
 
-def _run(program):
+def _say(config, line):
+    capture = config.pluginmanager.getplugin("capturemanager") if config else None
+    if capture is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled():
+        print(line, file=sys.stderr, flush=True)
+
+
+def _run(program, config=None):
     try:
         check_program(*program)
     except BaseException as e:
@@ -570,9 +580,8 @@ def _run(program):
     finally:
         done = COUNTS["programs"] + COUNTS["failed"]
         if PROGRESS and done % PROGRESS == 0:
-            print(f"fuzz: {COUNTS['programs']} programs checked, {COUNTS['failed']} failed "
-                  f"(shard {SHARD + 1}/{SHARDS}, {time.strftime('%H:%M:%S')})",
-                  file=sys.__stderr__, flush=True)
+            _say(config, f"fuzz: {COUNTS['programs']} programs checked, {COUNTS['failed']} "
+                         f"failed (shard {SHARD + 1}/{SHARDS}, {time.strftime('%H:%M:%S')})")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -620,10 +629,10 @@ def in_shard(program):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(programs(max_statements=12).filter(in_shard))
-def test_fuzz_long(program):
+def test_fuzz_long(pytestconfig, program):
     """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``; two processes
     at once with ``SYMGRAD_FUZZ_SHARD=1/2`` and ``2/2``."""
-    _run(program)
+    _run(program, pytestconfig)
 
 
 # --- what the generator reaches (issue 21's list), measured on its own programs -------------------
