@@ -382,7 +382,7 @@ def test_sizes_that_are_polynomials_in_a_runtime_size(tmp_path):
     ("exp", "a function of the C library"), ("sqrt", "a function of the C library"),
     ("double", "keyword"), ("_status", "the generated code's own variables"), ("status", None),
     ("__x", "C reserves"), ("symgrad_loss", "belong to the generated code"),
-    ("LOSS", "reads as a macro"), ("λ", "ASCII letters"), ("loss", None)])
+    ("LOSS_MAX", "reads as a macro"), ("EDOM", "reads as a macro"), ("LOSS", None), ("W1", None), ("λ", "ASCII letters"), ("loss", None)])
 def test_why_an_export_name_is_renamed_in_c(name, reason):
     problem = aot.export_name_problem(name)
     assert (problem is None) if reason is None else (reason in problem)

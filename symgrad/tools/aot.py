@@ -122,7 +122,7 @@ def export_name_problem(name):
                 "those beginning with __ or with _ and a capital letter)")
     if c_identifier(name, set()) != name:
         return ("a C name is made of ASCII letters, digits and underscores, and one in "
-                "capitals reads as a macro")
+                "capitals with an underscore (or named like a standard macro) reads as a macro")
     return None
 
 

@@ -54,8 +54,18 @@ atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin floor ceil round trunc erf
 lgamma hypot fma isnan isinf signbit copysign nan abs labs div malloc calloc realloc free memcpy
 memset memmove strlen printf main exit abort
 I complex imaginary creal crealf cimag cimagf conj conjf cabs carg cexp clog csqrt cpow csin ccos
-ctan csinh ccosh ctanh""".split())
+ctan csinh ccosh ctanh fpclassify isfinite isnormal isgreater isgreaterequal isless islessequal
+islessgreater isunordered offsetof unix linux""".split())
 RESERVED = C_KEYWORDS | LIBC_NAMES | set(STATUS) | set(keyword.kwlist)
+# The macros of the headers the generated C includes are capitals, and nearly all of them hold an
+# underscore (HUGE_VAL, INT64_MAX, M_PI, EXIT_SUCCESS); errno's are E and capitals (EDOM); the
+# rest are these. Other capitals (X, W1, H) are the names people give matrices, kept as written.
+MACROS = set("NULL EOF NAN INFINITY BUFSIZ CMPLX CMPLXF CMPLXL".split())
+
+
+def _macro_like(ident):
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", ident)) and (
+        "_" in ident or ident in MACROS or re.fullmatch(r"E[A-Z0-9]+", ident) is not None)
 
 
 def c_identifier(name, taken):
@@ -63,11 +73,11 @@ def c_identifier(name, taken):
     digits and underscores only; never a keyword, a libc/libm name, a macro-like name (all
     capitals, such as NULL or HUGE_VAL), one in symgrad's own ``symgrad_`` namespace, or one
     starting with ``_`` (the generated code's own names, and those C reserves: ``__x``, ``_X``).
-    Any other name comes back unchanged."""
+    Any other name comes back unchanged: ``X`` and ``W1`` stay ``X`` and ``W1``."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
     if not ident or ident[0].isdigit() or ident.startswith("symgrad_") or ident.startswith("_"):
         ident = "v" + ident
-    if len(ident) > 1 and re.fullmatch(r"[A-Z0-9_]+", ident):
+    if _macro_like(ident) or re.match(r"Py[A-Z_]", ident):     # or CPython's namespace
         ident += "_"
     while ident in RESERVED or ident in taken:
         ident += "_"
