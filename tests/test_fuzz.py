@@ -784,3 +784,15 @@ def test_regression_grad_comment_of_a_folded_statement():
     assert g == pytest.approx(2.0, rel=1e-15)
     assert symgrad.compile(program, backend="interp").grad(np.float64(0.3)) == \
         pytest.approx(2.0, rel=1e-15)
+
+
+# Found by the long run (issue 21, shard 2/2 after 887 programs): a constant of 1,296 weights is
+# kept as data and copied into the workspace by a loop whose index the const kernel spelled 'i0'
+# (the loop's is '_i0'): gcc rejected the C. The class, every dtype: tests/test_startup.py.
+def test_regression_large_constant_copied_from_data():
+    source = ("def program(x0):\n"
+              "    v0 = snp.abs(x0 - 0.3141)\n"
+              "    v1 = snp.outer(v0, v0)\n"
+              "    v2 = snp.outer(v1, v1)\n"
+              "    return snp.sum(v2 * _w((36, 36), 'float64'))\n")
+    check_program(source, "float64", [("float", (3, 2), None)], 0, checks=("jvp", "hvp"))

@@ -106,11 +106,11 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
+    i0, = k.idx((value.size,))          # the loop's own index name (``_i0``): never spelled here
     symbol = k.data_symbol(value)
     if symbol is not None:              # a large constant: data beside the C, not literals
-        return k.loop((value.size,), [f"{k.at(k.out, 'i0')} = {symbol}[i0];"])
+        return k.loop((value.size,), [f"{k.at(k.out, i0)} = {symbol}[{i0}];"])
     data = ", ".join(_lit(v, k.out.ctype) for v in value.ravel()) or "0"
-    i0, = k.idx((value.size,))
     return [f"static const {k.out.ctype} _data[{max(value.size, 1)}] = {{{data}}};",
             *k.loop((value.size,), [f"{k.at(k.out, i0)} = _data[{i0}];"])]
 
