@@ -46,7 +46,8 @@ except ImportError:                                      # hypothesis is a test 
     _settings = None
 if _settings is not None:
     _fuzz_health = [_HealthCheck.too_slow, _HealthCheck.data_too_large]
-    # The long run reaches 10,000 programs (issue 21); SYMGRAD_FUZZ_LONG sets another count.
+    # The long run reaches 10,000 programs (issue 21); SYMGRAD_FUZZ_LONG sets another count;
+    # SYMGRAD_FUZZ_SHARD=i/n runs the i-th of n disjoint shares of it (tests/test_fuzz.py).
     _settings.register_profile("long", max_examples=int(os.environ.get("SYMGRAD_FUZZ_LONG",
                                                                        "10000")),
                                deadline=None, suppress_health_check=_fuzz_health)
@@ -72,4 +73,8 @@ def pytest_terminal_summary(terminalreporter):
     if counts:
         kinds = ", ".join(f"{counts[k]} {k}" for k in ("run-time sizes", "float32", "jvp", "hvp")
                           if counts[k])
-        terminalreporter.write_line(f"fuzz: {counts['programs']} programs checked ({kinds})")
+        shard = f" in shard {fuzz.SHARD + 1}/{fuzz.SHARDS}" if fuzz.SHARDS > 1 else ""
+        failed = f"; {counts['failed']} failed (with hypothesis's shrinking)" \
+            if counts["failed"] else ""
+        terminalreporter.write_line(f"fuzz: {counts['programs']} programs checked{shard} "
+                                    f"({kinds}){failed}")

@@ -145,12 +145,16 @@ def test_backend_disagreeing_with_interpreter_is_caught(backend):
 
 
 def test_tolerances_are_honoured(backend):
+    """A gradient off by 1e-8 relative passes at rtol 1e-6 and fails at 1e-10: the complex step
+    (exact to rounding) holds it to rtol; central differences add only their own error."""
     f = symgrad.compile(lambda x: snp.sum(x ** 3), backend=backend)
     x = np.array([1e3, 2e3])
-    # central differences at this scale are good to ~1e-9 relative, not 1e-15
-    with pytest.raises(symgrad.GradientCheckError):
-        symgrad.check_grad(f, x, rtol=1e-15, atol=0.0)
+    honest = f.value_and_grad
+    f.value_and_grad = lambda *a: (honest(*a)[0], honest(*a)[1] * (1 + 1e-8))
     assert symgrad.check_grad(f, x, rtol=1e-6).ok
+    report = symgrad.check_grad(f, x, rtol=1e-10, atol=0.0, raise_on_error=False)
+    assert not report.ok
+    assert not next(c for c in report.comparisons if c.method == "complex step").ok
 
 
 def test_float32_uses_float32_tolerance(backend):
@@ -230,3 +234,83 @@ def test_first_divergence_treats_nan_in_both_as_equal():
     g = symgrad.trace(lambda x: snp.sum(snp.log(x)), np.ones(3))
     with np.errstate(invalid="ignore"):
         assert check.first_divergence(g, [np.array([1.0, -1.0, np.nan])], 1e-6, 1e-9) is None
+
+
+# --- central differences with their own error estimate (issue 21) -------------------------------
+
+def steep(x):
+    """The program the long fuzz run stopped at: smooth, exact gradient, third derivative ~1e7."""
+    v0 = x + x
+    v1 = snp.dot(v0, v0)
+    v2 = snp.dot(v0, v1)
+    return snp.sum(snp.sin(1.7 * v2) + 0.25 * v2)
+
+
+X_STEEP = np.random.default_rng(0).uniform(-2, 2, 4)
+
+
+def _perturbed(f, entry, rel):
+    """``f`` whose gradient is off by ``rel`` (relative) at ``entry``, as a wrong rule would be."""
+    honest = f.value_and_grad
+
+    def wrong(*args):
+        value, g = honest(*args)
+        g = np.array(g, copy=True)
+        g.flat[entry] *= 1 + rel
+        return value, g
+    f.value_and_grad = wrong                    # an instance attribute: this f only
+    return f
+
+
+def test_a_steep_smooth_function_passes_by_the_estimate_of_central_differences(backend):
+    f = symgrad.compile(steep, backend=backend)
+    g = f.grad(X_STEEP)
+    # plain central differences miss this exact gradient by more than rtol 1e-6 ...
+    plain = symgrad.numerical.grad(lambda x: float(steep(x)), X_STEEP)
+    assert np.max(np.abs(plain - g)) > 1e-6 * np.max(np.abs(g))
+    # ... while the complex step agrees to rounding; the check passes with each central entry
+    # allowed its own error estimate, which is what plain differences missed by, within 10x
+    report = symgrad.check_grad(f, X_STEEP)
+    assert report.ok, report
+    assert report.errors("complex step") < 1e-13
+    central = next(c for c in report.comparisons if c.method == "central diff")
+    assert np.max(np.abs(plain - g)) < central.allowance < 10 * np.max(np.abs(plain - g))
+    assert "reference error est." in str(report)
+
+
+@pytest.mark.parametrize("rel, failing", [(3e-6, {"complex step", "interpreter"}),
+                                          (1e-5, {"complex step", "interpreter",
+                                                  "central diff"})])
+def test_a_wrong_gradient_of_a_steep_function_is_still_caught(backend, rel, failing):
+    """The estimate widens central differences only by their own error (3.8e-6 relative here,
+    while their Richardson value is off by 7e-12): the complex step still catches 3e-6, and
+    central differences 1e-5."""
+    f = symgrad.compile(steep, backend=backend)
+    entry = int(np.argmax(np.abs(f.grad(X_STEEP))))
+    report = symgrad.check_grad(_perturbed(f, entry, rel), X_STEEP, raise_on_error=False)
+    assert not report.ok
+    assert {c.method for c in report.comparisons if not c.ok} == failing
+    worst = next(c for c in report.comparisons if c.method == "complex step").worst
+    assert worst[0][0] == entry
+
+
+def test_central_differences_alone_catch_a_small_error_where_the_complex_step_does_not_apply():
+    """A complex function has no complex step: central differences are its only reference, and
+    their error estimate is small where the function is tame."""
+    def f(z):
+        return snp.sum(snp.abs(snp.exp(z) - z ** 2) ** 2)
+    z = np.array([0.3 + 0.2j, -0.5 + 1.1j, 1.2 - 0.4j])
+    cf = symgrad.compile(f)
+    assert symgrad.check_grad(cf, z).ok
+    report = symgrad.check_grad(_perturbed(cf, 1, 1e-5), z, raise_on_error=False)
+    assert {c.method for c in report.comparisons} == {"interpreter", "central diff"}
+    central = next(c for c in report.comparisons if c.method == "central diff")
+    assert not central.ok and central.allowance < 1e-7 * central.scale
+
+
+def test_a_kink_between_the_two_steps_widens_the_estimate_not_the_mismatch():
+    """abs(x - 0.3) at 0.3 + 1.5h: D(h) is right and D(2h) straddles the kink; the estimate says
+    so, and the Richardson value (wrong there) is not held against a right gradient."""
+    h = np.cbrt(np.finfo(float).eps)
+    ref, err = check._partials(lambda x: float(np.sum(np.abs(x - 0.3))), np.array([0.3 + 1.5 * h]))
+    assert abs(ref[0] - 1.0) <= err[0] and err[0] > 0.1

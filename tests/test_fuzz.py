@@ -17,8 +17,9 @@ time. For each program and size:
 - the C backend's value equals the interpreter's (rtol 1e-12 float64, 1e-5 float32, relative
   to the value's scale) and NumPy's (the undecorated function on the same arrays);
 - ``symgrad.check_grad`` passes: the native gradient agrees with the interpreter's, central
-  differences and the complex step (float32 is held to ``check.F32_RTOL``, since its references
-  are computed in float64);
+  differences (each entry allowed its own estimated error: steps h and 2h) and the complex step
+  (float32 is held to ``check.F32_RTOL``, since its references are computed in float64); a
+  float64 gradient is held to the complex step at 1e-9 (``CS_RTOL``), like jvp and hvp;
 - on about a quarter of the programs each, ``jvp`` (the tangent of the value) and ``hvp`` (the
   tangent of the gradient, second order) along a random direction agree between the backends and
   with the complex step of the float64 forward and gradient graphs.
@@ -32,18 +33,25 @@ occur except on plateaus whose gradient is 0 either way.
 A failure prints the program's source (the reproducer). The default run is bounded and
 deterministic (``derandomize=True``); ``pytest -m fuzz --hypothesis-profile=long`` runs 10,000
 larger programs (``SYMGRAD_FUZZ_LONG=n`` sets another count; profiles are registered in
-``conftest.py``, which prints how many programs ran and of which kinds).
+``conftest.py``, which prints how many programs ran and of which kinds, and how many failed).
+``SYMGRAD_FUZZ_SHARD=i/n`` makes this process check only the programs whose hash is i - 1 mod n,
+and 1/n of the count: n processes at once check disjoint programs (docs/design.md, "Checking").
+``SYMGRAD_FUZZ_PROGRESS=k`` prints a line to stderr every k programs.
 """
 from __future__ import annotations
 
 import collections
+import hashlib
 import linecache
 import os
+import re
+import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import symgrad
@@ -61,6 +69,7 @@ CFLAGS = os.environ.get("SYMGRAD_FUZZ_CFLAGS", "").split() or None
 EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", "50"))
 VALUE_RTOL = {"float64": 1e-12, "float32": 1e-5}
 GRAD_ATOL = {"float64": 1e-9, "float32": 2e-5}     # times max(1, |loss|)
+CS_RTOL = 1e-9          # float64 gradient vs the complex step, as the jvp and hvp references
 
 # --- the op set: each entry renders Python source from operand names ---------------------------
 
@@ -491,6 +500,21 @@ def check_directional(native, interp, args, argnums, dtype, kind, seed):
     COUNTS[kind] += 1
 
 
+def check_complex_step(report, dtype, atol, assignment=None):
+    """The complex step is the tight oracle of a float64 gradient: it has no cancellation, so
+    it matches an exact gradient to rounding, like the jvp and hvp references (CS_RTOL). Central
+    differences are checked by ``check_grad`` too, each entry allowed its own error estimate
+    (steep smooth functions defeat a fixed tolerance on them: tools/check.py)."""
+    if dtype != "float64":
+        return              # float32: its rounding, not the reference's, sets check.F32_RTOL
+    for c in report.comparisons:
+        if c.method == "complex step":
+            scale = max(1.0, c.scale)
+            assert c.max_abs <= atol + CS_RTOL * scale, \
+                f"sizes {assignment}: complex step off by {c.max_abs:.3g} (> {CS_RTOL:g} at " \
+                f"scale {scale:.3g})\n{report}"
+
+
 def check_program(source, dtype, inputs, seed, sizes=None, checks=(), filename="<fuzz>"):
     """Assert native == interpreter == NumPy for the value and check_grad for the gradient,
     at each run-time size assignment in ``sizes`` (one compiled specialization for all), and
@@ -513,8 +537,10 @@ def check_program(source, dtype, inputs, seed, sizes=None, checks=(), filename="
         # Absolute tolerance at the loss's scale: a gradient that is 0 in exact arithmetic
         # (softmax is shift-invariant) comes out as rounding noise of about eps * |terms|.
         atol = GRAD_ATOL[dtype] * scale
-        report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol)
+        report = symgrad.check_grad(native, *args, argnums=argnums, atol=atol,
+                                    raise_on_error=False)
         assert report.ok, f"sizes {assignment}\n{report}"
+        check_complex_step(report, dtype, atol, assignment)
         for kind in checks:
             check_directional(native, interp, args, argnums, dtype, kind, seed + k)
     if sizes:
@@ -529,12 +555,33 @@ def _explain(source, dtype, inputs, seed, sizes=None, checks=()):
             f"{[(k, s, None if d is None else d.tolist()) for k, s, d in inputs]}\n{source}")
 
 
-def _run(program):
+# SYMGRAD_FUZZ_PROGRESS=k: a line on stderr every k programs (a long run's log says how far it
+# got even if it is stopped before pytest's summary). pytest captures fd 2 during a test, so the
+# line is written with capturing suspended, as ``capsys.disabled()`` does.
+PROGRESS = int(os.environ.get("SYMGRAD_FUZZ_PROGRESS", "0"))
+
+
+def _say(config, line):
+    capture = config.pluginmanager.getplugin("capturemanager") if config else None
+    if capture is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled():
+        print(line, file=sys.stderr, flush=True)
+
+
+def _run(program, config=None):
     try:
         check_program(*program)
     except BaseException as e:
+        COUNTS["failed"] += 1       # hypothesis's shrinking counts here too: one bug, many fails
         raise AssertionError(f"{type(e).__name__}: {e}\n--- program ---\n"
                              f"{_explain(*program)}") from e
+    finally:
+        done = COUNTS["programs"] + COUNTS["failed"]
+        if PROGRESS and done % PROGRESS == 0:
+            _say(config, f"fuzz: {COUNTS['programs']} programs checked, {COUNTS['failed']} "
+                         f"failed (shard {SHARD + 1}/{SHARDS}, {time.strftime('%H:%M:%S')})")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -545,14 +592,149 @@ def test_random_programs_native_interpreter_and_references_agree(program):
     _run(program)
 
 
+def _shard(text):
+    """``SYMGRAD_FUZZ_SHARD=i/n`` (1 <= i <= n): this process checks the programs whose hash is
+    i - 1 modulo n, so n processes started with i = 1..n never check the same program."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise ValueError(f"SYMGRAD_FUZZ_SHARD={text!r}: expected i/n with 1 <= i <= n, e.g. 1/2")
+    return i - 1, n
+
+
+SHARD, SHARDS = _shard(os.environ.get("SYMGRAD_FUZZ_SHARD"))
+
+
+def program_hash(program):
+    """A hash of everything that makes a program (source, dtype, inputs, seed, sizes, checks)
+    that is the same in every process (``hash`` of a str is salted per process)."""
+    source, dtype, inputs, seed, sizes, checks = program
+    text = repr((source, dtype, [(k, s, None if d is None else d.tolist()) for k, s, d in inputs],
+                 seed, sizes, checks))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def in_shard(program):
+    return program_hash(program) % SHARDS == SHARD
+
+
 @pytest.mark.fuzz
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                HealthCheck.data_too_large])
-@given(programs(max_statements=12))
-def test_fuzz_long(program):
-    """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``."""
-    _run(program)
+# Each of the SHARDS processes runs its share of the profile's count (long: 10,000 in all).
+@settings(max_examples=-(-settings.default.max_examples // SHARDS), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(programs(max_statements=12).filter(in_shard))
+def test_fuzz_long(pytestconfig, program):
+    """Many more, larger programs: ``pytest -m fuzz --hypothesis-profile=long``; two processes
+    at once with ``SYMGRAD_FUZZ_SHARD=1/2`` and ``2/2``."""
+    _run(program, pytestconfig)
+
+
+# --- what the generator reaches (issue 21's list), measured on its own programs -------------------
+
+def features(program):
+    """The kinds of issue 21's list that one program exercises."""
+    source, dtype, inputs, seed, sizes, checks = program
+    found = {dtype, *checks}
+    if sizes:
+        found.add("run-time sizes")
+        if any(isinstance(d, str) for _, spec, _ in inputs for d in spec):
+            found.add("named dimension")
+        if sizes[0] != sizes[1]:
+            found.add("two sizes")
+    for idx in re.findall(r"np\.array\((\[[-\d, ]+\])\)|\[:, (\[[-\d, ]+\])\]", source):
+        values = eval(idx[0] or idx[1])
+        found.update({"negative index"} if min(values) < 0 else set())
+        found.update({"repeated index"} if len(set(values)) < len(values) else set())
+        if sizes:
+            found.add("constant index at run-time sizes")
+    found.update(name for name in ("snp.inner", "snp.outer", "snp.vdot", "snp.dot", " @ ")
+                 if name in source)
+    found.update({"symgrad.nn"} if "nn." in source else set())
+    return found
+
+
+def test_the_generator_covers_what_issue_21_lists():
+    """300 programs of the long run's generator (not run: only drawn) reach every kind."""
+    seen = collections.Counter()
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate],
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(programs(max_statements=12))
+    def draw(program):
+        seen.update(features(program))
+    draw()
+    wanted = ["float64", "float32", "jvp", "hvp", "run-time sizes", "named dimension",
+              "two sizes", "negative index", "repeated index", "constant index at run-time sizes",
+              "snp.inner", "snp.outer", "snp.vdot", "snp.dot", " @ ", "symgrad.nn"]
+    assert not [k for k in wanted if seen[k] == 0], seen
+    # shares: meant as 40% run-time sizes, half float32, a quarter each jvp and hvp (hypothesis
+    # skews its draws: 38%, 58%, 14% and 18% in this sample)
+    assert 0.2 < seen["run-time sizes"] / 300 < 0.6, seen
+    assert 0.3 < seen["float32"] / 300 < 0.7, seen
+    assert 0.1 < seen["jvp"] / 300 < 0.4 and 0.1 < seen["hvp"] / 300 < 0.4, seen
+
+
+# --- the oracle itself: it passes an exact steep gradient and fails a wrong one ----------------
+
+# The program the long run stopped at (after 901 programs): central differences at a fixed rtol
+# 1e-6 called its exact gradient wrong (off by 1.3e-6 relative; the complex step agreed to 1.8e-16).
+STEEP = ("def program(x0):\n"
+         "    v0 = x0 + x0\n"
+         "    v1 = snp.dot(v0, v0)\n"
+         "    v2 = snp.dot(v0, v1)\n"
+         "    return snp.sum(snp.sin(1.7 * v2) + 0.25 * v2)\n")
+STEEP_ARGS = ("float64", [("float", ("N",), None)], 0, [{"N": 4, "M": 1}, {"N": 1, "M": 2}])
+
+
+def test_a_steep_program_with_an_exact_gradient_passes():
+    check_program(STEEP, *STEEP_ARGS, checks=("jvp", "hvp"))
+
+
+def _wrong(method, rel):
+    """A replacement for the C backend's ``method`` whose derivative is off by ``rel`` (relative)
+    in its largest entry."""
+    def wrap(honest):
+        def wrong(*args):
+            out = honest(*args)
+            if method == "value_and_grad":
+                return out[0], _bump(out[1], rel)
+            if method == "jvp":
+                return out[0], _bump(out[1], rel)
+            return (_bump(out[0], rel),) + tuple(out[1:])          # hvp
+        return wrong
+    return wrap
+
+
+def _bump(a, rel):
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.flat[int(np.argmax(np.abs(a)))] *= 1 + rel
+    return a
+
+
+@pytest.mark.parametrize("method, rel, says", [
+    ("value_and_grad", 1e-7, "complex step off by"),   # within rtol 1e-6: only the tight oracle
+    ("value_and_grad", 1e-4, "MISMATCH"),              # check_grad itself
+    ("jvp", 1e-7, "jvp: native vs interpreter"),
+    ("hvp", 1e-7, "hvp[0]: native vs interpreter")])
+def test_the_oracle_catches_a_wrong_derivative(monkeypatch, method, rel, says):
+    honest_compile = symgrad.compile
+
+    def compile_(fn, **options):
+        cf = honest_compile(fn, **options)
+        if options.get("backend") != "interp":   # the native function only: an instance attribute
+            setattr(cf, method, _wrong(method, rel)(getattr(cf, method)))
+        return cf
+    monkeypatch.setattr(symgrad, "compile", compile_)
+    checks = () if method == "value_and_grad" else (method,)
+    with pytest.raises(AssertionError, match=says.replace("[", r"\[")):
+        check_program(STEEP, *STEEP_ARGS, checks=checks)
 
 
 # --- regressions: every bug the fuzzer found, as its minimal program ----------------------------
@@ -602,3 +784,15 @@ def test_regression_grad_comment_of_a_folded_statement():
     assert g == pytest.approx(2.0, rel=1e-15)
     assert symgrad.compile(program, backend="interp").grad(np.float64(0.3)) == \
         pytest.approx(2.0, rel=1e-15)
+
+
+# Found by the long run (issue 21, shard 2/2 after 887 programs): a constant of 1,296 weights is
+# kept as data and copied into the workspace by a loop whose index the const kernel spelled 'i0'
+# (the loop's is '_i0'): gcc rejected the C. The class, every dtype: tests/test_startup.py.
+def test_regression_large_constant_copied_from_data():
+    source = ("def program(x0):\n"
+              "    v0 = snp.abs(x0 - 0.3141)\n"
+              "    v1 = snp.outer(v0, v0)\n"
+              "    v2 = snp.outer(v1, v1)\n"
+              "    return snp.sum(v2 * _w((36, 36), 'float64'))\n")
+    check_program(source, "float64", [("float", (3, 2), None)], 0, checks=("jvp", "hvp"))

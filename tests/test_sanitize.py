@@ -5,7 +5,11 @@ cannot be loaded into this pytest process. Instead a subprocess runs a represent
 ``tests/test_primitives.py`` (gathers, scatter-adds, slicing, concatenate/stack, reductions,
 matmul, where, the softmax loss) and a few fuzz programs on the C backend with:
 
-- ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``, ``ASAN_OPTIONS=detect_leaks=0``;
+- ``LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"``,
+  ``ASAN_OPTIONS=detect_leaks=0``: libstdc++ preloaded too, or ASan's ``__cxa_throw``
+  interceptor finds no real one and aborts ("CHECK failed: asan_interceptors.cpp:320") the first
+  time a C++ extension throws -- matplotlib does on import, which the benchmarks' quick mode
+  (tests/test_benchmarks_quick.py) reaches when the whole suite runs so;
 - ``CC="gcc -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"``:
   symgrad honours $CC with arguments, so every library the suite compiles is instrumented
   without a separate cflags hook (the default flags, -O2 -march=native ..., still follow);
@@ -15,10 +19,14 @@ matmul, where, the softmax loss) and a few fuzz programs on the C backend with:
 
 The same run by hand::
 
-    SYMGRAD_CACHE_DIR=$(mktemp -d) LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
+    SYMGRAD_CACHE_DIR=$(mktemp -d) \\
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)" \\
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \\
     CC="gcc -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g" \\
     python -m pytest tests/test_primitives.py -s -q -p no:cacheprovider -k "test_gradient_checks and c- and float64 and (take_pairs- or ...)"
+
+and the whole suite with ``python -m pytest -q -p no:cacheprovider tests/`` in the same environment
+(hours on a loaded two-core machine: every library is compiled instrumented).
 """
 import os
 import shutil
@@ -55,8 +63,15 @@ def _libasan():
 LIBASAN = _libasan()
 
 
+def _preload():
+    """libasan first, then libstdc++ (see above: C++ exceptions under ASan)."""
+    path = subprocess.run(["gcc", "-print-file-name=libstdc++.so.6"], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
+    return " ".join([LIBASAN] + ([path] if os.path.isabs(path) and os.path.exists(path) else []))
+
+
 def sanitized_env(cache_dir):
-    return dict(os.environ, LD_PRELOAD=LIBASAN, ASAN_OPTIONS="detect_leaks=0",
+    return dict(os.environ, LD_PRELOAD=_preload(), ASAN_OPTIONS="detect_leaks=0",
                 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
                 CC=" ".join(("gcc",) + SANITIZE_CC), SYMGRAD_CACHE_DIR=str(cache_dir),
                 SYMGRAD_BACKEND="c", PYTHONDONTWRITEBYTECODE="1")

@@ -170,3 +170,45 @@ def test_a_cold_build_compiles_the_thread_pool_while_it_renders(tmp_path):
     w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
     x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
     assert value == pytest.approx(np.sum(np.tanh(x @ w) ** 2), rel=1e-12)
+
+
+# Found by the long fuzz run (issue 21): a large constant copied into the workspace (here the
+# weights of an elementwise product, not a matmul operand) was written with a loop index spelled
+# 'i0' inside a loop over '_i0' (the readable-C names), and gcc rejected it. The class: every
+# dtype a constant can hold, materialized by the const kernel from data.
+@pytest.mark.parametrize("kind", ["float64", "float32", "int64", "bool"])
+def test_a_large_constant_copied_from_data_compiles_and_is_right(tmp_path, kind):
+    n = 1296
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((36, 36))
+    if kind in ("float64", "float32"):
+        W = np.linspace(0.5, 1.5, n).reshape(36, 36).astype(kind)
+        x = x.astype(kind)
+
+        def f(x):
+            return snp.sum(snp.sin(x) * W)
+        value, grad = float(np.sum(np.sin(x.astype(float)) * W)), np.cos(x.astype(float)) * W
+    elif kind == "int64":
+        I = rng.integers(-36, 36, n)                   # negative and repeated indices
+
+        def f(x):
+            return snp.sum(snp.sin(x[I]) * np.arange(1.0, n + 1).reshape(n, 1))
+        c = np.zeros(36)
+        np.add.at(c, I, np.arange(1.0, n + 1))
+        value = float(np.sum(np.sin(x[I]) * np.arange(1.0, n + 1).reshape(n, 1)))
+        grad = np.cos(x) * c[:, None]
+    else:
+        M = rng.random((36, 36)) < 0.5
+
+        def f(x):
+            return snp.sum(snp.where(M, snp.sin(x), x * x))
+        value = float(np.sum(np.where(M, np.sin(x), x * x)))
+        grad = np.where(M, np.cos(x), 2 * x)
+    cf = symgrad.compile(f, cache_dir=tmp_path)
+    v, g = cf.value_and_grad(x)
+    rtol = 1e-5 if kind == "float32" else 1e-12
+    assert float(v) == pytest.approx(value, rel=rtol)
+    np.testing.assert_allclose(g, grad, rtol=rtol, atol=rtol)
+    if native.DATA_FILES:
+        (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+        assert list(entry.glob("symgrad_data_*.bin")), "the constant was not kept as data"

@@ -1,8 +1,12 @@
 """``check_grad``: a compiled gradient against three independent references.
 
 1. the NumPy interpreter running the same adjoint graph (catches backend bugs),
-2. central finite differences of the forward graph (catches derivative-rule bugs),
-3. the complex step on the forward graph (the same, with no cancellation: ~1e-15).
+2. central finite differences of the forward graph (catches derivative-rule bugs), at steps h and
+   2h: each entry is compared with the Richardson extrapolate and may differ by that entry's
+   estimated truncation and rounding error on top of the tolerance (a steep smooth function
+   defeats a fixed tolerance on central differences while its gradient is exact),
+3. the complex step on the forward graph (the same, with no cancellation: ~1e-15), held to the
+   plain tolerance.
 
 When the C gradient disagrees with the interpreter, the report also names the first statement
 of the adjoint graph whose C value differs from the interpreter's (``divergence``): the graph is
@@ -44,6 +48,10 @@ class Comparison:
     max_rel: float
     ok: bool
     worst: list = field(default_factory=list)   # (index, gradient, reference) of the worst entries
+    # central differences only: the largest error estimate of the reference itself that an entry
+    # was allowed on top of atol + rtol * scale (see _central)
+    allowance: float = 0.0
+    scale: float = 0.0          # the largest finite |reference|, which rtol is relative to
 
 
 @dataclass
@@ -70,8 +78,9 @@ class GradCheckReport:
                  f"({'ok' if self.ok else 'MISMATCH'}; rtol {self.rtol:g}, atol {self.atol:g})",
                  f"  {'method':<14} {'argument':<12} {'max abs err':>12} {'max rel err':>12}  "]
         for c in self.comparisons:
+            widened = f" (reference error est. {c.allowance:.1e})" if c.allowance else ""
             lines.append(f"  {c.method:<14} {c.argument:<12} {c.max_abs:12.3e} {c.max_rel:12.3e}  "
-                         f"{'ok' if c.ok else 'FAIL'}")
+                         f"{'ok' if c.ok else 'FAIL'}{widened}")
         for c in self.comparisons:
             if not c.ok:
                 lines.append(f"  {c.method} vs gradient of {c.argument}, worst entries:")
@@ -87,7 +96,10 @@ class GradCheckReport:
         p.text(str(self))
 
 
-def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
+def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None, error=None):
+    """One comparison: ok when max|grad - ref| <= atol + rtol * max|ref| entry by entry, where
+    an entry may also differ by ``error``, the reference's own estimated error at that entry
+    (central differences: see _central)."""
     complex_ = np.iscomplexobj(grad) or np.iscomplexobj(ref)
     kind = np.complex128 if complex_ else np.float64
     grad = np.asarray(grad, dtype=kind).ravel()
@@ -100,9 +112,14 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
     scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0))
     max_abs = float(np.max(diff, initial=0.0))
     max_rel = max_abs / scale if scale > 0 else max_abs
+    error = np.zeros(diff.shape) if error is None else \
+        np.nan_to_num(np.broadcast_to(np.asarray(error, dtype=np.float64).ravel(), diff.shape),
+                      nan=0.0)
+    with np.errstate(invalid="ignore"):
+        excess = diff - error             # how far past the reference's own error an entry is
     ok = bool(np.all(same | (np.isfinite(grad) & np.isfinite(ref)))) and \
-        max_abs <= atol + rtol * scale
-    order = np.argsort(-np.nan_to_num(diff, nan=np.inf))[:5]
+        bool(np.all(excess <= atol + rtol * scale))
+    order = np.argsort(-np.nan_to_num(excess, nan=np.inf))[:5]
     index = np.arange(grad.size) if index is None else index
     def position(flat):       # (i, j) for a matrix; a plain index for a vector
         if shape is None or len(shape) <= 1:
@@ -110,7 +127,8 @@ def _compare(method, name, grad, ref, rtol, atol, index=None, shape=None):
         return tuple(int(i) for i in np.unravel_index(flat, shape))
     number = complex if complex_ else float
     worst = [(position(index[k]), number(grad[k]), number(ref[k])) for k in order]
-    return Comparison(method, name, max_abs, max_rel, ok, worst)
+    return Comparison(method, name, max_abs, max_rel, ok, worst,
+                      float(np.max(error, initial=0.0)), scale)
 
 
 def _number(v):
@@ -193,25 +211,27 @@ def check_compiled(cf, *args, argnums=0, rtol=1e-6, atol=1e-9, max_coords=24, se
         complex_arg = np.iscomplexobj(x0)
         g = np.asarray(g, dtype=np.complex128 if complex_arg else np.float64)
         if x0.size <= max_coords:
-            fd = _central(f, x0)
-            comparisons.append(_compare("central diff", name, g, fd, tol, atol, shape=g.shape))
+            fd, fd_err = _central(f, x0)
+            comparisons.append(_compare("central diff", name, g, fd, tol, atol, shape=g.shape,
+                                        error=fd_err))
             if not complex_values:
                 cs = numerical.grad(f, x0, method="complex")
                 comparisons.append(_compare("complex step", name, g, cs, tol, atol,
                                             shape=g.shape))
             continue
         coords = np.sort(rng.choice(x0.size, size=max_coords, replace=False))
-        fd, cs = _sampled(f, x0, coords, complex_step=not complex_values)
+        fd, fd_err = _central(f, x0, coords)
         comparisons.append(_compare("central diff", name, g.ravel()[coords], fd, tol, atol, coords,
-                                    g.shape))
+                                    g.shape, error=fd_err))
         if not complex_values:
-            comparisons.append(_compare("complex step", name, g.ravel()[coords], cs, tol, atol,
-                                        coords, g.shape))
+            comparisons.append(_compare("complex step", name, g.ravel()[coords],
+                                        _complex_step(f, x0, coords), tol, atol, coords, g.shape))
         s = rng.standard_normal(x0.shape)
         if complex_arg:        # a complex direction s pairs with the gradient as Re(g * s)
             s = s + 1j * rng.standard_normal(x0.shape)
-        comparisons.append(_compare("directional", name, np.real(np.sum(g * s)),
-                                    _directional(f, x0, s), max(tol, 1e-6), atol))
+        d, d_err = _directional(f, x0, s)
+        comparisons.append(_compare("directional", name, np.real(np.sum(g * s)), d,
+                                    max(tol, 1e-6), atol, error=d_err))
     divergence = None
     # Generated code (the C backend) can disagree with the interpreter; find where.
     if spec.executable().source is not None and not all(c.ok for c in comparisons if c.method == "interpreter"):
@@ -272,45 +292,87 @@ def _has_complex_values(graph):
         any(n.out.type.is_complex for n in graph.nodes)
 
 
-def _central(f, x0):
-    """Central differences of the real-valued f at x0; for complex x0, df/dx - i df/dy (JAX's
-    convention: docs/complex.md), each part stepped on its own."""
+# Central differences estimate their own error. D(h) = f' + c h^2 + O(h^4) and D(2h) = f' + 4 c h^2
+# + O(h^4), so the Richardson extrapolate R = (4 D(h) - D(2h)) / 3 is f' + O(h^4), and |D(h) - D(2h)|
+# = 3 |c| h^2 bounds R's truncation error with a wide margin wherever the Taylor series describes f
+# (near a kink it does not, and the two quotients then differ by about the jump, so the estimate
+# says so). Rounding: each value of f carries about eps * |f|, which R divides by h; 4 eps |f| / h
+# covers it with a margin for the few operations of each evaluation. A steep smooth function
+# (sin(1.7 v) with v ~ 10^2 has a third derivative of ~10^7) makes D(h) alone miss by more than
+# rtol while the gradient is exact (the complex step agrees to 1e-16): a fixed tolerance on D(h)
+# would call that a mismatch, and loosening the tolerance everywhere would blunt the check. Each
+# entry is compared with R and allowed its own estimate; the complex step, exact to rounding,
+# keeps the plain tolerance wherever it applies.
+_FD_STEP = np.cbrt(np.finfo(np.float64).eps)
+_EPS = np.finfo(np.float64).eps
+
+
+def _richardson(g, a, h):
+    """The derivative of the real scalar function ``g`` at ``a`` by central differences with
+    steps h and 2h: (the Richardson extrapolate, an estimate of its error)."""
+    quotients, size = [], 0.0
+    for step in (h, 2.0 * h):
+        hi, lo = a + step, a - step
+        g_hi, g_lo = float(np.real(g(hi))), float(np.real(g(lo)))
+        # the step actually taken, (a + h) - (a - h) in floating point, not the nominal 2h
+        quotients.append((g_hi - g_lo) / (hi - lo))
+        size = max(size, abs(g_hi), abs(g_lo))
+    d1, d2 = quotients
+    return (4.0 * d1 - d2) / 3.0, abs(d1 - d2) + 4.0 * _EPS * size / h
+
+
+def _partials(f, x0, coords=None):
+    """Central differences of the real-valued ``f`` at the real ``x0`` along each coordinate in
+    ``coords`` (all by default), steps h = cbrt(eps) * max(1, |x_k|) and 2h: (derivatives,
+    error estimates), flat."""
+    flat = np.asarray(x0, dtype=np.float64).ravel()
+    coords = range(flat.size) if coords is None else coords
+    out, err = [], []
+    for k in coords:
+        def g(v, k=k):
+            x = flat.copy()
+            x[k] = v
+            return f(x.reshape(np.shape(x0)))
+        d, e = _richardson(g, flat[k], _FD_STEP * max(1.0, abs(flat[k])))
+        out.append(d)
+        err.append(e)
+    return np.array(out, dtype=np.float64), np.array(err, dtype=np.float64)
+
+
+def _central(f, x0, coords=None):
+    """Central differences of the real-valued f at x0 (flat, at ``coords`` or every entry) and
+    their error estimates; for complex x0, df/dx - i df/dy (JAX's convention: docs/complex.md),
+    each part stepped on its own, the estimates added."""
     if not np.iscomplexobj(x0):
-        return numerical.grad(f, x0, method="central")
+        return _partials(f, x0, coords)
     re, im = x0.real.copy(), x0.imag.copy()
-    d_re = numerical.grad(lambda x: f(x + 1j * im), re, method="central")
-    d_im = numerical.grad(lambda y: f(re + 1j * y), im, method="central")
-    return d_re - 1j * d_im
+    d_re, e_re = _partials(lambda x: f(x + 1j * im), re, coords)
+    d_im, e_im = _partials(lambda y: f(re + 1j * y), im, coords)
+    return d_re - 1j * d_im, e_re + e_im
 
 
 def _directional(f, x0, s):
-    """The derivative of f at x0 along s; a complex x0 moves in the plane of its two parts."""
-    if not np.iscomplexobj(x0):
-        return numerical.directional(f, x0, s)
-    pair = np.stack([x0.real, x0.imag])
-    return numerical.directional(lambda p: f(p[0] + 1j * p[1]), pair,
-                                 np.stack([s.real, s.imag]))
+    """The derivative of f at x0 along s by central differences (steps h and 2h), and its error
+    estimate; a complex x0 moves in the plane of its two parts."""
+    if np.iscomplexobj(x0):
+        pair, s = np.stack([x0.real, x0.imag]), np.stack([s.real, s.imag])
+        return _directional(lambda p: f(p[0] + 1j * p[1]), pair, s)
+    h = _FD_STEP * max(1.0, float(np.max(np.abs(x0), initial=0.0))) / \
+        max(float(np.max(np.abs(s), initial=0.0)), np.finfo(np.float64).tiny)
+    return _richardson(lambda t: f(x0 + t * s), 0.0, h)
 
 
-def _sampled(f, x0, coords, complex_step=True):
-    """Central differences and complex step of f along the chosen coordinates only (for a
-    complex x0, df/dx - i df/dy and no complex step)."""
-    fd, cs = [], []
+def _complex_step(f, x0, coords):
+    """The complex step of f along the chosen coordinates only."""
     flat = x0.ravel()
+    out = []
     for k in coords:
-        h = np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[k]))
-
-        def along(t, k=k, unit=1.0):
-            x = flat.astype(np.result_type(flat, np.asarray(t), unit)).copy()
-            x[k] = x[k] + unit * t
+        def along(t, k=k):
+            x = flat.astype(np.result_type(flat, np.asarray(t))).copy()
+            x[k] = x[k] + t
             return f(x.reshape(x0.shape))
-        d = float(numerical.grad(along, 0.0, method="central", h=h))
-        if np.iscomplexobj(flat):
-            d = d - 1j * float(numerical.grad(lambda t, k=k: along(t, k, 1j), 0.0,
-                                              method="central", h=h))
-        fd.append(d)
-        cs.append(float(numerical.grad(along, 0.0, method="complex")) if complex_step else np.nan)
-    return np.array(fd), np.array(cs)
+        out.append(float(numerical.grad(along, 0.0, method="complex")))
+    return np.array(out)
 
 
 def _float64_graph(cf, spec, args):

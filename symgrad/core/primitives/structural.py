@@ -71,7 +71,7 @@ def _linear(rule):
 
 def _const_c(k):
     value = k.attrs["value"].value
-    i0, = k.idx((value.size,))
+    i0, = k.idx((value.size,))          # the loop's own index name (``_i0``): never spelled here
     symbol = k.data_symbol(value)
     if symbol is not None:              # a large constant: data beside the C, not literals
         return k.loop((value.size,), [f"{k.at(k.out, i0)} = {symbol}[{i0}];"])
