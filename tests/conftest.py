@@ -71,8 +71,9 @@ def pytest_terminal_summary(terminalreporter):
     fuzz = sys.modules.get("test_fuzz")
     counts = getattr(fuzz, "COUNTS", None)
     if counts:
-        kinds = ", ".join(f"{counts[k]} {k}" for k in ("run-time sizes", "float32", "jvp", "hvp")
-                          if counts[k])
+        kinds = ", ".join(f"{counts[k]} {k}" for k in (
+            "run-time sizes", "float32", "jvp", "hvp",
+            "difference quotients outvoted by the complex step") if counts[k])
         shard = f" in shard {fuzz.SHARD + 1}/{fuzz.SHARDS}" if fuzz.SHARDS > 1 else ""
         failed = f"; {counts['failed']} failed (with hypothesis's shrinking)" \
             if counts["failed"] else ""
