@@ -10,6 +10,7 @@ installed (``.ci/run`` installs both). Each Chromium run takes about a second.
 """
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -80,8 +81,11 @@ def expected_nodes(rep):
 def chromium(url, *flags, tmp_path):
     """Run headless Chromium on ``url`` with a fresh profile; returns the CompletedProcess."""
     profile = tmp_path / "profile"
+    # The browser is not symgrad's code: under the sanitized suite (tests/test_sanitize.py's
+    # LD_PRELOAD of libasan) Chromium hangs, so it runs without the preload.
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     done = subprocess.run([CHROMIUM, *HEADLESS, f"--user-data-dir={profile}", *flags, url],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
