@@ -1,4 +1,5 @@
 """The C backend: generated source (golden snapshots), compiling, the cache, errors, calling."""
+import functools
 import json
 import os
 import re
@@ -167,6 +168,31 @@ def test_elementwise_chain_fuses_into_one_loop():
     assert forward.count("for (int64_t _blk = 0; _blk + 8 <= 100;") == 1
     assert forward.count("for (int64_t _i = 100 - 100 % 8; _i < 100; ++_i)") == 1
     assert "for (int64_t _i = 0; _i < 100; ++_i)" not in forward
+
+
+def test_a_very_long_elementwise_chain_is_split_into_bounded_loops():
+    # One loop body is one basic block to gcc, whose cost grows faster than the block: a chain
+    # longer than FUSED_MAX statements becomes several loops, values crossing in arrays.
+    from symgrad.backends.c.codegen import FUSED_MAX
+
+    def long_chain(x, w):
+        # straight-line code (functools.reduce is not converted into a C loop, as a for is):
+        # 3 statements a step, 360 in the forward loop
+        x = functools.reduce(lambda x, i: snp.sin(x) * w[i % 3] + 0.1, range(120), x)
+        return snp.sum(x)
+    x, w = np.linspace(-1.0, 1.0, 16), np.array([0.9, 1.1, 0.7])
+    cf = symgrad.compile(long_chain, argnums=(0, 1))
+    forward = cf.source(x, w).split("_value_and_grad")[0]
+    bodies = re.findall(r"for \(int64_t _i = 0; _i < 16; \+\+_i\) \{\n(.*?)\n    \}", forward,
+                        re.S)
+    statements = [body.count(";") for body in bodies]
+    assert sum(statements) > FUSED_MAX >= max(statements)
+    value, _ = cf.value_and_grad(x, w)
+    expected = x
+    for i in range(120):
+        expected = np.sin(expected) * w[i % 3] + 0.1
+    assert value == pytest.approx(expected.sum(), rel=1e-13)
+    assert symgrad.check_grad(cf, x, w, argnums=(0, 1)).ok
 
 
 def test_value_and_gradient_match_interpreter_on_noncontiguous_inputs():

@@ -167,7 +167,7 @@ class Graph:
         for v in self.inputs:
             names[v] = v.name
             taken.add(v.name)
-        letters = _letter_names()
+        letters = letter_names()
         # Scalar constants print as literals; they are named last so they take no letter from
         # the values a reader follows.
         ordered = [n for n in self.nodes if not is_scalar_literal(n)]
@@ -273,7 +273,7 @@ def _fmt_attr(v):
     return repr(v)
 
 
-def _letter_names():
+def letter_names():
     """a, b, ..., z, then a1, b1, ..., z1, a2, ...: never two letters, so no value is called
     ``ba`` beside the adjoint ``b_a``."""
     k = 0

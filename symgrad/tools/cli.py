@@ -152,10 +152,10 @@ def index_bounds(fn, args):
     smallest size of the axes each one indexes in the traced graph (the native library checks
     the same ranges before a call)."""
     from symgrad.api import CompiledFunction
-    from symgrad.backends.c.native import _index_checks
+    from symgrad.backends.c.native import index_checks
     spec, _ = CompiledFunction(fn, backend="interp").specialize(*args)
     bounds = {}
-    for position, _, size, _ in _index_checks(spec.graph):
+    for position, _, size, _ in index_checks(spec.graph):
         if isinstance(size, int):
             k = spec.traced[position]
             bounds[k] = min(bounds.get(k, size), size)

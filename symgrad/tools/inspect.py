@@ -45,11 +45,11 @@ from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.api import CompiledFunction
 from symgrad.core.autodiff import value_and_grad_graph
-from symgrad.core.ir import _letter_names, is_scalar_literal
+from symgrad.core.ir import letter_names, is_scalar_literal
 from symgrad.core.passes import dce
 from symgrad.errors import CompileError
 from symgrad.backends.interp import evaluate
-from symgrad.backends.c.module import _c_name, program_renderers, render_program
+from symgrad.backends.c.module import function_c_name, program_renderers, render_program
 from symgrad.core.ir import format_operation, format_statement
 from symgrad.core.primitive import memory_lines
 from symgrad.core.primitives import REGISTRY
@@ -135,7 +135,7 @@ class Report:
         self.values = evaluate(shown, arrays, keep=True)[1] if values else {}
 
         t0 = time.perf_counter()
-        renderers = program_renderers(spec.program(), _c_name(cf.__name__))
+        renderers = program_renderers(spec.program(), function_c_name(cf.__name__))
         self.c_source = render_program(spec.program(),
                                        [r.render(doc=doc) for r, doc in renderers]).source
         self.timings["render C"] = time.perf_counter() - t0
@@ -418,7 +418,7 @@ class Report:
             if t is not None and t not in names:
                 names[t] = f"t_{self.names[n.out]}"
         taken = set(names.values()) | set(self.names.values())
-        letters = (x for x in _letter_names() if x not in taken)
+        letters = (x for x in letter_names() if x not in taken)
         for n in graph.nodes:
             if n.out not in names:
                 names[n.out] = next(letters)

@@ -41,6 +41,11 @@ ALIGN = 64   # bytes: every workspace array starts on a cache line
 # includes) where the build allows it, not written as literals: a 300 x 300 float64 constant
 # was 3.7 MB of C (in both functions of a module) and 1.8 s of rendering and compiling.
 DATA_MIN_ELEMENTS = 1024
+# Statements in one fused loop, at most: a longer run of elementwise statements becomes several
+# loops, the values crossing from one to the next kept in arrays. One loop body is one basic
+# block to gcc, whose scheduling and register allocation grow faster than the block (compile
+# time's log-log slope was 1.57 on one loop of 7,217 statements; see benchmarks/scaling.md).
+FUSED_MAX = 256
 
 # C's keywords and the names its headers define: IR names that collide get a trailing
 # underscore. (The generated code's own locals need no entry: they all start with "_".)
@@ -396,7 +401,8 @@ class FunctionRenderer:
                 continue
             elementwise = REGISTRY[n.prim].elementwise
             fusible = elementwise and n.out.ndim > 0
-            if fusible and groups and self._joins(n, groups[-1], reduced):
+            if (fusible and groups and len(groups[-1]) < FUSED_MAX
+                    and self._joins(n, groups[-1], reduced)):
                 groups[-1].append(n)
             elif groups and self._folds_into(n, last_loop, loop_values):
                 groups[-1].append(n)

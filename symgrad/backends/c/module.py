@@ -18,7 +18,7 @@ class RenderedModule:
     data: dict = None       # symbol -> (ctype, bytes): the files ``<symbol>.bin`` the C includes
 
 
-def _c_name(name):
+def function_c_name(name):
     """``symgrad_<name>``: the prefix keeps user names (``exp``, ``main``) clear of libc's."""
     return "symgrad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
 
@@ -58,7 +58,7 @@ def render_program(program, functions=None, data_files=False):
     module's ``data`` holds the files to write beside the source before compiling it.
     Otherwise the C is self-contained, every constant a literal (what ``source()`` shows and
     ahead-of-time builds ship)."""
-    base = _c_name(program.name)
+    base = function_c_name(program.name)
     data = {} if data_files and functions is None else None
     functions = program_functions(program, base, data) if functions is None else functions
     title = f"{program.name}: generated from {program.origin}"

@@ -43,7 +43,7 @@ class NativeExecutable:
         self._value = getattr(self.lib, value_name)
         self._vg = getattr(self.lib, grad_name) if grad_name else None
         graph = program.forward
-        self.index_checks = _index_checks(graph)
+        self.index_checks = index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
         self.size_symbols = dims.free_symbols([v.shape for v in graph.inputs])
         self.size_sources = [next((p, a) for p, v in enumerate(graph.inputs)
@@ -401,7 +401,7 @@ def _getter(start, stop):
     return operator.itemgetter(*range(start, stop))
 
 
-def _index_checks(graph):
+def index_checks(graph):
     """(input position, axis, size, description) for every index array that is a graph input
     (the operands the records' ``index_bounds`` name, looked for through statements that keep
     their operand's elements), so out-of-range indices are reported before any native code
