@@ -385,7 +385,8 @@ def test_sizes_that_are_polynomials_in_a_runtime_size(tmp_path):
     ("symgradrt_entry", "belong to the generated code"), ("sinf", "a function of the C library"),
     ("scipy_cblas_dgemm", "the BLAS and LAPACK"),
     ("LOSS_MAX", "reads as a macro"), ("EDOM", "reads as a macro"), ("LOSS", None), ("W1", None),
-    ("λ", "ASCII letters"), ("loss", None)])
+    ("λ", "ASCII letters"), ("loss", None), ("I", "a macro of the C headers"),
+    ("complex", "a macro of the C headers"), ("offsetof", "a macro of the C headers")])
 def test_why_an_export_name_is_renamed_in_c(name, reason):
     problem = aot.export_name_problem(name)
     assert (problem is None) if reason is None else (reason in problem)

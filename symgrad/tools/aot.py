@@ -33,7 +33,7 @@ from symgrad.core import dims
 from symgrad.api import CompiledFunction, Specialization
 from symgrad.backends.c import compiler, runtime
 from symgrad import templates
-from symgrad.backends.c.codegen import (C_KEYWORDS, LIBC_NAMES, c_identifier,
+from symgrad.backends.c.codegen import (C_KEYWORDS, HEADER_MACROS, LIBC_NAMES, c_identifier,
                                         render_module, render_prototypes)
 from symgrad.backends.c.module import program_functions
 from symgrad.core.cspell import CTYPES, STATUS
@@ -108,6 +108,9 @@ def export_name_problem(name):
     An export's C functions are ``name`` and ``name_value_and_grad``, public symbols of the
     library, so a name C cannot take is renamed there (``exp`` is ``exp_``): ``build`` says so
     in its output and in the header, with this reason; the Python loader keeps the name."""
+    if name in HEADER_MACROS:
+        return ("it is a macro of the C headers the generated code includes (the preprocessor "
+                "would replace it)")
     if name in LIBC_NAMES:
         return ("it is a function of the C library (libc or libm), which the library links "
                 "and the generated code calls")

@@ -61,11 +61,14 @@ LIBM_NAMES = set("""exp expm1 exp2 log log1p log2 log10 sqrt cbrt pow sin cos ta
 atan2 sinh cosh tanh asinh acosh atanh fabs fmax fmin fmod remainder floor ceil round trunc rint
 nearbyint erf erfc tgamma lgamma hypot fma copysign nan ldexp frexp modf
 cabs carg cexp clog csqrt cpow csin ccos ctan csinh ccosh ctanh creal cimag conj""".split())
+# Macros of the headers the generated code includes (and those gcc predefines): a parameter of
+# that name would be replaced by the preprocessor.
+HEADER_MACROS = set("""errno math_errhandling assert isnan isinf isfinite isnormal signbit
+fpclassify offsetof I complex imaginary isgreater isgreaterequal isless islessequal
+islessgreater isunordered unix linux""".split())
 LIBC_NAMES = LIBM_NAMES | {n + "f" for n in LIBM_NAMES} | {n + "l" for n in LIBM_NAMES} | set(
-    """errno math_errhandling assert isnan isinf isfinite isnormal signbit fpclassify abs labs
-div malloc calloc realloc free memcpy memset memmove strlen printf main exit abort offsetof
-I complex imaginary isgreater isgreaterequal isless islessequal islessgreater isunordered unix
-linux""".split())
+    """abs labs div malloc calloc realloc free memcpy memset memmove strlen printf main exit
+abort""".split()) | HEADER_MACROS
 # Prefixes of names the generated code, its runtime and the libraries it links define: its own
 # (starting with "_"), symgrad's (symgrad_, symgradrt_), CBLAS, LAPACKE and scipy-openblas32's.
 RESERVED_PREFIXES = ("_", "symgrad_", "symgradrt_", "cblas_", "LAPACKE_", "scipy_")
