@@ -418,13 +418,14 @@ def _kernel(kind, ctype, n):
     # L2: prefetcht0 evicted the tile and panel in use). W3's X^T G (256 x 3073 by 256 x 10,
     # one core, load average ~4.5; X in L3 cache / X flushed from every cache): float64 in
     # place 2.66 / 3.96 ms, tiled 0.76 / 1.56, with the prefetch 0.47 / 0.78 (X W: 0.38 /
-    # 0.81); float32 0.72 / 1.89 -> 0.29 / 0.47 (sharing, see ``blocking``). Those are 4 KB
-    # pages. On transparent huge pages (NumPy asks for them for arrays of 4 MB and more), where
-    # a row stride costs no TLB miss, reading in place was the faster with X in L3 (0.40 ms
-    # against 0.46 tiled) and the slower with X cold (1.11 against 0.57): the tile costs a
-    # copy, and is kept for not depending on how the caller's memory is mapped. A product
-    # whose operands fit in L1 pays for the shorter panels: 200 x 100 by 200 x 10 (W5's h^T G)
-    # 8.7 -> 11.3 us.
+    # 0.81); float32 0.72 / 1.89 -> 0.29 / 0.47 (sharing, see ``blocking``). That was while
+    # the shared machine ran slow for everyone (main's whole W3 float64 took 10 ms, 0.96 ms an
+    # hour earlier). When it does not, reading in place is the faster with X in L3 (0.40 ms
+    # against 0.46 tiled; W3 end to end 1.02 against 1.29 ms) and still the slower with X
+    # flushed (1.06-1.18 against 0.57-0.60): the tile costs a copy and an accumulator reload
+    # per 32-row panel, and is kept for not falling off a cliff
+    # (benchmarks/results_issue20.md). A product whose operands fit in L1 pays for the shorter
+    # panels: 200 x 100 by 200 x 10 (W5's h^T G) 8.7 -> 11.3 us.
     body = _block(s, rows, nv, widths, c_row, loop,
                   lambda r: f"at[(q - q0) * {rows} + {r}]", row, share)
     rest = _block(s, 1, nv, widths, c_row, loop, lambda r: f"a[q * lda + {each} + {r}]", row)
