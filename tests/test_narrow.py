@@ -44,6 +44,35 @@ def test_every_narrow_width_matches_numpy(n, ta, dtype, tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 3, 10, 16])
+def test_a_transposed_product_over_several_tiles_matches_numpy(n, dtype, tmp_path):
+    # A^T B copies A in tiles (narrow.tn_tile) and prefetches the one after next: three whole
+    # tiles, a partial one ending in columns fewer than a block (read in place), and a
+    # contraction of two whole panels and a partial one.
+    ctype = "double" if dtype == "float64" else "float"
+    panel, cols = narrow.tn_tile(ctype, n)
+    rows = narrow.blocking(ctype, n, "tn")[2]
+    m, k = 3 * cols + 2 * rows + rows // 2 + 1, 2 * panel + 5
+    r = np.random.default_rng(n)
+    a = r.standard_normal((k, m)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    f = symgrad.compile(product(True), cache_dir=tmp_path)
+    check(a, b, True, f(a, b), dtype)
+
+    # adding into a sum, as a gradient does (the accumulators loaded from c, every panel)
+    def adds(a, b, d):
+        return 2.0 * d + product(True)(a, b)
+    g = symgrad.compile(adds, cache_dir=tmp_path)
+    d = r.standard_normal((m, n)).astype(dtype)
+    want = 2.0 * d.astype(np.float64) + a.T.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(g(a, b, d), want, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * k * np.abs(a).max() * np.abs(b).max())
+    source = g.specialize(a, b, d)[0]._executable.source
+    call = narrow.kernel_name("tn", ctype, n)
+    assert call + "(" in source and ", 1);" in source.split(call + "(", 2)[-1].split("\n")[0]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
 def test_run_time_sizes_including_empty(ta, dtype, tmp_path):
     t = "f64" if dtype == "float64" else "f32"

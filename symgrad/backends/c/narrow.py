@@ -34,6 +34,14 @@ SIZEOF = {"double": 8, "float": 4}
 LETTER = {"double": "d", "float": "s"}
 CTYPE = {v: k for k, v in LETTER.items()}
 PANEL_BYTES = 16384                    # of the narrow operand per pass: half of a 32 KB L1
+# "tn" (A^T B) reads A in tiles of TN_PANEL rows and TILE_BYTES, each copied while the one after
+# next is prefetched (see _kernel). W3's X^T G (256 x 3073), one core, min of 100 (hot: X in L3)
+# or 20 calls (cold: X flushed from every cache), load average ~5; rows x bytes -> hot / cold ms:
+# float64: 32 x 16 KB 0.468 / 0.790; 16 x 16 KB 0.483 / 0.850; prefetching one tile ahead
+# 0.679 / 1.379, three 0.471 / 0.831; prefetcht0 instead of prefetcht1: 0.57 / 1.30.
+TN_PANEL = 32
+TILE_BYTES = 16384
+LINE_BYTES = 64
 # Registers: R x nv accumulators, nv for the narrow operand's row and one broadcast must fit in
 # the 16 vector registers, with one to spare. With all 16 taken (4 x 3 for 10 columns), gcc
 # folded the row's loads into every multiply-add: 16 loads per 12 multiply-adds, 0.47 ms for W3's
@@ -85,9 +93,10 @@ def blocking(ctype, n, kind="nn"):
     (256 x 3073 by 3073 x 10, one core, the wide operand hot in cache): float64 scores 0.352 ->
     0.337 ms (12 multiply-adds a step for 40 useful products -> 10 and 2 blends); float32 0.263
     -> 0.241 ms. Run between the adjoint products, as in a gradient, where X comes from L3
-    cache, float64 gains less: 0.398 -> 0.381 ms. In ``A^T B`` ("tn") the rows of a block are neighbouring columns of the wide
-    operand, read with a stride: fewer of them (6 -> 4 for 10 floats, to fit the registers)
-    made float32's 0.293 ms 0.355, so "tn" shares only where the block keeps its rows."""
+    cache, float64 gains less: 0.398 -> 0.381 ms. ``A^T B`` ("tn") shares too since it reads the
+    wide operand from a contiguous tile (``_kernel``): float32's X^T G 0.400 -> 0.288 ms (X in
+    L3 cache; 0.56 -> 0.47 cold), where reading X in place, 6 rows unshared beat 4 shared.
+    ``kind`` is kept for callers; both kinds block alike."""
     lanes = VECTOR_BYTES // SIZEOF[ctype]
     nv = math.ceil(n / lanes)
     w = n - (nv - 1) * lanes
@@ -99,9 +108,16 @@ def blocking(ctype, n, kind="nn"):
         # blend, within the 16 vector registers.
         fits = [r for r in range(share, 9, share)
                 if r * (nv - 1) + r // share + nv + share + 1 <= VECTOR_REGISTERS]
-        if fits and (kind == "nn" or max(fits) >= plain):
+        if fits:
             return lanes, nv, max(fits), share
     return lanes, nv, plain, 1
+
+
+def tn_tile(ctype, n):
+    """(rows, columns) of the tiles in which the "tn" kernel for ``n`` result columns copies the
+    wide operand: TN_PANEL rows, as many whole blocks of columns as fit TILE_BYTES."""
+    rows = blocking(ctype, n, "tn")[2]
+    return TN_PANEL, max(rows, TILE_BYTES // (TN_PANEL * SIZEOF[ctype]) // rows * rows)
 
 
 def kernel_source(kind, ctype, n):
@@ -311,34 +327,46 @@ def _kernel(kind, ctype, n):
     tail = (nv - 1) * lanes                # where a row's last vector starts
     regs = f"{rows} x {nv}" if share == 1 else f"{rows} x {nv - 1} + {rows // share}"
     width = nv * lanes                     # a packed row of the narrow operand
-    panel = max(16, PANEL_BYTES // (width * SIZEOF[ctype]))
     name = f"symgradrt_mm_{kind}_{s}{n}"
     t = ctype
     if kind == "nn":
+        panel = max(16, PANEL_BYTES // (width * SIZEOF[ctype]))
         doc = ["/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a "
                "is (rows) x k,",
                f" * b k x {n}, c (rows) x {n}, all row-major. {rows} rows of c at a time stay in "
                f"{regs} vector",
                f" * registers while the loop reads {rows} rows of a in place; b is copied in "
                f"panels of {panel} rows",
-               " * padded to whole vectors, which stay in L1 cache. */"]
+               " * padded to whole vectors, which stay in L1 cache. The rows of the block after "
+               "next are prefetched. */"]
         params = f"int64_t i0, int64_t i1, int64_t k, const {t} *restrict a"
         lo, hi, contraction, each = "i0", "i1", "k", "i"
         c_row = (lambda r: f"c + (i + {r}) * {n}")
         a_elem = (lambda r: f"a{r}[q]")
-        setup = lambda rb: [f"const {t} *restrict a{r} = a + (i + {r}) * k;" for r in range(rb)]
+        # The rows of the block after next, this panel's part, prefetched (into L2) while
+        # this block runs: W3's X W (256 x 3073 by 3073 x 10, one core, load average ~4.7,
+        # X flushed from every cache) 0.80 -> 0.54 ms in float64, 0.50 -> 0.31 in float32;
+        # with X in L3 unchanged (0.37, 0.24); the next block's rows 0.55 / 0.30.
+        setup = lambda rb: [f"const {t} *restrict a{r} = a + (i + {r}) * k;" for r in range(rb)] + ([
+            f"for (int64_t r = i + {2 * rows}; r < i + {3 * rows} && r < i1; ++r)",
+            f"    for (int64_t q = q0; q < q1; q += {LINE_BYTES // SIZEOF[ctype]})",
+            "        SYMGRADRT_PREFETCH(a + r * k + q);"] if rb > 1 else [])
     else:
+        panel, cols = tn_tile(ctype, n)
         doc = ["/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) "
                "for p0 <= p < p1;",
                f" * a is m x lda, b m x {n}, c lda x {n}, all row-major. {rows} rows of c at a "
                f"time stay in {regs}",
-               f" * vector registers while the loop reads {rows} neighbouring columns of a in "
-               f"place; b is copied in",
-               f" * panels of {panel} rows padded to whole vectors, which stay in L1 cache. */"]
+               f" * vector registers while the loop reads {rows} columns of a tile of a: {panel} "
+               f"rows by {cols} columns",
+               " * copied row by row (each row of a read contiguously) into blocks of "
+               f"{rows} columns, each block's",
+               " * elements in the order the loop reads them. b is copied in panels of "
+               f"{panel} rows padded to",
+               " * whole vectors. Both copies stay in L1 cache. */"]
         params = f"int64_t p0, int64_t p1, int64_t m, int64_t lda, const {t} *restrict a"
         lo, hi, contraction, each = "p0", "p1", "m", "p"
         c_row = (lambda r: f"c + (p + {r}) * {n}")
-        a_elem = (lambda r: f"a[q * lda + p + {r}]")
         setup = lambda rb: []
     if share > 1:
         doc[-1] = doc[-1][:-3]
@@ -350,6 +378,9 @@ def _kernel(kind, ctype, n):
         f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
         "{",
         f"    {t} packed[{panel} * {width}] __attribute__((aligned(64)));",
+    ] + ([
+        f"    {t} tile[{panel} * {cols}] __attribute__((aligned(64)));",
+    ] if kind == "tn" else []) + [
         "    memset(packed, 0, sizeof packed);",
         f"    if ({contraction} == 0 && !accumulate)",
         f"        memset(c + {lo} * {n}, 0, sizeof(*c) * {n} * (size_t)({hi} - {lo}));",
@@ -365,15 +396,62 @@ def _kernel(kind, ctype, n):
         f"b + q * {n} + {tail}, sizeof(*b) * {widths[-1]});",
     ] if share > 1 else []) + [
         "        const int load = accumulate || q0 > 0;",
-        f"        int64_t {each} = {lo};",
     ]
-    # The remainder rows, one at a time, keep a whole last vector each: lanes past the row's
-    # own columns (the shared copies) are computed and never stored.
-    for rb, sh, head in ((rows, share, f"for (; {each} + {rows} <= {hi}; {each} += {rows})"),
-                         (1, 1, f"for (; {each} < {hi}; ++{each})")):
-        body = setup(rb) + _block(s, rb, nv, widths, c_row, "for (int64_t q = q0; q < q1; ++q)",
-                                  a_elem, f"packed + (q - q0) * {width}", sh)
-        out += _indent([head + " {"] + _indent(body) + ["}"], 2)
+    loop = "for (int64_t q = q0; q < q1; ++q)"
+    row = f"packed + (q - q0) * {width}"
+    if kind == "nn":
+        # The remainder rows, one at a time, keep a whole last vector each: lanes past the
+        # row's own columns (the shared copies) are computed and never stored.
+        out.append(f"        int64_t {each} = {lo};")
+        for rb, sh, head in ((rows, share, f"for (; {each} + {rows} <= {hi}; {each} += {rows})"),
+                             (1, 1, f"for (; {each} < {hi}; ++{each})")):
+            body = setup(rb) + _block(s, rb, nv, widths, c_row, loop, a_elem, row, sh)
+            out += _indent([head + " {"] + _indent(body) + ["}"], 2)
+        out += ["    }", "}"]
+        return out, rows
+    # "tn": a's columns p are rows of c, so the rows of a block are neighbouring columns of a,
+    # which in place are a row length (lda) apart: read that way, each step's loads fall on
+    # different pages and (lda * size a multiple of 4 KB, or nearly: W3's 3073 doubles are 8
+    # bytes past six pages) in a few sets of the L1 cache, and the prefetchers see no stream.
+    # So a tile of a is copied first, each of its rows read contiguously, into blocks laid out
+    # in the order the loop reads them, and the tile after next is prefetched meanwhile (into
+    # L2: prefetcht0 evicted the tile and panel in use). W3's X^T G (256 x 3073 by 256 x 10,
+    # one core, load average ~4.5; X in L3 cache / X flushed from every cache): float64 in
+    # place 2.66 / 3.96 ms, tiled 0.76 / 1.56, with the prefetch 0.47 / 0.78 (X W: 0.38 /
+    # 0.81); float32 0.72 / 1.89 -> 0.29 / 0.47 (sharing, see ``blocking``). That was while
+    # the shared machine ran slow for everyone (main's whole W3 float64 took 10 ms, 0.96 ms an
+    # hour earlier). When it does not, reading in place is the faster with X in L3 (0.40 ms
+    # against 0.46 tiled; W3 end to end 1.02 against 1.29 ms) and still the slower with X
+    # flushed (1.06-1.18 against 0.57-0.60): the tile costs a copy and an accumulator reload
+    # per 32-row panel, and is kept for not falling off a cliff
+    # (benchmarks/results_issue20.md). A product whose operands fit in L1 pays for the shorter
+    # panels: 200 x 100 by 200 x 10 (W5's h^T G) 8.7 -> 11.3 us.
+    body = _block(s, rows, nv, widths, c_row, loop,
+                  lambda r: f"at[(q - q0) * {rows} + {r}]", row, share)
+    rest = _block(s, 1, nv, widths, c_row, loop, lambda r: f"a[q * lda + {each} + {r}]", row)
+    out += _indent([
+        f"for (int64_t t0 = {lo}; t0 < {hi}; t0 += {cols}) {{",
+        f"    const int64_t t1 = t0 + {cols} < {hi} ? t0 + {cols} : {hi};",
+        f"    const int64_t whole = t0 + (t1 - t0) / {rows} * {rows};",
+        f"    /* the block of columns from p holds a[q, p + r] at tile[(p - t0) * {panel} + "
+        f"(q - q0) * {rows} + r] */",
+        "    for (int64_t q = q0; q < q1; ++q) {",
+        f"        const {t} *restrict src = a + q * lda;",
+        f"        {t} *restrict dst = tile + (q - q0) * {rows};",
+        f"        for (int64_t p = t0; p < whole; p += {rows})",
+        f"            memcpy(dst + (p - t0) * {panel}, src + p, sizeof(*a) * {rows});",
+        f"        for (int64_t p = t1 + {cols}; p < t1 + {2 * cols} && p < {hi}; "
+        f"p += {LINE_BYTES // SIZEOF[ctype]})",
+        "            SYMGRADRT_PREFETCH(src + p);    /* the tile after next */",
+        "    }",
+        f"    int64_t {each} = t0;",
+        f"    for (; {each} < whole; {each} += {rows}) {{",
+        f"        const {t} *restrict at = tile + ({each} - t0) * {panel};",
+    ] + _indent(body, 2) + [
+        "    }",
+        "    /* the last columns, fewer than a block, one at a time, in place */",
+        f"    for (; {each} < t1; ++{each}) {{",
+    ] + _indent(rest, 2) + ["    }", "}"], 2)
     out += ["    }", "}"]
     return out, rows
 
