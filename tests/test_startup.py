@@ -15,7 +15,8 @@ from symgrad.backends.c import native
 
 ROOT = Path(symgrad.__file__).resolve().parent.parent
 # Not loaded by import symgrad, nor by a warm first call: sympy (the elementwise tables state their
-# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs it), SciPy
+# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs what the generated
+# table lacks; a cold build of static shapes does not load it either), SciPy
 # (symgrad.scipy.special calls it on plain arrays only), Jinja and the C parser (a warm cache
 # renders and compiles nothing), importlib.metadata (SciPy and cffi's build machinery load it).
 HEAVY = ("sympy", "scipy", "jinja2", "pycparser", "cffi.cparser", "importlib.metadata")
@@ -79,6 +80,9 @@ def test_a_warm_first_call_builds_and_loads_nothing_it_does_not_need(tmp_path):
     warm = _run(MLP, str(tmp_path))
     assert cold["compiles"] == 1 and warm["compiles"] == 0
     assert warm["loaded"] == [], "a warm cache needs no Jinja or C parser"
+    # A cold build of static-shape code takes its C and its derivatives from the generated
+    # elementwise table (core/primitives/elementwise_table.py): no sympy either.
+    assert "sympy" not in cold["loaded"] and "scipy" not in cold["loaded"]
     # The same numbers, and right: NumPy's forward value and central differences.
     assert warm["value"] == cold["value"] and warm["grad"] == cold["grad"]
     rng = np.random.default_rng(0)
