@@ -216,3 +216,46 @@ def test_a_large_constant_copied_from_data_compiles_and_is_right(tmp_path, kind)
     if native.DATA_FILES:
         (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
         assert list(entry.glob("symgrad_data_*.bin")), "the constant was not kept as data"
+
+
+def test_a_library_compiled_for_a_pool_that_then_fails_is_built_again_without_it(tmp_path):
+    # The library compiles while the pool still compiles (on another core); when the pool then
+    # cannot be built or loaded, the library (which would not load without it) is rebuilt for
+    # one thread, with one warning, and computes the same numbers.
+    out = _run("""
+        import json, sys, threading, warnings
+        import numpy as np
+        import symgrad, symgrad.numpy as snp
+        from symgrad.backends.c import compiler, threads
+        from symgrad.errors import CompileError
+        compiling, real_compile = threading.Event(), compiler.compile_library
+
+        def compile_library(*args, **kwargs):
+            compiling.set()
+            return real_compile(*args, **kwargs)
+
+        def broken(cache_dir, cc):     # fails while the library compiles
+            compiling.wait(60)
+            raise CompileError("no pool today")
+        compiler.compile_library, threads._load = compile_library, broken
+        w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
+        x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+        f = symgrad.compile(lambda w, x: snp.sum(snp.tanh(x @ w) ** 2), cache_dir=sys.argv[1])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            v, g = f.value_and_grad(w, x)
+        print(json.dumps([float(v), g.ravel().tolist(), compiler.invocations(),
+                          [str(c.message) for c in caught]]))
+    """, str(tmp_path))
+    value, grad, compiles, caught = out
+    assert compiles == 2
+    assert len(caught) == 1 and "thread pool could not be built" in caught[0]
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["threads"] is False and "-DSYMGRAD_USE_THREADS" not in manifest["flags"]
+    w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
+    x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+    t = np.tanh(x @ w)
+    assert value == pytest.approx(np.sum(t ** 2), rel=1e-12)
+    np.testing.assert_allclose(np.reshape(grad, w.shape), x.T @ (2 * t * (1 - t ** 2)),
+                               rtol=1e-10, atol=1e-12)

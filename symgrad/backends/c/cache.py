@@ -193,6 +193,17 @@ class Cache:
     def entry(self, key):
         return self.root / key[:40]
 
+    def discard(self, key):
+        """Remove the entry for ``key`` (moved aside atomically first, as ``_publish`` does with
+        a broken one), so that the next ``build`` makes it anew."""
+        final = self.entry(key)
+        trash = self.root / f".broken-{uuid.uuid4().hex[:12]}"
+        try:
+            os.rename(final, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
     def lookup(self, key):
         """The library path of a valid entry for ``key``, or None."""
         found = self.read(key)

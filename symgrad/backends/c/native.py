@@ -235,16 +235,29 @@ def _load_program(program, cflags, cache_dir):
         module = render_program(program, data_files=DATA_FILES)
         if cflags is None and _straight_line(program):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
-        # The thread pool, for a library with parallel loops (threads.py).
-        pool = ("symgradrt_parallel_for(" in module.source
-                and threads.runtime(cache_dir, cc) is not None)
-        flags = compiler.flags(cflags, threads=pool)
-        manifest = {"symgrad_version": VERSION, "compiler": identity,
-                    "compiler_version": compiler.compiler_version(cc), "flags": list(flags),
-                    "functions": [n for n in (module.value_name, module.grad_name) if n],
-                    "threads": pool, "ffi_module": _ffi_module(module.cdef)}
-        lib_path = cache.build(key, module.source, functools.partial(
-            _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool), manifest)
+        ffi_module = _ffi_module(module.cdef)
+
+        def build(pool):
+            manifest = {"symgrad_version": VERSION, "compiler": identity,
+                        "compiler_version": compiler.compiler_version(cc),
+                        "flags": list(compiler.flags(cflags, threads=pool)),
+                        "functions": [n for n in (module.value_name, module.grad_name) if n],
+                        "threads": pool, "ffi_module": ffi_module}
+            return cache.build(key, module.source, functools.partial(
+                _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool),
+                manifest), manifest
+
+        # The thread pool, for a library with parallel loops (threads.py). The library does not
+        # link against it (its symbols resolve when it is loaded after the pool), so it compiles
+        # on this core while the pool, if ``prepare`` started it, still compiles on the other:
+        # a cold build waits for the longer of the two compiles, not for their sum.
+        pool = "symgradrt_parallel_for(" in module.source and threads.may_load()
+        lib_path, manifest = build(pool)
+        if pool and threads.runtime(cache_dir, cc) is None:
+            # The pool could not be built or loaded after all (threads.runtime warned once):
+            # this library would not load without it, so it is built again, in one thread.
+            cache.discard(key)
+            lib_path, manifest = build(False)
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
     names = manifest["functions"]
