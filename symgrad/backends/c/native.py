@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import threading
 
 import numpy as np
 
@@ -235,17 +236,22 @@ def _load_program(program, cflags, cache_dir):
         module = render_program(program, data_files=DATA_FILES)
         if cflags is None and _straight_line(program):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
-        ffi_module = _ffi_module(module.cdef)
+        # cffi's declarations (pycparser: tens of ms of CPU) and the compiler's version line
+        # are made while the C compiler runs: the manifest needs them only once it is done.
+        declared = _in_background(lambda: (compiler.compiler_version(cc),
+                                           _ffi_module(module.cdef)))
 
         def build(pool):
-            manifest = {"symgrad_version": VERSION, "compiler": identity,
-                        "compiler_version": compiler.compiler_version(cc),
+            def manifest():
+                version, ffi_module = declared()
+                return {"symgrad_version": VERSION, "compiler": identity,
+                        "compiler_version": version,
                         "flags": list(compiler.flags(cflags, threads=pool)),
                         "functions": [n for n in (module.value_name, module.grad_name) if n],
                         "threads": pool, "ffi_module": ffi_module}
             return cache.build(key, module.source, functools.partial(
                 _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool),
-                manifest), manifest
+                manifest), manifest()
 
         # The thread pool, for a library with parallel loops (threads.py). The library does not
         # link against it (its symbols resolve when it is loaded after the pool), so it compiles
@@ -264,6 +270,28 @@ def _load_program(program, cflags, cache_dir):
     ffi = _ffi_of(manifest["ffi_module"])
     return lib_path, ffi, ffi.dlopen(str(lib_path)), (names[0], names[1] if len(names) > 1
                                                        else None)
+
+
+def _in_background(fn):
+    """Start ``fn()`` in a thread; returns a function that waits for it and returns its result
+    (or raises its exception)."""
+    result = []
+
+    def run():
+        try:
+            result.append((True, fn()))
+        except BaseException as e:          # re-raised in the caller's thread
+            result.append((False, e))
+    thread = threading.Thread(target=run, name="symgrad-declare", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+    return wait
 
 
 # Large constants go into the library as data (``render_program``'s ``data_files``): the
