@@ -230,10 +230,10 @@ def _load_program(program, cflags, cache_dir):
     if found is not None and "ffi_module" in found[1]:
         lib_path, manifest = found
     else:
-        if not _scalar_only(program.forward):
-            threads.prepare(cache_dir, cc)   # on another core, while this one renders
         from symgrad.backends.c.module import render_program     # Jinja: only to build
         module = render_program(program, data_files=DATA_FILES)
+        if module.parallel:
+            threads.prepare(cache_dir, cc)   # on another core, while this one compiles
         if cflags is None and _straight_line(program):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
         # cffi's declarations (pycparser: tens of ms of CPU) and the compiler's version line
@@ -253,11 +253,12 @@ def _load_program(program, cflags, cache_dir):
                 _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool),
                 manifest), manifest()
 
-        # The thread pool, for a library with parallel loops (threads.py). The library does not
-        # link against it (its symbols resolve when it is loaded after the pool), so it compiles
-        # on this core while the pool, if ``prepare`` started it, still compiles on the other:
-        # a cold build waits for the longer of the two compiles, not for their sum.
-        pool = "symgradrt_parallel_for(" in module.source and threads.may_load()
+        # The thread pool, for a library whose calls may split work (threads.py; a library of
+        # small products only is built without it, so a first build need not compile the pool).
+        # The library does not link against the pool (its symbols resolve when it is loaded
+        # after the pool), so it compiles on this core while the pool, started just above,
+        # compiles on the other: a cold build waits for the longer of the two, not their sum.
+        pool = module.parallel and threads.may_load()
         lib_path, manifest = build(pool)
         if pool and threads.runtime(cache_dir, cc) is None:
             # The pool could not be built or loaded after all (threads.runtime warned once):
