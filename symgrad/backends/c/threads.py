@@ -64,8 +64,8 @@ def may_load():
 
 def prepare(cache_dir=None, cc=None):
     """Start making the pool's library ready (found in the cache, or built) in a background
-    thread, for a build that will likely want it: its compile then runs on another core while
-    this one differentiates, renders and compiles the build's library, instead of before it
+    thread, for a build whose library may split work (``RenderedModule.parallel``): its compile
+    then runs on another core while this one compiles the library, instead of before it
     (``may_load``). ``runtime``
     waits for it (the lock); a build that turns out not to need it loses nothing but that core's
     time, once per cache directory."""
