@@ -15,7 +15,8 @@ from symgrad.backends.c import native
 
 ROOT = Path(symgrad.__file__).resolve().parent.parent
 # Not loaded by import symgrad, nor by a warm first call: sympy (the elementwise tables state their
-# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs it), SciPy
+# math as sympy text, parsed when a derivative, C or a NumPy evaluation needs what the generated
+# table lacks; a cold build of static shapes does not load it either), SciPy
 # (symgrad.scipy.special calls it on plain arrays only), Jinja and the C parser (a warm cache
 # renders and compiles nothing), importlib.metadata (SciPy and cffi's build machinery load it).
 HEAVY = ("sympy", "scipy", "jinja2", "pycparser", "cffi.cparser", "importlib.metadata")
@@ -79,6 +80,9 @@ def test_a_warm_first_call_builds_and_loads_nothing_it_does_not_need(tmp_path):
     warm = _run(MLP, str(tmp_path))
     assert cold["compiles"] == 1 and warm["compiles"] == 0
     assert warm["loaded"] == [], "a warm cache needs no Jinja or C parser"
+    # A cold build of static-shape code takes its C and its derivatives from the generated
+    # elementwise table (core/primitives/elementwise_table.py): no sympy either.
+    assert "sympy" not in cold["loaded"] and "scipy" not in cold["loaded"]
     # The same numbers, and right: NumPy's forward value and central differences.
     assert warm["value"] == cold["value"] and warm["grad"] == cold["grad"]
     rng = np.random.default_rng(0)
@@ -137,12 +141,12 @@ def test_a_large_constant_is_data_not_literals(tmp_path, dtype):
     assert ".incbin" not in cf.source(x) and len(cf.source(x)) > 2 * A.size
 
 
-def test_a_cold_build_compiles_the_thread_pool_while_it_renders(tmp_path):
-    # The pool's library (built once per cache) compiles on another core during the
-    # differentiation and rendering of the first function that needs it (here for its gemm),
-    # not between its rendering and its compile.
+def test_a_cold_build_compiles_the_thread_pool_while_it_compiles_the_library(tmp_path):
+    # The pool's library (built once per cache) compiles on another core while the library
+    # that needs it (here for its gemms: 64 x 64 x 64 multiply-adds, enough to split) compiles,
+    # not before it.
     events, value = _run("""
-        import json, sys
+        import json, sys, time
         import numpy as np
         import symgrad, symgrad.numpy as snp
         from symgrad.backends.c import compiler, module
@@ -150,26 +154,56 @@ def test_a_cold_build_compiles_the_thread_pool_while_it_renders(tmp_path):
         real_compile, real_render = compiler.compile_library, module.render_program
 
         def compile_library(src, lib, *args, **kwargs):
-            events.append("pool cc" if ".runtime" in str(src) else "module cc")
-            return real_compile(src, lib, *args, **kwargs)
+            what = "pool" if ".runtime" in str(src) else "module"
+            events.append((what + " start", time.perf_counter()))
+            try:
+                return real_compile(src, lib, *args, **kwargs)
+            finally:
+                events.append((what + " end", time.perf_counter()))
 
         def render_program(*args, **kwargs):
             result = real_render(*args, **kwargs)
-            events.append("rendered")
+            events.append(("rendered", time.perf_counter()))
             return result
         compiler.compile_library, module.render_program = compile_library, render_program
-        w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
-        x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+        w = np.linspace(-0.1, 0.1, 4096).reshape(64, 64)
+        x = np.linspace(0.0, 1.0, 4096).reshape(64, 64)
         f = symgrad.compile(lambda w, x: snp.sum(snp.tanh(x @ w) ** 2), cache_dir=sys.argv[1])
         v, g = f.value_and_grad(w, x)
-        print(json.dumps([events, float(v)]))
+        print(json.dumps([dict(events), float(v)]))
     """, str(tmp_path))
-    assert events == ["pool cc", "rendered", "module cc"]
+    assert set(events) == {"rendered", "pool start", "pool end", "module start", "module end"}
+    assert events["rendered"] < events["pool start"] < events["module end"]
+    assert events["module start"] < events["pool end"], "the two compiles overlap"
     (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
     assert json.loads((entry / "manifest.json").read_text())["threads"], "the build uses the pool"
-    w = np.linspace(-0.1, 0.1, 1024).reshape(32, 32)
-    x = np.linspace(0.0, 1.0, 512).reshape(16, 32)
+    w = np.linspace(-0.1, 0.1, 4096).reshape(64, 64)
+    x = np.linspace(0.0, 1.0, 4096).reshape(64, 64)
     assert value == pytest.approx(np.sum(np.tanh(x @ w) ** 2), rel=1e-12)
+
+
+def test_a_library_of_small_products_is_built_without_the_pool(tmp_path):
+    # 16 x 32 x 32 multiply-adds never give two threads SYMGRAD_MIN_WORK each: the pool would
+    # run every call in the caller's thread, so the library is built without it, and a cold
+    # cache compiles no pool at all.
+    out = _run(MLP, str(tmp_path))
+    assert out["compiles"] == 1
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["threads"] is False and "-DSYMGRAD_USE_THREADS" not in manifest["flags"]
+    assert not list((tmp_path / ".runtime").glob("*/manifest.json")), "no pool was built"
+    # The threshold the decision uses is the pool's own.
+    from symgrad.backends.c import narrow
+    template = (ROOT / "symgrad" / "templates" / "threads.c.j2").read_text()
+    assert "#define SYMGRAD_MIN_WORK 65536.0" in template
+    assert narrow.SPLIT_MIN_WORK == 2 * 65536
+    assert not narrow.may_split(["symgradrt_dgemm_par(0, 1, 16, 32, 32,",
+                                 "symgradrt_mm_nn_d10_run(40, 327, _pa, _pb, _pc, 0);",
+                                 "symgradrt_mm_mv_d10_run(n, _pa, _pb, _pc, 0);"])
+    assert narrow.may_split(["symgradrt_dgemm_par(0, 1, 64, 64, 32,"])
+    assert narrow.may_split(["symgradrt_mm_tn_s10_run(41, 327, _pa, _pb, _pc, 0);"])
+    assert narrow.may_split(["symgradrt_dgemm_par(0, 0, N, 4, 4,"]), "a run-time size"
+    assert narrow.may_split(["symgradrt_mm_nn_d3_run(N, 3, _pa, _pb, _pc, 1);"])
 
 
 # Found by the long fuzz run (issue 21): a large constant copied into the workspace (here the
@@ -212,3 +246,46 @@ def test_a_large_constant_copied_from_data_compiles_and_is_right(tmp_path, kind)
     if native.DATA_FILES:
         (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
         assert list(entry.glob("symgrad_data_*.bin")), "the constant was not kept as data"
+
+
+def test_a_library_compiled_for_a_pool_that_then_fails_is_built_again_without_it(tmp_path):
+    # The library compiles while the pool still compiles (on another core); when the pool then
+    # cannot be built or loaded, the library (which would not load without it) is rebuilt for
+    # one thread, with one warning, and computes the same numbers.
+    out = _run("""
+        import json, sys, threading, warnings
+        import numpy as np
+        import symgrad, symgrad.numpy as snp
+        from symgrad.backends.c import compiler, threads
+        from symgrad.errors import CompileError
+        compiling, real_compile = threading.Event(), compiler.compile_library
+
+        def compile_library(*args, **kwargs):
+            compiling.set()
+            return real_compile(*args, **kwargs)
+
+        def broken(cache_dir, cc):     # fails while the library compiles
+            compiling.wait(60)
+            raise CompileError("no pool today")
+        compiler.compile_library, threads._load = compile_library, broken
+        w = np.linspace(-0.1, 0.1, 4096).reshape(64, 64)
+        x = np.linspace(0.0, 1.0, 4096).reshape(64, 64)
+        f = symgrad.compile(lambda w, x: snp.sum(snp.tanh(x @ w) ** 2), cache_dir=sys.argv[1])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            v, g = f.value_and_grad(w, x)
+        print(json.dumps([float(v), g.ravel().tolist(), compiler.invocations(),
+                          [str(c.message) for c in caught]]))
+    """, str(tmp_path))
+    value, grad, compiles, caught = out
+    assert compiles == 2
+    assert len(caught) == 1 and "thread pool could not be built" in caught[0]
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["threads"] is False and "-DSYMGRAD_USE_THREADS" not in manifest["flags"]
+    w = np.linspace(-0.1, 0.1, 4096).reshape(64, 64)
+    x = np.linspace(0.0, 1.0, 4096).reshape(64, 64)
+    t = np.tanh(x @ w)
+    assert value == pytest.approx(np.sum(t ** 2), rel=1e-12)
+    np.testing.assert_allclose(np.reshape(grad, w.shape), x.T @ (2 * t * (1 - t ** 2)),
+                               rtol=1e-10, atol=1e-12)

@@ -193,6 +193,17 @@ class Cache:
     def entry(self, key):
         return self.root / key[:40]
 
+    def discard(self, key):
+        """Remove the entry for ``key`` (moved aside atomically first, as ``_publish`` does with
+        a broken one), so that the next ``build`` makes it anew."""
+        final = self.entry(key)
+        trash = self.root / f".broken-{uuid.uuid4().hex[:12]}"
+        try:
+            os.rename(final, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
     def lookup(self, key):
         """The library path of a valid entry for ``key``, or None."""
         found = self.read(key)
@@ -213,6 +224,8 @@ class Cache:
 
     def build(self, key, source, compile_fn, info):
         """Build the entry for ``key`` with ``compile_fn(src_path, lib_path)``; return lib path.
+        ``info``: the manifest's fields, or a function returning them, called once the compile
+        is done (work that can run meanwhile).
 
         Falls back to the private cache (with a warning) when the cache directory cannot be
         written. Raises CompileError when the compiler fails, OSError when even the private
@@ -256,7 +269,8 @@ class Cache:
                 os.rename(tmp, failed)
                 raise CompileError(str(e).splitlines()[0], command=e.command, stderr=e.stderr,
                                    source_path=str(failed / SOURCE)) from None
-            manifest = dict(info, key=key, library=lib.name, library_sha256=_sha256(lib),
+            manifest = dict(info() if callable(info) else info, key=key, library=lib.name,
+                            library_sha256=_sha256(lib),
                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
             return self._publish(key, tmp)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from symgrad._version import __version__ as VERSION
+from symgrad.backends.c import narrow
 from symgrad.backends.c.codegen import FunctionRenderer, render_module, render_prototypes
 
 
@@ -16,6 +17,9 @@ class RenderedModule:
     value_name: str
     grad_name: str | None
     data: dict = None       # symbol -> (ctype, bytes): the files ``<symbol>.bin`` the C includes
+    # Whether a call may give the thread pool work (``narrow.may_split``): else the library is
+    # built without it (and a first build need not compile the pool at all).
+    parallel: bool = False
 
 
 def function_c_name(name):
@@ -64,7 +68,10 @@ def render_program(program, functions=None, data_files=False):
     title = f"{program.name}: generated from {program.origin}"
     source = render_module(functions, title=title, version=VERSION, data=data)
     grad_name = functions[1].name if len(functions) > 1 else None
-    return RenderedModule(source, render_prototypes(functions), base, grad_name, data or {})
+    parallel = narrow.may_split(line for fn in functions for block in fn.blocks
+                                for line in block.lines)
+    return RenderedModule(source, render_prototypes(functions), base, grad_name, data or {},
+                          parallel)
 
 
 def _signature(graph):

@@ -82,6 +82,35 @@ def template_parts(lines):
     return {"blas": blas, "kernels": kernels} if blas or kernels else None
 
 
+# The pool splits a call only when its work (multiply-adds) gives each of two threads or more at
+# least SYMGRAD_MIN_WORK (threads.c.j2, 65536): a call with less runs in the calling thread
+# whatever the number of threads. A library whose every such call is that small is built
+# without the pool (``may_split``): the same C, its symgradrt_parallel_for the serial one.
+SPLIT_MIN_WORK = 2 * 65536
+_GEMM_SIZES = re.compile(r"\bsymgradrt_[ds]gemm_par\(\d+, \d+, (\d+), (\d+), (\d+),")
+_POOL_KERNEL = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\(")
+_POOL_KERNEL_SIZES = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\((\d+), (\d+), _pa")
+
+
+def may_split(lines):
+    """Whether a call in the C ``lines`` (function bodies) may give the thread pool work: a
+    split gemm or a narrow kernel's ``_run`` (nn, tn: rows x contraction x columns multiply-adds;
+    mv and outer never split) with a size known only at run time or with SPLIT_MIN_WORK
+    multiply-adds or more, or a parallel loop of its own."""
+    for line in lines:
+        if "symgradrt_parallel_for(" in line:
+            return True
+        if GEMM.search(line):
+            sizes = _GEMM_SIZES.search(line)
+            if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
+                return True
+        if _POOL_KERNEL.search(line):
+            sizes = _POOL_KERNEL_SIZES.search(line)
+            if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
+                return True
+    return False
+
+
 def blocking(ctype, n, kind="nn"):
     """(lanes, vectors per result row, result rows per block, rows sharing the last vector).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import threading
 
 import numpy as np
 
@@ -229,28 +230,69 @@ def _load_program(program, cflags, cache_dir):
     if found is not None and "ffi_module" in found[1]:
         lib_path, manifest = found
     else:
-        if not _scalar_only(program.forward):
-            threads.prepare(cache_dir, cc)   # on another core, while this one renders
         from symgrad.backends.c.module import render_program     # Jinja: only to build
         module = render_program(program, data_files=DATA_FILES)
+        if module.parallel:
+            threads.prepare(cache_dir, cc)   # on another core, while this one compiles
         if cflags is None and _straight_line(program):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
-        # The thread pool, for a library with parallel loops (threads.py).
-        pool = ("symgradrt_parallel_for(" in module.source
-                and threads.runtime(cache_dir, cc) is not None)
-        flags = compiler.flags(cflags, threads=pool)
-        manifest = {"symgrad_version": VERSION, "compiler": identity,
-                    "compiler_version": compiler.compiler_version(cc), "flags": list(flags),
-                    "functions": [n for n in (module.value_name, module.grad_name) if n],
-                    "threads": pool, "ffi_module": _ffi_module(module.cdef)}
-        lib_path = cache.build(key, module.source, functools.partial(
-            _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool), manifest)
+        # cffi's declarations (pycparser: tens of ms of CPU) and the compiler's version line
+        # are made while the C compiler runs: the manifest needs them only once it is done.
+        declared = _in_background(lambda: (compiler.compiler_version(cc),
+                                           _ffi_module(module.cdef)))
+
+        def build(pool):
+            def manifest():
+                version, ffi_module = declared()
+                return {"symgrad_version": VERSION, "compiler": identity,
+                        "compiler_version": version,
+                        "flags": list(compiler.flags(cflags, threads=pool)),
+                        "functions": [n for n in (module.value_name, module.grad_name) if n],
+                        "threads": pool, "ffi_module": ffi_module}
+            return cache.build(key, module.source, functools.partial(
+                _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool),
+                manifest), manifest()
+
+        # The thread pool, for a library whose calls may split work (threads.py; a library of
+        # small products only is built without it, so a first build need not compile the pool).
+        # The library does not link against the pool (its symbols resolve when it is loaded
+        # after the pool), so it compiles on this core while the pool, started just above,
+        # compiles on the other: a cold build waits for the longer of the two, not their sum.
+        pool = module.parallel and threads.may_load()
+        lib_path, manifest = build(pool)
+        if pool and threads.runtime(cache_dir, cc) is None:
+            # The pool could not be built or loaded after all (threads.runtime warned once):
+            # this library would not load without it, so it is built again, in one thread.
+            cache.discard(key)
+            lib_path, manifest = build(False)
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
     names = manifest["functions"]
     ffi = _ffi_of(manifest["ffi_module"])
     return lib_path, ffi, ffi.dlopen(str(lib_path)), (names[0], names[1] if len(names) > 1
                                                        else None)
+
+
+def _in_background(fn):
+    """Start ``fn()`` in a thread; returns a function that waits for it and returns its result
+    (or raises its exception)."""
+    result = []
+
+    def run():
+        try:
+            result.append((True, fn()))
+        except BaseException as e:          # re-raised in the caller's thread
+            result.append((False, e))
+    thread = threading.Thread(target=run, name="symgrad-declare", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+    return wait
 
 
 # Large constants go into the library as data (``render_program``'s ``data_files``): the

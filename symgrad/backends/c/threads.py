@@ -56,10 +56,17 @@ def runtime(cache_dir=None, cc=None):
     return _library
 
 
+def may_load():
+    """Whether the pool is loaded, or may still be (being built, or not tried yet): a library
+    is compiled for it before ``runtime`` says whether it loaded (see native._load_program)."""
+    return not _failed
+
+
 def prepare(cache_dir=None, cc=None):
     """Start making the pool's library ready (found in the cache, or built) in a background
-    thread, for a build that will likely want it: its compile then runs on another core while
-    this one differentiates and renders, instead of before the build's own compile. ``runtime``
+    thread, for a build whose library may split work (``RenderedModule.parallel``): its compile
+    then runs on another core while this one compiles the library, instead of before it
+    (``may_load``). ``runtime``
     waits for it (the lock); a build that turns out not to need it loses nothing but that core's
     time, once per cache directory."""
     if _library is None and not _failed and not _lock.locked():

@@ -9,7 +9,10 @@ The table states each expression as sympy source text (``"1 - out**2"``), parsed
 the primitive's math is needed (``sympy_expr``): importing the table and tracing need only shape
 rules, so ``import symgrad``, and a process that finds its compiled code in the disk cache, never
 import sympy (see ``symgrad.core.symbolic``). The record keeps the text (``sympy_math``); its
-``expr`` and ``derivs`` are the parsed sympy objects all the same.
+``expr`` and ``derivs`` are the parsed sympy objects all the same. A build needs less: each
+expression's C and each derivative's recipe (``to_recipe``), which ``elementwise_table.py``
+holds, generated from this table by ``python -m symgrad.tools.elementwise_table`` (a test fails
+when it is stale), so a first build of static-shape code imports no sympy either.
 
 Operands broadcast as in NumPy; reverse mode sums each adjoint back to its operand's shape with
 ``ops.sum_to_shape`` (the one place broadcasting is undone). Forward mode uses the same derivative
@@ -41,7 +44,7 @@ _NUMPY_EXTRAS = {"expm1": np.expm1, "log1p": np.log1p}
 _NAME_SOURCES = []
 
 # sympy function name -> primitive, for turning derivative expressions back into IR: the
-# primitive's name, or a function (expr, emit) -> Var for those that need the expression's
+# primitive's name, or a function (expr, emit) -> recipe for those that need the expression's
 # arguments (the order n of polygamma(n, x) picks the primitive). The names are resolved to
 # sympy's functions when the sympy side is made.
 _FUNCTIONS = {}
@@ -63,7 +66,8 @@ def sympy_names(source):
 
 def sympy_function(name, target):
     """Map the sympy function ``name`` (sympy's own or from ``sympy_names``) back to IR:
-    ``target`` is a primitive's name or a function (expr, emit) -> Var."""
+    ``target`` is a primitive's name or a function (expr, emit) -> recipe (``to_recipe``;
+    ``emit`` gives the recipe of a sympy subexpression)."""
     _before_sympy(f"the sympy function {name!r}")
     _FUNCTIONS[name] = target
 
@@ -174,6 +178,26 @@ class SympyMath:
             return tuple(sympy_expr(d) for d in self.deriv)
         return tuple(_sympy().diff(self.expr, s) for s in self.args)
 
+    def recipe(self, i):
+        """The derivative by operand ``i`` as the vjp and jvp rules emit it
+        (``derivative_recipe``): from the generated table when it has it (no sympy), else made
+        from ``derivs``, when a rule first asks (polygamma's by its int order never is)."""
+        found = _table().DERIVATIVES.get((self.text, self.deriv))
+        if found is not None and found[i] is not None:
+            return found[i]
+        return _recipe_of(self, i)
+
+    @functools.cached_property
+    def arity(self):
+        """How many operands the derivatives are stated for."""
+        found = _table().DERIVATIVES.get((self.text, self.deriv))
+        return len(found) if found is not None else len(self.derivs)
+
+
+@functools.cache
+def _recipe_of(math, i):
+    return derivative_recipe(math.derivs[i])
+
 
 def _broadcast_type(name, *in_types, out_dtype=None, float_only=False, complex_ok=False):
     dtypes = {t.dtype for t in in_types}
@@ -196,91 +220,134 @@ def _broadcast_type(name, *in_types, out_dtype=None, float_only=False, complex_o
 _RELATIONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 
 
-# --- sympy expression -> IR ---------------------------------------------------------------------
+# --- sympy expression -> recipe -> IR -----------------------------------------------------------
+# A derivative expression becomes IR in two steps: ``to_recipe`` (sympy) turns it into a recipe,
+# nested tuples naming the IR to emit, and ``from_recipe`` (no sympy) emits it. The recipes of the
+# table's own derivatives are generated ahead of time (``elementwise_table``), so a first build
+# of static-shape code differentiates without importing sympy; both paths run ``from_recipe``,
+# so they give the same IR. A recipe node is one of
+#   ("sym", name)                 an operand: "x", "y" or "out"
+#   ("num", value)                a float constant, shaped and typed like the operands
+#   ("const", value, dtype)       an integer constant of its own dtype (polygamma's order)
+#   ("op", name, *args)           ``ops.name(*args)``: add, sub, mul, div, neg, select, convert
+#   ("bind", primitive, *args)    ``bind(primitive, *args)``
+# and a derivative as a whole is a recipe, or 0, 1 or -1 (no statement: no adjoint, the incoming
+# adjoint itself, its negation).
 
-def to_ir(expr, env):
-    """Emit IR computing the sympy ``expr``; ``env`` maps its symbols to ``Var``s."""
-    like = next(iter(env.values()))
+def to_recipe(expr):
+    """The recipe (see above) of the sympy expression ``expr`` in x, y and out."""
     side = _side()
     sp = side.sp
+    symbols = {side.X: "x", side.Y: "y", side.OUT: "out"}
 
     def number(v):
-        return ops.scalar_like(float(v), like)
+        return ("num", float(v))
 
     def emit(e):
-        if e in env:
-            return env[e]
+        if e in symbols:
+            return ("sym", symbols[e])
         if e.is_number:             # 3, pi, log(2): folded to one constant here
             return number(e)
         if isinstance(e, sp.Piecewise):
             (value, cond), rest = e.args[0], e.args[1:]
             if cond == sp.true:
                 return emit(value)
-            return ops.select(emit(cond), emit(value), emit(sp.Piecewise(*rest)))
+            return ("op", "select", emit(cond), emit(value), emit(sp.Piecewise(*rest)))
         if isinstance(e, sp.core.relational.Relational) and e.rel_op in _RELATIONS:
-            return bind(_RELATIONS[e.rel_op], emit(e.lhs), emit(e.rhs))
+            return ("bind", _RELATIONS[e.rel_op], emit(e.lhs), emit(e.rhs))
         if e.is_Add:
             coeff, terms = e.as_coeff_add()
             pos = [emit(t) for t in terms if not t.could_extract_minus_sign()]
             neg = [emit(-t) for t in terms if t.could_extract_minus_sign()]
-            acc = functools.reduce(ops.add, pos) if pos else None
+            acc = functools.reduce(lambda a, b: ("op", "add", a, b), pos) if pos else None
             if coeff != 0:
-                acc = number(coeff) if acc is None else ops.add(acc, number(coeff))
+                acc = number(coeff) if acc is None else ("op", "add", acc, number(coeff))
             for t in neg:
-                acc = ops.neg(t) if acc is None else ops.sub(acc, t)
+                acc = ("op", "neg", t) if acc is None else ("op", "sub", acc, t)
             return acc
         if e.is_Mul:
             coeff, factors = e.as_coeff_mul()
             num = [f for f in factors if not (f.is_Pow and f.exp.is_negative)]
             den = [f.base ** -f.exp for f in factors if f.is_Pow and f.exp.is_negative]
-            top = functools.reduce(ops.mul, [emit(f) for f in num]) if num else None
+            top = functools.reduce(lambda a, b: ("op", "mul", a, b),
+                                   [emit(f) for f in num]) if num else None
             if coeff not in (1, -1):
-                top = number(coeff) if top is None else ops.mul(number(coeff), top)
+                top = number(coeff) if top is None else ("op", "mul", number(coeff), top)
             if den:
-                bottom = functools.reduce(ops.mul, [emit(f) for f in den])
-                top = ops.div(top if top is not None else number(1), bottom)
-            return ops.neg(top) if coeff == -1 else top
+                bottom = functools.reduce(lambda a, b: ("op", "mul", a, b),
+                                          [emit(f) for f in den])
+                top = ("op", "div", top if top is not None else number(1), bottom)
+            return ("op", "neg", top) if coeff == -1 else top
         if e.is_Pow:
             base, exp = e.base, e.exp
             if exp == 2:
-                return bind("square", emit(base))
+                return ("bind", "square", emit(base))
             if exp == sp.Rational(1, 2):
-                return bind("sqrt", emit(base))
+                return ("bind", "sqrt", emit(base))
             if exp.is_negative:
-                return ops.div(number(1), emit(base ** -exp))
-            return bind("pow", emit(base), emit(exp))
-        if isinstance(e, sp.Piecewise):     # a guard: select, the last branch the default
-            (value, cond), rest = e.args[0], e.args[1:]
-            other = emit(rest[0].expr if len(rest) == 1 and rest[0].cond == sp.true
-                         else sp.Piecewise(*rest))
-            return ops.select(emit(cond), emit(value), other)
-        if isinstance(e, sp.Eq):
-            return ops.eq(emit(e.lhs), emit(e.rhs))
+                return ("op", "div", number(1), emit(base ** -exp))
+            return ("bind", "pow", emit(base), emit(exp))
         if e.func in side.functions:
             target = side.functions[e.func]
             if callable(target):
                 return target(e, emit)
-            return bind(target, *[emit(a) for a in e.args])
+            return ("bind", target, *[emit(a) for a in e.args])
         raise NotImplementedError(f"no IR for the sympy expression {e}")
 
     return emit(expr)
 
 
+def derivative_recipe(d):
+    """A derivative expression as the vjp and jvp rules take it: 0, 1, -1 or a recipe."""
+    for known in (0, 1, -1):
+        if d == known:
+            return known
+    return to_recipe(d)
+
+
+def from_recipe(recipe, env):
+    """Emit the IR of ``recipe``; ``env`` maps "x", "y" and "out" to ``Var``s."""
+    like = next(iter(env.values()))
+
+    def emit(r):
+        kind = r[0]
+        if kind == "sym":
+            return env[r[1]]
+        if kind == "num":
+            return ops.scalar_like(r[1], like)
+        if kind == "const":
+            return ops.const(r[1], r[2])
+        if kind == "op":
+            if r[1] == "convert":
+                return ops.convert(emit(r[2]), r[3])
+            return getattr(ops, r[1])(*[emit(a) for a in r[2:]])
+        if kind == "bind":
+            return bind(r[1], *[emit(a) for a in r[2:]])
+        raise ValueError(f"not a recipe node: {r!r}")
+
+    return emit(recipe)
+
+
+def to_ir(expr, env):
+    """Emit IR computing the sympy ``expr``; ``env`` maps "x", "y" and "out" to ``Var``s."""
+    return from_recipe(to_recipe(expr), env)
+
+
 # --- registration -------------------------------------------------------------------------------
 
 def _scaled(v, d, env):
-    """``v * d`` for a derivative expression ``d`` (no statement for d = 1, a negation for -1)."""
+    """``v * d`` for a derivative ``d`` (0, 1, -1 or a recipe): no statement for d = 1, a
+    negation for -1."""
     if d == 1:
         return v
     if d == -1:
         return ops.neg(v)
-    return bind("chain_mul", v, to_ir(d, env))
+    return bind("chain_mul", v, from_recipe(d, env))
 
 
 def _env(out, inputs):
-    side = _side()
-    env = dict(zip(side.SYMBOLS, inputs))
-    env[side.OUT] = out
+    env = dict(zip(("x", "y"), inputs))
+    env["out"] = out
     return env
 
 
@@ -289,16 +356,16 @@ def _sympy_vjp(math, g, out, *inputs):
     env = _env(out, inputs)
     # A derivative that is 0 (floor, rint, ...: constant almost everywhere) gives no adjoint.
     return tuple(ops.sum_to_shape(_scaled(g, d, env), x.shape)
-                 if x.type.is_float and d != 0 else None
-                 for x, d in zip(inputs, math.derivs))
+                 if x.type.is_float and (d := math.recipe(i)) != 0 else None
+                 for i, x in enumerate(inputs[:math.arity]))
 
 
 def _sympy_jvp(math, t, out, *inputs):
     """Tangent of an elementwise primitive: sum over operands of d(expr)/d(input) * t."""
     env = _env(out, inputs)
     total = None
-    for tx, d in zip(t, math.derivs):
-        if tx is None or d == 0:
+    for i, tx in enumerate(t[:math.arity]):
+        if tx is None or (d := math.recipe(i)) == 0:
             continue
         term = _scaled(tx, d, env)
         total = term if total is None else ops.add(total, term)
@@ -307,15 +374,33 @@ def _sympy_jvp(math, t, out, *inputs):
 
 def c_from_sympy(text, operands, ctype):
     """The C of the table's expression ``text`` on the C expressions ``operands``."""
-    return _c_format(text, ctype).format(*operands)
+    kind = printer_kind(ctype)
+    found = _table().C.get((text, kind))
+    return (found if found is not None else _c_format(text, kind)).format(*operands)
+
+
+def printer_kind(ctype):
+    """Which of ``_printers()`` prints C for operands of C type ``ctype``: float32 for float,
+    the complex ones for theirs, float64 for double and the integer types."""
+    if ctype in ("float _Complex", "double _Complex"):
+        return ctype
+    return "float32" if ctype == "float" else "float64"
 
 
 @functools.cache
-def _c_format(text, ctype):
+def _table():
+    """The generated table (``elementwise_table``), imported on first use."""
+    from symgrad.core.primitives import elementwise_table
+    return elementwise_table
+
+
+@functools.cache
+def _c_format(text, kind):
+    """The C format string (operands as {0}, {1}) of the expression ``text`` printed by the
+    printer ``kind`` (``printer_kind``)."""
     side = _side()
     sp = side.sp
-    printer = side.printers.get(ctype) or side.printers["float32" if ctype == "float"
-                                                        else "float64"]
+    printer = side.printers[kind]
     placeholders = {s: sp.Symbol("{%d}" % i) for i, s in enumerate(side.SYMBOLS)}
     # Constants such as pi or log(2) as literals: sympy would print M_PI and M_LN2, which the
     # C standard does not define (-std=c99 hides them).

@@ -119,13 +119,14 @@ def _lgamma(x):
 
 
 def _polygamma_ir(expr, emit):
-    """IR for sympy's polygamma(n, x) (and digamma(x)) as they appear in derivatives: the order
-    is an int64 operand, so polygamma(n, x)' = polygamma(n + 1, x) to any order."""
+    """The recipe (``elementwise.to_recipe``) of sympy's polygamma(n, x) (and digamma(x)) as
+    they appear in derivatives: the order is an int64 operand, so polygamma(n, x)' =
+    polygamma(n + 1, x) to any order."""
     sp = _sympy()
     n, x = (sp.S.Zero, expr.args[0]) if isinstance(expr, sp.digamma) else expr.args
     xv = emit(x)
-    nv = ops.const(int(n), "int64") if n.is_number else ops.convert(emit(n), "int64")
-    return bind("polygamma", nv, xv)
+    nv = ("const", int(n), "int64") if n.is_number else ("op", "convert", emit(n), "int64")
+    return ("bind", "polygamma", nv, xv)
 
 
 sympy_function("polygamma", _polygamma_ir)
