@@ -43,7 +43,7 @@ def table_source():
     for text in texts:
         for kind in KINDS:
             try:
-                c[text, kind] = ew._c_format(text, kind)
+                c[text, kind] = ew.c_format(text, kind)
             except Exception:   # noqa: BLE001  this printer cannot print it: not in the table,
                 continue        # and the fallback (the same printer) raises the same error
     derivs = {(m.text, m.deriv): tuple(_recipe(ew, d) for d in m.derivs) for m in maths}

@@ -376,7 +376,7 @@ def c_from_sympy(text, operands, ctype):
     """The C of the table's expression ``text`` on the C expressions ``operands``."""
     kind = printer_kind(ctype)
     found = _table().C.get((text, kind))
-    return (found if found is not None else _c_format(text, kind)).format(*operands)
+    return (found if found is not None else c_format(text, kind)).format(*operands)
 
 
 def printer_kind(ctype):
@@ -395,7 +395,7 @@ def _table():
 
 
 @functools.cache
-def _c_format(text, kind):
+def c_format(text, kind):
     """The C format string (operands as {0}, {1}) of the expression ``text`` printed by the
     printer ``kind`` (``printer_kind``)."""
     side = _side()
