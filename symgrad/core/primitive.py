@@ -49,6 +49,8 @@ field of its record too, with a default that fits most primitives, so no module 
   data may look through the statement to the caller's argument;
 - ``memory``: what a statement keeps beyond its result (a loop's tape), for ``inspect``;
 - ``batch``: the batching rule of ``vmap`` (see above; ``tests/test_vmap.py`` requires one).
+- ``defines``: the run-time size a statement binds when it runs (``while_count``: a while loop's
+  trip count); the interpreter binds it then, the C backend allocates what it sizes after it.
 """
 from __future__ import annotations
 
@@ -120,6 +122,10 @@ class Primitive:
     same_elements: bool = False
     memory: Callable | None = None      # (node, name) -> lines
     batch: Callable | None = None       # vmap's rule (see ``symgrad.core.batching``)
+    # (node) -> the run-time size (a ``dims.count_of`` symbol) the statement defines when it
+    # runs (a while loop's trip count); its impl then returns ``(value, the size's value)`` and
+    # its C kernel assigns the size's C name. Statements after it may use the size in shapes.
+    defines: Callable | None = None
 
     def __repr__(self):
         return f"<primitive {self.name}>"

@@ -145,10 +145,16 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
     return carry
 
 
-def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False):
+def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False, count=None):
     """``scan`` whose step also gets the step's index: ``f(i, carry, x) -> (carry, y)``, the
     loop front end shared by ``scan``, ``fori_loop``, converted Python loops and ``jacobian``'s
-    rows (``what`` names the caller in errors). Returns ``(carry, ys)``."""
+    rows (``what`` names the caller in errors). Returns ``(carry, ys)``.
+
+    ``count``: ``(name, flag, limit)`` for a ``while`` loop whose steps are gated by the carry
+    leaf ``flag`` (a bool: the step ran), traced, ``length`` being ``dims.count_of(name)``: a
+    ``while_count`` statement counts the steps at run time (at most ``limit``, None: no bound)
+    and the scan runs that many (rounded up to a multiple of ``checkpoint``'s K: the steps past
+    the count are gated, so they leave the carry as it is)."""
     carries, carry_kind = tree_flatten(init)
     xs_l, xs_kind = tree_flatten(xs)
     if xs_l:
@@ -166,7 +172,7 @@ def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False):
         _segment_length(checkpoint, length, what)       # the same errors as when traced
         return _scan_python(f, init, xs_l, xs_kind, length, reverse)
     return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint,
-                        reverse)
+                        reverse, count)
 
 
 def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
@@ -182,7 +188,8 @@ def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
                                              for k in range(len(leaves[0]))])
 
 
-def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse):
+def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse,
+                 count=None):
     init = [snp.asarray(c).irvar for c in carries]
     if not init:
         raise ValueError(f"{what}: the carry must hold at least one array")
@@ -234,8 +241,11 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
     free = body.closed_over
     body = optimize(body)
     Q = sum(v.type.size for v in y_vars)
-    carry, ys_all = _loop(body, _pack_carry(init, dtype), xs_vars, free, length, P, Q,
-                          _segment_length(checkpoint, length, what), reverse)
+    c0 = _pack_carry(init, dtype)
+    if count is not None:
+        c0 = _counted(body, c0, free, carry_types, dtype, *count)
+    carry, ys_all = _loop(body, c0, xs_vars, free, length, P, Q,
+                          _segment_length(checkpoint, length, what, count is not None), reverse)
     final = [Tracer(v) for v in _unpack_carry(carry, carry_types, dtype)]
     ys = None
     if y_vars:
@@ -252,10 +262,38 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
 
 # --- checkpointing -------------------------------------------------------------------------------
 
-def _segment_length(checkpoint, length, what):
-    """The steps per segment K for ``checkpoint`` (None: no checkpointing)."""
+def _counted(body, c0, consts, carry_types, dtype, name, flag, limit):
+    """``c0`` through the ``while_count`` statement that defines the loop's length: its step
+    graph is the loop's gated body returning also the carry's flag leaf ``flag``."""
+    g = body
+    i = Var(g.inputs[0].type, name="i")
+    c = Var(g.inputs[1].type, name="carry")
+    ks = [Var(v.type, name=v.name) for v in g.inputs[2:]]
+    b = Builder()
+    b.loc = current_builder().loc
+    with building(b):
+        after = inline(g, [i, c, *ks])[0]
+        go = _unpack_carry(after, carry_types, dtype)[flag]
+    step = optimize(Graph([i, c, *ks], b.nodes, [go, after], name="while_step"))
+    return bind("while_count", c0, *consts, step=Body(step), loop=name, limit=limit)
+
+
+def _segment_length(checkpoint, length, what, padded=False):
+    """The steps per segment K for ``checkpoint`` (None: no checkpointing). ``padded``: the
+    steps past ``length`` leave the carry as it is (a counted while loop), so a run-time length
+    may be rounded up to a multiple of K."""
     if checkpoint is None:
         return None
+    if not dims.is_static(length) and padded:
+        if checkpoint == "sqrt":
+            raise NotImplementedError(
+                f"{what}: checkpoint=sqrt needs the trip count when tracing, and this loop's "
+                f"is counted at run time{where(user_location())}; give the steps between "
+                f"stored carries instead, `# symgrad: checkpoint=K` (K about the square root "
+                f"of the steps you expect)")
+        if isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool) \
+                and checkpoint >= 1:
+            return int(checkpoint) if checkpoint > 1 else None
     if not dims.is_static(length):
         raise NotImplementedError(f"{what}: checkpoint= needs a trip count known when tracing; "
                                   f"this loop runs {length} times (a run-time size)")
@@ -290,7 +328,10 @@ def _loop(body, c0, xs, consts, length, P, Q, K, reverse=False):
     if K is None:
         out, carry = run(c0, xs, body, length)
         return carry, (block(out, 0, length, P, Q) if Q else None)
-    n, r = divmod(length, K)
+    if dims.is_static(length):
+        n, r = divmod(length, K)
+    else:       # a counted while loop: padded with gated steps, which change nothing
+        n, r = dims.ceil_div(length, K), 0
     first = r if reverse else 0                 # the step the segments start at
     segment = _segment_body(body, len(xs), K, P, Q, first, reverse)
     xs_seg = [ops.reshape(_leading(x, first, n * K), (n, K) + x.shape[1:]) for x in xs]
