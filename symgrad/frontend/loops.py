@@ -24,7 +24,7 @@ from symgrad.errors import ShapeError, TracingError, where
 from symgrad.core.ir import (Builder, Graph, Node, Var, building, current_builder, tracing_input,
                  user_location)
 from symgrad.core.passes import optimize
-from symgrad.core.primitives import bind
+from symgrad.core.primitives import REGISTRY, bind
 from symgrad.core.primitives.scan import Body, block, pack, row, sizes, unpack
 from symgrad.core.primitive import memory_lines  # noqa: F401  (what loops store; for inspect)
 from symgrad.core import ops
@@ -33,6 +33,11 @@ from symgrad.frontend.tracer import Tracer
 from symgrad.core.types import TensorType
 from symgrad.tree_util import (keystr, leaf_paths, tree_flatten, tree_leaves, tree_structure,
                                tree_unflatten)
+
+
+# A while loop on a traced condition inside a loop body has a tape of a fixed size: its bound
+# (``# symgrad: max_steps=N``), by default this many steps (docs/python_code.md says why).
+MAX_WHILE_STEPS = 10_000
 
 
 # --- carries of several dtypes: int and bool leaves ride in the float vector, bit for bit ------
@@ -239,7 +244,7 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
                                   for v in y_vars]))
     body = _close(Graph([i, c, *x_in], builder.nodes, outputs, name="body"))
     free = body.closed_over
-    body = optimize(body)
+    body = optimize(_bounded(body))
     Q = sum(v.type.size for v in y_vars)
     c0 = _pack_carry(init, dtype)
     if count is not None:
@@ -276,6 +281,42 @@ def _counted(body, c0, consts, carry_types, dtype, name, flag, limit):
         go = _unpack_carry(after, carry_types, dtype)[flag]
     step = optimize(Graph([i, c, *ks], b.nodes, [go, after], name="while_step"))
     return bind("while_count", c0, *consts, step=Body(step), loop=name, limit=limit)
+
+
+def _bounded(graph):
+    """``graph`` (a loop body) with its counted while loops bounded: a count is a size of the
+    function, not of one step, so a while loop traced at the top of a function that a loop
+    body then holds (``jacobian``'s sweeps, ``hessian``) runs its bound, ``max_steps`` or
+    ``MAX_WHILE_STEPS``, of gated steps; the steps past the count leave the carry as it is,
+    and the loop's guard reports a loop still running after them."""
+    counts = [n for n in graph.nodes if REGISTRY[n.prim].defines is not None]
+    if not counts:
+        return graph
+    sp = _sympy()
+    bound = {REGISTRY[n.prim].defines(n): n.attrs["limit"] or MAX_WHILE_STEPS for n in counts}
+
+    def sub(v):
+        if isinstance(v, tuple):
+            return tuple(sub(x) for x in v)
+        if is_symbolic(v):
+            return dims.normalize(sp.sympify(v).subs(bound))
+        return v
+    env = {n.out: n.inputs[0] for n in counts}        # while_count's value is its c0
+    vars_ = {}
+
+    def var(v):
+        v = env.get(v, v)
+        if v not in vars_:
+            vars_[v] = v if dims.static_shape(v.shape) else Var(
+                TensorType(tuple(sub(d) for d in v.shape), v.dtype), name=v.name)
+        return vars_[v]
+    inputs = [var(v) for v in graph.inputs]
+    nodes = [Node(n.prim, tuple(var(v) for v in n.inputs),
+                  {k: sub(a) for k, a in n.attrs.items()}, var(n.out), n.loc, n.grad_of)
+             for n in graph.nodes if n not in counts]
+    out = Graph(inputs, nodes, [var(v) for v in graph.outputs], name=graph.name)
+    out.closed_over = graph.closed_over
+    return out
 
 
 def _segment_length(checkpoint, length, what, padded=False):

@@ -38,7 +38,7 @@ from symgrad import numpy as snp
 
 # A while loop on a traced condition runs this many steps at most unless the loop's line says
 # otherwise (``while t < T:  # symgrad: max_steps=5000``); docs/python_code.md explains why.
-MAX_WHILE_STEPS = 10_000
+MAX_WHILE_STEPS = loops.MAX_WHILE_STEPS
 
 
 class Undefined:
@@ -986,14 +986,16 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, c
         length, count = steps, None
     out = _run_loop(step_fn, state2, names2, inplace, boxes, False, length, "while loop",
                     checkpoint=checkpoint, count=count)
-    if steps is None:
-        return tuple(out[:k])
-    # Still running after the last step: the tape was too short, and the result would be wrong.
+    # Still running after the last step: past max_steps, or past the fixed tape of a while
+    # loop in a loop body (also one traced at the top of a function that jacobian's or
+    # hessian's loop then holds, ``loops._bounded``: the guard stays for that case, and its
+    # flag is false otherwise), where the result would be wrong.
     overflow = snp.where(out[k], _as_traced_cond(test(*out[:k])), False)
-    message = (f"the while loop{where(user_location())} still runs after its {steps} steps"
-               + (", its max_steps bound" if counted else
-                  f", as many as its tape holds (a while loop inside another loop's body has a "
-                  f"tape of a fixed size)")
+    bound = steps or MAX_WHILE_STEPS
+    message = (f"the while loop{where(user_location())} still runs after its {bound} steps, "
+               + (f"its max_steps bound" if steps else
+                  f"as many as its tape holds in a loop body (a while loop inside another "
+                  f"loop, or under jacobian/hessian, has a tape of a fixed size)")
                + ". Raise the bound with a comment on the loop's line: `# symgrad: max_steps=N`")
     guarded = []
     for v in out[:k]:
