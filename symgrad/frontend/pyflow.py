@@ -28,7 +28,7 @@ import numpy as np
 
 from symgrad.core import dims
 from symgrad.core.ir import Builder, Var, building, current_builder, user_location
-from symgrad.core.primitives import bind
+from symgrad.core.primitives import REGISTRY, bind
 from symgrad.core.types import TensorType
 from symgrad.errors import ShapeError, TracingError, where
 from symgrad.frontend import loops
@@ -980,7 +980,7 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, c
         checkpoint = math.isqrt(steps - 1) + 1 if steps > 1 else 1
     if counted:
         # One name per loop of the function, in tracing order (the same program, the same C).
-        name = f"while{sum(n.prim == 'while_count' for n in builder.nodes)}"
+        name = f"while{sum(REGISTRY[n.prim].defines is not None for n in builder.nodes)}"
         length, count = dims.count_of(name), (name, k, steps)
     else:
         length, count = steps, None
