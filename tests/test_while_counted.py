@@ -329,3 +329,22 @@ def test_an_ahead_of_time_build_serves_every_trip_count(tmp_path):
         assert value == pytest.approx(ref_value, rel=1e-14)
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-13)
         assert loader.walk(P, T) == pytest.approx(walk(P, T), rel=1e-12)
+
+
+def walk_and_its_gradient(p, T):
+    # grad(walk) is traced on its own (its loop named while0, as walk's here): inlined, its
+    # count is renamed, so the function defines two sizes, one per loop.
+    return walk(p, T) + symgrad.grad(walk)(p, 2 * T)[0]
+
+
+def test_a_transformed_function_with_a_while_inside_another_one(backend):
+    f = _compiled(walk_and_its_gradient, backend)
+    graph = f.trace(P, 2.0)
+    assert [n.attrs["loop"] for n in graph.nodes if n.prim == "while_count"] == ["while0",
+                                                                                 "while1"]
+    grad_walk = _compiled(walk, "c").grad
+    for T in (0.45, 2.0):            # (not at a count's jump: T = 0.3 is p[0])
+        value, grad = f.value_and_grad(P, T)
+        assert value == pytest.approx(walk(P, T) + grad_walk(P, 2 * T)[0], rel=1e-12)
+        fd = central(lambda z: walk(z, T) + grad_walk(z, 2 * T)[0], P, h=1e-5)
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)

@@ -47,6 +47,9 @@ def evaluate(graph, args, *, keep=False):
             # A size known only now (a while loop's trip count): the statements after use it.
             value, size = value
             bindings = dict(bindings or {})
+            if prim.defines(n) in bindings:
+                raise NotImplementedError(f"{graph.name}: the size {prim.defines(n)} is defined "
+                                          f"twice (a symgrad bug: inlining renames a clash)")
             bindings[prim.defines(n)] = int(size)
         value = np.asarray(value)
         # A complex value in a real-typed node is the complex step riding along: kept as it is.

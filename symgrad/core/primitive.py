@@ -125,6 +125,7 @@ class Primitive:
     # (node) -> the run-time size (a ``dims.count_of`` symbol) the statement defines when it
     # runs (a while loop's trip count); its impl then returns ``(value, the size's value)`` and
     # its C kernel assigns the size's C name. Statements after it may use the size in shapes.
+    # The size is ``dims.count_of(attrs["loop"])``: inlining renames a clash through ``loop``.
     defines: Callable | None = None
 
     def __repr__(self):

@@ -320,6 +320,7 @@ class FunctionRenderer:
                          for v in graph.inputs if v.ndim == 0 and not nested}
         self.storage = {}
         self.workspace = []          # (cname, ctype, size)
+        self.defined_sizes = set()   # the sizes its statements define (while loops' counts)
         self.prologue, self.epilogue = [], []
         self.aliases = set()
         self.offsets = {}            # slice views: (buffer, element offset into it)
@@ -738,7 +739,7 @@ class FunctionRenderer:
         static sizes first, arrays with run-time sizes after them."""
         static = [w for w in self.workspace if dims.is_static(w[2])]
         dynamic = [w for w in self.workspace if not dims.is_static(w[2])
-                   and not dims.count_symbols(w[2])]
+                   and not self.defined_sizes & set(dims.count_symbols(w[2]))]
         layout, offset = [], 0
         for cname, ctype, size in static:
             layout.append((cname, ctype, offset))
@@ -768,7 +769,10 @@ class FunctionRenderer:
                 f"{self.graph.name}: the while loop counted by {defined[0].name} is traced "
                 f"twice into one function (a transformed function called inside another); "
                 f"give the loop a bound with `# symgrad: max_steps=N`")
+        self.defined_sizes = set(defined)
         if not defined:
+            # A loop body using a count defined by the enclosing function: its arrays are in
+            # the workspace the enclosing kernel asks for, which that function allocates late.
             return [], []
         if self.nested:
             raise NotImplementedError(
@@ -776,7 +780,7 @@ class FunctionRenderer:
                 "while loops keep their max_steps bound)")
         groups = {}
         for w in self.workspace:
-            found = dims.count_symbols(w[2])
+            found = set(dims.count_symbols(w[2])) & self.defined_sizes
             if found:
                 groups.setdefault(frozenset(found), []).append(w)
         top = [f"int64_t {s.name} = 0;" for s in defined]
