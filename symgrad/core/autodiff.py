@@ -118,6 +118,8 @@ def _fresh_sizes(graph, builder):
     defines: a function with a while loop inlined (``grad(f)`` in a traced function) into one
     that has its own must not define one size twice. The names follow the builder's count, as
     the conversion names them (``while<k>``)."""
+    if not any(REGISTRY[n.prim].defines is not None for n in graph.nodes):
+        return None             # (the common case: one pass over the graph, none over builder)
     taken = {REGISTRY[n.prim].defines(n) for n in builder.nodes
              if REGISTRY[n.prim].defines is not None}
     clashes = [n for n in graph.nodes
