@@ -348,3 +348,21 @@ def test_a_transformed_function_with_a_while_inside_another_one(backend):
         assert value == pytest.approx(walk(P, T) + grad_walk(P, 2 * T)[0], rel=1e-12)
         fd = central(lambda z: walk(z, T) + grad_walk(z, 2 * T)[0], P, h=1e-5)
         np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_inspect_states_the_tape_by_the_count(tmp_path, capsys):
+    source = tmp_path / "walker.py"
+    source.write_text("import numpy as np\n\n\n" + textwrap.dedent('''
+        def walk(p, T):
+            x, v, s = p[0], p[1], 0.0
+            while x < T:
+                x = x + 0.1 + 0.05 * np.sin(v) ** 2
+                v = v + 0.001 * x
+                s = s + 0.001 * x * v
+            return s + x * v
+        '''))
+    assert main(["inspect", f"{source}:walk", "--arg", "p=[0.3,0.7]", "--arg", "T=2.0",
+                 "--argnums", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "C arrays sized by a while loop's count, allocated once it is known" in out
+    assert re.search(r"FLOPs \(estimate\): value .*symgrad_count_while0", out)

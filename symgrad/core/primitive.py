@@ -159,7 +159,11 @@ class Primitive:
             return self.cost(node) if callable(self.cost) else self.cost
         if self.elementwise:
             return node.out.type.size
-        return max((v.type.size for v in node.inputs), default=0)
+        sizes = [v.type.size for v in node.inputs]
+        if all(isinstance(n, int) for n in sizes):
+            return max(sizes, default=0)
+        from symgrad.core.symbolic import sympy     # a run-time size (a while loop's count)
+        return sympy().Max(*sizes)
 
     def format_infix(self, operands, attrs):
         """``node`` as an expression of its operands' texts (``a + b``), or None when the
