@@ -38,7 +38,7 @@ SUBSET = ["softmax_loss", "where_ge_lt_le", "min_axes", "max_axis", "maximum_sca
           "power_scalar", "sinh", "prod", "prod_axis", "stack", "softplus", "runtime_size",
           "expm1", "tan", "arcsin", "arccos", "arctan", "tanh", "sign", "where_gt", "where_eq_ne",
           "max", "slice", "sigmoid", "matmul", "take_repeated", "mixed_dtype", "log", "abs",
-          "scan", "loop_int_carry", "prod_grad", "guard"]
+          "scan", "loop_int_carry", "prod_grad", "guard", "while_count"]
 STEP = 1e-20                       # the complex step: no cancellation, so h can be tiny
 RTOL, ATOL = 1e-9, 1e-11
 

@@ -114,6 +114,26 @@ def _guarded(x, flag):
     return Tracer(bind("guard", flag.irvar, x.irvar, message="too many steps"))
 
 
+def _counted_while(x):
+    """A while loop on a traced condition, as the conversion lowers ``while k < bound: ...``
+    (``pyflow.while_stmt``, called directly: a row's function runs unconverted in some
+    checks): while_count counts its steps at run time (3 to 5 here, by the values of x), and
+    the scan after it runs that many."""
+    from symgrad.frontend import pyflow
+
+    def test(s, k):
+        return k < 2.5 + snp.sum(x * x) / x.size
+
+    def body(s, k):
+        return snp.tanh(s) * 1.1 + 0.1 * x, k + 1.0
+    state = (x * 1.0, snp.sum(x) * 0.0)     # k in x's dtype: the carries share one
+    if not isinstance(x, Tracer):
+        while test(*state):
+            state = body(*state)
+        return state[0]
+    return pyflow.while_stmt(test, body, state, ("s", "k"))[0]
+
+
 # --- the table ------------------------------------------------------------------------------
 
 TABLE = [
@@ -310,6 +330,8 @@ TABLE = [
     # A traced while loop's bound (symgrad.frontend.pyflow): the value passes through, the call
     # fails when the flag is set at run time.
     Row("guard", lambda x: _guarded(x * 2, snp.sum(x) > 1e9), [(U(3),), (U(),)]),
+    # A traced while loop: its trip count counted at run time, its tape sized by it.
+    Row("while_count", _counted_while, [(U(3),), (U(),)]),
 
     # Compositions from the course.
     Row("softmax_loss", lambda W, X, y, reg: (

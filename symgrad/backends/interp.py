@@ -40,8 +40,17 @@ def evaluate(graph, args, *, keep=False):
             bindings = dict(bindings or {})
             bindings[s] = int(np.real(env[by_name[name]]))
     for n in graph.nodes:
+        prim = REGISTRY[n.prim]
         attrs = n.attrs if bindings is None else dims.substitute_attrs(n.attrs, bindings)
-        value = REGISTRY[n.prim].impl(*[env[v] for v in n.inputs], **attrs)
+        value = prim.impl(*[env[v] for v in n.inputs], **attrs)
+        if prim.defines is not None:
+            # A size known only now (a while loop's trip count): the statements after use it.
+            value, size = value
+            bindings = dict(bindings or {})
+            if prim.defines(n) in bindings:
+                raise NotImplementedError(f"{graph.name}: the size {prim.defines(n)} is defined "
+                                          f"twice (a symgrad bug: inlining renames a clash)")
+            bindings[prim.defines(n)] = int(size)
         value = np.asarray(value)
         # A complex value in a real-typed node is the complex step riding along: kept as it is.
         if not np.iscomplexobj(value) or n.out.type.is_complex:

@@ -102,10 +102,62 @@ def inline(graph, inputs):
     defining (values of an enclosing trace it closed over) are used as they are."""
     builder = current_builder()
     env = dict(zip(graph.inputs, inputs))
+    renamed = _fresh_sizes(graph, builder)
     for n in graph.nodes:
-        env[n.out] = builder.add(n.prim, [env.get(v, v) for v in n.inputs], n.attrs, n.out.type,
+        attrs, out_type = n.attrs, n.out.type
+        if renamed:
+            attrs, out_type = renamed(n)
+        env[n.out] = builder.add(n.prim, [env.get(v, v) for v in n.inputs], attrs, out_type,
                                  loc=n.loc)
     return [env.get(v, v) for v in graph.outputs]
+
+
+def _fresh_sizes(graph, builder):
+    """None, or ``node -> (attrs, out type)`` renaming the run-time sizes ``graph``'s statements
+    define (while loops' counts, ``Primitive.defines``) that a statement of ``builder`` already
+    defines: a function with a while loop inlined (``grad(f)`` in a traced function) into one
+    that has its own must not define one size twice. The names follow the builder's count, as
+    the conversion names them (``while<k>``)."""
+    if not any(REGISTRY[n.prim].defines is not None for n in graph.nodes):
+        return None             # (the common case: one pass over the graph, none over builder)
+    taken = {REGISTRY[n.prim].defines(n) for n in builder.nodes
+             if REGISTRY[n.prim].defines is not None}
+    clashes = [n for n in graph.nodes
+               if REGISTRY[n.prim].defines is not None and REGISTRY[n.prim].defines(n) in taken]
+    if not clashes:
+        return None
+    from symgrad.core import dims
+    from symgrad.core.symbolic import is_symbolic
+    from symgrad.core.types import TensorType
+    names = {s.name for s in taken} | {REGISTRY[n.prim].defines(n).name for n in graph.nodes
+                                       if REGISTRY[n.prim].defines is not None}
+    subs, new_names = {}, {}
+    k = len(taken)
+    for n in clashes:
+        while dims.count_of(f"while{k}").name in names:
+            k += 1
+        old = REGISTRY[n.prim].defines(n)
+        subs[old] = dims.count_of(f"while{k}")
+        new_names[n] = f"while{k}"
+        names.add(subs[old].name)
+
+    def sub(v):
+        if isinstance(v, tuple):
+            return tuple(sub(x) for x in v)
+        if is_symbolic(v):
+            return dims.normalize(v.subs(subs))
+        if hasattr(v, "graph") and set(dims.graph_symbols(v.graph)) & set(subs):
+            raise NotImplementedError(f"a loop body that uses the count of a while loop "
+                                      f"inlined twice ({sorted(s.name for s in subs)})")
+        return v
+
+    def renamed(n):
+        attrs = {k: sub(a) for k, a in n.attrs.items()}
+        if n in new_names:
+            attrs["loop"] = new_names[n]
+        shape = tuple(sub(d) for d in n.out.shape)
+        return attrs, TensorType(shape, n.out.dtype)
+    return renamed
 
 
 def emit_jvp(graph, inputs, tangents, record=None):

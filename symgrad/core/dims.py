@@ -33,6 +33,32 @@ def value_source(sym):
     return sym.name[len(_VALUE_PREFIX):] if sym.name.startswith(_VALUE_PREFIX) else None
 
 
+_COUNT_PREFIX = "symgrad_count_"
+
+
+def count_of(name):
+    """The trip count of the ``while`` loop called ``name``: a size bound at run time by the
+    statement that counts the loop's steps (``while_count``), not by an input. Sizes with it
+    (the loop's tape) are allocated once it is known."""
+    sp = _sympy()
+    return sp.Symbol(_COUNT_PREFIX + name, integer=True, nonnegative=True)
+
+
+def is_count(sym):
+    """Whether ``sym`` is a ``count_of`` size."""
+    return sym.name.startswith(_COUNT_PREFIX)
+
+
+def count_symbols(shapes_or_dims):
+    """The ``count_of`` sizes in an expression or a list of shapes."""
+    if isinstance(shapes_or_dims, (list, tuple)):
+        return [s for s in free_symbols(shapes_or_dims) if is_count(s)]
+    if isinstance(shapes_or_dims, int):
+        return []
+    return sorted((s for s in _sympy().sympify(shapes_or_dims).free_symbols if is_count(s)),
+                  key=lambda s: s.name)
+
+
 def value_symbols(shapes):
     """The ``value_of`` symbols in ``shapes``."""
     return [s for s in free_symbols(shapes) if value_source(s) is not None]
@@ -144,6 +170,13 @@ def at_least_zero(d):
     if isinstance(d, int):
         return max(d, 0)
     return normalize(_functions().AtLeastZero(_sympy().sympify(d)))
+
+
+def ceil_div(d, k):
+    """``ceil(d / k)`` of a dimension and a positive int ``k``."""
+    if isinstance(d, int):
+        return -(-d // k)
+    return normalize(_functions().CeilDiv(_sympy().sympify(d), k))
 
 
 def align_up(d, alignment):

@@ -49,6 +49,8 @@ field of its record too, with a default that fits most primitives, so no module 
   data may look through the statement to the caller's argument;
 - ``memory``: what a statement keeps beyond its result (a loop's tape), for ``inspect``;
 - ``batch``: the batching rule of ``vmap`` (see above; ``tests/test_vmap.py`` requires one).
+- ``defines``: the run-time size a statement binds when it runs (``while_count``: a while loop's
+  trip count); the interpreter binds it then, the C backend allocates what it sizes after it.
 """
 from __future__ import annotations
 
@@ -120,6 +122,11 @@ class Primitive:
     same_elements: bool = False
     memory: Callable | None = None      # (node, name) -> lines
     batch: Callable | None = None       # vmap's rule (see ``symgrad.core.batching``)
+    # (node) -> the run-time size (a ``dims.count_of`` symbol) the statement defines when it
+    # runs (a while loop's trip count); its impl then returns ``(value, the size's value)`` and
+    # its C kernel assigns the size's C name. Statements after it may use the size in shapes.
+    # The size is ``dims.count_of(attrs["loop"])``: inlining renames a clash through ``loop``.
+    defines: Callable | None = None
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -152,7 +159,11 @@ class Primitive:
             return self.cost(node) if callable(self.cost) else self.cost
         if self.elementwise:
             return node.out.type.size
-        return max((v.type.size for v in node.inputs), default=0)
+        sizes = [v.type.size for v in node.inputs]
+        if all(isinstance(n, int) for n in sizes):
+            return max(sizes, default=0)
+        from symgrad.core.symbolic import sympy     # a run-time size (a while loop's count)
+        return sympy().Max(*sizes)
 
     def format_infix(self, operands, attrs):
         """``node`` as an expression of its operands' texts (``a + b``), or None when the

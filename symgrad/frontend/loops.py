@@ -24,7 +24,7 @@ from symgrad.errors import ShapeError, TracingError, where
 from symgrad.core.ir import (Builder, Graph, Node, Var, building, current_builder, tracing_input,
                  user_location)
 from symgrad.core.passes import optimize
-from symgrad.core.primitives import bind
+from symgrad.core.primitives import REGISTRY, bind
 from symgrad.core.primitives.scan import Body, block, pack, row, sizes, unpack
 from symgrad.core.primitive import memory_lines  # noqa: F401  (what loops store; for inspect)
 from symgrad.core import ops
@@ -33,6 +33,11 @@ from symgrad.frontend.tracer import Tracer
 from symgrad.core.types import TensorType
 from symgrad.tree_util import (keystr, leaf_paths, tree_flatten, tree_leaves, tree_structure,
                                tree_unflatten)
+
+
+# A while loop on a traced condition inside a loop body has a tape of a fixed size: its bound
+# (``# symgrad: max_steps=N``), by default this many steps (docs/python_code.md says why).
+MAX_WHILE_STEPS = 10_000
 
 
 # --- carries of several dtypes: int and bool leaves ride in the float vector, bit for bit ------
@@ -145,10 +150,16 @@ def fori_loop(lower, upper, body, init, *, checkpoint=None):
     return carry
 
 
-def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False):
+def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False, count=None):
     """``scan`` whose step also gets the step's index: ``f(i, carry, x) -> (carry, y)``, the
     loop front end shared by ``scan``, ``fori_loop``, converted Python loops and ``jacobian``'s
-    rows (``what`` names the caller in errors). Returns ``(carry, ys)``."""
+    rows (``what`` names the caller in errors). Returns ``(carry, ys)``.
+
+    ``count``: ``(name, flag, limit)`` for a ``while`` loop whose steps are gated by the carry
+    leaf ``flag`` (a bool: the step ran), traced, ``length`` being ``dims.count_of(name)``: a
+    ``while_count`` statement counts the steps at run time (at most ``limit``, None: no bound)
+    and the scan runs that many (rounded up to a multiple of ``checkpoint``'s K: the steps past
+    the count are gated, so they leave the carry as it is)."""
     carries, carry_kind = tree_flatten(init)
     xs_l, xs_kind = tree_flatten(xs)
     if xs_l:
@@ -166,7 +177,7 @@ def indexed_scan(f, init, xs, length, what, checkpoint=None, reverse=False):
         _segment_length(checkpoint, length, what)       # the same errors as when traced
         return _scan_python(f, init, xs_l, xs_kind, length, reverse)
     return _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint,
-                        reverse)
+                        reverse, count)
 
 
 def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
@@ -182,7 +193,8 @@ def _scan_python(f, carry, xs_l, xs_kind, length, reverse=False):
                                              for k in range(len(leaves[0]))])
 
 
-def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse):
+def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint, reverse,
+                 count=None):
     init = [snp.asarray(c).irvar for c in carries]
     if not init:
         raise ValueError(f"{what}: the carry must hold at least one array")
@@ -232,10 +244,13 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
                                   for v in y_vars]))
     body = _close(Graph([i, c, *x_in], builder.nodes, outputs, name="body"))
     free = body.closed_over
-    body = optimize(body)
+    body = optimize(_bounded(body))
     Q = sum(v.type.size for v in y_vars)
-    carry, ys_all = _loop(body, _pack_carry(init, dtype), xs_vars, free, length, P, Q,
-                          _segment_length(checkpoint, length, what), reverse)
+    c0 = _pack_carry(init, dtype)
+    if count is not None:
+        c0 = _counted(body, c0, free, carry_types, dtype, *count)
+    carry, ys_all = _loop(body, c0, xs_vars, free, length, P, Q,
+                          _segment_length(checkpoint, length, what, count is not None), reverse)
     final = [Tracer(v) for v in _unpack_carry(carry, carry_types, dtype)]
     ys = None
     if y_vars:
@@ -252,10 +267,74 @@ def _scan_traced(f, carries, carry_kind, xs_l, xs_kind, length, what, checkpoint
 
 # --- checkpointing -------------------------------------------------------------------------------
 
-def _segment_length(checkpoint, length, what):
-    """The steps per segment K for ``checkpoint`` (None: no checkpointing)."""
+def _counted(body, c0, consts, carry_types, dtype, name, flag, limit):
+    """``c0`` through the ``while_count`` statement that defines the loop's length: its step
+    graph is the loop's gated body returning also the carry's flag leaf ``flag``."""
+    g = body
+    i = Var(g.inputs[0].type, name="i")
+    c = Var(g.inputs[1].type, name="carry")
+    ks = [Var(v.type, name=v.name) for v in g.inputs[2:]]
+    b = Builder()
+    b.loc = current_builder().loc
+    with building(b):
+        after = inline(g, [i, c, *ks])[0]
+        go = _unpack_carry(after, carry_types, dtype)[flag]
+    step = optimize(Graph([i, c, *ks], b.nodes, [go, after], name="while_step"))
+    return bind("while_count", c0, *consts, step=Body(step), loop=name, limit=limit)
+
+
+def _bounded(graph):
+    """``graph`` (a loop body) with its counted while loops bounded: a count is a size of the
+    function, not of one step, so a while loop traced at the top of a function that a loop
+    body then holds (``jacobian``'s sweeps, ``hessian``) runs its bound, ``max_steps`` or
+    ``MAX_WHILE_STEPS``, of gated steps; the steps past the count leave the carry as it is,
+    and the loop's guard reports a loop still running after them."""
+    counts = [n for n in graph.nodes if REGISTRY[n.prim].defines is not None]
+    if not counts:
+        return graph
+    sp = _sympy()
+    bound = {REGISTRY[n.prim].defines(n): n.attrs["limit"] or MAX_WHILE_STEPS for n in counts}
+
+    def sub(v):
+        if isinstance(v, tuple):
+            return tuple(sub(x) for x in v)
+        if is_symbolic(v):
+            return dims.normalize(sp.sympify(v).subs(bound))
+        return v
+    env = {n.out: n.inputs[0] for n in counts}        # while_count's value is its c0
+    vars_ = {}
+
+    def var(v):
+        v = env.get(v, v)
+        if v not in vars_:
+            vars_[v] = v if dims.static_shape(v.shape) else Var(
+                TensorType(tuple(sub(d) for d in v.shape), v.dtype), name=v.name)
+        return vars_[v]
+    inputs = [var(v) for v in graph.inputs]
+    nodes = [Node(n.prim, tuple(var(v) for v in n.inputs),
+                  {k: sub(a) for k, a in n.attrs.items()}, var(n.out), n.loc, n.grad_of)
+             for n in graph.nodes if n not in counts]
+    out = Graph(inputs, nodes, [var(v) for v in graph.outputs], name=graph.name)
+    out.closed_over = graph.closed_over
+    return out
+
+
+def _segment_length(checkpoint, length, what, padded=False):
+    """The steps per segment K for ``checkpoint`` (None: no checkpointing). ``padded``: the
+    steps past ``length`` leave the carry as it is (a counted while loop), so a run-time length
+    may be rounded up to a multiple of K."""
     if checkpoint is None:
         return None
+    if not dims.is_static(length) and padded:
+        if checkpoint == "sqrt":
+            raise NotImplementedError(
+                f"{what}: checkpoint=sqrt needs the trip count when tracing, and this loop's "
+                f"is counted at run time{where(user_location())}; give the steps between "
+                f"stored carries instead, `# symgrad: checkpoint=K` (K about the square root "
+                f"of the steps you expect)")
+        if isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool) \
+                and checkpoint >= 1:
+            return int(checkpoint) if checkpoint > 1 else None
     if not dims.is_static(length):
         raise NotImplementedError(f"{what}: checkpoint= needs a trip count known when tracing; "
                                   f"this loop runs {length} times (a run-time size)")
@@ -290,7 +369,10 @@ def _loop(body, c0, xs, consts, length, P, Q, K, reverse=False):
     if K is None:
         out, carry = run(c0, xs, body, length)
         return carry, (block(out, 0, length, P, Q) if Q else None)
-    n, r = divmod(length, K)
+    if dims.is_static(length):
+        n, r = divmod(length, K)
+    else:       # a counted while loop: padded with gated steps, which change nothing
+        n, r = dims.ceil_div(length, K), 0
     first = r if reverse else 0                 # the step the segments start at
     segment = _segment_body(body, len(xs), K, P, Q, first, reverse)
     xs_seg = [ops.reshape(_leading(x, first, n * K), (n, K) + x.shape[1:]) for x in xs]

@@ -28,7 +28,7 @@ import numpy as np
 
 from symgrad.core import dims
 from symgrad.core.ir import Builder, Var, building, current_builder, user_location
-from symgrad.core.primitives import bind
+from symgrad.core.primitives import REGISTRY, bind
 from symgrad.core.types import TensorType
 from symgrad.errors import ShapeError, TracingError, where
 from symgrad.frontend import loops
@@ -38,7 +38,7 @@ from symgrad import numpy as snp
 
 # A while loop on a traced condition runs this many steps at most unless the loop's line says
 # otherwise (``while t < T:  # symgrad: max_steps=5000``); docs/python_code.md explains why.
-MAX_WHILE_STEPS = 10_000
+MAX_WHILE_STEPS = loops.MAX_WHILE_STEPS
 
 
 class Undefined:
@@ -718,11 +718,13 @@ def _carries(state, names, inplace, boxes, static):
 
 
 def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offset=0, stride=1,
-              xs=None, checkpoint=None):
+              xs=None, checkpoint=None, count=None):
     """One scan over the carried slots of ``state``; ``step_fn(i, state)`` runs one step on
     the state (whose carried values are the scan's carries). Returns the state after it.
-    ``checkpoint``: as ``symgrad.scan``'s (None, K or "sqrt")."""
-    if checkpoint is not None:
+    ``checkpoint``: as ``symgrad.scan``'s (None, K or "sqrt"). ``count``: ``(name, k, limit)``
+    for a while loop counted at run time whose ``state[k]`` is the flag its gated steps set
+    (``loops.indexed_scan``'s ``count``)."""
+    if checkpoint is not None and count is None:
         steps = length
         if not dims.is_static(steps):
             raise TracingError(f"# symgrad: checkpoint={checkpoint} needs a trip count known "
@@ -737,7 +739,7 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
         probe = _probe(lambda i, x, current: step_fn(i, x, current), state, xs)
         if probe is not None and probe[1]:
             return _run_loop(step_fn, state, names, inplace, tuple(boxes) + tuple(probe[1]),
-                             static, length, what, offset, stride, xs, checkpoint)
+                             static, length, what, offset, stride, xs, checkpoint, count)
         raise _Unroll() if static else TracingError(
             f"a loop with a traced trip count that assigns no array{where(user_location())}")
     roots = [r for kind, r in slots if kind == "root"]
@@ -788,8 +790,13 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
                 new.append(_fresh(value))
             seen["out"] = out
             return tuple(new), None
+        counted = None
+        if count is not None:
+            name, k, limit = count
+            j = slots.index(("name", k))
+            counted = (name, len(tree_leaves(init[:j])), limit)
         try:
-            final, _ = loops.indexed_scan(f, init, xs, length, what, checkpoint)
+            final, _ = loops.indexed_scan(f, init, xs, length, what, checkpoint, count=counted)
             break
         except _MoreBoxes as more:
             for r, v in zip(roots, saved):
@@ -799,7 +806,7 @@ def _run_loop(step_fn, state, names, inplace, boxes, static, length, what, offse
                 raise TracingError(f"the {what}{where(user_location())} writes arrays it "
                                    f"does not carry (a symgrad bug: please report it)")
             return _run_loop(step_fn, state, names, inplace, tuple(boxes) + tuple(more.boxes),
-                             static, length, what, offset, stride, xs, checkpoint)
+                             static, length, what, offset, stride, xs, checkpoint, count)
         except (ShapeError, TypeError) as e:
             # A Python number entering the loop adopts the type the body gives it (0 -> 0.0).
             changed = False
@@ -927,9 +934,16 @@ def _scan_range(body, state, names, inplace, brk, boxes, start, stop, step, stat
 
 def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, checkpoint=None):
     """``while test(*state): state = body(*state)``. Python while the condition is a Python
-    value; from the first traced condition on, one scan of ``max_steps`` steps whose steps
-    after the condition turns false leave the state as it is (``where``), checkpointed as
-    ``symgrad.scan(..., checkpoint=checkpoint)`` is."""
+    value; from the first traced condition on, one scan whose steps run the body while the
+    loop is active and its condition holds and leave the state as it is after (``where``),
+    checkpointed as ``symgrad.scan(..., checkpoint=checkpoint)`` is.
+
+    In the function being compiled, the scan's length is the loop's trip count, counted at
+    run time (``while_count``) before the scan runs: the tape holds one row per step taken,
+    allocated once the count is known, and ``max_steps`` is an optional bound (an error past
+    it). In a loop body (a while inside another traced loop) the scan has ``max_steps`` steps
+    (default ``MAX_WHILE_STEPS``), a tape of that size, and the steps after the condition
+    turns false are passed through."""
     while True:
         c = test(*state)
         if isinstance(c, Undefined):
@@ -939,7 +953,11 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, c
         if not c:
             return state
         state = body(*state)
-    steps = max_steps or MAX_WHILE_STEPS
+    builder = current_builder()
+    # Only the function's own trace can define a size: a loop body is one graph for every
+    # step of its loop, so a count inside it would be a size per step.
+    counted = hasattr(builder, "inputs")
+    steps = max_steps or (None if counted else MAX_WHILE_STEPS)
     k = len(state)
     names2 = tuple(names) + ("_sg_active",)
     state2 = tuple(state) + (_cond(c, "while"),)
@@ -956,13 +974,29 @@ def while_stmt(test, body, state, names, inplace=(), boxes=(), max_steps=None, c
         def skip(*s):
             return s
         return if_stmt(go, run, skip, tuple(current[:k]) + (go,), names2, ())
-    out = _run_loop(step_fn, state2, names2, inplace, boxes, False, steps, "while loop",
-                    checkpoint=checkpoint)
-    # Still running after the last step: the tape was too short, and the result would be wrong.
+    if counted and checkpoint == "sqrt" and steps is not None:
+        # The count is known at run time only: segments of sqrt(bound) steps, as many as the
+        # count needs (sqrt of the steps taken would need K at run time, in the loop's graphs).
+        checkpoint = math.isqrt(steps - 1) + 1 if steps > 1 else 1
+    if counted:
+        # One name per loop of the function, in tracing order (the same program, the same C).
+        name = f"while{sum(REGISTRY[n.prim].defines is not None for n in builder.nodes)}"
+        length, count = dims.count_of(name), (name, k, steps)
+    else:
+        length, count = steps, None
+    out = _run_loop(step_fn, state2, names2, inplace, boxes, False, length, "while loop",
+                    checkpoint=checkpoint, count=count)
+    # Still running after the last step: past max_steps, or past the fixed tape of a while
+    # loop in a loop body (also one traced at the top of a function that jacobian's or
+    # hessian's loop then holds, ``loops._bounded``: the guard stays for that case, and its
+    # flag is false otherwise), where the result would be wrong.
     overflow = snp.where(out[k], _as_traced_cond(test(*out[:k])), False)
-    message = (f"the while loop{where(user_location())} still runs after its {steps} steps, "
-               f"as many as its tape holds. Raise the bound with a comment on the loop's "
-               f"line: `# symgrad: max_steps=N`")
+    bound = steps or MAX_WHILE_STEPS
+    message = (f"the while loop{where(user_location())} still runs after its {bound} steps, "
+               + (f"its max_steps bound" if steps else
+                  f"as many as its tape holds in a loop body (a while loop inside another "
+                  f"loop, or under jacobian/hessian, has a tape of a fixed size)")
+               + ". Raise the bound with a comment on the loop's line: `# symgrad: max_steps=N`")
     guarded = []
     for v in out[:k]:
         if isinstance(v, Tracer):

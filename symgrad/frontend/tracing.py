@@ -54,6 +54,11 @@ def trace(fn, arg_types, static=None, *, name=None):
                            f"{type(result).__name__}")
     for v in outs:
         by_value = dims.value_symbols([v.shape])
+        if dims.count_symbols([v.shape]):
+            raise TracingError(
+                f"{getattr(fn, '__name__', 'the function')} returns an array of shape "
+                f"{tuple(v.shape)}, whose size is a while loop's trip count; return something "
+                f"of a fixed size instead")
         if by_value:
             raise TracingError(
                 f"{getattr(fn, '__name__', 'the function')} returns an array of shape "

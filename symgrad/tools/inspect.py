@@ -355,7 +355,7 @@ class Report:
         lines.append("nodes: " + counts)
         graphs = [("value", fwd)] + ([("value-and-gradient", opt)] if self.gradable else [])
         lines.append("FLOPs (estimate): " + "; ".join(
-            f"{label} {sum(flops(n) for n in g.nodes):,}" for label, g in graphs))
+            f"{label} {_number(sum(flops(n) for n in g.nodes))}" for label, g in graphs))
         lines.append("temporaries (arrays neither input nor output): " + "; ".join(
             f"{label} {_bytes(temporary_bytes(g))}" for label, g in graphs))
         workspace = re.findall(r"^int (\w+)\((?:[^{]*)\{\n(?:.*\n){0,40}?\s*const size_t "
@@ -364,6 +364,11 @@ class Report:
             lines.append("C workspace per call (kept by each calling thread): " + "; ".join(
                 f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
                 for fn, b in workspace))
+        counted = re.findall(r"(_ws_counted\d+)_block = \(char \*\)malloc\((.+)\);$",
+                             self.c_source, re.MULTILINE)
+        if counted:
+            lines.append("C arrays sized by a while loop's count, allocated once it is known: "
+                         + "; ".join(f"{b} bytes" for _, b in counted))
         for label, g in graphs:
             tapes = memory_lines(g)
             if tapes:
@@ -378,11 +383,11 @@ class Report:
             lines.append(f"call ({what}, native, median of 5): {self.call_time * 1e3:.3f} ms")
         g = opt if self.gradable else fwd
         names = g.names()
-        costly = [n for n in g.nodes if flops(n)]
+        costly = [n for n in g.nodes if flops(n) != 0]
         lines.append(f"FLOPs per statement ({'value-and-gradient' if self.gradable else 'value'}, "
                      f"optimized):")
         for n in costly[:40]:
-            lines.append(f"  {names[n.out]:>6} {n.prim:<16} {flops(n):>12,}   "
+            lines.append(f"  {names[n.out]:>6} {n.prim:<16} {_number(flops(n)):>12}   "
                          f"{n.loc if n.loc is not None else ''}")
         if len(costly) > 40:
             lines.append(f"  ... {len(costly) - 40} more")
@@ -715,6 +720,12 @@ def folded_chain(node, folded):
 
 # --- cost model ---------------------------------------------------------------------------------
 
+def _number(n):
+    """A count with thousands separators, or the expression of run-time sizes it is (a while
+    loop's count, known only when the function runs)."""
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
 def flops(node):
     """Floating-point operations of one statement (an estimate, the usual conventions).
 
@@ -733,6 +744,8 @@ def temporary_bytes(graph):
 
 
 def _bytes(n):
+    if not isinstance(n, (int, float, np.integer)):
+        return f"{n} bytes"         # of run-time sizes (a while loop's count)
     for unit in ("B", "KiB", "MiB"):
         if n < 1024 or unit == "MiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

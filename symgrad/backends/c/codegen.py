@@ -264,6 +264,7 @@ class Block:
     ``("grad of: c = sin a", "loss.py:12: c = snp.sin(a)")``."""
     comments: list
     lines: list
+    defines: object = None          # the run-time size its statement binds (while_count)
 
     def comment_lines(self):
         """The block's comment: one statement a line, its user line beside it (the source text
@@ -294,6 +295,7 @@ class CFunction:
     can_fail: bool
     size_checks: list = field(default_factory=list)
     workspace_size: object = 0         # the same as a dimension (an int or an expression)
+    cleanup: list = field(default_factory=list)   # after ``done:``, on every exit path
     inputs: list = field(default_factory=list)    # (c name, ctype, shape) per graph input
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
 
@@ -326,6 +328,7 @@ class FunctionRenderer:
                          for v in graph.inputs if v.ndim == 0 and not nested}
         self.storage = {}
         self.workspace = []          # (cname, ctype, size)
+        self.defined_sizes = set()   # the sizes its statements define (while loops' counts)
         self.prologue, self.epilogue = [], []
         self.aliases = set()
         self.offsets = {}            # slice views: (buffer, element offset into it)
@@ -601,7 +604,9 @@ class FunctionRenderer:
         # kernels' locals (_pa, _base, ...) cannot meet.
         if any(_DECLARATION.match(line) for line in body):
             body = ["{", *("    " + line for line in body), "}"]
-        return Block(self._comments(self._described([node])), lines + body)
+        defines = REGISTRY[node.prim].defines
+        return Block(self._comments(self._described([node])), lines + body,
+                     defines(node) if defines is not None else None)
 
     def _scalar_block(self, nodes):
         lines = []
@@ -742,7 +747,8 @@ class FunctionRenderer:
         """(name, ctype, byte offset) per workspace array, each starting on a cache line:
         static sizes first, arrays with run-time sizes after them."""
         static = [w for w in self.workspace if dims.is_static(w[2])]
-        dynamic = [w for w in self.workspace if not dims.is_static(w[2])]
+        dynamic = [w for w in self.workspace if not dims.is_static(w[2])
+                   and not self.defined_sizes & set(dims.count_symbols(w[2]))]
         layout, offset = [], 0
         for cname, ctype, size in static:
             layout.append((cname, ctype, offset))
@@ -760,6 +766,56 @@ class FunctionRenderer:
     def _workspace_lines(self):
         return [f"{ctype} *restrict {cname} = ({ctype} *)(_ws + {dims.c_expr(offset)});"
                 for cname, ctype, offset in self._workspace_layout()[0]]
+
+    def _counted_workspace(self, blocks):
+        """The arrays sized by a size a statement defines (a while loop's trip count, the
+        loop's tape): allocated right after the last statement defining a size they use, one
+        block per set of such sizes, freed after ``done:`` (so on every exit). ``blocks`` gets
+        the allocations; returns (declarations at the top, lines after ``done:``)."""
+        defined = [b.defines for b in blocks if b.defines is not None]
+        if len(set(defined)) != len(defined):
+            raise NotImplementedError(
+                f"{self.graph.name}: the while loop counted by {defined[0].name} is traced "
+                f"twice into one function (a transformed function called inside another); "
+                f"give the loop a bound with `# symgrad: max_steps=N`")
+        self.defined_sizes = set(defined)
+        if not defined:
+            # A loop body using a count defined by the enclosing function: its arrays are in
+            # the workspace the enclosing kernel asks for, which that function allocates late.
+            return [], []
+        if self.nested:
+            raise NotImplementedError(
+                "a while loop counted at run time inside a loop body (a symgrad bug: nested "
+                "while loops keep their max_steps bound)")
+        groups = {}
+        for w in self.workspace:
+            found = set(dims.count_symbols(w[2])) & self.defined_sizes
+            if found:
+                groups.setdefault(frozenset(found), []).append(w)
+        top = [f"int64_t {s.name} = 0;" for s in defined]
+        cleanup = []
+        for k, (syms, arrays) in enumerate(sorted(groups.items(),
+                                                  key=lambda kv: sorted(s.name for s in kv[0]))):
+            last = max(j for j, b in enumerate(blocks) if b.defines in syms)
+            ws = f"_ws_counted{k}"
+            lines, offset = [], 0
+            for cname, ctype, size in arrays:
+                lines.append(f"{ctype} *restrict {cname} = ({ctype} *)({ws} + "
+                             f"{dims.c_expr(offset)});")
+                offset = dims.normalize(offset + dims.align_up(
+                    dims.normalize(dims.at_least_zero(size) * _sizeof(ctype)), ALIGN))
+            # Not the per-thread workspace block: that one is in use for the whole call. malloc,
+            # aligned by hand to a cache line (C99 has no aligned_alloc).
+            alloc = [f"{ws}_block = (char *)malloc((size_t){dims.c_expr(offset)} + {ALIGN});",
+                     f"if ({ws}_block == NULL) {{ _status = SYMGRAD_ENOMEM; goto done; }}",
+                     f"char *{ws} = {ws}_block + ({ALIGN} - (uintptr_t){ws}_block % {ALIGN});"]
+            blocks.insert(last + 1, Block(
+                [(f"the arrays sized by {', '.join(sorted(s.name for s in syms))}, known "
+                  f"only now", ("", ""))], alloc + lines))
+            top.append(f"char *{ws}_block = NULL;")
+            cleanup.append(f"free({ws}_block);")
+            self.can_fail = True
+        return top, cleanup
 
     def _value_sizes(self):
         """Trip counts given by an int argument's value: defined first, as sizes are."""
@@ -782,9 +838,11 @@ class FunctionRenderer:
         if not self.nested:
             checks += self._value_sizes()
         blocks = self._blocks()
+        counted, cleanup = self._counted_workspace(blocks)
+        checks += counted
         nbytes = self._workspace_bytes()
         return CFunction(
-            name=self.name, params=params, doc=list(doc), size_checks=checks,
+            name=self.name, params=params, doc=list(doc), size_checks=checks, cleanup=cleanup,
             prologue=self._workspace_lines() + self.prologue,
             blocks=blocks, epilogue=self.epilogue,
             workspace_bytes=dims.c_expr(nbytes) if nbytes != 0 else "",

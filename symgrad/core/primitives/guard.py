@@ -1,9 +1,11 @@
 """guard: a value passed through, the call failing with a message when a flag is set at run time.
 
-A ``while`` loop on a traced condition runs at most ``max_steps`` steps (its tape is sized for
-them, ``symgrad.frontend.pyflow``); when the condition still holds after the last one, the result
-would be silently wrong, so the loop's final state goes through ``guard[message](overflow, state)``
-instead: the interpreter raises ``RuntimeError(message)``; the C code returns its index-error
+A ``while`` loop on a traced condition is counted at run time and its tape sized by the count
+(``while_count``), but it may have a bound: ``# symgrad: max_steps=N``, and the fixed bound of a
+while loop inside another loop's body, whose tape is sized for it (``symgrad.frontend.pyflow``).
+When the condition still holds after the last step the loop may take, the result would be
+silently wrong, so the loop's final state goes through ``guard[message](overflow, state)``
+instead (for a counted loop without a bound the flag is false): the interpreter raises ``RuntimeError(message)``; the C code returns its index-error
 status, upon which the caller reruns the graph in the interpreter, which raises the same error.
 """
 from __future__ import annotations
