@@ -99,7 +99,7 @@ def pendulum(params, T):
     damping, length = params[0], params[1]
     theta, omega = 1.0, 0.0
     t, dt = 0.0, 0.01
-    while t < T:  # symgrad: max_steps=1000
+    while t < T:
         theta, omega = (theta + dt * omega,
                         omega + dt * (-9.81 / length * math.sin(theta) - damping * omega))
         t += dt
