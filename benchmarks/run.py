@@ -632,7 +632,9 @@ def main(argv=None):
     tmp = configure_env(tempfile.mkdtemp(prefix="symgrad-bench-"))
     if opts.child:
         return child_main(opts.child)
-    if opts.startup:            # fresh processes of their own, before this one loads any peer
+    # Fresh processes of their own, before this one loads any peer; once, in the parent: the
+    # pinned child's run would overwrite startup.md with one CPU's numbers.
+    if opts.startup and not opts.pinned_child:
         import startup
         startup.run(reps=3 if opts.quick else 10)
 
