@@ -196,7 +196,11 @@ class Cache:
     def discard(self, key):
         """Remove the entry for ``key`` (moved aside atomically first, as ``_publish`` does with
         a broken one), so that the next ``build`` makes it anew."""
-        final = self.entry(key)
+        self._move_aside(self.entry(key))
+
+    def _move_aside(self, final):
+        """Delete the entry directory ``final``, first renamed atomically out of the way (so no
+        reader ever sees it half deleted); nothing when it is already gone."""
         trash = self.root / f".broken-{uuid.uuid4().hex[:12]}"
         try:
             os.rename(final, trash)
@@ -286,12 +290,7 @@ class Cache:
             if lib is not None:
                 return lib                  # ours, or another process won the race
             if final.exists():              # broken: move it aside atomically, then delete
-                trash = self.root / f".broken-{uuid.uuid4().hex[:12]}"
-                try:
-                    os.rename(final, trash)
-                except FileNotFoundError:
-                    pass
-                shutil.rmtree(trash, ignore_errors=True)
+                self._move_aside(final)
             if not tmp.exists():
                 return None                 # ours was published, then moved aside: rebuild
             try:
