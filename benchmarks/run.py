@@ -1,16 +1,23 @@
 #!/usr/bin/env python
-"""symgrad's benchmark suite (issue 7): every peer side by side, in one process, as ratios.
+"""symgrad's benchmark suite (issue 7): every peer side by side, in one run, as ratios.
 
     bash benchmarks/setup_peers.sh                        # once: the peers' venv
     benchmarks/.venv/bin/python benchmarks/run.py         # the full run -> benchmarks/results.md
     python benchmarks/run.py --quick --peers symgrad,numpy   # what CI runs (no timing asserted)
 
+Every peer runs in a worker process of its own, started once per run, as a user runs one tool:
+no other peer's thread pools spin in its process, and none of them evicts its caches between
+its calls. (Until 6 December 2026 every peer ran in this one process, and JAX's W3 took 2.35 ms
+there against 0.97 ms in a process of its own; ``--in-process`` still measures that way.)
+
 For every case (workload x size x dtype) and every peer that imports:
 1. first call: build (trace + compile; symgrad gets a fresh ``cache_dir``) and call once;
 2. the gradient, checked against symgrad's (rtol 1e-6 in float64, 1e-3 in float32) before any
    timing; a mismatch is reported and makes the run exit non-zero;
-3. steady per-call time: repetitions interleaved round-robin across peers (shuffled order each
-   repetition), each repetition a batch of calls sized to ~target seconds; the median per call;
+3. steady per-call time: repetitions interleaved round-robin across the peers' processes
+   (shuffled order each repetition), one at a time, each repetition a batch of calls sized to
+   ~``--batch`` seconds after a ``--settle`` pause (the last peer's BLAS threads spin for ~0.1 s
+   after its calls and would take a core from the next); the median per call;
 4. warm-cache first call in a fresh process (for peers with an on-disk compile cache).
 Floors: the hand-written C gradient through cffi (W1, W6), and for W2-W5 the FLOP count at the
 machine's measured matmul peak and the bytes at its measured copy bandwidth.
@@ -249,10 +256,138 @@ def check(ref, got, dtype):
     return problems
 
 
-def run_case(case, peers, opts, log):
-    wl = WORKLOADS[case.workload]
+class InProcess:
+    """Builds and times one peer's calls in this process (--in-process: every peer shares it,
+    and with it every peer's thread pools)."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.live = None
+
+    def build(self, case, cache_dir, timeout):
+        self.live = None
+        try:
+            fn, args, conv, first, res = build(self.peer, WORKLOADS[case.workload], case,
+                                               cache_dir, timeout)
+        except BuildTimeout:
+            return {"status": "timeout",
+                    "note": f"build + first call took over {timeout:.0f} s; not timed"}
+        except NotApplicable as e:
+            return {"status": "n/a", "note": str(e)}
+        except Exception as e:
+            if os.environ.get("SGB_VERBOSE"):
+                traceback.print_exc()
+            return {"status": "error",
+                    "note": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+        self.live = (fn, args)
+        return {"status": "ok", "first_s": first, "result": conv(res)}
+
+    def time(self, inner):
+        fn, args = self.live
+        return _timeit(lambda: fn(*args), inner)
+
+    def drop(self):
+        self.live = None
+
+    def close(self):
+        self.live = None
+
+
+class Worker:
+    """One peer in a process of its own (``--worker PEER``), as a user runs it: no other
+    peer's thread pools or caches in the process. Lines of JSON on its stdin and stdout; the
+    result of a first call comes back through an .npz file."""
+
+    def __init__(self, peer, tmp):
+        self.peer = peer
+        self.tmp = Path(tmp)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", peer],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self._read()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("SGB_W "):
+                return json.loads(line[len("SGB_W "):])
+        code = self.proc.wait()
+        return {"status": "error", "note": f"worker for {self.peer} exited ({code})"}
+
+    def _ask(self, **msg):
+        if self.proc.poll() is not None:
+            return {"status": "error", "note": f"worker for {self.peer} has exited"}
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def build(self, case, cache_dir, timeout):
+        out = self.tmp / f"result-{self.peer}.npz"
+        reply = self._ask(op="build", case=_case_spec(case), cache_dir=cache_dir,
+                          timeout=timeout, out=str(out))
+        if reply.get("status") == "ok":
+            with np.load(out) as z:
+                reply["result"] = (float(z["value"]),
+                                   [z[f"g{k}"] for k in range(int(z["count"]))])
+            out.unlink()
+        return reply
+
+    def time(self, inner):
+        return self._ask(op="time", inner=inner)["s"]
+
+    def drop(self):
+        self._ask(op="drop")
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def _case_spec(case):
+    return [case.workload, case.label, case.dtype, list(map(list, case.params))]
+
+
+def _case_from(spec):
+    w, label, dtype, params = spec
+    return wls.Case(w, label, dtype, tuple(tuple(p) for p in params))
+
+
+def worker_main(peer):
+    """The loop of a ``Worker`` process: build a case, time batches of its calls, drop it."""
+    def say(msg):
+        print("SGB_W " + json.dumps(msg), flush=True)
+    try:
+        import_peer(peer)
+    except Exception as e:
+        say({"status": "error", "note": f"import: {type(e).__name__}: {e}"[:300]})
+        return 1
+    here = InProcess(peer)
+    say({"status": "ready"})
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["op"] == "build":
+            reply = here.build(_case_from(msg["case"]), msg["cache_dir"], msg["timeout"])
+            if reply["status"] == "ok":
+                value, grads = reply.pop("result")
+                np.savez(msg["out"], value=value, count=len(grads),
+                         **{f"g{k}": np.asarray(g) for k, g in enumerate(grads)})
+            say(reply)
+        elif msg["op"] == "time":
+            say({"s": here.time(msg["inner"])})
+        elif msg["op"] == "drop":
+            here.drop()
+            gc.collect()
+            say({})
+    return 0
+
+
+def run_case(case, peers, opts, log, runners):
+    """Build, check and time one case on every peer. ``runners[peer]`` builds and times the
+    peer's calls: a worker process of its own (the default) or this process (--in-process)."""
     records = {}
-    live = {}
+    live = []
     tmp = Path(os.environ["SGB_TMP"])
     ref = None
     for peer in peers:          # symgrad first: its gradient is the reference
@@ -260,26 +395,14 @@ def run_case(case, peers, opts, log):
         records[peer] = rec
         cache_dir = tmp / "cache" / peer / case.key.replace(" ", "_")
         rec["cache_dir"] = str(cache_dir)
-        try:
-            fn, args, conv, first, res = build(peer, wl, case, cache_dir, opts.build_timeout)
-        except BuildTimeout:
-            rec["status"] = "timeout"
-            rec["note"] = f"build + first call took over {opts.build_timeout:.0f} s; not timed"
-            log(f"    {peer}: TIMEOUT")
+        built = runners[peer].build(case, str(cache_dir), opts.build_timeout)
+        if built["status"] != "ok":
+            rec.update(built)
+            if built["status"] != "n/a":
+                log(f"    {peer}: {built['status'].upper()} {rec['note']}")
             continue
-        except NotApplicable as e:
-            rec["status"] = "n/a"
-            rec["note"] = str(e)
-            continue
-        except Exception as e:
-            rec["status"] = "error"
-            rec["note"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            log(f"    {peer}: ERROR {rec['note']}")
-            if opts.verbose:
-                traceback.print_exc()
-            continue
-        rec["first_s"] = first
-        got = conv(res)
+        rec["first_s"] = built["first_s"]
+        got = built["result"]
         if ref is None:
             ref = got
             rec["reference"] = True
@@ -295,7 +418,7 @@ def run_case(case, peers, opts, log):
         note = wls.NOTES.get((peer, case.workload))
         if note:
             rec["note"] = note
-        live[peer] = (fn, args)
+        live.append(peer)
     if "symgrad" in peers and records["symgrad"].get("status") != "ok":
         log("    (symgrad failed: gradients checked against the first working peer)")
 
@@ -303,12 +426,11 @@ def run_case(case, peers, opts, log):
     target = opts.target
     inner = {}
     est = {}
-    for peer, (fn, args) in live.items():
-        t = _timeit(lambda: fn(*args), 1)
-        t = min(t, _timeit(lambda: fn(*args), 1))
+    for peer in live:
+        t = min(runners[peer].time(1), runners[peer].time(1))
         est[peer] = t
         inner[peer] = max(1, int(target / max(t, 1e-9)))
-    per_rep = sum(inner[p] * est[p] for p in live) or 1e-9
+    per_rep = sum(inner[p] * est[p] + opts.settle for p in live) or 1e-9
     reps = max(opts.min_reps, min(opts.reps, int(opts.case_budget / per_rep)))
     samples = {p: [] for p in live}
     order = list(live)
@@ -316,8 +438,11 @@ def run_case(case, peers, opts, log):
     for _ in range(reps):
         rnd.shuffle(order)
         for peer in order:
-            fn, args = live[peer]
-            samples[peer].append(_timeit(lambda: fn(*args), inner[peer]))
+            if opts.settle:
+                time.sleep(opts.settle)
+            samples[peer].append(runners[peer].time(inner[peer]))
+    for peer in live:
+        runners[peer].drop()
     for peer, s in samples.items():
         records[peer]["steady_s"] = statistics.median(s)
         records[peer]["steady_min_s"] = min(s)
@@ -337,8 +462,7 @@ def run_case(case, peers, opts, log):
 
 def warm_child(case, peer, cache_dir, log):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child",
-           json.dumps({"case": [case.workload, case.label, case.dtype, list(map(list, case.params))],
-                       "peer": peer, "cache_dir": cache_dir})]
+           json.dumps({"case": _case_spec(case), "peer": peer, "cache_dir": cache_dir})]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         line = [x for x in r.stdout.splitlines() if x.startswith("SGB_CHILD ")]
@@ -352,10 +476,10 @@ def warm_child(case, peer, cache_dir, log):
 
 def child_main(spec):
     spec = json.loads(spec)
-    w, label, dtype, params = spec["case"]
-    case = wls.Case(w, label, dtype, tuple(tuple(p) for p in params))
+    case = _case_from(spec["case"])
     import_peer(spec["peer"])                  # import time is not part of the call
-    fn, args, conv, first, res = build(spec["peer"], WORKLOADS[w], case, spec["cache_dir"])
+    fn, args, conv, first, res = build(spec["peer"], WORKLOADS[case.workload], case,
+                                       spec["cache_dir"])
     print("SGB_CHILD " + json.dumps({"first_s": first}))
 
 
@@ -622,6 +746,16 @@ def main(argv=None):
     ap.add_argument("--startup", action="store_true",
                     help="also measure start-up (benchmarks/startup.py -> startup.md)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=float, default=0.05,
+                    help="seconds of calls in one timed batch (default 0.05)")
+    ap.add_argument("--settle", type=float, default=None,
+                    help="seconds of pause before each timed batch, so that the threads the "
+                         "last peer left spinning (OpenBLAS's spin ~0.1 s) have gone to sleep "
+                         "(default 0.15; quick 0)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every peer in this one process (the method before 6 December "
+                         "2026) instead of each in a worker process of its own")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="no measuring: rebuild the report from earlier runs' JSON files (a "
                          "later file's case replaces an earlier one's)")
@@ -632,15 +766,20 @@ def main(argv=None):
     tmp = configure_env(tempfile.mkdtemp(prefix="symgrad-bench-"))
     if opts.child:
         return child_main(opts.child)
+    if opts.worker:
+        return worker_main(opts.worker)
+    if opts.verbose:
+        os.environ["SGB_VERBOSE"] = "1"
     # Fresh processes of their own, before this one loads any peer; once, in the parent: the
     # pinned child's run would overwrite startup.md with one CPU's numbers.
     if opts.startup and not opts.pinned_child:
         import startup
         startup.run(reps=3 if opts.quick else 10)
 
-    opts.reps = opts.reps or (5 if opts.quick else 41)
+    opts.reps = opts.reps or (5 if opts.quick else 21)
+    opts.settle = (0.0 if opts.quick else 0.15) if opts.settle is None else opts.settle
     opts.min_reps = 3 if opts.quick else 11
-    opts.target = 2e-4 if opts.quick else 5e-3
+    opts.target = 2e-4 if opts.quick else opts.batch
     opts.case_budget = 0.3 if opts.quick else 30.0
     opts.build_timeout = opts.build_timeout or (120.0 if opts.quick else 300.0)
     out = Path(opts.out or HERE / "results.md")
@@ -650,15 +789,24 @@ def main(argv=None):
         print(msg, flush=True)
 
     wanted = [p.strip() for p in opts.peers.split(",") if p.strip()]
-    peers = []
+    peers, runners = [], {}
     for p in wanted:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
-        try:
-            import_peer(p)
-            peers.append(p)
-        except Exception as e:
-            log(f"skipping {p}: {type(e).__name__}: {e}")
+        if opts.in_process:
+            try:
+                import_peer(p)
+            except Exception as e:
+                log(f"skipping {p}: {type(e).__name__}: {e}")
+                continue
+            runners[p] = InProcess(p)
+        else:
+            runners[p] = Worker(p, tmp)
+            if runners[p].ready.get("status") != "ready":
+                log(f"skipping {p}: {runners[p].ready.get('note')}")
+                runners.pop(p).close()
+                continue
+        peers.append(p)
     if "symgrad" in peers:
         peers.remove("symgrad")
         peers.insert(0, "symgrad")
@@ -680,7 +828,7 @@ def main(argv=None):
     bad = 0
     for case in cases:
         log(f"== {case.key}")
-        recs = run_case(case, peers, opts, log)
+        recs = run_case(case, peers, opts, log, runners)
         for p, x in recs.items():
             if x.get("status") == "mismatch":
                 bad += 1
@@ -689,6 +837,8 @@ def main(argv=None):
                     + (f"  warm {x['warm_s']:.3g} s" if x.get("warm_s") is not None else ""))
         results.append({"case": case, "records": recs})
 
+    for r in runners.values():
+        r.close()
     again = measure_floors(opts.quick)       # the machine is shared: keep the best reading
     mach = {k: max(v, again[k]) for k, v in mach.items()}
     rows = summarize(results, mach)
