@@ -165,11 +165,13 @@ def test_an_outer_product_is_one_pass(n, layout, dtype, tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("ta", [False, True], ids=["AB", "AtB"])
-@pytest.mark.parametrize("n", [1, 2, 5, 6, 10, 14])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6, 7, 8, 10, 14])
 def test_a_product_adding_into_a_sum_matches_numpy(n, ta, dtype, tmp_path):
     # 2 c + op(a) b: the loop writes 2 c into the sum's buffer and the kernel adds into it
     # (backends/c/accumulate.py), loading its accumulators from the buffer, rows whose last
     # columns share a vector (narrow.blocking) included. m = 39: blocks and a remainder.
+    # Each width loads its accumulators as whole vectors (8: one load each), partly used
+    # unshared ones (3, 7; 5, 6 in float32: a masked load, symgradrt_loadn) or shared ones.
     def f(a, b, c):
         return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta,
                                      transpose_b=False))

@@ -449,12 +449,19 @@ def _kernel(kind, ctype, n):
     # place 2.66 / 3.96 ms, tiled 0.76 / 1.56, with the prefetch 0.47 / 0.78 (X W: 0.38 /
     # 0.81); float32 0.72 / 1.89 -> 0.29 / 0.47 (sharing, see ``blocking``). That was while
     # the shared machine ran slow for everyone (main's whole W3 float64 took 10 ms, 0.96 ms an
-    # hour earlier). When it does not, reading in place is the faster with X in L3 (0.40 ms
-    # against 0.46 tiled; W3 end to end 1.02 against 1.29 ms) and still the slower with X
-    # flushed (1.06-1.18 against 0.57-0.60): the tile costs a copy and an accumulator reload
-    # per 32-row panel, and is kept for not falling off a cliff
-    # (benchmarks/results_issue20.md). A product whose operands fit in L1 pays for the shorter
-    # panels: 200 x 100 by 200 x 10 (W5's h^T G) 8.7 -> 11.3 us.
+    # hour earlier). When it does not, reading in place looked the faster with X in L3 (0.40
+    # ms against 0.46 tiled; W3 end to end 1.02 against 1.29 ms; benchmarks/results_issue20.md)
+    # and was still the slower with X flushed (1.06-1.18 against 0.57-0.60). That gap was not
+    # the copy but the accumulators' reload, once per block and 32-row panel: gcc moved each
+    # whole-vector symgradrt_loadn through the stack in 16-byte halves and read it back as one
+    # vector (a store-forwarding stall, 35% of the kernel's samples). Loaded directly (and
+    # partial vectors by a masked load), float64, one core, min of 100 (or 20, X flushed),
+    # load ~1.5-2.4, 00:45-01:00 UTC: tiled 0.709 -> 0.467 ms with X in L3, 0.87 -> 0.59-0.66
+    # flushed, in place 0.452 / 1.12-1.21; float32 0.437 -> 0.291 (in place 0.292). Panels of
+    # 64, 128 or 256 rows then measured no better (0.475, 0.505, 0.58 ms with 256 x 3073), nor
+    # a second tile copied a share of rows per block (0.48) or a row-major tile (0.45 in L3,
+    # 0.61-0.66 flushed). The copy is what remains: the same kernel without it takes 0.325 ms.
+    # W5's h^T G (200 x 100 by 200 x 10, operands in L1): 18.5 -> 11.4 us (in place 10.7).
     body = _block(s, rows, nv, widths, c_row, loop,
                   lambda r: f"at[(q - q0) * {rows} + {r}]", row, share)
     rest = _block(s, 1, nv, widths, c_row, loop, lambda r: f"a[q * lda + {each} + {r}]", row)
