@@ -289,3 +289,34 @@ def test_a_library_compiled_for_a_pool_that_then_fails_is_built_again_without_it
     assert value == pytest.approx(np.sum(t ** 2), rel=1e-12)
     np.testing.assert_allclose(np.reshape(grad, w.shape), x.T @ (2 * t * (1 - t ** 2)),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_templates_are_kept_and_checked_against_their_source(tmp_path):
+    # Jinja compiles a template to Python code on first load in a process (~10 ms for a
+    # module's templates on every cold build); the code is kept, and an entry whose template
+    # changed is compiled again, never used.
+    import jinja2
+    from symgrad import templates
+
+    def env(cache):
+        return jinja2.Environment(loader=jinja2.FileSystemLoader(str(tmp_path / "t")),
+                                  bytecode_cache=cache)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.j2").write_text("one {{ x }}")
+    cache = templates._bytecode_cache(tmp_path / "bc")
+    assert env(cache).get_template("a.j2").render(x=1) == "one 1"
+    (entry,) = (tmp_path / "bc").iterdir()
+    assert entry.name.startswith("jinja2-") and entry.stat().st_size > 0
+    calls = []
+    fresh = env(cache)
+    compile_ = fresh.compile
+    fresh.compile = lambda *a, **k: calls.append(a) or compile_(*a, **k)
+    assert fresh.get_template("a.j2").render(x=2) == "one 2" and calls == [], "loaded, not compiled"
+    (tmp_path / "t" / "a.j2").write_text("two {{ x }}")
+    assert env(cache).get_template("a.j2").render(x=3) == "two 3"
+    # A folder that cannot be made (a file is in the way) only costs the compile.
+    (tmp_path / "file").write_text("")
+    blocked = templates._bytecode_cache(tmp_path / "file" / "bc")
+    assert env(blocked).get_template("a.j2").render(x=4) == "two 4"
+    # symgrad's own environment keeps its templates beside them.
+    assert templates.environment().bytecode_cache.directory == str(templates.BYTECODE_DIR)
