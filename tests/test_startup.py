@@ -320,3 +320,34 @@ def test_compiled_templates_are_kept_and_checked_against_their_source(tmp_path):
     assert env(blocked).get_template("a.j2").render(x=4) == "two 4"
     # symgrad's own environment keeps its templates beside them.
     assert templates.environment().bytecode_cache.directory == str(templates.BYTECODE_DIR)
+
+
+FOLDS = """
+    import json, sys
+    import numpy as np
+    import symgrad, symgrad.numpy as snp
+
+    def loss(W, X):
+        s = X @ W
+        return snp.mean(snp.sum(s * s, axis=1)) + 1e-3 * snp.sum(W * W)
+
+    r = np.random.default_rng(0)
+    W, X = r.standard_normal((5, 3)), r.standard_normal((4, 5))
+    v, g = symgrad.compile(loss, cache_dir=sys.argv[1]).value_and_grad(W, X)
+    from symgrad.core.primitives import elementwise
+    print(json.dumps({"value": float(v), "grad": g.tolist(), "sympy": "sympy" in sys.modules,
+                      "numpy_functions": elementwise._lambdify.cache_info().currsize}))
+"""
+
+
+def test_a_cold_build_that_folds_constants_imports_no_sympy(tmp_path):
+    # The mean's 1/N and the gradient's constants fold to literals (x/y and x**2 of constants),
+    # evaluated by the functions the generated table keeps: sympy (~0.3 s of CPU) stays out.
+    out = _run(FOLDS, str(tmp_path))
+    assert out["numpy_functions"] >= 1 and out["sympy"] is False
+    r = np.random.default_rng(0)
+    W, X = r.standard_normal((5, 3)), r.standard_normal((4, 5))
+    s = X @ W
+    assert out["value"] == pytest.approx(np.mean(np.sum(s * s, axis=1)) + 1e-3 * np.sum(W * W),
+                                         rel=1e-12)
+    np.testing.assert_allclose(out["grad"], X.T @ (2 * s / 4) + 2e-3 * W, rtol=1e-12)
