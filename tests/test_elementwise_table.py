@@ -124,11 +124,10 @@ def test_the_tables_numpy_functions_are_lambdifys(text):
     # Folding constants evaluates the NumPy function of an expression; the table keeps the source
     # lambdify writes, so a first build need not import sympy for it. Both must give the very same
     # numbers, bit for bit (NaN where NaN), in float64 and float32.
-    from symgrad.core.symbolic import sympy
     math_ = ew.SympyMath(text)
     ours = ew._tabled_numpy_function(text)
     assert ours is not None
-    theirs = sympy().lambdify(list(math_.args), math_.expr, modules=[ew._NUMPY_EXTRAS, "numpy"])
+    theirs = ew.sympy_numpy_function(math_)
     for dtype in (np.float64, np.float32):
         with np.errstate(all="ignore"):       # 1e300 overflows float32 to inf, as meant
             operands = [x.astype(dtype) for x in _grid(len(math_.args))]

@@ -71,8 +71,7 @@ def _numpy_source(ew, math):
     never calls it: those are left to lambdify, on first use)."""
     import inspect
 
-    from symgrad.core.symbolic import sympy
-    fn = sympy().lambdify(list(math.args), math.expr, modules=[ew._NUMPY_EXTRAS, "numpy"])
+    fn = ew.sympy_numpy_function(math)
     source = inspect.getsource(fn)
     namespace = ew.numpy_namespace()
     code = compile(source, "<lambdify>", "exec")

@@ -415,8 +415,12 @@ def _lambdify(math):
     """The NumPy function of ``math``: the generated table's copy of lambdify's source when it
     has one (so folding a constant, e.g. ``x/y`` of two literals, imports no sympy: ~0.3 s of
     CPU), else made by sympy's ``lambdify``."""
-    return (_tabled_numpy_function(math.text)
-            or _sympy().lambdify(list(math.args), math.expr, modules=[_NUMPY_EXTRAS, "numpy"]))
+    return _tabled_numpy_function(math.text) or sympy_numpy_function(math)
+
+
+def sympy_numpy_function(math):
+    """sympy's ``lambdify`` of ``math``: a NumPy function of its operands."""
+    return _sympy().lambdify(list(math.args), math.expr, modules=[_NUMPY_EXTRAS, "numpy"])
 
 
 @functools.cache
