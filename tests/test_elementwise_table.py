@@ -106,3 +106,40 @@ def test_the_table_and_sympy_give_the_same_c():
     for (text, kind), fmt in list(elementwise_table.C.items())[::7]:
         assert ew.c_format(text, kind) == fmt
     assert math.isfinite(len(elementwise_table.C))
+
+
+def _grid(arity):
+    """Operands over the values that tell functions apart: signs, zeros, integers, fractions,
+    large ones, infinities and NaN, every pair of them for two operands."""
+    xs = np.array([-np.inf, -1e300, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0,
+                   7.5, 1e300, np.inf, np.nan])
+    if arity == 1:
+        return [xs]
+    a, b = np.meshgrid(xs, xs)
+    return [a.ravel(), b.ravel()]
+
+
+@pytest.mark.parametrize("text", sorted(elementwise_table.NUMPY))
+def test_the_tables_numpy_functions_are_lambdifys(text):
+    # Folding constants evaluates the NumPy function of an expression; the table keeps the source
+    # lambdify writes, so a first build need not import sympy for it. Both must give the very same
+    # numbers, bit for bit (NaN where NaN), in float64 and float32.
+    math_ = ew.SympyMath(text)
+    ours = ew._tabled_numpy_function(text)
+    assert ours is not None
+    theirs = ew.sympy_numpy_function(math_)
+    for dtype in (np.float64, np.float32):
+        with np.errstate(all="ignore"):       # 1e300 overflows float32 to inf, as meant
+            operands = [x.astype(dtype) for x in _grid(len(math_.args))]
+            got, want = np.asarray(ours(*operands)), np.asarray(theirs(*operands))
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8), err_msg=text)
+
+
+def test_a_table_entry_naming_what_numpy_lacks_falls_back_to_lambdify(monkeypatch):
+    # A NumPy without a name the table's source reads (another version): lambdify makes it.
+    monkeypatch.setitem(elementwise_table.NUMPY, "frobnicate(x)",
+                        "def _lambdifygenerated(x):\n    return frobnicate(x)\n")
+    assert ew._tabled_numpy_function("frobnicate(x)") is None
+    assert ew._tabled_numpy_function("x/y")(np.float64(1.0), np.float64(4.0)) == 0.25
+    assert ew._tabled_numpy_function("no such expression") is None

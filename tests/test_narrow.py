@@ -1,12 +1,17 @@
 """Products with a narrow result (<= 16 columns) run symgrad's register-blocked kernels
 (backends/c/narrow.py), built ahead of time too: every column count, both layouts, both dtypes,
 blocks of rows and panels cut anywhere, against NumPy in float64."""
+import os
+import shlex
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from symgrad.backends.c import narrow
+from symgrad.backends.c import compiler, narrow
 from symgrad.core.primitive import bind
 from symgrad.frontend.tracer import Tracer
 
@@ -111,6 +116,40 @@ def test_an_ahead_of_time_library_builds_them_without_avx(tmp_path):
     r = np.random.default_rng(3)
     a, b = r.standard_normal((50, 300)), r.standard_normal((300, 10))
     check(a, b, False, f(a, b), "float64")
+
+
+def _gcc():
+    """The C compiler command when it is GCC (not Clang, which also defines __GNUC__), else None."""
+    cc = compiler.find_compiler()
+    r = subprocess.run([*shlex.split(cc), "-dM", "-E", "-x", "c", os.devnull],
+                       capture_output=True, text=True)
+    return cc if "__GNUC__" in r.stdout and "__clang__" not in r.stdout else None
+
+
+def test_gcc_builds_the_kernels_without_immintrin_and_still_fuses(tmp_path):
+    # <immintrin.h> alone costs gcc ~160 ms with -march=native, more than the rest of a small
+    # module: with gcc the kernels call its FMA and blend builtins directly (narrow.c.j2).
+    cc = _gcc()
+    if cc is None:
+        pytest.skip("the builtins are used with GCC only")
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    r = np.random.default_rng(4)
+    a, b = r.standard_normal((50, 300)), r.standard_normal((300, 10))
+    check(a, b, False, f(a, b), "float64")
+    executable = f.specialize(a, b)[0]._executable
+    compile_flags = [x for x in compiler.flags(threads=True) if x.startswith(("-O", "-m", "-f",
+                                                                              "-std", "-D"))]
+    deps = subprocess.run([*shlex.split(cc), *compile_flags, "-M", str(executable.source_path)],
+                          capture_output=True, text=True, check=True).stdout
+    assert "immintrin.h" not in deps and "fmaintrin.h" not in deps
+    macros = subprocess.run([*shlex.split(cc), *compile_flags, "-dM", "-E", "-x", "c",
+                             os.devnull], capture_output=True, text=True).stdout
+    objdump = shutil.which("objdump")
+    if "__FMA__" in macros and objdump:
+        # The target has FMA: the kernels' multiply-adds are fused, as with the intrinsics.
+        code = subprocess.run([objdump, "-d", str(executable.library_path)],
+                              capture_output=True, text=True, check=True).stdout
+        assert "vfmadd" in code
 
 
 def _plus_product(ta, tb):

@@ -289,3 +289,65 @@ def test_a_library_compiled_for_a_pool_that_then_fails_is_built_again_without_it
     assert value == pytest.approx(np.sum(t ** 2), rel=1e-12)
     np.testing.assert_allclose(np.reshape(grad, w.shape), x.T @ (2 * t * (1 - t ** 2)),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_templates_are_kept_and_checked_against_their_source(tmp_path):
+    # Jinja compiles a template to Python code on first load in a process (~10 ms for a
+    # module's templates on every cold build); the code is kept, and an entry whose template
+    # changed is compiled again, never used.
+    import jinja2
+    from symgrad import templates
+
+    def env(cache):
+        return jinja2.Environment(loader=jinja2.FileSystemLoader(str(tmp_path / "t")),
+                                  bytecode_cache=cache)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.j2").write_text("one {{ x }}")
+    cache = templates._bytecode_cache(tmp_path / "bc")
+    assert env(cache).get_template("a.j2").render(x=1) == "one 1"
+    (entry,) = (tmp_path / "bc").iterdir()
+    assert entry.name.startswith("jinja2-") and entry.stat().st_size > 0
+    calls = []
+    fresh = env(cache)
+    compile_ = fresh.compile
+    fresh.compile = lambda *a, **k: calls.append(a) or compile_(*a, **k)
+    assert fresh.get_template("a.j2").render(x=2) == "one 2" and calls == [], "loaded, not compiled"
+    (tmp_path / "t" / "a.j2").write_text("two {{ x }}")
+    assert env(cache).get_template("a.j2").render(x=3) == "two 3"
+    # A folder that cannot be made (a file is in the way) only costs the compile.
+    (tmp_path / "file").write_text("")
+    blocked = templates._bytecode_cache(tmp_path / "file" / "bc")
+    assert env(blocked).get_template("a.j2").render(x=4) == "two 4"
+    # symgrad's own environment keeps its templates beside them.
+    assert templates.environment().bytecode_cache.directory == str(templates.BYTECODE_DIR)
+
+
+FOLDS = """
+    import json, sys
+    import numpy as np
+    import symgrad, symgrad.numpy as snp
+
+    def loss(W, X):
+        s = X @ W
+        return snp.mean(snp.sum(s * s, axis=1)) + 1e-3 * snp.sum(W * W)
+
+    r = np.random.default_rng(0)
+    W, X = r.standard_normal((5, 3)), r.standard_normal((4, 5))
+    v, g = symgrad.compile(loss, cache_dir=sys.argv[1]).value_and_grad(W, X)
+    from symgrad.core.primitives import elementwise
+    print(json.dumps({"value": float(v), "grad": g.tolist(), "sympy": "sympy" in sys.modules,
+                      "numpy_functions": elementwise._lambdify.cache_info().currsize}))
+"""
+
+
+def test_a_cold_build_that_folds_constants_imports_no_sympy(tmp_path):
+    # The mean's 1/N and the gradient's constants fold to literals (x/y and x**2 of constants),
+    # evaluated by the functions the generated table keeps: sympy (~0.3 s of CPU) stays out.
+    out = _run(FOLDS, str(tmp_path))
+    assert out["numpy_functions"] >= 1 and out["sympy"] is False
+    r = np.random.default_rng(0)
+    W, X = r.standard_normal((5, 3)), r.standard_normal((4, 5))
+    s = X @ W
+    assert out["value"] == pytest.approx(np.mean(np.sum(s * s, axis=1)) + 1e-3 * np.sum(W * W),
+                                         rel=1e-12)
+    np.testing.assert_allclose(out["grad"], X.T @ (2 * s / 4) + 2e-3 * W, rtol=1e-12)

@@ -27,6 +27,8 @@ definitions by ``python -m symgrad.tools.elementwise_table``; do not edit (the t
 ``C``: (expression text, printer kind) -> C format string, operands as {0} and {1}.
 ``DERIVATIVES``: (expression text, stated derivative texts or None) -> one derivative per operand,
 0, 1, -1 or a recipe (``elementwise.to_recipe``); None where it has no IR.
+``NUMPY``: expression text -> the source of its NumPy function as sympy's lambdify writes it
+(run in ``elementwise.numpy_namespace()``), where every name it reads is NumPy's or an extra.
 """
 inf, nan = float("inf"), float("nan")
 '''
@@ -47,13 +49,36 @@ def table_source():
             except Exception:   # noqa: BLE001  this printer cannot print it: not in the table,
                 continue        # and the fallback (the same printer) raises the same error
     derivs = {(m.text, m.deriv): tuple(_recipe(ew, d) for d in m.derivs) for m in maths}
+    numpy = {}
+    for m in maths:
+        source = _numpy_source(ew, m)
+        if source is not None:
+            numpy[m.text] = source
     lines = [HEADER, "C = {"]
     lines += [f"    {key!r}: {value!r}," for key, value in sorted(c.items())]
     lines += ["}", "", "DERIVATIVES = {"]
     lines += [f"    {key!r}: {value!r}," for key, value in
               sorted(derivs.items(), key=lambda kv: repr(kv[0]))]
+    lines += ["}", "", "NUMPY = {"]
+    lines += [f"    {key!r}: {value!r}," for key, value in sorted(numpy.items())]
     lines += ["}", ""]
     return "\n".join(lines)
+
+
+def _numpy_source(ew, math):
+    """lambdify's source of ``math``'s NumPy function, or None when it reads a name that is not
+    the same object in ``ew.numpy_namespace()`` (a primitive whose own ``impl`` replaces it
+    never calls it: those are left to lambdify, on first use)."""
+    import inspect
+
+    fn = ew.sympy_numpy_function(math)
+    source = inspect.getsource(fn)
+    namespace = ew.numpy_namespace()
+    code = compile(source, "<lambdify>", "exec")
+    if any(namespace.get(n, namespace) is not fn.__globals__.get(n)
+           for n in ew.function_globals(code)):
+        return None
+    return source
 
 
 def _recipe(ew, d):

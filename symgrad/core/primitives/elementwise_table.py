@@ -5,6 +5,8 @@ definitions by ``python -m symgrad.tools.elementwise_table``; do not edit (the t
 ``C``: (expression text, printer kind) -> C format string, operands as {0} and {1}.
 ``DERIVATIVES``: (expression text, stated derivative texts or None) -> one derivative per operand,
 0, 1, -1 or a recipe (``elementwise.to_recipe``); None where it has no IR.
+``NUMPY``: expression text -> the source of its NumPy function as sympy's lambdify writes it
+(run in ``elementwise.numpy_namespace()``), where every name it reads is NumPy's or an extra.
 """
 inf, nan = float("inf"), float("nan")
 
@@ -261,4 +263,42 @@ DERIVATIVES = {
     ('x**y', ('Piecewise((0, Eq(y, 0)), (y*x**(y - 1), True))', 'out*log(Piecewise((1, Eq(x, 0)), (x, True)))')): (('op', 'select', ('bind', 'eq', ('sym', 'y'), ('num', 0.0)), ('num', 0.0), ('op', 'mul', ('sym', 'y'), ('bind', 'pow', ('sym', 'x'), ('op', 'add', ('sym', 'y'), ('num', -1.0))))), ('op', 'mul', ('sym', 'out'), ('bind', 'log', ('op', 'select', ('bind', 'eq', ('sym', 'x'), ('num', 0.0)), ('num', 1.0), ('sym', 'x'))))),
     ('x*y', None): (('sym', 'y'), ('sym', 'x')),
     ('x/y', None): (('op', 'div', ('num', 1.0), ('sym', 'y')), ('op', 'neg', ('op', 'div', ('sym', 'x'), ('bind', 'square', ('sym', 'y'))))),
+}
+
+NUMPY = {
+    '-x': 'def _lambdifygenerated(x):\n    return -x\n',
+    '1/(1 + exp(-x))': 'def _lambdifygenerated(x):\n    return (1 + exp(-x))**(-1.0)\n',
+    'Abs(x)': 'def _lambdifygenerated(x):\n    return abs(x)\n',
+    'Piecewise((1, Eq(x, 0)), (sin(pi*x)/(pi*x), True))': 'def _lambdifygenerated(x):\n    return select([equal(x, 0),True], [1,sin(pi*x)/(pi*x)], default=nan)\n',
+    'acos(x)': 'def _lambdifygenerated(x):\n    return arccos(x)\n',
+    'acosh(x)': 'def _lambdifygenerated(x):\n    return arccosh(x)\n',
+    'asin(x)': 'def _lambdifygenerated(x):\n    return arcsin(x)\n',
+    'asinh(x)': 'def _lambdifygenerated(x):\n    return arcsinh(x)\n',
+    'atan(x)': 'def _lambdifygenerated(x):\n    return arctan(x)\n',
+    'atan2(x, y)': 'def _lambdifygenerated(x, y):\n    return arctan2(x, y)\n',
+    'atanh(x)': 'def _lambdifygenerated(x):\n    return arctanh(x)\n',
+    'cos(x)': 'def _lambdifygenerated(x):\n    return cos(x)\n',
+    'cosh(x)': 'def _lambdifygenerated(x):\n    return cosh(x)\n',
+    'exp(x)': 'def _lambdifygenerated(x):\n    return exp(x)\n',
+    'exp2(x)': 'def _lambdifygenerated(x):\n    return exp2(x)\n',
+    'expm1(x)': 'def _lambdifygenerated(x):\n    return expm1(x)\n',
+    'hypot(x, y)': 'def _lambdifygenerated(x, y):\n    return hypot(x, y)\n',
+    'log(2**x + 2**y)/log(2)': 'def _lambdifygenerated(x, y):\n    return log(2**x + 2**y)/log(2)\n',
+    'log(exp(x) + exp(y))': 'def _lambdifygenerated(x, y):\n    return log(exp(x) + exp(y))\n',
+    'log(x)': 'def _lambdifygenerated(x):\n    return log(x)\n',
+    'log10(x)': 'def _lambdifygenerated(x):\n    return log10(x)\n',
+    'log1p(x)': 'def _lambdifygenerated(x):\n    return log1p(x)\n',
+    'log2(x)': 'def _lambdifygenerated(x):\n    return log2(x)\n',
+    'sign(x)': 'def _lambdifygenerated(x):\n    return sign(x)\n',
+    'sin(x)': 'def _lambdifygenerated(x):\n    return sin(x)\n',
+    'sinh(x)': 'def _lambdifygenerated(x):\n    return sinh(x)\n',
+    'sqrt(x)': 'def _lambdifygenerated(x):\n    return sqrt(x)\n',
+    'tan(x)': 'def _lambdifygenerated(x):\n    return tan(x)\n',
+    'tanh(x)': 'def _lambdifygenerated(x):\n    return tanh(x)\n',
+    'x + y': 'def _lambdifygenerated(x, y):\n    return x + y\n',
+    'x - y': 'def _lambdifygenerated(x, y):\n    return x - y\n',
+    'x**2': 'def _lambdifygenerated(x):\n    return x**2\n',
+    'x**y': 'def _lambdifygenerated(x, y):\n    return x**y\n',
+    'x*y': 'def _lambdifygenerated(x, y):\n    return x*y\n',
+    'x/y': 'def _lambdifygenerated(x, y):\n    return x/y\n',
 }
