@@ -796,6 +796,8 @@ def _chain_mul_c(operands, ctype):
     for known, other in ((known_g, d), (known_d, g)):
         if known is not None and np.isfinite(known):    # a literal factor: the test is decided
             return zero if known == 0 else other if known == 1 else f"{g}*{d}"
+    if ctype in ("double", "float"):    # branch-free, so loops of it vectorize (chain_mul.c.j2)
+        return f"symgradrt_chain_mul{'f' if ctype == 'float' else ''}({g}, {d})"
     return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
 
