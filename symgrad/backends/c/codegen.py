@@ -915,8 +915,9 @@ def render_module(functions, *, title, version, data=None):
         parallel=parallel,
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines),
-        # the strong-zero product (templates/chain_mul.c.j2)
-        uses_chain_mul=any("symgradrt_chain_mul" in line for line in lines),
+        # chain_mul's and select's branch-free helpers (templates/branch_free.c.j2)
+        uses_branch_free=any("symgradrt_chain_mul" in line or "symgradrt_select" in line
+                             for line in lines),
         # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.
         uses_complex=any("_Complex" in line for fn in functions
                          for line in (*fn.params, *fn.prologue, *fn.epilogue,

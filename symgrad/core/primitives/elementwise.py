@@ -656,13 +656,22 @@ def _select_simplify(node, ins, producer):
     return pick if pick.type == node.out.type else None
 
 
+def _select_c(operands, ctype):
+    """Floats through a helper whose arguments are evaluated whatever the condition, so that
+    gcc vectorizes the loop (templates/branch_free.c.j2); the operands are values already
+    computed (names, array elements), so evaluating both changes no result."""
+    if ctype in ("double", "float"):
+        return f"symgradrt_select{'f' if ctype == 'float' else ''}({', '.join(operands)})"
+    return "({} ? {} : {})".format(*operands)
+
+
 register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
     batch=functools.partial(batching.elementwise, "select"),
-    c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    c_expr=_select_c,
     simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
@@ -796,7 +805,7 @@ def _chain_mul_c(operands, ctype):
     for known, other in ((known_g, d), (known_d, g)):
         if known is not None and np.isfinite(known):    # a literal factor: the test is decided
             return zero if known == 0 else other if known == 1 else f"{g}*{d}"
-    if ctype in ("double", "float"):    # branch-free, so loops of it vectorize (chain_mul.c.j2)
+    if ctype in ("double", "float"):    # branch-free, so loops of it vectorize (branch_free.c.j2)
         return f"symgradrt_chain_mul{'f' if ctype == 'float' else ''}({g}, {d})"
     return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
