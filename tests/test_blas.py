@@ -311,6 +311,10 @@ def _split_build(fn, args, tmp_path, name, prototype, argnums=None):
     flags = [f for f in compiler.DEFAULT_CFLAGS + compiler.REQUIRED_CFLAGS]
     subprocess.run([*compiler.find_compiler().split(), *flags, "-DSYMGRAD_USE_BLAS",
                     "-DSYMGRAD_USE_THREADS", "-DSYMGRAD_DGEMM=log_dgemm",
+                    # names of the stand-in's own: symgrad's pool, loaded into this process
+                    # with RTLD_GLOBAL by earlier tests, would take precedence over the same names
+                    "-Dsymgrad_rt1_threads=harness_threads",
+                    "-Dsymgrad_rt1_parallel_for=harness_parallel_for",
                     "-DSYMGRAD_SGEMM=log_sgemm", "-o", str(lib), str(tmp_path / f"{name}.c"),
                     str(tmp_path / "harness.c"), *BLAS.link_flags(), "-lm"], check=True)
     ffi = cffi.FFI()
