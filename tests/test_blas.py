@@ -396,3 +396,7 @@ def test_products_without_a_long_contraction_keep_blocks_of_rows(tmp_path):
     assert c.symgrad_matmul_nn(_ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, out)) == 0
     assert _gemm_calls(c) == [(150, 0.0)] * 4
     np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    # no call may split its contraction, so the module carries no code for it (narrow.py)
+    assert "gemm_chunk_task" not in (tmp_path / "rows.c").read_text()
+    assert "gemm_chunk_task" in symgrad.compile(f).source(*operands(20, 30, 2003, False, False,
+                                                                     "float64"))
