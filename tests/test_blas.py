@@ -259,3 +259,144 @@ def test_aot_source_compiles_against_a_cblas_the_user_names(tmp_path):
         v_ref, g_ref = ref.value_and_grad(W, X, y, 1e-3)
         assert value[0] == pytest.approx(v_ref, rel=1e-12)
         np.testing.assert_allclose(grad, g_ref, rtol=1e-10, atol=1e-14)
+
+
+# symgradrt_[ds]gemm_par's split of a long contraction (narrow.c.j2): the emitted C compiled
+# with a stand-in pool (its thread count set from Python, its pieces run one at a time in an
+# order Python picks) and a gemm that logs each call's k and beta before calling the BLAS.
+_SPLIT_HARNESS = textwrap.dedent("""
+    #include <stdint.h>
+    void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double *, int,
+                           const double *, int, double, double *, int);
+    void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float *, int,
+                           const float *, int, float, float *, int);
+    int pool_threads = 1, last_first = 0;
+    int64_t calls = 0, ks[64];
+    double betas[64];
+    int symgrad_rt1_threads(void) { return pool_threads; }
+    typedef void (*task_t)(void *, int64_t, int64_t);
+    void symgrad_rt1_parallel_for(int64_t n, int64_t grain, double work, task_t task, void *job)
+    {
+        (void)work;
+        int64_t blocks = (n + grain - 1) / grain, want = pool_threads < blocks ? pool_threads : blocks;
+        if (want < 1) want = 1;
+        int64_t piece = (blocks + want - 1) / want * grain, pieces = (n + piece - 1) / piece;
+        for (int64_t p = 0; p < pieces; ++p) {
+            int64_t q = last_first ? pieces - 1 - p : p;
+            task(job, q * piece, (q + 1) * piece < n ? (q + 1) * piece : n);
+        }
+    }
+    #define LOG(beta_, k_) do { if (calls < 64) { ks[calls] = (k_); betas[calls] = (beta_); } ++calls; } while (0)
+    void log_dgemm(int o, int ta, int tb, int m, int n, int k, double alpha, const double *a,
+                   int lda, const double *b, int ldb, double beta, double *c, int ldc)
+    {
+        LOG(beta, k);
+        scipy_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+    void log_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                   int lda, const float *b, int ldb, float beta, float *c, int ldc)
+    {
+        LOG(beta, k);
+        scipy_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+""")
+
+
+def _split_build(fn, args, tmp_path, name, prototype, argnums=None):
+    import cffi
+    compiled = symgrad.compile(fn, argnums=argnums) if argnums is not None else symgrad.compile(fn)
+    (tmp_path / f"{name}.c").write_text(compiled.source(*args))
+    (tmp_path / "harness.c").write_text(_SPLIT_HARNESS)
+    lib = tmp_path / f"lib{name}.so"
+    flags = [f for f in compiler.DEFAULT_CFLAGS + compiler.REQUIRED_CFLAGS]
+    subprocess.run([*compiler.find_compiler().split(), *flags, "-DSYMGRAD_USE_BLAS",
+                    "-DSYMGRAD_USE_THREADS", "-DSYMGRAD_DGEMM=log_dgemm",
+                    # names of the stand-in's own: symgrad's pool, loaded into this process
+                    # with RTLD_GLOBAL by earlier tests, would take precedence over the same names
+                    "-Dsymgrad_rt1_threads=harness_threads",
+                    "-Dsymgrad_rt1_parallel_for=harness_parallel_for",
+                    "-DSYMGRAD_SGEMM=log_sgemm", "-o", str(lib), str(tmp_path / f"{name}.c"),
+                    str(tmp_path / "harness.c"), *BLAS.link_flags(), "-lm"], check=True)
+    ffi = cffi.FFI()
+    ffi.cdef("extern int pool_threads, last_first; extern int64_t calls, ks[64]; "
+             "extern double betas[64]; " + prototype)
+    return ffi, ffi.dlopen(str(lib))
+
+
+def _ptr(ffi, x):
+    return ffi.cast("void *", ffi.from_buffer(x))
+
+
+def _gemm_calls(c):
+    return [(c.ks[i], c.betas[i]) for i in range(min(c.calls, 64))]
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("ta,tb", FLAGS)
+def test_a_long_contraction_is_split_over_the_pool(ta, tb, dtype, tmp_path):
+    m, n, k = 20, 30, 2003          # k > 4 max(m, n): chunks of k, not blocks of rows
+    a, b = operands(m, n, k, ta, tb, dtype, seed=5)
+    f = op_matmul(ta, tb)
+    ffi, c = _split_build(f, (a, b), tmp_path, f.__name__,
+                          f"int symgrad_{f.__name__}(void *a, void *b, void *out);")
+    func = getattr(c, f"symgrad_{f.__name__}")
+    results = {}
+    for threads, last_first, want_ks in ((1, 0, [2003]), (3, 0, [667, 668, 668]),
+                                         (3, 1, [668, 668, 667]),   # pieces run last first
+                                         (16, 0, [286] * 6 + [287])):
+        c.pool_threads, c.last_first, c.calls = threads, last_first, 0
+        out = np.full((m, n), np.nan, dtype)
+        assert func(_ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, out)) == 0
+        assert _gemm_calls(c) == [(kk, 0.0) for kk in want_ks]    # 2003 // 256 = 7 chunks at most
+        np.testing.assert_allclose(out, reference(a, b, ta, tb), rtol=RTOL[dtype] * 10,
+                                   atol=RTOL[dtype] * 10 * np.sqrt(k))
+        results[threads, last_first] = out
+    # the partial results are added in the order of their chunks, whichever piece ran first
+    np.testing.assert_array_equal(results[3, 0], results[3, 1])
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_split_contraction_accumulates_into_the_result(dtype, tmp_path):
+    # The gradient of sum((M @ R) * S) + sum(M * M): 2 M, then S R^T (k = 2003) added to it
+    # with beta = 1: only chunk 0 reads the result; the others start from 0.
+    def loss(M, R, S):
+        return snp.sum((M @ R) * S) + snp.sum(M * M)
+    r = np.random.default_rng(6)
+    M, R, S = (r.standard_normal(s).astype(dtype) for s in ((20, 30), (30, 2003), (20, 2003)))
+    ffi, c = _split_build(loss, (M, R, S), tmp_path, "loss",
+                          "int symgrad_loss_value_and_grad(void *, void *, void *, void *, void *);",
+                          argnums=0)
+    for threads in (1, 2, 5):
+        c.pool_threads, c.calls = threads, 0
+        value, grad = np.zeros(1, dtype), np.full((20, 30), np.nan, dtype)
+        assert c.symgrad_loss_value_and_grad(*(_ptr(ffi, x) for x in (M, R, S, value, grad))) == 0
+        backward = [call for call in _gemm_calls(c) if call[0] != 30]   # not M @ R (k = 30)
+        chunks = [kk for kk, beta in backward]
+        betas = [beta for kk, beta in backward]
+        assert chunks == [2003 * (s + 1) // threads - 2003 * s // threads for s in range(threads)]
+        assert betas == [1.0] + [0.0] * (threads - 1)
+        M64, R64, S64 = M.astype(np.float64), R.astype(np.float64), S.astype(np.float64)
+        np.testing.assert_allclose(grad, S64 @ R64.T + 2 * M64, rtol=RTOL[dtype] * 10,
+                                   atol=RTOL[dtype] * 10 * np.sqrt(2003))
+        assert value[0] == pytest.approx(((M64 @ R64) * S64).sum() + (M64 ** 2).sum(),
+                                         rel=RTOL[dtype] * 100)
+
+
+@needs_blas
+def test_products_without_a_long_contraction_keep_blocks_of_rows(tmp_path):
+    m, n, k = 64, 48, 150          # k < 4 max(m, n): each thread one block of rows, all of k
+    a, b = operands(m, n, k, False, False, "float64", seed=7)
+    f = op_matmul(False, False)
+    ffi, c = _split_build(f, (a, b), tmp_path, "rows",
+                          "int symgrad_matmul_nn(void *a, void *b, void *out);")
+    c.pool_threads, c.calls = 4, 0
+    out = np.zeros((m, n))
+    assert c.symgrad_matmul_nn(_ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, out)) == 0
+    assert _gemm_calls(c) == [(150, 0.0)] * 4
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    # no call may split its contraction, so the module carries no code for it (narrow.py)
+    assert "gemm_chunk_task" not in (tmp_path / "rows.c").read_text()
+    assert "gemm_chunk_task" in symgrad.compile(f).source(*operands(20, 30, 2003, False, False,
+                                                                     "float64"))

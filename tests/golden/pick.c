@@ -18,6 +18,55 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Branch-free elementwise helpers: gcc vectorizes the loops that call them.
+ *
+ * The chain rule's product with a strong zero (chain_mul, core/primitives/elementwise.py):
+ * x * y, or +0 where x or y is +-0, even when the other is inf or NaN. Branch-free, so gcc
+ * vectorizes the loops that call it: the product is always computed and its bits masked; the
+ * zero tests read the bits (integer compares cannot trap). Written as
+ * (x == 0 || y == 0) ? 0 : x * y, gcc 12 keeps a branch per element (a float compare may trap
+ * under -ftrapping-math, so it will not if-convert it): W5's 307,200-element adjoint of W1 * W1
+ * took 0.50 ms that way, 0.06 ms this way (one core, a tenth of the elements 0). */
+static inline double symgradrt_chain_mul(double x, double y)
+{
+    const double p = x * y;
+    uint64_t ux, uy, up;
+    memcpy(&ux, &x, sizeof ux);
+    memcpy(&uy, &y, sizeof uy);
+    memcpy(&up, &p, sizeof up);
+    up &= -(uint64_t)(((ux << 1) != 0) & ((uy << 1) != 0));    /* << 1 drops the sign */
+    double r;
+    memcpy(&r, &up, sizeof r);
+    return r;
+}
+
+static inline float symgradrt_chain_mulf(float x, float y)
+{
+    const float p = x * y;
+    uint32_t ux, uy, up;
+    memcpy(&ux, &x, sizeof ux);
+    memcpy(&uy, &y, sizeof uy);
+    memcpy(&up, &p, sizeof up);
+    up &= -(uint32_t)(((ux << 1) != 0) & ((uy << 1) != 0));
+    float r;
+    memcpy(&r, &up, sizeof r);
+    return r;
+}
+
+/* select(c, x, y) = where(c, x, y), both operands evaluated (they are values already
+ * computed: names or array elements). Written as c ? x[i] : y, the load of x[i] happens on
+ * one branch only, so gcc 12 keeps the branch and the loop scalar: W5's ReLU adjoint
+ * (200 x 100) was so. */
+static inline double symgradrt_select(bool c, double x, double y)
+{
+    return c ? x : y;
+}
+
+static inline float symgradrt_selectf(bool c, float x, float y)
+{
+    return c ? x : y;
+}
+
 /* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
  * its block between calls (a fresh large malloc on every call costs page faults), growing it
  * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
@@ -340,7 +389,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
      * grad of: i = sub logits h   golden_functions.py:23 */
     for (int64_t _i = 0; _i < 4; ++_i) {
         const double q = 1.0/e[_i];
-        b_f[_i] = ((p[_i] == 0 || q == 0) ? 0.0 : p[_i]*q);
+        b_f[_i] = symgradrt_chain_mul(p[_i], q);
     }
 
     /* grad of: f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
@@ -349,7 +398,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
      * grad of: c = sub logits b              golden_functions.py:23 */
     for (int64_t _i0 = 0; _i0 < 4; ++_i0) {
         for (int64_t _i1 = 0; _i1 < 3; ++_i1) {
-            const double b_c = ((b_f[_i0] == 0 || d[_i0 * 3 + _i1] == 0) ? 0.0 : b_f[_i0]*d[_i0 * 3 + _i1]);
+            const double b_c = symgradrt_chain_mul(b_f[_i0], d[_i0 * 3 + _i1]);
             grad_logits[_i0 * 3 + _i1] = b_i[_i0 * 3 + _i1] + b_c;
         }
     }

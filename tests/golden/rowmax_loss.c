@@ -18,6 +18,55 @@
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Branch-free elementwise helpers: gcc vectorizes the loops that call them.
+ *
+ * The chain rule's product with a strong zero (chain_mul, core/primitives/elementwise.py):
+ * x * y, or +0 where x or y is +-0, even when the other is inf or NaN. Branch-free, so gcc
+ * vectorizes the loops that call it: the product is always computed and its bits masked; the
+ * zero tests read the bits (integer compares cannot trap). Written as
+ * (x == 0 || y == 0) ? 0 : x * y, gcc 12 keeps a branch per element (a float compare may trap
+ * under -ftrapping-math, so it will not if-convert it): W5's 307,200-element adjoint of W1 * W1
+ * took 0.50 ms that way, 0.06 ms this way (one core, a tenth of the elements 0). */
+static inline double symgradrt_chain_mul(double x, double y)
+{
+    const double p = x * y;
+    uint64_t ux, uy, up;
+    memcpy(&ux, &x, sizeof ux);
+    memcpy(&uy, &y, sizeof uy);
+    memcpy(&up, &p, sizeof up);
+    up &= -(uint64_t)(((ux << 1) != 0) & ((uy << 1) != 0));    /* << 1 drops the sign */
+    double r;
+    memcpy(&r, &up, sizeof r);
+    return r;
+}
+
+static inline float symgradrt_chain_mulf(float x, float y)
+{
+    const float p = x * y;
+    uint32_t ux, uy, up;
+    memcpy(&ux, &x, sizeof ux);
+    memcpy(&uy, &y, sizeof uy);
+    memcpy(&up, &p, sizeof up);
+    up &= -(uint32_t)(((ux << 1) != 0) & ((uy << 1) != 0));
+    float r;
+    memcpy(&r, &up, sizeof r);
+    return r;
+}
+
+/* select(c, x, y) = where(c, x, y), both operands evaluated (they are values already
+ * computed: names or array elements). Written as c ? x[i] : y, the load of x[i] happens on
+ * one branch only, so gcc 12 keeps the branch and the loop scalar: W5's ReLU adjoint
+ * (200 x 100) was so. */
+static inline double symgradrt_select(bool c, double x, double y)
+{
+    return c ? x : y;
+}
+
+static inline float symgradrt_selectf(bool c, float x, float y)
+{
+    return c ? x : y;
+}
+
 /* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
  * its block between calls (a fresh large malloc on every call costs page faults), growing it
  * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
@@ -205,9 +254,9 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
      * grad of: e = maximum d 0.0   golden_functions.py:19 */
     for (int64_t _i = 0; _i < 3; ++_i) {
         const double h = 2.0*e[_i];
-        const double b_e = ((b_f[_i] == 0 || h == 0) ? 0.0 : b_f[_i]*h);
+        const double b_e = symgradrt_chain_mul(b_f[_i], h);
         const bool i = (c[_i] >= 0.0);
-        b_d[_i] = (i ? b_e : 0.0);
+        b_d[_i] = symgradrt_select(i, b_e, 0.0);
     }
 
     /* grad of: d = reshape[shape=(3,)] c   golden_functions.py:18: scores = A @ b

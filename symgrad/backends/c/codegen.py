@@ -612,7 +612,9 @@ class FunctionRenderer:
         lines = []
         for n in nodes:
             out = self.storage[n.out]
-            expr = REGISTRY[n.prim].c_expr([self.storage[v].name for v in n.inputs], out.ctype)
+            prim = REGISTRY[n.prim]
+            render = prim.c_scalar_expr or prim.c_expr
+            expr = render([self.storage[v].name for v in n.inputs], out.ctype)
             lines.append(f"const {out.ctype} {out.name} = {expr};")
         return Block(self._comments(self._described(nodes)), lines)
 
@@ -915,6 +917,9 @@ def render_module(functions, *, title, version, data=None):
         parallel=parallel,
         # symgrad's math runtime (templates/math.c.j2): the functions libm lacks.
         uses_math=any("symgrad_math_" in line for line in lines),
+        # chain_mul's and select's branch-free helpers (templates/branch_free.c.j2)
+        uses_branch_free=any("symgradrt_chain_mul" in line or "symgradrt_select" in line
+                             for line in lines),
         # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.
         uses_complex=any("_Complex" in line for fn in functions
                          for line in (*fn.params, *fn.prologue, *fn.epilogue,

@@ -74,12 +74,25 @@ def kernels_used(lines):
 GEMM = re.compile(r"\bsymgradrt_[ds]gemm_par\(")
 
 
+# A gemm whose contraction is this many times its result's longer side, or more, is split
+# over k (symgradrt_[ds]gemm_par in narrow.c.j2, which this constant sizes).
+KSPLIT_RATIO = 4
+
+
 def template_parts(lines):
-    """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls) and
-    ``kernels`` (the C of each narrow kernel called). None when they call neither."""
+    """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls),
+    ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
+    lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
+    kernel called). None when they call neither."""
     kernels = [kernel_source(*k) for k in kernels_used(lines)]
-    blas = any(GEMM.search(line) for line in lines)
-    return {"blas": blas, "kernels": kernels} if blas or kernels else None
+    calls = [line for line in lines if GEMM.search(line)]
+    ksplit = False
+    for line in calls:
+        sizes = _GEMM_SIZES.search(line)
+        m, n, k = map(int, sizes.groups()) if sizes else (0, 0, 0)
+        ksplit = ksplit or sizes is None or k > KSPLIT_RATIO * max(m, n)
+    parts = {"blas": bool(calls), "ksplit": ksplit, "kernels": kernels, "ksplit_ratio": KSPLIT_RATIO}
+    return parts if calls or kernels else None
 
 
 # The pool splits a call only when its work (multiply-adds) gives each of two threads or more at

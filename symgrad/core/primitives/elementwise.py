@@ -696,13 +696,22 @@ def _select_simplify(node, ins, producer):
     return pick if pick.type == node.out.type else None
 
 
+def _select_c(operands, ctype, scalar=False):
+    """Floats through a helper whose arguments are evaluated whatever the condition, so that
+    gcc vectorizes the loop (templates/branch_free.c.j2); the operands are values already
+    computed (names, array elements), so evaluating both changes no result."""
+    if ctype in ("double", "float") and not scalar:
+        return f"symgradrt_select{'f' if ctype == 'float' else ''}({', '.join(operands)})"
+    return "({} ? {} : {})".format(*operands)
+
+
 register(Primitive(
     name="select", elementwise=True, shape_rule=_select_type,
     impl=lambda c, x, y: np.where(c, x, y),
     vjp=_select_vjp,
     jvp=lambda t, out, c, x, y: _select_tangents(c, t[1:], out),
     batch=functools.partial(batching.elementwise, "select"),
-    c_expr=lambda operands, ctype: "({} ? {} : {})".format(*operands),
+    c_expr=_select_c, c_scalar_expr=functools.partial(_select_c, scalar=True),
     simplify=_select_simplify,
     doc="select(c, x, y) = where(c, x, y); the gradient goes to the branch taken",
 ))
@@ -829,13 +838,17 @@ def _chain_mul_jvp(t, out, g, d):
     return ops.broadcast_to(total, out.shape)
 
 
-def _chain_mul_c(operands, ctype):
+def _chain_mul_c(operands, ctype, scalar=False):
+    """In loops the helper of templates/branch_free.c.j2; in a scalar statement the branches
+    (see Primitive.c_scalar_expr)."""
     g, d = operands
     zero = "0.0f" if ctype == "float" else "0.0"
     known_g, known_d = literal_value(g), literal_value(d)
     for known, other in ((known_g, d), (known_d, g)):
         if known is not None and np.isfinite(known):    # a literal factor: the test is decided
             return zero if known == 0 else other if known == 1 else f"{g}*{d}"
+    if ctype in ("double", "float") and not scalar:   # branch-free: loops of it vectorize
+        return f"symgradrt_chain_mul{'f' if ctype == 'float' else ''}({g}, {d})"
     return f"(({g} == 0 || {d} == 0) ? {zero} : {g}*{d})"
 
 
@@ -843,6 +856,7 @@ register(Primitive(
     name="chain_mul", elementwise=True,
     shape_rule=functools.partial(_broadcast_type, "chain_mul", float_only=True, complex_ok=True),
     impl=_chain_mul_impl, vjp=_chain_mul_vjp, jvp=_chain_mul_jvp, c_expr=_chain_mul_c,
+    c_scalar_expr=functools.partial(_chain_mul_c, scalar=True),
     batch=functools.partial(batching.elementwise, "chain_mul"),
     # Units as for mul (g = 1 gives d, d = 1 gives g: a zero factor still gives 0); it prints as
     # the math.
