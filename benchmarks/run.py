@@ -6,18 +6,22 @@
     python benchmarks/run.py --quick --peers symgrad,numpy   # what CI runs (no timing asserted)
 
 Every peer runs in a worker process of its own, started once per run, as a user runs one tool:
-no other peer's thread pools spin in its process, and none of them evicts its caches between
-its calls. (Until 6 December 2026 every peer ran in this one process, and JAX's W3 took 2.35 ms
-there against 0.97 ms in a process of its own; ``--in-process`` still measures that way.)
+no other peer's thread pools spin in its process. Each timed batch follows ~0.1 s of untimed
+calls (``--warmup``), so the threads the last peer left spinning (OpenBLAS's spin for ~0.1 s
+after a call) are asleep and the caches hold this peer's data again, as in a training loop.
+Until 6 December 2026 every peer ran in this one process in 5 ms batches with no warm-up:
+JAX's W3 (N = 256, float64) took 1.82 ms that way against 0.99 ms in a process of its own,
+called back to back; ``--in-process --batch 0.005 --warmup 0`` still measures that way. A
+pause instead of the warm-up made every peer slower (symgrad's W5 3.5 -> 5.1 ms, JAX's 2.7 ->
+3.6 ms in float32, 16-call batches after 0.15 s asleep).
 
 For every case (workload x size x dtype) and every peer that imports:
 1. first call: build (trace + compile; symgrad gets a fresh ``cache_dir``) and call once;
 2. the gradient, checked against symgrad's (rtol 1e-6 in float64, 1e-3 in float32) before any
    timing; a mismatch is reported and makes the run exit non-zero;
 3. steady per-call time: repetitions interleaved round-robin across the peers' processes
-   (shuffled order each repetition), one at a time, each repetition a batch of calls sized to
-   ~``--batch`` seconds after a ``--settle`` pause (the last peer's BLAS threads spin for ~0.1 s
-   after its calls and would take a core from the next); the median per call;
+   (shuffled order each repetition), one at a time, each repetition ~``--warmup`` seconds of
+   untimed calls and a timed batch of ~``--batch`` seconds; the median per call;
 4. warm-cache first call in a fresh process (for peers with an on-disk compile cache).
 Floors: the hand-written C gradient through cffi (W1, W6), and for W2-W5 the FLOP count at the
 machine's measured matmul peak and the bytes at its measured copy bandwidth.
@@ -282,8 +286,10 @@ class InProcess:
         self.live = (fn, args)
         return {"status": "ok", "first_s": first, "result": conv(res)}
 
-    def time(self, inner):
+    def time(self, inner, warm=0):
         fn, args = self.live
+        for _ in range(warm):
+            fn(*args)
         return _timeit(lambda: fn(*args), inner)
 
     def drop(self):
@@ -331,8 +337,8 @@ class Worker:
             out.unlink()
         return reply
 
-    def time(self, inner):
-        return self._ask(op="time", inner=inner)["s"]
+    def time(self, inner, warm=0):
+        return self._ask(op="time", inner=inner, warm=warm)["s"]
 
     def drop(self):
         self._ask(op="drop")
@@ -375,7 +381,7 @@ def worker_main(peer):
                          **{f"g{k}": np.asarray(g) for k, g in enumerate(grads)})
             say(reply)
         elif msg["op"] == "time":
-            say({"s": here.time(msg["inner"])})
+            say({"s": here.time(msg["inner"], msg.get("warm", 0))})
         elif msg["op"] == "drop":
             here.drop()
             gc.collect()
@@ -430,7 +436,8 @@ def run_case(case, peers, opts, log, runners):
         t = min(runners[peer].time(1), runners[peer].time(1))
         est[peer] = t
         inner[peer] = max(1, int(target / max(t, 1e-9)))
-    per_rep = sum(inner[p] * est[p] + opts.settle for p in live) or 1e-9
+    warm = {p: int(opts.warmup / max(est[p], 1e-9)) for p in live}
+    per_rep = sum((inner[p] + warm[p]) * est[p] for p in live) or 1e-9
     reps = max(opts.min_reps, min(opts.reps, int(opts.case_budget / per_rep)))
     samples = {p: [] for p in live}
     order = list(live)
@@ -438,9 +445,7 @@ def run_case(case, peers, opts, log, runners):
     for _ in range(reps):
         rnd.shuffle(order)
         for peer in order:
-            if opts.settle:
-                time.sleep(opts.settle)
-            samples[peer].append(runners[peer].time(inner[peer]))
+            samples[peer].append(runners[peer].time(inner[peer], warm[peer]))
     for peer in live:
         runners[peer].drop()
     for peer, s in samples.items():
@@ -749,10 +754,10 @@ def main(argv=None):
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=float, default=0.05,
                     help="seconds of calls in one timed batch (default 0.05)")
-    ap.add_argument("--settle", type=float, default=None,
-                    help="seconds of pause before each timed batch, so that the threads the "
-                         "last peer left spinning (OpenBLAS's spin ~0.1 s) have gone to sleep "
-                         "(default 0.15; quick 0)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds of untimed calls before each timed batch, so that the threads "
+                         "the last peer left spinning (OpenBLAS's spin ~0.1 s) have gone to "
+                         "sleep and the caches hold this peer's data again (default 0.1; quick 0)")
     ap.add_argument("--in-process", action="store_true",
                     help="run every peer in this one process (the method before 6 December "
                          "2026) instead of each in a worker process of its own")
@@ -777,7 +782,7 @@ def main(argv=None):
         startup.run(reps=3 if opts.quick else 10)
 
     opts.reps = opts.reps or (5 if opts.quick else 21)
-    opts.settle = (0.0 if opts.quick else 0.15) if opts.settle is None else opts.settle
+    opts.warmup = (0.0 if opts.quick else 0.1) if opts.warmup is None else opts.warmup
     opts.min_reps = 3 if opts.quick else 11
     opts.target = 2e-4 if opts.quick else opts.batch
     opts.case_budget = 0.3 if opts.quick else 30.0
