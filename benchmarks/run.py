@@ -12,8 +12,8 @@ after a call) are asleep and the caches hold this peer's data again, as in a tra
 Until 6 December 2026 every peer ran in this one process in 5 ms batches with no warm-up:
 JAX's W3 (N = 256, float64) took 1.82 ms that way against 0.99 ms in a process of its own,
 called back to back; ``--in-process --batch 0.005 --warmup 0`` still measures that way. A
-pause instead of the warm-up made every peer slower (symgrad's W5 3.5 -> 5.1 ms, JAX's 2.7 ->
-3.6 ms in float32, 16-call batches after 0.15 s asleep).
+pause instead of the warm-up made the calls after it slower (16-call batches of W5 after 0.15 s
+asleep: symgrad's float64 3.5 -> 5.1 ms; JAX's float32 2.7 -> 3.6 ms).
 
 For every case (workload x size x dtype) and every peer that imports:
 1. first call: build (trace + compile; symgrad gets a fresh ``cache_dir``) and call once;
