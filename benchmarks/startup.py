@@ -166,6 +166,9 @@ def measure(reps=10, log=print, peers_python=None):
     log("first value_and_grad, cold and warm, interleaved with JAX's ...")
     peers_python = Path(peers_python or PEERS_PYTHON)
     cold, warm, jax = [], [], []
+    if not peers_python.exists():
+        log(f"JAX not measured: no peers' Python at {peers_python} (bash benchmarks/setup_peers.sh, "
+            f"or --peers-python)")
     for _ in range(max(3, reps // 2)):
         with tempfile.TemporaryDirectory() as d:
             cold.append(_child(MLP, d, env=env))
