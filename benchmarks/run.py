@@ -338,7 +338,10 @@ class Worker:
         return reply
 
     def time(self, inner, warm=0):
-        return self._ask(op="time", inner=inner, warm=warm)["s"]
+        reply = self._ask(op="time", inner=inner, warm=warm)
+        if "s" not in reply:
+            raise RuntimeError(f"{self.peer} stopped while timed: {reply.get('note')}")
+        return reply["s"]
 
     def drop(self):
         self._ask(op="drop")
