@@ -86,13 +86,19 @@ def template_parts(lines):
     kernel called). None when they call neither."""
     kernels = [kernel_source(*k) for k in kernels_used(lines)]
     calls = [line for line in lines if GEMM.search(line)]
-    ksplit = False
-    for line in calls:
-        sizes = _GEMM_SIZES.search(line)
-        m, n, k = map(int, sizes.groups()) if sizes else (0, 0, 0)
-        ksplit = ksplit or sizes is None or k > KSPLIT_RATIO * max(m, n)
-    parts = {"blas": bool(calls), "ksplit": ksplit, "kernels": kernels, "ksplit_ratio": KSPLIT_RATIO}
+    parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
+             "ksplit_ratio": KSPLIT_RATIO}
     return parts if calls or kernels else None
+
+
+def _may_split_k(call):
+    """Whether the gemm ``call`` (a line of C) may split its contraction: its sizes are known
+    only at run time, or k > KSPLIT_RATIO * max(m, n)."""
+    sizes = _GEMM_SIZES.search(call)
+    if sizes is None:
+        return True
+    m, n, k = map(int, sizes.groups())
+    return k > KSPLIT_RATIO * max(m, n)
 
 
 # The pool splits a call only when its work (multiply-adds) gives each of two threads or more at
