@@ -8,18 +8,19 @@ from __future__ import annotations
 import numpy as _np
 
 from symgrad import numpy as snp
+from symgrad.numpy._common import lift, traced, wrap
 from symgrad.core.primitives import bind
 
 
 def sigmoid(x):
     """1 / (1 + exp(-x)), as the ``logistic`` primitive (its derivative uses out * (1 - out))."""
-    if not snp._traced(x):
+    if not traced(x):
         x = _np.asarray(x)
         x = x if x.dtype.kind in "fc" else x.astype(float)
         # exp(-|x|) never overflows; pick the form that divides by a number >= 1.
         z = _np.exp(-_np.abs(x))
         return _np.where(x >= 0, 1 / (1 + z), z / (1 + z))
-    return snp._wrap(bind("logistic", snp._lift((x,), need_float=True)[0]))
+    return wrap(bind("logistic", lift((x,), need_float=True)[0]))
 
 
 def relu(x):

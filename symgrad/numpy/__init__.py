@@ -22,9 +22,10 @@ from symgrad.core.ir import current_builder, user_location
 from symgrad.core.primitives import bind
 from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
-from symgrad.core.types import (COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, canonical_dtype,
-                                promote)
+from symgrad.core.types import COMPLEX_DTYPES, FLOAT_DTYPES, canonical_dtype
 from symgrad.numpy import _inplace
+from symgrad.numpy._common import (dtype_of as _dtype_of, is_weak as _is_weak, lift as _lift,
+                                    traced as _traced, wrap as _wrap)
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
@@ -33,11 +34,6 @@ ndarray = _np.ndarray
 
 
 # --- lifting values into the graph ------------------------------------------------------------
-
-def _traced(*values):
-    return builtins.any(isinstance(v, Tracer) for v in values) or (
-        builtins.any(isinstance(v, (list, tuple)) and _traced(*v) for v in values))
-
 
 def asarray(x, dtype=None):
     """A Tracer for x (a constant if x is a plain value); NumPy's asarray outside tracing."""
@@ -54,58 +50,6 @@ def asarray(x, dtype=None):
 
 array = asarray
 
-
-def _is_weak(x):
-    """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
-    return (isinstance(x, (int, float, bool, complex)) and not isinstance(x, _np.generic)) or \
-        _is_symbolic(x)
-
-
-def _size_value(d, dtype):
-    """A dimension as a value of ``dtype``: a constant, or the run-time size itself."""
-    d = _dims.normalize(d)
-    if isinstance(d, int):
-        return ops.const(d, dtype)
-    return ops.convert(bind("dim", expr=d), dtype)
-
-
-def _dtype_of(x):
-    if isinstance(x, Tracer):
-        return x.irvar.dtype
-    return canonical_dtype(_np.asarray(x).dtype)
-
-
-def _common_dtype(values, need_float=False):
-    strong = [_dtype_of(v) for v in values if not _is_weak(v)]
-    weak = [0 if _is_symbolic(v) else v for v in values if _is_weak(v)]
-    dtype = promote(*strong) if strong else None
-    if dtype is None:
-        dtype = promote(*[_np.asarray(w).dtype for w in weak])
-    elif builtins.any(isinstance(w, float) for w in weak) and dtype not in FLOAT_DTYPES:
-        dtype = "float64"
-    if builtins.any(isinstance(w, complex) for w in weak) and dtype not in COMPLEX_DTYPES:
-        dtype = COMPLEX_OF.get(dtype, "complex128")     # float32 * 1j is complex64, as in NumPy
-    if need_float and dtype not in FLOAT_DTYPES:
-        dtype = "float64"
-    return dtype
-
-
-def _lift(values, need_float=False):
-    """Vars for the operands, converted to their common dtype."""
-    dtype = _common_dtype(values, need_float)
-    out = []
-    for v in values:
-        if isinstance(v, Tracer):
-            out.append(ops.convert(v.irvar, dtype))
-        elif _is_symbolic(v):
-            out.append(_size_value(v, dtype))
-        else:
-            out.append(ops.const(_np.asarray(v), dtype))
-    return out
-
-
-def _wrap(var):
-    return Tracer(var)
 
 
 # --- elementwise ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""What the submodules of ``symgrad.numpy`` share: the registry's functions by name, tracing tests,
-axis normalization.
+"""What the submodules of ``symgrad.numpy`` share (and ``symgrad.nn``, ``symgrad.scipy``): the
+registry's functions by name, tracing tests, axis normalization, lifting values into the graph.
 
 ``symgrad.numpy`` imports its submodules, so they cannot import it back (tests/test_architecture.py
 forbids the cycle); they reach its functions through ``snp``, which looks each name up in the
@@ -11,8 +11,11 @@ import builtins
 
 import numpy as np
 
-from symgrad.core import dims
+from symgrad.core import dims, ops
 from symgrad.core.ir import current_builder, user_location
+from symgrad.core.primitives import bind
+from symgrad.core.symbolic import is_symbolic
+from symgrad.core.types import COMPLEX_DTYPES, COMPLEX_OF, FLOAT_DTYPES, canonical_dtype, promote
 from symgrad.errors import ShapeError, where
 from symgrad.frontend.tracer import Tracer, implementation
 
@@ -90,3 +93,58 @@ def static_ints(value, what):
         raise TypeError(f"{what} must be known while tracing (a Python int or list of ints), "
                         f"not a traced value{at()}")
     return value
+
+
+# --- lifting values into the graph ------------------------------------------------------------
+
+def is_weak(x):
+    """Python scalars (and run-time sizes) take the dtype of the array they meet (NumPy 2)."""
+    return (isinstance(x, (int, float, bool, complex)) and not isinstance(x, np.generic)) or \
+        is_symbolic(x)
+
+
+def size_value(d, dtype):
+    """A dimension as a value of ``dtype``: a constant, or the run-time size itself."""
+    d = dims.normalize(d)
+    if isinstance(d, int):
+        return ops.const(d, dtype)
+    return ops.convert(bind("dim", expr=d), dtype)
+
+
+def dtype_of(x):
+    if isinstance(x, Tracer):
+        return x.irvar.dtype
+    return canonical_dtype(np.asarray(x).dtype)
+
+
+def common_dtype(values, need_float=False):
+    strong = [dtype_of(v) for v in values if not is_weak(v)]
+    weak = [0 if is_symbolic(v) else v for v in values if is_weak(v)]
+    dtype = promote(*strong) if strong else None
+    if dtype is None:
+        dtype = promote(*[np.asarray(w).dtype for w in weak])
+    elif builtins.any(isinstance(w, float) for w in weak) and dtype not in FLOAT_DTYPES:
+        dtype = "float64"
+    if builtins.any(isinstance(w, complex) for w in weak) and dtype not in COMPLEX_DTYPES:
+        dtype = COMPLEX_OF.get(dtype, "complex128")     # float32 * 1j is complex64, as in NumPy
+    if need_float and dtype not in FLOAT_DTYPES:
+        dtype = "float64"
+    return dtype
+
+
+def lift(values, need_float=False):
+    """Vars for the operands, converted to their common dtype."""
+    dtype = common_dtype(values, need_float)
+    out = []
+    for v in values:
+        if isinstance(v, Tracer):
+            out.append(ops.convert(v.irvar, dtype))
+        elif is_symbolic(v):
+            out.append(size_value(v, dtype))
+        else:
+            out.append(ops.const(np.asarray(v), dtype))
+    return out
+
+
+def wrap(var):
+    return Tracer(var)

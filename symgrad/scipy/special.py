@@ -19,6 +19,7 @@ import numpy as _np
 
 from symgrad import nn as _nn
 from symgrad import numpy as _snp
+from symgrad.numpy._common import lift as _lift, traced as _traced, wrap as _wrap
 from symgrad.core import ops as _ops
 from symgrad.core.primitives import bind as _bind
 from symgrad.core.primitives.special import polygamma_scalar as _polygamma_scalar
@@ -45,10 +46,10 @@ def _plain(name, fallback, *args):
 
 
 def _primitive(prim, name, x):
-    if not _snp._traced(x):
+    if not _traced(x):
         from symgrad.core.primitives import REGISTRY as _registry
         return _plain(name, lambda v: _registry[prim].impl(_np.asarray(v, dtype=float)), x)
-    return _snp._wrap(_bind(prim, _snp._lift((x,), need_float=True)[0]))
+    return _wrap(_bind(prim, _lift((x,), need_float=True)[0]))
 
 
 def erf(x):
@@ -73,7 +74,7 @@ def gammaln(x):
 
 def digamma(x):
     """psi(x) = d/dx log Gamma(x) (polygamma of order 0)."""
-    return polygamma(0, x) if _snp._traced(x) else _plain("digamma", _polygamma_plain(0), x)
+    return polygamma(0, x) if _traced(x) else _plain("digamma", _polygamma_plain(0), x)
 
 
 psi = digamma
@@ -88,10 +89,10 @@ def polygamma(n, x):
     """The n-th derivative of digamma, for a Python int order ``n`` >= 0."""
     if isinstance(n, bool) or not isinstance(n, (int, _np.integer)) or n < 0:
         raise ValueError(f"polygamma: the order n must be a Python int >= 0, got {n!r}")
-    if not _snp._traced(x):
+    if not _traced(x):
         return _plain("polygamma", lambda k, v: _polygamma_plain(int(k))(v), n, x)
-    xv = _snp._lift((x,), need_float=True)[0]
-    return _snp._wrap(_bind("polygamma", _ops.const(int(n), "int64"), xv))
+    xv = _lift((x,), need_float=True)[0]
+    return _wrap(_bind("polygamma", _ops.const(int(n), "int64"), xv))
 
 
 def _x_times(x, logged, y):
@@ -102,17 +103,17 @@ def _x_times(x, logged, y):
     gives log(3) for xlogy at (0, 3)), and its second derivative d2/dxdy = 1/y. Where y is NaN,
     or x is infinite (inf * log(1) is NaN in SciPy), the plain product decides.
     """
-    xv, lv = _snp._lift((x, logged), need_float=True)
+    xv, lv = _lift((x, logged), need_float=True)
     yv = _snp.asarray(y).irvar
     plain = _ops.mul(xv, lv)
     strong = _bind("chain_mul", xv, lv)
-    keep_plain = _snp.logical_or(_snp.isnan(_snp._wrap(yv)), _snp.isinf(_snp._wrap(xv)))
-    return _snp.where(keep_plain, _snp._wrap(plain), _snp._wrap(strong))
+    keep_plain = _snp.logical_or(_snp.isnan(_wrap(yv)), _snp.isinf(_wrap(xv)))
+    return _snp.where(keep_plain, _wrap(plain), _wrap(strong))
 
 
 def xlogy(x, y):
     """x * log(y), and 0 where x == 0 (unless y is NaN), as SciPy; d/dx = log(y) there too."""
-    if not _snp._traced(x, y):
+    if not _traced(x, y):
         return _plain("xlogy", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
                                                       a * _np.log(b)), x, y)
     return _x_times(x, _snp.log(y), y)
@@ -120,7 +121,7 @@ def xlogy(x, y):
 
 def xlog1py(x, y):
     """x * log1p(y), and 0 where x == 0 (unless y is NaN), as SciPy; d/dx = log1p(y) there."""
-    if not _snp._traced(x, y):
+    if not _traced(x, y):
         return _plain("xlog1py", lambda a, b: _np.where((a == 0) & ~_np.isnan(b), 0.0,
                                                         a * _np.log1p(b)), x, y)
     return _x_times(x, _snp.log1p(y), y)
@@ -128,12 +129,12 @@ def xlog1py(x, y):
 
 def expit(x):
     """The logistic sigmoid 1 / (1 + e^-x), as the ``logistic`` primitive."""
-    return _nn.sigmoid(x) if _snp._traced(x) else _plain("expit", _nn.sigmoid, x)
+    return _nn.sigmoid(x) if _traced(x) else _plain("expit", _nn.sigmoid, x)
 
 
 def logit(p):
     """log(p / (1 - p)) as log(p) - log1p(-p): no cancellation near either end."""
-    if not _snp._traced(p):
+    if not _traced(p):
         return _plain("logit", lambda v: _np.log(v) - _np.log1p(-v), p)
     return _snp.subtract(_snp.log(p), _snp.log1p(_snp.negative(p)))
 
@@ -141,7 +142,7 @@ def logit(p):
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     """log(sum(b * exp(a))) over ``axis`` without overflow; ``b`` scales the terms (b >= 0 here:
     ``return_sign`` is not supported on traced values)."""
-    if not _snp._traced(a, b):
+    if not _traced(a, b):
         if _scipy_special() is not None:
             return _scipy_special().logsumexp(a, axis=axis, b=b, keepdims=keepdims,
                                             return_sign=return_sign)
