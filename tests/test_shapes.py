@@ -122,6 +122,26 @@ def test_split_into_unequal_parts_is_an_error():
         symgrad.compile(lambda x: snp.split(x, 2)[0], backend="interp")(np.ones(3))
 
 
+def test_rollaxis_and_moveaxis_match_numpy_for_every_axis_and_start():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    for axis in range(-3, 3):
+        for start in range(-3, 4):
+            f = symgrad.compile(lambda a: snp.rollaxis(a, axis, start), backend="interp")
+            np.testing.assert_array_equal(f(x), np.rollaxis(x, axis, start))
+        for dest in range(-3, 3):
+            f = symgrad.compile(lambda a: snp.moveaxis(a, axis, dest), backend="interp")
+            np.testing.assert_array_equal(f(x), np.moveaxis(x, axis, dest))
+
+
+@pytest.mark.parametrize("source, destination, which", [([0, 0], [1, 2], "source"),
+                                                        ([0, 1], [2, -1], "destination")])
+def test_moveaxis_with_a_repeated_axis_is_an_error(source, destination, which):
+    with pytest.raises(ValueError,
+                       match=f"repeated axis in `{which}`"):
+        symgrad.compile(lambda x: snp.moveaxis(x, source, destination),
+                        backend="interp")(np.ones((2, 3, 4)))
+
+
 def test_pad_mode_that_is_not_traced_names_the_supported_ones():
     with pytest.raises(NotImplementedError, match="edge, reflect, symmetric, wrap"):
         symgrad.compile(lambda x: snp.pad(x, 1, mode="maximum"), backend="interp")(np.ones(3))

@@ -333,6 +333,9 @@ def moveaxis(a, source, destination):
     if len(src) != len(dst):
         raise ValueError("`source` and `destination` arguments must have the same number of "
                          "elements")
+    for name, axes in (("source", src), ("destination", dst)):
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in `{name}` argument{at()}")
     order = [n for n in range(x.ndim) if n not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
@@ -361,9 +364,7 @@ def rollaxis(a, axis, start=0):
         start -= 1
     if axis == start:
         return x
-    perm = [i for i in range(x.ndim) if i != axis]
-    perm.insert(start, axis)
-    return snp.transpose(x, perm)
+    return moveaxis(x, axis, start)
 
 
 # --- diagonals and triangles ---------------------------------------------------------------------
