@@ -336,6 +336,9 @@ class building:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# NumPy's own Python code run on a traced value (np.full(shape, x) converts x itself) is not the
+# user's line either: the error or the statement belongs to the line that called NumPy.
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 # A symgrad module that holds functions written *for* tracing (optimizer update rules, the demo's
 # losses) sets ``TRACED_AS_USER_CODE = True``: its lines are the user's lines, so the C (and its
 # cache key) does not depend on who called them first.
@@ -349,7 +352,7 @@ def _is_internal(frame):
         path = os.path.abspath(filename)
         known = _internal[filename] = (
             (path.startswith(_PACKAGE_DIR) and not frame.f_globals.get("TRACED_AS_USER_CODE"))
-            or filename.startswith("<frozen"))
+            or path.startswith(_NUMPY_DIR) or filename.startswith("<frozen"))
     return known
 
 
