@@ -196,6 +196,11 @@ class Tracer:
     def __itruediv__(self, other): return self._inplace("divide", other)
     def __ipow__(self, other): return self._inplace("power", other)
     def __imatmul__(self, other): return self._inplace("matmul", other)
+    def __ifloordiv__(self, other): return self._inplace("floor_divide", other)
+    def __imod__(self, other): return self._inplace("remainder", other)
+    def __iand__(self, other): return self._inplace("bitwise_and", other)
+    def __ior__(self, other): return self._inplace("bitwise_or", other)
+    def __ixor__(self, other): return self._inplace("bitwise_xor", other)
 
     @property
     def flat(self):
@@ -233,6 +238,8 @@ class Tracer:
     def __rfloordiv__(self, other): return _call("floor_divide", other, self)
     def __mod__(self, other): return _call("remainder", self, other)
     def __rmod__(self, other): return _call("remainder", other, self)
+    def __divmod__(self, other): return _call("divmod", self, other)
+    def __rdivmod__(self, other): return _call("divmod", other, self)
     def __pow__(self, other): return _call("power", self, other)
     def __rpow__(self, other): return _call("power", other, self)
     def __matmul__(self, other): return _call("matmul", self, other)
@@ -319,6 +326,60 @@ class Tracer:
     def __round__(self, ndigits=None): return _call("round", self, ndigits or 0)
     def argsort(self, axis=-1): return _call("argsort", self, axis)
     def nonzero(self): return _call("nonzero", self)
+    def searchsorted(self, v, side="left", sorter=None):
+        return _call("searchsorted", self, v, side=side, sorter=sorter)
+
+    def partition(self, kth, axis=-1):
+        """Partitions in place and returns None, as ndarray.partition does."""
+        self.irvar = _call("partition", self, kth, axis).irvar
+
+    def argpartition(self, kth, axis=-1): return _call("argpartition", self, kth, axis)
+
+    def copy(self, order="K"):
+        """A new array with the same values: writes to it do not reach this one."""
+        return _call("copy", self)
+
+    # copy.copy and copy.deepcopy of an array (in a pytree of parameters, say) copy its values;
+    # the IR value behind it is shared, never copied (a copied Var would be in no graph).
+    def __copy__(self): return self.copy()
+    def __deepcopy__(self, memo): return self.copy()
+
+    def fill(self, value):
+        """Sets every element to ``value`` in place (views see it), as ndarray.fill does."""
+        self[...] = value
+
+    def view(self, dtype=None, type=None):
+        """``x.view()``: a view of the whole array (writes through it reach ``x``). A view as
+        another dtype reinterprets the bytes, which a traced array does not have."""
+        if dtype is not None or type is not None:
+            raise TracingError(f"x.view(dtype) reinterprets an array's bytes, which a traced "
+                               f"array does not have{where(user_location())}. To convert the "
+                               f"values, use x.astype(dtype).")
+        return self[...]
+
+    itemsize = property(lambda self: self.dtype.itemsize)
+    nbytes = property(lambda self: self.size * self.dtype.itemsize)
+
+    def item(self, *args):
+        self._no_value("x.item()", "It returns a Python number, which exists only when the "
+                       "compiled function runs. Keep the element as an array (x[i], or x[()] "
+                       "for a 0-d one) and compute with it.")
+
+    def tolist(self):
+        self._no_value("x.tolist()", "It returns Python numbers, which exist only when the "
+                       "compiled function runs. list(x) splits an array along its first axis "
+                       "into traced arrays.")
+
+    def __getattr__(self, name):
+        # Reached only for names the class lacks: an ndarray method symgrad does not trace yet
+        # gets the same error as np.foo(x) would, naming the closest supported methods.
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            close = closest(name, [n for n in dir(Tracer) if not n.startswith("_")])
+            hint = f" Closest supported: {', '.join(close)}." if close else ""
+            raise UnsupportedError(f"ndarray.{name} is not supported on traced arrays yet"
+                                   f"{where(user_location())}.{hint} docs/numpy.md lists what "
+                                   f"symgrad supports.")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 class View(Tracer):

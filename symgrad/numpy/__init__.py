@@ -738,6 +738,9 @@ def ones(shape, dtype=None):
 def full(shape, fill_value, dtype=None):
     if current_builder() is None:
         return _np.full(shape, fill_value, dtype=dtype)
+    if _traced(fill_value):
+        return broadcast_to(asarray(fill_value, dtype), (shape,) if isinstance(shape, int)
+                            else tuple(shape))
     return _filled(fill_value, shape, dtype or ("float64" if isinstance(fill_value, float)
                                                 else _np.asarray(fill_value).dtype))
 
@@ -752,6 +755,30 @@ def ones_like(x, dtype=None):
     if not _traced(x):
         return _np.ones_like(x, dtype=dtype)
     return _filled(1, x.shape, dtype or x.irvar.dtype)
+
+
+def full_like(x, fill_value, dtype=None):
+    if not _traced(x, fill_value):
+        return _np.full_like(x, fill_value, dtype=dtype)
+    return full(x.shape, fill_value, dtype or _dtype_of(x))
+
+
+def empty(shape, dtype=None):
+    """Zeros: NumPy leaves an empty array's values unspecified, and a compiled function never
+    reads memory it has not written."""
+    return zeros(shape, dtype)
+
+
+def empty_like(x, dtype=None):
+    """Zeros of ``x``'s shape (see ``empty``)."""
+    return zeros_like(x, dtype)
+
+
+def copy(a, order="K"):
+    """A new array with ``a``'s values: in-place writes to it do not reach ``a``."""
+    if not _traced(a):
+        return _np.copy(a, order=order)
+    return _wrap(asarray(a).irvar)
 
 
 def eye(n, m=None, k=0, dtype=None):
@@ -925,6 +952,7 @@ def getitem(x, key):
 from symgrad.numpy.statistics import *  # noqa: E402,F401,F403
 from symgrad.numpy.shapes import *  # noqa: E402,F401,F403
 from symgrad.numpy.contractions import *  # noqa: E402,F401,F403
+from symgrad.numpy._inplace import copyto, fill_diagonal, place, put, putmask  # noqa: E402,F401
 from symgrad.numpy import contractions as _contractions, linalg  # noqa: E402
 
 # --- what Tracers and NumPy's own functions run on traced values ------------------------------

@@ -17,6 +17,8 @@ values), whatever the number of elements written.
 """
 from __future__ import annotations
 
+import builtins
+
 import numpy as _np
 
 from symgrad.core import dims as _dims
@@ -122,12 +124,18 @@ def setitem(x, key, v):
     return Tracer(ops.reshape(new, x.shape))
 
 
-def _accumulate(x, key, v, sign, what):
+def _target(x, what):
+    """``x``, which ``what`` writes in place: it must be a traced array to receive traced values."""
     if not isinstance(x, Tracer):
         raise TracingError(f"{what} into a {type(x).__name__} with traced values is not "
                            f"supported{_at(user_location())}: it cannot receive them in place. "
-                           f"Create the array traced (np.zeros_like of a traced array), or use "
-                           f"a = a + ... instead.")
+                           f"Create the array traced (np.zeros_like of a traced array, or "
+                           f"x.copy()), or compute a new array (a = a + ..., np.where) instead.")
+    return x
+
+
+def _accumulate(x, key, v, sign, what):
+    _target(x, what)
     snp = _snp()
     pos = _positions(x, key)
     values = _values(x, v, pos.shape, what)
@@ -146,6 +154,137 @@ def add_at(x, indices, v=None):
 def subtract_at(x, indices, v=None):
     """``np.subtract.at(x, indices, v)``."""
     _accumulate(x, indices, v, -1, "numpy.subtract.at")
+
+
+# --- NumPy's functions that write their first argument in place --------------------------------
+# Each is a write of the target's flat positions (``a.flat[pos] = vals``) or a select over the
+# whole of it, so views of the target see it, as in NumPy, and reverse mode is setitem's.
+
+def _traced(*values):
+    return builtins.any(isinstance(v, Tracer) for v in values)
+
+
+def _cycled(values, m):
+    """``values`` (1-d) repeated to length ``m``, as NumPy's put/putmask/place repeat them."""
+    snp = _snp()
+    n = values.shape[0]
+    if isinstance(n, int) and isinstance(m, int) and n == m:
+        return values
+    if isinstance(n, int) and n == 0:
+        raise ValueError(f"cannot write from an empty array{_at(user_location())}")
+    return snp.take(values, snp.remainder(snp.arange(m), n))
+
+
+def _write_flat(a, pos, v):
+    """``a.flat[pos] = v`` (``v`` repeated to the positions' count) in place."""
+    snp = _snp()
+    flat = snp.reshape(a, (-1,))
+    values = snp.reshape(snp.astype(snp.asarray(v), a.dtype), (-1,))
+    m = pos.size if isinstance(pos, _np.ndarray) else pos.shape[0]
+    a.irvar = snp.reshape(setitem(flat, pos, _cycled(values, m)), a.shape).irvar
+
+
+def put(a, ind, v, mode="raise"):
+    """``a.flat[ind] = v`` in place (``v`` repeated as needed); ``mode`` as NumPy's."""
+    if not _traced(a, ind, v):
+        return _np.put(a, ind, v, mode=mode)
+    _target(a, "numpy.put")
+    if mode not in ("raise", "wrap", "clip"):
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
+    snp, n = _snp(), a.size
+    if isinstance(ind, Tracer):
+        pos = snp.reshape(snp.astype(ind, "int64"), (-1,))
+        if mode == "wrap":
+            pos = snp.remainder(pos, n)
+        elif mode == "clip":
+            pos = snp.clip(pos, 0, n - 1)
+    else:
+        pos = _np.asarray(ind, dtype=_np.int64).reshape(-1)
+        if mode == "wrap":
+            pos = pos % n
+        elif mode == "clip":
+            pos = _np.clip(pos, 0, n - 1)
+    _write_flat(a, pos, v)
+
+
+def fill_diagonal(a, val, wrap=False):
+    """The main diagonal of ``a`` (2-d, or every axis of one length) set to ``val`` in place."""
+    if not _traced(a, val):
+        return _np.fill_diagonal(a, val, wrap)
+    _target(a, "numpy.fill_diagonal")
+    if a.ndim < 2:
+        raise ValueError(f"fill_diagonal: array must be at least 2-d, got {a.ndim}-d"
+                         f"{_at(user_location())}")
+    if not _dims.is_static(a.size):
+        raise TracingError(f"fill_diagonal needs the array's shape while tracing, got "
+                           f"{a.irvar.type}{_at(user_location())}. Use a[i, i] = ... with "
+                           f"i = np.arange(n) instead.")
+    shape = tuple(a.shape)
+    if a.ndim == 2:
+        step, end = shape[1] + 1, None if wrap else shape[1] * shape[1]
+    else:
+        if len(set(shape)) != 1:
+            raise ValueError(f"fill_diagonal: all dimensions of input must be of equal length, "
+                             f"got {shape}{_at(user_location())}")
+        step, end = 1 + int(_np.cumprod(shape[:-1]).sum()), None
+    _write_flat(a, _np.arange(a.size, dtype=_np.int64)[:end:step], val)
+
+
+def copyto(dst, src, casting="same_kind", where=True):
+    """``dst[...] = src`` (broadcast) where ``where`` holds, in place; ``casting`` as NumPy's."""
+    if not _traced(dst, src, where):
+        return _np.copyto(dst, src, casting=casting, where=where)
+    _target(dst, "numpy.copyto")
+    snp = _snp()
+    src = snp.asarray(src)
+    if not _np.can_cast(src.dtype, dst.dtype, casting):
+        raise TypeError(f"Cannot cast array data from {src.dtype!r} to {dst.dtype!r} according "
+                        f"to the rule {casting!r}{_at(user_location())}")
+    value = snp.astype(src, dst.dtype)
+    if not (where is True):
+        value = snp.where(where, value, dst)
+    dst[...] = snp.broadcast_to(value, dst.shape)
+
+
+def _mask_of(a, mask, what):
+    snp = _snp()
+    mask = snp.asarray(mask)
+    if mask.dtype != _np.bool_:
+        mask = snp.not_equal(mask, 0)
+    if not _dims.same_shape(mask.shape, a.shape):
+        raise ValueError(f"{what}: mask and data must be the same size, got a mask of shape "
+                         f"{tuple(mask.shape)} for an array of shape {tuple(a.shape)}"
+                         f"{_at(user_location())}")
+    return mask
+
+
+def putmask(a, mask, values):
+    """``a.flat[n] = values.flat[n % len(values)]`` where ``mask.flat[n]``, in place."""
+    if not _traced(a, mask, values):
+        return _np.putmask(a, mask, values)
+    _target(a, "numpy.putmask")
+    snp = _snp()
+    mask = _mask_of(a, mask, "putmask")
+    vals = snp.reshape(snp.astype(snp.asarray(values), a.dtype), (-1,))
+    a[...] = snp.where(mask, snp.reshape(_cycled(vals, a.size), a.shape), a)
+
+
+def place(arr, mask, vals):
+    """The k-th element where ``mask`` holds set to ``vals.flat[k % len(vals)]``, in place."""
+    if not _traced(arr, mask, vals):
+        return _np.place(arr, mask, vals)
+    _target(arr, "numpy.place")
+    snp = _snp()
+    values = snp.reshape(snp.astype(snp.asarray(vals), arr.dtype), (-1,))
+    n = values.shape[0]
+    if isinstance(n, int) and n == 0:
+        if not isinstance(mask, Tracer) and not _np.any(mask):
+            return None
+        raise ValueError(f"place: cannot insert from an empty array{_at(user_location())}")
+    mask = _mask_of(arr, mask, "place")
+    rank = snp.subtract(snp.cumsum(snp.reshape(mask, (-1,))), 1)       # k of each True
+    chosen = snp.take(values, snp.remainder(snp.maximum(rank, 0), n))
+    arr[...] = snp.where(mask, snp.reshape(chosen, arr.shape), arr)
 
 
 # --- names that plain NumPy code uses and the mirror may not define yet -------------------------
@@ -169,27 +308,6 @@ def _dt(x):
     return x.irvar.dtype if isinstance(x, Tracer) else _np.asarray(x).dtype.name
 
 
-def empty(shape, dtype=None):
-    """Zeros: a traced function must not read memory it did not write."""
-    return _snp().zeros(shape, dtype)
-
-
-def empty_like(x, dtype=None):
-    return _snp().zeros_like(x, dtype)
-
-
-def full_like(x, fill_value, dtype=None):
-    snp = _snp()
-    if not isinstance(x, Tracer):
-        return _np.full_like(x, fill_value, dtype=dtype)
-    return snp.full(x.shape, fill_value, dtype or x.irvar.dtype)
-
-
-def copy(x):
-    """A new box with the same value: writes to it do not reach ``x``."""
-    return Tracer(x.irvar) if isinstance(x, Tracer) else _np.copy(x)
-
-
 def any(x, axis=None, keepdims=False):
     snp = _snp()
     return snp.greater(snp.sum(snp.not_equal(x, 0) if _dt(x) != "bool" else x, axis,
@@ -202,7 +320,6 @@ def all(x, axis=None, keepdims=False):
 
 FALLBACKS = {"setitem": setitem, "add.at": add_at, "subtract.at": subtract_at,
              "logical_and": logical_and, "logical_or": logical_or, "logical_not": logical_not,
-             "empty": empty, "empty_like": empty_like, "full_like": full_like, "copy": copy,
              "any": any, "all": all}
 
 

@@ -17,7 +17,8 @@ last bits and gradients follow from the primitives:
 Differences from NumPy: ``quantile``'s ``q`` must be known while tracing (a number or a list);
 ``nanmax``/``nanmin`` of an all-NaN slice give NaN without NumPy's warning; on NaN input, ``sort``
 puts NaN last as NumPy does, but ``median`` and ``quantile`` select as if NaN were the largest
-value (NumPy returns NaN).
+value (NumPy returns NaN). ``partition``/``argpartition`` sort the whole axis: a sorted array is
+a partition about every ``kth``, and NumPy leaves the order within the two parts unspecified.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, 
 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
-           "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted"]
+           "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted", "partition",
+           "argpartition"]
 
 
 def safe_sqrt(x):
@@ -218,6 +220,37 @@ def sort(a, axis=-1, kind=None, order=None, *, stable=None):
     if axis is None:
         x, axis = snp.ravel(x), 0
     return take_along_axis(x, argsort(x, axis, kind, order), axis)
+
+
+def _kth(kth, n, what):
+    """Validate ``kth`` (an int or a sequence of ints, known while tracing) against axis length n."""
+    if isinstance(kth, Tracer):
+        raise TypeError(f"{what}: kth must be known while tracing (an int or a list of ints), "
+                        f"not a traced value{at()}")
+    for k in np.atleast_1d(kth).tolist():
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise TypeError(f"{what}: kth must be integers, got {k!r}{at()}")
+        if isinstance(n, int) and not -n <= k < n:
+            raise ValueError(f"{what}: kth(={k}) out of bounds ({n}){at()}")
+
+
+def partition(a, kth, axis=-1, kind="introselect", order=None):
+    """``a`` with each ``kth`` element in its sorted place, the smaller ones before it and the
+    larger ones after: here the whole axis sorted (the parts' order is NumPy's to choose)."""
+    if not traced(a):
+        return np.partition(a, kth, axis=axis, kind=kind, order=order)
+    x = snp.asarray(a)
+    _kth(kth, x.size if axis is None else x.shape[axis_index(axis, x.ndim)], "partition")
+    return sort(x, axis, order=order)
+
+
+def argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    """The indices that partition ``a`` (see ``partition``): here the stable sorting order."""
+    if not traced(a):
+        return np.argpartition(a, kth, axis=axis, kind=kind, order=order)
+    x = snp.asarray(a)
+    _kth(kth, x.size if axis is None else x.shape[axis_index(axis, x.ndim)], "argpartition")
+    return argsort(x, axis, order=order)
 
 
 def take_along_axis(arr, indices, axis):

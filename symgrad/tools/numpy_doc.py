@@ -76,6 +76,9 @@ NOTES = {
     "nanmax": "an all-NaN slice gives NaN without NumPy's warning",
     "nanmin": "an all-NaN slice gives NaN without NumPy's warning",
     "searchsorted": "a 1-D sorted array; len(a) * len(v) comparisons",
+    "partition": "the whole axis sorted (a valid partition: NumPy leaves the order within each "
+                 "part unspecified); kth must be known while tracing",
+    "argpartition": "the stable sorting order (see partition)",
     # Shapes and contractions (shapes.py, contractions.py).
     "pad": "modes constant, edge, reflect, symmetric and wrap",
     "take": "mode='raise' only",
@@ -83,6 +86,16 @@ NOTES = {
     "triu": "arrays of at least 2 dimensions",
     "einsum": "contracts left to right; optimize= is ignored",
     "getitem": "a constant boolean mask indexes; a traced one is an error (use where)",
+    # Creation and in-place writes (symgrad/numpy/__init__.py, _inplace.py).
+    "empty": "zeros: a compiled function never reads memory it has not written",
+    "empty_like": "as empty",
+    "copy": "order= is ignored (results are new arrays)",
+    "put": "writes the traced array in place, views included; traced indices with mode='raise' "
+           "are checked when the function runs",
+    "copyto": "writes the traced array in place, views included",
+    "fill_diagonal": "writes the traced array in place; its shape must be known while tracing",
+    "putmask": "writes the traced array in place, views included",
+    "place": "writes the traced array in place, views included",
     # Linear algebra (symgrad/numpy/linalg.py, docs/linalg.md).
     "linalg.solve": "a singular matrix gives inf/NaN instead of LinAlgError",
     "linalg.inv": "a singular matrix gives inf/NaN instead of LinAlgError",
@@ -134,8 +147,6 @@ NOT_YET = {
     "linalg.eig, linalg.eigvals": "the general (non-symmetric) eigenproblem has complex results "
                                   "and no LAPACK-free C routine here yet; `linalg.eigh` covers "
                                   "symmetric matrices",
-    "partition": "not traced yet; `sort` gives the same elements at the partition index, with "
-                 "the same gradient",
     "gradient": "numpy.gradient (finite differences of an array) is not traced yet; slices and "
                 "subtraction compute it (`(x[2:] - x[:-2]) / 2`)",
     "real_if_close": "its result's dtype depends on the values, which a trace does not know",
