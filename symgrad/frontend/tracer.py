@@ -13,6 +13,7 @@ Anything that needs the array's *value* (``if x > 0:``, ``float(x)``, ``np.asarr
 from __future__ import annotations
 
 import difflib
+import inspect
 import sys
 
 import numpy as np
@@ -122,6 +123,19 @@ def _counterpart(namespace, name):
     else:
         key = f"{namespace}.{name}"
     return f"symgrad.{namespace}.{name}" if key in IMPLEMENTATIONS else None
+
+
+def _takes_keywords(fn, kwargs):
+    """Whether ``fn`` has a parameter of each name in ``kwargs``."""
+    if fn is None:
+        return False
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(k in params and params[k].kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               for k in kwargs)
 
 
 def _basic(key):
@@ -282,6 +296,8 @@ class Tracer:
         if method == "__call__" and out is not None and not kwargs:
             return _into(out, _call(ufunc.__name__, *inputs), f"numpy.{ufunc.__name__}")
         name, namespace = _ufunc_name(ufunc)
+        if method == "__call__" and kwargs and _takes_keywords(IMPLEMENTATIONS.get(name), kwargs):
+            return _call(name, *inputs, **kwargs)       # a gufunc's own: vecdot(..., axis=0)
         if method != "__call__" or kwargs:
             how = f"{namespace}.{name}.{method}" if method != "__call__" else \
                 f"{namespace}.{name} with {', '.join(sorted(kwargs))}="
@@ -398,6 +414,10 @@ class Tracer:
     def __round__(self, ndigits=None): return _call("round", self, ndigits or 0)
     def argsort(self, axis=-1): return _call("argsort", self, axis)
     def nonzero(self): return _call("nonzero", self)
+    def compress(self, condition, axis=None): return _call("compress", condition, self, axis)
+    def choose(self, choices, mode="raise"): return _call("choose", self, choices, mode=mode)
+    def put(self, indices, values, mode="raise"): return _call("put", self, indices, values, mode)
+
     def searchsorted(self, v, side="left", sorter=None):
         return _call("searchsorted", self, v, side=side, sorter=sorter)
 

@@ -211,6 +211,73 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     return close
 
 
+def fix(x):
+    """Rounds toward zero (NumPy's fix, trunc that keeps an integer input's dtype)."""
+    return trunc(x)
+
+
+def ldexp(x1, x2):
+    """x1 * 2**x2 for integer x2: exact (a power of two is exact in binary floating point)."""
+    if not _traced(x1, x2):
+        return _np.ldexp(x1, x2)
+    n = asarray(x2)
+    if n.dtype.kind not in "iub":
+        raise TypeError(f"ldexp: the exponent must be integers, got {n.dtype}"
+                        f"{_at(user_location())}")
+    x = astype(asarray(x1), "float64") if _dtype_of(x1) not in FLOAT_DTYPES else asarray(x1)
+    return multiply(x, exp2(astype(n, x.dtype)))
+
+
+def frexp(x):
+    """(mantissa, exponent) with x = mantissa * 2**exponent and 0.5 <= |mantissa| < 1 (0, inf
+    and NaN keep themselves with exponent 0); the mantissa's gradient is 2**-exponent."""
+    if not _traced(x):
+        return _np.frexp(x)
+    x = asarray(x)
+    if x.irvar.dtype not in FLOAT_DTYPES:
+        x = astype(x, "float64")
+    finite = logical_and(isfinite(x), not_equal(x, 0))
+    magnitude = where(finite, abs(x), 1.0)
+    e = add(floor(log2(magnitude)), 1.0)
+    m = divide(magnitude, exp2(e))
+    # log2 may round across a power of two: one correction step either way.
+    e = where(greater_equal(m, 1.0), add(e, 1.0), where(less(m, 0.5), subtract(e, 1.0), e))
+    e = stop_gradient(where(finite, e, 0.0))
+    return divide(x, exp2(e)), astype(e, "int32")
+
+
+def modf(x):
+    """(fractional part, integral part), both with x's sign; (+-0, +-inf) for an infinity."""
+    if not _traced(x):
+        return _np.modf(x)
+    x = asarray(x)
+    whole = trunc(x)
+    return where(isinf(x), copysign(0.0, x), subtract(x, whole)), whole
+
+
+def iscomplexobj(x):
+    """Whether x's dtype is complex: known while tracing, a Python bool."""
+    return _dtype_of(x) in COMPLEX_DTYPES
+
+
+def isrealobj(x):
+    return not iscomplexobj(x)
+
+
+def iscomplex(x):
+    """Elementwise: a nonzero imaginary part."""
+    if not _traced(x):
+        return _np.iscomplex(x)
+    return not_equal(imag(x), 0) if iscomplexobj(x) else zeros(asarray(x).shape, "bool")
+
+
+def isreal(x):
+    """Elementwise: a zero imaginary part."""
+    if not _traced(x):
+        return _np.isreal(x)
+    return equal(imag(x), 0) if iscomplexobj(x) else ones(asarray(x).shape, "bool")
+
+
 def clip(a, a_min=None, a_max=None):
     """minimum(maximum(a, a_min), a_max); at a bound the gradient goes to a (ties go first)."""
     if not _traced(a, a_min, a_max):
@@ -257,6 +324,10 @@ signbit = _ufunc("signbit", _np.signbit, need_float=True)
 fmod = _ufunc("fmod", _np.fmod, need_float=False)
 remainder = _ufunc("remainder", _np.remainder, need_float=False)
 floor_divide = _ufunc("floor_divide", _np.floor_divide, need_float=False)
+# NumPy 2's (and the array API's) names for the same functions.
+acos, acosh, asin, asinh, atan, atan2, atanh = (arccos, arccosh, arcsin, arcsinh, arctan, arctan2,
+                                                arctanh)
+pow = power
 mod = remainder
 
 
@@ -681,6 +752,9 @@ def transpose(x, axes=None):
     return _wrap(ops.transpose(x.irvar, perm))
 
 
+permute_dims = transpose
+
+
 def broadcast_to(x, shape):
     if not _traced(x):
         return _np.broadcast_to(x, shape)
@@ -727,6 +801,9 @@ def concatenate(arrays, axis=0):
     if ndim == 0:
         raise ShapeError(f"zero-dimensional arrays cannot be concatenated{_at(user_location())}")
     return _wrap(bind("concatenate", *vars_, axis=_axis(axis, ndim)))
+
+
+concat = concatenate
 
 
 def stack(arrays, axis=0):
@@ -1065,7 +1142,8 @@ def getitem(x, key):
 from symgrad.numpy.statistics import *  # noqa: E402,F401,F403
 from symgrad.numpy.shapes import *  # noqa: E402,F401,F403
 from symgrad.numpy.contractions import *  # noqa: E402,F401,F403
-from symgrad.numpy._inplace import copyto, fill_diagonal, place, put, putmask  # noqa: E402,F401
+from symgrad.numpy._inplace import (copyto, fill_diagonal, place, put,  # noqa: E402,F401
+                                     put_along_axis, putmask)
 from symgrad.numpy import contractions as _contractions, linalg  # noqa: E402
 
 # --- what Tracers and NumPy's own functions run on traced values ------------------------------

@@ -190,7 +190,8 @@ def put(a, ind, v, mode="raise"):
         return _np.put(a, ind, v, mode=mode)
     _target(a, "numpy.put")
     if mode not in ("raise", "wrap", "clip"):
-        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})"
+                         f"{_at(user_location())}")
     snp, n = _snp(), a.size
     if isinstance(ind, Tracer):
         pos = snp.reshape(snp.astype(ind, "int64"), (-1,))
@@ -285,6 +286,32 @@ def place(arr, mask, vals):
     rank = snp.subtract(snp.cumsum(snp.reshape(mask, (-1,))), 1)       # k of each True
     chosen = snp.take(values, snp.remainder(snp.maximum(rank, 0), n))
     arr[...] = snp.where(mask, snp.reshape(chosen, arr.shape), arr)
+
+
+def put_along_axis(arr, indices, values, axis):
+    """``arr`` written in place at ``indices`` along ``axis`` (the positions
+    ``take_along_axis(arr, indices, axis)`` reads), ``values`` broadcast to them."""
+    if not _traced(arr, indices, values):
+        return _np.put_along_axis(arr, indices, values, axis)
+    _target(arr, "numpy.put_along_axis")
+    snp = _snp()
+    idx = snp.asarray(indices)
+    if axis is None:
+        if idx.ndim != 1:
+            raise ValueError(f"put_along_axis: with axis=None the indices must be 1-d"
+                             f"{_at(user_location())}")
+        flat = snp.reshape(arr, (-1,))
+        arr.irvar = snp.reshape(setitem(flat, idx, values), arr.shape).irvar
+        return None
+    if idx.ndim != arr.ndim:
+        raise ValueError(f"put_along_axis: the indices ({idx.ndim}-d) need as many dimensions "
+                         f"as the array ({arr.ndim}-d){_at(user_location())}")
+    axis = axis + arr.ndim if axis < 0 else axis
+    # The full index: ``indices`` along the axis, every position of the others (broadcast).
+    key = tuple(idx if k == axis else _np.arange(arr.shape[k]).reshape(
+        [-1 if j == k else 1 for j in range(arr.ndim)]) for k in range(arr.ndim))
+    arr[key] = values
+    return None
 
 
 # --- names that plain NumPy code uses and the mirror may not define yet -------------------------

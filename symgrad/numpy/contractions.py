@@ -1,4 +1,5 @@
-"""Tensor contractions: ``einsum``, ``tensordot`` and ``dot`` of N-D operands.
+"""Tensor contractions: ``einsum``, ``tensordot`` and ``dot`` of N-D operands, and NumPy 2's
+``vecdot``, ``matvec`` and ``vecmat`` (batched, broadcasting; the vector conjugated as NumPy does).
 
 All of them lower to the primitives the C backend is fastest at: a contraction of two operands
 becomes one transpose and reshape per operand and one (batched) ``matmul`` -- which calls the BLAS
@@ -16,7 +17,7 @@ import numpy as np
 from symgrad.errors import ShapeError
 from symgrad.numpy._common import at, axis_index, snp, traced
 
-__all__ = ["einsum", "tensordot"]
+__all__ = ["einsum", "tensordot", "vecdot", "matvec", "vecmat"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -229,3 +230,43 @@ def dot_nd(a, b):
     """NumPy's dot beyond two dimensions: a sum over a's last axis and b's second-to-last."""
     x, y = snp.asarray(a), snp.asarray(b)
     return tensordot(x, y, ([x.ndim - 1], [max(y.ndim - 2, 0)]))
+
+
+def _vector_axis(x, axis, name):
+    x = snp.asarray(x)
+    if x.ndim == 0:
+        raise ShapeError(f"{name}: a vector operand must have at least one dimension{at()}")
+    return snp.moveaxis(x, axis_index(axis, x.ndim), -1)
+
+
+def vecdot(x1, x2, /, *, axis=-1):
+    """sum(conj(x1) * x2) over ``axis``, the other axes broadcast (NumPy 2's vecdot)."""
+    if not traced(x1, x2):
+        return np.vecdot(x1, x2, axis=axis)
+    a, b = _vector_axis(x1, axis, "vecdot"), _vector_axis(x2, axis, "vecdot")
+    if a.shape[-1] != b.shape[-1]:
+        raise ShapeError(f"vecdot: the vectors have lengths {a.shape[-1]} and {b.shape[-1]}"
+                         f"{at()}")
+    return snp.sum(snp.multiply(snp.conj(a), b), -1)
+
+
+def matvec(x1, x2, /):
+    """x1 @ x2 for stacks of matrices (..., m, n) and vectors (..., n) -> (..., m)."""
+    if not traced(x1, x2):
+        return np.matvec(x1, x2)
+    a, v = snp.asarray(x1), snp.asarray(x2)
+    if a.ndim < 2 or v.ndim < 1:
+        raise ShapeError(f"matvec: needs matrices (..., m, n) and vectors (..., n), got shapes "
+                         f"{a.shape} and {v.shape}{at()}")
+    return snp.squeeze(snp.matmul(a, snp.expand_dims(v, -1)), -1)
+
+
+def vecmat(x1, x2, /):
+    """conj(x1) @ x2 for stacks of vectors (..., n) and matrices (..., n, m) -> (..., m)."""
+    if not traced(x1, x2):
+        return np.vecmat(x1, x2)
+    v, a = snp.asarray(x1), snp.asarray(x2)
+    if a.ndim < 2 or v.ndim < 1:
+        raise ShapeError(f"vecmat: needs vectors (..., n) and matrices (..., n, m), got shapes "
+                         f"{v.shape} and {a.shape}{at()}")
+    return snp.squeeze(snp.matmul(snp.expand_dims(snp.conj(v), -2), a), -2)

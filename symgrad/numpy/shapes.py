@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symgrad.core import ops
+from symgrad.core import dims, ops
 from symgrad.core.primitive import bind
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
@@ -22,7 +22,9 @@ __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_st
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "meshgrid", "take"]
+           "diff", "linspace", "meshgrid", "take", "matrix_transpose", "unstack", "size",
+           "broadcast_arrays", "diagflat", "delete", "insert", "resize", "choose", "compress",
+           "extract"]
 
 
 def _as(x):
@@ -570,3 +572,209 @@ def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
         full = np.broadcast_shapes(*[tuple(o.shape) for o in outs])
         outs = [snp.broadcast_to(o, full) for o in outs]
     return tuple(outs)
+
+
+# --- NumPy 2's names, sizes, and removing, inserting and choosing elements ------------------------
+
+def matrix_transpose(x, /):
+    """The last two axes swapped (NumPy 2, the array API's ``x.mT``)."""
+    if not traced(x):
+        return np.matrix_transpose(x)
+    x = _as(x)
+    if x.ndim < 2:
+        raise ValueError(f"matrix_transpose: the input must be at least 2-d, got {x.ndim}-d"
+                         f"{at()}")
+    return swapaxes(x, -1, -2)
+
+
+def unstack(x, /, *, axis=0):
+    """The slices along ``axis``, as a tuple (NumPy 2)."""
+    if not traced(x):
+        return np.unstack(x, axis=axis)
+    x = _as(x)
+    if x.ndim == 0:
+        raise ValueError(f"unstack: the input must be at least 1-d{at()}")
+    y = moveaxis(x, axis_index(axis, x.ndim), 0)
+    return tuple(y[i] for i in range(len(y)))
+
+
+def size(a, axis=None):
+    """The number of elements (along ``axis``): known while tracing (a run-time size as its
+    symbol)."""
+    if not traced(a):
+        return np.size(a, axis)
+    x = _as(a)
+    return x.size if axis is None else x.shape[axis_index(axis, x.ndim)]
+
+
+def broadcast_arrays(*args):
+    """Each argument broadcast to their common shape."""
+    if not traced(*args):
+        return np.broadcast_arrays(*args)
+    xs = [_as(a) for a in args]
+    try:
+        shape = dims.broadcast(*[x.shape for x in xs])
+    except ValueError:
+        raise ValueError(f"broadcast_arrays: shapes {', '.join(str(tuple(x.shape)) for x in xs)} "
+                         f"do not broadcast together{at()}") from None
+    return tuple(snp.broadcast_to(x, shape) for x in xs)
+
+
+def diagflat(v, k=0):
+    """The flattened ``v`` on the k-th diagonal of a square matrix."""
+    if not traced(v):
+        return np.diagflat(v, k)
+    return diag(snp.ravel(_as(v)), k)
+
+
+def _positions(n, obj, what):
+    """``obj`` (an int, a slice or a sequence, known while tracing) as sorted positions < n."""
+    if isinstance(obj, Tracer):
+        raise TypeError(f"{what}: the positions must be known while tracing (an int, a slice or "
+                        f"a list), not a traced value{at()}. Select with where instead.")
+    if not isinstance(n, int):
+        raise TypeError(f"{what} needs the axis length while tracing, got {n}{at()}")
+    if isinstance(obj, slice):
+        return np.arange(n)[obj]
+    idx = np.asarray(obj)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise ValueError(f"{what}: a boolean mask of shape {idx.shape} for an axis of "
+                             f"length {n}{at()}")
+        return np.nonzero(idx)[0]
+    if idx.dtype.kind not in "iu" and idx.size:
+        raise IndexError(f"{what}: positions must be integers, got {idx.dtype}{at()}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx[(idx < -n) | (idx >= n)][0]
+        raise IndexError(f"{what}: index {bad} is out of bounds for axis with size {n}{at()}")
+    return np.where(idx < 0, idx + n, idx)
+
+
+def _along(a, axis):
+    x = _as(a)
+    if axis is None:
+        return snp.ravel(x), 0
+    return x, axis_index(axis, x.ndim)
+
+
+def delete(arr, obj, axis=None):
+    """``arr`` without the elements at ``obj`` along ``axis`` (flattened when None)."""
+    if not traced(arr):
+        return np.delete(arr, obj, axis=axis)
+    x, axis = _along(arr, axis)
+    n = x.shape[axis]
+    keep = np.setdiff1d(np.arange(n), _positions(n, obj, "delete"))
+    return take(x, keep, axis=axis)
+
+
+def insert(arr, obj, values, axis=None):
+    """``arr`` with ``values`` inserted before the positions ``obj`` along ``axis`` (flattened
+    when None), with NumPy's rules: one position inserts the values as a block, several insert
+    one value before each (in order, after sorting the positions stably)."""
+    if not traced(arr, values):
+        return np.insert(arr, obj, values, axis=axis)
+    x, axis = _along(arr, axis)
+    n = x.shape[axis]
+    if isinstance(obj, Tracer) or not isinstance(n, int):
+        _positions(n, obj, "insert")             # raises the error that says why
+    if isinstance(obj, slice):
+        obj = np.arange(n)[obj]
+    idx = np.asarray(obj)
+    if idx.dtype.kind not in "iu" and idx.size:
+        raise IndexError(f"insert: positions must be integers, got {idx.dtype}{at()}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() > n):
+        bad = idx[(idx < -n) | (idx > n)][0]
+        raise IndexError(f"insert: index {bad} is out of bounds for axis {axis} with size {n}"
+                         f"{at()}")
+    idx = np.where(idx < 0, idx + n, idx)
+    v = snp.astype(_as(values), x.dtype)
+    if idx.ndim == 0:
+        # One position: the values are a block along the axis (NumPy moves their first axis
+        # there, after giving them at least as many dimensions as arr).
+        while v.ndim < x.ndim:
+            v = snp.expand_dims(v, 0)
+        v = moveaxis(v, 0, axis)
+        k = v.shape[axis]
+        slots = np.arange(int(idx), int(idx) + k)
+    else:
+        k = idx.size
+        order = np.argsort(idx.ravel(), kind="stable")
+        slots = np.empty(k, dtype=np.int64)
+        slots[order] = idx.ravel()[order] + np.arange(k)
+    shape = tuple(k if i == axis else d for i, d in enumerate(x.shape))
+    v = snp.broadcast_to(v, shape)
+    # The result gathers from [arr, values] along the axis: old elements in order, new ones at
+    # their slots.
+    source = np.empty(n + k, dtype=np.int64)
+    is_new = np.zeros(n + k, dtype=bool)
+    is_new[slots] = True
+    source[slots] = n + np.arange(k)
+    source[~is_new] = np.arange(n)
+    return take(snp.concatenate([x, v], axis), source, axis=axis)
+
+
+def resize(a, new_shape):
+    """``a`` flattened, repeated as needed and cut to ``new_shape`` (zeros for an empty a)."""
+    if not traced(a):
+        return np.resize(a, new_shape)
+    x = snp.ravel(_as(a))
+    shape = (new_shape,) if isinstance(new_shape, (int, np.integer)) else tuple(new_shape)
+    total = int(np.prod(shape))
+    n = x.shape[0]
+    if not isinstance(n, int):
+        raise TypeError(f"resize needs the array's size while tracing, got {n}{at()}")
+    if n == 0 or total == 0:
+        return snp.zeros(shape, x.dtype)
+    return snp.reshape(take(x, np.arange(total) % n), shape)
+
+
+def choose(a, choices, out=None, mode="raise"):
+    """Elementwise ``choices[a]``, all broadcast together; mode 'raise' (checked when the
+    function runs), 'wrap' or 'clip'. The gradient goes to the choice taken."""
+    if not traced(a, choices):
+        return np.choose(a, choices, out=out, mode=mode)
+    if out is not None:
+        raise TypeError(f"choose(..., out=...) is not supported on traced values{at()}")
+    if mode not in ("raise", "wrap", "clip"):
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})"
+                         f"{at()}")
+    options = list(choices) if isinstance(choices, (list, tuple)) else \
+        [choices[i] for i in range(len(choices))]
+    index, *options = broadcast_arrays(snp.astype(_as(a), "int64"), *options)
+    n = len(options)
+    if mode == "wrap":
+        index = snp.remainder(index, n)
+    elif mode == "clip":
+        index = snp.clip(index, 0, n - 1)
+    stacked = snp.stack(options)
+    return snp.take_along_axis(stacked, snp.expand_dims(index, 0), 0)[0]
+
+
+def compress(condition, a, axis=None, out=None):
+    """The slices of ``a`` along ``axis`` where ``condition`` holds; the condition must be
+    known while tracing (the result's size depends on it)."""
+    if not traced(condition, a):
+        return np.compress(condition, a, axis=axis, out=out)
+    if isinstance(condition, Tracer):
+        raise TypeError(f"compress with a traced condition has a data-dependent size{at()}: "
+                        f"use np.where(condition, a, 0) (or a mask with a fixed count)")
+    if out is not None:
+        raise TypeError(f"compress(..., out=...) is not supported on traced values{at()}")
+    x, axis = _along(a, axis)
+    c = np.asarray(condition).astype(bool).ravel()
+    n = x.shape[axis]
+    if c.size > n and c[n:].any():
+        raise IndexError(f"compress: the condition selects index {int(np.nonzero(c)[0][-1])}, "
+                         f"out of bounds for axis {axis} with size {n}{at()}")
+    return take(x, np.nonzero(c[:n])[0], axis=axis)
+
+
+def extract(condition, arr):
+    """``arr.ravel()`` where ``condition.ravel()`` holds; the condition must be known while
+    tracing."""
+    if not traced(condition, arr):
+        return np.extract(condition, arr)
+    return compress(np.ravel(condition) if not isinstance(condition, Tracer) else condition,
+                    snp.ravel(_as(arr)))

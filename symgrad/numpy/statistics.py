@@ -37,7 +37,9 @@ from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
            "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted", "partition",
-           "argpartition", "cumulative_sum", "cumulative_prod", "digitize", "bincount", "lexsort"]
+           "argpartition", "cumulative_sum", "cumulative_prod", "digitize", "bincount", "lexsort",
+           "nanargmax", "nanargmin", "nanprod", "nancumsum", "nancumprod", "nanvar", "nanstd",
+           "isin"]
 
 
 def safe_sqrt(x):
@@ -578,3 +580,94 @@ def nanmin(a, axis=None, out=None, keepdims=False):
         return np.nanmin(a, axis=axis, out=out, keepdims=keepdims)
     no_out(out, "nanmin")
     return _nan_extreme(snp.min, np.inf, a, axis, out, keepdims)
+
+
+def _nan_arg(reduce, fill, name, a, axis, out, keepdims):
+    no_out(out, name)
+    x = as_float(a)
+    nan = _isnan(x)
+    everywhere = snp.all(nan, axis=axis, keepdims=keepdims)
+    position = reduce(snp.where(nan, fill, x), axis, keepdims=keepdims)
+    # An all-NaN slice has no answer: NumPy raises, and so does the compiled function (a
+    # guard fails the call when it runs).
+    flag = snp.any(everywhere)
+    return Tracer(bind("guard", flag.irvar, position.irvar,
+                       message=f"{name}: All-NaN slice encountered"))
+
+
+def nanargmax(a, axis=None, out=None, *, keepdims=False):
+    """argmax ignoring NaN; an all-NaN slice is an error when the function runs, as in NumPy."""
+    if not traced(a):
+        return np.nanargmax(a, axis=axis, out=out, keepdims=keepdims)
+    return _nan_arg(argmax, -np.inf, "nanargmax", a, axis, out, keepdims)
+
+
+def nanargmin(a, axis=None, out=None, *, keepdims=False):
+    """argmin ignoring NaN; an all-NaN slice is an error when the function runs, as in NumPy."""
+    if not traced(a):
+        return np.nanargmin(a, axis=axis, out=out, keepdims=keepdims)
+    return _nan_arg(argmin, np.inf, "nanargmin", a, axis, out, keepdims)
+
+
+def nanprod(a, axis=None, dtype=None, out=None, keepdims=False):
+    """prod, counting NaN as 1."""
+    if not traced(a):
+        return np.nanprod(a, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+    no_out(out, "nanprod")
+    x = snp.asarray(a) if dtype is None else snp.astype(a, dtype)
+    if not is_float(x):
+        return snp.prod(x, axis, keepdims=keepdims)
+    return snp.prod(snp.where(_isnan(x), 1.0, x), axis, keepdims=keepdims)
+
+
+def nancumsum(a, axis=None, dtype=None, out=None):
+    """cumsum, counting NaN as 0."""
+    if not traced(a):
+        return np.nancumsum(a, axis=axis, dtype=dtype, out=out)
+    x = snp.asarray(a)
+    return cumsum(snp.where(_isnan(x), 0.0, x) if is_float(x) else x, axis, dtype, out)
+
+
+def nancumprod(a, axis=None, dtype=None, out=None):
+    """cumprod, counting NaN as 1."""
+    if not traced(a):
+        return np.nancumprod(a, axis=axis, dtype=dtype, out=out)
+    x = snp.asarray(a)
+    return cumprod(snp.where(_isnan(x), 1.0, x) if is_float(x) else x, axis, dtype, out)
+
+
+def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """var of the elements that are not NaN: sum((x - nanmean)^2) / (count - ddof)."""
+    if not traced(a):
+        return np.nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
+    no_out(out, "nanvar")
+    x = as_float(a, dtype)
+    kept = snp.equal(x, x)
+    n = snp.astype(snp.sum(kept, axis, keepdims=True), x.dtype)
+    mean = snp.divide(nansum(x, axis, keepdims=True), n)
+    deviation = snp.where(kept, snp.subtract(x, mean), 0.0)
+    total = snp.sum(snp.multiply(deviation, snp.conj(deviation)) if x.dtype.kind == "c" else
+                    snp.square(deviation), axis, keepdims=keepdims)
+    count = n if keepdims else snp.squeeze(n, axis) if axis is not None else snp.reshape(n, ())
+    dof = snp.subtract(count, ddof)
+    variance = snp.divide(snp.real(total) if x.dtype.kind == "c" else total, dof)
+    return snp.where(snp.less_equal(dof, 0), np.nan, variance)      # NumPy: NaN, not inf
+
+
+def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    """sqrt(nanvar), with the gradient 0 (not NaN) where the variance is 0."""
+    if not traced(a):
+        return np.nanstd(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
+    return safe_sqrt(nanvar(a, axis, dtype, out, ddof, keepdims))
+
+
+def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None):
+    """Elementwise: whether each element equals one of ``test_elements`` (a comparison with
+    every test element: len(test_elements) comparisons per element). No gradient."""
+    if not traced(element, test_elements):
+        return np.isin(element, test_elements, assume_unique=assume_unique, invert=invert,
+                       kind=kind)
+    e = snp.asarray(element)
+    t = snp.ravel(snp.asarray(test_elements))
+    found = snp.any(snp.equal(snp.expand_dims(e, -1), t), axis=-1)
+    return snp.logical_not(found) if invert else found

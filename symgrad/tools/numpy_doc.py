@@ -84,6 +84,9 @@ NOTES = {
     "nanmax": "an all-NaN slice gives NaN without NumPy's warning",
     "nanmin": "an all-NaN slice gives NaN without NumPy's warning",
     "searchsorted": "a 1-D sorted array; len(a) * len(v) comparisons",
+    "nanargmax": "an all-NaN slice fails the call when it runs (RuntimeError), as NumPy raises",
+    "nanargmin": "as nanargmax",
+    "isin": "len(test_elements) comparisons per element; no gradient",
     "digitize": "traced bins are assumed monotonic (NumPy checks; bins known while tracing "
                 "are checked); no gradient",
     "bincount": "x must be known while tracing (the length is max(x) + 1); the weights may be "
@@ -95,6 +98,14 @@ NOTES = {
                  "part unspecified); kth must be known while tracing",
     "argpartition": "the stable sorting order (see partition)",
     # Shapes and contractions (shapes.py, contractions.py).
+    "delete": "the positions must be known while tracing",
+    "insert": "the positions must be known while tracing",
+    "compress": "the condition must be known while tracing (the size depends on it)",
+    "extract": "the condition must be known while tracing (the size depends on it)",
+    "choose": "mode 'raise' is checked when the function runs; the gradient goes to the choice",
+    "resize": "the size must be known while tracing",
+    "unstack": "the axis length must be known while tracing",
+    "frexp": "the mantissa's gradient is 2**-exponent",
     "pad": "modes constant, edge, reflect, symmetric and wrap",
     "take": "mode='raise' only",
     "tril": "arrays of at least 2 dimensions",
