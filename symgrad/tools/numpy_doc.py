@@ -79,6 +79,15 @@ NOTES = {
     "partition": "the whole axis sorted (a valid partition: NumPy leaves the order within each "
                  "part unspecified); kth must be known while tracing",
     "argpartition": "the stable sorting order (see partition)",
+    # Calculus (symgrad/numpy/calculus.py).
+    "interp": "len(xp) * len(x) comparisons find the intervals; at a sample point the gradient "
+              "in x is the slope to its right (to its left at the last point)",
+    "convolve": "one gather of the (n_out, m) windows of the zero-padded longer operand times the "
+                "shorter (m): memory n_out * m; a non-finite value in the shorter operand gives "
+                "NaN in the partial windows at the ends (NumPy leaves the padding out of the sums)",
+    "correlate": "as convolve",
+    "gradient": "traced coordinates take the non-uniform formulas (NumPy tests evenly spaced "
+                "ones and takes the uniform ones: equal up to rounding)",
     # Shapes and contractions (shapes.py, contractions.py).
     "pad": "modes constant, edge, reflect, symmetric and wrap",
     "take": "mode='raise' only",
@@ -147,8 +156,6 @@ NOT_YET = {
     "linalg.eig, linalg.eigvals": "the general (non-symmetric) eigenproblem has complex results "
                                   "and no LAPACK-free C routine here yet; `linalg.eigh` covers "
                                   "symmetric matrices",
-    "gradient": "numpy.gradient (finite differences of an array) is not traced yet; slices and "
-                "subtraction compute it (`(x[2:] - x[:-2]) / 2`)",
     "real_if_close": "its result's dtype depends on the values, which a trace does not know",
 }
 
