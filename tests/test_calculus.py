@@ -1,5 +1,5 @@
-"""Differences, integrals, interpolation, polynomials and convolution (symgrad/numpy/calculus.py):
-values against NumPy for every
+"""Differences, integrals, interpolation, polynomials and convolution (symgrad/numpy/calculus.py),
+with cov/corrcoef (statistics.py): values against NumPy for every
 argument form, gradients against central differences and the complex step, forward mode and
 second order, float32, both backends, the cases compiled together (tests/breadth.py); errors
 that name the problem and the user's line."""
@@ -25,6 +25,8 @@ def increasing(n, start=-2.0):
 def args(*gens):
     return lambda rng: [g(rng) for g in gens]
 
+
+FW = np.array([1, 2, 0, 3, 1, 2])            # frequency weights (whole numbers)
 
 
 def _complex_parts(z):
@@ -93,9 +95,22 @@ CASES = [
     Case("gradient_integers", lambda k, h: (
         *snp.gradient(k), snp.gradient(k, h, axis=0), snp.gradient(k[0] * h, edge_order=2)),
          lambda rng: [rng.integers(-5, 5, (3, 4)), np.array(0.5)], grad=False),
-
-
-
+    Case("cov", lambda m, aw: (
+        snp.cov(m), snp.cov(m.T, rowvar=False), snp.cov(m[0]), snp.cov(m, bias=True),
+        snp.cov(m, ddof=2), snp.cov(m, m[:2] * 2), snp.cov(m[0], m[1]),
+        snp.cov(m.T, m[:1].T, rowvar=False), snp.cov(m, fweights=FW),
+        snp.cov(m, aweights=aw), snp.cov(m, fweights=FW, aweights=aw),
+        snp.cov(m, aweights=aw, ddof=0), snp.cov(m, fweights=FW, aweights=aw, bias=True),
+        snp.cov(m, fweights=FW, ddof=1), snp.cov(m, aweights=aw * aw + 0.5),
+        snp.cov(m, dtype=np.float64)), args(U(3, 6), U(6, lo=0.5, hi=2.0))),
+    Case("cov_complex", lambda m, n: (
+        *_complex_parts(snp.cov(m + 1j * n)), *_complex_parts(snp.cov(m[0], n[1] * 1j))),
+         args(U(2, 5), U(2, 5))),
+    Case("corrcoef", lambda m: (
+        snp.corrcoef(m), snp.corrcoef(m[0], m[1]), snp.corrcoef(m.T, rowvar=False),
+        snp.corrcoef(m[0]), snp.corrcoef(m[:2], m[2] * m[0])), args(U(3, 6))),
+    Case("corrcoef_complex", lambda m: _complex_parts(snp.corrcoef(m[:2] + 1j * m[1:])),
+         args(U(3, 6))),
 
 
 ]
@@ -133,7 +148,7 @@ def test_jvp(backend):
 
 
 def test_second_order(backend):
-    check_hvp([BY_NAME[n] for n in ("interp", "correlate", "gradient_coordinates")],
+    check_hvp([BY_NAME[n] for n in ("interp", "correlate", "cov", "gradient_coordinates")],
               backend)
 
 
@@ -167,12 +182,23 @@ def test_interp_gradient_at_sample_points_is_the_slope_to_the_right(backend):
     np.testing.assert_array_equal(g, [2.0, 0.5, 0.5, 0.0, 0.0])
 
 
+def test_cov_of_too_few_observations_warns_and_divides_by_zero(backend):
+    f = symgrad.compile(lambda m: snp.cov(m), backend=backend)
+    with pytest.warns(RuntimeWarning, match="Degrees of freedom"), \
+            np.errstate(divide="ignore", invalid="ignore"):
+        got = f(np.array([[1.0], [2.0]]))
+    with pytest.warns(RuntimeWarning), np.errstate(divide="ignore", invalid="ignore"):
+        want = np.cov(np.array([[1.0], [2.0]]))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_numpy_functions_on_tracers_dispatch_here(backend):
     x, xp, fp = np.array([0.3, 1.2]), np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.0])
     def calls(x):
         return (np.interp(x, xp, fp), np.convolve(x, fp), np.correlate(fp, x, "full"),
                 np.polyval(fp, x), np.trapezoid(fp * x[0]), np.gradient(fp * x[1]),
-                np.ediff1d(x, to_begin=fp[:1]))
+                np.ediff1d(x, to_begin=fp[:1]), np.cov(np.vstack([fp, fp * x[0]])),
+                np.corrcoef(fp * x[0], fp ** 2))
     for got, want in zip(symgrad.compile(calls, backend=backend)(x), calls(x)):
         np.testing.assert_allclose(got, want, rtol=1e-13)
 
@@ -201,6 +227,10 @@ V = np.linspace(-1.0, 1.0, 6)
     (lambda v: snp.gradient(v, np.ones(5)), ValueError, r"must match the length.*\(5 != 6\)"),
     (lambda v: snp.gradient(snp.reshape(v, (2, 3)), axis=v[0]), TypeError,
      r"axis must be known while tracing"),
+    (lambda v: snp.cov(snp.reshape(v, (1, 2, 3))), ShapeError, r"more than 2 dimensions"),
+    (lambda v: snp.cov(v, fweights=[1.5] * 6), TypeError, r"fweights must be integer"),
+    (lambda v: snp.cov(v, aweights=-np.ones(6)), ValueError, r"aweights cannot be negative"),
+    (lambda v: snp.cov(v, aweights=v[:5]), ShapeError, r"incompatible numbers of samples \(6\)"),
     (lambda v: snp.ediff1d(v, to_begin=1j), TypeError, r"to_begin.*same_kind"),
     (lambda v: snp.polyval(v[0], v), TypeError, r"p must be a sequence"),
 ])

@@ -79,6 +79,9 @@ NOTES = {
     "partition": "the whole axis sorted (a valid partition: NumPy leaves the order within each "
                  "part unspecified); kth must be known while tracing",
     "argpartition": "the stable sorting order (see partition)",
+    "cov": "traced fweights and aweights are not checked for being whole and non-negative; "
+           "traced weights giving degrees of freedom <= 0 divide by 0 without NumPy's warning",
+    "corrcoef": "where clipping to [-1, 1] binds (the diagonal) the gradient passes through",
     # Calculus (symgrad/numpy/calculus.py).
     "interp": "len(xp) * len(x) comparisons find the intervals; at a sample point the gradient "
               "in x is the slope to its right (to its left at the last point)",
