@@ -1,5 +1,5 @@
 """Differences, integrals, interpolation, polynomials and convolution (symgrad/numpy/calculus.py),
-with cov/corrcoef (statistics.py): values against NumPy for every
+with cov/corrcoef (statistics.py) and vander/block (shapes.py): values against NumPy for every
 argument form, gradients against central differences and the complex step, forward mode and
 second order, float32, both backends, the cases compiled together (tests/breadth.py); errors
 that name the problem and the user's line."""
@@ -111,8 +111,15 @@ CASES = [
         snp.corrcoef(m[0]), snp.corrcoef(m[:2], m[2] * m[0])), args(U(3, 6))),
     Case("corrcoef_complex", lambda m: _complex_parts(snp.corrcoef(m[:2] + 1j * m[1:])),
          args(U(3, 6))),
-
-
+    Case("vander", lambda x: (
+        snp.vander(x), snp.vander(x, 3), snp.vander(x, 6, increasing=True), snp.vander(x, 1),
+        snp.vander(x, 2, True), snp.vander(x * np.array([1.0, 0.0, 1.0, 1.0])),
+        snp.vander(np.arange(3), 2) * x[0]), args(U(4))),
+    Case("block", lambda A, B, s: (
+        snp.block([[A, B], [B[:, :2], B]]), snp.block([A[0], B[0], 1.0, s]), snp.block(A),
+        snp.block([[[A]], [[A * s]]]), snp.block([[A[0]], [B[0, :2]]]),
+        snp.block([[s, A[0, 0]], [A[1, 1], s]]), snp.block([A, np.ones((2, 1))])),
+         args(U(2, 2), U(2, 3), lambda rng: np.array(1.5))),
 ]
 BY_NAME = {c.name: c for c in CASES}
 
@@ -198,7 +205,7 @@ def test_numpy_functions_on_tracers_dispatch_here(backend):
         return (np.interp(x, xp, fp), np.convolve(x, fp), np.correlate(fp, x, "full"),
                 np.polyval(fp, x), np.trapezoid(fp * x[0]), np.gradient(fp * x[1]),
                 np.ediff1d(x, to_begin=fp[:1]), np.cov(np.vstack([fp, fp * x[0]])),
-                np.corrcoef(fp * x[0], fp ** 2))
+                np.corrcoef(fp * x[0], fp ** 2), np.vander(x, 3), np.block([[x, x], [x, fp[:2]]]))
     for got, want in zip(symgrad.compile(calls, backend=backend)(x), calls(x)):
         np.testing.assert_allclose(got, want, rtol=1e-13)
 
@@ -227,11 +234,16 @@ V = np.linspace(-1.0, 1.0, 6)
     (lambda v: snp.gradient(v, np.ones(5)), ValueError, r"must match the length.*\(5 != 6\)"),
     (lambda v: snp.gradient(snp.reshape(v, (2, 3)), axis=v[0]), TypeError,
      r"axis must be known while tracing"),
+    (lambda v: snp.vander(v, v[0]), TypeError, r"N must be known while tracing"),
+    (lambda v: snp.vander(snp.reshape(v, (2, 3))), ValueError, r"one-dimensional.*\(2, 3\)"),
     (lambda v: snp.cov(snp.reshape(v, (1, 2, 3))), ShapeError, r"more than 2 dimensions"),
     (lambda v: snp.cov(v, fweights=[1.5] * 6), TypeError, r"fweights must be integer"),
     (lambda v: snp.cov(v, aweights=-np.ones(6)), ValueError, r"aweights cannot be negative"),
     (lambda v: snp.cov(v, aweights=v[:5]), ShapeError, r"incompatible numbers of samples \(6\)"),
     (lambda v: snp.ediff1d(v, to_begin=1j), TypeError, r"to_begin.*same_kind"),
+    (lambda v: snp.block([v, (v, v)]), TypeError, r"arrays\[1\] is a tuple"),
+    (lambda v: snp.block([[v], v]), ValueError, r"List depths are mismatched in arrays"),
+    (lambda v: snp.block([v, []]), ValueError, r"List at arrays\[1\] cannot be empty"),
     (lambda v: snp.polyval(v[0], v), TypeError, r"p must be a sequence"),
 ])
 def test_errors_name_the_problem_and_the_line(fn, error, match):

@@ -92,6 +92,7 @@ NOTES = {
     "gradient": "traced coordinates take the non-uniform formulas (NumPy tests evenly spaced "
                 "ones and takes the uniform ones: equal up to rounding)",
     # Shapes and contractions (shapes.py, contractions.py).
+    "vander": "N must be known while tracing",
     "pad": "modes constant, edge, reflect, symmetric and wrap",
     "take": "mode='raise' only",
     "tril": "arrays of at least 2 dimensions",
