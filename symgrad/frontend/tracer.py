@@ -270,11 +270,12 @@ class Tracer:
     real = property(lambda self: _call("real", self))
     imag = property(lambda self: _call("imag", self))
 
-    def sum(self, axis=None, keepdims=False): return _call("sum", self, axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return _call("mean", self, axis, keepdims=keepdims)
-    def max(self, axis=None, keepdims=False): return _call("max", self, axis, keepdims=keepdims)
-    def min(self, axis=None, keepdims=False): return _call("min", self, axis, keepdims=keepdims)
-    def prod(self, axis=None, keepdims=False): return _call("prod", self, axis, keepdims=keepdims)
+    # ndarray's reductions take NumPy's function's arguments in the same order, after the array.
+    def sum(self, *args, **kwargs): return _call("sum", self, *args, **kwargs)
+    def mean(self, *args, **kwargs): return _call("mean", self, *args, **kwargs)
+    def max(self, *args, **kwargs): return _call("max", self, *args, **kwargs)
+    def min(self, *args, **kwargs): return _call("min", self, *args, **kwargs)
+    def prod(self, *args, **kwargs): return _call("prod", self, *args, **kwargs)
     def all(self, axis=None, keepdims=False): return _call("all", self, axis, keepdims=keepdims)
     def any(self, axis=None, keepdims=False): return _call("any", self, axis, keepdims=keepdims)
     def ptp(self, axis=None, keepdims=False): return _call("ptp", self, axis, keepdims=keepdims)

@@ -24,7 +24,7 @@ from symgrad.core import ops
 from symgrad.frontend.tracer import Tracer, implements, unsupported
 from symgrad.core.types import COMPLEX_DTYPES, FLOAT_DTYPES, canonical_dtype
 from symgrad.numpy import _inplace
-from symgrad.numpy._common import (dtype_of as _dtype_of, is_weak as _is_weak, lift as _lift,
+from symgrad.numpy._common import (no_out as _no_out, dtype_of as _dtype_of, is_weak as _is_weak, lift as _lift,
                                     traced as _traced, wrap as _wrap)
 
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
@@ -141,6 +141,74 @@ def where(condition, x=None, y=None):
         c = not_equal(c, 0)
     xv, yv = _lift((x, y))
     return _wrap(bind("select", c.irvar, xv, yv))
+
+
+def select(condlist, choicelist, default=0):
+    """The choice of the first condition that holds, elementwise (``default`` where none does);
+    the gradient flows to the choice taken."""
+    if len(condlist) != len(choicelist):
+        raise ValueError(f"select: list of cases must be same length as list of conditions "
+                         f"({len(choicelist)} choices, {len(condlist)} conditions)"
+                         f"{_at(user_location())}")
+    if not _traced(*condlist, *choicelist, default):
+        return _np.select(condlist, choicelist, default)
+    for i, c in enumerate(condlist):
+        if _dtype_of(c) != "bool":
+            raise TypeError(f"select: invalid entry {i} in condlist: should be boolean ndarray"
+                            f"{_at(user_location())}")
+    result = default
+    for c, choice in zip(reversed(condlist), reversed(choicelist)):
+        result = where(c, choice, result)
+    return asarray(result)
+
+
+def piecewise(x, condlist, funclist, *args, **kw):
+    """NumPy's piecewise: where ``condlist[k]`` holds, ``funclist[k]`` (a function of the
+    selected elements, or a value); a later condition wins; one extra function is the value
+    where no condition holds, else 0. A condition known while tracing selects the elements as
+    NumPy does; a traced one applies the function to the whole array and selects its result,
+    which is NumPy's for elementwise functions (the usual case)."""
+    if not _traced(x, condlist, *[f for f in funclist if not callable(f)]):
+        return _np.piecewise(x, condlist, funclist, *args, **kw)
+    x = asarray(x)
+    if not isinstance(condlist, (list, tuple)) or (
+            condlist and not isinstance(condlist[0], (list, _np.ndarray, Tracer)) and x.ndim):
+        condlist = [condlist]
+    conds, n = list(condlist), len(condlist)
+    if len(funclist) not in (n, n + 1):
+        raise ValueError(f"piecewise: with {n} condition(s), {n} or {n + 1} functions are "
+                         f"expected, got {len(funclist)}{_at(user_location())}")
+    if len(funclist) == n + 1:              # the last function serves where no condition holds
+        if _traced(*conds):
+            held = stack([broadcast_to(asarray(c), x.shape) for c in conds])
+            conds.append(logical_not(any(held, axis=0)))
+        else:
+            conds.append(~_np.any([_np.broadcast_to(c, x.shape) for c in conds], axis=0))
+    y = zeros_like(x)
+    for c, f in zip(conds, funclist):
+        if not callable(f):
+            y = where(c, astype(asarray(f), x.dtype), y)
+        elif not _traced(c):
+            mask = _np.broadcast_to(_np.asarray(c, dtype=bool), x.shape)
+            if mask.any():
+                y[mask] = f(x[mask], *args, **kw)
+        else:
+            y = where(c, astype(asarray(f(x, *args, **kw)), x.dtype), y)
+    return y
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|a - b| <= atol + rtol |b| where both are finite; equal infinities are close; NaN is
+    close to NaN only with ``equal_nan``. Booleans: no gradient."""
+    if not _traced(a, b, rtol, atol):
+        return _np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+    a, b = asarray(a), asarray(b)
+    finite = logical_and(isfinite(a), isfinite(b))
+    near = less_equal(abs(subtract(a, b)), add(atol, multiply(rtol, abs(b))))
+    close = where(finite, near, equal(a, b))
+    if equal_nan:
+        close = logical_or(close, logical_and(isnan(a), isnan(b)))
+    return close
 
 
 def clip(a, a_min=None, a_max=None):
@@ -508,34 +576,79 @@ def _reduction(prim, np_fn, x, axis=None, keepdims=False, *, counts_bools=False)
     return _wrap(out)
 
 
-def sum(x, axis=None, keepdims=False):
-    return _reduction("reduce_sum", _np.sum, x, axis, keepdims, counts_bools=True)
+_NO_VALUE = _np._NoValue
 
 
-def prod(x, axis=None, keepdims=False):
-    return _reduction("reduce_prod", _np.prod, x, axis, keepdims)
+def _plain_kwargs(**kwargs):
+    """NumPy's keyword arguments, leaving out those not given (NumPy's defaults stand)."""
+    return {k: v for k, v in kwargs.items() if v is not _NO_VALUE}
 
 
-def max(x, axis=None, keepdims=False):
+def _masked_reduction(name, prim, np_fn, x, axis, dtype, out, keepdims, initial, mask, fill,
+                      combine, counts_bools=False):
+    """NumPy's reduction with ``dtype``, ``initial`` and ``where`` (``mask``): the elements the
+    mask leaves out take ``fill`` (the reduction's identity, or ``initial``), and ``initial``
+    joins the result through ``combine``, as NumPy starts each reduction from it."""
+    if not _traced(x, initial, mask):
+        return np_fn(x, axis=axis, out=out, keepdims=keepdims,
+                     **_plain_kwargs(dtype=dtype, initial=initial, where=mask))
+    _no_out(out, name)
+    x = asarray(x)
+    if dtype is not _NO_VALUE and dtype is not None:
+        x = astype(x, dtype)
+    if mask is not True:
+        if fill is None and initial is _NO_VALUE:
+            raise ValueError(f"reduction operation '{name}' does not have an identity, so to use "
+                             f"a where mask one has to specify 'initial'{_at(user_location())}")
+        value = initial if fill is None else fill
+        x = where(mask, x, asarray(value, x.dtype))
+    result = _reduction(prim, np_fn, x, axis, keepdims, counts_bools=counts_bools)
+    if initial is not _NO_VALUE:
+        result = combine(result, asarray(initial, result.dtype))
+    return result
+
+
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    return _masked_reduction("add", "reduce_sum", _np.sum, a, axis, dtype, out, keepdims,
+                             initial, where, 0, add, counts_bools=True)
+
+
+def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    return _masked_reduction("multiply", "reduce_prod", _np.prod, a, axis, dtype, out, keepdims,
+                             initial, where, 1, multiply)
+
+
+def max(a, axis=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
     """The maximum; its gradient goes to the first maximal element."""
-    return _reduction("reduce_max", _np.max, x, axis, keepdims)
+    return _masked_reduction("maximum", "reduce_max", _np.max, a, axis, _NO_VALUE, out,
+                             keepdims, initial, where, None, maximum)
 
 
-def min(x, axis=None, keepdims=False):
+def min(a, axis=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
     """The minimum; its gradient goes to the first minimal element."""
-    return _reduction("reduce_min", _np.min, x, axis, keepdims)
+    return _masked_reduction("minimum", "reduce_min", _np.min, a, axis, _NO_VALUE, out,
+                             keepdims, initial, where, None, minimum)
 
 
 amax, amin = max, min
 
 
-def mean(x, axis=None, keepdims=False):
-    if not _traced(x):
-        return _np.mean(x, axis=axis, keepdims=keepdims)
-    x = asarray(x)
-    count = _dims.prod([x.shape[a] for a in _axes(axis, x.ndim)])
-    total = sum(astype(x, "float64") if x.irvar.dtype not in FLOAT_DTYPES else x, axis, keepdims)
-    return divide(total, float(count) if isinstance(count, int) else count)
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=True):
+    if not _traced(a, where):
+        return _np.mean(a, axis=axis, dtype=dtype, out=out, keepdims=keepdims, where=where)
+    _no_out(out, "mean")
+    x = asarray(a)
+    if dtype is not None:
+        x = astype(x, dtype)
+    elif x.irvar.dtype not in FLOAT_DTYPES:
+        x = astype(x, "float64")
+    if where is True:
+        count = _dims.prod([x.shape[i] for i in _axes(axis, x.ndim)])
+        return divide(sum(x, axis, keepdims=keepdims), float(count) if isinstance(count, int)
+                      else count)
+    selected = broadcast_to(asarray(where), x.shape)
+    total = sum(x, axis, keepdims=keepdims, where=selected)
+    return divide(total, sum(astype(selected, x.dtype), axis, keepdims=keepdims))
 
 
 # --- shapes -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ a partition about every ``kth``, and NumPy leaves the order within the two parts
 """
 from __future__ import annotations
 
+import builtins
 import warnings
 
 import numpy as np
@@ -39,7 +40,8 @@ from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
            "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted", "partition",
-           "argpartition", "cov", "corrcoef"]
+           "argpartition", "cumulative_sum", "cumulative_prod", "digitize", "bincount", "lexsort",
+           "cov", "corrcoef"]
 
 
 def safe_sqrt(x):
@@ -138,6 +140,42 @@ def cumprod(a, axis=None, dtype=None, out=None):
     if x.ndim == 0:
         return snp.reshape(x, (1,))
     return Tracer(cumulative.cumprod(x.irvar, axis))
+
+
+def _cumulative(a, axis, dtype, out, include_initial, name, running, identity):
+    """NumPy 2's cumulative_sum/cumulative_prod: ``axis`` is required above one dimension, and
+    ``include_initial`` starts the result with the identity."""
+    no_out(out, name)
+    x = snp.asarray(a)
+    if x.ndim == 0:
+        raise ValueError(f"{name}: the input must be at least 1-d, got a 0-d array{at()}")
+    if axis is None:
+        if x.ndim > 1:
+            raise ValueError(f"{name}: axis must be specified for arrays with more than one "
+                             f"dimension{at()}")
+        axis = 0
+    axis = axis_index(axis, x.ndim)
+    y = running(x, axis, dtype)
+    if not include_initial:
+        return y
+    first = tuple(1 if i == axis else d for i, d in enumerate(y.shape))
+    return snp.concatenate([snp.full(first, identity, y.dtype), y], axis)
+
+
+def cumulative_sum(x, /, *, axis=None, dtype=None, out=None, include_initial=False):
+    """Running sums (NumPy 2.1): cumsum, optionally starting from 0."""
+    if not traced(x):
+        return np.cumulative_sum(x, axis=axis, dtype=dtype, out=out,
+                                 include_initial=include_initial)
+    return _cumulative(x, axis, dtype, out, include_initial, "cumulative_sum", cumsum, 0)
+
+
+def cumulative_prod(x, /, *, axis=None, dtype=None, out=None, include_initial=False):
+    """Running products (NumPy 2.1): cumprod, optionally starting from 1."""
+    if not traced(x):
+        return np.cumulative_prod(x, axis=axis, dtype=dtype, out=out,
+                                  include_initial=include_initial)
+    return _cumulative(x, axis, dtype, out, include_initial, "cumulative_prod", cumprod, 1)
 
 
 # --- extremes, positions, truth ------------------------------------------------------------------
@@ -319,6 +357,69 @@ def searchsorted(a, v, side="left", sorter=None):
     col = snp.expand_dims(v, -1)
     below = snp.less(a, col) if side == "left" else snp.less_equal(a, col)
     return snp.sum(below, -1)
+
+
+def digitize(x, bins, right=False):
+    """The index of the bin each element of ``x`` falls in (NumPy's digitize): bins increasing
+    or decreasing. Bins known while tracing are checked to be monotonic, as NumPy does; traced
+    ones are assumed to be. No gradient."""
+    if not traced(x, bins):
+        return np.digitize(x, bins, right=right)
+    b = snp.asarray(bins)
+    if b.ndim != 1:
+        raise ValueError(f"digitize: bins must be 1-dimensional, got shape {b.shape}{at()}")
+    side = "left" if right else "right"
+    n = b.shape[0]
+    increasing = searchsorted(b, x, side=side)
+    decreasing = snp.subtract(n, searchsorted(snp.flip(b), x, side=side))
+    if not isinstance(bins, Tracer):
+        steps = np.diff(np.asarray(bins))
+        if np.all(steps >= 0):
+            return increasing
+        if np.all(steps <= 0):
+            return decreasing
+        raise ValueError(f"digitize: bins must be monotonically increasing or decreasing{at()}")
+    return snp.where(snp.less_equal(b[0], b[n - 1]), increasing, decreasing)
+
+
+def bincount(x, /, weights=None, minlength=0):
+    """Counts (or sums of ``weights``) per non-negative integer value in ``x``. The length of
+    the result depends on ``max(x)``, so ``x`` must be known while tracing; the weights may be
+    traced (their gradient is read back at each element's bin)."""
+    if not traced(x, weights):
+        return np.bincount(x, weights=weights, minlength=minlength)
+    if isinstance(x, Tracer):
+        raise TypeError(f"bincount of traced values: its length, max(x) + 1, is not known "
+                        f"while tracing{at()}. With n bins known, accumulate into an array "
+                        f"of them instead: counts = np.zeros(n); np.add.at(counts, x, weights)")
+    idx = np.asarray(x)
+    if idx.ndim != 1 or (idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0)):
+        raise ValueError(f"bincount: x must be a 1-d array of non-negative integers{at()}")
+    w = snp.asarray(weights)
+    if w.shape != idx.shape:
+        raise ValueError(f"bincount: the weights and x must have the same length, got "
+                         f"{w.shape} and {idx.shape}{at()}")
+    w = snp.astype(w, "float64")                # NumPy's bincount sums in (and returns) double
+    length = builtins.max(int(idx.max()) + 1 if idx.size else 0, minlength)
+    return Tracer(bind("scatter_add", w.irvar, ops.const(idx.astype(np.int64), "int64"),
+                       shape=(length,)))
+
+
+def lexsort(keys, axis=-1):
+    """The stable order that sorts by the last key, ties broken by the one before, and so on
+    (NumPy's lexsort): a stable argsort per key, from the first key to the last."""
+    if not traced(keys):
+        return np.lexsort(keys, axis=axis)
+    keys = list(keys) if isinstance(keys, (list, tuple)) else [keys[i] for i in
+                                                                range(snp.asarray(keys).shape[0])]
+    if not keys:
+        raise TypeError(f"lexsort: need sequence of keys with len > 0{at()}")
+    first = snp.asarray(keys[0])
+    order = argsort(first, axis)
+    for key in keys[1:]:
+        k = snp.broadcast_to(snp.asarray(key), first.shape)
+        order = take_along_axis(order, argsort(take_along_axis(k, order, axis), axis), axis)
+    return order
 
 
 # --- order statistics ---------------------------------------------------------------------------

@@ -27,10 +27,18 @@ NOTES = {
     "fmax": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
     "fmin": "NaN loses, as in NumPy; a tie (-0.0 and 0.0 too) goes to the first argument",
     "clip": "at a bound the gradient goes to the array",
-    "max": "the gradient goes to the first maximal element",
-    "min": "the gradient goes to the first minimal element",
+    "max": "the gradient goes to the first maximal element; initial= and where= as NumPy's",
+    "min": "the gradient goes to the first minimal element; initial= and where= as NumPy's",
     "amax": "as max",
     "amin": "as min",
+    "select": "the first condition that holds wins; the gradient goes to the choice taken",
+    "piecewise": "a traced condition applies each function to the whole array and selects "
+                 "(NumPy's result for elementwise functions); a condition known while tracing "
+                 "passes the selected elements, as NumPy does",
+    "isclose": "no gradient",
+    "sum": "dtype=, initial= and where= as NumPy's",
+    "prod": "dtype=, initial= and where= as NumPy's",
+    "mean": "dtype= and where= as NumPy's",
     "where": "three arguments only (where(c) alone, NumPy's nonzero, has a data-dependent "
              "shape); the gradient goes to the branch taken",
     # Complex numbers: docs/complex.md.
@@ -76,6 +84,13 @@ NOTES = {
     "nanmax": "an all-NaN slice gives NaN without NumPy's warning",
     "nanmin": "an all-NaN slice gives NaN without NumPy's warning",
     "searchsorted": "a 1-D sorted array; len(a) * len(v) comparisons",
+    "digitize": "traced bins are assumed monotonic (NumPy checks; bins known while tracing "
+                "are checked); no gradient",
+    "bincount": "x must be known while tracing (the length is max(x) + 1); the weights may be "
+                "traced",
+    "lexsort": "a stable argsort per key",
+    "cumulative_sum": "as cumsum; include_initial starts with 0",
+    "cumulative_prod": "as cumprod; include_initial starts with 1",
     "partition": "the whole axis sorted (a valid partition: NumPy leaves the order within each "
                  "part unspecified); kth must be known while tracing",
     "argpartition": "the stable sorting order (see partition)",
