@@ -259,3 +259,17 @@ def test_lengths_must_be_known_while_tracing():
     with pytest.raises(ShapeError, match=r"convolve's a must have a length known while tracing"
                                          r".*test_calculus\.py:"):
         f(V, V[:3])
+
+
+def test_run_time_sizes_where_numpy_does_not_need_them(backend):
+    x, m = np.linspace(-1.0, 4.0, 7), np.vstack([V, V ** 2, -V])
+    xp, fp = np.array([0.0, 1.0, 3.0]), np.array([1.0, -1.0, 2.0])
+    for fn, sig, arg in ((lambda x: snp.interp(x, xp, fp), {"x": "f64[N]"}, x),
+                         (lambda x: snp.polyval(fp, x), {"x": "f64[N]"}, x),
+                         (lambda x: snp.vander(x, 3), {"x": "f64[N]"}, x),
+                         (lambda x: snp.block([[x, x], [x, -x]]), {"x": "f64[N]"}, x),
+                         (lambda m: snp.cov(m), {"m": "f64[3,N]"}, m),
+                         (lambda m: snp.corrcoef(m), {"m": "f64[3,N]"}, m)):
+        f = symgrad.compile(fn, signature=sig, backend=backend)
+        np.testing.assert_allclose(f(arg), fn(arg), rtol=1e-13)
+        np.testing.assert_allclose(f(arg[..., :5]), fn(arg[..., :5]), rtol=1e-13)

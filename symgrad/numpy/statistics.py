@@ -35,7 +35,7 @@ from symgrad.core.primitives import cumulative
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
 from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, is_float, no_out,
-                                   snp, static_ints, traced)
+                                   size_value, snp, static_ints, traced)
 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
@@ -650,17 +650,21 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
     if aweights is not None:
         aweights = _weights(aweights, "aweights", n)
         w = aweights if w is None else snp.multiply(w, aweights)
-    avg, w_sum = average(X, axis=1, weights=w, returned=True)
-    w_sum = snp.getitem(w_sum, 0)
     if w is None:
+        avg = snp.mean(X, 1)            # NumPy's average without weights
         fact = n - ddof
-    elif ddof == 0:
-        fact = w_sum
-    elif aweights is None:
-        fact = snp.subtract(w_sum, ddof)
+        if not isinstance(fact, int):   # a run-time number of observations
+            fact = Tracer(size_value(fact, "float64"))
     else:
-        fact = snp.subtract(w_sum, snp.divide(snp.multiply(ddof, snp.sum(
-            snp.multiply(w, aweights))), w_sum))
+        avg, w_sum = average(X, axis=1, weights=w, returned=True)
+        w_sum = snp.getitem(w_sum, 0)
+        if ddof == 0:
+            fact = w_sum
+        elif aweights is None:
+            fact = snp.subtract(w_sum, ddof)
+        else:
+            fact = snp.subtract(w_sum, snp.divide(snp.multiply(ddof, snp.sum(
+                snp.multiply(w, aweights))), w_sum))
     if isinstance(fact, Tracer):
         fact = snp.where(snp.less_equal(fact, 0), 0.0, fact)    # NumPy also warns
         scale = snp.divide(1, fact)
