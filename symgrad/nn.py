@@ -8,6 +8,8 @@ gradient goes to the first argument of a tie, e.g. relu'(0) = 1 where JAX's is 0
 """
 from __future__ import annotations
 
+import math as _math
+
 import numpy as _np
 
 from symgrad import numpy as snp
@@ -60,8 +62,11 @@ def softmax(x, axis=-1):
 def logmeanexp(x, axis=None, keepdims=False):
     """log(mean(exp(x))) = logsumexp(x) - log(n), without overflow."""
     x = snp.asarray(x)
-    n = x.size if axis is None else _np.prod([x.shape[a] for a in _np.atleast_1d(axis)])
-    return snp.subtract(logsumexp(x, axis=axis, keepdims=keepdims), _np.log(float(n)))
+    n = x.size if axis is None else _math.prod(x.shape[a] for a in _np.atleast_1d(axis))
+    if not isinstance(n, int):            # a run-time size: count it (exact below 2**53)
+        return snp.subtract(logsumexp(x, axis=axis, keepdims=keepdims),
+                            snp.log(snp.sum(snp.ones_like(x), axis=axis, keepdims=keepdims)))
+    return snp.subtract(logsumexp(x, axis=axis, keepdims=keepdims), _math.log(n))
 
 
 # --- activations of jax.nn -------------------------------------------------------------------
@@ -116,10 +121,10 @@ def gelu(x, approximate=True):
     """x * Phi(x), with JAX's default tanh approximation of the normal CDF Phi
     (``approximate=False``: the exact x * (1 + erf(x / sqrt(2))) / 2)."""
     if approximate:
-        inner = snp.multiply(_np.sqrt(2.0 / _np.pi),
+        inner = snp.multiply(_math.sqrt(2.0 / _math.pi),
                              snp.add(x, snp.multiply(0.044715, snp.power(x, 3))))
         return snp.multiply(x, snp.multiply(0.5, snp.add(1.0, snp.tanh(inner))))
-    return snp.divide(snp.multiply(x, snp.add(_erf(snp.divide(x, _np.sqrt(2.0))), 1.0)), 2.0)
+    return snp.divide(snp.multiply(x, snp.add(_erf(snp.divide(x, _math.sqrt(2.0))), 1.0)), 2.0)
 
 
 def silu(x):
@@ -137,7 +142,7 @@ def log_sigmoid(x):
 
 def log1mexp(x):
     """log(1 - exp(-x)) for x > 0, accurate near 0 and for large x."""
-    near = snp.less(x, _np.log(2.0))
+    near = snp.less(x, _math.log(2.0))
     return snp.where(near, snp.log(snp.negative(snp.expm1(snp.negative(x)))),
                      snp.log1p(snp.negative(snp.exp(snp.negative(x)))))
 

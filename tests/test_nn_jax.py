@@ -499,3 +499,12 @@ def test_gradients_against_differences():
 def test_glu_needs_an_even_axis():
     with pytest.raises(ValueError, match="even size"):
         symgrad.compile(lambda t: nn.glu(t), backend="interp")(np.ones(3))
+
+
+def test_float32_stays_float32():
+    """Constants such as sqrt(2/pi) must not promote a float32 activation to float64."""
+    xs = [X.astype(np.float32) for _ in NAMES]
+    got = symgrad.compile(_values, backend="interp", argnums=())(*xs)
+    for name, out in zip(NAMES, got):
+        assert out.dtype == np.float32, name
+        np.testing.assert_allclose(out, JAX[name][0], rtol=2e-5, atol=1e-6, err_msg=name)

@@ -336,8 +336,8 @@ class building:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-# NumPy's own Python code run on a traced value (np.full(shape, x) converts x itself) is not the
-# user's line either: the error or the statement belongs to the line that called NumPy.
+# NumPy's and SciPy's own Python code run on a traced value (np.full(shape, x) converts x itself)
+# is not the user's line either: the error or the statement belongs to the line that called them.
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 # A symgrad module that holds functions written *for* tracing (optimizer update rules, the demo's
 # losses) sets ``TRACED_AS_USER_CODE = True``: its lines are the user's lines, so the C (and its
@@ -352,7 +352,8 @@ def _is_internal(frame):
         path = os.path.abspath(filename)
         known = _internal[filename] = (
             (path.startswith(_PACKAGE_DIR) and not frame.f_globals.get("TRACED_AS_USER_CODE"))
-            or path.startswith(_NUMPY_DIR) or filename.startswith("<frozen"))
+            or path.startswith(_NUMPY_DIR) or filename.startswith("<frozen")
+            or frame.f_globals.get("__name__", "").split(".")[0] == "scipy")
     return known
 
 

@@ -13,6 +13,7 @@ Anything that needs the array's *value* (``if x > 0:``, ``float(x)``, ``np.asarr
 from __future__ import annotations
 
 import difflib
+import sys
 
 import numpy as np
 
@@ -64,6 +65,63 @@ def _numpy_name(func):
     module = getattr(func, "__module__", None) or "numpy"
     prefix = module[len("numpy."):] + "." if module.startswith("numpy.") else ""
     return prefix + func.__name__
+
+
+def _ufunc_name(ufunc):
+    """Where a ufunc is registered: "erf" for NumPy's and SciPy's ufuncs alike (SciPy's reach
+    ``__array_ufunc__`` under their own names), and the namespace an error should name."""
+    name = ufunc.__name__
+    if getattr(np, name, None) is ufunc:
+        return name, "numpy"
+    special = sys.modules.get("scipy.special")
+    if special is not None and getattr(special, name, None) is ufunc:
+        return name, "scipy.special"
+    return name, "the ufunc"
+
+
+def _public(module):
+    """scipy.special._logsumexp -> scipy.special: the namespace a user imports."""
+    return ".".join(p for p in module.split(".") if not p.startswith("_"))
+
+
+def _exported(module, name):
+    return getattr(sys.modules.get(_public(module)), name, None) is not None
+
+
+def _converting_library():
+    """``("scipy.special", "logsumexp")`` when the array conversion under way happens inside a
+    library function the user called (which converts its arguments to NumPy arrays, so it can
+    never see traced values), else None: the outermost library frame below the user's whose
+    function its package exports, or the exported function a wrapper there holds (SciPy's
+    decorators convert before calling ``scipy.linalg.solve_triangular`` itself)."""
+    frame, found = sys._getframe(2), None
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        top = module.split(".")[0]
+        if top in ("scipy", "numpy"):
+            if _exported(module, frame.f_code.co_name):
+                found = (_public(module), frame.f_code.co_name)
+            else:
+                for value in frame.f_locals.values():
+                    inner = getattr(value, "__module__", None) or ""
+                    if callable(value) and inner.split(".")[0] == top and \
+                            _exported(inner, getattr(value, "__name__", "")):
+                        found = (_public(inner), value.__name__)
+                        break
+        elif top != "symgrad":
+            break
+        frame = frame.f_back
+    return found
+
+
+def _counterpart(namespace, name):
+    """symgrad's own version of ``namespace.name`` ("symgrad.scipy.special.logsumexp"), if any:
+    registry keys are NumPy's names ("sum", "linalg.solve") and SciPy's dotted ones."""
+    if namespace == "numpy" or namespace.startswith("numpy."):
+        key = namespace[len("numpy."):] + "." + name if "." in namespace else name
+    else:
+        key = f"{namespace}.{name}"
+    return f"symgrad.{namespace}.{name}" if key in IMPLEMENTATIONS else None
 
 
 def _basic(key):
@@ -167,6 +225,14 @@ class Tracer:
     def __array__(self, dtype=None, copy=None):
         # np.float64(x), np.int64(x) and np.asarray(x) land here; NumPy's scalar types must
         # return a NumPy value, never a Tracer, so the dtype change is astype's.
+        library = _converting_library()
+        if library is not None and library[0] != "numpy":
+            namespace, name = library
+            ours = _counterpart(namespace, name)
+            self._no_value(f"{namespace}.{name}, which converts its arguments to NumPy arrays,",
+                           f"Call {ours} instead: it traces." if ours else
+                           f"symgrad does not trace {namespace}.{name} yet; docs/numpy.md lists "
+                           f"what it supports.")
         self._no_value("Converting to a NumPy array or scalar (np.asarray(x), np.float64(x), "
                        "np.int64(x))",
                        "To change the dtype use x.astype(np.float64) (or snp.astype(x, dtype)); "
@@ -215,12 +281,17 @@ class Tracer:
         out = kwargs.pop("out", None)
         if method == "__call__" and out is not None and not kwargs:
             return _into(out, _call(ufunc.__name__, *inputs), f"numpy.{ufunc.__name__}")
+        name, namespace = _ufunc_name(ufunc)
         if method != "__call__" or kwargs:
-            how = f"numpy.{ufunc.__name__}.{method}" if method != "__call__" else \
-                f"numpy.{ufunc.__name__} with {', '.join(sorted(kwargs))}="
+            how = f"{namespace}.{name}.{method}" if method != "__call__" else \
+                f"{namespace}.{name} with {', '.join(sorted(kwargs))}="
             raise TracingError(f"{how} is not supported on traced values"
                                f"{where(user_location())}")
-        return _call(ufunc.__name__, *inputs)
+        if name not in IMPLEMENTATIONS and namespace != "numpy":
+            prefix = namespace + "."
+            raise unsupported(name, namespace, [k[len(prefix):] for k in IMPLEMENTATIONS
+                                                if k.startswith(prefix)])
+        return _call(name, *inputs)
 
     def __array_function__(self, func, types, args, kwargs):
         return _call(_numpy_name(func), *args, **kwargs)

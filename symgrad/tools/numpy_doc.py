@@ -142,8 +142,15 @@ NOTES = {
     "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
                                "returns float64)",
     "scipy.special.gammaln": "gammaln(-inf) is +inf, as libm's lgamma (SciPy's is -inf)",
-    "scipy.special.logsumexp": "return_sign=True is not supported on traced values",
     "scipy.special.xlogy": "scipy.special.xlogy on a Tracer dispatches here (a ufunc)",
+    "scipy.special.log_ndtr": "log1p(-ndtr(-x)) above 0, the asymptotic series below -37 "
+                              "(float32: -10), so both tails keep their digits",
+    "scipy.special.softmax": "scipy.special.softmax itself converts its arguments: call this one",
+    "scipy.special.log_softmax": "scipy.special.log_softmax itself converts its arguments: call "
+                                 "this one",
+    "scipy.special.logsumexp": "return_sign=True is not supported on traced values; "
+                               "scipy.special.logsumexp itself converts its arguments: call "
+                               "this one",
 }
 
 _HEADER = """\
