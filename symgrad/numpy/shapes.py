@@ -5,8 +5,9 @@ Each has NumPy's signature and computes with NumPy on plain arrays. On traced va
 is a primitive of its own: a flip is a slice with step -1, ``pad``'s index modes (edge, reflect,
 symmetric, wrap) gather at the positions ``numpy.pad`` itself gives to ``arange(n)``, so they
 agree with NumPy in every case, and ``diagonal``/``diag`` read or write every (n+1)-th element of
-the flattened matrix. Their gradients come from those primitives (slice <-> pad_slice,
-gather <-> scatter_add, concatenate <-> slices).
+the flattened matrix; ``vander``'s powers are a cumprod along its columns, as NumPy's running
+products; ``block`` concatenates its nested lists innermost first. Their gradients come from those
+primitives (slice <-> pad_slice, gather <-> scatter_add, concatenate <-> slices).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_st
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "meshgrid", "take", "matrix_transpose", "unstack", "size",
-           "broadcast_arrays", "diagflat", "delete", "insert", "resize", "choose", "compress",
-           "extract"]
+           "diff", "linspace", "meshgrid", "take", "vander", "block", "matrix_transpose",
+           "unstack", "size", "broadcast_arrays", "diagflat", "delete", "insert", "resize",
+           "choose", "compress", "extract"]
 
 
 def _as(x):
@@ -520,6 +521,73 @@ def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     for _ in range(n):
         x = snp.subtract(_piece(x, axis, 1, None), _piece(x, axis, None, -1))
     return x
+
+
+def vander(x, N=None, increasing=False):
+    """The Vandermonde matrix of 1-D x: columns x**(N-1), ..., x, 1 (reversed when
+    ``increasing``), the powers as NumPy's running products (a cumprod along the columns)."""
+    if not traced(x):
+        return np.vander(x, N, increasing)
+    x = _as(x)
+    if x.ndim != 1:
+        raise ValueError(f"vander: x must be a one-dimensional array or sequence, got shape "
+                         f"{x.shape}{at()}")
+    n = x.shape[0]
+    N = n if N is None else int(static_ints(N, "vander's N"))
+    if not isinstance(N, int):
+        raise ShapeError(f"vander: N must be known while tracing; x has the run-time length "
+                         f"{N}{at()}")
+    x = snp.astype(x, np.promote_types(np.dtype(x.dtype), int))
+    if N <= 1:
+        return snp.ones((n, max(N, 0)), dtype=x.dtype)
+    powers = snp.cumprod(snp.broadcast_to(snp.expand_dims(x, 1), (n, N - 1)), axis=1)
+    v = snp.concatenate([snp.ones((n, 1), dtype=x.dtype), powers], 1)
+    return v if increasing else flip(v, 1)
+
+
+def _block_depth(arrays, index=()):
+    """The nesting depth of lists (0 for an array), with NumPy's errors for tuples, empty lists
+    and mismatched depths."""
+    where_ = "arrays" + "".join(f"[{i}]" for i in index)
+    if isinstance(arrays, tuple):
+        raise TypeError(f"{where_} is a tuple. Only lists can be used to arrange blocks, and "
+                        f"np.block does not allow implicit conversion from tuple to ndarray{at()}.")
+    if not isinstance(arrays, list):
+        return 0
+    if not arrays:
+        raise ValueError(f"List at {where_} cannot be empty{at()}")
+    depths = [_block_depth(a, index + (i,)) for i, a in enumerate(arrays)]
+    if any(d != depths[0] for d in depths):
+        raise ValueError(f"List depths are mismatched in {where_}: its elements are nested "
+                         f"{sorted(set(depths))} lists deep{at()}")
+    return depths[0] + 1
+
+
+def _leaves(arrays):
+    if isinstance(arrays, list):
+        for a in arrays:
+            yield from _leaves(a)
+    else:
+        yield arrays
+
+
+def _assemble(arrays, depth, list_ndim, result_ndim):
+    if depth < list_ndim:
+        return snp.concatenate([_assemble(a, depth + 1, list_ndim, result_ndim) for a in arrays],
+                               depth - list_ndim)
+    a = _as(arrays)
+    return snp.reshape(a, (1,) * (result_ndim - a.ndim) + tuple(a.shape))
+
+
+def block(arrays):
+    """An array assembled from nested lists of blocks: the innermost lists join along the last
+    axis, the next along the second last, and so on (blocks gain leading axes to match)."""
+    leaves = list(_leaves(arrays)) if isinstance(arrays, list) else [arrays]
+    if not traced(*leaves):
+        return np.block(arrays)
+    list_ndim = _block_depth(arrays)
+    result_ndim = max([list_ndim] + [_as(a).ndim for a in leaves])
+    return _assemble(arrays, 0, list_ndim, result_ndim)
 
 
 # --- grids ---------------------------------------------------------------------------------------

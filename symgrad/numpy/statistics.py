@@ -13,6 +13,8 @@ last bits and gradients follow from the primitives:
   ``searchsorted`` have none (their results are integers or booleans).
 - ``std`` (and the 2-norm in ``linalg``) take the square root so that a zero variance has the
   gradient 0 (a subgradient) rather than NaN.
+- ``cov`` and ``corrcoef`` are NumPy's steps (weighted ``average``, the centred product scaled
+  by 1 / fact, the division by the standard deviations and the clip to [-1, 1]).
 
 Differences from NumPy: ``quantile``'s ``q`` must be known while tracing (a number or a list);
 ``nanmax``/``nanmin`` of an all-NaN slice give NaN without NumPy's warning; on NaN input, ``sort``
@@ -23,6 +25,7 @@ a partition about every ``kth``, and NumPy leaves the order within the two parts
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import numpy as np
 
@@ -32,14 +35,14 @@ from symgrad.core.primitives import cumulative
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
 from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, is_float, no_out,
-                                   snp, traced)
+                                   size_value, snp, static_ints, traced)
 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
            "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted", "partition",
            "argpartition", "cumulative_sum", "cumulative_prod", "digitize", "bincount", "lexsort",
            "nanargmax", "nanargmin", "nanprod", "nancumsum", "nancumprod", "nanvar", "nanstd",
-           "isin"]
+           "isin", "cov", "corrcoef"]
 
 
 def safe_sqrt(x):
@@ -671,3 +674,120 @@ def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None
     t = snp.ravel(snp.asarray(test_elements))
     found = snp.any(snp.equal(snp.expand_dims(e, -1), t), axis=-1)
     return snp.logical_not(found) if invert else found
+
+
+# --- covariance and correlation ----------------------------------------------------------------
+
+def _ndmin2(x):
+    return snp.reshape(x, (1,) * (2 - x.ndim) + tuple(x.shape)) if x.ndim < 2 else x
+
+
+def _weights(w, name, n):
+    """fweights/aweights as a float vector of the n observations; NumPy's checks of their values
+    (whole, non-negative) where they are known while tracing."""
+    if not isinstance(w, Tracer):
+        w = np.asarray(w, dtype=float)
+        if name == "fweights" and not np.all(w == np.around(w)):
+            raise TypeError(f"cov: fweights must be integer{at()}")
+        if np.any(w < 0):
+            raise ValueError(f"cov: {name} cannot be negative{at()}")
+    elif not is_float(w):
+        w = snp.astype(w, "float64")
+    if w.ndim > 1:
+        raise ShapeError(f"cov: cannot handle multidimensional {name} (shape {w.shape}){at()}")
+    if w.shape[0] != n:
+        raise ShapeError(f"cov: incompatible numbers of samples ({n}) and {name} "
+                         f"({w.shape[0]}){at()}")
+    return w
+
+
+def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=None, *,
+        dtype=None):
+    """The covariance matrix of the variables (rows of ``m``, or columns when not ``rowvar``;
+    ``y`` adds variables), with frequency and/or analytic weights, as NumPy computes it.
+    Traced weights are not checked for being whole or non-negative."""
+    if not traced(m, y, fweights, aweights):
+        return np.cov(m, y, rowvar, bias, ddof, fweights, aweights, dtype=dtype)
+    if ddof is not None:
+        ddof = static_ints(ddof, "cov's ddof")
+        if ddof != int(ddof):
+            raise ValueError("ddof must be integer")
+        ddof = int(ddof)
+    m = snp.asarray(m)
+    if m.ndim > 2:
+        raise ShapeError(f"cov: m has more than 2 dimensions (shape {m.shape}){at()}")
+    if y is not None:
+        y = snp.asarray(y)
+        if y.ndim > 2:
+            raise ShapeError(f"cov: y has more than 2 dimensions (shape {y.shape}){at()}")
+    if dtype is None:
+        dtype = np.result_type(*[np.dtype(v.dtype) for v in (m, y) if v is not None],
+                               np.float64)
+    X = _ndmin2(snp.astype(m, dtype))
+    if not rowvar and m.ndim != 1:
+        X = snp.transpose(X)
+    if X.shape[0] == 0:
+        return np.array([]).reshape(0, 0)
+    if y is not None:
+        Y = _ndmin2(snp.astype(y, dtype))
+        if not rowvar and Y.shape[0] != 1:
+            Y = snp.transpose(Y)
+        X = snp.concatenate([X, Y], 0)
+    if ddof is None:
+        ddof = 0 if bias else 1
+    n = X.shape[1]
+    w = None
+    if fweights is not None:
+        w = _weights(fweights, "fweights", n)
+    if aweights is not None:
+        aweights = _weights(aweights, "aweights", n)
+        w = aweights if w is None else snp.multiply(w, aweights)
+    if w is None:
+        avg = snp.mean(X, 1)            # NumPy's average without weights
+        fact = n - ddof
+        if not isinstance(fact, int):   # a run-time number of observations
+            fact = Tracer(size_value(fact, "float64"))
+    else:
+        avg, w_sum = average(X, axis=1, weights=w, returned=True)
+        w_sum = snp.getitem(w_sum, 0)
+        if ddof == 0:
+            fact = w_sum
+        elif aweights is None:
+            fact = snp.subtract(w_sum, ddof)
+        else:
+            fact = snp.subtract(w_sum, snp.divide(snp.multiply(ddof, snp.sum(
+                snp.multiply(w, aweights))), w_sum))
+    if isinstance(fact, Tracer):
+        fact = snp.where(snp.less_equal(fact, 0), 0.0, fact)    # NumPy also warns
+        scale = snp.divide(1, fact)
+    else:
+        if fact <= 0:
+            warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
+            fact = 0.0
+        scale = np.true_divide(1, fact)
+    # NumPy subtracts and scales in place: X and c keep X's dtype.
+    X = snp.astype(snp.subtract(X, snp.expand_dims(avg, 1)), X.dtype)
+    X_T = snp.transpose(X if w is None else snp.multiply(X, w))
+    if np.dtype(X.dtype).kind == "c":
+        X_T = snp.conj(X_T)
+    c = snp.matmul(X, X_T)
+    c = snp.astype(snp.multiply(c, scale), c.dtype)
+    return snp.squeeze(c)
+
+
+def corrcoef(x, y=None, rowvar=True, *, dtype=None):
+    """Pearson correlation coefficients: cov normalized by the standard deviations, clipped to
+    [-1, 1] (each part, for complex values) as NumPy does; at a clip bound the gradient passes
+    through."""
+    if not traced(x, y):
+        return np.corrcoef(x, y, rowvar, dtype=dtype)
+    c = cov(x, y, rowvar, dtype=dtype)
+    if c.ndim != 2:
+        return snp.divide(c, c)         # one variable: 1, or NaN for a variance of 0, inf, NaN
+    stddev = snp.sqrt(snp.real(snp.diagonal(c)))
+    c = snp.divide(c, snp.expand_dims(stddev, 1))
+    c = snp.divide(c, snp.expand_dims(stddev, 0))
+    if np.dtype(c.dtype).kind == "c":
+        return snp.add(snp.clip(snp.real(c), -1, 1), snp.multiply(snp.clip(snp.imag(c), -1, 1),
+                                                                   1j))
+    return snp.clip(c, -1, 1)

@@ -97,6 +97,18 @@ NOTES = {
     "partition": "the whole axis sorted (a valid partition: NumPy leaves the order within each "
                  "part unspecified); kth must be known while tracing",
     "argpartition": "the stable sorting order (see partition)",
+    "cov": "traced fweights and aweights are not checked for being whole and non-negative; "
+           "traced weights giving degrees of freedom <= 0 divide by 0 without NumPy's warning",
+    "corrcoef": "where clipping to [-1, 1] binds (the diagonal) the gradient passes through",
+    # Calculus (symgrad/numpy/calculus.py).
+    "interp": "len(xp) * len(x) comparisons find the intervals; at a sample point the gradient "
+              "in x is the slope to its right (to its left at the last point)",
+    "convolve": "one gather of the (n_out, m) windows of the zero-padded longer operand times the "
+                "shorter (m): memory n_out * m; a non-finite value in the shorter operand gives "
+                "NaN in the partial windows at the ends (NumPy leaves the padding out of the sums)",
+    "correlate": "as convolve",
+    "gradient": "traced coordinates take the non-uniform formulas (NumPy tests evenly spaced "
+                "ones and takes the uniform ones: equal up to rounding)",
     # Shapes and contractions (shapes.py, contractions.py).
     "delete": "the positions must be known while tracing",
     "insert": "the positions must be known while tracing",
@@ -106,6 +118,7 @@ NOTES = {
     "resize": "the size must be known while tracing",
     "unstack": "the axis length must be known while tracing",
     "frexp": "the mantissa's gradient is 2**-exponent",
+    "vander": "N must be known while tracing",
     "pad": "modes constant, edge, reflect, symmetric and wrap",
     "take": "mode='raise' only",
     "tril": "arrays of at least 2 dimensions",
@@ -180,8 +193,6 @@ NOT_YET = {
     "linalg.eig, linalg.eigvals": "the general (non-symmetric) eigenproblem has complex results "
                                   "and no LAPACK-free C routine here yet; `linalg.eigh` covers "
                                   "symmetric matrices",
-    "gradient": "numpy.gradient (finite differences of an array) is not traced yet; slices and "
-                "subtraction compute it (`(x[2:] - x[:-2]) / 2`)",
     "real_if_close": "its result's dtype depends on the values, which a trace does not know",
 }
 
