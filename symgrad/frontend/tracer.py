@@ -77,7 +77,7 @@ def _ufunc_name(ufunc):
     special = sys.modules.get("scipy.special")
     if special is not None and getattr(special, name, None) is ufunc:
         return name, "scipy.special"
-    return name, "the ufunc"
+    return name, "ufunc"
 
 
 def _public(module):
