@@ -208,6 +208,29 @@ def test_a_library_of_small_products_is_built_without_the_pool(tmp_path):
     assert narrow.may_split(["symgradrt_mm_nn_d3_run(N, 3, _pa, _pb, _pc, 1);"])
 
 
+def test_a_cold_build_links_with_gold_where_it_is_installed(tmp_path, monkeypatch):
+    # gold links a generated library in about half ld.bfd's time (compiler.LINKER_FLAGS); the
+    # library it writes carries its version note. Without ld.gold, the compiler's default.
+    import platform
+    import shutil
+    from symgrad.backends.c import compiler
+    have_gold = platform.system() == "Linux" and shutil.which("ld.gold") is not None
+    assert ("-fuse-ld=gold" in compiler.flags()) == have_gold
+    out = _run(MLP, str(tmp_path))
+    assert out["compiles"] == 1
+    (entry,) = [d for d in tmp_path.iterdir() if len(d.name) == 40]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    library = (entry / manifest["library"]).read_bytes()
+    assert (b".note.gnu.gold-version" in library) == have_gold
+    assert ("-fuse-ld=gold" in manifest["flags"]) == have_gold, "the linker is in the key"
+    # Only the library: no CPython entry library (its arguments are arrays) and no pool.
+    assert not (tmp_path / ".runtime").exists()
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which",
+                        lambda name, *a, **k: None if name == "ld.gold" else real_which(name))
+    assert compiler._linker_flags() == ()
+
+
 # Found by the long fuzz run (issue 21): a large constant copied into the workspace (here the
 # weights of an elementwise product, not a matmul operand) was written with a loop index spelled
 # 'i0' inside a loop over '_i0' (the readable-C names), and gcc rejected it. The class: every
