@@ -231,6 +231,37 @@ def test_a_cold_build_links_with_gold_where_it_is_installed(tmp_path, monkeypatc
     assert compiler._linker_flags() == ()
 
 
+def test_the_declarations_are_made_once_the_compiler_runs(tmp_path):
+    # cffi's declarations and the compiler's version line are made in a thread while the C
+    # compiler runs; the thread starts only once the compiler has started, so it never holds
+    # the GIL between the render and the compiler's start (the first call's critical path).
+    events, value = _run("""
+        import json, subprocess, sys, time
+        import numpy as np
+        import symgrad, symgrad.numpy as snp
+        from symgrad.backends.c import compiler
+        events = {}
+        real_popen, real_version = subprocess.Popen, compiler.compiler_version
+
+        def popen(command, *args, **kwargs):
+            process = real_popen(command, *args, **kwargs)
+            if "--version" not in command:
+                events.setdefault("compiler started", time.perf_counter())
+            return process
+
+        def version(cc):                # the thread's first step
+            events.setdefault("declaring", time.perf_counter())
+            return real_version(cc)
+        subprocess.Popen, compiler.compiler_version = popen, version
+        f = symgrad.compile(lambda x: snp.sum(snp.tanh(x) ** 2), cache_dir=sys.argv[1])
+        v, g = f.value_and_grad(np.linspace(-1.0, 1.0, 7))
+        print(json.dumps([events, float(v)]))
+    """, str(tmp_path))
+    assert set(events) == {"compiler started", "declaring"}
+    assert events["compiler started"] < events["declaring"]
+    assert value == pytest.approx(np.sum(np.tanh(np.linspace(-1.0, 1.0, 7)) ** 2), rel=1e-13)
+
+
 # Found by the long fuzz run (issue 21): a large constant copied into the workspace (here the
 # weights of an elementwise product, not a matmul operand) was written with a loop index spelled
 # 'i0' inside a loop over '_i0' (the readable-C names), and gcc rejected it. The class: every

@@ -248,14 +248,15 @@ def flags(cflags=None, blas_linked=True, threads=False, include=None):
 
 
 def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True,
-                    threads=False, include=None, counted=True):
+                    threads=False, include=None, counted=True, started=None):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
 
     With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
     without (ahead-of-time builds), it needs only libc and libm. With ``threads`` (JIT builds,
     once threads.runtime() is loaded) its big loops and products use symgrad's thread pool.
     ``counted``: the build counts in ``invocations()`` (symgrad's own runtime libraries, built
-    once per cache, do not)."""
+    once per cache, do not). ``started()``, if given, is called once the compiler is running
+    (or could not be started): work meant for the other core waits for it (native.py)."""
     global _count
     cc = cc or find_compiler()
     compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
@@ -264,11 +265,23 @@ def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked
                *link_flags, "-lm"]
     _count += counted
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+        finally:
+            if started is not None:
+                started()
+        with process:
+            try:
+                _, stderr = process.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise
     except (OSError, subprocess.SubprocessError) as e:
         raise CompileError(f"could not run the C compiler: {e}", command=command,
                            source_path=str(source_path)) from None
-    if result.returncode != 0:
-        raise CompileError(f"the C compiler failed (exit code {result.returncode})",
-                           command=command, stderr=result.stderr, source_path=str(source_path))
-    return result.stderr
+    if process.returncode != 0:
+        raise CompileError(f"the C compiler failed (exit code {process.returncode})",
+                           command=command, stderr=stderr, source_path=str(source_path))
+    return stderr
