@@ -9,7 +9,11 @@ These kernels read it where it is instead: a block of R rows (or, for ``A^T B``,
 the result, R x ceil(n / lanes) vectors, stays in registers while one loop streams the operands;
 each step loads R elements of the wide operand (broadcast) and one row of the narrow one
 (ceil(n / lanes) vectors) and does R x ceil(n / lanes) multiply-adds. The narrow operand is read
-in panels small enough to stay in L1 cache.
+in panels small enough to stay in L1 cache. That broadcast layout pads or shares a row's last
+vector when n is not a whole number of vectors, and then has too few independent multiply-add
+chains (float32's 10 columns: 5, each step waiting on the FMA's latency); there ``layout``
+picks vectors along the contraction for ``A B`` ("dot") and along the wide operand's columns
+for ``A^T B`` ("columns"), which waste no lane for any n.
 
 ``matmul``'s C rule (primitives/structural.py) names the kernel it calls,
 ``symgradrt_mm_<nn|tn>_<d|s><n>_run``; ``kernel_source`` writes the functions behind such names,
