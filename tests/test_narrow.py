@@ -262,15 +262,19 @@ def test_the_layout_follows_the_vector_width(ctype, n, want):
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 9, 10, 11, 13])
 def test_the_dot_and_columns_layouts_cut_anywhere(n, dtype, tmp_path):
     # nn: k = 2 panels and a partial one whose last vector is partial (a masked load), m rows
-    # in blocks of R and a remainder. tn: m columns of a in blocks of V vectors, then vectors,
-    # then a last partial vector; the result written transposed, added into a sum.
+    # in blocks of R and a remainder. tn: tiles of columns of a in blocks of V vectors, then
+    # a last partial vector; panels of the contraction, the sums kept between them.
     ctype = "double" if dtype == "float64" else "float"
     lanes = 32 // np.dtype(dtype).itemsize
     rows = narrow._layout_rows(n)
     panel = max(lanes, narrow.PANEL_BYTES // (n * np.dtype(dtype).itemsize) // lanes * lanes)
-    m, k = 5 * rows * lanes + lanes + 3, 2 * panel + lanes + 3
+    tile, block = narrow.columns_tile(ctype, n)
     r = np.random.default_rng(100 + n)
     for ta in (False, True):
+        # tn: two whole tiles of columns and a last one of a block and 3 columns; a
+        # contraction of two panels of rows and a partial one
+        m, k = ((2 * tile + block + 3, 2 * narrow.COLUMNS_PANEL + 5) if ta else
+                (5 * rows + 3, 2 * panel + lanes + 3))
         a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
         b = r.standard_normal((k, n)).astype(dtype)
         f = symgrad.compile(product(ta), cache_dir=tmp_path)
@@ -278,7 +282,7 @@ def test_the_dot_and_columns_layouts_cut_anywhere(n, dtype, tmp_path):
         source = f.specialize(a, b)[0]._executable.source
         kind = "tn" if ta else "nn"
         assert narrow.layout(kind, ctype, n) in ("dot", "columns")
-        assert ("bt[" if kind == "nn" else "sums[") in source
+        assert ("bt[" if kind == "nn" else "st + (p - t0)") in source
 
 
 _THREADED = """

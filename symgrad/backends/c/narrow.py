@@ -549,8 +549,9 @@ def layout(kind, ctype, n):
     summed across its lanes once per panel. No lane is wasted whatever n, and each step is one
     load of a per row and n multiply-adds with the panel as their memory operand.
     "tn" -> "columns": each vector holds neighbouring columns p of a (a row of a read in place,
-    lanes = result rows p), times a broadcast b[i, j]: n x V accumulators over the whole
-    contraction, the result written transposed once at the end; no copy of a.
+    lanes = result rows p), times a broadcast b[i, j]: n x V accumulators, the contraction in
+    panels (COLUMNS_PANEL), the sums kept in L1 between panels and added to c transposed after
+    the last; no copy of a.
     Both where n x R (or n x V) accumulators fit LAYOUT_REGISTERS and n is not a whole number
     of vectors; otherwise the broadcast layout (``blocking``, ``_kernel``), which then wastes
     no lane and loads less per multiply-add. Measured with m = 256, k = 3073, one core, the
@@ -702,8 +703,21 @@ def _nn_dot(ctype, n):
 
 
 # The "columns" tn kernel prefetches each row's part of a this many bytes ahead of the vector
-# it reads (W3's X^T G, float32, one core: 0.246 -> 0.233 ms; 512 bytes: 0.236).
+# it reads (W3's X^T G, float32, one core: 0.246 -> 0.233 ms; 128 to 1024 bytes alike).
 COLUMNS_PREFETCH = 256
+# It runs the contraction in panels of this many rows of a, and a's columns in tiles whose
+# sums (n x tile) take COLUMNS_SUM_BYTES, kept in L1 between panels. Over the whole
+# contraction at once, a tall a (100000 x 64 by 100000 x 10, float32) ran 2.5x slower than
+# the broadcast layout's tiles (22 against 9 ms): the two vectors of a cache line are read by
+# neighbouring blocks, and m rows apart the line had left every cache.
+COLUMNS_PANEL = 64
+COLUMNS_SUM_BYTES = 8192
+
+
+def columns_tile(ctype, n):
+    """(columns of a per tile, columns per block) of the "columns" tn kernel for n columns."""
+    block = _layout_rows(n) * (VECTOR_BYTES // SIZEOF[ctype])
+    return max(block, COLUMNS_SUM_BYTES // (n * SIZEOF[ctype]) // block * block), block
 
 
 def _tn_columns(ctype, n):
@@ -714,7 +728,9 @@ def _tn_columns(ctype, n):
     lanes = VECTOR_BYTES // SIZEOF[ctype]
     nvec = _layout_rows(n)
     block = nvec * lanes
+    tile = columns_tile(ctype, n)[0]
     ahead = COLUMNS_PREFETCH // SIZEOF[ctype]
+    rows = COLUMNS_PANEL
     name = f"symgradrt_mm_tn_{s}{n}"
     out = [
         "/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) for "
@@ -723,25 +739,40 @@ def _tn_columns(ctype, n):
         f"time, {nvec} vector(s)",
         " * of each row of a read in place, times each element of b's row (broadcast), into "
         f"{n} x {nvec}",
-        " * accumulators over the whole contraction: lane l of accumulator j holds c[p + l, j], "
-        "written",
-        " * transposed once at the end. Each row's part of a is prefetched "
-        f"{COLUMNS_PREFETCH} bytes ahead. */",
+        " * accumulators: lane l of accumulator j sums c[p + l, j]. The columns go in tiles of "
+        f"{tile}, the",
+        f" * contraction in panels of {rows} rows (the two halves of a line of a read while it "
+        "is in cache);",
+        " * between panels the sums wait in st (st[j * tile + p - t0]), which is added to c "
+        "transposed",
+        f" * after the last. Each row's part of a is prefetched {COLUMNS_PREFETCH} bytes ahead. */",
         f"static void {name}(int64_t p0, int64_t p1, int64_t m, int64_t lda, "
         f"const {t} *restrict a,",
         f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
         "{",
-        "    int64_t p = p0;",
+        f"    {t} st[{n} * {tile}] __attribute__((aligned(64)));",
+        f"    for (int64_t t0 = p0; t0 < p1; t0 += {tile}) {{",
+        f"        const int64_t t1 = t0 + {tile} < p1 ? t0 + {tile} : p1;",
+        "        int64_t i0 = 0;",
+        "        do {    /* once at least: m == 0 leaves sums of 0 */",
+        f"            const int64_t i1 = i0 + {rows} < m ? i0 + {rows} : m;",
+        "            int64_t p = t0;",
     ]
 
-    def part(nv, loads, cols):
+    def part(nv, loads):
         acc = [[f"s{j}_{v}" for v in range(nv)] for j in range(n)]
-        body = [f"symgradrt_v{s} " + ", ".join(f"{x} = symgradrt_splat_{s}(0)"
-                                              for row in acc for x in row) + ";",
-                f"const {t} *restrict x = a + p;"]
+        body = [f"symgradrt_v{s} " + ", ".join(x for row in acc for x in row) + ";",
+                f"{t} *restrict sp = st + (p - t0);",
+                "if (i0 == 0) {",
+                "    " + " ".join(f"{x} = symgradrt_splat_{s}(0);" for row in acc for x in row),
+                "} else {"]
+        for j in range(n):
+            for v in range(nv):
+                body.append(f"    {acc[j][v]} = symgradrt_load_{s}(sp + {j * tile + v * lanes});")
+        body += ["}", f"const {t} *restrict x = a + p;"]
         if loads is None:
             body.append(f"const int64_t ahead = p + {ahead} < p1 ? {ahead} : 0;")
-        body.append("for (int64_t i = 0; i < m; ++i) {")
+        body.append("for (int64_t i = i0; i < i1; ++i) {")
         inner = []
         for v in range(nv):
             load = (f"symgradrt_load_{s}(x + i * lda + {v * lanes})" if loads is None
@@ -757,25 +788,30 @@ def _tn_columns(ctype, n):
                 inner.append(f"    {acc[j][v]} = SYMGRADRT_MADD_{S}(x{v}, y, {acc[j][v]});")
             inner.append("}")
         body += _indent(inner) + ["}"]
-        # An array of vectors read by lanes, not a memcpy into a plain array: with the memcpy,
-        # gcc kept every accumulator in that array's memory inside the loop (0.46 ms, not 0.23).
-        body.append(f"const symgradrt_v{s} sums[{n * nv}] = {{" +
-                    ", ".join(x for row in acc for x in row) + "};")
-        body += [f"for (int64_t l = 0; l < {cols}; ++l) {{",
-                 f"    {t} *restrict row = c + (p + l) * {n};",
-                 f"    for (int j = 0; j < {n}; ++j)",
-                 f"        row[j] = (accumulate ? row[j] : 0) + sums[j * {nv} + l / {lanes}]"
-                 f"[l % {lanes}];",
-                 "}"]
+        # whole vectors into st (its tile has room for a last partial one)
+        for j in range(n):
+            for v in range(nv):
+                body.append(f"memcpy(sp + {j * tile + v * lanes}, &{acc[j][v]}, "
+                            f"sizeof {acc[j][v]});")
         return body
 
-    out += _indent([f"for (; p + {block} <= p1; p += {block}) {{"] +
-                   _indent(part(nvec, None, block)) + ["}"])
+    out += _indent([f"for (; p + {block} <= t1; p += {block}) {{"] +
+                   _indent(part(nvec, None)) + ["}"], 3)
     out += _indent(["/* the last columns, fewer than a block: a vector at a time, masked */",
-                    f"for (; p < p1; p += {lanes}) {{",
-                    f"    const int cols = p1 - p < {lanes} ? (int)(p1 - p) : {lanes};"] +
-                   _indent(part(1, f"symgradrt_loadn_{s}(x + i * lda, cols)", "cols")) + ["}"])
-    out += ["}"]
+                    f"for (; p < t1; p += {lanes}) {{",
+                    f"    const int cols = t1 - p < {lanes} ? (int)(t1 - p) : {lanes};"] +
+                   _indent(part(1, f"symgradrt_loadn_{s}(x + i * lda, cols)")) + ["}"], 3)
+    out += [
+        f"            i0 = i1;",
+        "        } while (i0 < m);",
+        "        for (int64_t p = t0; p < t1; ++p) {",
+        f"            {t} *restrict row = c + p * {n};",
+        f"            for (int j = 0; j < {n}; ++j)",
+        f"                row[j] = (accumulate ? row[j] : 0) + st[j * {tile} + p - t0];",
+        "        }",
+        "    }",
+        "}",
+    ]
     return out, block
 
 
