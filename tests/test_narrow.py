@@ -14,6 +14,7 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad.backends.c import compiler, narrow
 from symgrad.core.primitive import bind
+from symgrad.core.primitives import structural
 from symgrad.frontend.tracer import Tracer
 
 RTOL = {"float64": 1e-12, "float32": 2e-5}
@@ -319,3 +320,34 @@ def test_the_new_layouts_split_over_threads_match_numpy(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "True"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_short_contraction_takes_the_broadcast_kernel(dtype, tmp_path):
+    # The dot layout sums across lanes once per row and panel: with k of a few vectors the
+    # broadcast kernel runs instead, chosen when the C is written if k is known then, else at
+    # run time (both kernels in the module).
+    letter = "d" if dtype == "float64" else "s"
+    lanes = 32 // np.dtype(dtype).itemsize
+    short = narrow.DOT_MIN_K * lanes
+    r = np.random.default_rng(7)
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    for k, has_dot in ((3, False), (short - 1, False), (short, True), (700, True)):
+        # rows enough that the product is not left to plain loops (GEMM_MIN_MADDS)
+        m = max(41, structural.GEMM_MIN_MADDS // (10 * k) + 1)
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        check(a, b, False, f(a, b), dtype)
+        source = f.specialize(a, b)[0]._executable.source
+        assert ("bt[" in source) == has_dot
+        assert "symgradrt_mm_nn_%s10(" % letter in source     # one kernel, no choice in C
+        assert "symgradrt_mm_nn_%s10_short(" % letter not in source
+    t = "f64" if dtype == "float64" else "f32"
+    g = symgrad.compile(product(False), signature={"a": f"{t}[M,K]", "b": f"{t}[K,10]"},
+                        cache_dir=tmp_path)
+    for k in (1, 3, short - 1, short, short + 5, 500):
+        a = r.standard_normal((structural.GEMM_MIN_MADDS // (10 * k) + 37, k)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        check(a, b, False, g(a, b), dtype)
+    source = g.specialize(a, b)[0]._executable.source
+    assert "bt[" in source and "symgradrt_mm_nn_%s10_short(" % letter in source

@@ -88,11 +88,31 @@ def template_parts(lines):
     ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
     lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
     kernel called). None when they call neither."""
-    kernels = [kernel_source(*k) for k in kernels_used(lines)]
+    kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
     calls = [line for line in lines if GEMM.search(line)]
     parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
              "ksplit_ratio": KSPLIT_RATIO}
     return parts if calls or kernels else None
+
+
+_NN_K = re.compile(r"\bsymgradrt_mm_nn_([ds])(\d+)_run\([^,]+, ([^,]+),")
+
+
+def _short_k(kernel, lines):
+    """For an "nn" kernel in the dot layout, which contractions its calls in ``lines`` have:
+    "yes" (all literal and shorter than DOT_MIN_K lanes), "no" (all literal, not shorter) or
+    "maybe" (one known only at run time, or both kinds). None for other kernels."""
+    kind, ctype, n = kernel
+    if kind != "nn" or layout(kind, ctype, n) != "dot":
+        return None
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    found = set()
+    for line in lines:
+        for letter, width, k in _NN_K.findall(line):
+            if (CTYPE[letter], int(width)) == (ctype, n):
+                found.add("maybe" if not k.strip().isdigit() else
+                          "yes" if int(k) < DOT_MIN_K * lanes else "no")
+    return found.pop() if len(found) == 1 else "maybe"
 
 
 def _may_split_k(call):
@@ -172,11 +192,15 @@ def tn_tile(ctype, n):
     return TN_PANEL, max(rows, TILE_BYTES // (TN_PANEL * SIZEOF[ctype]) // rows * rows)
 
 
-def kernel_source(kind, ctype, n):
+def kernel_source(kind, ctype, n, short="maybe"):
     """The C of one kernel (``kind`` "nn": C = A B; "tn": C = A^T B; "mv": one row of C, a
     vector times B) for ``n`` result columns: the kernel over a range of result rows, a task for
-    the thread pool, and ``..._run`` (for "mv", ``_run`` alone)."""
-    return {"nn": _nn, "tn": _tn, "mv": _mv, "outer": _outer}[kind](ctype, n)
+    the thread pool, and ``..._run`` (for "mv", ``_run`` alone). ``short``, for "nn" in the dot
+    layout: whether the contraction is shorter than DOT_MIN_K vectors ("yes", "no", or
+    "maybe": both kernels, chosen at run time)."""
+    if kind == "nn":
+        return _nn(ctype, n, short)
+    return {"tn": _tn, "mv": _mv, "outer": _outer}[kind](ctype, n)
 
 
 def _outer(ctype, n):
@@ -515,12 +539,27 @@ def _kernel(kind, ctype, n):
     return out, rows
 
 
-def _nn(ctype, n):
-    if layout("nn", ctype, n) == "dot":
-        lines, rows = _nn_dot(ctype, n)
-    else:
+# The dot layout sums each row's accumulators across lanes once per panel: with a contraction
+# of a few vectors that dominates. 100000 x k by k x 10, one core, load ~4.5, broadcast -> dot:
+# k = 3: float32 0.122 -> 0.411 ms, float64 0.159 -> 0.384; k = 20: 0.55 -> 0.56, 0.90 ->
+# 0.96; k = 3073 (m = 256): dot faster (``layout``). Shorter than DOT_MIN_K vectors, the
+# broadcast kernel runs.
+DOT_MIN_K = 4
+
+
+def _nn(ctype, n, short="maybe"):
+    s = LETTER[ctype]
+    if layout("nn", ctype, n) != "dot" or short == "yes":
         lines, rows = _kernel("nn", ctype, n)
-    return _finish(lines, "nn", LETTER[ctype], n, rows)
+        return _finish(lines, "nn", s, n, rows)
+    lines, rows = _nn_dot(ctype, n)
+    if short == "maybe":
+        name = f"symgradrt_mm_nn_{s}{n}"
+        lanes = VECTOR_BYTES // SIZEOF[ctype]
+        fallback, _ = _kernel("nn", ctype, n)
+        lines = [line.replace(name + "(", name + "_short(") for line in fallback] + [""] + lines
+        return _finish(lines, "nn", s, n, rows, short_below=DOT_MIN_K * lanes)
+    return _finish(lines, "nn", s, n, rows)
 
 
 def _tn(ctype, n):
@@ -815,12 +854,15 @@ def _tn_columns(ctype, n):
     return out, block
 
 
-def _finish(lines, kind, s, n, rows):
-    """The kernel's pool task and its ``_run`` entry point, after the kernel itself."""
+def _finish(lines, kind, s, n, rows, short_below=None):
+    """The kernel's pool task and its ``_run`` entry point, after the kernel itself. With
+    ``short_below``, the task calls ``<kernel>_short`` for contractions shorter than that."""
     name = f"symgradrt_mm_{kind}_{s}{n}"
     if kind == "nn":
-        task_call = f"{name}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, (const {CTYPE[s]} *)j->b, " \
-                    f"({CTYPE[s]} *)j->c, j->accumulate);"
+        callee = name if short_below is None else \
+            f"(j->k < {short_below} ? {name}_short : {name})"
+        task_call = f"{callee}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, " \
+                    f"(const {CTYPE[s]} *)j->b, ({CTYPE[s]} *)j->c, j->accumulate);"
         run_params = f"int64_t m, int64_t k, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
                      f"{CTYPE[s]} *c, " \
                      f"int accumulate"
