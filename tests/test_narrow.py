@@ -5,6 +5,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad.backends.c import compiler, narrow
 from symgrad.core.primitive import bind
+from symgrad.core.primitives import structural
 from symgrad.frontend.tracer import Tracer
 
 RTOL = {"float64": 1e-12, "float32": 2e-5}
@@ -238,3 +240,114 @@ def test_rows_share_a_last_vector_only_where_it_fits(ctype, n, share):
     assert got == share and rows % share == 0
     # accumulators, the narrow row, the broadcasts and their blend fit the 16 registers
     assert rows * (nv - (share > 1)) + (rows // share if share > 1 else 0) + nv + share + 1 <= 17
+
+
+@pytest.mark.parametrize("ctype, n, want", [
+    ("float", 10, "dot"), ("float", 1, "dot"), ("float", 13, "dot"), ("float", 8, "broadcast"),
+    ("float", 14, "broadcast"), ("float", 16, "broadcast"), ("double", 10, "dot"),
+    ("double", 5, "dot"), ("double", 4, "broadcast"), ("double", 12, "broadcast")])
+def test_the_layout_follows_the_vector_width(ctype, n, want):
+    # dot / columns where n columns are not whole vectors and n x R accumulators fit the
+    # registers; the broadcast layout where they are whole vectors or too many.
+    assert narrow.layout("nn", ctype, n) == want
+    assert narrow.layout("tn", ctype, n) == {"dot": "columns"}.get(want, want)
+    rows = narrow._layout_rows(n)
+    if want == "dot":
+        # the accumulators, a register per row and one more fit; as many rows as CHAINS
+        # accumulators need, or as fit
+        assert n * rows + rows + 1 <= 16
+        assert n * rows >= narrow.CHAINS or (rows + 1) * (n + 1) > narrow.LAYOUT_REGISTERS
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 9, 10, 11, 13])
+def test_the_dot_and_columns_layouts_cut_anywhere(n, dtype, tmp_path):
+    # nn: k = 2 panels and a partial one whose last vector is partial (a masked load), m rows
+    # in blocks of R and a remainder. tn: tiles of columns of a in blocks of V vectors, then
+    # a last partial vector; panels of the contraction, the sums kept between them.
+    ctype = "double" if dtype == "float64" else "float"
+    lanes = 32 // np.dtype(dtype).itemsize
+    rows = narrow._layout_rows(n)
+    panel = max(lanes, narrow.PANEL_BYTES // (n * np.dtype(dtype).itemsize) // lanes * lanes)
+    tile, block = narrow.columns_tile(ctype, n)
+    r = np.random.default_rng(100 + n)
+    for ta in (False, True):
+        # tn: two whole tiles of columns and a last one of a block and 3 columns; a
+        # contraction of two panels of rows and a partial one
+        m, k = ((2 * tile + block + 3, 2 * narrow.COLUMNS_PANEL + 5) if ta else
+                (5 * rows + 3, 2 * panel + lanes + 3))
+        a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(product(ta), cache_dir=tmp_path)
+        check(a, b, ta, f(a, b), dtype)
+        source = f.specialize(a, b)[0]._executable.source
+        kind = "tn" if ta else "nn"
+        assert narrow.layout(kind, ctype, n) in ("dot", "columns")
+        assert ("bt[" if kind == "nn" else "st + (p - t0)") in source
+
+
+_THREADED = """
+import sys, numpy as np, symgrad
+from symgrad.core.primitive import bind
+from symgrad.frontend.tracer import Tracer
+from symgrad.backends.c import threads
+def product(ta):
+    def f(a, b):
+        return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta, transpose_b=False))
+    f.__name__ = "matmul_tn" if ta else "matmul_nn"
+    return f
+r = np.random.default_rng(5)
+worst = 0.0
+for dtype in ("float64", "float32"):
+    for n in (3, 10):
+        for ta in (False, True):
+            m, k = 517, 1203            # enough work for the pool: split rows / columns
+            a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+            b = r.standard_normal((k, n)).astype(dtype)
+            f = symgrad.compile(product(ta), cache_dir=sys.argv[1])
+            got = f(a, b)
+            want = (a.T if ta else a).astype(np.float64) @ b.astype(np.float64)
+            err = np.abs(got - want).max() / (np.abs(want).max() * (1e-12 if dtype == "float64" else 1e-5))
+            worst = max(worst, err)
+print(threads.count(), worst < 10)
+"""
+
+
+def test_the_new_layouts_split_over_threads_match_numpy(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SYMGRAD_NUM_THREADS", "OMP_NUM_THREADS")}
+    env["SYMGRAD_NUM_THREADS"] = "3"
+    out = subprocess.run([sys.executable, "-c", _THREADED, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "True"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_short_contraction_takes_the_broadcast_kernel(dtype, tmp_path):
+    # The dot layout sums across lanes once per row and panel: with k of a few vectors the
+    # broadcast kernel runs instead, chosen when the C is written if k is known then, else at
+    # run time (both kernels in the module).
+    letter = "d" if dtype == "float64" else "s"
+    lanes = 32 // np.dtype(dtype).itemsize
+    short = narrow.DOT_MIN_K * lanes
+    r = np.random.default_rng(7)
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    for k, has_dot in ((3, False), (short - 1, False), (short, True), (700, True)):
+        # rows enough that the product is not left to plain loops (GEMM_MIN_MADDS)
+        m = max(41, structural.GEMM_MIN_MADDS // (10 * k) + 1)
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        check(a, b, False, f(a, b), dtype)
+        source = f.specialize(a, b)[0]._executable.source
+        assert ("bt[" in source) == has_dot
+        assert "symgradrt_mm_nn_%s10(" % letter in source     # one kernel, no choice in C
+        assert "symgradrt_mm_nn_%s10_short(" % letter not in source
+    t = "f64" if dtype == "float64" else "f32"
+    g = symgrad.compile(product(False), signature={"a": f"{t}[M,K]", "b": f"{t}[K,10]"},
+                        cache_dir=tmp_path)
+    for k in (1, 3, short - 1, short, short + 5, 500):
+        a = r.standard_normal((structural.GEMM_MIN_MADDS // (10 * k) + 37, k)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        check(a, b, False, g(a, b), dtype)
+    source = g.specialize(a, b)[0]._executable.source
+    assert "bt[" in source and "symgradrt_mm_nn_%s10_short(" % letter in source

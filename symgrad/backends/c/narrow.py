@@ -9,7 +9,11 @@ These kernels read it where it is instead: a block of R rows (or, for ``A^T B``,
 the result, R x ceil(n / lanes) vectors, stays in registers while one loop streams the operands;
 each step loads R elements of the wide operand (broadcast) and one row of the narrow one
 (ceil(n / lanes) vectors) and does R x ceil(n / lanes) multiply-adds. The narrow operand is read
-in panels small enough to stay in L1 cache.
+in panels small enough to stay in L1 cache. That broadcast layout pads or shares a row's last
+vector when n is not a whole number of vectors, and then has too few independent multiply-add
+chains (float32's 10 columns: 5, each step waiting on the FMA's latency); there ``layout``
+picks vectors along the contraction for ``A B`` ("dot") and along the wide operand's columns
+for ``A^T B`` ("columns"), which waste no lane for any n.
 
 ``matmul``'s C rule (primitives/structural.py) names the kernel it calls,
 ``symgradrt_mm_<nn|tn>_<d|s><n>_run``; ``kernel_source`` writes the functions behind such names,
@@ -84,11 +88,31 @@ def template_parts(lines):
     ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
     lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
     kernel called). None when they call neither."""
-    kernels = [kernel_source(*k) for k in kernels_used(lines)]
+    kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
     calls = [line for line in lines if GEMM.search(line)]
     parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
              "ksplit_ratio": KSPLIT_RATIO}
     return parts if calls or kernels else None
+
+
+_NN_K = re.compile(r"\bsymgradrt_mm_nn_([ds])(\d+)_run\([^,]+, ([^,]+),")
+
+
+def _short_k(kernel, lines):
+    """For an "nn" kernel in the dot layout, which contractions its calls in ``lines`` have:
+    "yes" (all literal and shorter than DOT_MIN_K lanes), "no" (all literal, not shorter) or
+    "maybe" (one known only at run time, or both kinds). None for other kernels."""
+    kind, ctype, n = kernel
+    if kind != "nn" or layout(kind, ctype, n) != "dot":
+        return None
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    found = set()
+    for line in lines:
+        for letter, width, k in _NN_K.findall(line):
+            if (CTYPE[letter], int(width)) == (ctype, n):
+                found.add("maybe" if not k.strip().isdigit() else
+                          "yes" if int(k) < DOT_MIN_K * lanes else "no")
+    return found.pop() if len(found) == 1 else "maybe"
 
 
 def _may_split_k(call):
@@ -168,11 +192,15 @@ def tn_tile(ctype, n):
     return TN_PANEL, max(rows, TILE_BYTES // (TN_PANEL * SIZEOF[ctype]) // rows * rows)
 
 
-def kernel_source(kind, ctype, n):
+def kernel_source(kind, ctype, n, short="maybe"):
     """The C of one kernel (``kind`` "nn": C = A B; "tn": C = A^T B; "mv": one row of C, a
     vector times B) for ``n`` result columns: the kernel over a range of result rows, a task for
-    the thread pool, and ``..._run`` (for "mv", ``_run`` alone)."""
-    return {"nn": _nn, "tn": _tn, "mv": _mv, "outer": _outer}[kind](ctype, n)
+    the thread pool, and ``..._run`` (for "mv", ``_run`` alone). ``short``, for "nn" in the dot
+    layout: whether the contraction is shorter than DOT_MIN_K vectors ("yes", "no", or
+    "maybe": both kernels, chosen at run time)."""
+    if kind == "nn":
+        return _nn(ctype, n, short)
+    return {"tn": _tn, "mv": _mv, "outer": _outer}[kind](ctype, n)
 
 
 def _outer(ctype, n):
@@ -511,22 +539,330 @@ def _kernel(kind, ctype, n):
     return out, rows
 
 
-def _nn(ctype, n):
-    lines, rows = _kernel("nn", ctype, n)
-    return _finish(lines, "nn", LETTER[ctype], n, rows)
+# The dot layout sums each row's accumulators across lanes once per panel: with a contraction
+# of a few vectors that dominates. 100000 x k by k x 10, one core, load ~4.5, broadcast -> dot:
+# k = 3: float32 0.122 -> 0.411 ms, float64 0.159 -> 0.384; k = 20: 0.55 -> 0.56, 0.90 ->
+# 0.96; k = 3073 (m = 256): dot faster (``layout``). Shorter than DOT_MIN_K vectors, the
+# broadcast kernel runs.
+DOT_MIN_K = 4
+
+
+def _nn(ctype, n, short="maybe"):
+    s = LETTER[ctype]
+    if layout("nn", ctype, n) != "dot" or short == "yes":
+        lines, rows = _kernel("nn", ctype, n)
+        return _finish(lines, "nn", s, n, rows)
+    lines, rows = _nn_dot(ctype, n)
+    if short == "maybe":
+        name = f"symgradrt_mm_nn_{s}{n}"
+        lanes = VECTOR_BYTES // SIZEOF[ctype]
+        fallback, _ = _kernel("nn", ctype, n)
+        lines = [line.replace(name + "(", name + "_short(") for line in fallback] + [""] + lines
+        return _finish(lines, "nn", s, n, rows, short_below=DOT_MIN_K * lanes)
+    return _finish(lines, "nn", s, n, rows)
 
 
 def _tn(ctype, n):
-    lines, rows = _kernel("tn", ctype, n)
+    if layout("tn", ctype, n) == "columns":
+        lines, rows = _tn_columns(ctype, n)
+    else:
+        lines, rows = _kernel("tn", ctype, n)
     return _finish(lines, "tn", LETTER[ctype], n, rows)
 
 
-def _finish(lines, kind, s, n, rows):
-    """The kernel's pool task and its ``_run`` entry point, after the kernel itself."""
+# Accumulators for the "dot" and "columns" layouts, at most: with one register for each row of
+# the wide operand (R of them) and one for the narrow operand's element, within the 16.
+LAYOUT_REGISTERS = 14
+# Independent multiply-add chains needed to keep both FMA units busy: a multiply-add's latency
+# (4 cycles) times two a cycle. The broadcast layout of ``blocking`` has 5 for float32's 10
+# columns (4 rows + 1 shared vector): each step waits for the last (0.24 ms for W3's X W where
+# the FMA floor is 0.15).
+CHAINS = 8
+
+
+def layout(kind, ctype, n):
+    """How a kernel for ``n`` result columns lays its sums in vectors.
+
+    "nn" -> "dot": each vector runs along the contraction (a row of a, read in place, times a
+    column of b, copied transposed into a panel); R rows x n columns of accumulators, each
+    summed across its lanes once per panel. No lane is wasted whatever n, and each step is one
+    load of a per row and n multiply-adds with the panel as their memory operand.
+    "tn" -> "columns": each vector holds neighbouring columns p of a (a row of a read in place,
+    lanes = result rows p), times a broadcast b[i, j]: n x V accumulators, the contraction in
+    panels (COLUMNS_PANEL), the sums kept in L1 between panels and added to c transposed after
+    the last; no copy of a.
+    Both where n x R (or n x V) accumulators fit LAYOUT_REGISTERS and n is not a whole number
+    of vectors; otherwise the broadcast layout (``blocking``, ``_kernel``), which then wastes
+    no lane and loads less per multiply-add. Measured with m = 256, k = 3073, one core, the
+    wide operand in L3, median ms, load ~1.5-2.3 (03:03 UTC), broadcast -> dot / columns:
+    float32 n = 10: nn 0.239 -> 0.187, tn 0.297 -> 0.227; n = 1: 0.171 -> 0.041, 0.243 ->
+    0.086; n = 3: 0.168 -> 0.106, 0.212 -> 0.155; n = 5: 0.400 -> 0.109, 0.214 -> 0.119;
+    n = 12: 0.214 -> 0.215, 0.281 -> 0.262. float64 n = 10: nn 0.364 -> 0.365, tn 0.469 ->
+    0.437; n = 1: 0.261 -> 0.084, 0.248 -> 0.150; n = 3: 0.415 -> 0.165, 0.279 -> 0.266;
+    n = 5: 0.261 -> 0.211, 0.360 -> 0.210. Whole vectors, where broadcast stays: float64
+    n = 4: nn 0.185 against 0.255, tn 0.255 against 0.339; n = 8: 0.264 / 0.430, 0.377 /
+    0.385; n = 12: 0.360 / 0.418, 0.489 / 0.549; float32 n = 8: 0.168 / 0.158, 0.194 /
+    0.201."""
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    if _layout_rows(n) > 0 and n % lanes:
+        return "dot" if kind == "nn" else "columns"
+    return "broadcast"
+
+
+def _layout_rows(n):
+    """R (or V) for the "dot" / "columns" layouts: enough rows for CHAINS accumulators, within
+    LAYOUT_REGISTERS with one register per row and one more; 0 where n columns do not fit."""
+    return min(math.ceil(CHAINS / n), LAYOUT_REGISTERS // (n + 1))
+
+
+def _shuffle(s, x, y, idx):
+    return f"SYMGRADRT_SHUFFLE_{s.upper()}({x}, {y}, {', '.join(map(str, idx))})"
+
+
+def _lane_sums(s, names, out):
+    """Lines setting vectors ``out<v>`` to the sums across lanes of ``names`` (accumulators, in
+    order): lane l of ``out<v>`` is the sum of the lanes of ``names[v * lanes + l]`` (0 past
+    the last). Pairs of vectors are added by halves (lanes 2i and 2i + 1 of a, then of b,
+    within each 128-bit half, as vhaddps does) until each half holds one sum per vector, then
+    the halves are added: for 8 vectors of 8 floats, 7 such steps of two shuffles and an add,
+    not 56 scalar adds."""
+    lanes = VECTOR_BYTES // SIZEOF[CTYPE[s]]
+    half = lanes // 2
+    lines, results = [], []
+    lo = list(range(half)) + [lanes + l for l in range(half)]
+    hi = [half + l for l in range(half)] + [lanes + half + l for l in range(half)]
+    for v in range(0, len(names), lanes):
+        cur = list(names[v:v + lanes])
+        if len(cur) < lanes:
+            lines.append(f"const symgradrt_v{s} {out}z = symgradrt_splat_{s}(0);")
+            cur += [f"{out}z"] * (lanes - len(cur))
+        level = 0
+        while len(cur) > 2:                    # within halves, pairs of lanes
+            nxt = []
+            for a, b in zip(cur[0::2], cur[1::2]):
+                name = f"{out}{v // lanes}_{level}_{len(nxt)}"
+                lines.append(f"const symgradrt_v{s} {name} = "
+                             f"{_shuffle(s, a, b, _pair_index(lanes, 0))} + "
+                             f"{_shuffle(s, a, b, _pair_index(lanes, 1))};")
+                nxt.append(name)
+            cur, level = nxt, level + 1
+        name = f"{out}{v // lanes}"
+        lines.append(f"symgradrt_v{s} {name} = {_shuffle(s, cur[0], cur[1], lo)} + "
+                     f"{_shuffle(s, cur[0], cur[1], hi)};")
+        results.append(name)
+    return lines, results
+
+
+def _pair_index(lanes, odd):
+    """Shuffle indices taking lanes 2i + odd of a then of b, within each 128-bit half."""
+    half = lanes // 2
+    idx = []
+    for h in (0, half):
+        block = [h + l + odd for l in range(0, half, 2)]
+        idx += block + [lanes + x for x in block]
+    return idx
+
+
+def _nn_dot(ctype, n):
+    """C = A B by the "dot" layout (``layout``): rows i0 <= i < i1 of c."""
+    s = LETTER[ctype]
+    S = s.upper()
+    t = ctype
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    rows = _layout_rows(n)
+    panel = max(lanes, PANEL_BYTES // (n * SIZEOF[ctype]) // lanes * lanes)
+    name = f"symgradrt_mm_nn_{s}{n}"
+    out = [
+        "/* c[i, :] = a[i, :] b (+ c[i, :] when accumulating) for rows i0 <= i < i1; a is "
+        f"(rows) x k, b k x {n},",
+        f" * c (rows) x {n}, all row-major. b is copied transposed in panels of {panel} rows "
+        f"(bt[j * {panel} + q]: a",
+        " * column of b is contiguous, zero past the panel's end), which stay in L1 cache. "
+        f"{rows} row(s) of a at a",
+        f" * time, read in place, one vector of the contraction a step, times each of b's {n} "
+        "columns, into",
+        f" * {rows} x {n} accumulators summed across their lanes at the panel's end. */",
+        f"static void {name}(int64_t i0, int64_t i1, int64_t k, const {t} *restrict a,",
+        f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
+        "{",
+        f"    {t} bt[{n} * {panel}] __attribute__((aligned(64)));",
+        "    if (k == 0 && !accumulate)",
+        f"        memset(c + i0 * {n}, 0, sizeof(*c) * {n} * (size_t)(i1 - i0));",
+        f"    for (int64_t q0 = 0; q0 < k; q0 += {panel}) {{",
+        f"        const int64_t len = q0 + {panel} < k ? {panel} : k - q0;",
+        f"        for (int64_t q = 0; q < len; ++q)",
+        f"            for (int j = 0; j < {n}; ++j)",
+        f"                bt[j * {panel} + q] = b[(q0 + q) * {n} + j];",
+        f"        for (int64_t q = len; q < (len + {lanes - 1}) / {lanes} * {lanes}; ++q)",
+        f"            for (int j = 0; j < {n}; ++j)",
+        f"                bt[j * {panel} + q] = 0;",
+        "        const int load = accumulate || q0 > 0;",
+        "        int64_t i = i0;",
+    ]
+
+    def block(rb):
+        acc = [[f"s{r}_{j}" for j in range(n)] for r in range(rb)]
+        body = [f"const {t} *restrict a{r} = a + (i + {r}) * k + q0;" for r in range(rb)]
+        body.append(f"symgradrt_v{s} " + ", ".join(f"{x} = symgradrt_splat_{s}(0)"
+                                                  for row in acc for x in row) + ";")
+        body.append("int64_t q = 0;")
+
+        def step(load):
+            lines = [f"const symgradrt_v{s} x{r} = {load(r)};" for r in range(rb)]
+            for j in range(n):
+                for r in range(rb):
+                    lines.append(f"{acc[r][j]} = SYMGRADRT_MADD_{S}(x{r}, symgradrt_load_{s}("
+                                 f"bt + {j * panel} + q), {acc[r][j]});")
+            return lines
+        body.append(f"for (; q + {lanes} <= len; q += {lanes}) {{")
+        body += _indent(step(lambda r: f"symgradrt_load_{s}(a{r} + q)"))
+        body.append("}")
+        body.append("if (q < len) {    /* the panel's last, partial vector: zeros past it */")
+        body += _indent(step(lambda r: f"symgradrt_loadn_{s}(a{r} + q, (int)(len - q))"))
+        body.append("}")
+        widths = [min(lanes, n - v * lanes) for v in range(math.ceil(n / lanes))]
+        for r in range(rb):
+            sums, names = _lane_sums(s, acc[r], f"r{r}_")
+            body.append("{")
+            body += _indent(sums)
+            body.append(f"    {t} *restrict c{r} = c + (i + {r}) * {n};")
+            for v, (nm, w) in enumerate(zip(names, widths)):
+                body.append(f"    if (load) {nm} += symgradrt_loadn_{s}(c{r} + {v * lanes}, {w});")
+                body.append(f"    symgradrt_storen_{s}(c{r} + {v * lanes}, {nm}, {w});")
+            body.append("}")
+        return body
+
+    heads = [(rows, f"for (; i + {rows} <= i1; i += {rows})")]
+    if rows > 1:
+        heads.append((1, "for (; i < i1; ++i)"))
+    for rb, head in heads:
+        out += _indent([head + " {"] + _indent(block(rb)) + ["}"], 2)
+    out += ["    }", "}"]
+    return out, rows
+
+
+# The "columns" tn kernel prefetches each row's part of a this many bytes ahead of the vector
+# it reads (W3's X^T G, float32, one core: 0.246 -> 0.233 ms; 128 to 1024 bytes alike).
+COLUMNS_PREFETCH = 256
+# It runs the contraction in panels of this many rows of a, and a's columns in tiles whose
+# sums (n x tile) take COLUMNS_SUM_BYTES, kept in L1 between panels. Over the whole
+# contraction at once, a tall a (100000 x 64 by 100000 x 10, float32) ran 2.5x slower than
+# the broadcast layout's tiles (22 against 9 ms): the two vectors of a cache line are read by
+# neighbouring blocks, and m rows apart the line had left every cache.
+COLUMNS_PANEL = 64
+COLUMNS_SUM_BYTES = 8192
+
+
+def columns_tile(ctype, n):
+    """(columns of a per tile, columns per block) of the "columns" tn kernel for n columns."""
+    block = _layout_rows(n) * (VECTOR_BYTES // SIZEOF[ctype])
+    return max(block, COLUMNS_SUM_BYTES // (n * SIZEOF[ctype]) // block * block), block
+
+
+def _tn_columns(ctype, n):
+    """C = A^T B by the "columns" layout (``layout``): rows p0 <= p < p1 of c."""
+    s = LETTER[ctype]
+    S = s.upper()
+    t = ctype
+    lanes = VECTOR_BYTES // SIZEOF[ctype]
+    nvec = _layout_rows(n)
+    block = nvec * lanes
+    tile = columns_tile(ctype, n)[0]
+    ahead = COLUMNS_PREFETCH // SIZEOF[ctype]
+    rows = COLUMNS_PANEL
+    name = f"symgradrt_mm_tn_{s}{n}"
+    out = [
+        "/* c[p, :] = the sum over i of a[i, p] b[i, :] (+ c[p, :] when accumulating) for "
+        "p0 <= p < p1;",
+        f" * a is m x lda, b m x {n}, c lda x {n}, all row-major. {block} columns p of a at a "
+        f"time, {nvec} vector(s)",
+        " * of each row of a read in place, times each element of b's row (broadcast), into "
+        f"{n} x {nvec}",
+        " * accumulators: lane l of accumulator j sums c[p + l, j]. The columns go in tiles of "
+        f"{tile}, the",
+        f" * contraction in panels of {rows} rows (the two halves of a line of a read while it "
+        "is in cache);",
+        " * between panels the sums wait in st (st[j * tile + p - t0]), which is added to c "
+        "transposed",
+        f" * after the last. Each row's part of a is prefetched {COLUMNS_PREFETCH} bytes ahead. */",
+        f"static void {name}(int64_t p0, int64_t p1, int64_t m, int64_t lda, "
+        f"const {t} *restrict a,",
+        f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
+        "{",
+        f"    {t} st[{n} * {tile}] __attribute__((aligned(64)));",
+        f"    for (int64_t t0 = p0; t0 < p1; t0 += {tile}) {{",
+        f"        const int64_t t1 = t0 + {tile} < p1 ? t0 + {tile} : p1;",
+        "        int64_t i0 = 0;",
+        "        do {    /* once at least: m == 0 leaves sums of 0 */",
+        f"            const int64_t i1 = i0 + {rows} < m ? i0 + {rows} : m;",
+        "            int64_t p = t0;",
+    ]
+
+    def part(nv, loads):
+        acc = [[f"s{j}_{v}" for v in range(nv)] for j in range(n)]
+        body = [f"symgradrt_v{s} " + ", ".join(x for row in acc for x in row) + ";",
+                f"{t} *restrict sp = st + (p - t0);",
+                "if (i0 == 0) {",
+                "    " + " ".join(f"{x} = symgradrt_splat_{s}(0);" for row in acc for x in row),
+                "} else {"]
+        for j in range(n):
+            for v in range(nv):
+                body.append(f"    {acc[j][v]} = symgradrt_load_{s}(sp + {j * tile + v * lanes});")
+        body += ["}", f"const {t} *restrict x = a + p;"]
+        if loads is None:
+            body.append(f"const int64_t ahead = p + {ahead} < p1 ? {ahead} : 0;")
+        body.append("for (int64_t i = i0; i < i1; ++i) {")
+        inner = []
+        for v in range(nv):
+            load = (f"symgradrt_load_{s}(x + i * lda + {v * lanes})" if loads is None
+                    else loads)
+            inner.append(f"const symgradrt_v{s} x{v} = {load};")
+        if loads is None:
+            inner.append("SYMGRADRT_PREFETCH(x + i * lda + ahead);")
+        inner.append(f"const {t} *restrict g = b + i * {n};")
+        for j in range(n):
+            inner.append("{")
+            inner.append(f"    const symgradrt_v{s} y = symgradrt_splat_{s}(g[{j}]);")
+            for v in range(nv):
+                inner.append(f"    {acc[j][v]} = SYMGRADRT_MADD_{S}(x{v}, y, {acc[j][v]});")
+            inner.append("}")
+        body += _indent(inner) + ["}"]
+        # whole vectors into st (its tile has room for a last partial one)
+        for j in range(n):
+            for v in range(nv):
+                body.append(f"memcpy(sp + {j * tile + v * lanes}, &{acc[j][v]}, "
+                            f"sizeof {acc[j][v]});")
+        return body
+
+    out += _indent([f"for (; p + {block} <= t1; p += {block}) {{"] +
+                   _indent(part(nvec, None)) + ["}"], 3)
+    out += _indent(["/* the last columns, fewer than a block: a vector at a time, masked */",
+                    f"for (; p < t1; p += {lanes}) {{",
+                    f"    const int cols = t1 - p < {lanes} ? (int)(t1 - p) : {lanes};"] +
+                   _indent(part(1, f"symgradrt_loadn_{s}(x + i * lda, cols)")) + ["}"], 3)
+    out += [
+        f"            i0 = i1;",
+        "        } while (i0 < m);",
+        "        for (int64_t p = t0; p < t1; ++p) {",
+        f"            {t} *restrict row = c + p * {n};",
+        f"            for (int j = 0; j < {n}; ++j)",
+        f"                row[j] = (accumulate ? row[j] : 0) + st[j * {tile} + p - t0];",
+        "        }",
+        "    }",
+        "}",
+    ]
+    return out, block
+
+
+def _finish(lines, kind, s, n, rows, short_below=None):
+    """The kernel's pool task and its ``_run`` entry point, after the kernel itself. With
+    ``short_below``, the task calls ``<kernel>_short`` for contractions shorter than that."""
     name = f"symgradrt_mm_{kind}_{s}{n}"
     if kind == "nn":
-        task_call = f"{name}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, (const {CTYPE[s]} *)j->b, " \
-                    f"({CTYPE[s]} *)j->c, j->accumulate);"
+        callee = name if short_below is None else \
+            f"(j->k < {short_below} ? {name}_short : {name})"
+        task_call = f"{callee}(lo, hi, j->k, (const {CTYPE[s]} *)j->a, " \
+                    f"(const {CTYPE[s]} *)j->b, ({CTYPE[s]} *)j->c, j->accumulate);"
         run_params = f"int64_t m, int64_t k, const {CTYPE[s]} *a, const {CTYPE[s]} *b, " \
                      f"{CTYPE[s]} *c, " \
                      f"int accumulate"
