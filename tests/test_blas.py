@@ -361,7 +361,8 @@ def test_a_long_contraction_is_split_over_the_pool(ta, tb, dtype, tmp_path):
 
 @needs_blas
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("k,chunks", [(1535, 1), (1536, 2), (3072, 4), (6911, 8), (20000, 8)])
+@pytest.mark.parametrize("k,chunks",
+                         [(1535, 1), (1536, 2), (3072, 4), (6911, 8), (20000, 8)])
 def test_the_chunks_of_a_contraction_follow_from_its_shape(k, chunks, dtype, tmp_path):
     # one chunk per 768 of k, at most 8; a product too short for two is not split at all,
     # and its module carries no code for the split (narrow.py's _may_split_k)

@@ -123,7 +123,8 @@ def test_a_split_contraction_gives_the_same_bits_on_any_number_of_threads(tmp_pa
         def long(W, X, b):
             return snp.sum(snp.tanh(X @ W + b) ** 2)
         r = np.random.default_rng(1)
-        W, X, b = r.standard_normal((3000, 30)), r.standard_normal((40, 3000)), r.standard_normal(30)
+        W, X = r.standard_normal((3000, 30)), r.standard_normal((40, 3000))
+        b = r.standard_normal(30)
         g = symgrad.compile(long, argnums=2, cache_dir=sys.argv[1])
         v, gb = g.value_and_grad(W, X, b)
         np.save(sys.argv[1] + "/long-%s.npy" % os.environ["SYMGRAD_NUM_THREADS"],
@@ -136,7 +137,8 @@ def test_a_split_contraction_gives_the_same_bits_on_any_number_of_threads(tmp_pa
     for n in ("2", "3"):
         np.testing.assert_array_equal(np.load(tmp_path / f"long-{n}.npy"), one)
     r = np.random.default_rng(1)
-    W, X, b = r.standard_normal((3000, 30)), r.standard_normal((40, 3000)), r.standard_normal(30)
+    W, X = r.standard_normal((3000, 30)), r.standard_normal((40, 3000))
+    b = r.standard_normal(30)
     t = np.tanh(X @ W + b)
     assert one[0] == pytest.approx((t ** 2).sum(), rel=1e-12)
     np.testing.assert_allclose(one[1:], (2 * t * (1 - t ** 2)).sum(axis=0), rtol=1e-10)
