@@ -335,25 +335,58 @@ def _gemm_calls(c):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("ta,tb", FLAGS)
 def test_a_long_contraction_is_split_over_the_pool(ta, tb, dtype, tmp_path):
-    m, n, k = 20, 30, 2003          # k > 4 max(m, n): chunks of k, not blocks of rows
+    m, n, k = 20, 30, 4000          # k > 4 max(m, n): chunks of k, not blocks of rows
     a, b = operands(m, n, k, ta, tb, dtype, seed=5)
     f = op_matmul(ta, tb)
     ffi, c = _split_build(f, (a, b), tmp_path, f.__name__,
                           f"int symgrad_{f.__name__}(void *a, void *b, void *out);")
     func = getattr(c, f"symgrad_{f.__name__}")
+    # 4000 // 768 = 5 chunks whatever the pool's threads; 2 and 3 threads get unequal shares
+    want_ks = [4000 * (s + 1) // 5 - 4000 * s // 5 for s in range(5)]
     results = {}
-    for threads, last_first, want_ks in ((1, 0, [2003]), (3, 0, [667, 668, 668]),
-                                         (3, 1, [668, 668, 667]),   # pieces run last first
-                                         (16, 0, [286] * 6 + [287])):
+    for threads, last_first in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (16, 0)):
         c.pool_threads, c.last_first, c.calls = threads, last_first, 0
         out = np.full((m, n), np.nan, dtype)
         assert func(_ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, out)) == 0
-        assert _gemm_calls(c) == [(kk, 0.0) for kk in want_ks]    # 2003 // 256 = 7 chunks at most
+        ks = [kk for kk, beta in _gemm_calls(c)]
+        assert sorted(ks) == sorted(want_ks) and {beta for kk, beta in _gemm_calls(c)} == {0.0}
         np.testing.assert_allclose(out, reference(a, b, ta, tb), rtol=RTOL[dtype] * 10,
                                    atol=RTOL[dtype] * 10 * np.sqrt(k))
         results[threads, last_first] = out
-    # the partial results are added in the order of their chunks, whichever piece ran first
-    np.testing.assert_array_equal(results[3, 0], results[3, 1])
+    # the same chunks, added in the order of their chunks whichever thread ran which: the same
+    # bits on any number of threads
+    for key, out in results.items():
+        np.testing.assert_array_equal(out, results[1, 0], err_msg=f"threads, last first: {key}")
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("k,chunks",
+                         [(1535, 1), (1536, 2), (3072, 4), (6911, 8), (20000, 8)])
+def test_the_chunks_of_a_contraction_follow_from_its_shape(k, chunks, dtype, tmp_path):
+    # one chunk per 768 of k, at most 8; a product too short for two is not split at all,
+    # and its module carries no code for the split (narrow.py's _may_split_k)
+    m, n = 12, 20                  # n > narrow.NARROW_MAX: BLAS; work enough for 8 chunks of 65,536 multiply-adds and more
+    a, b = operands(m, n, k, False, False, dtype, seed=k)
+    f = op_matmul(False, False)
+    ffi, c = _split_build(f, (a, b), tmp_path, "chunks",
+                          "int symgrad_matmul_nn(void *a, void *b, void *out);")
+    first = None
+    for threads in (1, 2, 3):
+        c.pool_threads, c.calls = threads, 0
+        out = np.full((m, n), np.nan, dtype)
+        assert c.symgrad_matmul_nn(_ptr(ffi, a), _ptr(ffi, b), _ptr(ffi, out)) == 0
+        ks = sorted(kk for kk, beta in _gemm_calls(c))
+        if chunks == 1:         # blocks of the result, each with the whole contraction
+            assert ks and set(ks) == {k}
+        else:
+            assert ks == sorted(k * (s + 1) // chunks - k * s // chunks for s in range(chunks))
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64),
+                                   rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10 * np.sqrt(k))
+        if first is None:
+            first = out
+        np.testing.assert_array_equal(out, first)
+    assert ("gemm_chunk_task" in (tmp_path / "chunks.c").read_text()) == (chunks > 1)
 
 
 @needs_blas
@@ -368,6 +401,7 @@ def test_a_split_contraction_accumulates_into_the_result(dtype, tmp_path):
     ffi, c = _split_build(loss, (M, R, S), tmp_path, "loss",
                           "int symgrad_loss_value_and_grad(void *, void *, void *, void *, void *);",
                           argnums=0)
+    first = None
     for threads in (1, 2, 5):
         c.pool_threads, c.calls = threads, 0
         value, grad = np.zeros(1, dtype), np.full((20, 30), np.nan, dtype)
@@ -375,13 +409,16 @@ def test_a_split_contraction_accumulates_into_the_result(dtype, tmp_path):
         backward = [call for call in _gemm_calls(c) if call[0] != 30]   # not M @ R (k = 30)
         chunks = [kk for kk, beta in backward]
         betas = [beta for kk, beta in backward]
-        assert chunks == [2003 * (s + 1) // threads - 2003 * s // threads for s in range(threads)]
-        assert betas == [1.0] + [0.0] * (threads - 1)
+        assert chunks == [2003 * (s + 1) // 2 - 2003 * s // 2 for s in range(2)]   # 2003 // 768
+        assert betas == [1.0, 0.0]
         M64, R64, S64 = M.astype(np.float64), R.astype(np.float64), S.astype(np.float64)
         np.testing.assert_allclose(grad, S64 @ R64.T + 2 * M64, rtol=RTOL[dtype] * 10,
                                    atol=RTOL[dtype] * 10 * np.sqrt(2003))
         assert value[0] == pytest.approx(((M64 @ R64) * S64).sum() + (M64 ** 2).sum(),
                                          rel=RTOL[dtype] * 100)
+        if first is None:
+            first = grad.copy()
+        np.testing.assert_array_equal(grad, first)     # whatever the threads
 
 
 @needs_blas

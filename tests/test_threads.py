@@ -112,3 +112,33 @@ def test_fork_after_the_pool_started():
         v, g = f.value_and_grad(W, X, b)           # the parent's pool still works
         assert v == want[0]
         print("ok")""", {"SYMGRAD_NUM_THREADS": "3"}, timeout=300) == ["ok"]
+
+
+def test_a_split_contraction_gives_the_same_bits_on_any_number_of_threads(tmp_path):
+    # X @ W with k = 3000 > 4 max(40, 30): split over k in 3000 // 768 = 3 chunks (narrow.c.j2)
+    # whatever the pool's size; the partial sums are added in chunk order, so the numbers are
+    # the same to the last bit on 1, 2 or 3 threads (they differed when the chunks were as many
+    # as the threads).
+    body = """
+        def long(W, X, b):
+            return snp.sum(snp.tanh(X @ W + b) ** 2)
+        r = np.random.default_rng(1)
+        W, X = r.standard_normal((3000, 30)), r.standard_normal((40, 3000))
+        b = r.standard_normal(30)
+        g = symgrad.compile(long, argnums=2, cache_dir=sys.argv[1])
+        v, gb = g.value_and_grad(W, X, b)
+        np.save(sys.argv[1] + "/long-%s.npy" % os.environ["SYMGRAD_NUM_THREADS"],
+                np.concatenate([[v], gb]))
+        print(threads.count())
+    """
+    for n in ("1", "2", "3"):
+        assert _run(body, {"SYMGRAD_NUM_THREADS": n}) == [n]
+    one = np.load(tmp_path / "long-1.npy")
+    for n in ("2", "3"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"long-{n}.npy"), one)
+    r = np.random.default_rng(1)
+    W, X = r.standard_normal((3000, 30)), r.standard_normal((40, 3000))
+    b = r.standard_normal(30)
+    t = np.tanh(X @ W + b)
+    assert one[0] == pytest.approx((t ** 2).sum(), rel=1e-12)
+    np.testing.assert_allclose(one[1:], (2 * t * (1 - t ** 2)).sum(axis=0), rtol=1e-10)

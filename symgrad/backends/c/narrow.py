@@ -79,8 +79,11 @@ GEMM = re.compile(r"\bsymgradrt_[ds]gemm_par\(")
 
 
 # A gemm whose contraction is this many times its result's longer side, or more, is split
-# over k (symgradrt_[ds]gemm_par in narrow.c.j2, which this constant sizes).
+# over k (symgradrt_[ds]gemm_par in narrow.c.j2, which these constants size), in one chunk
+# per KSPLIT_CHUNK_K of it (at most 8): a count the shapes fix, not the number of threads, so
+# that the numbers are the same on any number of cores (the measurements are in the template).
 KSPLIT_RATIO = 4
+KSPLIT_CHUNK_K = 768
 
 
 def template_parts(lines):
@@ -91,7 +94,7 @@ def template_parts(lines):
     kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
     calls = [line for line in lines if GEMM.search(line)]
     parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
-             "ksplit_ratio": KSPLIT_RATIO}
+             "ksplit_ratio": KSPLIT_RATIO, "ksplit_chunk_k": KSPLIT_CHUNK_K}
     return parts if calls or kernels else None
 
 
@@ -117,12 +120,12 @@ def _short_k(kernel, lines):
 
 def _may_split_k(call):
     """Whether the gemm ``call`` (a line of C) may split its contraction: its sizes are known
-    only at run time, or k > KSPLIT_RATIO * max(m, n)."""
+    only at run time, or k > KSPLIT_RATIO * max(m, n) and k holds two chunks."""
     sizes = _GEMM_SIZES.search(call)
     if sizes is None:
         return True
     m, n, k = map(int, sizes.groups())
-    return k > KSPLIT_RATIO * max(m, n)
+    return k > KSPLIT_RATIO * max(m, n) and k >= 2 * KSPLIT_CHUNK_K
 
 
 # The pool splits a call only when its work (multiply-adds) gives each of two threads or more at
