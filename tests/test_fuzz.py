@@ -492,13 +492,14 @@ COUNTS = collections.Counter()
 STEP = 1e-20                        # the complex step of the jvp and hvp references
 
 
-def _close(actual, expected, rtol, what):
+def _close(actual, expected, rtol, what, allowance=0.0):
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     err = float(np.max(np.abs(actual - expected), initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} at scale {scale:.3g}\n" \
-                                f"got {actual}\nexpected {expected}"
+    assert err <= rtol * scale + allowance, \
+        f"{what}: max error {err:.3g} at scale {scale:.3g} (float32 allowance " \
+        f"{allowance:.3g})\ngot {actual}\nexpected {expected}"
 
 
 def check_directional(native, interp, args, argnums, dtype, kind, seed):
@@ -509,23 +510,46 @@ def check_directional(native, interp, args, argnums, dtype, kind, seed):
     spec, arrays = native.specialize(*args)
     positions = [spec.traced.index(i) for i in argnums]
     f64 = _float64_graph(native, spec, args)
-    shifted = [a.astype(np.complex128) if a.dtype.kind == "f" else a for a in arrays]
-    for p, vi in zip(positions, v):
-        shifted[p] = shifted[p] + 1j * STEP * vi.astype(np.float64)
+    graph = f64 if kind == "jvp" else value_and_grad_graph(f64, positions)
+
+    def reference(at):
+        """The complex step of the float64 graph along v at the inputs ``at``."""
+        shifted = [a.astype(np.complex128) if a.dtype.kind == "f" else a for a in at]
+        for p, vi in zip(positions, v):
+            shifted[p] = shifted[p] + 1j * STEP * vi.astype(np.float64)
+        outputs = evaluate(graph, shifted)
+        return [np.imag(o) / STEP for o in (outputs[:1] if kind == "jvp" else outputs[1:])]
+    expected = reference(arrays)
     rtol = 2e-3 if dtype == "float32" else 1e-9
+    # float32 against a float64 reference: as close as the program's conditioning allows (the
+    # reference's change when the inputs move by a few float32 ulps, as f32_sensitivity measures
+    # for the gradient); native == interpreter, both float32, is held to rtol alone.
+    allowance = F32_SENSITIVITY_FACTOR * _f32_spread(reference, arrays, expected, positions,
+                                                     seed) if dtype == "float32" else 0.0
     if kind == "jvp":
         (_, t), (_, t_interp) = native.jvp(args, v), interp.jvp(args, v)
-        expected = np.imag(evaluate(f64, shifted)[0]) / STEP
         _close(t, t_interp, rtol, "jvp: native vs interpreter")
-        _close(t, expected, rtol, "jvp vs complex step")
+        _close(t, expected[0], rtol, "jvp vs complex step", allowance)
     else:
         hv, hv_interp = native.hvp(args, v), interp.hvp(args, v)
-        graph = value_and_grad_graph(f64, positions)
-        expected = [np.imag(o) / STEP for o in evaluate(graph, shifted)[1:]]
         for k, (a, b, c) in enumerate(zip(hv, hv_interp, expected)):
             _close(a, b, rtol, f"hvp[{k}]: native vs interpreter")
-            _close(a, c, rtol, f"hvp[{k}] vs complex step")
+            _close(a, c, rtol, f"hvp[{k}] vs complex step", allowance)
     COUNTS[kind] += 1
+
+
+def _f32_spread(reference, arrays, base, positions, seed):
+    """The largest change of ``reference`` (float64) over three moves of the float inputs by 4
+    float32 ulps of random sign."""
+    rng, spread = np.random.default_rng(seed ^ 0xF32), 0.0
+    for _ in range(3):
+        moved = list(arrays)
+        for p in positions:
+            a = np.asarray(arrays[p], np.float64)
+            moved[p] = a * (1 + 4 * 2.0 ** -24 * rng.choice([-1.0, 1.0], np.shape(a)))
+        spread = max([spread] + [float(np.max(np.abs(r - b), initial=0.0))
+                                 for r, b in zip(reference(moved), base)])
+    return spread
 
 
 def check_complex_step(report, dtype, atol, assignment=None):
@@ -927,6 +951,48 @@ def test_float32_sensitivity_widens_only_where_float32_cannot_decide():
     x = make_args([("float", (4, 3), None)], "float32", 2)
     scale = np.abs(1 / np.cosh(x[0].astype(float)) ** 2 * x[0] + np.tanh(x[0])).max()
     assert F32_SENSITIVITY_FACTOR * f32_sensitivity(calm, x, (0,), 2) < 1e-4 * scale
+
+
+# Found by the long run (session 7, shard 1/2, after ~2,000 programs; main fails the same way): a
+# float32 hvp whose program feeds sin(1.7 v) with v = inner(vdot(x, x), max(x, vdot(x, x))), about
+# 1e3. Native and interpreter agreed; both were 2.3e-3 off the float64 complex step (the fixed
+# rtol: 2e-3), which float32's rounding of v alone explains, as for the gradient above. The jvp
+# and hvp references now allow the same measure of float32's conditioning; the float64 program
+# passes at 1e-9.
+ILL_CONDITIONED_HVP_F32 = (
+    "def program(x0, x1):\n"
+    "    v0 = snp.expand_dims(x0, 0)\n"
+    "    v1 = snp.abs(v0 - 0.3141)\n"
+    "    v2 = snp.vdot(v0, v0)\n"
+    "    v3 = snp.maximum(v0, v2 + 0.0577)\n"
+    "    v6 = snp.inner(v2, v3)\n"
+    "    v7 = x1 + v0\n"
+    "    return snp.sum(snp.sin(1.7 * v1) + 0.25 * v1) + snp.sum(snp.sin(1.7 * v6) + 0.25 * v6)"
+    " + snp.sum(snp.sin(1.7 * v7) + 0.25 * v7)\n")
+ILL_CONDITIONED_HVP_ARGS = ([("float", (2, 4, "N"), None), ("float", (), None)], 24423105,
+                            [{"M": 1, "N": 1}, {"M": 2, "N": 4}])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_regression_float32_hvp_of_an_ill_conditioned_program(dtype):
+    check_program(ILL_CONDITIONED_HVP_F32, dtype, *ILL_CONDITIONED_HVP_ARGS, checks=("hvp", "jvp"))
+
+
+@pytest.mark.parametrize("method", ["jvp", "hvp"])
+def test_a_float32_tangent_wrong_in_both_backends_is_still_caught(monkeypatch, method):
+    """The float32 allowance widens only where float32 cannot decide: in a well-conditioned
+    program a jvp or hvp 1e-2 off the complex step is caught even when native and interpreter
+    agree on it."""
+    honest_compile = symgrad.compile
+
+    def compile_(fn, **options):
+        cf = honest_compile(fn, **options)
+        setattr(cf, method, _wrong(method, 1e-2)(getattr(cf, method)))      # both backends
+        return cf
+    monkeypatch.setattr(symgrad, "compile", compile_)
+    calm = "def program(x0):\n    return snp.sum(snp.tanh(x0) * x0)\n"
+    with pytest.raises(AssertionError, match=f"{method}" + r"(\[0\])? vs complex step"):
+        check_program(calm, "float32", [("float", (4, 3), None)], 2, checks=(method,))
 
 
 # Found by the long run: a float64 program too steep for central differences at any step (their
