@@ -14,6 +14,8 @@ of C modules rather than one per case:
   interpreter's (which ``check_gradient`` checked against the numerical references).
 - ``check_jvp`` / ``check_hvp``: forward mode against a central difference of the values, and
   the Hessian-vector product against a central difference of the gradients.
+
+``standard_tests(CASES)`` makes the first three into a file's test functions.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import zlib
 from typing import Callable, NamedTuple
 
 import numpy as np
+import pytest
 
 import symgrad
 import symgrad.numpy as snp
@@ -237,3 +240,27 @@ def primitives_used(cases):
         for graph in (spec.graph, spec.value_and_grad_graph()):
             used.update(n.prim for n in graph.nodes)
     return used
+
+
+def standard_tests(cases):
+    """The checks every breadth file runs on its cases, as pytest test functions (both backends
+    and dtypes for the values; the interpreter's gradient of each differentiable case; the C
+    gradients of the groups)::
+
+        (test_values_match_numpy, test_gradient_against_differences,
+         test_c_gradients_equal_interpreter) = standard_tests(CASES)
+    """
+    by_name = {c.name: c for c in cases}
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    def test_values_match_numpy(backend, dtype):
+        check_values(cases, backend, dtype)
+
+    @pytest.mark.parametrize("name", [c.name for c in cases if c.grad])
+    def test_gradient_against_differences(name):
+        check_gradient(by_name[name])
+
+    def test_c_gradients_equal_interpreter():
+        check_grouped_gradients(cases)
+    return test_values_match_numpy, test_gradient_against_differences, \
+        test_c_gradients_equal_interpreter

@@ -6,8 +6,7 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from breadth import (Case, check_gradient, check_grouped_gradients, check_hvp, check_jvp,
-                     check_values)
+from breadth import Case, check_hvp, check_jvp, standard_tests
 
 
 def U(*shape):
@@ -59,18 +58,8 @@ CASES = [
 BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_values_match_numpy(backend, dtype):
-    check_values(CASES, backend, dtype)
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES if c.grad])
-def test_gradient_against_differences(name):
-    check_gradient(BY_NAME[name])
-
-
-def test_c_gradients_equal_interpreter():
-    check_grouped_gradients(CASES)
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
 
 
 def test_jvp(backend):

@@ -11,7 +11,7 @@ import pytest
 import symgrad
 import symgrad.numpy as snp
 from symgrad.errors import UnsupportedError
-from breadth import Case, check_gradient, check_grouped_gradients, check_values
+from breadth import Case, standard_tests
 
 
 def U(*shape, lo=-2.0, hi=2.0):
@@ -139,21 +139,10 @@ CASES = [
     Case("masks", _masks, args(U(6), B(6))),
     Case("made", _made, args(U(6), U(3, 4))),
 ]
-BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_values_match_numpy(backend, dtype):
-    check_values(CASES, backend, dtype)
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES if c.grad])
-def test_gradient_against_differences(name):
-    check_gradient(BY_NAME[name])
-
-
-def test_c_gradients_equal_interpreter():
-    check_grouped_gradients(CASES)
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
 
 
 def _trace_error(fn, *arrays):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from breadth import Case, check_gradient, check_grouped_gradients, check_values
+from breadth import Case, standard_tests
 
 # The interpreter evaluates where's branch not taken (inf - inf in modf; 0/0 in nanvar's
 # all-NaN column).
@@ -102,21 +102,10 @@ CASES = [
     Case("nan_reductions", _nan_reductions, args(U(3, 4))),
     Case("nan_degenerate", _nan_degenerate, args(U(3, 4)), grad=False),
 ]
-BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_values_match_numpy(backend, dtype):
-    check_values(CASES, backend, dtype)
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES if c.grad])
-def test_gradient_against_differences(name):
-    check_gradient(BY_NAME[name])
-
-
-def test_c_gradients_equal_interpreter():
-    check_grouped_gradients(CASES)
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
 
 
 def test_nanargmax_of_an_all_nan_slice_fails_when_it_runs(backend):

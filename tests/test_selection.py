@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from breadth import Case, check_gradient, check_grouped_gradients, check_values
+from breadth import Case, standard_tests
 
 # A traced condition in piecewise applies each function to the whole array (sqrt of the negative
 # elements too, then not selected), and isclose computes inf - inf before choosing equality: the
@@ -91,21 +91,10 @@ CASES = [
     Case("cumulative", _cumulative, args(U(8), U(3, 4))),
     Case("reduction_keywords", _reduction_keywords, args(U(3, 4), U(8))),
 ]
-BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_values_match_numpy(backend, dtype):
-    check_values(CASES, backend, dtype)
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES if c.grad])
-def test_gradient_against_differences(name):
-    check_gradient(BY_NAME[name])
-
-
-def test_c_gradients_equal_interpreter():
-    check_grouped_gradients(CASES)
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
 
 
 @pytest.mark.parametrize("fn, error, match", [

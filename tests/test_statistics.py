@@ -6,8 +6,7 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
-from breadth import (Case, case_args, check_gradient, check_grouped_gradients, check_hvp,
-                     check_jvp, check_values)
+from breadth import Case, case_args, check_hvp, check_jvp, standard_tests
 
 
 def U(*shape, lo=-2.0, hi=2.0):
@@ -89,20 +88,11 @@ CASES = [
 BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN slice", "ignore:Mean of empty slice",
-                            "ignore:invalid value encountered")
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_values_match_numpy(backend, dtype):
-    check_values(CASES, backend, dtype)
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES if c.grad])
-def test_gradient_against_differences(name):
-    check_gradient(BY_NAME[name])
-
-
-def test_c_gradients_equal_interpreter():
-    check_grouped_gradients(CASES)
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
+test_values_match_numpy = pytest.mark.filterwarnings(
+    "ignore:All-NaN slice", "ignore:Mean of empty slice",
+    "ignore:invalid value encountered")(test_values_match_numpy)
 
 
 def test_jvp(backend):
