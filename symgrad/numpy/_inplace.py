@@ -17,8 +17,6 @@ values), whatever the number of elements written.
 """
 from __future__ import annotations
 
-import builtins
-
 import numpy as _np
 
 from symgrad.core import dims as _dims
@@ -26,22 +24,14 @@ from symgrad.core import ops
 from symgrad.core.ir import user_location
 from symgrad.core.primitives import bind
 from symgrad.errors import TracingError, where as _at
-from symgrad.frontend.tracer import IMPLEMENTATIONS, Tracer, implementation
-
-
-class _Mirror:
-    """symgrad.numpy's functions by name, through the registry (symgrad.numpy imports this
-    module, so it cannot import symgrad.numpy)."""
-
-    def __getattr__(self, name):
-        return implementation(name)
-
-
-_MIRROR = _Mirror()
+from symgrad.frontend.tracer import IMPLEMENTATIONS, Tracer
+from symgrad.numpy._common import snp as _registered, traced as _traced
 
 
 def _snp():
-    return _MIRROR
+    """symgrad.numpy's functions by name, through the registry (symgrad.numpy imports this
+    module, so it cannot import symgrad.numpy)."""
+    return _registered
 
 
 def _positions(x, key):
@@ -159,10 +149,6 @@ def subtract_at(x, indices, v=None):
 # --- NumPy's functions that write their first argument in place --------------------------------
 # Each is a write of the target's flat positions (``a.flat[pos] = vals``) or a select over the
 # whole of it, so views of the target see it, as in NumPy, and reverse mode is setitem's.
-
-def _traced(*values):
-    return builtins.any(isinstance(v, Tracer) for v in values)
-
 
 def _cycled(values, m):
     """``values`` (1-d) repeated to length ``m``, as NumPy's put/putmask/place repeat them."""
