@@ -31,7 +31,7 @@ from symgrad.numpy.statistics import safe_sqrt
 __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd",
            "svdvals", "norm", "pinv", "lstsq", "matrix_power", "multi_dot", "matrix_rank",
            "matmul", "outer", "trace", "diagonal", "matrix_transpose", "vector_norm",
-           "matrix_norm", "cross", "tensordot", "vecdot"]
+           "matrix_norm", "cross", "tensordot", "vecdot", "cond", "tensorsolve", "tensorinv"]
 
 SlogdetResult = namedtuple("SlogdetResult", "sign logabsdet")
 EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")
@@ -110,6 +110,58 @@ def det(a):
         return np.linalg.det(a)
     sign, logabs = slogdet(a)
     return snp.multiply(sign, snp.exp(logabs))
+
+
+def tensorsolve(a, b, axes=None):
+    """x with tensordot(a, x, x.ndim) = b: a's trailing axes (after moving ``axes`` to the
+    end) reshaped into one square system, as NumPy does."""
+    if not traced(a, b):
+        return np.linalg.tensorsolve(a, b, axes)
+    A, B = as_float(a), snp.asarray(b)
+    if axes is not None:
+        order = [k for k in range(A.ndim) if k not in
+                 {axis_index(ax, A.ndim) for ax in axes}]
+        A = snp.transpose(A, order + [axis_index(ax, A.ndim) for ax in axes])
+    shape = tuple(A.shape[B.ndim:])
+    rows = int(np.prod(A.shape[:B.ndim], dtype=np.int64))
+    cols = int(np.prod(shape, dtype=np.int64))
+    if rows != cols or B.size != rows:
+        raise ShapeError(f"linalg.tensorsolve: a {tuple(A.shape)} and b {tuple(B.shape)} do not "
+                         f"make a square system (prod(a.shape[b.ndim:]) must equal b.size, "
+                         f"{cols} against {B.size}){at()}")
+    x = solve(snp.reshape(A, (rows, cols)), snp.ravel(B))
+    return snp.reshape(x, shape)
+
+
+def tensorinv(a, ind=2):
+    """The inverse of a with respect to tensordot(., ., ind): its first ``ind`` axes against
+    the rest, reshaped into one square matrix and inverted, as NumPy does."""
+    if not traced(a):
+        return np.linalg.tensorinv(a, ind)
+    A = as_float(a)
+    if not isinstance(ind, (int, np.integer)) or ind <= 0:
+        raise ValueError("Invalid ind argument.")
+    rows = int(np.prod(A.shape[:ind], dtype=np.int64))
+    cols = int(np.prod(A.shape[ind:], dtype=np.int64))
+    if rows != cols:
+        raise ShapeError(f"linalg.tensorinv: a {tuple(A.shape)} split after axis {ind} is a "
+                         f"{rows} x {cols} matrix, not a square one{at()}")
+    inverse = inv(snp.reshape(A, (rows, cols)))
+    return snp.reshape(inverse, tuple(A.shape[ind:]) + tuple(A.shape[:ind]))
+
+
+def cond(x, p=None):
+    """The condition number: the ratio of extreme singular values for p None, 2 and -2, else
+    norm(x, p) * norm(inv(x), p), as NumPy computes it. A singular matrix gives inf or NaN
+    (NumPy turns NaN into inf where x holds no NaN)."""
+    if not traced(x):
+        return np.linalg.cond(x, p)
+    X = _float_matrix(x, "cond", square=p not in (None, 2, -2))
+    if p in (None, 2, -2):
+        s = svd(X, compute_uv=False)
+        big, small = s[..., 0], s[..., -1]
+        return snp.divide(small, big) if p == -2 else snp.divide(big, small)
+    return snp.multiply(norm(X, p, axis=(-2, -1)), norm(inv(X), p, axis=(-2, -1)))
 
 
 def matrix_power(a, n):

@@ -1,9 +1,13 @@
-"""``symgrad.scipy.linalg``: SciPy's triangular and Cholesky solves on traced values.
+"""``symgrad.scipy.linalg``: ``scipy.linalg`` on traced values, with SciPy's signatures.
 
 ``solve_triangular`` is the ``triangular_solve`` primitive (it reads only the triangle it is told
 to, as SciPy does, and its derivative is masked to that triangle); ``cho_factor``/``cho_solve``
-pair the Cholesky primitive with two triangular solves. On plain arrays each calls SciPy when it
-is installed, and otherwise computes the same with NumPy (SciPy is not a symgrad dependency).
+pair the Cholesky primitive with two triangular solves. ``solve``, ``inv``, ``det``, ``eigh``,
+``svd``, ``qr``, ``norm`` and ``pinv`` are ``symgrad.numpy.linalg``'s factorizations behind
+SciPy's arguments: ``assume_a`` picks the factorization and, as in SciPy, which entries of ``a``
+are read (one triangle for "sym"/"pos", the diagonal for "diagonal"); ``eigh`` solves the
+generalized problem through the Cholesky factor of ``b``. On plain arrays each calls SciPy when
+it is installed, and otherwise computes the same with NumPy (SciPy is not a symgrad dependency).
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from symgrad.frontend.tracer import unsupported as _unsupported
 from symgrad.numpy._common import as_float, at, snp, traced
 from symgrad.numpy import linalg as _linalg
 
-__all__ = ["solve_triangular", "cholesky", "cho_factor", "cho_solve"]
+__all__ = ["solve_triangular", "cholesky", "cho_factor", "cho_solve", "solve", "inv", "det",
+           "eigh", "eigvalsh", "svd", "svdvals", "qr", "norm", "pinv", "block_diag"]
 
 _TRANS = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}
 
@@ -105,6 +110,239 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
     # lower: L L^T x = b;  upper: U^T U x = b.
     y = solve_triangular(c, b, trans=0 if lower else 1, lower=lower)
     return solve_triangular(c, y, trans=1 if lower else 0, lower=lower)
+
+
+# --- SciPy's names for numpy.linalg's factorizations ----------------------------------------------
+
+# SciPy's assume_a spellings, by what each reads of a.
+_ASSUME = {None: "gen", "gen": "gen", "general": "gen", "banded": "gen",
+           "sym": "sym", "symmetric": "sym", "her": "sym", "hermitian": "sym",
+           "pos": "pos", "positive definite": "pos", "diagonal": "diagonal",
+           "tridiagonal": "tridiagonal", "upper triangular": "upper", "lower triangular": "lower"}
+
+
+def _square(a, name):
+    A = as_float(a)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ShapeError(f"scipy.linalg.{name} expects a square matrix, got {tuple(A.shape)}"
+                         f"{at()}; for a batch of matrices use symgrad.numpy.linalg.{name}")
+    return A
+
+
+def _structured(A, kind, lower):
+    """The matrix SciPy's solver for ``kind`` sees: symmetric ones built from the triangle it
+    reads, a diagonal or tridiagonal one masked to its band (the other entries are never read,
+    so they get no gradient)."""
+    if kind == "sym":
+        t = snp.tril(A) if lower else snp.triu(A)
+        return snp.add(t, snp.swapaxes(snp.tril(A, -1) if lower else snp.triu(A, 1), -1, -2))
+    if kind == "diagonal":
+        return snp.multiply(A, snp.eye(A.shape[0], dtype=A.dtype))
+    if kind == "tridiagonal":
+        return snp.triu(snp.tril(A, 1), -1)
+    return A
+
+
+def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
+          assume_a=None, transposed=False):
+    """x with a x = b (a^T x = b with ``transposed``); b is (N,) or (N, K). ``assume_a``:
+    "gen" (LU), "sym"/"her" (the ``lower`` or upper triangle read), "pos" (Cholesky of that
+    triangle), "diagonal", "tridiagonal", "upper triangular"/"lower triangular", "banded"."""
+    if assume_a not in _ASSUME:
+        raise ValueError(f"{assume_a!r} is not a recognized matrix structure; use one of "
+                         f"{sorted(k for k in _ASSUME if k)}")
+    if not traced(a, b):
+        sl = _scipy()
+        if sl is not None:
+            return sl.solve(a, b, lower=lower, assume_a=assume_a, transposed=transposed)
+        a = np.asarray(a)
+        return np.linalg.solve(a.T if transposed else a, b)
+    A = _square(a, "solve")
+    B = snp.asarray(b)
+    if B.ndim not in (1, 2) or B.shape[0] != A.shape[0]:
+        raise ShapeError(f"scipy.linalg.solve: a {tuple(A.shape)} and b {tuple(B.shape)} do not "
+                         f"match (b must be ({A.shape[0]},) or ({A.shape[0]}, K)){at()}")
+    kind = _ASSUME[assume_a]
+    if kind in ("upper", "lower"):
+        return solve_triangular(A, B, trans=1 if transposed else 0, lower=kind == "lower")
+    if kind == "pos":
+        return cho_solve(cho_factor(A, lower=lower), B)
+    A = _structured(A, kind, lower)
+    if transposed and kind != "sym":
+        A = snp.swapaxes(A, -1, -2)
+    return _linalg.solve(A, B if B.dtype == A.dtype else snp.astype(B, A.dtype))
+
+
+def inv(a, overwrite_a=False, check_finite=True, *, assume_a=None, lower=False):
+    """a^-1; ``assume_a`` and ``lower`` as in ``solve``."""
+    if not traced(a):
+        sl = _scipy()
+        if sl is not None:
+            return sl.inv(a, assume_a=assume_a, lower=lower)
+        return np.linalg.inv(a)
+    A = _square(a, "inv")
+    return solve(A, snp.eye(A.shape[0], dtype=A.dtype), lower=lower, assume_a=assume_a)
+
+
+def det(a, overwrite_a=False, check_finite=True):
+    if not traced(a):
+        sl = _scipy()
+        return sl.det(a) if sl is not None else np.linalg.det(a)
+    return _linalg.det(_square(a, "det"))
+
+
+def eigh(a, b=None, *, lower=True, eigvals_only=False, overwrite_a=False, overwrite_b=False,
+         type=1, check_finite=True, subset_by_index=None, subset_by_value=None, driver=None):
+    """Eigenvalues (ascending) and eigenvectors of a symmetric a, read from its ``lower`` (or
+    upper) triangle; with b (symmetric positive definite), of a v = w b v (``type`` 1), with
+    b-orthonormal vectors, through b's Cholesky factor L: eigh(L^-1 a L^-T), v = L^-T u.
+    ``subset_by_index`` (lo, hi) keeps eigenpairs lo..hi."""
+    if not traced(a, b):
+        sl = _scipy()
+        if sl is not None:
+            return sl.eigh(a, b, lower=lower, eigvals_only=eigvals_only, type=type,
+                           subset_by_index=subset_by_index, subset_by_value=subset_by_value,
+                           driver=driver)
+    if type != 1:
+        raise NotImplementedError(f"scipy.linalg.eigh(type={type}) is not traced{at()}; "
+                                  f"type 1 (a v = w b v) is")
+    if subset_by_value is not None:
+        raise NotImplementedError(f"scipy.linalg.eigh(subset_by_value=...) is not traced{at()}: "
+                                  f"how many eigenvalues fall in the interval is known only "
+                                  f"from the values; use subset_by_index or mask the result")
+    A = _square(a, "eigh")
+    uplo = "L" if lower else "U"
+    if b is None:
+        w, v = _linalg.eigh(A, uplo)
+    else:
+        L = cholesky(_square(b, "eigh"), lower=lower)
+        if not lower:       # cholesky(upper) gave U = L^T
+            L = snp.swapaxes(L, -1, -2)
+        # C = L^-1 a L^-T, from the triangle of a it reads (symmetrized first)
+        S = _structured(A, "sym", lower)
+        C = solve_triangular(L, snp.swapaxes(solve_triangular(L, S, lower=True), -1, -2),
+                             lower=True)
+        w, u = _linalg.eigh(C, "L")
+        v = solve_triangular(L, u, trans=1, lower=True)
+    if subset_by_index is not None:
+        lo, hi = (int(i) for i in subset_by_index)
+        n = A.shape[0]
+        if not 0 <= lo <= hi < n:
+            raise ValueError(f"subset_by_index must be 0 <= lo <= hi < {n}, got {(lo, hi)}")
+        w, v = w[lo:hi + 1], v[:, lo:hi + 1]
+    return w if eigvals_only else (w, v)
+
+
+def eigvalsh(a, b=None, *, lower=True, overwrite_a=False, overwrite_b=False, type=1,
+             check_finite=True, subset_by_index=None, subset_by_value=None, driver=None):
+    return eigh(a, b, lower=lower, eigvals_only=True, type=type,
+                subset_by_index=subset_by_index, subset_by_value=subset_by_value, driver=driver)
+
+
+def svd(a, full_matrices=True, compute_uv=True, overwrite_a=False, check_finite=True,
+        lapack_driver="gesdd"):
+    """(U, s, Vh), s descending, or s; full_matrices=True only for square a when traced."""
+    if lapack_driver not in ("gesdd", "gesvd"):
+        raise ValueError('lapack_driver must be "gesdd" or "gesvd", not "%s"' % lapack_driver)
+    if not traced(a):
+        sl = _scipy()
+        if sl is not None:
+            return sl.svd(a, full_matrices, compute_uv, lapack_driver=lapack_driver)
+        return np.linalg.svd(a, full_matrices, compute_uv)
+    A = as_float(a)
+    if A.ndim != 2:
+        raise ShapeError(f"scipy.linalg.svd expects a 2-D matrix, got {tuple(A.shape)}{at()}")
+    return tuple(_linalg.svd(A, full_matrices, compute_uv)) if compute_uv else \
+        _linalg.svd(A, full_matrices, compute_uv)
+
+
+def svdvals(a, overwrite_a=False, check_finite=True):
+    return svd(a, compute_uv=False)
+
+
+def qr(a, overwrite_a=False, lwork=None, mode="full", pivoting=False, check_finite=True):
+    """SciPy's modes: "full" (Q square; traced for m <= n), "economic" (reduced), "r" ((R,),
+    R of the full size, m x n)."""
+    if mode not in ("full", "economic", "r", "raw"):
+        raise ValueError("Mode argument should be one of ['full', 'r', 'economic', 'raw']")
+    if not traced(a):
+        sl = _scipy()
+        if sl is not None:
+            return sl.qr(a, mode=mode, pivoting=pivoting)
+    if pivoting:
+        raise NotImplementedError(f"scipy.linalg.qr(pivoting=True) is not traced{at()}: the "
+                                  f"column order depends on the values; use pivoting=False")
+    if mode == "raw":
+        raise NotImplementedError(f"scipy.linalg.qr(mode='raw') is not traced{at()}: LAPACK's "
+                                  f"reflectors are not returned; use mode='economic'")
+    A = as_float(a)
+    if A.ndim != 2:
+        raise ShapeError(f"scipy.linalg.qr expects a 2-D matrix, got {tuple(A.shape)}{at()}")
+    m, n = A.shape
+    if mode == "full" and m > n:
+        raise NotImplementedError(f"scipy.linalg.qr(mode='full') of a tall {m} x {n} matrix is "
+                                  f"not traced{at()}: the added columns of Q are not unique; "
+                                  f"use mode='economic'")
+    q, r = _linalg.qr(A, "reduced")
+    if mode == "r":
+        if m > n:
+            r = snp.concatenate([r, snp.zeros((m - n, n), dtype=r.dtype)], 0)
+        return (r,)
+    return q, r
+
+
+def norm(a, ord=None, axis=None, keepdims=False, check_finite=True):
+    if not traced(a):
+        sl = _scipy()
+        if sl is not None:
+            return sl.norm(a, ord, axis, keepdims)
+    return _linalg.norm(a, ord, axis, keepdims)
+
+
+def pinv(a, *, atol=None, rtol=None, return_rank=False, check_finite=True):
+    """The pseudo-inverse through the SVD, singular values at most atol + rtol * max(s) taken
+    as 0 (SciPy's defaults: atol 0, rtol max(M, N) * eps); with return_rank, (B, rank)."""
+    if (atol is not None and not traced(atol) and atol < 0) or \
+            (rtol is not None and not traced(rtol) and rtol < 0):
+        raise ValueError("atol and rtol values must be positive.")
+    if not traced(a, atol, rtol):
+        sl = _scipy()
+        if sl is not None:
+            return sl.pinv(a, atol=atol, rtol=rtol, return_rank=return_rank)
+    A = as_float(a)
+    if A.ndim != 2:
+        raise ShapeError(f"scipy.linalg.pinv expects a 2-D matrix, got {tuple(A.shape)}{at()}")
+    u, s, vh = _linalg.svd(A, full_matrices=False)
+    rtol = max(A.shape) * np.finfo(A.dtype).eps if rtol is None else rtol
+    cutoff = snp.add(0.0 if atol is None else atol, snp.multiply(snp.max(s), rtol))
+    large = snp.greater(s, cutoff)
+    s_inv = snp.where(large, snp.divide(1.0, snp.where(large, s, 1.0)), 0.0)
+    B = snp.matmul(snp.swapaxes(vh, -1, -2), snp.multiply(snp.expand_dims(s_inv, -1),
+                                                          snp.swapaxes(u, -1, -2)))
+    return (B, snp.count_nonzero(large)) if return_rank else B
+
+
+def block_diag(*arrs):
+    """The block-diagonal matrix of the arguments (each at most 2-D; a 1-D one is a row),
+    zeros elsewhere, in the arguments' common dtype."""
+    if not traced(*arrs):
+        sl = _scipy()
+        if sl is not None:
+            return sl.block_diag(*arrs)
+    blocks = [snp.atleast_2d(snp.asarray(x)) for x in (arrs or ([],))]
+    deep = [k for k, x in enumerate(blocks) if x.ndim > 2]
+    if deep:
+        raise ValueError(f"arguments in the following positions have dimension greater than 2: "
+                         f"{deep}")
+    dtype = np.result_type(*[x.dtype for x in blocks])
+    cols = sum(x.shape[1] for x in blocks)
+    rows, left = [], 0
+    for x in blocks:
+        r, c = x.shape
+        rows.append(snp.concatenate([snp.zeros((r, left), dtype=dtype), snp.astype(x, dtype),
+                                     snp.zeros((r, cols - left - c), dtype=dtype)], 1))
+        left += c
+    return snp.concatenate(rows, 0)
 
 
 # Registered as "scipy.linalg.<name>" (docs/numpy.md lists them). SciPy's own functions do not

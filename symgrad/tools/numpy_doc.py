@@ -148,7 +148,18 @@ NOTES = {
     "linalg.pinv": "through the SVD: derivatives need distinct singular values",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
     "linalg.norm": "the gradient of the 2-norm and the Frobenius norm at 0 is 0, not NaN",
+    "linalg.cond": "a singular matrix gives inf or NaN (NumPy turns NaN into inf)",
     "scipy.linalg.cho_factor": "the unused triangle holds zeros (SciPy leaves a's entries)",
+    "scipy.linalg.solve": "a is one matrix (batches: numpy.linalg.solve); assume_a 'sym'/'her' "
+                          "and 'pos' read one triangle, 'diagonal' and 'tridiagonal' their band, "
+                          "as SciPy's solvers do; a singular a gives inf/NaN",
+    "scipy.linalg.inv": "assume_a and lower as in solve",
+    "scipy.linalg.eigh": "type=1 only; subset_by_index, not subset_by_value; eigenvector signs as "
+                         "numpy.linalg.eigh's",
+    "scipy.linalg.eigvalsh": "as eigh",
+    "scipy.linalg.svd": "as numpy.linalg.svd; lapack_driver is accepted and ignored",
+    "scipy.linalg.qr": "modes economic, r, and full for m <= n; not pivoting=True or mode='raw'",
+    "scipy.linalg.pinv": "through the SVD: derivatives need distinct singular values",
     # SciPy.
     "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
                                "returns float64)",
