@@ -90,6 +90,10 @@ CASES = [
         ssl.norm(a, "nuc", keepdims=True), ssl.pinv(a), ssl.pinv(a.T, rtol=1e-3),
         ssl.pinv(a, atol=0.5), *ssl.pinv(a[:, :2] @ a[:2], return_rank=True)),
         args(U(4, 3), U(5)), rtol32=1e-4),
+    # Norms from 0.4 to ~4: none to two squarings (the squaring loop's gate both ways).
+    Case("expm", lambda a, b, c: (ssl.expm(a), ssl.expm(b), ssl.expm(c), ssl.expm(0.0 * a)),
+         lambda rng: [rng.uniform(-1, 1, (3, 3)) * 0.3, rng.uniform(-1, 1, (4, 4)) * 1.5,
+                      rng.uniform(-1, 1, (2, 3, 3))], rtol32=1e-4),
     Case("block_diag", lambda a, v, s, b: (
         ssl.block_diag(a, v, s), ssl.block_diag(b), ssl.block_diag(v, a[:, :0], a)),
         lambda rng: [rng.uniform(-1, 1, (2, 3)), rng.uniform(-1, 1, 4),
@@ -188,3 +192,42 @@ def test_errors_name_the_problem(call, error, match):
     a = well(3, 3)(np.random.default_rng(2))
     with pytest.raises(error, match=match):
         symgrad.compile(call, backend="interp")(a)
+
+
+def test_expm_against_scipy_at_large_norms(backend):
+    """Norms up to ~1e3 (eight squarings) and a batch; the truth is SciPy's, whose algorithm
+    (Al-Mohy and Higham 2009) differs from ours, so both carry the squarings' rounding."""
+    rng = np.random.default_rng(7)
+    f = symgrad.compile(lambda a: ssl.expm(a), backend=backend)
+    for scale in (1e-8, 0.1, 5.0, 30.0):
+        a = rng.standard_normal((5, 5)) * scale
+        want = scipy.linalg.expm(a)
+        np.testing.assert_allclose(f(a), want, rtol=1e-11, atol=1e-11 * np.abs(want).max())
+    # Skew-symmetric: the exponential is a rotation, exact orthogonality is a check of its own.
+    k = rng.standard_normal((4, 4)) * 40
+    q = f(k - k.T)
+    np.testing.assert_allclose(q @ q.T, np.eye(4), atol=1e-9)
+    batch = rng.standard_normal((3, 4, 4)) * np.array([0.01, 1.0, 20.0])[:, None, None]
+    np.testing.assert_allclose(f(batch), scipy.linalg.expm(batch), rtol=1e-11, atol=1e-9)
+
+
+def test_expm_gradient_where_squarings_run():
+    """The gradient through eight squarings, against the complex step and differences."""
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((3, 3)) * 8
+    w = rng.uniform(-1, 1, (3, 3))
+    report = symgrad.check_grad(lambda a: snp.sum(ssl.expm(a) * w), a, rtol=1e-6)
+    assert report.ok and {c.method for c in report.comparisons} >= {"complex step",
+                                                                     "central diff"}
+
+
+def test_expm_limits(backend):
+    f = symgrad.compile(lambda a: ssl.expm(a, max_squarings=4), backend=backend)
+    np.testing.assert_allclose(f(np.eye(2)), np.e * np.eye(2), rtol=1e-14)
+    with pytest.raises(RuntimeError, match=r"needs more than max_squarings=4 squarings"):
+        f(np.eye(2) * 1e3)
+    assert np.all(np.isnan(f(np.full((2, 2), np.nan))))
+    with np.errstate(invalid="ignore"):      # inf * 0, as in SciPy's own expm
+        assert np.all(np.isnan(f(np.diag([np.inf, 1.0]))))
+    with pytest.raises(symgrad.errors.ShapeError, match=r"square matrices"):
+        f(np.ones((2, 3)))

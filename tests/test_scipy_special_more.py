@@ -101,7 +101,8 @@ def test_scipy_functions_that_convert_their_arguments_say_what_to_call():
              (lambda a: sps.softmax(a), r"Call symgrad\.scipy\.special\.softmax instead"),
              (lambda a: scipy_linalg.solve_triangular(a, a[0], lower=True),
               r"Call symgrad\.scipy\.linalg\.solve_triangular instead"),
-             (lambda a: scipy_linalg.expm(a), r"symgrad does not trace scipy\.linalg\.expm yet")]
+             (lambda a: scipy_linalg.expm(a), r"Call symgrad\.scipy\.linalg\.expm instead"),
+             (lambda a: scipy_linalg.logm(a), r"symgrad does not trace scipy\.linalg\.logm yet")]
     for fn, match in cases:
         with pytest.raises(symgrad.TracingError, match=match) as info:
             symgrad.compile(fn, backend="interp")(np.eye(3))

@@ -15,13 +15,14 @@ import numpy as np
 
 from symgrad.core.primitive import bind
 from symgrad.errors import ShapeError
+from symgrad.frontend.loops import fori_loop
 from symgrad.frontend.tracer import Tracer, implements as _implements
 from symgrad.frontend.tracer import unsupported as _unsupported
 from symgrad.numpy._common import as_float, at, snp, traced
 from symgrad.numpy import linalg as _linalg
 
 __all__ = ["solve_triangular", "cholesky", "cho_factor", "cho_solve", "solve", "inv", "det",
-           "eigh", "eigvalsh", "svd", "svdvals", "qr", "norm", "pinv", "block_diag"]
+           "eigh", "eigvalsh", "svd", "svdvals", "qr", "norm", "pinv", "block_diag", "expm"]
 
 _TRANS = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}
 
@@ -343,6 +344,68 @@ def block_diag(*arrs):
                                      snp.zeros((r, cols - left - c), dtype=dtype)], 1))
         left += c
     return snp.concatenate(rows, 0)
+
+
+# --- the matrix exponential ----------------------------------------------------------------------
+
+# Higham (2005), "The scaling and squaring method for the matrix exponential revisited": the
+# [13/13] Pade approximant's coefficients b_0..b_13, and the 1-norm up to which it is exact to
+# double precision.
+_PADE13 = (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0,
+           129060195264000.0, 10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0,
+           40840800.0, 960960.0, 16380.0, 182.0, 1.0)
+_THETA13 = 5.371920351148152
+
+
+def _pade13(X):
+    """r_13(X) = (V - U)^-1 (V + U), U the odd part and V the even part of the numerator."""
+    b = _PADE13
+    eye = snp.broadcast_to(snp.eye(X.shape[-1], dtype=X.dtype), X.shape)
+    X2 = snp.matmul(X, X)
+    X4 = snp.matmul(X2, X2)
+    X6 = snp.matmul(X4, X2)
+    U = snp.matmul(X, snp.matmul(X6, b[13] * X6 + b[11] * X4 + b[9] * X2)
+                   + b[7] * X6 + b[5] * X4 + b[3] * X2 + b[1] * eye)
+    V = (snp.matmul(X6, b[12] * X6 + b[10] * X4 + b[8] * X2)
+         + b[6] * X6 + b[4] * X4 + b[2] * X2 + b[0] * eye)
+    return _linalg.solve(V - U, V + U)
+
+
+def expm(A, *, max_squarings=16):
+    """The matrix exponential of A (..., n, n): scaling and squaring with the [13/13] Pade
+    approximant (Higham 2005): A / 2^s with ||A / 2^s||_1 <= 5.37, then s squarings.
+
+    s is known only from A's values, so the compiled loop has ``max_squarings`` steps (JAX's
+    default and name), each squaring while its index is below s; a finite A whose norm needs
+    more fails the call with an error naming the bound, where JAX returns NaN. An A holding
+    inf or NaN gives NaN, as SciPy's expm does."""
+    if not traced(A):
+        sl = _scipy()
+        if sl is not None:
+            return sl.expm(A)
+    X = as_float(A)
+    if X.ndim < 2 or X.shape[-1] != X.shape[-2]:
+        raise ShapeError(f"scipy.linalg.expm expects square matrices (..., n, n), got "
+                         f"{tuple(X.shape)}{at()}")
+    if not isinstance(max_squarings, (int, np.integer)) or max_squarings < 0:
+        raise ValueError(f"max_squarings must be a non-negative int, got {max_squarings!r}")
+    norm1 = snp.max(snp.sum(snp.abs(X), -2), -1)
+    # Small norms (a zero one too) need no scaling; NaN stays NaN, for the guard below.
+    s = snp.ceil(snp.log2(snp.maximum(norm1 / _THETA13, 1.0)))
+    # An A holding inf or NaN gives NaN, as SciPy's does; a finite one too large, an error.
+    too_many = snp.any((s > max_squarings) & snp.isfinite(s))
+    message = (f"scipy.linalg.expm{at()}: the 1-norm of A needs more than max_squarings="
+               f"{max_squarings} squarings; pass a larger max_squarings")
+    if traced(s):
+        s = Tracer(bind("guard", too_many.irvar, snp.asarray(s).irvar, message=message))
+    elif too_many:
+        raise ValueError(message)
+    # 2^-s exactly (exp2 of an integer is a power of two), in A's float type: no cast to an
+    # integer, so a complex-step check passes through.
+    gate = s[..., None, None]
+    R = _pade13(X * snp.exp2(-gate))
+    return fori_loop(0, max_squarings,
+                     lambda i, R: snp.where(i < gate, snp.matmul(R, R), R), R)
 
 
 # Registered as "scipy.linalg.<name>" (docs/numpy.md lists them). SciPy's own functions do not

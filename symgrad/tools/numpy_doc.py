@@ -160,6 +160,8 @@ NOTES = {
     "scipy.linalg.svd": "as numpy.linalg.svd; lapack_driver is accepted and ignored",
     "scipy.linalg.qr": "modes economic, r, and full for m <= n; not pivoting=True or mode='raw'",
     "scipy.linalg.pinv": "through the SVD: derivatives need distinct singular values",
+    "scipy.linalg.expm": "Higham's (2005) [13/13] Pade approximant, at most max_squarings=16 "
+                         "squarings (JAX's); a larger finite norm is an error when it runs",
     # SciPy.
     "scipy.special.polygamma": "the order n is a Python int; float32 stays float32 (SciPy's "
                                "returns float64)",
