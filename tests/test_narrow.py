@@ -351,3 +351,25 @@ def test_a_short_contraction_takes_the_broadcast_kernel(dtype, tmp_path):
         check(a, b, False, g(a, b), dtype)
     source = g.specialize(a, b)[0]._executable.source
     assert "bt[" in source and "symgradrt_mm_nn_%s10_short(" % letter in source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [3, 10])
+def test_the_dot_kernel_prefetches_rows_ahead_only_within_its_range(n, dtype, tmp_path):
+    # The "dot" nn kernel reads a row's part of a panel, then jumps k elements to the next row,
+    # which the hardware prefetcher does not follow: it prefetches DOT_PREFETCH_BLOCKS blocks of
+    # rows ahead, and nothing past its last row (m from 1 to past a few blocks, each product
+    # split over the pool or not, against NumPy).
+    ctype = "double" if dtype == "float64" else "float"
+    assert narrow.layout("nn", ctype, n) == "dot"
+    rows = narrow._layout_rows(n)
+    r = np.random.default_rng(7 + n)
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    ahead = narrow.DOT_PREFETCH_BLOCKS * rows
+    for m in sorted({1, 2, ahead, ahead + 1, ahead + rows, 3 * ahead + 2, 257}):
+        a = r.standard_normal((m, 700)).astype(dtype)
+        b = r.standard_normal((700, n)).astype(dtype)
+        check(a, b, False, f(a, b), dtype)
+    source = f.specialize(a, b)[0]._executable.source
+    assert f"const int64_t pf = i + {ahead + rows - 1} < i1 ? {ahead} * k : 0;" in source
+    assert "SYMGRADRT_PREFETCH(a0 + pf + q);" in source
