@@ -86,12 +86,42 @@ KSPLIT_RATIO = 4
 KSPLIT_CHUNK_K = 768
 
 
+# Products A^T B with a wide result and a short contraction (chosen from the shapes by
+# structural.py's ``_wide_call``: WIDE_MAX_K, WIDE_MIN_M, WIDE_MAX_N) run the kernel of
+# templates/wide_tn.c.j2, ``symgradrt_mm_tnw_<d|s>_run(k, m, n, a, b, c, accumulate)``, where
+# the sizes may be known only at run time. Its register tile: WIDE_NV vectors of A's columns
+# by WIDE_HB columns of the result (12 accumulators, the row's 3 vectors and a broadcast: the
+# 16 vector registers); WIDE_KC rows of A's panel (24 KB, in a 32 KB L1) per chunk of the
+# contraction.
+WIDE_NAME = re.compile(r"\bsymgradrt_mm_tnw_([ds])_run\(")
+WIDE_NV = 3
+WIDE_HB = 4
+WIDE_KC = 256
+
+
+def wide_params(ctypes):
+    """What templates/wide_tn.c.j2 renders the wide kernels for ``ctypes`` from."""
+    types = [(LETTER[t], t, VECTOR_BYTES // SIZEOF[t]) for t in ("double", "float")
+             if t in ctypes]
+    return {"types": types, "nv": WIDE_NV, "hb": WIDE_HB, "kc": WIDE_KC,
+            "panel": " / ".join(f"{WIDE_NV * lanes} {t}s" for _, t, lanes in types)}
+
+
+def wide_source(ctypes):
+    """The C of the wide kernels for ``ctypes`` (templates/wide_tn.c.j2)."""
+    from symgrad import templates
+    return templates.render("wide_tn.c.j2", **wide_params(ctypes))
+
+
 def template_parts(lines):
     """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls),
     ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
     lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
     kernel called). None when they call neither."""
     kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
+    wide = sorted({CTYPE[x] for line in lines for x in WIDE_NAME.findall(line)})
+    if wide:
+        kernels.append(wide_source(wide))
     calls = [line for line in lines if GEMM.search(line)]
     parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
              "ksplit_ratio": KSPLIT_RATIO, "ksplit_chunk_k": KSPLIT_CHUNK_K}
@@ -136,6 +166,7 @@ SPLIT_MIN_WORK = 2 * 65536
 _GEMM_SIZES = re.compile(r"\bsymgradrt_[ds]gemm_par\(\d+, \d+, (\d+), (\d+), (\d+),")
 _POOL_KERNEL = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\(")
 _POOL_KERNEL_SIZES = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\((\d+), (\d+), _pa")
+_WIDE_SIZES = re.compile(r"\bsymgradrt_mm_tnw_[ds]_run\((\d+), (\d+), (\d+), _pa")
 
 
 def may_split(lines):
@@ -148,6 +179,10 @@ def may_split(lines):
             return True
         if GEMM.search(line):
             sizes = _GEMM_SIZES.search(line)
+            if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
+                return True
+        if WIDE_NAME.search(line):
+            sizes = _WIDE_SIZES.search(line)
             if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
                 return True
         if _POOL_KERNEL.search(line):
