@@ -367,6 +367,67 @@ WIDE_SHAPES = [(200, 3073, 100), (2, 600, 17), (257, 515, 18), (513, 530, 19), (
                (1024, 512, 256)]
 
 
+# (m, k, n) for A B: W5's X W1; rows not a whole number of tiles (4, 6, 8 rows); the last
+# columns in one, two or three vectors, partial or whole (n mod 24 = 4, 13, 17, 0, 20 floats;
+# 4, 1, 5, 0 doubles in panels of 12); chunks of the contraction, the last partial.
+WIDE_NN_SHAPES = [(200, 3072, 100), (67, 800, 37), (71, 1000, 41), (65, 1025, 48),
+                  (99, 769, 20), (64, 2000, 256)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("m, k, n", WIDE_NN_SHAPES)
+def test_a_wide_product_with_a_long_contraction_matches_numpy(m, k, n, dtype, tmp_path):
+    r = np.random.default_rng(m + k + n)
+    a = r.standard_normal((m, k)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    c = r.standard_normal((m, n)).astype(dtype)
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    check(a, b, False, f(a, b), dtype)
+
+    def adds(a, b, c):
+        return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=False,
+                                     transpose_b=False))
+    g = symgrad.compile(adds, cache_dir=tmp_path)
+    want = 2.0 * c.astype(np.float64) + a.astype(np.float64) @ b
+    scale = np.abs(a).max() * np.abs(b).max() * k
+    np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    letter = "d" if dtype == "float64" else "s"
+    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 0)" in \
+        f.specialize(a, b)[0]._executable.source
+    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 1)" in \
+        g.specialize(a, b, c)[0]._executable.source
+
+
+@pytest.mark.parametrize("m, k, n", [(200, structural.WIDE_NN_MIN_K - 1, 100),
+                                     (structural.WIDE_NN_MIN_M - 1, 2000, 100),
+                                     (200, 2000, structural.WIDE_MAX_N + 1), (200, 2000, 16)])
+def test_the_wide_nn_kernel_leaves_other_shapes_to_the_blas(m, k, n, tmp_path):
+    r = np.random.default_rng(4)
+    a = r.standard_normal((m, k))
+    b = r.standard_normal((k, n))
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    check(a, b, False, f(a, b), "float64")
+    assert "symgradrt_mm_nnw_" not in f.specialize(a, b)[0]._executable.source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wide_nn_product_with_run_time_sizes_tests_them_in_c(dtype, tmp_path):
+    t = "f64" if dtype == "float64" else "f32"
+    f = symgrad.compile(product(False), signature={"a": f"{t}[M,K]", "b": f"{t}[K,N]"},
+                        cache_dir=tmp_path)
+    a, b = np.zeros((70, 800), dtype), np.zeros((800, 20), dtype)
+    f(a, b)
+    assert "symgradrt_mm_nnw_" in f.specialize(a, b)[0]._executable.source
+    r = np.random.default_rng(6)
+    for m, k, n in ((70, 800, 33), (130, 1500, 17), (0, 900, 20), (65, 700, 30),
+                    (40, 900, 30), (65, 900, 300), (65, 900, 10), (1, 1, 1)):
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        got = f(a, b)
+        assert got.shape == (m, n)
+        check(a, b, False, got, dtype)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("k, m, n", WIDE_SHAPES)
 def test_a_wide_transposed_product_matches_numpy(k, m, n, dtype, tmp_path):
@@ -430,6 +491,8 @@ from symgrad.core.primitive import bind
 from symgrad.frontend.tracer import Tracer
 def matmul_tn(a, b):
     return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=True, transpose_b=False))
+def matmul_nn(a, b):
+    return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=False, transpose_b=False))
 r = np.random.default_rng(11)
 h = hashlib.sha256()
 for dtype in ("float64", "float32"):
@@ -439,6 +502,12 @@ for dtype in ("float64", "float32"):
         f = symgrad.compile(matmul_tn, cache_dir=sys.argv[1])
         h.update(np.ascontiguousarray(f(a, b)).tobytes())
         assert "symgradrt_mm_tnw_" in f.specialize(a, b)[0]._executable.source
+    for m, k, n in ((200, 3072, 100), (517, 1030, 37)):
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(matmul_nn, cache_dir=sys.argv[1])
+        h.update(np.ascontiguousarray(f(a, b)).tobytes())
+        assert "symgradrt_mm_nnw_" in f.specialize(a, b)[0]._executable.source
 print(threads.count(), h.hexdigest())
 """
 
@@ -466,6 +535,13 @@ def test_a_wide_product_is_the_same_on_any_number_of_threads(tmp_path):
     ("tail", "+ tile[j][l];", "+ tile[0][l];"),
     # the chunks of the contraction: the second chunk overwrites the first
     ("chunks", "const int add = accumulate || s > 0;", "const int add = accumulate;"),
+    # A B: every row of c's tile takes the first row's elements of a
+    ("nn row", "symgradrt_splat_{{ s }}(a{{ r }}[q]);", "symgradrt_splat_{{ s }}(a0[q]);"),
+    # A B: the last columns stored as whole vectors, past the end of c's row
+    ("nn tail", "const int w_last = cols - {{ (v_count - 1) * lanes }};",
+     "const int w_last = {{ lanes }};"),
+    # A B: the chunks of the contraction overwrite each other
+    ("nn chunks", "const int add = accumulate || q0 > 0;", "const int add = accumulate;"),
 ])
 def test_a_broken_wide_tile_is_caught(where, old, new, tmp_path, monkeypatch):
     # The checks above would see each of these mistakes: the kernel rendered with one of them
@@ -475,11 +551,12 @@ def test_a_broken_wide_tile_is_caught(where, old, new, tmp_path, monkeypatch):
     assert text.count(old) == 1
     broken = templates.environment().from_string(text.replace(old, new))
     monkeypatch.setattr(narrow, "wide_source",
-                        lambda ctypes: broken.render(**narrow.wide_params(ctypes)))
-    k, m, n = (513, 530, 19)
+                        lambda *ctypes: broken.render(**narrow.wide_params(*ctypes)))
+    ta = not where.startswith("nn")
+    k, m, n = (513, 530, 19) if ta else (1025, 67, 37)
     r = np.random.default_rng(2)
-    a = r.standard_normal((k, m)).astype("float32")
+    a = r.standard_normal((k, m) if ta else (m, k)).astype("float32")
     b = r.standard_normal((k, n)).astype("float32")
-    f = symgrad.compile(product(True), cache_dir=tmp_path)
+    f = symgrad.compile(product(ta), cache_dir=tmp_path)
     with pytest.raises(AssertionError):
-        check(a, b, True, f(a, b), "float32")
+        check(a, b, ta, f(a, b), "float32")

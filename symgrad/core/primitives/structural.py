@@ -632,18 +632,30 @@ def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
 WIDE_MAX_K = 1024
 WIDE_MIN_M = 512
 WIDE_MAX_N = 256
+# A B (nn) runs the same way when the contraction is long, for a result of at most WIDE_MAX_N
+# columns: it reads A in place and copies B in panels, where the BLAS packs both (and symgrad
+# splits a long contraction over chunks, KSPLIT_RATIO). M x K x N, same conditions: kernel
+# wins 200x3072x100 (W5's X W1) 1.27 vs 1.33-1.51 / 2.48-2.76 vs 2.68-3.16; 256x3073x20 0.358
+# vs 0.433 / 0.635 vs 0.887; 2000x1000x64 2.48 vs 2.88 / 5.50 vs 6.29; 100x5000x32 0.352 vs
+# 0.372 / 0.649 vs 0.795; 64x1000x64 0.088 vs 0.090 / 0.170 vs 0.191; 1000x1000x100 even /
+# 3.98 vs 4.20; 200x512x256 0.486 vs 0.513 / even; the BLAS wins 64x512x17 (0.019 vs 0.014 /
+# 0.032 vs 0.024).
+WIDE_NN_MIN_K = 768
+WIDE_NN_MIN_M = 64
 
 
-def _wide_call(t, m, n, kk, accumulate):
-    """The call of the wide A^T B kernel (an int, 0 when done), or None when the shapes rule
-    it out; with a size known only at run time, the call behind a test of it."""
+def _wide_call(t, ta, m, n, kk, accumulate):
+    """The call of the wide A^T B (``ta``) or A B kernel (an int, 0 when done), or None when
+    the shapes rule it out; with a size known only at run time, the call behind a test of it."""
     if t not in ("double", "float") or kk == 1:
         return None
     tests = []
+    rules = [(kk, lambda v: v > WIDE_MAX_K, f"{_d(kk)} <= {WIDE_MAX_K}"),
+             (m, lambda v: v < WIDE_MIN_M, f"{_d(m)} >= {WIDE_MIN_M}")] if ta else [
+        (kk, lambda v: v < WIDE_NN_MIN_K, f"{_d(kk)} >= {WIDE_NN_MIN_K}"),
+        (m, lambda v: v < WIDE_NN_MIN_M, f"{_d(m)} >= {WIDE_NN_MIN_M}")]
     for size, bad, test in ((n, lambda v: v <= NARROW_MAX, f"{_d(n)} > {NARROW_MAX}"),
-                            (n, lambda v: v > WIDE_MAX_N, f"{_d(n)} <= {WIDE_MAX_N}"),
-                            (kk, lambda v: v > WIDE_MAX_K, f"{_d(kk)} <= {WIDE_MAX_K}"),
-                            (m, lambda v: v < WIDE_MIN_M, f"{_d(m)} >= {WIDE_MIN_M}")):
+                            (n, lambda v: v > WIDE_MAX_N, f"{_d(n)} <= {WIDE_MAX_N}"), *rules):
         if isinstance(size, int):
             if bad(size):
                 return None
@@ -651,6 +663,8 @@ def _wide_call(t, m, n, kk, accumulate):
             tests.append(test)
     letter = "s" if t == "float" else "d"
     call = (f"symgradrt_mm_tnw_{letter}_run({_d(kk)}, {_d(m)}, {_d(n)}, _pa, _pb, _pc, "
+            f"{int(accumulate)})" if ta else
+            f"symgradrt_mm_nnw_{letter}_run({_d(m)}, {_d(kk)}, {_d(n)}, _pa, _pb, _pc, "
             f"{int(accumulate)})")
     return " && ".join([*tests, f"{call} == 0"])
 
@@ -752,7 +766,7 @@ def _matmul_c(k):
     if narrow is not None and big:
         # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
         code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
-    elif big and ta and not tb and (wide := _wide_call(t, m, n, kk, adds)) is not None:
+    elif big and not tb and (wide := _wide_call(t, ta, m, n, kk, adds)) is not None:
         # The gemm or the loops when the kernel is ruled out at run time, or its buffer
         # cannot be allocated.
         code = ["#if defined(__GNUC__)", f"if (!({wide})) {{", *("    " + x for x in code), "}",
