@@ -448,6 +448,18 @@ def test_a_wide_transposed_product_matches_numpy(k, m, n, dtype, tmp_path):
         g.specialize(a, b, c)[0]._executable.source
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_wide_kernels_build_without_avx(dtype, tmp_path):
+    # The baseline ISA (-O2 alone): vectors as pairs of SSE registers, no FMA, no register pins.
+    r = np.random.default_rng(8)
+    for ta, (m, k, n) in ((True, (600, 300, 37)), (False, (67, 800, 37))):
+        a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(product(ta), cache_dir=tmp_path, cflags=["-O2"])
+        check(a, b, ta, f(a, b), dtype)
+        assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" in f.specialize(a, b)[0]._executable.source
+
+
 @pytest.mark.parametrize("k, m, n", [(structural.WIDE_MAX_K + 1, 600, 20),
                                      (200, structural.WIDE_MIN_M - 1, 100),
                                      (200, 600, structural.WIDE_MAX_N + 1), (200, 600, 16)])
