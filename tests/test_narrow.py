@@ -373,3 +373,224 @@ def test_the_dot_kernel_prefetches_rows_ahead_only_within_its_range(n, dtype, tm
     source = f.specialize(a, b)[0]._executable.source
     assert f"const int64_t pf = i + {ahead + rows - 1} < i1 ? {ahead} * k : 0;" in source
     assert "SYMGRADRT_PREFETCH(a0 + pf + q);" in source
+
+
+# --- A^T B with a wide result and a short contraction (templates/wide_tn.c.j2) -----------------
+
+def _adds_tn(a, b, c):
+    """2 c + a^T b: the product adds into the buffer holding 2 c (backends/c/accumulate.py)."""
+    return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=True, transpose_b=False))
+
+
+# (k, m, n): W5's X^T dH; a contraction of 2; chunks of the contraction (WIDE_KC = 256: 257 is
+# two, 513 three) with m not a whole number of panels (24 floats, 12 doubles) and each width of
+# c's last block of columns (n mod 4 = 1, 2, 3, 0); the largest sizes the rule takes.
+WIDE_SHAPES = [(200, 3073, 100), (2, 600, 17), (257, 515, 18), (513, 530, 19), (64, 1001, 20),
+               (1024, 512, 256)]
+
+
+# (m, k, n) for A B: W5's X W1; rows not a whole number of tiles (4, 6, 8 rows); the last
+# columns in one, two or three vectors, partial or whole (n mod 24 = 4, 13, 17, 0, 20 floats;
+# 4, 1, 5, 0 doubles in panels of 12); chunks of the contraction, the last partial.
+WIDE_NN_SHAPES = [(200, 3072, 100), (67, 800, 37), (71, 1000, 41), (65, 1025, 48),
+                  (99, 769, 20), (64, 2000, 256)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("m, k, n", WIDE_NN_SHAPES)
+def test_a_wide_product_with_a_long_contraction_matches_numpy(m, k, n, dtype, tmp_path):
+    r = np.random.default_rng(m + k + n)
+    a = r.standard_normal((m, k)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    c = r.standard_normal((m, n)).astype(dtype)
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    check(a, b, False, f(a, b), dtype)
+
+    def adds(a, b, c):
+        return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=False,
+                                     transpose_b=False))
+    g = symgrad.compile(adds, cache_dir=tmp_path)
+    want = 2.0 * c.astype(np.float64) + a.astype(np.float64) @ b
+    scale = np.abs(a).max() * np.abs(b).max() * k
+    np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    letter = "d" if dtype == "float64" else "s"
+    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 0)" in \
+        f.specialize(a, b)[0]._executable.source
+    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 1)" in \
+        g.specialize(a, b, c)[0]._executable.source
+
+
+@pytest.mark.parametrize("m, k, n", [(200, structural.WIDE_NN_MIN_K - 1, 100),
+                                     (structural.WIDE_NN_MIN_M - 1, 2000, 100),
+                                     (200, 2000, structural.WIDE_MAX_N + 1), (200, 2000, 16)])
+def test_the_wide_nn_kernel_leaves_other_shapes_to_the_blas(m, k, n, tmp_path):
+    r = np.random.default_rng(4)
+    a = r.standard_normal((m, k))
+    b = r.standard_normal((k, n))
+    f = symgrad.compile(product(False), cache_dir=tmp_path)
+    check(a, b, False, f(a, b), "float64")
+    assert "symgradrt_mm_nnw_" not in f.specialize(a, b)[0]._executable.source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wide_nn_product_with_run_time_sizes_tests_them_in_c(dtype, tmp_path):
+    t = "f64" if dtype == "float64" else "f32"
+    f = symgrad.compile(product(False), signature={"a": f"{t}[M,K]", "b": f"{t}[K,N]"},
+                        cache_dir=tmp_path)
+    a, b = np.zeros((70, 800), dtype), np.zeros((800, 20), dtype)
+    f(a, b)
+    assert "symgradrt_mm_nnw_" in f.specialize(a, b)[0]._executable.source
+    r = np.random.default_rng(6)
+    for m, k, n in ((70, 800, 33), (130, 1500, 17), (0, 900, 20), (65, 700, 30),
+                    (40, 900, 30), (65, 900, 300), (65, 900, 10), (1, 1, 1)):
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        got = f(a, b)
+        assert got.shape == (m, n)
+        check(a, b, False, got, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("k, m, n", WIDE_SHAPES)
+def test_a_wide_transposed_product_matches_numpy(k, m, n, dtype, tmp_path):
+    r = np.random.default_rng(k + m + n)
+    a = r.standard_normal((k, m)).astype(dtype)
+    b = r.standard_normal((k, n)).astype(dtype)
+    c = r.standard_normal((m, n)).astype(dtype)
+    f = symgrad.compile(product(True), cache_dir=tmp_path)
+    check(a, b, True, f(a, b), dtype)
+    g = symgrad.compile(_adds_tn, cache_dir=tmp_path)
+    want = 2.0 * c.astype(np.float64) + a.T.astype(np.float64) @ b
+    scale = np.abs(a).max() * np.abs(b).max() * k
+    np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    letter = "d" if dtype == "float64" else "s"
+    assert f"symgradrt_mm_tnw_{letter}_run({k}, {m}, {n}, _pa, _pb, _pc, 0)" in \
+        f.specialize(a, b)[0]._executable.source
+    assert f"symgradrt_mm_tnw_{letter}_run({k}, {m}, {n}, _pa, _pb, _pc, 1)" in \
+        g.specialize(a, b, c)[0]._executable.source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_wide_kernels_build_without_avx(dtype, tmp_path):
+    # The baseline ISA (-O2 alone): vectors as pairs of SSE registers, no FMA, no register pins.
+    r = np.random.default_rng(8)
+    for ta, (m, k, n) in ((True, (600, 300, 37)), (False, (67, 800, 37))):
+        a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(product(ta), cache_dir=tmp_path, cflags=["-O2"])
+        check(a, b, ta, f(a, b), dtype)
+        assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" in f.specialize(a, b)[0]._executable.source
+
+
+@pytest.mark.parametrize("k, m, n", [(structural.WIDE_MAX_K + 1, 600, 20),
+                                     (200, structural.WIDE_MIN_M - 1, 100),
+                                     (200, 600, structural.WIDE_MAX_N + 1), (200, 600, 16)])
+def test_the_wide_kernel_leaves_other_shapes_to_the_blas(k, m, n, tmp_path):
+    # Measured (structural.py): a long contraction, few result rows or very many columns run
+    # as fast or faster in the BLAS; 16 columns or fewer take the narrow kernels.
+    r = np.random.default_rng(3)
+    a = r.standard_normal((k, m))
+    b = r.standard_normal((k, n))
+    f = symgrad.compile(product(True), cache_dir=tmp_path)
+    check(a, b, True, f(a, b), "float64")
+    assert "symgradrt_mm_tnw_" not in f.specialize(a, b)[0]._executable.source
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wide_product_with_run_time_sizes_tests_them_in_c(dtype, tmp_path):
+    # The rule, in C: sizes it takes run the kernel, the others the gemm or the loops; an
+    # empty contraction gives zeros.
+    t = "f64" if dtype == "float64" else "f32"
+    f = symgrad.compile(product(True), signature={"a": f"{t}[K,M]", "b": f"{t}[K,N]"},
+                        cache_dir=tmp_path)
+    a, b = np.zeros((3, 600), dtype), np.zeros((3, 20), dtype)
+    f(a, b)
+    assert "symgradrt_mm_tnw_" in f.specialize(a, b)[0]._executable.source
+    r = np.random.default_rng(5)
+    for k, m, n in ((200, 700, 33), (0, 600, 20), (3, 600, 21), (1500, 600, 20),
+                    (100, 100, 40), (100, 600, 300), (50, 530, 10), (1, 1, 1)):
+        a = r.standard_normal((k, m)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        got = f(a, b)
+        assert got.shape == (m, n)
+        check(a, b, True, got, dtype)
+
+
+_WIDE_THREADED = r"""
+import hashlib, sys
+import numpy as np
+import symgrad
+from symgrad.backends.c import threads
+from symgrad.core.primitive import bind
+from symgrad.frontend.tracer import Tracer
+def matmul_tn(a, b):
+    return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=True, transpose_b=False))
+def matmul_nn(a, b):
+    return Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=False, transpose_b=False))
+r = np.random.default_rng(11)
+h = hashlib.sha256()
+for dtype in ("float64", "float32"):
+    for k, m, n in ((200, 3073, 100), (513, 1030, 37)):
+        a = r.standard_normal((k, m)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(matmul_tn, cache_dir=sys.argv[1])
+        h.update(np.ascontiguousarray(f(a, b)).tobytes())
+        assert "symgradrt_mm_tnw_" in f.specialize(a, b)[0]._executable.source
+    for m, k, n in ((200, 3072, 100), (517, 1030, 37)):
+        a = r.standard_normal((m, k)).astype(dtype)
+        b = r.standard_normal((k, n)).astype(dtype)
+        f = symgrad.compile(matmul_nn, cache_dir=sys.argv[1])
+        h.update(np.ascontiguousarray(f(a, b)).tobytes())
+        assert "symgradrt_mm_nnw_" in f.specialize(a, b)[0]._executable.source
+print(threads.count(), h.hexdigest())
+"""
+
+
+def test_a_wide_product_is_the_same_on_any_number_of_threads(tmp_path):
+    # The pool splits c's rows in whole panels; each row's sums run in the same order
+    # whatever the split, so the numbers agree bit for bit.
+    env = {k: v for k, v in os.environ.items() if k not in ("SYMGRAD_NUM_THREADS", "OMP_NUM_THREADS")}
+    digests = []
+    for count in ("1", "3"):
+        env["SYMGRAD_NUM_THREADS"] = count
+        out = subprocess.run([sys.executable, "-c", _WIDE_THREADED, str(tmp_path / count)],
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        digests.append(out.stdout.split())
+    assert [d[0] for d in digests] == ["1", "3"]
+    assert digests[0][1] == digests[1][1]
+
+
+@pytest.mark.parametrize("where, old, new", [
+    # the transposed store of a whole tile: two columns of c swapped
+    ("put", "c0_{{ v }}, c1_{{ v }}, c2_{{ v }}, c3_{{ v }}",
+     "c0_{{ v }}, c2_{{ v }}, c1_{{ v }}, c3_{{ v }}"),
+    # the store of a partial tile (the last panel, the last columns): one column for all
+    ("tail", "+ tile[j][l];", "+ tile[0][l];"),
+    # the chunks of the contraction: the second chunk overwrites the first
+    ("chunks", "const int add = accumulate || s > 0;", "const int add = accumulate;"),
+    # A B: every row of c's tile takes the first row's elements of a
+    ("nn row", "symgradrt_splat_{{ s }}(a{{ r }}[q]);", "symgradrt_splat_{{ s }}(a0[q]);"),
+    # A B: the last columns stored as whole vectors, past the end of c's row
+    ("nn tail", "const int w_last = cols - {{ (v_count - 1) * lanes }};",
+     "const int w_last = {{ lanes }};"),
+    # A B: the chunks of the contraction overwrite each other
+    ("nn chunks", "const int add = accumulate || q0 > 0;", "const int add = accumulate;"),
+])
+def test_a_broken_wide_tile_is_caught(where, old, new, tmp_path, monkeypatch):
+    # The checks above would see each of these mistakes: the kernel rendered with one of them
+    # gives wrong numbers for the shapes the tests use.
+    from symgrad import templates
+    text = (templates.TEMPLATE_DIR / "wide_tn.c.j2").read_text()
+    assert text.count(old) == 1
+    broken = templates.environment().from_string(text.replace(old, new))
+    monkeypatch.setattr(narrow, "wide_source",
+                        lambda *ctypes: broken.render(**narrow.wide_params(*ctypes)))
+    ta = not where.startswith("nn")
+    k, m, n = (513, 530, 19) if ta else (1025, 67, 37)
+    r = np.random.default_rng(2)
+    a = r.standard_normal((k, m) if ta else (m, k)).astype("float32")
+    b = r.standard_normal((k, n)).astype("float32")
+    f = symgrad.compile(product(ta), cache_dir=tmp_path)
+    with pytest.raises(AssertionError):
+        check(a, b, ta, f(a, b), "float32")

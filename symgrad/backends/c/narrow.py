@@ -86,12 +86,53 @@ KSPLIT_RATIO = 4
 KSPLIT_CHUNK_K = 768
 
 
+# Products A^T B with a wide result and a short contraction (chosen from the shapes by
+# structural.py's ``_wide_call``: WIDE_MAX_K, WIDE_MIN_M, WIDE_MAX_N) run the kernel of
+# templates/wide_tn.c.j2, ``symgradrt_mm_tnw_<d|s>_run(k, m, n, a, b, c, accumulate)``, where
+# the sizes may be known only at run time. Its register tile: WIDE_NV vectors of A's columns
+# by WIDE_HB columns of the result (12 accumulators, the row's 3 vectors and a broadcast: the
+# 16 vector registers); WIDE_KC rows of A's panel (24 KB, in a 32 KB L1) per chunk of the
+# contraction.
+WIDE_NAME = re.compile(r"\bsymgradrt_mm_tnw_([ds])_run\(")
+# ... and products A B, ``symgradrt_mm_nnw_<d|s>_run(m, k, n, a, b, c, accumulate)``: tiles of
+# WIDE_NN_TILES (vectors of a row of c, rows), the first for whole panels of WIDE_NV vectors,
+# the others for the last columns.
+WIDE_NN_NAME = re.compile(r"\bsymgradrt_mm_nnw_([ds])_run\(")
+WIDE_NN_TILES = ((3, 4), (2, 6), (1, 8))
+WIDE_NV = 3
+WIDE_HB = 4
+WIDE_KC = 256
+
+
+def wide_params(ctypes, nn_ctypes=()):
+    """What templates/wide_tn.c.j2 renders the wide kernels from: A^T B for ``ctypes``, A B for
+    ``nn_ctypes``."""
+    def types(which):
+        return [(LETTER[t], t, VECTOR_BYTES // SIZEOF[t]) for t in ("double", "float")
+                if t in which]
+    return {"types": types(ctypes), "nn_types": types(nn_ctypes), "nv": WIDE_NV,
+            "hb": WIDE_HB, "kc": WIDE_KC, "nn_tiles": WIDE_NN_TILES,
+            "nn_rows": WIDE_NN_TILES[0][1], "tail_rows": WIDE_NN_TILES[-1][1],
+            "panel": " / ".join(f"{WIDE_NV * lanes} {t}s" for _, t, lanes in types(ctypes))}
+
+
+def wide_source(ctypes, nn_ctypes=()):
+    """The C of the wide kernels (templates/wide_tn.c.j2): A^T B for ``ctypes``, A B for
+    ``nn_ctypes``."""
+    from symgrad import templates
+    return templates.render("wide_tn.c.j2", **wide_params(ctypes, nn_ctypes))
+
+
 def template_parts(lines):
     """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls),
     ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
     lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
     kernel called). None when they call neither."""
     kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
+    wide = sorted({CTYPE[x] for line in lines for x in WIDE_NAME.findall(line)})
+    wide_nn = sorted({CTYPE[x] for line in lines for x in WIDE_NN_NAME.findall(line)})
+    if wide or wide_nn:
+        kernels.append(wide_source(wide, wide_nn))
     calls = [line for line in lines if GEMM.search(line)]
     parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
              "ksplit_ratio": KSPLIT_RATIO, "ksplit_chunk_k": KSPLIT_CHUNK_K}
@@ -136,6 +177,7 @@ SPLIT_MIN_WORK = 2 * 65536
 _GEMM_SIZES = re.compile(r"\bsymgradrt_[ds]gemm_par\(\d+, \d+, (\d+), (\d+), (\d+),")
 _POOL_KERNEL = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\(")
 _POOL_KERNEL_SIZES = re.compile(r"\bsymgradrt_mm_(?:nn|tn)_[ds](\d+)_run\((\d+), (\d+), _pa")
+_WIDE_SIZES = re.compile(r"\bsymgradrt_mm_[nt]nw_[ds]_run\((\d+), (\d+), (\d+), _pa")
 
 
 def may_split(lines):
@@ -148,6 +190,10 @@ def may_split(lines):
             return True
         if GEMM.search(line):
             sizes = _GEMM_SIZES.search(line)
+            if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
+                return True
+        if WIDE_NAME.search(line) or WIDE_NN_NAME.search(line):
+            sizes = _WIDE_SIZES.search(line)
             if sizes is None or math.prod(map(int, sizes.groups())) >= SPLIT_MIN_WORK:
                 return True
         if _POOL_KERNEL.search(line):

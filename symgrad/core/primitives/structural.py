@@ -618,6 +618,57 @@ def _narrow_call(t, ta, tb, m, n, kk, accumulate=False):
     return f"symgradrt_mm_nn_{letter}{n}_run({_d(m)}, {_d(kk)}, _pa, _pb, _pc, {int(accumulate)});"
 
 
+# Products A^T B (A stored K x M) with more than NARROW_MAX result columns and a short
+# contraction run a kernel that copies A's columns in panels and reads B packed, instead of the
+# BLAS gemm, which packs A (the long operand) whole (backends/c/narrow.py, templates/
+# wide_tn.c.j2). Against symgrad's sgemm/dgemm path, one core, best of 15, K x M x N, ms
+# (float32 / float64), load average 2.5-3.7 (three other jobs on the machine): kernel wins
+# 200x3073x100 1.24 vs 1.37 / 2.70 vs 3.47; 1000x1000x100 2.06 vs 2.23 / 4.70 vs 6.00;
+# 1000x3000x100 6.99 vs 7.55 / 13.6 vs 18.1; 64x3073x20 0.115 vs 0.145 / 0.211 vs 0.240;
+# 64x5000x32 0.230 vs 0.239 / 0.454 vs 0.540; about even 256x500x256, 2000x1000x100,
+# 2000x500x256, 4000x1000x64; the BLAS wins where M is small (200x96x256 0.108 vs 0.102 /
+# 0.248 vs 0.198, 500x100x17 0.040 vs 0.021, 200x48x100 0.027 vs 0.020). N is bounded so that
+# a chunk of packed B (<= 256 x N) stays in L2 cache for all of A's panels.
+WIDE_MAX_K = 1024
+WIDE_MIN_M = 512
+WIDE_MAX_N = 256
+# A B (nn) runs the same way when the contraction is long, for a result of at most WIDE_MAX_N
+# columns: it reads A in place and copies B in panels, where the BLAS packs both (and symgrad
+# splits a long contraction over chunks, KSPLIT_RATIO). M x K x N, same conditions: kernel
+# wins 200x3072x100 (W5's X W1) 1.27 vs 1.33-1.51 / 2.48-2.76 vs 2.68-3.16; 256x3073x20 0.358
+# vs 0.433 / 0.635 vs 0.887; 2000x1000x64 2.48 vs 2.88 / 5.50 vs 6.29; 100x5000x32 0.352 vs
+# 0.372 / 0.649 vs 0.795; 64x1000x64 0.088 vs 0.090 / 0.170 vs 0.191; 1000x1000x100 even /
+# 3.98 vs 4.20; 200x512x256 0.486 vs 0.513 / even; the BLAS wins 64x512x17 (0.019 vs 0.014 /
+# 0.032 vs 0.024).
+WIDE_NN_MIN_K = 768
+WIDE_NN_MIN_M = 64
+
+
+def _wide_call(t, ta, m, n, kk, accumulate):
+    """The call of the wide A^T B (``ta``) or A B kernel (an int, 0 when done), or None when
+    the shapes rule it out; with a size known only at run time, the call behind a test of it."""
+    if t not in ("double", "float") or kk == 1:
+        return None
+    tests = []
+    rules = [(kk, lambda v: v > WIDE_MAX_K, f"{_d(kk)} <= {WIDE_MAX_K}"),
+             (m, lambda v: v < WIDE_MIN_M, f"{_d(m)} >= {WIDE_MIN_M}")] if ta else [
+        (kk, lambda v: v < WIDE_NN_MIN_K, f"{_d(kk)} >= {WIDE_NN_MIN_K}"),
+        (m, lambda v: v < WIDE_NN_MIN_M, f"{_d(m)} >= {WIDE_NN_MIN_M}")]
+    for size, bad, test in ((n, lambda v: v <= NARROW_MAX, f"{_d(n)} > {NARROW_MAX}"),
+                            (n, lambda v: v > WIDE_MAX_N, f"{_d(n)} <= {WIDE_MAX_N}"), *rules):
+        if isinstance(size, int):
+            if bad(size):
+                return None
+        else:
+            tests.append(test)
+    letter = "s" if t == "float" else "d"
+    call = (f"symgradrt_mm_tnw_{letter}_run({_d(kk)}, {_d(m)}, {_d(n)}, _pa, _pb, _pc, "
+            f"{int(accumulate)})" if ta else
+            f"symgradrt_mm_nnw_{letter}_run({_d(m)}, {_d(kk)}, {_d(n)}, _pa, _pb, _pc, "
+            f"{int(accumulate)})")
+    return " && ".join([*tests, f"{call} == 0"])
+
+
 def _with_gemm(loops, t, ta, tb, m, n, kk, accumulate=False):
     """``loops`` (C lines), or the gemm call under ``#ifdef SYMGRAD_USE_BLAS`` with the loops as
     the fallback. Static sizes decide here; a run-time size adds a test in C (the product is
@@ -715,6 +766,11 @@ def _matmul_c(k):
     if narrow is not None and big:
         # GNU C vector extensions (gcc, clang); other compilers take the BLAS or the loops.
         code = ["#if defined(__GNUC__)", narrow, "#else", *code, "#endif"]
+    elif big and not tb and (wide := _wide_call(t, ta, m, n, kk, adds)) is not None:
+        # The gemm or the loops when the kernel is ruled out at run time, or its buffer
+        # cannot be allocated.
+        code = ["#if defined(__GNUC__)", f"if (!({wide})) {{", *("    " + x for x in code), "}",
+                "#else", *code, "#endif"]
     b0, = k.idx((batch,))
     return k.loop((batch,), [
         f"const {t} *restrict _pa = {_plus(k.ptr(a), _times(b0, m * kk))};",
