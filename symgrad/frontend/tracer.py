@@ -201,8 +201,10 @@ class Tracer:
         return self.shape[0]
 
     def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
+        # Not a generator: a 0-d array fails at iter() itself, as NumPy's does (np.iterable).
+        if not self.shape:
+            raise TypeError("iteration over a 0-d traced array")
+        return (self[i] for i in range(len(self)))
 
     def __repr__(self):
         return f"Tracer({self.irvar.type})"

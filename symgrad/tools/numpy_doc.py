@@ -146,6 +146,35 @@ NOTES = {
                   "largest entry of each is positive; derivatives need distinct singular values",
     "linalg.qr": "modes reduced, r, and complete for m <= n; the derivative needs m >= n",
     "linalg.pinv": "through the SVD: derivatives need distinct singular values",
+    # Index helpers, predicates, dtypes, conversions (symgrad/numpy/indexing.py, arrays.py).
+    "diag_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "tril_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "triu_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "indices": "traced constants while tracing (a dimension may be a run-time size)",
+    "ix_": "a traced boolean sequence is refused (its length depends on the values)",
+    "unravel_index": "an index out of range fails the call when it runs (RuntimeError with "
+                     "NumPy's message; NumPy: ValueError)",
+    "ravel_multi_index": "with mode='raise', a coordinate out of range fails the call when it "
+                         "runs (RuntimeError with NumPy's message; NumPy: ValueError)",
+    "allclose": "a traced 0-d bool (NumPy: a Python bool); no gradient",
+    "array_equal": "a traced 0-d bool (NumPy: a Python bool); False when the shapes differ",
+    "array_equiv": "a traced 0-d bool (NumPy: a Python bool); False when the shapes do not "
+                   "broadcast",
+    "iterable": "a 0-d traced array is not iterable, as NumPy's 0-d arrays",
+    "shares_memory": "TypeError on traced arrays: a compiled function's memory layout is the "
+                     "compiler's, not part of what it computes",
+    "may_share_memory": "as shares_memory",
+    "asanyarray": "the values (layout is not observable); NumPy's own asanyarray converts its "
+                  "argument (it does not dispatch): call this one",
+    "ascontiguousarray": "the values, at least 1-D; NumPy's own converts its argument: call this "
+                         "one",
+    "asfortranarray": "as ascontiguousarray",
+    "require": "the values with dtype=; NumPy's own converts its argument: call this one",
+    "asarray_chkfinite": "a NaN or infinity fails the call when it runs (RuntimeError with "
+                         "NumPy's message; NumPy: ValueError); NumPy's own converts its argument: "
+                         "call this one",
+    "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
+               "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
     "linalg.norm": "the gradient of the 2-norm and the Frobenius norm at 0 is 0, not NaN",
     "scipy.linalg.cho_factor": "the unused triangle holds zeros (SciPy leaves a's entries)",

@@ -1,0 +1,214 @@
+"""Index helpers (symgrad/numpy/indexing.py), whole-array predicates, dtype questions,
+conversions and constructors (arrays.py), and the polynomial helpers of calculus.py: values
+against NumPy on both backends and dtypes, gradients against central differences and the complex
+step, the cases compiled together (tests/breadth.py); integer results value for value; run-time
+failures (mode='raise', asarray_chkfinite) and errors that name the problem and the user's
+line."""
+import numpy as np
+import pytest
+
+import symgrad
+import symgrad.numpy as snp
+from breadth import Case, standard_tests
+
+
+def U(*shape, lo=-2.0, hi=2.0):
+    return lambda rng: rng.uniform(lo, hi, shape)
+
+
+def ints(lo, hi, *shape):
+    return lambda rng: rng.integers(lo, hi, shape)
+
+
+def args(*gens):
+    return lambda rng: [g(rng) for g in gens]
+
+
+def _flat(x):
+    return snp.reshape(x, (-1,))
+
+
+CASES = [
+    Case("triangle_indices", lambda a, b, c: (
+        a[snp.triu_indices_from(a, 1)], a[snp.tril_indices_from(a)],
+        b[snp.triu_indices_from(b, -1)], b[snp.tril_indices_from(b, k=2)],
+        a[snp.diag_indices_from(a)], c[snp.diag_indices_from(c)]),
+         args(U(4, 4), U(3, 5), U(3, 3, 3))),
+    Case("unravel_ravel", lambda x, i, r, c: (
+        x[snp.unravel_index(i, x.shape)], _flat(x)[snp.ravel_multi_index((r, c), x.shape)],
+        *snp.unravel_index(i, (3, 4), order="F"), *snp.unravel_index(i[0], (12,)),
+        snp.ravel_multi_index((r, c), (3, 4), order="F"),
+        snp.ravel_multi_index((r, c + 5), (3, 4), mode="wrap"),
+        snp.ravel_multi_index((r - 7, c - 6), (3, 4), mode="wrap"),
+        snp.ravel_multi_index((r - 2, c * 3), (3, 4), mode=("clip", "wrap")),
+        snp.ravel_multi_index((r[:, None], c[None, :]), (3, 4))),
+         args(U(3, 4), ints(0, 12, 5), ints(0, 3, 5), ints(0, 4, 5))),
+    Case("ix_and_indices", lambda x, r, c: (
+        x[snp.ix_(r, c)], x[snp.ix_([0, 2], c)], x[snp.ix_(r, np.array([True, False, True, True]))],
+        x * snp.indices((3, 4))[1], snp.indices((2, 3), dtype=np.int32),
+        *snp.indices((2, 3), sparse=True), x[snp.indices((2, 2))[0], snp.indices((2, 2))[1]]),
+         args(U(3, 4), ints(0, 3, 2), ints(0, 4, 3))),
+    Case("tri_identity", lambda x, s: (
+        x * snp.tri(3, 4, 1), x * snp.tri(3, 4, -1, dtype=int), snp.matmul(snp.identity(3), x),
+        s * snp.tri(2), snp.tri(3, 2, dtype=np.int32), s * snp.identity(2, dtype=np.float32)),
+         args(U(3, 4), lambda rng: np.array(1.5))),
+    Case("predicates", lambda a, b: (
+        snp.allclose(a, b), snp.allclose(a, a + 1e-9), snp.allclose(a, snp.where(a > 0, a, b)), snp.allclose(a, a + 1e-3, atol=1e-2),
+        snp.allclose(snp.where(a > 1, np.nan, a), snp.where(a > 1, np.nan, a), equal_nan=True),
+        snp.array_equal(a, a), snp.array_equal(a, b),
+        snp.asarray(snp.array_equal(a, a[:2])),
+        snp.array_equal(snp.where(a > 1, np.nan, a), snp.where(a > 1, np.nan, a)),
+        snp.array_equal(snp.where(a > 1, np.nan, a), snp.where(a > 1, np.nan, a), equal_nan=True),
+        snp.array_equiv(a, snp.broadcast_to(a[0], a.shape)), snp.array_equiv(a[:1], a),
+        snp.array_equiv(a, b[:, :1]), snp.asarray(snp.array_equiv(a, b[:2]))),
+         args(U(3, 4), U(3, 4)), grad=False),
+    Case("conversions", lambda x, s: (
+        snp.asanyarray(x), snp.ascontiguousarray(s), snp.asfortranarray(x * 2),
+        snp.require(x, requirements="CW"), snp.require(s, np.float64, ["ALIGNED"]),
+        snp.asarray_chkfinite(x), snp.asarray_chkfinite(s, np.float64)),
+         args(U(3, 4), lambda rng: np.array(1.5))),
+    Case("polynomials", lambda p, q, s: (
+        snp.polyadd(p, q), snp.polyadd(q, p), snp.polysub(q, p), snp.polysub(p, 2.0),
+        snp.polymul(p, q), snp.polyder(p), snp.polyder(p, 2), snp.polyder(p, 0),
+        snp.polyder(q, 4), snp.polyint(p), snp.polyint(p, 2, k=[s, 1.0]), snp.polyint(p, k=s),
+        snp.polyint(q, 3, k=s), snp.polyint(p, 0)),
+         args(U(4), U(2), lambda rng: np.array(0.7))),
+    Case("polyfit", lambda x, y, Y, w: (
+        snp.polyfit(x, y, 2), snp.polyfit(x, Y, 3), snp.polyfit(x, y, 1, w=w),
+        snp.polyfit(x, Y, 2, w=w), snp.polyfit(x[:3], y[:3], 2)),
+         args(U(8), U(8), U(8, 2), U(8, lo=0.5, hi=1.5)), rtol32=2e-4),
+]
+
+(test_values_match_numpy, test_gradient_against_differences,
+ test_c_gradients_equal_interpreter) = standard_tests(CASES)
+
+
+# --- integer results and dtype questions, value for value ------------------------------------------
+
+def test_integer_polynomials_stay_integers(backend):
+    p = np.array([3, -2, 5, 7])
+    f = symgrad.compile(lambda p: (snp.polyder(p), snp.polyder(p, 2), snp.polyadd(p, p[:2]),
+                                   snp.polymul(p, p[:2]), snp.polyint(p)),
+                        backend=backend, argnums=())
+    for got, want in zip(f(p), (np.polyder(p), np.polyder(p, 2), np.polyadd(p, p[:2]),
+                                np.polymul(p, p[:2]), np.polyint(p))):
+        assert got.dtype == want.dtype, (got.dtype, want.dtype)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_functions_on_tracers_dispatch_here(backend):
+    a, i = np.arange(16.0).reshape(4, 4), np.array([3, 0, 15])
+    def calls(a, i):
+        return (a[np.triu_indices_from(a, 1)], a[np.diag_indices_from(a)],
+                *np.unravel_index(i, (4, 4)), np.ravel_multi_index(np.unravel_index(i, a.shape),
+                                                                   a.shape),
+                a[np.ix_(i % 4, i % 2)], np.polyder(a[0]), np.polyfit(a[0], a[1] ** 2, 2),
+                np.allclose(a, a), np.array_equal(a, a + 1), np.array_equiv(a, a[:1]))
+    for got, want in zip(symgrad.compile(calls, backend=backend)(a, i), calls(a, i)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "bool"])
+def test_dtype_questions_answer_as_numpy(dtype):
+    x = np.ones(3, dtype)
+    s = np.ones((), "float32")
+    seen = {}
+
+    def fn(t, u):
+        seen["got"] = (np.result_type(t, 1.0), np.result_type(t, u), np.result_type(t, np.int8),
+                       snp.result_type(t, 1), np.can_cast(t, np.float32),
+                       np.can_cast(t, np.int32, "same_kind"), snp.promote_types(t, np.int16),
+                       np.common_type(t, u) if dtype != "bool" else None,
+                       np.isscalar(t), snp.isscalar(u), snp.iterable(t), np.iterable(u))
+        return t
+    symgrad.compile(fn, backend="interp", argnums=())(x, s)
+    want = (np.result_type(x, 1.0), np.result_type(x, s), np.result_type(x, np.int8),
+            np.result_type(x, 1), np.can_cast(x, np.float32),
+            np.can_cast(x, np.int32, "same_kind"), np.promote_types(x.dtype, np.int16),
+            np.common_type(x, s) if dtype != "bool" else None,
+            np.isscalar(x), np.isscalar(s), np.iterable(x), np.iterable(s))
+    assert seen["got"] == want
+
+
+# --- failures when the function runs, as NumPy's ---------------------------------------------------
+
+@pytest.mark.parametrize("fn, arg, match", [
+    (lambda i: snp.unravel_index(i, (3, 4)), np.array([0, 12]),
+     "unravel_index: index out of bounds for array with size 12"),
+    (lambda i: snp.unravel_index(i, (3, 4)), np.array([-1, 2]), "index out of bounds"),
+    (lambda i: snp.ravel_multi_index((i, i), (3, 4)), np.array([0, 3]),
+     "ravel_multi_index: invalid entry in coordinates array"),
+    (lambda i: snp.ravel_multi_index((i, i), (3, 4), mode=("raise", "clip")), np.array([-1, 1]),
+     "invalid entry in coordinates array"),
+    (lambda x: snp.asarray_chkfinite(x) * 2, np.array([1.0, np.inf]),
+     "array must not contain infs or NaNs"),
+    (lambda x: snp.asarray_chkfinite(x) * 2, np.array([np.nan, 1.0]),
+     "array must not contain infs or NaNs"),
+])
+def test_bad_values_fail_the_call_when_it_runs(backend, fn, arg, match):
+    f = symgrad.compile(fn, backend=backend, argnums=())
+    with pytest.raises(ValueError):     # the oracle: NumPy fails on the same values
+        fn(arg)
+    with pytest.raises(RuntimeError, match=match):
+        f(arg)
+    good = np.abs(arg[:1]).astype(arg.dtype) if arg.dtype.kind == "i" else np.array([1.0, 2.0])
+    np.testing.assert_array_equal(f(good), fn(good))
+
+
+# --- errors that name the problem and the line ------------------------------------------------------
+
+V = np.linspace(-1.0, 1.0, 6)
+
+
+@pytest.mark.parametrize("fn, error, match", [
+    (lambda v: snp.diag_indices_from(snp.reshape(v, (2, 3))), ValueError,
+     r"all dimensions of input must be of equal length, got shape \(2, 3\)"),
+    (lambda v: snp.diag_indices_from(v), ValueError, r"at least 2-d"),
+    (lambda v: snp.triu_indices_from(v), ValueError, r"input array must be 2-d"),
+    (lambda v: snp.tril_indices_from(snp.reshape(v, (2, 3)), v[0]), TypeError,
+     r"k must be known while tracing"),
+    (lambda v: snp.unravel_index(v, (2, 3)), TypeError, r"only int indices permitted, got float64"),
+    (lambda v: snp.unravel_index(snp.astype(v, int), (2, 3), order="K"), ValueError,
+     r"only 'C' or 'F' order"),
+    (lambda v: snp.ravel_multi_index((snp.astype(v, int),), (2, 3)), ValueError,
+     r"must be a sequence of length 2, got 1"),
+    (lambda v: snp.ravel_multi_index((snp.astype(v, int),) * 2, (2, 3), mode="bounce"),
+     ValueError, r"mode must be one of"),
+    (lambda v: snp.ix_(v > 0), IndexError, r"traced boolean sequence.*use integer positions"),
+    (lambda v: snp.ix_(snp.astype(snp.reshape(v, (2, 3)), int)), ValueError,
+     r"cross index must be 1 dimensional"),
+    (lambda v: snp.shares_memory(v, v[1:]), TypeError, r"shares_memory on traced arrays"),
+    (lambda v: np.may_share_memory(v, v), TypeError, r"may_share_memory on traced arrays"),
+    (lambda v: snp.require(v, requirements="CF"), ValueError, r"both 'C' and 'F'"),
+    (lambda v: snp.polyder(v, -1), ValueError, r"order of derivative must be positive"),
+    (lambda v: snp.polyint(v, 3, k=[1.0, 2.0]), ValueError, r"length 1 or >m"),
+    (lambda v: snp.polyfit(v, v, 2, full=True), TypeError, r"full=.*depend on the rank"),
+    (lambda v: snp.polyfit(v, v, 2, cov=True), TypeError, r"cov=.*not supported"),
+    (lambda v: snp.polyfit(v, v[:5], 2), TypeError, r"same length \(6 and 5\)"),
+    (lambda v: snp.polyfit(v, v, v[0]), TypeError, r"deg must be known while tracing"),
+    (lambda v: snp.polyfit(v, v, 1, w=v[:3]), TypeError, r"w and y to have the same length"),
+])
+def test_errors_name_the_problem_and_the_line(fn, error, match):
+    with pytest.raises(error, match=match) as info:
+        symgrad.compile(fn, backend="interp")(V)
+    assert "test_numpy_more.py:" in str(info.value), str(info.value)
+
+
+def test_require_rejects_an_unknown_requirement_as_numpy():
+    with pytest.raises(KeyError):
+        symgrad.compile(lambda v: snp.require(v, requirements="Q"), backend="interp")(V)
+
+
+def test_index_helpers_need_a_shape_known_while_tracing():
+    f = symgrad.compile(lambda a: a[snp.triu_indices_from(a)], signature={"a": "f64[N,N]"},
+                        backend="interp")
+    with pytest.raises(symgrad.errors.ShapeError, match=r"run-time size.*test_numpy_more\.py:"):
+        f(np.ones((3, 3)))
+
+
+def test_indices_over_a_run_time_size(backend):
+    f = symgrad.compile(lambda x: x * snp.indices(x.shape)[0], signature={"x": "f64[N,3]"},
+                        backend=backend)
+    for n in (2, 5):
+        x = np.ones((n, 3))
+        np.testing.assert_array_equal(f(x), x * np.indices(x.shape)[0])
