@@ -4,6 +4,8 @@ against NumPy on both backends and dtypes, gradients against central differences
 step, the cases compiled together (tests/breadth.py); integer results value for value; run-time
 failures (mode='raise', asarray_chkfinite) and errors that name the problem and the user's
 line."""
+import re
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,25 @@ CASES = [
         snp.polyfit(x, y, 2), snp.polyfit(x, Y, 3), snp.polyfit(x, y, 1, w=w),
         snp.polyfit(x, Y, 2, w=w), snp.polyfit(x[:3], y[:3], 2)),
          args(U(8), U(8), U(8, 2), U(8, lo=0.5, hi=1.5)), rtol32=2e-4),
+    Case("nonzero_size", lambda x: (
+        *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
+                                                                     fill_value=(-1, -2)),
+        snp.flatnonzero(x > 0, size=4), snp.argwhere(x > 1, size=5, fill_value=-1),
+        snp.nonzero(x[0] < 0, size=2)[0], x[snp.nonzero(x > 0, size=4)],
+        snp.nonzero(x > 9, size=2, fill_value=7)[1]),
+         args(U(3, 4))),
+    Case("unique_size", lambda x, k: (
+        snp.unique(x, size=5), snp.unique(x, size=20), snp.unique(x, size=20, fill_value=-9.0),
+        *snp.unique(x[0], True, True, True, size=6), *snp.unique(k, True, True, True, size=6),
+        *snp.unique(k, True, True, True, size=2), snp.unique(k, size=7, fill_value=-1),
+        *snp.unique(snp.round(x), return_counts=True, size=6)),
+         args(U(3, 4), ints(0, 5, 3, 4))),
+    Case("unique_nan", lambda x: (
+        snp.unique(snp.where(x > 1, np.nan, snp.round(x)), size=8),
+        snp.unique(snp.where(x > 1, np.nan, snp.round(x)), size=8, equal_nan=False),
+        *snp.unique(snp.where(x > 1, np.nan, snp.round(x)), return_counts=True, size=3),
+        snp.unique(snp.where(x > -9, np.nan, x), size=2)),
+         args(U(3, 4)), grad=False),
 ]
 
 (test_values_match_numpy, test_gradient_against_differences,
@@ -192,6 +213,41 @@ def test_errors_name_the_problem_and_the_line(fn, error, match):
     with pytest.raises(error, match=match) as info:
         symgrad.compile(fn, backend="interp")(V)
     assert "test_numpy_more.py:" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("fn, instead", [
+    (lambda v: np.nonzero(v), r"size=k"), (lambda v: v.nonzero(), r"size=k"),
+    (lambda v: snp.flatnonzero(v), r"size=k"), (lambda v: np.argwhere(v), r"size=k"),
+    (lambda v: np.unique(v), r"snp.unique\(x, size=k\)"),
+    (lambda v: np.intersect1d(v, v[:2]), r"isin"), (lambda v: snp.union1d(v, v), r"unique"),
+    (lambda v: np.trim_zeros(v), r"mask the zeros"), (lambda v: np.roots(v), r"eigvals"),
+    (lambda v: np.unique_values(v), r"unique\(x, size=k\)"),
+])
+def test_data_dependent_shapes_say_so_and_what_instead(fn, instead):
+    with pytest.raises(symgrad.errors.UnsupportedError,
+                       match=r"the shape of its result depends on the values") as info:
+        symgrad.compile(fn, backend="interp")(V)
+    assert "test_numpy_more.py:" in str(info.value), str(info.value)
+    hint = str(info.value).rsplit("`", 1)[-1]      # after the quoted source line
+    assert re.search(instead, hint), str(info.value)
+
+
+def test_size_conventions_are_jaxs():
+    """The plain-array path (the oracle of the cases above) against jax.numpy's own answers,
+    written out: nonzero, argwhere and unique (values, index, inverse, counts) with size=."""
+    x = np.array([3.0, 1.0, 3.0, np.nan, 2.0, 1.0, np.nan])
+    values, index, inverse, counts = snp.unique(x, True, True, True, size=6)
+    np.testing.assert_array_equal(values, [1.0, 2.0, 3.0, np.nan, 1.0, 1.0])
+    np.testing.assert_array_equal(index, [1, 4, 0, 3, 1, 1])
+    np.testing.assert_array_equal(inverse, [2, 0, 2, 3, 1, 0, 3])
+    np.testing.assert_array_equal(counts, [2, 1, 2, 2, 0, 0])
+    np.testing.assert_array_equal(snp.unique(x, size=6, fill_value=-1.0),
+                                  [1.0, 2.0, 3.0, np.nan, -1.0, -1.0])
+    m = np.array([[0, 1], [2, 0]])
+    np.testing.assert_array_equal(snp.nonzero(m, size=3, fill_value=(-1, -2)),
+                                  [[0, 1, -1], [1, 0, -2]])
+    np.testing.assert_array_equal(snp.argwhere(m, size=3, fill_value=-1),
+                                  [[0, 1], [1, 0], [-1, -1]])
 
 
 def test_require_rejects_an_unknown_requirement_as_numpy():

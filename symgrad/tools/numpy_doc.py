@@ -12,7 +12,7 @@ import sys
 
 import symgrad  # noqa: F401  (imports every module that registers names)
 from symgrad import numpy as snp
-from symgrad.frontend.tracer import IMPLEMENTATIONS
+from symgrad.frontend.tracer import DATA_DEPENDENT, IMPLEMENTATIONS
 
 # How a supported function differs from NumPy's (or SciPy's). A name absent here behaves as
 # NumPy's: the same values, broadcasting, axis and dtype rules, and exact gradients.
@@ -173,6 +173,13 @@ NOTES = {
     "asarray_chkfinite": "a NaN or infinity fails the call when it runs (RuntimeError with "
                          "NumPy's message; NumPy: ValueError); NumPy's own converts its argument: "
                          "call this one",
+    "nonzero": "traced: only with size= (and fill_value=), JAX's convention: the first size "
+               "indices, padded",
+    "flatnonzero": "traced: only with size= (and fill_value=), as nonzero",
+    "argwhere": "traced: only with size= (and fill_value=), as nonzero",
+    "unique": "traced: only with size= (and fill_value=), JAX's convention: the first size "
+              "values padded with fill_value (default the smallest), index padded with the "
+              "smallest's, counts with 0; axis=None only",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
@@ -261,6 +268,18 @@ def render():
     lines.append("|---|---|")
     lines += [f"| {', '.join(f'`{n}`' for n in names.split(', '))} | {why} |"
               for names, why in NOT_YET.items()]
+    lines.append("")
+    lines.append("## Not traceable: the result's shape depends on the values\n")
+    lines.append("On a traced value these raise `UnsupportedError` saying so, with what to use "
+                 "instead (also in the error):\n")
+    lines.append("| name | instead |")
+    lines.append("|---|---|")
+    lines += [f"| `{name}` | {instead} |" for name, instead in sorted(DATA_DEPENDENT.items())
+              if name not in IMPLEMENTATIONS]
+    lines.append("")
+    lines.append("Without `size=`, " + ", ".join(f"`{name}`" for name in sorted(DATA_DEPENDENT)
+                                              if name in IMPLEMENTATIONS)
+                 + " raise the same error on a traced value.")
     return "\n".join(lines) + "\n"
 
 
