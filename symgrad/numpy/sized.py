@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symgrad.frontend.tracer import Tracer, data_dependent, shape_depends_on_values
+from symgrad.frontend.tracer import data_dependent, shape_depends_on_values
 from symgrad.numpy._common import at, snp, static_ints, traced
 
 __all__ = ["nonzero", "flatnonzero", "argwhere", "unique"]
