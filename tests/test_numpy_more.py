@@ -26,6 +26,16 @@ def args(*gens):
     return lambda rng: [g(rng) for g in gens]
 
 
+def _holes(x, whole_lanes=False):
+    """x with NaN in a fixed pattern: some in most lanes along each axis; with whole_lanes, a
+    row and a column all NaN too."""
+    holes = np.zeros(x.shape, bool)
+    holes[1:, 0] = holes[2, 3] = holes[0, 1:3] = True
+    if whole_lanes:
+        holes[1, :] = holes[:, 4] = True
+    return snp.where(holes, np.nan, x)
+
+
 def _flat(x):
     return snp.reshape(x, (-1,))
 
@@ -79,6 +89,21 @@ CASES = [
         snp.polyfit(x, y, 2), snp.polyfit(x, Y, 3), snp.polyfit(x, y, 1, w=w),
         snp.polyfit(x, Y, 2, w=w), snp.polyfit(x[:3], y[:3], 2)),
          args(U(8), U(8), U(8, 2), U(8, lo=0.5, hi=1.5)), rtol32=2e-4),
+    Case("nan_order_statistics", lambda x, y: (
+        snp.nanmedian(_holes(x)), snp.nanmedian(_holes(x), axis=1),
+        snp.nanmedian(_holes(x), axis=0, keepdims=True), snp.nanmedian(x[:, :3], axis=(0, 1)),
+        snp.nanquantile(_holes(x), 0.3), snp.nanquantile(_holes(x), [0.1, 0.5, 1.0], axis=1),
+        snp.nanquantile(_holes(x), 0.75, axis=0, method="lower"),
+        snp.nanquantile(_holes(x), 0.4, axis=1, method="higher", keepdims=True),
+        snp.nanquantile(_holes(x), 0.35, axis=1, method="midpoint"),
+        snp.nanpercentile(_holes(x), 62.5, axis=1), snp.nanpercentile(y, [25, 80]),
+        snp.nanquantile(y, 0.0), snp.nanquantile(y, 1.0)),
+         args(U(4, 5), U(7))),
+    Case("nan_order_statistics_all_nan", lambda x: (
+        snp.nanmedian(_holes(x, True), axis=1), snp.nanmedian(_holes(x, True), axis=0),
+        snp.nanquantile(_holes(x, True), 0.3, axis=1), snp.nanpercentile(x * np.nan, 40),
+        snp.nanquantile(_holes(x, True), 0.6, axis=0, method="midpoint")),
+         args(U(4, 5)), grad=False),
     Case("nonzero_size", lambda x: (
         *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
                                                                      fill_value=(-1, -2)),
@@ -99,6 +124,9 @@ CASES = [
         snp.unique(snp.where(x > -9, np.nan, x), size=2)),
          args(U(3, 4)), grad=False),
 ]
+
+# All-NaN lanes: NumPy warns and returns NaN, as symgrad does (silently).
+pytestmark = pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
 
 (test_values_match_numpy, test_gradient_against_differences,
  test_c_gradients_equal_interpreter) = standard_tests(CASES)

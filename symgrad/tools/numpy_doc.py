@@ -180,6 +180,10 @@ NOTES = {
     "unique": "traced: only with size= (and fill_value=), JAX's convention: the first size "
               "values padded with fill_value (default the smallest), index padded with the "
               "smallest's, counts with 0; axis=None only",
+    "nanmedian": "the gradient goes to the middle number(s) of each lane",
+    "nanquantile": "methods linear, lower, higher, midpoint; q known while tracing; with a list q "
+                   "float32 gives float64 (NumPy: float32 when its first lane is all NaN)",
+    "nanpercentile": "as nanquantile",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
