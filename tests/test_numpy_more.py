@@ -26,6 +26,10 @@ def args(*gens):
     return lambda rng: [g(rng) for g in gens]
 
 
+def increasing_edges(n):
+    return lambda rng: -2.0 + np.cumsum(rng.uniform(0.3, 1.2, n))
+
+
 def _holes(x, whole_lanes=False):
     """x with NaN in a fixed pattern: some in most lanes along each axis; with whole_lanes, a
     row and a column all NaN too."""
@@ -104,6 +108,18 @@ CASES = [
         snp.nanquantile(_holes(x, True), 0.3, axis=1), snp.nanpercentile(x * np.nan, 40),
         snp.nanquantile(_holes(x, True), 0.6, axis=0, method="midpoint")),
          args(U(4, 5)), grad=False),
+    Case("histogram", lambda x, w, y: (
+        *snp.histogram(x), *snp.histogram(x, 4, range=(-1.0, 1.5)),
+        *snp.histogram(x, np.array([-1.5, -0.2, 0.0, 0.7, 1.9])), *snp.histogram(x, 5, weights=w),
+        *snp.histogram(x, 3, density=True), *snp.histogram(x, [-2.0, 0.0, 0.5, 2.0],
+                                                           density=True, weights=w),
+        *snp.histogram(x, y), snp.histogram_bin_edges(x, 6), snp.histogram_bin_edges(x[:1], 2),
+        *snp.histogram(x * 0 + 1.5, 3), *snp.histogram(snp.round(x * 2), 4, weights=w * 3)),
+         args(U(40), U(40, lo=0.5, hi=1.5), increasing_edges(5))),
+    Case("histogram_integers", lambda k: (
+        *snp.histogram(k), *snp.histogram(k, 3, range=(1, 4)), *snp.histogram(k, [0, 1, 3, 9]),
+        *snp.histogram(k, 4, weights=k)),
+         args(ints(0, 7, 30)), grad=False),
     Case("nonzero_size", lambda x: (
         *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
                                                                      fill_value=(-1, -2)),
@@ -193,6 +209,12 @@ def test_dtype_questions_answer_as_numpy(dtype):
      "array must not contain infs or NaNs"),
     (lambda x: snp.asarray_chkfinite(x) * 2, np.array([np.nan, 1.0]),
      "array must not contain infs or NaNs"),
+    (lambda x: snp.histogram(x, 3)[0], np.array([1.0, np.nan]),
+     "histogram: autodetected range is not finite"),
+    (lambda x: snp.histogram(x, x)[0], np.array([1.0, 0.5]),
+     "`bins` must increase monotonically"),
+    (lambda x: snp.histogram(x, 2, range=(x[0], 1.5))[0], np.array([np.inf, 1.0]),
+     "histogram: range is not finite or not increasing"),
 ])
 def test_bad_values_fail_the_call_when_it_runs(backend, fn, arg, match):
     f = symgrad.compile(fn, backend=backend, argnums=())
@@ -231,6 +253,11 @@ V = np.linspace(-1.0, 1.0, 6)
     (lambda v: snp.require(v, requirements="CF"), ValueError, r"both 'C' and 'F'"),
     (lambda v: snp.polyder(v, -1), ValueError, r"order of derivative must be positive"),
     (lambda v: snp.polyint(v, 3, k=[1.0, 2.0]), ValueError, r"length 1 or >m"),
+    (lambda v: snp.histogram(v, "auto"), TypeError, r"chooses the number of bins from the values"),
+    (lambda v: snp.histogram(v, 0), ValueError, r"`bins` must be positive"),
+    (lambda v: snp.histogram(v, [1.0, 0.0]), ValueError, r"must increase monotonically"),
+    (lambda v: snp.histogram(v, 2, range=(1.0, 0.0)), ValueError, r"max must be larger than min"),
+    (lambda v: snp.histogram(v, 2, weights=v[:2]), ValueError, r"weights should have the same"),
     (lambda v: snp.polyfit(v, v, 2, full=True), TypeError, r"full=.*depend on the rank"),
     (lambda v: snp.polyfit(v, v, 2, cov=True), TypeError, r"cov=.*not supported"),
     (lambda v: snp.polyfit(v, v[:5], 2), TypeError, r"same length \(6 and 5\)"),

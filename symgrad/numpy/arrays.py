@@ -22,7 +22,7 @@ from symgrad.core.ir import current_builder
 from symgrad.core.primitives import bind
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
-from symgrad.numpy._common import at, snp, static_ints, traced
+from symgrad.numpy._common import at, guard, snp, static_ints, traced
 
 __all__ = ["allclose", "array_equal", "array_equiv", "result_type", "can_cast", "promote_types",
            "common_type", "isscalar", "iterable", "shares_memory", "may_share_memory",
@@ -185,9 +185,8 @@ def asarray_chkfinite(a, dtype=None, order=None):
     a = snp.asarray(a, dtype)
     if np.dtype(a.dtype).kind not in "fc":
         return a
-    bad = snp.logical_not(snp.all(snp.isfinite(a)))
-    return Tracer(bind("guard", bad.irvar, a.irvar,
-                       message="asarray_chkfinite: array must not contain infs or NaNs"))
+    return guard(snp.logical_not(snp.isfinite(a)), a,
+                 "asarray_chkfinite: array must not contain infs or NaNs")
 
 
 # --- constructors ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from symgrad.core.primitives import bind
 from symgrad.core.ir import current_builder
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
-from symgrad.numpy._common import at, snp, static_ints, traced
+from symgrad.numpy._common import at, guard, snp, static_ints, traced
 
 __all__ = ["diag_indices_from", "tril_indices_from", "triu_indices_from", "indices", "ix_",
            "unravel_index", "ravel_multi_index"]
@@ -120,11 +120,6 @@ def _index_array(x, name):
     return snp.astype(x, "int64")
 
 
-def _guard(flag, value, message):
-    """``value``, the call failing with ``message`` when ``flag`` (a traced bool) holds."""
-    return Tracer(bind("guard", snp.any(flag).irvar, value.irvar, message=message))
-
-
 def _dims_and_strides(shape, order, name):
     shape = static_ints(shape, f"{name}'s shape")
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
@@ -149,7 +144,7 @@ def unravel_index(indices, shape, order="C"):
     shape, strides, size = _dims_and_strides(shape, order, "unravel_index")
     idx = _index_array(indices, "unravel_index")
     bad = snp.logical_or(snp.less(idx, 0), snp.greater_equal(idx, size))
-    idx = _guard(bad, idx, f"unravel_index: index out of bounds for array with size {size}")
+    idx = guard(bad, idx, f"unravel_index: index out of bounds for array with size {size}")
     return tuple(snp.remainder(snp.floor_divide(idx, s), d) if d else snp.zeros_like(idx)
                  for d, s in zip(shape, strides))
 
@@ -190,5 +185,5 @@ def ravel_multi_index(multi_index, dims_, mode="raise", order="C"):
                                                          snp.broadcast_to(out, batch))
         total = snp.add(total, snp.multiply(c, s))
     if bad is not None:
-        total = _guard(bad, total, "ravel_multi_index: invalid entry in coordinates array")
+        total = guard(bad, total, "ravel_multi_index: invalid entry in coordinates array")
     return total

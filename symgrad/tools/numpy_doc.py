@@ -184,6 +184,11 @@ NOTES = {
     "nanquantile": "methods linear, lower, higher, midpoint; q known while tracing; with a list q "
                    "float32 gives float64 (NumPy: float32 when its first lane is all NaN)",
     "nanpercentile": "as nanquantile",
+    "histogram": "bins: a number (known while tracing) or edges, not a string estimator; a "
+                 "non-finite autodetected range or decreasing traced edges fail the call when it "
+                 "runs (RuntimeError; NumPy: ValueError); counts have no gradient with respect to "
+                 "the data, weighted counts the weights'",
+    "histogram_bin_edges": "as histogram",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
