@@ -26,6 +26,10 @@ def args(*gens):
     return lambda rng: [g(rng) for g in gens]
 
 
+def _wrapped(p):
+    return snp.remainder(p + np.pi, 2 * np.pi) - np.pi
+
+
 def increasing_edges(n):
     return lambda rng: -2.0 + np.cumsum(rng.uniform(0.3, 1.2, n))
 
@@ -120,6 +124,23 @@ CASES = [
         *snp.histogram(k), *snp.histogram(k, 3, range=(1, 4)), *snp.histogram(k, [0, 1, 3, 9]),
         *snp.histogram(k, 4, weights=k)),
          args(ints(0, 7, 30)), grad=False),
+    Case("logspace_geomspace", lambda s, e, v, b: (
+        snp.logspace(s, e, 5), snp.logspace(s, e, 4, endpoint=False, base=2.0),
+        snp.logspace(v, e, 3, axis=1), snp.logspace(s, e, 5, base=b), snp.logspace(s, 2.0, 1), snp.linspace(s, 2.0, 3),
+        snp.logspace(v, e, 3, base=np.array([2.0, 3.0, 10.0]), axis=-1),
+        snp.geomspace(b, b * 7, 6), snp.geomspace(-b, -b * 0.1, 4),
+        snp.geomspace(b, 5.0, 5, endpoint=False), snp.geomspace(v * v + 1, b, 3, axis=-1),
+        snp.geomspace(1.0, b, 1), snp.geomspace(b, 2.0, 2)),
+         args(U(), U(), U(3), U(lo=0.5, hi=3.0))),
+    Case("unwrap", lambda p, q: (
+        snp.unwrap(_wrapped(p)), snp.unwrap(_wrapped(q), axis=0), snp.unwrap(_wrapped(p), 4.0),
+        snp.unwrap(p, period=5.0), snp.unwrap(_wrapped(q), discont=1.0, axis=1),
+        snp.unwrap(np.array([0.0, np.pi, 0.0, -np.pi, 2.0]) + p[:5] * 0)),
+         args(lambda rng: np.cumsum(rng.uniform(-4, 4, 12)), lambda rng: np.cumsum(
+             rng.uniform(-4, 4, (5, 3)), axis=0))),
+    Case("unwrap_integers", lambda k: (
+        snp.unwrap(k, period=6), snp.unwrap(k, period=7), snp.unwrap(k, period=6, discont=4)),
+         args(ints(-20, 20, 9)), grad=False),
     Case("nonzero_size", lambda x: (
         *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
                                                                      fill_value=(-1, -2)),
@@ -215,6 +236,8 @@ def test_dtype_questions_answer_as_numpy(dtype):
      "`bins` must increase monotonically"),
     (lambda x: snp.histogram(x, 2, range=(x[0], 1.5))[0], np.array([np.inf, 1.0]),
      "histogram: range is not finite or not increasing"),
+    (lambda x: snp.geomspace(x[0], x[1], 4), np.array([0.0, 1.0]),
+     "Geometric sequence cannot include zero"),
 ])
 def test_bad_values_fail_the_call_when_it_runs(backend, fn, arg, match):
     f = symgrad.compile(fn, backend=backend, argnums=())

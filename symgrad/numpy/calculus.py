@@ -32,7 +32,7 @@ from symgrad.frontend.tracer import Tracer, implementation
 from symgrad.numpy._common import at, axes_tuple, axis_index, common_dtype, snp, traced
 
 __all__ = ["interp", "convolve", "correlate", "polyval", "trapezoid", "gradient", "ediff1d",
-           "polyadd", "polysub", "polymul", "polyder", "polyint", "polyfit"]
+           "polyadd", "polysub", "polymul", "polyder", "polyint", "polyfit", "unwrap"]
 
 
 def _length(x, what):
@@ -357,6 +357,37 @@ def polyfit(x, y, deg, rcond=None, full=False, w=None, cov=False):
     c = implementation("linalg.lstsq")(lhs, rhs, rcond)[0]
     return snp.divide(c, snp.reshape(scale, (order, 1)) if c.ndim == 2 else scale)
 
+
+
+def unwrap(p, discont=None, axis=-1, *, period=2 * np.pi):
+    """``p`` with each jump between neighbours along ``axis`` larger than ``discont`` (default
+    period / 2) brought within a half period by adding multiples of ``period`` (NumPy's
+    formula, its tie rule at exactly half a period included). The corrections are piecewise
+    constant, so the gradient passes through unchanged."""
+    if not traced(p, discont, period):
+        return np.unwrap(p, discont, axis, period=period)
+    p = snp.asarray(p)
+    axis = axis_index(_static(axis, "unwrap's axis"), p.ndim)
+    dd = snp.diff(p, axis=axis)
+    if discont is None:
+        discont = snp.divide(period, 2) if isinstance(period, Tracer) else period / 2
+    dtype = snp.result_type(dd, period)
+    if np.issubdtype(dtype, np.integer):
+        high, rem = divmod(_static(period, "unwrap's integer period"), 2)
+        ambiguous = rem == 0
+    else:
+        high = snp.divide(period, 2) if isinstance(period, Tracer) else period / 2
+        ambiguous = True
+    low = snp.negative(high) if isinstance(high, Tracer) else -high
+    ddmod = snp.add(snp.remainder(snp.subtract(dd, low), period), low)
+    if ambiguous:
+        # A jump of exactly half a period keeps its sign (NumPy's copyto after the mod).
+        ddmod = snp.where(snp.logical_and(snp.equal(ddmod, low), snp.greater(dd, 0)), high,
+                          ddmod)
+    correct = snp.where(snp.less(snp.abs(dd), discont), 0, snp.subtract(ddmod, dd))
+    up = snp.astype(p, dtype)
+    rest = snp.add(_along(p, axis, slice(1, None)), snp.cumsum(correct, axis=axis))
+    return snp.concatenate([_along(up, axis, slice(0, 1)), snp.astype(rest, dtype)], axis)
 
 # --- integrals and differences -----------------------------------------------------------------
 

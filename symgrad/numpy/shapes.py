@@ -17,13 +17,14 @@ from symgrad.core import dims, ops
 from symgrad.core.primitive import bind
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
-from symgrad.numpy._common import at, axes_tuple, axis_index, snp, static_ints, traced
+from symgrad.numpy._common import (at, axes_tuple, axis_index, common_dtype, guard, snp,
+                                    static_ints, traced)
 
 __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_stack", "dstack",
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "meshgrid", "take", "vander", "block", "matrix_transpose",
+           "diff", "linspace", "logspace", "geomspace", "meshgrid", "take", "vander", "block", "matrix_transpose",
            "unstack", "size", "broadcast_arrays", "diagflat", "delete", "insert", "resize",
            "choose", "compress", "extract"]
 
@@ -600,9 +601,10 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     num = int(static_ints(num, "num"))
     if num < 0:
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
-    s, e = _as(start), _as(stop)
-    if not np.dtype(s.dtype).kind in "fc":
-        s = snp.astype(s, "float64")
+    # NumPy's dtype: result_type(start, stop, float(num)), a Python number weak (a float32
+    # start with stop=2.0 stays float32).
+    dt = common_dtype([start, stop], need_float=True)
+    s, e = snp.astype(_as(start), dt), snp.astype(_as(stop), dt)
     div = (num - 1) if endpoint else num
     delta = snp.subtract(e, s)
     shape = np.broadcast_shapes(tuple(s.shape), tuple(e.shape))
@@ -620,6 +622,53 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         y = snp.astype(y, dtype)
     return (y, step) if retstep else y
 
+
+
+def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
+    """base ** linspace(start, stop, num), as NumPy's; start, stop and base may be traced."""
+    if not traced(start, stop, base):
+        return np.logspace(start, stop, num, endpoint, base, dtype, axis)
+    y = linspace(start, stop, num, endpoint, axis=axis)
+    if not isinstance(base, (float, int)) and snp.ndim(base):
+        # NumPy broadcasts an array base with the limits (ndmin) and gives it the new axis; a
+        # Python number stays weak (float32 limits give float32).
+        ndmax = len(np.broadcast_shapes(*(tuple(snp.shape(v)) for v in (start, stop, base))))
+        base = snp.reshape(base, (1,) * (ndmax - snp.ndim(base)) + tuple(snp.shape(base)))
+        base = snp.expand_dims(base, axis)
+    out = snp.power(base, y)
+    return out if dtype is None else snp.astype(out, dtype)
+
+
+def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
+    """A geometric sequence from start to stop (real, nonzero, of one sign), as NumPy's: the
+    logspace of their log10 after dividing by start's sign, with the ends set to start and
+    stop exactly. Traced limits that are 0 fail the call when it runs (NumPy's ValueError)."""
+    if not traced(start, stop):
+        return np.geomspace(start, stop, num, endpoint, dtype, axis)
+    num = int(static_ints(num, "geomspace's num"))
+    start, stop = snp.multiply(snp.asarray(start), 1.0), snp.multiply(snp.asarray(stop), 1.0)
+    if np.dtype(start.dtype).kind == "c" or np.dtype(stop.dtype).kind == "c":
+        raise TypeError(f"geomspace of complex limits is not supported on traced values{at()}")
+    dt = np.result_type(np.zeros((), start.dtype), np.zeros((), stop.dtype), float(num),
+                        np.zeros((), dtype))
+    zero = snp.logical_or(snp.equal(start, 0), snp.equal(stop, 0))
+    start = guard(zero, snp.astype(start, dt), "geomspace: Geometric sequence cannot include zero")
+    stop = snp.astype(stop, dt)
+    sign = snp.sign(start)
+    start, stop = snp.divide(start, sign), snp.divide(stop, sign)
+    out = logspace(snp.log10(start), snp.log10(stop), num, endpoint, 10.0, dt)
+    if num > 0:
+        shape = tuple(out.shape[1:])
+        parts = [snp.broadcast_to(start, (1,) + shape)]
+        if num > 1:
+            parts.append(out[1:-1] if endpoint else out[1:])
+            if endpoint:
+                parts.append(snp.broadcast_to(stop, (1,) + shape))
+        out = snp.concatenate([snp.astype(q, dt) for q in parts], 0)
+    out = snp.multiply(out, sign)
+    if axis != 0:
+        out = moveaxis(out, 0, axis)
+    return out if dtype is None else snp.astype(out, dtype)
 
 def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
     """Coordinate arrays: each 1-D input broadcast along the others' axes."""

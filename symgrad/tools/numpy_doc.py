@@ -189,6 +189,9 @@ NOTES = {
                  "runs (RuntimeError; NumPy: ValueError); counts have no gradient with respect to "
                  "the data, weighted counts the weights'",
     "histogram_bin_edges": "as histogram",
+    "geomspace": "real limits only on traced values; a traced limit of 0 fails the call when it "
+                 "runs (RuntimeError; NumPy: ValueError)",
+    "unwrap": "the gradient passes through (the corrections are piecewise constant)",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
