@@ -141,6 +141,14 @@ CASES = [
     Case("unwrap_integers", lambda k: (
         snp.unwrap(k, period=6), snp.unwrap(k, period=7), snp.unwrap(k, period=6, discont=4)),
          args(ints(-20, 20, 9)), grad=False),
+    Case("apply_axes", lambda x, y: (
+        snp.apply_along_axis(lambda r: snp.sum(r * r) + r[0], 1, x),
+        snp.apply_along_axis(snp.diff, 0, x), snp.apply_along_axis(snp.outer, -1, y[:, :2], y[0]),
+        snp.apply_along_axis(lambda r, s: snp.sort(r) * s, 0, y, 2.0),
+        snp.apply_along_axis(lambda r: r > 0, 1, x),
+        snp.apply_over_axes(snp.sum, y, [0, 2]), snp.apply_over_axes(snp.mean, y, -1),
+        snp.apply_over_axes(lambda a, k: snp.max(a, k, keepdims=True), x, (1,))),
+         args(U(3, 4), U(2, 3, 4))),
     Case("nonzero_size", lambda x: (
         *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
                                                                      fill_value=(-1, -2)),

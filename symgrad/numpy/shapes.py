@@ -24,9 +24,10 @@ __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_st
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "logspace", "geomspace", "meshgrid", "take", "vander", "block", "matrix_transpose",
-           "unstack", "size", "broadcast_arrays", "diagflat", "delete", "insert", "resize",
-           "choose", "compress", "extract"]
+           "diff", "linspace", "logspace", "geomspace", "meshgrid", "take", "vander", "block",
+           "matrix_transpose", "unstack", "size", "broadcast_arrays", "diagflat", "delete",
+           "insert", "resize", "choose", "compress", "extract", "apply_along_axis",
+           "apply_over_axes"]
 
 
 def _as(x):
@@ -895,3 +896,56 @@ def extract(condition, arr):
         return np.extract(condition, arr)
     return compress(np.ravel(condition) if not isinstance(condition, Tracer) else condition,
                     snp.ravel(_as(arr)))
+
+
+# --- applying a function over axes ---------------------------------------------------------------
+
+def apply_along_axis(func1d, axis, arr, *args, **kwargs):
+    """``func1d`` applied to each 1-D slice of ``arr`` along ``axis``, the results (all of the
+    first one's shape and dtype, as NumPy's buffer) put where the axis was. On traced values
+    func1d is traced once per slice (their number must be known while tracing), so the graph
+    grows with it."""
+    if not traced(arr):
+        return np.apply_along_axis(func1d, axis, arr, *args, **kwargs)
+    arr = _as(arr)
+    nd = arr.ndim
+    axis = axis_index(static_ints(axis, "apply_along_axis' axis"), nd)
+    outer = tuple(d for i, d in enumerate(arr.shape) if i != axis)
+    if not all(isinstance(d, (int, np.integer)) for d in outer):
+        raise ShapeError(f"apply_along_axis: the other axes {outer} must have sizes known while "
+                         f"tracing (func1d is traced once per slice){at()}")
+    view = snp.transpose(arr, [i for i in range(nd) if i != axis] + [axis])
+    positions = list(np.ndindex(*outer))
+    if not positions or 0 in outer:
+        raise ValueError(f"Cannot apply_along_axis when any iteration dimensions are 0{at()}")
+    results = [_as(func1d(view[p], *args, **kwargs)) for p in positions]
+    first = results[0]
+    for r in results[1:]:
+        if tuple(r.shape) != tuple(first.shape):
+            raise ValueError(f"apply_along_axis: func1d returned shapes {first.shape} and "
+                             f"{r.shape} for different slices{at()}")
+    buff = snp.reshape(snp.stack([snp.astype(r, first.dtype) for r in results]),
+                       outer + tuple(first.shape))
+    dims_ = list(range(buff.ndim))
+    res_nd = first.ndim
+    return snp.transpose(buff, dims_[:axis] + dims_[buff.ndim - res_nd:] +
+                         dims_[axis:buff.ndim - res_nd])
+
+
+def apply_over_axes(func, a, axes):
+    """``func(a, axis)`` for each axis in turn, its result given the axis back (length 1) when
+    it drops it, as NumPy's."""
+    if not traced(a):
+        return np.apply_over_axes(func, a, axes)
+    val = _as(a)
+    n = val.ndim
+    for axis in ((axes,) if np.ndim(axes) == 0 else tuple(axes)):
+        axis = int(axis) + n if axis < 0 else int(axis)
+        res = _as(func(val, axis))
+        if res.ndim != val.ndim:
+            res = snp.expand_dims(res, axis)
+            if res.ndim != val.ndim:
+                raise ValueError(f"apply_over_axes: function is not returning an array of the "
+                                 f"correct shape{at()}")
+        val = res
+    return val

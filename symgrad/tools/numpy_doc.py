@@ -192,6 +192,7 @@ NOTES = {
     "geomspace": "real limits only on traced values; a traced limit of 0 fails the call when it "
                  "runs (RuntimeError; NumPy: ValueError)",
     "unwrap": "the gradient passes through (the corrections are piecewise constant)",
+    "apply_along_axis": "func1d is traced once per slice (their number known while tracing)",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
