@@ -91,7 +91,8 @@ CASES = [
         snp.polyadd(p, q), snp.polyadd(q, p), snp.polysub(q, p), snp.polysub(p, 2.0),
         snp.polymul(p, q), snp.polyder(p), snp.polyder(p, 2), snp.polyder(p, 0),
         snp.polyder(q, 4), snp.polyint(p), snp.polyint(p, 2, k=[s, 1.0]), snp.polyint(p, k=s),
-        snp.polyint(q, 3, k=s), snp.polyint(p, 0)),
+        snp.polyint(q, 3, k=s), snp.polyint(p, 0), snp.poly(p), snp.poly(q[:1]), snp.poly(q * s),
+        snp.polyval(snp.poly(p), p[1])),
          args(U(4), U(2), lambda rng: np.array(0.7))),
     Case("polyfit", lambda x, y, Y, w: (
         snp.polyfit(x, y, 2), snp.polyfit(x, Y, 3), snp.polyfit(x, y, 1, w=w),
@@ -182,10 +183,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
 def test_integer_polynomials_stay_integers(backend):
     p = np.array([3, -2, 5, 7])
     f = symgrad.compile(lambda p: (snp.polyder(p), snp.polyder(p, 2), snp.polyadd(p, p[:2]),
-                                   snp.polymul(p, p[:2]), snp.polyint(p)),
+                                   snp.polymul(p, p[:2]), snp.polyint(p), snp.poly(p)),
                         backend=backend, argnums=())
     for got, want in zip(f(p), (np.polyder(p), np.polyder(p, 2), np.polyadd(p, p[:2]),
-                                np.polymul(p, p[:2]), np.polyint(p))):
+                                np.polymul(p, p[:2]), np.polyint(p), np.poly(p))):
         assert got.dtype == want.dtype, (got.dtype, want.dtype)
         np.testing.assert_array_equal(got, want)
 
@@ -289,6 +290,8 @@ V = np.linspace(-1.0, 1.0, 6)
     (lambda v: snp.histogram(v, [1.0, 0.0]), ValueError, r"must increase monotonically"),
     (lambda v: snp.histogram(v, 2, range=(1.0, 0.0)), ValueError, r"max must be larger than min"),
     (lambda v: snp.histogram(v, 2, weights=v[:2]), ValueError, r"weights should have the same"),
+    (lambda v: snp.poly(snp.reshape(v[:4], (2, 2))), TypeError, r"characteristic polynomial"),
+    (lambda v: snp.poly(v * 1j), TypeError, r"complex roots"),
     (lambda v: snp.polyfit(v, v, 2, full=True), TypeError, r"full=.*depend on the rank"),
     (lambda v: snp.polyfit(v, v, 2, cov=True), TypeError, r"cov=.*not supported"),
     (lambda v: snp.polyfit(v, v[:5], 2), TypeError, r"same length \(6 and 5\)"),

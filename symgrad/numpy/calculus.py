@@ -32,7 +32,8 @@ from symgrad.frontend.tracer import Tracer, implementation
 from symgrad.numpy._common import at, axes_tuple, axis_index, common_dtype, snp, traced
 
 __all__ = ["interp", "convolve", "correlate", "polyval", "trapezoid", "gradient", "ediff1d",
-           "polyadd", "polysub", "polymul", "polyder", "polyint", "polyfit", "unwrap"]
+           "polyadd", "polysub", "polymul", "polyder", "polyint", "polyfit", "unwrap",
+           "poly"]
 
 
 def _length(x, what):
@@ -310,6 +311,30 @@ def polyint(p, m=1, k=None):
         p = snp.concatenate([y, snp.reshape(snp.getitem(k, i), (1,))])
     return p
 
+
+def poly(seq_of_zeros):
+    """The coefficients (highest power first, leading 1) of the polynomial with the given real
+    roots: the product of (x - r), one convolution each, in NumPy's order and dtype (float32
+    stays float32, integers become float64). Complex roots (NumPy returns real or complex
+    coefficients depending on whether they pair up, a dtype from the values) and square
+    matrices (their eigenvalues) are not supported on traced values."""
+    if not traced(seq_of_zeros):
+        return np.poly(seq_of_zeros)
+    z = snp.atleast_1d(snp.asarray(seq_of_zeros))
+    if z.ndim != 1:
+        raise TypeError(f"poly of a matrix (its characteristic polynomial, from eigvals) is not "
+                        f"supported on traced values{at()}; pass its roots")
+    if np.dtype(z.dtype).kind == "c":
+        raise TypeError(f"poly of complex roots is not supported on traced values{at()}: NumPy "
+                        f"returns real or complex coefficients depending on the values")
+    z = snp.astype(z, "float32" if z.dtype == np.float32 else "float64")   # NumPy's mintypecode
+    n = _length(z, "poly's roots")
+    if n == 0:
+        return 1.0
+    a = snp.ones((1,), z.dtype)
+    for i in range(n):
+        a = convolve(a, snp.stack([snp.ones((), z.dtype), snp.negative(z[i])]))
+    return a
 
 def polyfit(x, y, deg, rcond=None, full=False, w=None, cov=False):
     """The least-squares polynomial of degree ``deg`` through (x, y), highest power first: as

@@ -193,6 +193,8 @@ NOTES = {
                  "runs (RuntimeError; NumPy: ValueError)",
     "unwrap": "the gradient passes through (the corrections are piecewise constant)",
     "apply_along_axis": "func1d is traced once per slice (their number known while tracing)",
+    "poly": "real roots only on traced values (NumPy's dtype of complex roots depends on the "
+            "values; a matrix needs eigvals)",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
