@@ -150,6 +150,11 @@ CASES = [
         snp.apply_over_axes(snp.sum, y, [0, 2]), snp.apply_over_axes(snp.mean, y, -1),
         snp.apply_over_axes(lambda a, k: snp.max(a, k, keepdims=True), x, (1,))),
          args(U(3, 4), U(2, 3, 4))),
+    Case("i0_windows", lambda x, b: (
+        snp.i0(x), snp.i0(x * 6), snp.i0(-x * 9), snp.i0(np.array([0, 3, 9, 20])),
+        snp.kaiser(7, b), snp.kaiser(6, b * 3), snp.kaiser(1, b), snp.kaiser(5, 4.0) * b,
+        snp.hanning(5) * b, snp.hamming(4) * b, snp.blackman(6) * b, snp.bartlett(5) * b),
+         args(U(5, lo=0.2, hi=2.5), lambda rng: np.array(rng.uniform(2.0, 8.0)))),
     Case("nonzero_size", lambda x: (
         *snp.nonzero(snp.where(x > 0.5, x, 0), size=3), *snp.nonzero(x > 0, size=20,
                                                                      fill_value=(-1, -2)),
@@ -357,3 +362,12 @@ def test_indices_over_a_run_time_size(backend):
     for n in (2, 5):
         x = np.ones((n, 3))
         np.testing.assert_array_equal(f(x), x * np.indices(x.shape)[0])
+
+
+def test_i0_gradient_is_finite_at_zero(backend):
+    """At x = 0 the far series would divide by 0; only its own range reaches it, so the
+    gradient there is I1(0) = 0, not NaN."""
+    x = np.array([0.0, 1.0, 8.0, 12.0])
+    g = symgrad.compile(lambda x: snp.sum(snp.i0(x)), backend=backend).grad(x)
+    i1 = np.array([0.0, 0.5651591039924851, 399.8731367825599, 18141.348781638833])  # SciPy's
+    np.testing.assert_allclose(g, i1, rtol=1e-10, atol=1e-12)

@@ -195,6 +195,13 @@ NOTES = {
     "apply_along_axis": "func1d is traced once per slice (their number known while tracing)",
     "poly": "real roots only on traced values (NumPy's dtype of complex roots depends on the "
             "values; a matrix needs eigvals)",
+    "bartlett": "M known while tracing: NumPy's array",
+    "blackman": "M known while tracing: NumPy's array",
+    "hamming": "M known while tracing: NumPy's array",
+    "hanning": "M known while tracing: NumPy's array",
+    "kaiser": "M known while tracing; beta may be traced",
+    "i0": "NumPy's Chebyshev series, operation for operation; the gradient is the series' (I1 to "
+          "its accuracy)",
     "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
                "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
