@@ -64,7 +64,7 @@ def i0(x):
     x = snp.abs(x)
     small = snp.less_equal(x, 8.0)
     near = snp.where(small, x, 8.0)         # each series sees only its own range, so the branch
-    far = snp.where(small, 8.0, x)          # not taken has no inf (32 / 0) to leak into gradients
+    far = snp.where(small, 8.0, x)          # not taken computes no inf (32 / 0 at x = 0)
     inner = snp.exp(near) * _chebyshev(near / 2.0 - 2, _numpy_impl._i0A)
     outer = snp.exp(far) * _chebyshev(32.0 / far - 2.0, _numpy_impl._i0B) / snp.sqrt(far)
     return snp.where(small, inner, outer)
