@@ -44,9 +44,9 @@ def test_missing_snp_name_is_a_clear_error():
 
 
 def test_missing_numpy_function_on_a_tracer_is_a_clear_error():
-    f = symgrad.compile(lambda x: np.sum(np.unwrap(x)), backend="interp")
+    f = symgrad.compile(lambda x: np.sum(np.spacing(x)), backend="interp")
     with pytest.raises(TracingError,
-                       match=r"numpy\.unwrap is not supported on traced values yet.*numpy\.md"):
+                       match=r"numpy\.spacing is not supported on traced values yet.*numpy\.md"):
         f(np.ones(3))
     f = symgrad.compile(lambda x: snp.exp3(x), backend="interp")
     with pytest.raises(UnsupportedError, match=r"exp3 .*Closest supported: exp"):

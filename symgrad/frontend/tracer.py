@@ -38,9 +38,29 @@ def closest(name, names, n=4):
     return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
 
 
+# NumPy names whose result's shape depends on the values (which a compiled function must know
+# while tracing), with what to use instead: ``unsupported`` gives that reason, not "yet".
+DATA_DEPENDENT: dict = {}
+
+
+def data_dependent(name, instead):
+    """Record that numpy.``name`` cannot be traced because its output's shape depends on the
+    values, and what a user should write instead."""
+    DATA_DEPENDENT[name] = instead
+
+
+def shape_depends_on_values(name, where_from="numpy"):
+    """The error for ``name`` (in DATA_DEPENDENT): why it cannot be compiled, and the way out."""
+    return UnsupportedError(f"{where_from}.{name}: the shape of its result depends on the "
+                            f"values, which are not known while tracing{where(user_location())}. "
+                            f"{DATA_DEPENDENT[name]}")
+
+
 def unsupported(name, where_from="numpy", names=None):
     """The error for a name symgrad does not trace: what it is, and what is close. ``names``
     (default: every registered NumPy name) are the candidates for "closest"."""
+    if name in DATA_DEPENDENT:
+        return shape_depends_on_values(name, where_from)
     close = closest(name, IMPLEMENTATIONS if names is None else names)
     hint = f" Closest supported: {', '.join(close)}." if close else ""
     how = "on traced values " if where_from == "numpy" else ""
@@ -201,8 +221,10 @@ class Tracer:
         return self.shape[0]
 
     def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
+        # Not a generator: a 0-d array fails at iter() itself, as NumPy's does (np.iterable).
+        if not self.shape:
+            raise TypeError("iteration over a 0-d traced array")
+        return (self[i] for i in range(len(self)))
 
     def __repr__(self):
         return f"Tracer({self.irvar.type})"

@@ -1143,6 +1143,11 @@ from symgrad.numpy.statistics import *  # noqa: E402,F401,F403
 from symgrad.numpy.shapes import *  # noqa: E402,F401,F403
 from symgrad.numpy.contractions import *  # noqa: E402,F401,F403
 from symgrad.numpy.calculus import *  # noqa: E402,F401,F403
+from symgrad.numpy.indexing import *  # noqa: E402,F401,F403
+from symgrad.numpy.arrays import *  # noqa: E402,F401,F403
+from symgrad.numpy.sized import *  # noqa: E402,F401,F403
+from symgrad.numpy.histograms import *  # noqa: E402,F401,F403
+from symgrad.numpy.windows import *  # noqa: E402,F401,F403
 from symgrad.numpy._inplace import (copyto, fill_diagonal, place, put,  # noqa: E402,F401
                                      put_along_axis, putmask)
 from symgrad.numpy import contractions as _contractions, linalg  # noqa: E402

@@ -87,6 +87,12 @@ def as_float(x, dtype=None):
     return x if is_float(x) else snp.astype(x, "float64")
 
 
+def guard(flag, value, message):
+    """``value``, the compiled call failing with ``message`` (a RuntimeError) when it runs if
+    any element of the traced bool ``flag`` holds: what NumPy raises from the values."""
+    return Tracer(bind("guard", snp.any(flag).irvar, snp.asarray(value).irvar, message=message))
+
+
 def static_ints(value, what):
     """A Python int (or tuple of ints) given where NumPy needs a size known in advance."""
     if isinstance(value, Tracer):

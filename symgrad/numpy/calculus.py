@@ -1,5 +1,6 @@
 """Differences, integrals, interpolation, polynomials and convolution: NumPy's ``interp``,
-``convolve``, ``correlate``, ``polyval``, ``trapezoid``, ``gradient`` and ``ediff1d``.
+``convolve``, ``correlate``, ``polyval``, ``trapezoid``, ``gradient``, ``ediff1d`` and the
+polynomial helpers ``polyadd``, ``polysub``, ``polymul``, ``polyder``, ``polyint``, ``polyfit``.
 
 On plain arrays each function is NumPy's own. On traced values each is a composite of existing
 primitives computing what NumPy computes, in NumPy's order where rounding could tell, so values
@@ -14,6 +15,10 @@ agree with NumPy's and gradients follow from the primitives:
   gradients are a scatter-add and a product; the swap of operands NumPy makes when the second is
   longer (which decides where 'same' centres) and correlate's conjugate are NumPy's.
 - ``gradient`` and ``trapezoid`` are NumPy's slices and arithmetic; ``polyval`` is Horner's rule.
+- ``polyadd``/``polysub`` pad the shorter coefficients in front, ``polymul`` is ``convolve``,
+  ``polyder``/``polyint`` multiply and divide by (n, ..., 1); ``polyfit`` is NumPy's: the
+  Vandermonde matrix with unit-norm columns, solved by ``linalg.lstsq`` (through the SVD, so
+  its gradient is the pseudo-inverse's).
 
 Sizes NumPy's result shape depends on (lengths, ``mode``, ``axis``, ``edge_order``) must be known
 while tracing; values (samples, spacings, ``period``, ``left``/``right``, ``dx``) may be traced.
@@ -23,10 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from symgrad.errors import ShapeError
-from symgrad.frontend.tracer import Tracer
+from symgrad.frontend.tracer import Tracer, implementation
 from symgrad.numpy._common import at, axes_tuple, axis_index, common_dtype, snp, traced
 
-__all__ = ["interp", "convolve", "correlate", "polyval", "trapezoid", "gradient", "ediff1d"]
+__all__ = ["interp", "convolve", "correlate", "polyval", "trapezoid", "gradient", "ediff1d",
+           "polyadd", "polysub", "polymul", "polyder", "polyint", "polyfit", "unwrap",
+           "poly"]
 
 
 def _length(x, what):
@@ -214,6 +221,198 @@ def polyval(p, x):
         y = snp.add(snp.multiply(y, x), snp.getitem(p, i))
     return y
 
+
+def _coefficients(p, name):
+    """``p`` as traced 1-D coefficients (a scalar becomes length 1, NumPy's atleast_1d)."""
+    p = snp.atleast_1d(snp.asarray(p))
+    if p.ndim != 1:
+        raise ValueError(f"{name}: coefficients must be 1-D, got shape {p.shape}{at()}")
+    _length(p, f"{name}'s coefficients")
+    return p
+
+
+def _aligned(a1, a2, name):
+    """The two coefficient vectors, the shorter padded with leading zeros of its own dtype."""
+    a1, a2 = _coefficients(a1, name), _coefficients(a2, name)
+    diff = a2.shape[0] - a1.shape[0]
+    if diff > 0:
+        a1 = snp.concatenate([snp.zeros((diff,), a1.dtype), a1])
+    elif diff < 0:
+        a2 = snp.concatenate([snp.zeros((-diff,), a2.dtype), a2])
+    return a1, a2
+
+
+def polyadd(a1, a2):
+    """The sum of two polynomials (highest power first), the shorter padded in front."""
+    if not traced(a1, a2):
+        return np.polyadd(a1, a2)
+    return snp.add(*_aligned(a1, a2, "polyadd"))
+
+
+def polysub(a1, a2):
+    """The difference of two polynomials (highest power first), the shorter padded in front."""
+    if not traced(a1, a2):
+        return np.polysub(a1, a2)
+    return snp.subtract(*_aligned(a1, a2, "polysub"))
+
+
+def polymul(a1, a2):
+    """The product of two polynomials: the convolution of their coefficients."""
+    if not traced(a1, a2):
+        return np.polymul(a1, a2)
+    return convolve(_coefficients(a1, "polymul"), _coefficients(a2, "polymul"))
+
+
+def _order(m, name, other):
+    m = int(_static(m, f"{name}'s m"))
+    if m < 0:
+        raise ValueError(f"{name}: order of {'derivative' if name == 'polyder' else 'integral'} "
+                         f"must be positive (see {other}){at()}")
+    return m
+
+
+def polyder(p, m=1):
+    """The m-th derivative of a polynomial: p[:-1] * (n, ..., 1), m times (integers stay
+    integers, as in NumPy)."""
+    if not traced(p):
+        return np.polyder(p, m)
+    m = _order(m, "polyder", "polyint")
+    p = snp.asarray(p)
+    for _ in range(m):
+        n = _length(p, "polyder's p") - 1
+        p = snp.multiply(snp.getitem(p, slice(None, -1)), np.arange(n, 0, -1))
+    return p
+
+
+def polyint(p, m=1, k=None):
+    """The m-th antiderivative of a polynomial: p / (n, ..., 1) followed by the integration
+    constant, m times; ``k`` (a scalar or one constant per integration, highest order first)
+    may be traced."""
+    if not traced(p, k):
+        return np.polyint(p, m, k)
+    m = _order(m, "polyint", "polyder")
+    k = np.zeros(m, float) if k is None else k
+    k = snp.atleast_1d(snp.asarray(k))
+    if k.ndim != 1:
+        raise ValueError(f"polyint: k must be a scalar or a rank-1 array, got shape {k.shape}"
+                         f"{at()}")
+    n_k = _length(k, "polyint's k")
+    if n_k == 1 and m > 1:
+        k = snp.multiply(snp.getitem(k, 0), np.ones(m, float))
+    elif n_k < m:
+        raise ValueError(f"polyint: k must be a scalar or a rank-1 array of length 1 or >m."
+                         f"{at()}")
+    p = snp.asarray(p)
+    for i in range(m):
+        n = _length(p, "polyint's p")
+        # NumPy: p / arange(len(p), 0, -1), so float32 coefficients become float64 (an int64
+        # array meets them), then k[i] joins.
+        y = snp.divide(p, snp.asarray(np.arange(n, 0, -1)))
+        p = snp.concatenate([y, snp.reshape(snp.getitem(k, i), (1,))])
+    return p
+
+
+def poly(seq_of_zeros):
+    """The coefficients (highest power first, leading 1) of the polynomial with the given real
+    roots: the product of (x - r), one convolution each, in NumPy's order and dtype (float32
+    stays float32, integers become float64). Complex roots (NumPy returns real or complex
+    coefficients depending on whether they pair up, a dtype from the values) and square
+    matrices (their eigenvalues) are not supported on traced values."""
+    if not traced(seq_of_zeros):
+        return np.poly(seq_of_zeros)
+    z = snp.atleast_1d(snp.asarray(seq_of_zeros))
+    if z.ndim != 1:
+        raise TypeError(f"poly of a matrix (its characteristic polynomial, from eigvals) is not "
+                        f"supported on traced values{at()}; pass its roots")
+    if np.dtype(z.dtype).kind == "c":
+        raise TypeError(f"poly of complex roots is not supported on traced values{at()}: NumPy "
+                        f"returns real or complex coefficients depending on the values")
+    z = snp.astype(z, "float32" if z.dtype == np.float32 else "float64")   # NumPy's mintypecode
+    n = _length(z, "poly's roots")
+    if n == 0:
+        return 1.0
+    a = snp.ones((1,), z.dtype)
+    for i in range(n):
+        a = convolve(a, snp.stack([snp.ones((), z.dtype), snp.negative(z[i])]))
+    return a
+
+def polyfit(x, y, deg, rcond=None, full=False, w=None, cov=False):
+    """The least-squares polynomial of degree ``deg`` through (x, y), highest power first: as
+    NumPy, the Vandermonde matrix (rows weighted by ``w``) with its columns scaled to unit norm,
+    solved by ``linalg.lstsq``, then unscaled. y may be 2-D (one fit per column). ``deg`` must
+    be known while tracing; full=True and cov= are not supported on traced values (the rank
+    they report, and cov's choice of formula by it, depend on the values)."""
+    if not traced(x, y, w, rcond):
+        return np.polyfit(x, y, deg, rcond, full, w, cov)
+    deg = _static(deg, "polyfit's deg")
+    if full or cov:
+        raise TypeError(f"polyfit(..., {'full' if full else 'cov'}=...) is not supported on "
+                        f"traced values{at()}: its extra results (the rank, residuals and the "
+                        f"covariance's scaling) depend on the rank NumPy finds in the values")
+    if deg < 0:
+        raise ValueError(f"polyfit: expected deg >= 0{at()}")
+    order = int(deg) + 1
+    x = snp.add(snp.asarray(x), 0.0)
+    y = snp.add(snp.asarray(y), 0.0)
+    if x.ndim != 1:
+        raise TypeError(f"polyfit: expected 1D vector for x, got shape {x.shape}{at()}")
+    n = _length(x, "polyfit's x")
+    if n == 0:
+        raise TypeError(f"polyfit: expected non-empty vector for x{at()}")
+    if y.ndim < 1 or y.ndim > 2:
+        raise TypeError(f"polyfit: expected 1D or 2D array for y, got shape {y.shape}{at()}")
+    if y.shape[0] != n:
+        raise TypeError(f"polyfit: expected x and y to have same length ({n} and "
+                        f"{y.shape[0]}){at()}")
+    if rcond is None:
+        rcond = n * np.finfo(x.dtype).eps
+    lhs = snp.vander(x, order)
+    rhs = y
+    if w is not None:
+        w = snp.add(snp.asarray(w), 0.0)
+        if w.ndim != 1:
+            raise TypeError(f"polyfit: expected a 1-d array for weights, got shape {w.shape}"
+                            f"{at()}")
+        if w.shape[0] != n:
+            raise TypeError(f"polyfit: expected w and y to have the same length{at()}")
+        lhs = snp.multiply(lhs, snp.reshape(w, (n, 1)))
+        rhs = snp.multiply(rhs, snp.reshape(w, (n, 1)) if y.ndim == 2 else w)
+    scale = snp.sqrt(snp.sum(snp.multiply(lhs, lhs), axis=0))
+    lhs = snp.divide(lhs, scale)
+    c = implementation("linalg.lstsq")(lhs, rhs, rcond)[0]
+    return snp.divide(c, snp.reshape(scale, (order, 1)) if c.ndim == 2 else scale)
+
+
+
+def unwrap(p, discont=None, axis=-1, *, period=2 * np.pi):
+    """``p`` with each jump between neighbours along ``axis`` larger than ``discont`` (default
+    period / 2) brought within a half period by adding multiples of ``period`` (NumPy's
+    formula, its tie rule at exactly half a period included). The corrections are piecewise
+    constant, so the gradient passes through unchanged."""
+    if not traced(p, discont, period):
+        return np.unwrap(p, discont, axis, period=period)
+    p = snp.asarray(p)
+    axis = axis_index(_static(axis, "unwrap's axis"), p.ndim)
+    dd = snp.diff(p, axis=axis)
+    if discont is None:
+        discont = snp.divide(period, 2) if isinstance(period, Tracer) else period / 2
+    dtype = snp.result_type(dd, period)
+    if np.issubdtype(dtype, np.integer):
+        high, rem = divmod(_static(period, "unwrap's integer period"), 2)
+        ambiguous = rem == 0
+    else:
+        high = snp.divide(period, 2) if isinstance(period, Tracer) else period / 2
+        ambiguous = True
+    low = snp.negative(high) if isinstance(high, Tracer) else -high
+    ddmod = snp.add(snp.remainder(snp.subtract(dd, low), period), low)
+    if ambiguous:
+        # A jump of exactly half a period keeps its sign (NumPy's copyto after the mod).
+        ddmod = snp.where(snp.logical_and(snp.equal(ddmod, low), snp.greater(dd, 0)), high,
+                          ddmod)
+    correct = snp.where(snp.less(snp.abs(dd), discont), 0, snp.subtract(ddmod, dd))
+    up = snp.astype(p, dtype)
+    rest = snp.add(_along(p, axis, slice(1, None)), snp.cumsum(correct, axis=axis))
+    return snp.concatenate([_along(up, axis, slice(0, 1)), snp.astype(rest, dtype)], axis)
 
 # --- integrals and differences -----------------------------------------------------------------
 

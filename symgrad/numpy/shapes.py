@@ -17,15 +17,17 @@ from symgrad.core import dims, ops
 from symgrad.core.primitive import bind
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
-from symgrad.numpy._common import at, axes_tuple, axis_index, snp, static_ints, traced
+from symgrad.numpy._common import (at, axes_tuple, axis_index, common_dtype, guard, snp,
+                                    static_ints, traced)
 
 __all__ = ["atleast_1d", "atleast_2d", "atleast_3d", "hstack", "vstack", "row_stack", "dstack",
            "column_stack", "append", "split", "array_split", "hsplit", "vsplit", "dsplit",
            "repeat", "tile", "pad", "roll", "flip", "fliplr", "flipud", "rot90", "moveaxis",
            "swapaxes", "rollaxis", "diag", "diagonal", "trace", "tril", "triu", "kron", "cross",
-           "diff", "linspace", "meshgrid", "take", "vander", "block", "matrix_transpose",
-           "unstack", "size", "broadcast_arrays", "diagflat", "delete", "insert", "resize",
-           "choose", "compress", "extract"]
+           "diff", "linspace", "logspace", "geomspace", "meshgrid", "take", "vander", "block",
+           "matrix_transpose", "unstack", "size", "broadcast_arrays", "diagflat", "delete",
+           "insert", "resize", "choose", "compress", "extract", "apply_along_axis",
+           "apply_over_axes"]
 
 
 def _as(x):
@@ -600,9 +602,10 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     num = int(static_ints(num, "num"))
     if num < 0:
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
-    s, e = _as(start), _as(stop)
-    if not np.dtype(s.dtype).kind in "fc":
-        s = snp.astype(s, "float64")
+    # NumPy's dtype: result_type(start, stop, float(num)), a Python number weak (a float32
+    # start with stop=2.0 stays float32).
+    dt = common_dtype([start, stop], need_float=True)
+    s, e = snp.astype(_as(start), dt), snp.astype(_as(stop), dt)
     div = (num - 1) if endpoint else num
     delta = snp.subtract(e, s)
     shape = np.broadcast_shapes(tuple(s.shape), tuple(e.shape))
@@ -620,6 +623,53 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         y = snp.astype(y, dtype)
     return (y, step) if retstep else y
 
+
+
+def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
+    """base ** linspace(start, stop, num), as NumPy's; start, stop and base may be traced."""
+    if not traced(start, stop, base):
+        return np.logspace(start, stop, num, endpoint, base, dtype, axis)
+    y = linspace(start, stop, num, endpoint, axis=axis)
+    if not isinstance(base, (float, int)) and snp.ndim(base):
+        # NumPy broadcasts an array base with the limits (ndmin) and gives it the new axis; a
+        # Python number stays weak (float32 limits give float32).
+        ndmax = len(np.broadcast_shapes(*(tuple(snp.shape(v)) for v in (start, stop, base))))
+        base = snp.reshape(base, (1,) * (ndmax - snp.ndim(base)) + tuple(snp.shape(base)))
+        base = snp.expand_dims(base, axis)
+    out = snp.power(base, y)
+    return out if dtype is None else snp.astype(out, dtype)
+
+
+def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
+    """A geometric sequence from start to stop (real, nonzero, of one sign), as NumPy's: the
+    logspace of their log10 after dividing by start's sign, with the ends set to start and
+    stop exactly. Traced limits that are 0 fail the call when it runs (NumPy's ValueError)."""
+    if not traced(start, stop):
+        return np.geomspace(start, stop, num, endpoint, dtype, axis)
+    num = int(static_ints(num, "geomspace's num"))
+    start, stop = snp.multiply(snp.asarray(start), 1.0), snp.multiply(snp.asarray(stop), 1.0)
+    if np.dtype(start.dtype).kind == "c" or np.dtype(stop.dtype).kind == "c":
+        raise TypeError(f"geomspace of complex limits is not supported on traced values{at()}")
+    dt = np.result_type(np.zeros((), start.dtype), np.zeros((), stop.dtype), float(num),
+                        np.zeros((), dtype))
+    zero = snp.logical_or(snp.equal(start, 0), snp.equal(stop, 0))
+    start = guard(zero, snp.astype(start, dt), "geomspace: Geometric sequence cannot include zero")
+    stop = snp.astype(stop, dt)
+    sign = snp.sign(start)
+    start, stop = snp.divide(start, sign), snp.divide(stop, sign)
+    out = logspace(snp.log10(start), snp.log10(stop), num, endpoint, 10.0, dt)
+    if num > 0:
+        shape = tuple(out.shape[1:])
+        parts = [snp.broadcast_to(start, (1,) + shape)]
+        if num > 1:
+            parts.append(out[1:-1] if endpoint else out[1:])
+            if endpoint:
+                parts.append(snp.broadcast_to(stop, (1,) + shape))
+        out = snp.concatenate([snp.astype(q, dt) for q in parts], 0)
+    out = snp.multiply(out, sign)
+    if axis != 0:
+        out = moveaxis(out, 0, axis)
+    return out if dtype is None else snp.astype(out, dtype)
 
 def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
     """Coordinate arrays: each 1-D input broadcast along the others' axes."""
@@ -846,3 +896,56 @@ def extract(condition, arr):
         return np.extract(condition, arr)
     return compress(np.ravel(condition) if not isinstance(condition, Tracer) else condition,
                     snp.ravel(_as(arr)))
+
+
+# --- applying a function over axes ---------------------------------------------------------------
+
+def apply_along_axis(func1d, axis, arr, *args, **kwargs):
+    """``func1d`` applied to each 1-D slice of ``arr`` along ``axis``, the results (all of the
+    first one's shape and dtype, as NumPy's buffer) put where the axis was. On traced values
+    func1d is traced once per slice (their number must be known while tracing), so the graph
+    grows with it."""
+    if not traced(arr):
+        return np.apply_along_axis(func1d, axis, arr, *args, **kwargs)
+    arr = _as(arr)
+    nd = arr.ndim
+    axis = axis_index(static_ints(axis, "apply_along_axis' axis"), nd)
+    outer = tuple(d for i, d in enumerate(arr.shape) if i != axis)
+    if not all(isinstance(d, (int, np.integer)) for d in outer):
+        raise ShapeError(f"apply_along_axis: the other axes {outer} must have sizes known while "
+                         f"tracing (func1d is traced once per slice){at()}")
+    view = snp.transpose(arr, [i for i in range(nd) if i != axis] + [axis])
+    positions = list(np.ndindex(*outer))
+    if not positions or 0 in outer:
+        raise ValueError(f"Cannot apply_along_axis when any iteration dimensions are 0{at()}")
+    results = [_as(func1d(view[p], *args, **kwargs)) for p in positions]
+    first = results[0]
+    for r in results[1:]:
+        if tuple(r.shape) != tuple(first.shape):
+            raise ValueError(f"apply_along_axis: func1d returned shapes {first.shape} and "
+                             f"{r.shape} for different slices{at()}")
+    buff = snp.reshape(snp.stack([snp.astype(r, first.dtype) for r in results]),
+                       outer + tuple(first.shape))
+    dims_ = list(range(buff.ndim))
+    res_nd = first.ndim
+    return snp.transpose(buff, dims_[:axis] + dims_[buff.ndim - res_nd:] +
+                         dims_[axis:buff.ndim - res_nd])
+
+
+def apply_over_axes(func, a, axes):
+    """``func(a, axis)`` for each axis in turn, its result given the axis back (length 1) when
+    it drops it, as NumPy's."""
+    if not traced(a):
+        return np.apply_over_axes(func, a, axes)
+    val = _as(a)
+    n = val.ndim
+    for axis in ((axes,) if np.ndim(axes) == 0 else tuple(axes)):
+        axis = int(axis) + n if axis < 0 else int(axis)
+        res = _as(func(val, axis))
+        if res.ndim != val.ndim:
+            res = snp.expand_dims(res, axis)
+            if res.ndim != val.ndim:
+                raise ValueError(f"apply_over_axes: function is not returning an array of the "
+                                 f"correct shape{at()}")
+        val = res
+    return val

@@ -42,7 +42,7 @@ __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmi
            "percentile", "nansum", "nanmean", "nanmax", "nanmin", "searchsorted", "partition",
            "argpartition", "cumulative_sum", "cumulative_prod", "digitize", "bincount", "lexsort",
            "nanargmax", "nanargmin", "nanprod", "nancumsum", "nancumprod", "nanvar", "nanstd",
-           "isin", "cov", "corrcoef"]
+           "isin", "cov", "corrcoef", "nanmedian", "nanquantile", "nanpercentile"]
 
 
 def safe_sqrt(x):
@@ -485,53 +485,70 @@ def _rounds_up(virtual):
     return int(np.around(virtual)) > np.floor(virtual)
 
 
-def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
-             keepdims=False, *, weights=None, interpolation=None):
-    """The q-th quantiles (q in [0, 1], a number or a list known while tracing) over ``axis``;
-    the gradient goes to the two elements interpolated between, by their weights."""
-    if not traced(a):
-        kw = {} if weights is None else {"weights": weights}
-        return np.quantile(a, q, axis=axis, out=out, overwrite_input=overwrite_input,
-                           method=method, keepdims=keepdims, **kw)
-    no_out(out, "quantile")
+def _quantiles(name, a, q, out, method, methods, weights, interpolation, each):
+    """What quantile and nanquantile share on traced values: the checks, x as floats (float64
+    for a list of q that interpolates, as NumPy's float64 q makes it), ``each(x, qs)`` (one
+    result per q, x sorted once), stacked in q's shape."""
+    no_out(out, name)
     if weights is not None or interpolation is not None:
-        raise TypeError(f"quantile: weights= and interpolation= are not supported on traced "
+        raise TypeError(f"{name}: weights= and interpolation= are not supported on traced "
                         f"values{at()}; use method=")
     if isinstance(q, Tracer):
-        raise TypeError(f"quantile: q must be known while tracing (a number or a list), not a "
+        raise TypeError(f"{name}: q must be known while tracing (a number or a list), not a "
                         f"traced value{at()}")
-    if method not in _METHODS:
-        raise ValueError(f"quantile: method {method!r} is not supported on traced values; "
-                         f"supported: {', '.join(_METHODS)}")
+    if method not in methods:
+        raise ValueError(f"{name}: method {method!r} is not supported on traced values; "
+                         f"supported: {', '.join(methods)}")
     qs = np.asarray(q, dtype=np.float64)
     if np.any((qs < 0) | (qs > 1)):
-        raise ValueError("Quantiles must be in the range [0, 1]")
+        raise ValueError(f"Quantiles must be in the range [0, 1]{at()}")
     x = as_float(a)
     if qs.ndim and method in ("linear", "midpoint"):
-        # NumPy interpolates with the float64 array q: a float32 array gives float64 results.
         x = snp.astype(x, np.result_type(x.dtype, np.float64))
-    s, kept = _sorted_lanes(x, axis)
-    n = s.shape[-1]
-    results = [_quantile_one(s, float(v), n, method) for v in qs.ravel()]
-    if keepdims:
-        results = [snp.reshape(r, kept) for r in results]
+    results = each(x, [float(v) for v in qs.ravel()])
     if qs.ndim == 0:
         return results[0]
     stacked = snp.stack(results, 0)
     return snp.reshape(stacked, qs.shape + tuple(stacked.shape[1:]))
 
 
+def _percentile(quantile_fn, name, a, q, axis, out, overwrite_input, method, keepdims,
+                weights, interpolation):
+    if isinstance(q, Tracer):
+        raise TypeError(f"{name}: q must be known while tracing, not a traced value{at()}")
+    return quantile_fn(a, np.true_divide(q, 100), axis, out, overwrite_input, method, keepdims,
+                       weights=weights, interpolation=interpolation)
+
+
+def _numpy_quantile(np_fn, a, q, axis, out, overwrite_input, method, keepdims, weights):
+    kw = {} if weights is None else {"weights": weights}
+    return np_fn(a, q, axis=axis, out=out, overwrite_input=overwrite_input, method=method,
+                 keepdims=keepdims, **kw)
+
+
+def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+             keepdims=False, *, weights=None, interpolation=None):
+    """The q-th quantiles (q in [0, 1], a number or a list known while tracing) over ``axis``;
+    the gradient goes to the two elements interpolated between, by their weights."""
+    if not traced(a):
+        return _numpy_quantile(np.quantile, a, q, axis, out, overwrite_input, method, keepdims,
+                               weights)
+
+    def each(x, qs):
+        s, kept = _sorted_lanes(x, axis)
+        results = [_quantile_one(s, v, s.shape[-1], method) for v in qs]
+        return [snp.reshape(r, kept) for r in results] if keepdims else results
+    return _quantiles("quantile", a, q, out, method, _METHODS, weights, interpolation, each)
+
+
 def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                keepdims=False, *, weights=None, interpolation=None):
     """quantile at q / 100."""
     if not traced(a):
-        kw = {} if weights is None else {"weights": weights}
-        return np.percentile(a, q, axis=axis, out=out, overwrite_input=overwrite_input,
-                             method=method, keepdims=keepdims, **kw)
-    if isinstance(q, Tracer):
-        raise TypeError(f"percentile: q must be known while tracing, not a traced value{at()}")
-    return quantile(a, np.true_divide(q, 100), axis, out, overwrite_input, method, keepdims,
-                    weights=weights, interpolation=interpolation)
+        return _numpy_quantile(np.percentile, a, q, axis, out, overwrite_input, method,
+                               keepdims, weights)
+    return _percentile(quantile, "percentile", a, q, axis, out, overwrite_input, method,
+                       keepdims, weights, interpolation)
 
 
 # --- NaN-ignoring reductions ---------------------------------------------------------------------
@@ -662,6 +679,94 @@ def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
     if not traced(a):
         return np.nanstd(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
     return safe_sqrt(nanvar(a, axis, dtype, out, ddof, keepdims))
+
+
+def _nan_lanes(a, axis):
+    """(sorted lanes, NaN last, with the reduced axes flattened last; each lane's count of
+    numbers as int64 with a trailing axis of 1; the kept shape for keepdims)."""
+    s, kept = _sorted_lanes(as_float(a), axis)
+    count = snp.sum(snp.logical_not(_isnan(s)), axis=-1, keepdims=True)
+    return s, count, kept
+
+
+def _at_lane(s, k):
+    """s[..., k] for a traced int64 index k of shape s.shape[:-1] + (1,), kept >= 0: a lane
+    with no numbers (k = -1) reads its first element, a NaN, so its result is NaN, as NumPy's
+    (which warns)."""
+    return snp.take_along_axis(s, snp.maximum(k, 0), axis=-1)
+
+
+def _nan_finish(result, kept, keepdims):
+    """The trailing axis of 1 off; kept's shape with keepdims."""
+    result = snp.reshape(result, result.shape[:-1])
+    return snp.reshape(result, kept) if keepdims else result
+
+
+def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    """The median of the numbers, NaN ignored (NaN where there are none): the mean of the
+    middle one or two of each lane's numbers, which sorting puts first; the gradient goes to
+    them."""
+    if not traced(a):
+        return np.nanmedian(a, axis=axis, out=out, overwrite_input=overwrite_input,
+                            keepdims=keepdims)
+    no_out(out, "nanmedian")
+    s, count, kept = _nan_lanes(a, axis)
+    lo = snp.floor_divide(snp.subtract(count, 1), 2)
+    hi = snp.floor_divide(count, 2)
+    middle = snp.divide(snp.add(_at_lane(s, lo), _at_lane(s, hi)), 2.0)
+    return _nan_finish(middle, kept, keepdims)
+
+
+_NAN_METHODS = ("linear", "lower", "higher", "midpoint")
+
+
+def _nanquantile_one(s, count, q, method):
+    """One quantile of each lane's numbers (count of them, first in s): NumPy's virtual index
+    (count - 1) q, its two neighbours (the last number when it is the last index), and _lerp."""
+    virtual = snp.multiply(snp.astype(snp.subtract(count, 1), "float64"), q)
+    below = snp.floor(virtual)
+    last = snp.subtract(count, 1)
+    lo = snp.minimum(snp.astype(below, "int64"), last)
+    if method == "higher":
+        return _at_lane(s, snp.minimum(snp.astype(snp.ceil(virtual), "int64"), last))
+    if method == "lower":
+        return _at_lane(s, lo)
+    hi = snp.minimum(snp.add(lo, 1), last)
+    a, b = _at_lane(s, lo), _at_lane(s, hi)
+    gamma = snp.subtract(virtual, below)
+    if method == "midpoint":
+        gamma = snp.where(snp.greater(gamma, 0), 0.5, 0.0)
+    gamma = snp.astype(gamma, s.dtype)          # NumPy casts gamma to the result's dtype
+    diff = snp.subtract(b, a)
+    return snp.where(snp.greater_equal(gamma, 0.5),
+                     snp.subtract(b, snp.multiply(diff, snp.subtract(1.0, gamma))),
+                     snp.add(a, snp.multiply(diff, gamma)))
+
+
+def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+                keepdims=False, *, weights=None, interpolation=None):
+    """The q-th quantiles of the numbers, NaN ignored (NaN where there are none); q known while
+    tracing; methods linear, lower, higher and midpoint. The gradient goes to the two numbers
+    interpolated between, by their weights."""
+    if not traced(a):
+        return _numpy_quantile(np.nanquantile, a, q, axis, out, overwrite_input, method,
+                               keepdims, weights)
+
+    def each(x, qs):
+        s, count, kept = _nan_lanes(x, axis)
+        return [_nan_finish(_nanquantile_one(s, count, v, method), kept, keepdims) for v in qs]
+    return _quantiles("nanquantile", a, q, out, method, _NAN_METHODS, weights, interpolation,
+                      each)
+
+
+def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+                  keepdims=False, *, weights=None, interpolation=None):
+    """nanquantile at q / 100."""
+    if not traced(a):
+        return _numpy_quantile(np.nanpercentile, a, q, axis, out, overwrite_input, method,
+                               keepdims, weights)
+    return _percentile(nanquantile, "nanpercentile", a, q, axis, out, overwrite_input, method,
+                       keepdims, weights, interpolation)
 
 
 def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None):

@@ -12,7 +12,7 @@ import sys
 
 import symgrad  # noqa: F401  (imports every module that registers names)
 from symgrad import numpy as snp
-from symgrad.frontend.tracer import IMPLEMENTATIONS
+from symgrad.frontend.tracer import DATA_DEPENDENT, IMPLEMENTATIONS
 
 # How a supported function differs from NumPy's (or SciPy's). A name absent here behaves as
 # NumPy's: the same values, broadcasting, axis and dtype rules, and exact gradients.
@@ -146,6 +146,64 @@ NOTES = {
                   "largest entry of each is positive; derivatives need distinct singular values",
     "linalg.qr": "modes reduced, r, and complete for m <= n; the derivative needs m >= n",
     "linalg.pinv": "through the SVD: derivatives need distinct singular values",
+    # Index helpers, predicates, dtypes, conversions (symgrad/numpy/indexing.py, arrays.py).
+    "diag_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "tril_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "triu_indices_from": "reads only the shape (known while tracing): NumPy's index arrays",
+    "indices": "traced constants while tracing (a dimension may be a run-time size)",
+    "ix_": "a traced boolean sequence is refused (its length depends on the values)",
+    "unravel_index": "an index out of range fails the call when it runs (RuntimeError with "
+                     "NumPy's message; NumPy: ValueError)",
+    "ravel_multi_index": "with mode='raise', a coordinate out of range fails the call when it "
+                         "runs (RuntimeError with NumPy's message; NumPy: ValueError)",
+    "allclose": "a traced 0-d bool (NumPy: a Python bool); no gradient",
+    "array_equal": "a traced 0-d bool (NumPy: a Python bool); False when the shapes differ",
+    "array_equiv": "a traced 0-d bool (NumPy: a Python bool); False when the shapes do not "
+                   "broadcast",
+    "iterable": "a 0-d traced array is not iterable, as NumPy's 0-d arrays",
+    "shares_memory": "TypeError on traced arrays: a compiled function's memory layout is the "
+                     "compiler's, not part of what it computes",
+    "may_share_memory": "as shares_memory",
+    "asanyarray": "the values (layout is not observable); NumPy's own asanyarray converts its "
+                  "argument (it does not dispatch): call this one",
+    "ascontiguousarray": "the values, at least 1-D; NumPy's own converts its argument: call this "
+                         "one",
+    "asfortranarray": "as ascontiguousarray",
+    "require": "the values with dtype=; NumPy's own converts its argument: call this one",
+    "asarray_chkfinite": "a NaN or infinity fails the call when it runs (RuntimeError with "
+                         "NumPy's message; NumPy: ValueError); NumPy's own converts its argument: "
+                         "call this one",
+    "nonzero": "traced: only with size= (and fill_value=), JAX's convention: the first size "
+               "indices, padded",
+    "flatnonzero": "traced: only with size= (and fill_value=), as nonzero",
+    "argwhere": "traced: only with size= (and fill_value=), as nonzero",
+    "unique": "traced: only with size= (and fill_value=), JAX's convention: the first size "
+              "values padded with fill_value (default the smallest), index padded with the "
+              "smallest's, counts with 0; axis=None only",
+    "nanmedian": "the gradient goes to the middle number(s) of each lane",
+    "nanquantile": "methods linear, lower, higher, midpoint; q known while tracing; with a list q "
+                   "float32 gives float64 (NumPy: float32 when its first lane is all NaN)",
+    "nanpercentile": "as nanquantile",
+    "histogram": "bins: a number (known while tracing) or edges, not a string estimator; a "
+                 "non-finite autodetected range or decreasing traced edges fail the call when it "
+                 "runs (RuntimeError; NumPy: ValueError); counts have no gradient with respect to "
+                 "the data, weighted counts the weights'",
+    "histogram_bin_edges": "as histogram",
+    "geomspace": "real limits only on traced values; a traced limit of 0 fails the call when it "
+                 "runs (RuntimeError; NumPy: ValueError)",
+    "unwrap": "the gradient passes through (the corrections are piecewise constant)",
+    "apply_along_axis": "func1d is traced once per slice (their number known while tracing)",
+    "poly": "real roots only on traced values (NumPy's dtype of complex roots depends on the "
+            "values; a matrix needs eigvals)",
+    "bartlett": "M known while tracing: NumPy's array",
+    "blackman": "M known while tracing: NumPy's array",
+    "hamming": "M known while tracing: NumPy's array",
+    "hanning": "M known while tracing: NumPy's array",
+    "kaiser": "M known while tracing; beta may be traced",
+    "i0": "NumPy's Chebyshev series, operation for operation; the gradient is the series' (I1 to "
+          "its accuracy)",
+    "polyfit": "deg must be known while tracing; full= and cov= are not supported on traced "
+               "values (they depend on the rank found in the values); the gradient is lstsq's",
     "linalg.lstsq": "the residuals are returned whenever a is tall (NumPy: at full rank only)",
     "linalg.norm": "the gradient of the 2-norm and the Frobenius norm at 0 is 0, not NaN",
     "linalg.cond": "a singular matrix gives inf or NaN (NumPy turns NaN into inf)",
@@ -245,6 +303,18 @@ def render():
     lines.append("|---|---|")
     lines += [f"| {', '.join(f'`{n}`' for n in names.split(', '))} | {why} |"
               for names, why in NOT_YET.items()]
+    lines.append("")
+    lines.append("## Not traceable: the result's shape depends on the values\n")
+    lines.append("On a traced value these raise `UnsupportedError` saying so, with what to use "
+                 "instead (also in the error):\n")
+    lines.append("| name | instead |")
+    lines.append("|---|---|")
+    lines += [f"| `{name}` | {instead} |" for name, instead in sorted(DATA_DEPENDENT.items())
+              if name not in IMPLEMENTATIONS]
+    lines.append("")
+    lines.append("Without `size=`, " + ", ".join(f"`{name}`" for name in sorted(DATA_DEPENDENT)
+                                              if name in IMPLEMENTATIONS)
+                 + " raise the same error on a traced value.")
     return "\n".join(lines) + "\n"
 
 
