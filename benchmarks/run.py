@@ -6,9 +6,10 @@
     python benchmarks/run.py --quick --peers symgrad,numpy   # what CI runs (no timing asserted)
 
 Every peer runs in a worker process of its own, started once per run, as a user runs one tool:
-no other peer's thread pools spin in its process. Each timed batch follows ~0.1 s of untimed
-calls (``--warmup``), so the threads the last peer left spinning (OpenBLAS's spin for ~0.1 s
-after a call) are asleep and the caches hold this peer's data again, as in a training loop.
+no other peer's thread pools spin in its process. After a peer's timed batch the run waits
+until its process is quiet (``_wait_quiet``: its threads may go on spinning, OpenBLAS's for
+~0.1 s, autograd's aftermath longer), and each timed batch follows ~0.1 s of untimed calls
+(``--warmup``), so the caches hold this peer's data again, as in a training loop.
 Until 6 December 2026 every peer ran in this one process in 5 ms batches with no warm-up:
 JAX's W3 (N = 256, float64) took 1.82 ms that way against 0.99 ms in a process of its own,
 called back to back; ``--in-process --batch 0.005 --warmup 0`` still measures that way. A
@@ -341,6 +342,7 @@ class Worker:
         reply = self._ask(op="time", inner=inner, warm=warm)
         if "s" not in reply:
             raise RuntimeError(f"{self.peer} stopped while timed: {reply.get('note')}")
+        _wait_quiet(self.proc.pid)
         return reply["s"]
 
     def drop(self):
@@ -352,6 +354,40 @@ class Worker:
             self.proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
+
+
+def _cpu_ns(pid):
+    """The CPU time of every thread of process ``pid`` (ns; /proc/PID/task/*/schedstat), or
+    None where /proc does not tell."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass        # a thread that ended meanwhile
+    return total
+
+
+def _wait_quiet(pid, window=0.01, busy=0.05, limit=2.0):
+    """Return once process ``pid`` has used less than ``busy`` of a core over ``window``
+    seconds (at most ``limit`` seconds): a peer's thread pools may go on spinning after its
+    timed batch (OpenBLAS's spin for ~0.1 s; autograd's W4 at N = 500 left the next peer's
+    batch 15-20% slower for longer than the next ~0.1 s warm-up: symgrad 1.13-1.16 ms against
+    0.93-0.97 without autograd in the run, JAX 1.78-2.01 against 1.56-1.60). The peers run one
+    at a time; this keeps them so."""
+    end = time.perf_counter() + limit
+    before = _cpu_ns(pid)
+    while before is not None and time.perf_counter() < end:
+        time.sleep(window)
+        after = _cpu_ns(pid)
+        if after is None or after - before < busy * window * 1e9:
+            return
+        before = after
 
 
 def _case_spec(case):
