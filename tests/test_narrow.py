@@ -420,36 +420,6 @@ def test_a_wide_product_with_a_long_contraction_matches_numpy(m, k, n, dtype, tm
         g.specialize(a, b, c)[0]._executable.source
 
 
-@pytest.mark.parametrize("m, k, n", [(200, structural.WIDE_NN_MIN_K - 1, 100),
-                                     (structural.WIDE_NN_MIN_M - 1, 2000, 100),
-                                     (200, 2000, structural.WIDE_MAX_N + 1), (200, 2000, 16)])
-def test_the_wide_nn_kernel_leaves_other_shapes_to_the_blas(m, k, n, tmp_path):
-    r = np.random.default_rng(4)
-    a = r.standard_normal((m, k))
-    b = r.standard_normal((k, n))
-    f = symgrad.compile(product(False), cache_dir=tmp_path)
-    check(a, b, False, f(a, b), "float64")
-    assert "symgradrt_mm_nnw_" not in f.specialize(a, b)[0]._executable.source
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_a_wide_nn_product_with_run_time_sizes_tests_them_in_c(dtype, tmp_path):
-    t = "f64" if dtype == "float64" else "f32"
-    f = symgrad.compile(product(False), signature={"a": f"{t}[M,K]", "b": f"{t}[K,N]"},
-                        cache_dir=tmp_path)
-    a, b = np.zeros((70, 800), dtype), np.zeros((800, 20), dtype)
-    f(a, b)
-    assert "symgradrt_mm_nnw_" in f.specialize(a, b)[0]._executable.source
-    r = np.random.default_rng(6)
-    for m, k, n in ((70, 800, 33), (130, 1500, 17), (0, 900, 20), (65, 700, 30),
-                    (40, 900, 30), (65, 900, 300), (65, 900, 10), (1, 1, 1)):
-        a = r.standard_normal((m, k)).astype(dtype)
-        b = r.standard_normal((k, n)).astype(dtype)
-        got = f(a, b)
-        assert got.shape == (m, n)
-        check(a, b, False, got, dtype)
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("k, m, n", WIDE_SHAPES)
 def test_a_wide_transposed_product_matches_numpy(k, m, n, dtype, tmp_path):
@@ -482,38 +452,60 @@ def test_the_wide_kernels_build_without_avx(dtype, tmp_path):
         assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" in f.specialize(a, b)[0]._executable.source
 
 
-@pytest.mark.parametrize("k, m, n", [(structural.WIDE_MAX_K + 1, 600, 20),
-                                     (200, structural.WIDE_MIN_M - 1, 100),
-                                     (200, 600, structural.WIDE_MAX_N + 1), (200, 600, 16)])
-def test_the_wide_kernel_leaves_other_shapes_to_the_blas(k, m, n, tmp_path):
-    # Measured (structural.py): a long contraction, few result rows or very many columns run
-    # as fast or faster in the BLAS; 16 columns or fewer take the narrow kernels.
-    r = np.random.default_rng(3)
-    a = r.standard_normal((k, m))
-    b = r.standard_normal((k, n))
-    f = symgrad.compile(product(True), cache_dir=tmp_path)
-    check(a, b, True, f(a, b), "float64")
-    assert "symgradrt_mm_tnw_" not in f.specialize(a, b)[0]._executable.source
+def _wide_operands(r, ta, m, k, n, dtype="float64"):
+    """Random a (k x m for A^T B, else m x k) and b (k x n)."""
+    a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    return a, r.standard_normal((k, n)).astype(dtype)
+
+
+# (A^T B?, m, k, n) that each wide kernel leaves to the BLAS, each rule's bound missed by one.
+# Measured (structural.py): for A^T B a long contraction, few result rows or very many columns
+# run as fast or faster in the BLAS; for A B a short contraction or few rows; 16 columns or
+# fewer take the narrow kernels.
+LEFT_TO_BLAS = [(True, 600, structural.WIDE_MAX_K + 1, 20),
+                (True, structural.WIDE_MIN_M - 1, 200, 100),
+                (True, 600, 200, structural.WIDE_MAX_N + 1), (True, 600, 200, 16),
+                (False, 200, structural.WIDE_NN_MIN_K - 1, 100),
+                (False, structural.WIDE_NN_MIN_M - 1, 2000, 100),
+                (False, 200, 2000, structural.WIDE_MAX_N + 1), (False, 200, 2000, 16)]
+
+
+@pytest.mark.parametrize("ta, m, k, n", LEFT_TO_BLAS)
+def test_the_wide_kernels_leave_other_shapes_to_the_blas(ta, m, k, n, tmp_path):
+    a, b = _wide_operands(np.random.default_rng(3), ta, m, k, n)
+    f = symgrad.compile(product(ta), cache_dir=tmp_path)
+    check(a, b, ta, f(a, b), "float64")
+    assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" not in f.specialize(a, b)[0]._executable.source
+
+
+# With run-time sizes the rule is a test in C: (A^T B?, the first call's (m, k, n), which
+# takes the kernel, then sizes on both sides of each bound, an empty product and 1 x 1 x 1).
+RUN_TIME_SIZES = [
+    (True, (600, 3, 20), [(700, 200, 33), (600, 0, 20), (600, 3, 21), (600, 1500, 20),
+                          (100, 100, 40), (600, 100, 300), (530, 50, 10), (1, 1, 1)]),
+    (False, (70, 800, 20), [(70, 800, 33), (130, 1500, 17), (0, 900, 20), (65, 700, 30),
+                            (40, 900, 30), (65, 900, 300), (65, 900, 10), (1, 1, 1)]),
+]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_a_wide_product_with_run_time_sizes_tests_them_in_c(dtype, tmp_path):
-    # The rule, in C: sizes it takes run the kernel, the others the gemm or the loops; an
-    # empty contraction gives zeros.
+@pytest.mark.parametrize("ta, first, sizes", RUN_TIME_SIZES)
+def test_a_wide_product_with_run_time_sizes_tests_them_in_c(ta, first, sizes, dtype, tmp_path):
+    # Sizes the rule takes run the kernel, the others the gemm or the loops; an empty
+    # contraction gives zeros.
     t = "f64" if dtype == "float64" else "f32"
-    f = symgrad.compile(product(True), signature={"a": f"{t}[K,M]", "b": f"{t}[K,N]"},
+    a_type = f"{t}[K,M]" if ta else f"{t}[M,K]"
+    f = symgrad.compile(product(ta), signature={"a": a_type, "b": f"{t}[K,N]"},
                         cache_dir=tmp_path)
-    a, b = np.zeros((3, 600), dtype), np.zeros((3, 20), dtype)
-    f(a, b)
-    assert "symgradrt_mm_tnw_" in f.specialize(a, b)[0]._executable.source
     r = np.random.default_rng(5)
-    for k, m, n in ((200, 700, 33), (0, 600, 20), (3, 600, 21), (1500, 600, 20),
-                    (100, 100, 40), (100, 600, 300), (50, 530, 10), (1, 1, 1)):
-        a = r.standard_normal((k, m)).astype(dtype)
-        b = r.standard_normal((k, n)).astype(dtype)
+    a, b = _wide_operands(r, ta, *first, dtype)
+    f(a, b)
+    assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" in f.specialize(a, b)[0]._executable.source
+    for m, k, n in sizes:
+        a, b = _wide_operands(r, ta, m, k, n, dtype)
         got = f(a, b)
         assert got.shape == (m, n)
-        check(a, b, True, got, dtype)
+        check(a, b, ta, got, dtype)
 
 
 _WIDE_THREADED = r"""
