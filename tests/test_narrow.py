@@ -377,9 +377,18 @@ def test_the_dot_kernel_prefetches_rows_ahead_only_within_its_range(n, dtype, tm
 
 # --- A^T B with a wide result and a short contraction (templates/wide_tn.c.j2) -----------------
 
-def _adds_tn(a, b, c):
-    """2 c + a^T b: the product adds into the buffer holding 2 c (backends/c/accumulate.py)."""
-    return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=True, transpose_b=False))
+def _adds(ta):
+    """2 c + op(a) b: the product adds into the buffer holding 2 c (backends/c/accumulate.py)."""
+    def adds(a, b, c):
+        return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=ta,
+                                     transpose_b=False))
+    return adds
+
+
+def _wide_operands(r, ta, m, k, n, dtype="float64"):
+    """Random a (k x m for A^T B, else m x k) and b (k x n)."""
+    a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    return a, r.standard_normal((k, n)).astype(dtype)
 
 
 # (k, m, n): W5's X^T dH; a contraction of 2; chunks of the contraction (WIDE_KC = 256: 257 is
@@ -396,48 +405,28 @@ WIDE_NN_SHAPES = [(200, 3072, 100), (67, 800, 37), (71, 1000, 41), (65, 1025, 48
                   (99, 769, 20), (64, 2000, 256)]
 
 
+WIDE_CASES = [(True, m, k, n) for k, m, n in WIDE_SHAPES] + \
+    [(False, m, k, n) for m, k, n in WIDE_NN_SHAPES]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("m, k, n", WIDE_NN_SHAPES)
-def test_a_wide_product_with_a_long_contraction_matches_numpy(m, k, n, dtype, tmp_path):
+@pytest.mark.parametrize("ta, m, k, n", WIDE_CASES)
+def test_a_wide_product_matches_numpy(ta, m, k, n, dtype, tmp_path):
+    # A^T B (ta) or A B, on its own and adding into 2 c.
     r = np.random.default_rng(m + k + n)
-    a = r.standard_normal((m, k)).astype(dtype)
-    b = r.standard_normal((k, n)).astype(dtype)
+    a, b = _wide_operands(r, ta, m, k, n, dtype)
     c = r.standard_normal((m, n)).astype(dtype)
-    f = symgrad.compile(product(False), cache_dir=tmp_path)
-    check(a, b, False, f(a, b), dtype)
-
-    def adds(a, b, c):
-        return 2.0 * c + Tracer(bind("matmul", a.irvar, b.irvar, transpose_a=False,
-                                     transpose_b=False))
-    g = symgrad.compile(adds, cache_dir=tmp_path)
-    want = 2.0 * c.astype(np.float64) + a.astype(np.float64) @ b
+    f = symgrad.compile(product(ta), cache_dir=tmp_path)
+    check(a, b, ta, f(a, b), dtype)
+    g = symgrad.compile(_adds(ta), cache_dir=tmp_path)
+    want = 2.0 * c.astype(np.float64) + (a.T if ta else a).astype(np.float64) @ b
     scale = np.abs(a).max() * np.abs(b).max() * k
     np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
     letter = "d" if dtype == "float64" else "s"
-    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 0)" in \
-        f.specialize(a, b)[0]._executable.source
-    assert f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, _pa, _pb, _pc, 1)" in \
-        g.specialize(a, b, c)[0]._executable.source
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("k, m, n", WIDE_SHAPES)
-def test_a_wide_transposed_product_matches_numpy(k, m, n, dtype, tmp_path):
-    r = np.random.default_rng(k + m + n)
-    a = r.standard_normal((k, m)).astype(dtype)
-    b = r.standard_normal((k, n)).astype(dtype)
-    c = r.standard_normal((m, n)).astype(dtype)
-    f = symgrad.compile(product(True), cache_dir=tmp_path)
-    check(a, b, True, f(a, b), dtype)
-    g = symgrad.compile(_adds_tn, cache_dir=tmp_path)
-    want = 2.0 * c.astype(np.float64) + a.T.astype(np.float64) @ b
-    scale = np.abs(a).max() * np.abs(b).max() * k
-    np.testing.assert_allclose(g(a, b, c), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
-    letter = "d" if dtype == "float64" else "s"
-    assert f"symgradrt_mm_tnw_{letter}_run({k}, {m}, {n}, _pa, _pb, _pc, 0)" in \
-        f.specialize(a, b)[0]._executable.source
-    assert f"symgradrt_mm_tnw_{letter}_run({k}, {m}, {n}, _pa, _pb, _pc, 1)" in \
-        g.specialize(a, b, c)[0]._executable.source
+    call = (f"symgradrt_mm_tnw_{letter}_run({k}, {m}, {n}, " if ta else
+            f"symgradrt_mm_nnw_{letter}_run({m}, {k}, {n}, ") + "_pa, _pb, _pc, "
+    assert call + "0)" in f.specialize(a, b)[0]._executable.source
+    assert call + "1)" in g.specialize(a, b, c)[0]._executable.source
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -450,12 +439,6 @@ def test_the_wide_kernels_build_without_avx(dtype, tmp_path):
         f = symgrad.compile(product(ta), cache_dir=tmp_path, cflags=["-O2"])
         check(a, b, ta, f(a, b), dtype)
         assert f"symgradrt_mm_{'tn' if ta else 'nn'}w_" in f.specialize(a, b)[0]._executable.source
-
-
-def _wide_operands(r, ta, m, k, n, dtype="float64"):
-    """Random a (k x m for A^T B, else m x k) and b (k x n)."""
-    a = r.standard_normal((k, m) if ta else (m, k)).astype(dtype)
-    return a, r.standard_normal((k, n)).astype(dtype)
 
 
 # (A^T B?, m, k, n) that each wide kernel leaves to the BLAS, each rule's bound missed by one.
