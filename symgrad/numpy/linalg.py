@@ -328,11 +328,16 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=np._NoValue):
         rcond = (max(m, n) * np.finfo(A.dtype).eps
                  if rtol is np._NoValue or rtol is None else rtol)
     u, s, vh = svd(A, full_matrices=False)
-    cutoff = snp.multiply(snp.max(s, -1, keepdims=True), rcond)
+    return pinv_from_svd(u, s, vh, snp.multiply(snp.max(s, -1, keepdims=True), rcond))[0]
+
+
+def pinv_from_svd(u, s, vh, cutoff):
+    """(V diag(1/s) U^T with the singular values at most ``cutoff`` taken as 0, the mask of
+    those kept): the pseudo-inverse from a reduced SVD (NumPy's and SciPy's pinv)."""
     large = snp.greater(s, cutoff)
     s_inv = snp.where(large, snp.divide(1.0, snp.where(large, s, 1.0)), 0.0)
     return snp.matmul(snp.swapaxes(vh, -1, -2),
-                      snp.multiply(snp.expand_dims(s_inv, -1), snp.swapaxes(u, -1, -2)))
+                      snp.multiply(snp.expand_dims(s_inv, -1), snp.swapaxes(u, -1, -2))), large
 
 
 def lstsq(a, b, rcond=None):

@@ -34,8 +34,8 @@ from symgrad.core.primitive import bind
 from symgrad.core.primitives import cumulative
 from symgrad.errors import ShapeError
 from symgrad.frontend.tracer import Tracer
-from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, is_float, no_out,
-                                   size_value, snp, static_ints, traced)
+from symgrad.numpy._common import (as_float, at, axes_tuple, axis_index, count, guard, is_float,
+                                   no_out, size_value, snp, static_ints, traced)
 
 __all__ = ["var", "std", "average", "cumsum", "cumprod", "ptp", "argmax", "argmin", "any",
            "all", "count_nonzero", "sort", "argsort", "take_along_axis", "median", "quantile",
@@ -610,9 +610,7 @@ def _nan_arg(reduce, fill, name, a, axis, out, keepdims):
     position = reduce(snp.where(nan, fill, x), axis, keepdims=keepdims)
     # An all-NaN slice has no answer: NumPy raises, and so does the compiled function (a
     # guard fails the call when it runs).
-    flag = snp.any(everywhere)
-    return Tracer(bind("guard", flag.irvar, position.irvar,
-                       message=f"{name}: All-NaN slice encountered"))
+    return guard(everywhere, position, f"{name}: All-NaN slice encountered")
 
 
 def nanargmax(a, axis=None, out=None, *, keepdims=False):

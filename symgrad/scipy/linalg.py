@@ -18,7 +18,7 @@ from symgrad.errors import ShapeError
 from symgrad.frontend.loops import fori_loop
 from symgrad.frontend.tracer import Tracer, implements as _implements
 from symgrad.frontend.tracer import unsupported as _unsupported
-from symgrad.numpy._common import as_float, at, snp, traced
+from symgrad.numpy._common import as_float, at, guard, snp, traced
 from symgrad.numpy import linalg as _linalg
 
 __all__ = ["solve_triangular", "cholesky", "cho_factor", "cho_solve", "solve", "inv", "det",
@@ -316,11 +316,8 @@ def pinv(a, *, atol=None, rtol=None, return_rank=False, check_finite=True):
     u, s, vh = _linalg.svd(A, full_matrices=False)
     rtol = max(A.shape) * np.finfo(A.dtype).eps if rtol is None else rtol
     cutoff = snp.add(0.0 if atol is None else atol, snp.multiply(snp.max(s), rtol))
-    large = snp.greater(s, cutoff)
-    s_inv = snp.where(large, snp.divide(1.0, snp.where(large, s, 1.0)), 0.0)
-    B = snp.matmul(snp.swapaxes(vh, -1, -2), snp.multiply(snp.expand_dims(s_inv, -1),
-                                                          snp.swapaxes(u, -1, -2)))
-    return (B, snp.count_nonzero(large)) if return_rank else B
+    B, kept = _linalg.pinv_from_svd(u, s, vh, cutoff)
+    return (B, snp.count_nonzero(kept)) if return_rank else B
 
 
 def block_diag(*arrs):
@@ -393,12 +390,12 @@ def expm(A, *, max_squarings=16):
     # Small norms (a zero one too) need no scaling; NaN stays NaN, for the guard below.
     s = snp.ceil(snp.log2(snp.maximum(norm1 / _THETA13, 1.0)))
     # An A holding inf or NaN gives NaN, as SciPy's does; a finite one too large, an error.
-    too_many = snp.any((s > max_squarings) & snp.isfinite(s))
+    too_many = (s > max_squarings) & snp.isfinite(s)
     message = (f"scipy.linalg.expm{at()}: the 1-norm of A needs more than max_squarings="
                f"{max_squarings} squarings; pass a larger max_squarings")
     if traced(s):
-        s = Tracer(bind("guard", too_many.irvar, snp.asarray(s).irvar, message=message))
-    elif too_many:
+        s = guard(too_many, s, message)
+    elif np.any(too_many):
         raise ValueError(message)
     # 2^-s exactly (exp2 of an integer is a power of two), in A's float type: no cast to an
     # integer, so a complex-step check passes through.
