@@ -259,9 +259,44 @@ def test_cache_entry_has_source_library_and_manifest(tmp_path):
         ["manifest.json", "module.c", manifest["library"]])
     assert manifest["library"].endswith(".so")
     assert manifest["symgrad_version"] == symgrad.__version__
-    assert manifest["functions"] == ["symgrad_add_mul", "symgrad_add_mul_value_and_grad"]
+    assert manifest["functions"] == ["symgrad_add_mul"]
     # add_mul computes scalars only: straight-line code, built at -O1 (compiler.py says why).
     assert "-O1" in manifest["flags"] and "-O2" not in manifest["flags"]
+
+
+def _entries(cache_dir):
+    """``{function names: the C source}`` of every library in ``cache_dir``."""
+    out = {}
+    for entry in Path(cache_dir).iterdir():
+        if (entry / "manifest.json").is_file():
+            manifest = json.loads((entry / "manifest.json").read_text())
+            out[tuple(manifest["functions"])] = (entry / "module.c").read_text()
+    return out
+
+
+def test_each_function_is_compiled_when_first_called(tmp_path):
+    def sq(x, y):
+        return snp.sum((x + y) * x)
+    f = symgrad.compile(sq, cache_dir=tmp_path)
+    x = np.array([1.0, -2.0])
+    before = compiler.invocations()
+    value, grad = f.value_and_grad(x, 2.0)
+    # The first call compiles the value-and-gradient function alone.
+    assert compiler.invocations() == before + 1
+    assert list(_entries(tmp_path)) == [("symgrad_sq_value_and_grad",)]
+    (source,) = _entries(tmp_path).values()
+    assert "int symgrad_sq_value_and_grad(" in source and "int symgrad_sq(" not in source
+    assert value == 3.0
+    np.testing.assert_array_equal(grad, 2 * x + 2.0)
+    # The value function: built when first asked for, into a library of its own.
+    assert f(x, 2.0) == 3.0
+    assert compiler.invocations() == before + 2
+    assert sorted(_entries(tmp_path)) == [("symgrad_sq",), ("symgrad_sq_value_and_grad",)]
+    # Another function object over the same cache finds both.
+    again = symgrad.compile(sq, cache_dir=tmp_path)
+    assert again(x, 2.0) == 3.0
+    np.testing.assert_array_equal(again.grad(x, 2.0), 2 * x + 2.0)
+    assert compiler.invocations() == before + 2
 
 
 def test_array_code_is_built_at_O2_and_straight_line_code_at_O1(tmp_path):

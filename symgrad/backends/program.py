@@ -7,6 +7,9 @@ from typing import Callable
 
 from symgrad.core.ir import Graph
 
+# The functions a Program may have: its value, and (when differentiable) its value and gradient.
+VALUE, VALUE_AND_GRAD = "value", "value_and_grad"
+
 
 @dataclass(frozen=True)
 class Program:

@@ -145,11 +145,12 @@ class Report:
         t0 = time.perf_counter()
         try:
             executable = spec.executable()
+            # The function's library is built (or loaded) when first asked for.
+            call = executable.value_and_grad if self.gradable else executable.value
         except (CompileError, OSError) as e:     # no or a failing compiler: show the rest
             self.compile_error = f"{type(e).__name__}: {e}".splitlines()[0]
         else:
             self.timings["compile (or load from cache)"] = time.perf_counter() - t0
-            call = executable.value_and_grad if self.gradable else executable.value
             samples = []
             try:
                 for _ in range(5):

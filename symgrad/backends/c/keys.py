@@ -9,6 +9,7 @@ sha256 of what decides the library, read off the Program as traced:
   the same of every loop body it holds;
 - which inputs the gradient is taken with respect to, the number of auxiliary outputs, the
   function's name and where it was written;
+- which of the program's functions the library holds (the value, the value and gradient);
 - the code that turns these into C: a sha256 of every file of the symgrad package (its Python
   modules and templates), so changing any of them makes new entries, with no version to bump;
   and of the primitive records as they are in this process (each rule's code and constants),
@@ -97,11 +98,12 @@ def _graph_parts(graph, out):
                 _graph_parts(value.graph, out)
 
 
-def program_key(program, compiler, flags, version):
-    """The cache key of ``program`` built by ``compiler`` (its identity) with ``flags``."""
-    parts = [code_fingerprint(), registry_fingerprint(), program.name, program.origin, repr(tuple(program.wrt)),
-             repr(program.n_aux), repr(program.differentiable), compiler, " ".join(flags),
-             version]
+def program_key(program, compiler, flags, version, entries):
+    """The cache key of the library of ``program``'s functions ``entries`` (``module.VALUE``,
+    ``module.VALUE_AND_GRAD``) built by ``compiler`` (its identity) with ``flags``."""
+    parts = [code_fingerprint(), registry_fingerprint(), program.name, program.origin,
+             repr(tuple(program.wrt)), repr(program.n_aux), repr(program.differentiable),
+             " ".join(entries), compiler, " ".join(flags), version]
     _graph_parts(program.forward, parts)
     h = hashlib.sha256()
     for part in parts:

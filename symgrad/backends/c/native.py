@@ -1,9 +1,10 @@
 """Native execution: render a specialization as C, build it (or find it in the cache), load it
 with cffi and call it.
 
-The library holds two functions: ``NAME`` (the value) and, for a scalar float result,
-``NAME_value_and_grad``. Each gets a call plan, worked out once when the library is loaded, so
-the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they
+A specialization has two functions: ``NAME`` (the value) and, for a scalar float result,
+``NAME_value_and_grad``, each in a library of its own, built when it is first called. Each gets
+a call plan, worked out once when its library is loaded, so the per-call path only fills buffers
+and calls: C-contiguous, aligned arrays are passed as they
 are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
 function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
 outputs go through one pooled ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython
@@ -20,29 +21,35 @@ import functools
 import operator
 import sys
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from symgrad._version import __version__ as VERSION
-from symgrad.core import dims
+from symgrad.core import dims, gcpause
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c import compiler, keys, pyentry, threads
 from symgrad.backends.c.cache import Cache, cache_key
-from symgrad.backends.program import Program
+from symgrad.backends.program import VALUE, VALUE_AND_GRAD, Program
 
 
 class NativeExecutable:
-    """A loaded library for one specialization; ``value`` and ``value_and_grad`` call into it."""
+    """One specialization in native code: ``value`` and ``value_and_grad`` call its C functions.
+
+    Each function is a library of its own, built (or found in the cache) when it is first
+    called: a first ``value_and_grad`` compiles only the function it runs (measured on the
+    3-layer network of benchmarks/startup.py, gcc alone: 103 ms for both functions, 83 for the
+    value-and-gradient one), and a training loop that only asks for gradients never compiles
+    the value function. Asking for ``value`` later builds its library then, as JAX compiles
+    ``jit(f)`` and ``jit(grad(f))`` apart."""
 
     def __init__(self, program, cache_dir=None, cflags=None):
         self.program = program
-        self.library_path, self.ffi, self.lib, (value_name, grad_name) = _load_program(
-            program, cflags, cache_dir)
-        self.source_path = self.library_path.parent / "module.c"
-        self._value = getattr(self.lib, value_name)
-        self._vg = getattr(self.lib, grad_name) if grad_name else None
+        self._cache_dir, self._cflags = cache_dir, cflags
         graph = program.forward
         self.index_checks = index_checks(graph)
         # Run-time sizes go first in every call: each is read off the first argument using it.
@@ -52,45 +59,111 @@ class NativeExecutable:
                              for sym in self.size_symbols]
         self._index_sizes = dims.evaluator([size for _, _, size, _ in self.index_checks],
                                            self.size_symbols)
-        # Resolved once: the per-call path only allocates and calls.
-        self.in_types = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
-        self.value = self._plan(self._value, graph.outputs)
-        self.scalars = _scalar_call(self, self._value, graph.inputs, graph.outputs,
-                                    grads=False)
-        self.value_and_grad = self.scalars_and_grad = self.scalars_and_first_grad = None
-        if self._vg is not None:
-            vg_outputs = program.value_and_grad_outputs()
-            self.value_and_grad = self._plan(self._vg, vg_outputs, split=True)
-            self.scalars_and_grad = _scalar_call(self, self._vg, graph.inputs, vg_outputs,
-                                                 grads=True)
+        self._entries = {}          # VALUE / VALUE_AND_GRAD -> its _Entry, once loaded
+        self._lock = threading.Lock()
         self._faster = []
-        if self.scalars is not None:
-            pyentry.when_ready(self._python_entries, cache_dir)
+
+    # What the API calls (api.py): each loads its function's library on first use. ``scalars``
+    # and the ``scalars_and_*`` calls are None unless every input and output is a float64
+    # scalar (``_scalar_call``).
+
+    @property
+    def value(self):
+        return self._entry(VALUE).run
+
+    @property
+    def scalars(self):
+        return self._entry(VALUE).scalars
+
+    @property
+    def value_and_grad(self):
+        return self._entry(VALUE_AND_GRAD).run if self.program.differentiable else None
+
+    @property
+    def scalars_and_grad(self):
+        return self._entry(VALUE_AND_GRAD).scalars if self.program.differentiable else None
+
+    @property
+    def scalars_and_first_grad(self):
+        return (self._entry(VALUE_AND_GRAD).scalars_first if self.program.differentiable
+                else None)
+
+    @property
+    def library_path(self):
+        """The library of the value-and-gradient function (of the value function when there
+        is no gradient), loaded first if it is not yet."""
+        return self._entry(VALUE_AND_GRAD if self.program.differentiable else VALUE).path
+
+    @property
+    def source_path(self):
+        """The C source of ``library_path`` (the cache entry's copy)."""
+        return self.library_path.parent / "module.c"
+
+    @property
+    def source(self):
+        """The C source of ``library_path``."""
+        return self.source_path.read_text()
+
+    def _entry(self, name):
+        entry = self._entries.get(name)         # loaded once; later calls take no lock
+        if entry is None:
+            with self._lock:
+                entry = self._entries.get(name)
+                if entry is None:
+                    with gcpause.paused():      # linear build time: see core/gcpause.py
+                        entry = self._load(name)
+                    self._entries[name] = entry
+        return entry
+
+    def _load(self, name):
+        """The ``_Entry`` of the function ``name``: its library found or built, and loaded."""
+        program, graph = self.program, self.program.forward
+        path, ffi, lib, c_name = _load_program(program, (name,), self._cflags, self._cache_dir)
+        fn = getattr(lib, c_name)
+        # Resolved once: the per-call path only allocates and calls.
+        in_types = [ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
+        if name == VALUE:
+            outputs = graph.outputs
+            run = self._plan(ffi, in_types, fn, outputs)
+        else:
+            outputs = program.value_and_grad_outputs()
+            run = self._plan(ffi, in_types, fn, outputs, split=True)
+        scalars = _scalar_call(self, ffi, fn, graph.inputs, outputs, grads=name != VALUE)
+        # The CPython entry points release the GIL around code with loops; the value-and-
+        # gradient graph has loops where the forward graph has (an adjoint has its primal's
+        # shape), and is not built just to see so when the library came from the cache.
+        entry = _Entry(path, ffi, lib, fn, run, scalars, release=not _scalar_only(graph))
+        if scalars is not None:
+            pyentry.when_ready(functools.partial(self._python_entries, name, entry),
+                               self._cache_dir)
+        return entry
 
     def when_faster(self, callback):
         """Call ``callback()`` when this executable's calls are replaced by faster ones (the
         scalar calls by CPython entry points, pyentry.py): remembered calls are stale then."""
         self._faster.append(callback)
 
-    def _python_entries(self):
-        """Switch the scalar calls to CPython functions (pyentry.py), then tell the listeners."""
+    def _python_entries(self, name, entry):
+        """Switch ``entry``'s scalar calls to CPython functions (pyentry.py), then tell the
+        listeners."""
         program = self.program
-        name, graph = program.name, program.forward
-        release = not _straight_line(program)     # loops inside: let other threads run
+        graph = program.forward
         n_in = len(graph.inputs)
-        value = pyentry.entry(self.ffi, self._value, n_in, len(graph.outputs),
-                              pyentry.VALUES if graph.tuple_output else pyentry.VALUE, release,
-                              self.lib, name)
-        if value is None:
-            return
-        if self._vg is not None:
+        make = functools.partial(pyentry.entry, entry.ffi, entry.fn, n_in)
+        if name == VALUE:
+            value = make(len(graph.outputs), pyentry.VALUES if graph.tuple_output
+                         else pyentry.VALUE, entry.release, entry.lib, program.name)
+            if value is None:
+                return
+            entry.scalars = value
+        else:
             n_out = len(program.value_and_grad_outputs())
-            self.scalars_and_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out, pyentry.GRADS,
-                                                  release, self.lib, name)
-            self.scalars_and_first_grad = pyentry.entry(self.ffi, self._vg, n_in, n_out,
-                                                        pyentry.FIRST_GRAD, release, self.lib,
-                                                        name)
-        self.scalars = value
+            grads = make(n_out, pyentry.GRADS, entry.release, entry.lib, program.name)
+            if grads is None:
+                return
+            entry.scalars_first = make(n_out, pyentry.FIRST_GRAD, entry.release, entry.lib,
+                                       program.name)
+            entry.scalars = grads
         for callback in self._faster:
             callback()
 
@@ -101,7 +174,7 @@ class NativeExecutable:
     # output is a float64 scalar, take the input values themselves (Python floats) and return
     # the user's result (see ``_scalar_call``): no NumPy array is made at all.
 
-    def _plan(self, fn, outputs, split=False):
+    def _plan(self, ffi, in_types, fn, outputs, split=False):
         """``run(arrays) -> outputs`` for the C function ``fn``; with ``split`` (the
         value-and-gradient function), ``(value, [gradients])``.
 
@@ -115,14 +188,13 @@ class NativeExecutable:
         """
         # ``FFI.from_buffer`` is a Python wrapper that only resolves a type given as a string
         # before calling the backend's; the types here are resolved already.
-        backend = getattr(self.ffi, "_backend", None)
-        from_buffer = getattr(backend, "from_buffer", None) or self.ffi.from_buffer
-        in_types = self.in_types
+        backend = getattr(ffi, "_backend", None)
+        from_buffer = getattr(backend, "from_buffer", None) or ffi.from_buffer
         cell = split and outputs[0].dtype == "float64" and outputs[0].shape == ()
         arrays_out = outputs[1:] if cell else outputs
         shapes = [v.shape for v in arrays_out]
         dtypes = [np.dtype(v.dtype) for v in arrays_out]
-        ctypes = [self.ffi.typeof(CTYPES[v.dtype] + "[]") for v in arrays_out]
+        ctypes = [ffi.typeof(CTYPES[v.dtype] + "[]") for v in arrays_out]
         out_plan = list(zip(shapes, dtypes, ctypes))
         check = self._check if self.index_checks or self.size_symbols else None
         dynamic = not all(dims.static_shape(shape) for shape in shapes)
@@ -139,7 +211,7 @@ class NativeExecutable:
                     k += n
                 return out
         empty = np.empty
-        pool, new_cell = [], self._cell
+        pool, new_cell = [], functools.partial(_cell, ffi)
 
         # Plain loops, no comprehensions: on Python 3.11 each comprehension is a function call.
         def run(arrays):
@@ -173,16 +245,6 @@ class NativeExecutable:
             return (value, outs) if cell else (outs[0], outs[1:])
         return run
 
-    @property
-    def source(self):
-        """The C source of the library (the cache entry's copy)."""
-        return self.source_path.read_text()
-
-    def _cell(self):
-        """A pooled ``double[1]`` and its float64 view (indexing it makes a NumPy scalar)."""
-        buf = self.ffi.new("double[1]")
-        return buf, np.frombuffer(self.ffi.buffer(buf), np.float64)
-
     def _check(self, arrays):
         """The run-time sizes to pass first, after range-checking the index arguments."""
         sizes = [arrays[p].shape[a] for p, a in self.size_sources]
@@ -206,35 +268,56 @@ class NativeExecutable:
 _OK = STATUS["SYMGRAD_OK"]
 
 
+@dataclass
+class _Entry:
+    """One C function of a specialization, in its library: the call plan ``run`` and, for
+    float64 scalars only, ``scalars`` (and, for the gradient, ``scalars_first``: the first
+    gradient alone), which ``_python_entries`` may replace by faster ones."""
+    path: Path                      # the library
+    ffi: Any
+    lib: Any
+    fn: Callable                    # the C function
+    run: Callable
+    scalars: Callable | None
+    release: bool                   # whether a CPython entry point releases the GIL around it
+    scalars_first: Callable | None = None
+
+
+def _cell(ffi):
+    """A pooled ``double[1]`` and its float64 view (indexing it makes a NumPy scalar)."""
+    buf = ffi.new("double[1]")
+    return buf, np.frombuffer(ffi.buffer(buf), np.float64)
+
+
 def _scalar_only(graph):
     """Whether every value ``graph`` computes is a scalar (no loops; a loop statement's result
     is its table of rows, never a scalar)."""
     return all(n.out.ndim == 0 for n in graph.nodes)
 
 
-def _straight_line(program):
-    """Whether every value the program's functions compute is a scalar."""
-    return all(_scalar_only(g) for g in (program.forward, program.value_and_grad)
-               if g is not None)
+def _straight_line(graphs):
+    """Whether every value the ``graphs`` compute is a scalar."""
+    return all(_scalar_only(g) for g in graphs)
 
 
-def _load_program(program, cflags, cache_dir):
-    """The library of ``program``, found in the cache by its key (``keys.program_key``) or
-    rendered and built: ``(library path, ffi, lib, (value function, value-and-grad function
-    or None))``."""
+def _load_program(program, entries, cflags, cache_dir):
+    """The library of ``program``'s functions ``entries`` (``module.VALUE``,
+    ``module.VALUE_AND_GRAD``), found in the cache by its key (``keys.program_key``) or
+    rendered and built: ``(library path, ffi, lib, its first function's C name)``."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    key = keys.program_key(program, identity, compiler.flags(cflags), VERSION)
+    key = keys.program_key(program, identity, compiler.flags(cflags), VERSION, entries)
     cache = Cache(cache_dir)
     found = cache.read(key)
     if found is not None and "ffi_module" in found[1]:
         lib_path, manifest = found
     else:
         from symgrad.backends.c.module import render_program     # Jinja: only to build
-        module = render_program(program, data_files=DATA_FILES)
+        module = render_program(program, data_files=DATA_FILES, entries=entries)
         if module.parallel:
             threads.prepare(cache_dir, cc)   # on another core, while this one compiles
-        if cflags is None and _straight_line(program):
+        graphs = [program.forward if e == VALUE else program.value_and_grad for e in entries]
+        if cflags is None and _straight_line(graphs):
             cflags = compiler.STRAIGHT_LINE_CFLAGS
         # cffi's declarations (pycparser: tens of ms of CPU) and the compiler's version line
         # are made while the C compiler runs: the manifest needs them only once it is done.
@@ -270,10 +353,8 @@ def _load_program(program, cflags, cache_dir):
             lib_path, manifest = build(False)
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
-    names = manifest["functions"]
     ffi = _ffi_of(manifest["ffi_module"])
-    return lib_path, ffi, ffi.dlopen(str(lib_path)), (names[0], names[1] if len(names) > 1
-                                                       else None)
+    return lib_path, ffi, ffi.dlopen(str(lib_path)), manifest["functions"][0]
 
 
 def _in_background(fn):
@@ -394,7 +475,7 @@ def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):
     return results
 
 
-def _scalar_call(exe, fn, inputs, outputs, *, grads):
+def _scalar_call(exe, ffi, fn, inputs, outputs, *, grads):
     """``run(values)`` for a C function whose inputs and outputs are all float64 scalars (None
     for any other function). ``run`` gives the user's result: for the value function a Python
     float, or a tuple of them for a tuple result; with ``grads``, ``(value, gradients)``, the
@@ -409,7 +490,6 @@ def _scalar_call(exe, fn, inputs, outputs, *, grads):
     if exe.index_checks or any(v.dtype != "float64" or v.shape != ()
                                for v in (*inputs, *outputs)):
         return None
-    ffi = exe.ffi
     n_in, n = len(inputs), len(inputs) + len(outputs)
     slots = ffi.typeof(f"double[{n}]")
     # The results: indexing the float64 view of the buffer makes NumPy scalars, indexing the
