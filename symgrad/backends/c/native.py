@@ -3,12 +3,12 @@ with cffi and call it.
 
 A specialization has two functions: ``NAME`` (the value) and, for a scalar float result,
 ``NAME_value_and_grad``, each in a library of its own, built when it is first called. Each gets
-a call plan, worked out once when its library is loaded, so the per-call path only fills buffers
-and calls: C-contiguous, aligned arrays are passed as they
-are (``from_buffer``), others are copied; outputs are fresh arrays the C code writes into. A
-function of float64 scalars to float64 scalars (W1) makes no arrays at all: its inputs and
-outputs go through one pooled ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython
-entry library is loaded, through a CPython function calling the C directly (``pyentry.py``).
+a call plan, worked out once when its library is loaded, so the per-call path only fills
+buffers and calls: C-contiguous, aligned arrays are passed as they are (``from_buffer``), others
+are copied; outputs are fresh arrays the C code writes into. A function of float64 scalars to
+float64 scalars (W1) makes no arrays at all: its inputs and outputs go through one pooled
+``double[]`` buffer (``_scalar_call``), and once symgrad's CPython entry library is loaded,
+through a CPython function calling the C directly (``pyentry.py``).
 
 Loading is cheap when the library is in the cache: the key is computed from the traced forward
 graph (``keys``), before the derivative graph is built or any C is rendered, and the manifest
