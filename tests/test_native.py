@@ -259,7 +259,11 @@ def test_cache_entry_has_source_library_and_manifest(tmp_path):
         ["manifest.json", "module.c", manifest["library"]])
     assert manifest["library"].endswith(".so")
     assert manifest["symgrad_version"] == symgrad.__version__
-    assert manifest["functions"] == ["symgrad_add_mul"]
+    # A first value builds the value-and-gradient function beside it (native.py says why).
+    assert manifest["functions"] == ["symgrad_add_mul", "symgrad_add_mul_value_and_grad"]
+    before = compiler.invocations()
+    assert f.value_and_grad(1.0, 2.0, 3.0) == (9.0, 3.0)
+    assert compiler.invocations() == before
     # add_mul computes scalars only: straight-line code, built at -O1 (compiler.py says why).
     assert "-O1" in manifest["flags"] and "-O2" not in manifest["flags"]
 

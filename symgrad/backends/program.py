@@ -9,6 +9,7 @@ from symgrad.core.ir import Graph
 
 # The functions a Program may have: its value, and (when differentiable) its value and gradient.
 VALUE, VALUE_AND_GRAD = "value", "value_and_grad"
+BOTH = (VALUE, VALUE_AND_GRAD)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,9 @@ from dataclasses import dataclass
 from symgrad._version import __version__ as VERSION
 from symgrad.backends.c import narrow
 from symgrad.backends.c.codegen import FunctionRenderer, render_module, render_prototypes
-from symgrad.backends.program import VALUE, VALUE_AND_GRAD
+from symgrad.backends.program import BOTH, VALUE, VALUE_AND_GRAD
 
 
-# A module holds both functions of a program (ahead-of-time builds, ``source()``, inspect) or
-# one of them (JIT builds: native.py builds each when it is first called).
-BOTH = (VALUE, VALUE_AND_GRAD)
 
 
 @dataclass

@@ -2,9 +2,9 @@
 with cffi and call it.
 
 A specialization has two functions: ``NAME`` (the value) and, for a scalar float result,
-``NAME_value_and_grad``, each in a library of its own, built when it is first called. Each gets
-a call plan, worked out once when its library is loaded, so the per-call path only fills
-buffers and calls: C-contiguous, aligned arrays are passed as they are (``from_buffer``), others
+``NAME_value_and_grad``, built when first called: a first ``value_and_grad`` builds its function
+alone, a first value both in one library (``NativeExecutable``). Each gets a call plan, worked
+out once when its library is loaded, so the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they are (``from_buffer``), others
 are copied; outputs are fresh arrays the C code writes into. A function of float64 scalars to
 float64 scalars (W1) makes no arrays at all: its inputs and outputs go through one pooled
 ``double[]`` buffer (``_scalar_call``), and once symgrad's CPython entry library is loaded,
@@ -34,18 +34,19 @@ from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
 from symgrad.backends.c import compiler, keys, pyentry, threads
 from symgrad.backends.c.cache import Cache, cache_key
-from symgrad.backends.program import VALUE, VALUE_AND_GRAD, Program
+from symgrad.backends.program import BOTH, VALUE, VALUE_AND_GRAD, Program
 
 
 class NativeExecutable:
     """One specialization in native code: ``value`` and ``value_and_grad`` call its C functions.
 
-    Each function is a library of its own, built (or found in the cache) when it is first
-    called: a first ``value_and_grad`` compiles only the function it runs (measured on the
-    3-layer network of benchmarks/startup.py, gcc alone: 103 ms for both functions, 83 for the
-    value-and-gradient one), and a training loop that only asks for gradients never compiles
-    the value function. Asking for ``value`` later builds its library then, as JAX compiles
-    ``jit(f)`` and ``jit(grad(f))`` apart."""
+    The libraries are built (or found in the cache) when a function is first called, and what
+    that first call asks for decides what is built (``_to_build``): a first ``value_and_grad``
+    compiles only the function it runs (measured on the 3-layer network of
+    benchmarks/startup.py, gcc alone: 103 ms for both functions, 83 for the value-and-gradient
+    one), and a training loop that only asks for gradients never compiles the value function;
+    asking for ``value`` later builds its library then, as JAX compiles ``jit(f)`` and
+    ``jit(grad(f))`` apart. A first value builds both functions in one library."""
 
     def __init__(self, program, cache_dir=None, cflags=None):
         self.program = program
@@ -111,32 +112,47 @@ class NativeExecutable:
                 entry = self._entries.get(name)
                 if entry is None:
                     with gcpause.paused():      # linear build time: see core/gcpause.py
-                        entry = self._load(name)
-                    self._entries[name] = entry
+                        self._entries.update(self._load(self._to_build(name)))
+                    entry = self._entries[name]
         return entry
 
-    def _load(self, name):
-        """The ``_Entry`` of the function ``name``: its library found or built, and loaded."""
+    def _to_build(self, name):
+        """The functions to build into one library when ``name`` is first called. A first
+        ``value_and_grad`` builds itself alone: a training loop asks for nothing else. A first
+        value of a differentiable function builds both, as a gradient usually follows (an
+        optimizer asking for the value, then the gradient; a gradient check), and one library
+        of both compiles faster than two (gcc on the 3-layer network: 103 ms, against 70 and
+        83)."""
+        if name == VALUE and self.program.differentiable and not self._entries:
+            return BOTH
+        return (name,)
+
+    def _load(self, names):
+        """``{name: its _Entry}`` of the functions ``names``, built into one library (or found
+        in the cache) and loaded."""
         program, graph = self.program, self.program.forward
-        path, ffi, lib, c_name = _load_program(program, (name,), self._cflags, self._cache_dir)
-        fn = getattr(lib, c_name)
+        path, ffi, lib, c_names = _load_program(program, names, self._cflags, self._cache_dir)
         # Resolved once: the per-call path only allocates and calls.
         in_types = [ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
-        if name == VALUE:
-            outputs = graph.outputs
-            run = self._plan(ffi, in_types, fn, outputs)
-        else:
-            outputs = program.value_and_grad_outputs()
-            run = self._plan(ffi, in_types, fn, outputs, split=True)
-        scalars = _scalar_call(self, ffi, fn, graph.inputs, outputs, grads=name != VALUE)
-        # The CPython entry points release the GIL around code with loops; the value-and-
-        # gradient graph has loops where the forward graph has (an adjoint has its primal's
-        # shape), and is not built just to see so when the library came from the cache.
-        entry = _Entry(path, ffi, lib, fn, run, scalars, release=not _scalar_only(graph))
-        if scalars is not None:
-            pyentry.when_ready(functools.partial(self._python_entries, name, entry),
-                               self._cache_dir)
-        return entry
+        loaded = {}
+        for name, c_name in zip(names, c_names):
+            fn = getattr(lib, c_name)
+            if name == VALUE:
+                outputs = graph.outputs
+                run = self._plan(ffi, in_types, fn, outputs)
+            else:
+                outputs = program.value_and_grad_outputs()
+                run = self._plan(ffi, in_types, fn, outputs, split=True)
+            scalars = _scalar_call(self, ffi, fn, graph.inputs, outputs, grads=name != VALUE)
+            # The CPython entry points release the GIL around code with loops; the value-and-
+            # gradient graph has loops where the forward graph has (an adjoint has its
+            # primal's shape), and is not built just to see so when the library was cached.
+            entry = _Entry(path, ffi, lib, fn, run, scalars, release=not _scalar_only(graph))
+            if scalars is not None:
+                pyentry.when_ready(functools.partial(self._python_entries, name, entry),
+                                   self._cache_dir)
+            loaded[name] = entry
+        return loaded
 
     def when_faster(self, callback):
         """Call ``callback()`` when this executable's calls are replaced by faster ones (the
@@ -301,15 +317,21 @@ def _straight_line(graphs):
 
 
 def _load_program(program, entries, cflags, cache_dir):
-    """The library of ``program``'s functions ``entries`` (``module.VALUE``,
-    ``module.VALUE_AND_GRAD``), found in the cache by its key (``keys.program_key``) or
-    rendered and built: ``(library path, ffi, lib, its first function's C name)``."""
+    """The library of ``program``'s functions ``entries`` (``VALUE``, ``VALUE_AND_GRAD``),
+    found in the cache by its key (``keys.program_key``) or rendered and built: ``(library
+    path, ffi, lib, the C names of its functions)``. Where the library of all ``entries`` is
+    not cached but the first of them alone is (built so by an earlier process), that one is
+    loaded, with its one name."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    key = keys.program_key(program, identity, compiler.flags(cflags), VERSION, entries)
     cache = Cache(cache_dir)
-    found = cache.read(key)
-    if found is not None and "ffi_module" in found[1]:
+    flags = compiler.flags(cflags)
+    key = keys.program_key(program, identity, flags, VERSION, entries)
+    found = _cached(cache, key)
+    if found is None and len(entries) > 1:
+        found = _cached(cache, keys.program_key(program, identity, flags, VERSION,
+                                                entries[:1]))
+    if found is not None:
         lib_path, manifest = found
     else:
         from symgrad.backends.c.module import render_program     # Jinja: only to build
@@ -354,7 +376,14 @@ def _load_program(program, entries, cflags, cache_dir):
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
     ffi = _ffi_of(manifest["ffi_module"])
-    return lib_path, ffi, ffi.dlopen(str(lib_path)), manifest["functions"][0]
+    return lib_path, ffi, ffi.dlopen(str(lib_path)), manifest["functions"]
+
+
+def _cached(cache, key):
+    """``(library path, manifest)`` of the cache entry ``key``, or None (none, or one written
+    before manifests held cffi's module)."""
+    found = cache.read(key)
+    return found if found is not None and "ffi_module" in found[1] else None
 
 
 def _in_background(fn):
