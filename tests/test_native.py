@@ -303,6 +303,19 @@ def test_each_function_is_compiled_when_first_called(tmp_path):
     assert compiler.invocations() == before + 2
 
 
+def test_a_first_gradient_finds_the_library_a_first_value_built(tmp_path):
+    def sq(x, y):
+        return snp.sum((x + y) * x)
+    x = np.array([1.0, -2.0])
+    assert symgrad.compile(sq, cache_dir=tmp_path)(x, 2.0) == 3.0      # builds both
+    before = compiler.invocations()
+    value, grad = symgrad.compile(sq, cache_dir=tmp_path).value_and_grad(x, 2.0)
+    assert compiler.invocations() == before
+    assert value == 3.0
+    np.testing.assert_array_equal(grad, 2 * x + 2.0)
+    assert list(_entries(tmp_path)) == [("symgrad_sq", "symgrad_sq_value_and_grad")]
+
+
 def test_array_code_is_built_at_O2_and_straight_line_code_at_O1(tmp_path):
     def flags_of(f, *args):
         f(*args)

@@ -98,15 +98,21 @@ def _graph_parts(graph, out):
                 _graph_parts(value.graph, out)
 
 
-def program_key(program, compiler, flags, version, entries):
-    """The cache key of the library of ``program``'s functions ``entries`` (``module.VALUE``,
-    ``module.VALUE_AND_GRAD``) built by ``compiler`` (its identity) with ``flags``."""
+def program_key(program, compiler, flags, version):
+    """The key of ``program`` built by ``compiler`` (its identity) with ``flags``; each of its
+    libraries is found by ``library_key``."""
     parts = [code_fingerprint(), registry_fingerprint(), program.name, program.origin,
              repr(tuple(program.wrt)), repr(program.n_aux), repr(program.differentiable),
-             " ".join(entries), compiler, " ".join(flags), version]
+             compiler, " ".join(flags), version]
     _graph_parts(program.forward, parts)
     h = hashlib.sha256()
     for part in parts:
         h.update(part if isinstance(part, bytes) else part.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def library_key(program_key, entries):
+    """The cache key of the library holding the functions ``entries`` (``VALUE``,
+    ``VALUE_AND_GRAD``: backends/program.py) of the program whose key is ``program_key``."""
+    return hashlib.sha256(f"{program_key}\0{' '.join(entries)}".encode()).hexdigest()

@@ -41,7 +41,7 @@ class NativeExecutable:
     """One specialization in native code: ``value`` and ``value_and_grad`` call its C functions.
 
     The libraries are built (or found in the cache) when a function is first called, and what
-    that first call asks for decides what is built (``_to_build``): a first ``value_and_grad``
+    that first call asks for decides what is built (``_choices``): a first ``value_and_grad``
     compiles only the function it runs (measured on the 3-layer network of
     benchmarks/startup.py, gcc alone: 103 ms for both functions, 83 for the value-and-gradient
     one), and a training loop that only asks for gradients never compiles the value function;
@@ -112,30 +112,40 @@ class NativeExecutable:
                 entry = self._entries.get(name)
                 if entry is None:
                     with gcpause.paused():      # linear build time: see core/gcpause.py
-                        self._entries.update(self._load(self._to_build(name)))
+                        self._entries.update(self._load(self._choices(name)))
                     entry = self._entries[name]
         return entry
 
-    def _to_build(self, name):
-        """The functions to build into one library when ``name`` is first called. A first
-        ``value_and_grad`` builds itself alone: a training loop asks for nothing else. A first
-        value of a differentiable function builds both, as a gradient usually follows (an
-        optimizer asking for the value, then the gradient; a gradient check), and one library
-        of both compiles faster than two (gcc on the 3-layer network: 103 ms, against 70 and
-        83)."""
-        if name == VALUE and self.program.differentiable and not self._entries:
-            return BOTH
-        return (name,)
+    def _choices(self, name):
+        """The libraries that serve ``name``'s first call, as tuples of function names, in the
+        order they are looked for in the cache; the first is built if none is there.
 
-    def _load(self, names):
-        """``{name: its _Entry}`` of the functions ``names``, built into one library (or found
-        in the cache) and loaded."""
+        A first ``value_and_grad`` builds itself alone: a training loop asks for nothing else.
+        A first value of a differentiable function builds both, as a gradient usually follows
+        (an optimizer asking for the value, then the gradient; a gradient check), and one
+        library of both compiles faster than two (gcc on the 3-layer network: 103 ms, against
+        70 and 83). Either finds a library of both or of itself alone that another process
+        built (a Dask worker's value_and_grad, the library its client built by a first value)."""
+        if name == VALUE_AND_GRAD:
+            return [(VALUE_AND_GRAD,), BOTH]
+        if not self.program.differentiable:
+            return [(VALUE,)]
+        if self._entries:                       # the gradient's library is loaded already
+            return [(VALUE,), BOTH]
+        return [BOTH, (VALUE,)]
+
+    def _load(self, choices):
+        """``{name: its _Entry}`` of the functions of one of the libraries ``choices`` (see
+        ``_choices``), found in the cache or built, and loaded."""
         program, graph = self.program, self.program.forward
-        path, ffi, lib, c_names = _load_program(program, names, self._cflags, self._cache_dir)
+        path, ffi, lib, c_names = _load_program(program, choices, self._cflags,
+                                                self._cache_dir)
         # Resolved once: the per-call path only allocates and calls.
         in_types = [ffi.typeof(CTYPES[v.dtype] + "[]") for v in graph.inputs]
         loaded = {}
-        for name, c_name in zip(names, c_names):
+        for name, c_name in c_names.items():
+            if name in self._entries:
+                continue
             fn = getattr(lib, c_name)
             if name == VALUE:
                 outputs = graph.outputs
@@ -316,24 +326,22 @@ def _straight_line(graphs):
     return all(_scalar_only(g) for g in graphs)
 
 
-def _load_program(program, entries, cflags, cache_dir):
-    """The library of ``program``'s functions ``entries`` (``VALUE``, ``VALUE_AND_GRAD``),
-    found in the cache by its key (``keys.program_key``) or rendered and built: ``(library
-    path, ffi, lib, the C names of its functions)``. Where the library of all ``entries`` is
-    not cached but the first of them alone is (built so by an earlier process), that one is
-    loaded, with its one name."""
+def _load_program(program, choices, cflags, cache_dir):
+    """The library of one of ``choices`` (tuples of ``VALUE``, ``VALUE_AND_GRAD``: the
+    functions it holds): the first found in the cache (by ``keys.library_key``), else the first
+    rendered and built. ``(library path, ffi, lib, {function: its C name})``."""
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
     cache = Cache(cache_dir)
-    flags = compiler.flags(cflags)
-    key = keys.program_key(program, identity, flags, VERSION, entries)
-    found = _cached(cache, key)
-    if found is None and len(entries) > 1:
-        found = _cached(cache, keys.program_key(program, identity, flags, VERSION,
-                                                entries[:1]))
-    if found is not None:
-        lib_path, manifest = found
+    program_key = keys.program_key(program, identity, compiler.flags(cflags), VERSION)
+    for entries in choices:
+        found = _cached(cache, keys.library_key(program_key, entries))
+        if found is not None:
+            lib_path, manifest = found
+            break
     else:
+        entries = choices[0]
+        key = keys.library_key(program_key, entries)
         from symgrad.backends.c.module import render_program     # Jinja: only to build
         module = render_program(program, data_files=DATA_FILES, entries=entries)
         if module.parallel:
@@ -376,7 +384,7 @@ def _load_program(program, entries, cflags, cache_dir):
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
     ffi = _ffi_of(manifest["ffi_module"])
-    return lib_path, ffi, ffi.dlopen(str(lib_path)), manifest["functions"]
+    return lib_path, ffi, ffi.dlopen(str(lib_path)), dict(zip(entries, manifest["functions"]))
 
 
 def _cached(cache, key):
