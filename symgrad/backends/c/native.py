@@ -3,12 +3,13 @@ with cffi and call it.
 
 A specialization has two functions: ``NAME`` (the value) and, for a scalar float result,
 ``NAME_value_and_grad``, built when first called: a first ``value_and_grad`` builds its function
-alone, a first value both in one library (``NativeExecutable``). Each gets a call plan, worked
-out once when its library is loaded, so the per-call path only fills buffers and calls: C-contiguous, aligned arrays are passed as they are (``from_buffer``), others
-are copied; outputs are fresh arrays the C code writes into. A function of float64 scalars to
-float64 scalars (W1) makes no arrays at all: its inputs and outputs go through one pooled
-``double[]`` buffer (``_scalar_call``), and once symgrad's CPython entry library is loaded,
-through a CPython function calling the C directly (``pyentry.py``).
+alone, a first value both in one library (``NativeExecutable._choices``). Each gets a call plan,
+worked out once when its library is loaded, so the per-call path only fills buffers and calls:
+C-contiguous, aligned arrays are passed as they are (``from_buffer``), others are copied;
+outputs are fresh arrays the C code writes into. A function of float64 scalars to float64
+scalars (W1) makes no arrays at all: its inputs and outputs go through one pooled ``double[]``
+buffer (``_scalar_call``), and once symgrad's CPython entry library is loaded, through a
+CPython function calling the C directly (``pyentry.py``).
 
 Loading is cheap when the library is in the cache: the key is computed from the traced forward
 graph (``keys``), before the derivative graph is built or any C is rendered, and the manifest
@@ -38,15 +39,10 @@ from symgrad.backends.program import BOTH, VALUE, VALUE_AND_GRAD, Program
 
 
 class NativeExecutable:
-    """One specialization in native code: ``value`` and ``value_and_grad`` call its C functions.
-
-    The libraries are built (or found in the cache) when a function is first called, and what
-    that first call asks for decides what is built (``_choices``): a first ``value_and_grad``
-    compiles only the function it runs (measured on the 3-layer network of
-    benchmarks/startup.py, gcc alone: 103 ms for both functions, 83 for the value-and-gradient
-    one), and a training loop that only asks for gradients never compiles the value function;
-    asking for ``value`` later builds its library then, as JAX compiles ``jit(f)`` and
-    ``jit(grad(f))`` apart. A first value builds both functions in one library."""
+    """One specialization in native code: ``value`` and ``value_and_grad`` call its C functions,
+    whose libraries are built (or found in the cache) when a function is first called. What
+    that call asks for decides what is built (``_choices``); the other function, asked for
+    later, is built then, as JAX compiles ``jit(f)`` and ``jit(grad(f))`` apart."""
 
     def __init__(self, program, cache_dir=None, cflags=None):
         self.program = program
@@ -120,12 +116,13 @@ class NativeExecutable:
         """The libraries that serve ``name``'s first call, as tuples of function names, in the
         order they are looked for in the cache; the first is built if none is there.
 
-        A first ``value_and_grad`` builds itself alone: a training loop asks for nothing else.
+        A first ``value_and_grad`` builds itself alone: a training loop asks for nothing else
+        (the 3-layer network of benchmarks/startup.py, gcc alone: 83 ms, against 103 for both).
         A first value of a differentiable function builds both, as a gradient usually follows
         (an optimizer asking for the value, then the gradient; a gradient check), and one
-        library of both compiles faster than two (gcc on the 3-layer network: 103 ms, against
-        70 and 83). Either finds a library of both or of itself alone that another process
-        built (a Dask worker's value_and_grad, the library its client built by a first value)."""
+        library of both compiles faster than two (103 ms, against 70 + 83). Either finds a
+        library of both or of itself alone that another process built (a Dask worker's first
+        value_and_grad, the library its client built by a first value)."""
         if name == VALUE_AND_GRAD:
             return [(VALUE_AND_GRAD,), BOTH]
         if not self.program.differentiable:
