@@ -825,7 +825,11 @@ def main(argv=None):
     # pinned child's run would overwrite startup.md with one CPU's numbers.
     if opts.startup and not opts.pinned_child:
         import startup
-        startup.run(reps=3 if opts.quick else 10)
+        # 40: twenty fresh processes for each first-call row. One such first call varies by
+        # ±25% from process to process here (symgrad's cold call 123-189 ms, JAX's 109-173 in
+        # twenty each, 09:33 UTC); five made medians that swapped order from run to run
+        # (119 against JAX's 122.5 in run J, 150 against 131 in run K).
+        startup.run(reps=3 if opts.quick else 40)
 
     opts.reps = opts.reps or (5 if opts.quick else 21)
     opts.warmup = (0.0 if opts.quick else 0.1) if opts.warmup is None else opts.warmup
