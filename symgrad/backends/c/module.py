@@ -11,8 +11,6 @@ from symgrad.backends.c.codegen import FunctionRenderer, render_module, render_p
 from symgrad.backends.program import BOTH, VALUE, VALUE_AND_GRAD
 
 
-
-
 @dataclass
 class RenderedModule:
     source: str
