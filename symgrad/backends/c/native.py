@@ -117,12 +117,13 @@ class NativeExecutable:
         order they are looked for in the cache; the first is built if none is there.
 
         A first ``value_and_grad`` builds itself alone: a training loop asks for nothing else
-        (the 3-layer network of benchmarks/startup.py, gcc alone: 83 ms, against 103 for both).
-        A first value of a differentiable function builds both, as a gradient usually follows
-        (an optimizer asking for the value, then the gradient; a gradient check), and one
-        library of both compiles faster than two (103 ms, against 70 + 83). Either finds a
-        library of both or of itself alone that another process built (a Dask worker's first
-        value_and_grad, the library its client built by a first value)."""
+        (the 3-layer network of benchmarks/startup.py, gcc alone: 88 ms, against 109 for both;
+        the value alone 72; medians of 11). A first value of a differentiable function builds
+        both, as a gradient usually follows (an optimizer asking for the value, then the
+        gradient; a gradient check), and one library of both compiles faster than two (109 ms,
+        against 72 + 88). Either finds a library of both or of itself alone that another
+        process built (a Dask worker's first value_and_grad, the library its client built by a
+        first value)."""
         if name == VALUE_AND_GRAD:
             return [(VALUE_AND_GRAD,), BOTH]
         if not self.program.differentiable:
