@@ -471,8 +471,8 @@ def _load(source, cdef, names, cflags, cache_dir):
     flags = compiler.flags(cflags, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
-    found = cache.read(key)
-    if found is not None and "ffi_module" in found[1]:
+    found = _cached(cache, key)
+    if found is not None:
         lib_path, manifest = found
     else:
         manifest = {"symgrad_version": VERSION, "compiler": identity,
