@@ -1,7 +1,7 @@
 """The workspace a compiled function keeps between calls (symgrad/templates/workspace.c).
 
-A function's intermediate arrays live in one block that each thread keeps and reuses, so its
-contents on entry are whatever the last call left there. Compiled with
+A function's intermediate arrays live in one block, kept between calls in slots the calling
+threads share, so its contents on entry are whatever the last call to take it left there. Compiled with
 ``-DSYMGRAD_POISON_WORKSPACE`` the block is filled with NaNs on every call: code that reads
 workspace it never wrote then shows up as NaNs or wrong numbers.
 """
@@ -79,16 +79,19 @@ def test_workspace_grows_and_shrinks_with_run_time_sizes():
         np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-300)
 
 
-def test_threads_keep_their_own_workspace():
+@pytest.mark.parametrize("n_threads", [4, 12])    # 12: more calls at once than slots (8)
+def test_calls_at_once_each_hold_their_own_block(n_threads):
     rng = np.random.default_rng(1)
     W = rng.normal(size=(5, 3))
     f = symgrad.compile(_matvec_loss, signature={"W": "f64[5,3]", "X": "f64[N,5]"})
     batches = [rng.normal(size=(n, 5)) for n in (10, 300, 40, 1000)]
     expected = [f.value_and_grad(W, X) for X in batches]
     errors = []
+    start = threading.Barrier(n_threads)
 
     def work(k):
         try:
+            start.wait()
             for _ in range(50):
                 X = batches[k % len(batches)]
                 value, grad = f.value_and_grad(W, X)
@@ -98,12 +101,29 @@ def test_threads_keep_their_own_workspace():
         except Exception as e:          # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_blocks_over_the_kept_size_are_freed_after_their_call():
+    """-DSYMGRAD_WORKSPACE_KEEP=4096: the small batches' blocks are kept, the large ones freed
+    after each call (the sanitizer run checks the frees)."""
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(5, 3))
+    sig = {"W": "f64[5,3]", "X": "f64[N,5]"}
+    f = symgrad.compile(_matvec_loss, signature=sig,
+                        cflags=POISON + ["-DSYMGRAD_WORKSPACE_KEEP=4096"])
+    ref = symgrad.compile(_matvec_loss, signature=sig, backend="interp")
+    for n in (2, 500, 3, 900, 1, 1):
+        X = rng.normal(size=(n, 5))
+        value, grad = f.value_and_grad(W, X)
+        want_value, want_grad = ref.value_and_grad(W, X)
+        np.testing.assert_allclose(value, want_value, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-300)
 
 
 def test_generated_c_keeps_the_workspace_between_calls():

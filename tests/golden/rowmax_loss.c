@@ -67,93 +67,69 @@ static inline float symgradrt_selectf(bool c, float x, float y)
     return c ? x : y;
 }
 
-/* Workspace: the intermediate arrays of a call live in one block of memory. Each thread keeps
- * its block between calls (a fresh large malloc on every call costs page faults), growing it
- * when a call needs more. A block larger than SYMGRAD_WORKSPACE_KEEP bytes is freed after the
- * call instead. A thread's block is freed when the thread exits. */
-#include <pthread.h>
-
+/* Workspace: the intermediate arrays of a call live in one block of memory, kept between calls
+ * (a fresh large malloc on every call costs page faults). The kept blocks wait in a few slots
+ * that the threads calling this library share: a call takes a block out of a slot (an atomic
+ * exchange, so no two calls ever hold the same block), grows it if it needs more, and puts it
+ * back into an empty slot when it returns. A block larger than SYMGRAD_WORKSPACE_KEEP bytes, or
+ * one finding every slot full (more threads calling at once than there are slots), is freed
+ * after its call instead. The kept blocks are freed when the library is unloaded. No locks: a
+ * fork() in the middle of another thread's call leaves the child one block short, no more. */
 #ifndef SYMGRAD_WORKSPACE_KEEP
 #define SYMGRAD_WORKSPACE_KEEP ((size_t)1 << 30)
 #endif
+#define SYMGRAD_WORKSPACE_SLOTS 8
 
-typedef struct {
-    char *data;
+/* A block's header: its size. The workspace follows it, as strictly aligned as malloc's. */
+typedef union {
     size_t size;
+    long double align;
 } symgrad_block;
 
-static pthread_key_t symgrad_workspace_key;
-static pthread_once_t symgrad_workspace_once = PTHREAD_ONCE_INIT;
-static int symgrad_workspace_kept;      /* whether the key exists: blocks are kept */
+static symgrad_block *symgrad_workspace_slots[SYMGRAD_WORKSPACE_SLOTS];
 
-static void symgrad_block_free(void *p)
-{
-    symgrad_block *block = (symgrad_block *)p;
-    free(block->data);
-    free(block);
-}
-
-static void symgrad_workspace_init(void)
-{
-    symgrad_workspace_kept = pthread_key_create(&symgrad_workspace_key, symgrad_block_free) == 0;
-}
-
-/* Unloading this library: free this thread's block and delete the key, so that no thread
- * calls a destructor that is no longer mapped (other threads' blocks are left behind). */
 __attribute__((destructor)) static void symgrad_workspace_unload(void)
 {
-    if (symgrad_workspace_kept) {
-        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
-        if (block != NULL)
-            symgrad_block_free(block);
-        pthread_key_delete(symgrad_workspace_key);
-        symgrad_workspace_kept = 0;
-    }
-}
-
-static int symgrad_keeps(size_t bytes)
-{
-    pthread_once(&symgrad_workspace_once, symgrad_workspace_init);
-    return symgrad_workspace_kept && bytes <= SYMGRAD_WORKSPACE_KEEP;
+    for (int i = 0; i < SYMGRAD_WORKSPACE_SLOTS; ++i)
+        free(__atomic_exchange_n(&symgrad_workspace_slots[i], NULL, __ATOMIC_ACQUIRE));
 }
 
 /* At least `bytes` bytes of workspace (never NULL for a request of 0), or NULL when out of
- * memory. Release it with symgrad_workspace_release(ws, bytes). */
+ * memory. Release it with symgrad_workspace_release(ws). */
 static char *symgrad_workspace(size_t bytes)
 {
-    char *ws;
-    if (!symgrad_keeps(bytes)) {
-        ws = (char *)malloc(bytes > 0 ? bytes : 1);
-    } else {
-        symgrad_block *block = (symgrad_block *)pthread_getspecific(symgrad_workspace_key);
-        if (block == NULL) {
-            block = (symgrad_block *)calloc(1, sizeof *block);
-            if (block == NULL)
-                return NULL;
-            if (pthread_setspecific(symgrad_workspace_key, block) != 0) {
-                free(block);
-                return NULL;
-            }
-        }
-        if (block->size < bytes || block->data == NULL) {
-            free(block->data);
-            block->data = (char *)malloc(bytes > 0 ? bytes : 1);
-            block->size = block->data != NULL ? bytes : 0;
-        }
-        ws = block->data;
+    symgrad_block *block = NULL;
+    if (bytes <= SYMGRAD_WORKSPACE_KEEP)
+        for (int i = 0; i < SYMGRAD_WORKSPACE_SLOTS && block == NULL; ++i)
+            block = __atomic_exchange_n(&symgrad_workspace_slots[i], NULL, __ATOMIC_ACQUIRE);
+    if (block == NULL || block->size < bytes) {
+        free(block);
+        if (bytes > SIZE_MAX - sizeof *block)
+            return NULL;
+        block = (symgrad_block *)malloc(sizeof *block + bytes);
+        if (block == NULL)
+            return NULL;
+        block->size = bytes;
     }
+    char *ws = (char *)(block + 1);
 #ifdef SYMGRAD_POISON_WORKSPACE
     /* Testing: fill the workspace with NaNs, so code reading what it never wrote shows up. */
-    if (ws != NULL)
-        memset(ws, 0xff, bytes);
+    memset(ws, 0xff, bytes);
 #endif
     return ws;
 }
 
-static void symgrad_workspace_release(char *ws, size_t bytes)
+static void symgrad_workspace_release(char *ws)
 {
-    if (!symgrad_keeps(bytes))
-        free(ws);
+    symgrad_block *block = (symgrad_block *)ws - 1;
+    if (block->size <= SYMGRAD_WORKSPACE_KEEP)
+        for (int i = 0; i < SYMGRAD_WORKSPACE_SLOTS; ++i) {
+            symgrad_block *empty = NULL;
+            if (__atomic_compare_exchange_n(&symgrad_workspace_slots[i], &empty, block, false,
+                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+                return;
+        }
+    free(block);
 }
 
 /* symgrad_rowmax_loss: the value of rowmax_loss(A: f64[3,2], b: f64[2]) */
@@ -194,7 +170,7 @@ int symgrad_rowmax_loss(const double *restrict A,
     }
 
     *out = g;
-    symgrad_workspace_release(_ws, _ws_bytes);
+    symgrad_workspace_release(_ws);
     return _status;
 }
 
@@ -294,6 +270,6 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
     }
 
     *value = g;
-    symgrad_workspace_release(_ws, _ws_bytes);
+    symgrad_workspace_release(_ws);
     return _status;
 }
