@@ -7,11 +7,9 @@
  *   2 = SYMGRAD_EINDEX
  *   3 = SYMGRAD_ESIZE
  */
-#include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define SYMGRAD_OK 0
 #define SYMGRAD_ENOMEM 1
@@ -64,3 +62,4 @@ int symgrad_add_mul_value_and_grad(const double *restrict x_ptr,
     *grad_z = a;
     return _status;
 }
+

@@ -7,11 +7,21 @@
  *   2 = SYMGRAD_EINDEX
  *   3 = SYMGRAD_ESIZE
  */
-#include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+
+/* The C library's functions and macros this file uses, declared here rather than by including
+ * <math.h>, <stdlib.h> and <string.h>, which take gcc longer to read than a small module takes
+ * to compile (symgrad/backends/c/libc.py). */
+double exp(double);
+double log(double);
+void *malloc(size_t);
+void free(void *);
+void *memcpy(void *restrict, const void *restrict, size_t);
+void *memset(void *, int, size_t);
+#define INFINITY (__builtin_inff())
+#define isnan(x) __builtin_isnan(x)
 
 #define SYMGRAD_OK 0
 #define SYMGRAD_ENOMEM 1
@@ -384,3 +394,4 @@ done:
     symgrad_workspace_release(_ws);
     return _status;
 }
+

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad import templates
-from symgrad.backends.c import accumulate, lanes, narrow
+from symgrad.backends.c import accumulate, lanes, libc, narrow
 from symgrad.core import dims
 from symgrad.core.cspell import CTYPES, STATUS, c_literal
 from symgrad.core.ir import Graph, format_statement
@@ -904,11 +904,14 @@ def render_module(functions, *, title, version, data=None):
     each included from the file ``<symbol>.bin`` by the assembler (ELF: Linux, the BSDs)."""
     for fn in functions:
         fn.doc = [c_comment(line) for line in fn.doc]
+    # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.
+    uses_complex = any("_Complex" in line for fn in functions
+                       for line in (*fn.params, *fn.prologue, *fn.epilogue,
+                                    *(text for block in fn.blocks for text in block.lines)))
     lines = [line for fn in functions for block in fn.blocks for line in block.lines]
     parallel = narrow.template_parts(lines)
-    return templates.render("module.c.j2",
-        functions=functions, title=c_comment(title), version=version, status=STATUS,
-        runtime=runtime_sources(),
+    body = templates.render("module_body.c.j2",
+        functions=functions, runtime=runtime_sources(),
         data=[(symbol, ctype) for symbol, (ctype, _) in sorted((data or {}).items())],
         uses_workspace=any(fn.workspace_bytes for fn in functions),
         uses_blas=bool(parallel and parallel["blas"]) or any(
@@ -920,10 +923,11 @@ def render_module(functions, *, title, version, data=None):
         # chain_mul's and select's branch-free helpers (templates/branch_free.c.j2)
         uses_branch_free=any("symgradrt_chain_mul" in line or "symgradrt_select" in line
                              for line in lines),
-        # <complex.h> and symgrad_cmplx (templates/complex.c.j2) where a value is complex.
-        uses_complex=any("_Complex" in line for fn in functions
-                         for line in (*fn.params, *fn.prologue, *fn.epilogue,
-                                     *(text for block in fn.blocks for text in block.lines))))
+        uses_complex=uses_complex)
+    prototypes, macros = libc.declarations(body)
+    return templates.render("module.c.j2", title=c_comment(title), version=version,
+                            status=STATUS, uses_complex=uses_complex, prototypes=prototypes,
+                            macros=macros, body=body)
 
 
 def render_prototypes(functions):

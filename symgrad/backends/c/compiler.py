@@ -50,11 +50,13 @@ STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
 # Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
 # independent code for a shared library, and -fno-math-errno: generated code never reads errno,
 # and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
-# -ffast-math it changes no result. -pthread: the workspace kept per thread
-# (symgrad/templates/workspace.c). -pipe: the compiler's stages pass the assembly through a pipe,
-# not a temporary file (the first build of the 3-layer network of benchmarks/startup.py, gcc
+# -ffast-math it changes no result. -pthread: the thread pool (threads.py).
+# -Werror=implicit-function-declaration: a generated module declares the libc functions it
+# calls itself (libc.py); one it missed must fail the build, not be called as returning int.
+# -pipe: the compiler's stages pass the assembly through a pipe, not a temporary file (the first build of the 3-layer network of benchmarks/startup.py, gcc
 # alone: 91.6 -> 89.8 ms, medians of 25 interleaved).
-REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread", "-pipe")
+REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread",
+                   "-Werror=implicit-function-declaration", "-pipe")
 
 # A library calling symgrad's thread pool leaves its symbols to be found at load time, where the
 # pool's library is already loaded (threads.py); Linux does so for shared libraries by default.
