@@ -117,6 +117,25 @@ def test_a_build_without_blas_gives_the_same_numbers(dtype, tmp_path, monkeypatc
 
 
 @needs_blas
+def test_only_a_library_that_calls_the_blas_links_it(tmp_path):
+    """A module with no product big enough for the BLAS is built without it: its C does not
+    change, and the link need not read the BLAS's symbol table."""
+    small = symgrad.compile(lambda a: snp.sum(snp.tanh(a @ a)), cache_dir=tmp_path)
+    small.value_and_grad(np.ones((4, 4)))
+    large = symgrad.compile(op_matmul(False, False), cache_dir=tmp_path)
+    large(*operands(*LARGE, False, False, "float64"))
+    linked = {}
+    for path in tmp_path.glob("*/manifest.json"):
+        m = json.loads(path.read_text())
+        source = (path.parent / "module.c").read_text()
+        library = (path.parent / m["library"]).read_bytes()
+        assert ("-DSYMGRAD_USE_BLAS" in m["flags"]) == (b"libscipy_openblas" in library)
+        linked[m["functions"][0]] = b"libscipy_openblas" in library
+        assert linked[m["functions"][0]] == ("SYMGRAD_USE_BLAS" in source)
+    assert sorted(linked.values()) == [False, True]
+
+
+@needs_blas
 def test_the_cache_key_names_the_blas_and_its_version():
     identity = compiler.compiler_identity(compiler.find_compiler())
     assert f"scipy-openblas32 {BLAS.version}" in identity

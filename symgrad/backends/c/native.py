@@ -355,16 +355,18 @@ def _load_program(program, choices, cflags, cache_dir):
         start_declaring, declared = _in_background(
             lambda: (compiler.compiler_version(cc), _ffi_module(module.cdef)))
 
+        blas = compiler.calls_blas(module.source)
+
         def build(pool):
             def manifest():
                 version, ffi_module = declared()
                 return {"symgrad_version": VERSION, "compiler": identity,
                         "compiler_version": version,
-                        "flags": list(compiler.flags(cflags, threads=pool)),
+                        "flags": list(compiler.flags(cflags, blas_linked=blas, threads=pool)),
                         "functions": [n for n in (module.value_name, module.grad_name) if n],
                         "threads": pool, "ffi_module": ffi_module}
             return cache.build(key, module.source, functools.partial(
-                _compile_with_data, module.data, cflags=cflags, cc=cc, threads=pool,
+                _compile_with_data, module.data, cflags=cflags, cc=cc, blas=blas, threads=pool,
                 started=start_declaring), manifest), manifest()
 
         # The thread pool, for a library whose calls may split work (threads.py; a library of
@@ -428,15 +430,17 @@ def _outcome(fn):
 DATA_FILES = sys.platform.startswith(("linux", "freebsd", "netbsd", "openbsd"))
 
 
-def _compile_with_data(data, src, lib, *, cflags, cc, threads=False, started=None):
+def _compile_with_data(data, src, lib, *, cflags, cc, blas=True, threads=False, started=None):
     """Compile ``src`` into ``lib``, first writing the constants ``data`` it includes beside it
-    (the cache entry keeps them with the source). ``started``: see ``compile_library``."""
+    (the cache entry keeps them with the source). ``blas``, ``threads``, ``started``: see
+    ``compile_library`` (its ``blas_linked``)."""
     for symbol, (_, raw) in data.items():
         (src.parent / f"{symbol}.bin").write_bytes(raw)
     if data:                # the assembler looks for the files in the source's directory
         cflags = tuple(compiler.DEFAULT_CFLAGS if cflags is None else cflags) + (
             "-Xassembler", f"-I{src.parent}")
-    return compiler.compile_library(src, lib, cflags, cc, threads=threads, started=started)
+    return compiler.compile_library(src, lib, cflags, cc, blas_linked=blas, threads=threads,
+                                    started=started)
 
 
 def _ffi_module(cdef):
@@ -468,7 +472,8 @@ def _load(source, cdef, names, cflags, cache_dir):
     identity = compiler.compiler_identity(cc)
     # The thread pool, for a library with parallel loops: loaded before it (threads.py).
     pool = "symgradrt_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
-    flags = compiler.flags(cflags, threads=pool)
+    blas = compiler.calls_blas(source)
+    flags = compiler.flags(cflags, blas_linked=blas, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     found = _cached(cache, key)
@@ -480,6 +485,7 @@ def _load(source, cdef, names, cflags, cache_dir):
                     "functions": names, "ffi_module": _ffi_module(cdef)}
         lib_path = cache.build(
             key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
+                                                                   blas_linked=blas,
                                                                    threads=pool),
             manifest)
     ffi = _ffi_of(manifest["ffi_module"])
