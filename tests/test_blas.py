@@ -1,7 +1,9 @@
 """Large matrix products call scipy-openblas32's gemm (JIT builds); small ones, and builds
 without the BLAS, run the generated loops. Both give NumPy's numbers."""
+import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,13 @@ from symgrad.frontend.tracer import Tracer
 
 BLAS = compiler.blas()
 needs_blas = pytest.mark.skipif(BLAS is None, reason="scipy-openblas32 is not installed")
+
+
+def link_blas():
+    """The flags that link scipy-openblas32 into a test's own C harness (symgrad's libraries
+    bind it at load instead)."""
+    return (f"-L{BLAS.lib_dir}", "-Xlinker", "-rpath", "-Xlinker", BLAS.lib_dir,
+            f"-l{BLAS.link_name}")
 
 FLAGS = [(False, False), (False, True), (True, False), (True, True)]
 # (m, n, k): one product below the threshold, one above it.
@@ -108,39 +117,69 @@ def test_a_build_without_blas_gives_the_same_numbers(dtype, tmp_path, monkeypatc
     assert v1 == pytest.approx(v2, rel=RTOL[dtype])
     for g1, g2 in ((gW1, gW2), (gX1, gX2)):
         assert np.abs(g1 - g2).max() <= RTOL[dtype] * np.abs(g2).max()
-    # Two cache entries: one linked to the BLAS, one not.
+    # Two cache entries: one calling the BLAS (bound at load, not linked), one not.
     manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
     assert sorted("-DSYMGRAD_USE_BLAS" in m["flags"] for m in manifests) == [False, True]
     for m in manifests:
-        linked = b"libscipy_openblas" in (tmp_path / m["key"][:40] / m["library"]).read_bytes()
-        assert linked == ("-DSYMGRAD_USE_BLAS" in m["flags"])
+        assert (compiler.BLAS_AT_LOAD in m["flags"]) == ("-DSYMGRAD_USE_BLAS" in m["flags"])
+        library = (tmp_path / m["key"][:40] / m["library"]).read_bytes()
+        assert b"libscipy_openblas" not in library
 
 
 @needs_blas
-def test_only_a_library_that_calls_the_blas_links_it(tmp_path):
-    """A module with no product big enough for the BLAS is built without it: its C does not
-    change, and the link need not read the BLAS's symbol table."""
+def test_only_a_library_that_calls_the_blas_is_built_and_bound_for_it(tmp_path):
+    """A module with no product big enough for the BLAS is built without its flags (its C does
+    not change); one with is built to call it through pointers, which loading it binds to
+    scipy-openblas32's functions. Neither links the BLAS."""
     small = symgrad.compile(lambda a: snp.sum(snp.tanh(a @ a)), cache_dir=tmp_path)
     small.value_and_grad(np.ones((4, 4)))
     large = symgrad.compile(op_matmul(False, False), cache_dir=tmp_path)
-    large(*operands(*LARGE, False, False, "float64"))
-    linked = {}
+    a, b = operands(*LARGE, False, False, "float64")
+    np.testing.assert_allclose(large(a, b), a @ b, rtol=1e-13)
+    blas_library = ctypes.CDLL(BLAS.path)
+    calls = {}
     for path in tmp_path.glob("*/manifest.json"):
         m = json.loads(path.read_text())
-        source = (path.parent / "module.c").read_text()
-        library = (path.parent / m["library"]).read_bytes()
-        assert ("-DSYMGRAD_USE_BLAS" in m["flags"]) == (b"libscipy_openblas" in library)
-        linked[m["functions"][0]] = b"libscipy_openblas" in library
-        assert linked[m["functions"][0]] == ("SYMGRAD_USE_BLAS" in source)
-    assert sorted(linked.values()) == [False, True]
+        calls[m["functions"][0]] = compiler.BLAS_AT_LOAD in m["flags"]
+        assert calls[m["functions"][0]] == ("SYMGRAD_USE_BLAS" in (path.parent / "module.c")
+                                            .read_text())
+        library = path.parent / m["library"]
+        assert b"libscipy_openblas" not in library.read_bytes()
+        if calls[m["functions"][0]]:
+            for name, symbol in compiler.BLAS_FUNCTIONS.items():
+                pointer = ctypes.c_void_p.in_dll(ctypes.CDLL(str(library)), f"symgrad_blas_{name}")
+                assert pointer.value == ctypes.cast(getattr(blas_library, symbol),
+                                                    ctypes.c_void_p).value
+    assert sorted(calls.values()) == [False, True]
+
+
+def test_the_pointers_are_blas_hs_functions():
+    """compiler.BLAS_FUNCTIONS names each function templates/blas.h declares."""
+    text = (Path(symgrad.__file__).parent / "templates" / "blas.h").read_text()
+    declared = set(re.findall(r"SYMGRAD_LAPACKE\((\w+)\)\(", text))
+    declared |= {m.lower() for m in re.findall(r"void SYMGRAD_([DS]GEMM)\(", text)}
+    assert declared == set(compiler.BLAS_FUNCTIONS)
+
+
+def test_a_blas_that_cannot_be_loaded_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiler, "blas", lambda: compiler.Blas(
+        "scipy-openblas32", "0", str(tmp_path), "scipy_openblas", str(tmp_path / "missing.so")))
+    compiler._blas_addresses.cache_clear()
+    try:
+        with pytest.raises(symgrad.errors.CompileError, match="scipy-openblas32, which cannot "
+                                                               "be loaded"):
+            compiler.bind_blas(tmp_path / "any.so")
+    finally:
+        compiler._blas_addresses.cache_clear()
 
 
 @needs_blas
 def test_the_cache_key_names_the_blas_and_its_version():
     identity = compiler.compiler_identity(compiler.find_compiler())
     assert f"scipy-openblas32 {BLAS.version}" in identity
-    assert "-DSYMGRAD_USE_BLAS" in compiler.flags() and f"-l{BLAS.link_name}" in compiler.flags()
-    assert "-DSYMGRAD_USE_BLAS" not in compiler.flags(blas_linked=False)
+    assert "-DSYMGRAD_USE_BLAS" in compiler.flags() and compiler.BLAS_AT_LOAD in compiler.flags()
+    assert not any(flag.startswith("-l") for flag in compiler.flags())     # not linked
+    assert "-DSYMGRAD_USE_BLAS" not in compiler.flags(use_blas=False)
 
 
 def test_missing_package_builds_the_loops(tmp_path, monkeypatch):
@@ -254,7 +293,7 @@ def test_aot_source_compiles_against_a_cblas_the_user_names(tmp_path):
                     "-DSYMGRAD_USE_BLAS", "-DSYMGRAD_DGEMM=counting_dgemm",
                     "-DSYMGRAD_SGEMM=counting_sgemm", "-o", str(lib),
                     str(tmp_path / "aot_spec.c"), str(tmp_path / "counting.c"),
-                    *BLAS.link_flags(), "-lm"], check=True)
+                    *link_blas(), "-lm"], check=True)
     ffi = cffi.FFI()
     ffi.cdef("extern int64_t gemm_calls; int softmax_loss_value_and_grad(int64_t N, const double *W, "
              "const double *X, const int64_t *y, const double *reg, double *value, "
@@ -335,7 +374,7 @@ def _split_build(fn, args, tmp_path, name, prototype, argnums=None):
                     "-Dsymgrad_rt1_threads=harness_threads",
                     "-Dsymgrad_rt1_parallel_for=harness_parallel_for",
                     "-DSYMGRAD_SGEMM=log_sgemm", "-o", str(lib), str(tmp_path / f"{name}.c"),
-                    str(tmp_path / "harness.c"), *BLAS.link_flags(), "-lm"], check=True)
+                    str(tmp_path / "harness.c"), *link_blas(), "-lm"], check=True)
     ffi = cffi.FFI()
     ffi.cdef("extern int pool_threads, last_first; extern int64_t calls, ks[64]; "
              "extern double betas[64]; " + prototype)

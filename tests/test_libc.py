@@ -18,7 +18,7 @@ def _build(tmp_path, source):
     src = tmp_path / "check.c"
     src.write_text(source)
     lib = tmp_path / "libcheck.so"
-    compiler.compile_library(src, lib, cflags=("-O0", "-Werror"), blas_linked=False)
+    compiler.compile_library(src, lib, cflags=("-O0", "-Werror"), use_blas=False)
     return ctypes.CDLL(str(lib))
 
 
@@ -71,7 +71,7 @@ def test_an_undeclared_call_fails_the_build(tmp_path):
     src = tmp_path / "undeclared.c"
     src.write_text("double f(double x) { return tanh(x); }\n")
     with pytest.raises(CompileError, match="implicit declaration"):
-        compiler.compile_library(src, tmp_path / "libundeclared.so", blas_linked=False)
+        compiler.compile_library(src, tmp_path / "libundeclared.so", use_blas=False)
 
 
 def test_a_module_includes_no_libc_header_and_declares_what_it_calls():

@@ -305,7 +305,7 @@ def build(spec_path, out_dir="build", cflags=None, log=print):
     tmp_lib = paths["library"].with_suffix(".so.tmp")
     # Self-contained: no BLAS (docs/aot.md says how to compile the source with one).
     compiler.compile_library(paths["source"], tmp_lib, AOT_CFLAGS if cflags is None else cflags,
-                             blas_linked=False)
+                             use_blas=False)
     shutil.move(tmp_lib, paths["library"])
     for key in ("source", "header", "library", "loader", "manifest"):
         log(f"  wrote {paths[key]}")

@@ -9,10 +9,11 @@ the C file's path go into ``CompileError`` on failure. ``invocations()`` counts 
 this process (the cache tests assert a warm cache makes none).
 
 ``blas`` finds scipy-openblas32. Where it is installed, JIT builds define ``SYMGRAD_USE_BLAS``
-(large matrix products call its gemm) and link it with an rpath to its directory, and it runs
-one thread per call (symgrad's thread pool splits the products); where it is not, they build
-the loops alone. Either way the flags and the compiler identity say so, so the two kinds of build never
-share a cache entry. Ahead-of-time builds pass ``blas_linked=False``.
+(large matrix products call its gemm) and call it through pointers that ``bind_blas`` sets
+when the library is loaded, and it runs one thread per call (symgrad's thread pool splits the
+products); where it is not, they build the loops alone. Either way the flags and the compiler
+identity say so, so the two kinds of build never share a cache entry. Ahead-of-time builds pass
+``use_blas=False``.
 """
 from __future__ import annotations
 
@@ -63,11 +64,11 @@ REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread"
 POOL_LINK_FLAGS = ("-undefined", "dynamic_lookup") if platform.system() == "Darwin" else ()
 
 # The linker, where binutils' gold is installed (Linux): it links a generated library in about
-# half the time of the default ld.bfd, most of which went to reading the dynamic symbol table of
-# scipy-openblas32 (25 MB) that JIT builds link. Measured on the first build of a 3-layer network
-# (benchmarks/startup.py), the link step alone, medians of 9: 27.5 ms with ld.bfd, 14.5 ms with
-# gold (12.1 and 18.7 ms without the BLAS). The library it writes is the same kind of ELF shared
-# object; where gold is missing (newer binutils drop it, other systems) the default linker links.
+# two thirds of the time of the default ld.bfd. Measured on the first build of a 3-layer network
+# (benchmarks/startup.py), the link step alone, medians of 21: 24.3 ms with ld.bfd, 16.4 ms with
+# gold (when JIT builds still linked scipy-openblas32, 27.5 and 14.5 ms). The library it writes
+# is the same kind of ELF shared object; where gold is missing (newer binutils drop it, other
+# systems) the default linker links.
 def _linker_flags():
     if platform.system() == "Linux" and shutil.which("ld.gold"):
         return ("-fuse-ld=gold",)
@@ -112,20 +113,65 @@ def find_compiler():
 
 @dataclass(frozen=True)
 class Blas:
-    """A CBLAS library that JIT builds link: its name, version, directory and link name."""
+    """The CBLAS library JIT builds call: its name, version, directory, link name and path.
+
+    A JIT library does not link it. With ``-DSYMGRAD_BLAS_AT_LOAD`` (templates/blas.h) each
+    BLAS function it may call is a pointer it exports, which ``bind_blas`` points at this
+    library's function when the library is loaded: the link then need not read the BLAS's
+    25 MB library for its symbols (the 3-layer network's library: ~7 ms of a ~95 ms build)."""
     name: str
     version: str
     lib_dir: str
     link_name: str
+    path: str
 
     def compile_flags(self):
-        return ("-DSYMGRAD_USE_BLAS",)
+        return ("-DSYMGRAD_USE_BLAS", BLAS_AT_LOAD)
 
-    def link_flags(self):
-        # -Xlinker passes the directory as one argument, whatever characters its path holds
-        # (-Wl,-rpath,DIR would split it at commas).
-        return (f"-L{self.lib_dir}", "-Xlinker", "-rpath", "-Xlinker", self.lib_dir,
-                f"-l{self.link_name}")
+
+# The flag of a build whose library needs ``bind_blas`` when it is loaded.
+BLAS_AT_LOAD = "-DSYMGRAD_BLAS_AT_LOAD"
+
+
+# The functions a JIT library calls through pointers (templates/blas.h): each pointer's name,
+# symgrad_blas_<name>, and scipy-openblas32's symbol.
+BLAS_FUNCTIONS = {"dgemm": "scipy_cblas_dgemm", "sgemm": "scipy_cblas_sgemm"} | {
+    name: f"scipy_LAPACKE_{name}" for name in
+    "dsyevd ssyevd dgesdd sgesdd dgesv sgesv dgetrf sgetrf dpotrf spotrf dgeqrf sgeqrf dorgqr "
+    "sorgqr".split()}
+
+
+def bind_blas(library_path):
+    """Point the BLAS pointers of the JIT library at ``library_path`` (one built with
+    ``-DSYMGRAD_BLAS_AT_LOAD``) at scipy-openblas32's functions. Called when the library is
+    loaded, before any of its functions runs; binding it again (a second program finding the
+    same library) writes the same addresses."""
+    addresses = _blas_addresses()
+    handle = ctypes.CDLL(str(library_path))     # the library already loaded: the same handle
+    for name, address in addresses.items():
+        try:
+            pointer = ctypes.c_void_p.in_dll(handle, f"symgrad_blas_{name}")
+        except ValueError:          # a library without blas.h calls none of them
+            continue
+        pointer.value = address
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_addresses():
+    """``{name: address}`` of ``BLAS_FUNCTIONS`` in the BLAS's library; CompileError when it
+    cannot be loaded (a library built with it should not have been found then: the BLAS is in
+    the cache key)."""
+    installed = blas()
+    try:
+        if installed is None:
+            raise OSError("scipy-openblas32 is not installed")
+        library = ctypes.CDLL(installed.path)
+        return {name: ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+                for name, symbol in BLAS_FUNCTIONS.items()}
+    except (OSError, AttributeError) as e:
+        raise CompileError(f"a compiled function calls scipy-openblas32, which cannot be "
+                           f"loaded ({e}); reinstall it (pip install scipy-openblas32) or clear "
+                           f"symgrad's cache") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,8 +180,9 @@ def blas():
 
     The package is located, not imported: importing it loads its library with RTLD_GLOBAL, and
     a few of its symbols share names with the 64-bit-index OpenBLAS that NumPy's wheels carry,
-    so it could capture NumPy's calls. Our libraries name it as a dependency instead, loaded in
-    their own scope. Its helpers get_lib_dir()/get_library() compute the same directory and name.
+    so it could capture NumPy's calls. It is loaded here in its own scope instead, and our
+    libraries call it through pointers (``bind_blas``). Its helpers get_lib_dir()/get_library()
+    compute the same directory and name.
     """
     try:
         spec = importlib.util.find_spec("scipy_openblas32")
@@ -154,7 +201,7 @@ def blas():
         return None
     _one_thread(found[0])
     link_name = os.path.splitext(os.path.basename(found[0]))[0][len("lib"):]
-    return Blas("scipy-openblas32", version, lib_dir, link_name)
+    return Blas("scipy-openblas32", version, lib_dir, link_name, found[0])
 
 
 def _distribution_version(package_dir, module, distribution):
@@ -179,12 +226,12 @@ def _one_thread(path):
     gemm call per thread; a threaded BLAS inside would start a second pool whose threads spin
     after each call (measured on 2 cores in session 2: NumPy's W3 step went from 8 to 30 ms
     with our OpenBLAS at 2 threads beside NumPy's). The library is loaded here by path
-    (RTLD_LOCAL): it is the one instance our libraries find later through their rpath, so
-    NumPy's own OpenBLAS keeps its settings."""
+    (RTLD_LOCAL): it is the one instance our libraries call (``bind_blas``), so NumPy's own
+    OpenBLAS keeps its settings."""
     try:
         ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
     except (OSError, AttributeError):
-        pass                        # a library we cannot load fails, clearly, at dlopen
+        pass                        # a library we cannot load fails, clearly, in bind_blas
 
 
 @functools.lru_cache(maxsize=None)
@@ -229,11 +276,11 @@ def compiler_identity(cc):
             + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 
-def _flag_groups(cflags, blas_linked, threads=False, include=None):
+def _flag_groups(cflags, use_blas, threads=False, include=None):
     """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones; with
-    ``blas_linked``, when scipy-openblas32 is installed, those that compile and link its gemm;
+    ``use_blas``, when scipy-openblas32 is installed, those that compile its calls (``Blas``);
     with ``threads``, those that make the library call symgrad's thread pool (threads.py)."""
-    linked = blas() if blas_linked else None
+    linked = blas() if use_blas else None
     compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
     link_flags = LINKER_FLAGS
     if include:                 # CPython's headers, for pyentry.py's entry points
@@ -243,36 +290,37 @@ def _flag_groups(cflags, blas_linked, threads=False, include=None):
         link_flags += POOL_LINK_FLAGS
     if linked is None:
         return compile_flags, link_flags
-    return compile_flags + linked.compile_flags(), link_flags + linked.link_flags()
+    return compile_flags + linked.compile_flags(), link_flags
 
 
 def calls_blas(source):
     """Whether the C ``source`` may call the BLAS: whether it names ``SYMGRAD_USE_BLAS``, the
     define under which every BLAS or LAPACK call is written. A JIT build of a source that does
-    not is compiled and linked without the BLAS, which changes none of its code and saves the
-    link reading the BLAS's symbol table (~7 ms: 20 ms -> 13 ms for a small network)."""
+    not is compiled without the BLAS's flags, which changes none of its code, and its library is
+    loaded without ``bind_blas``."""
     return "SYMGRAD_USE_BLAS" in source
 
 
-def flags(cflags=None, blas_linked=True, threads=False, include=None):
+def flags(cflags=None, use_blas=True, threads=False, include=None):
     """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
+    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include)
     return compile_flags + link_flags
 
 
-def compile_library(source_path, library_path, cflags=None, cc=None, blas_linked=True,
+def compile_library(source_path, library_path, cflags=None, cc=None, use_blas=True,
                     threads=False, include=None, counted=True, started=None):
     """Compile ``source_path`` into the shared library ``library_path``; raise CompileError.
 
-    With ``blas_linked`` (JIT builds) the library calls scipy-openblas32 when it is installed;
-    without (ahead-of-time builds), it needs only libc and libm. With ``threads`` (JIT builds,
+    With ``use_blas`` (JIT builds) the library calls scipy-openblas32 when it is installed,
+    through pointers ``bind_blas`` sets; without (ahead-of-time builds), it needs only libc and
+    libm. With ``threads`` (JIT builds,
     once threads.runtime() is loaded) its big loops and products use symgrad's thread pool.
     ``counted``: the build counts in ``invocations()`` (symgrad's own runtime libraries, built
     once per cache, do not). ``started()``, if given, is called once the compiler is running
     (or could not be started): work meant for the other core waits for it (native.py)."""
     global _count
     cc = cc or find_compiler()
-    compile_flags, link_flags = _flag_groups(cflags, blas_linked, threads, include)
+    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include)
     # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
     command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
                *link_flags, "-lm"]

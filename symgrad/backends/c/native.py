@@ -362,7 +362,7 @@ def _load_program(program, choices, cflags, cache_dir):
                 version, ffi_module = declared()
                 return {"symgrad_version": VERSION, "compiler": identity,
                         "compiler_version": version,
-                        "flags": list(compiler.flags(cflags, blas_linked=blas, threads=pool)),
+                        "flags": list(compiler.flags(cflags, use_blas=blas, threads=pool)),
                         "functions": [n for n in (module.value_name, module.grad_name) if n],
                         "threads": pool, "ffi_module": ffi_module}
             return cache.build(key, module.source, functools.partial(
@@ -384,7 +384,17 @@ def _load_program(program, choices, cflags, cache_dir):
     if manifest.get("threads"):
         threads.runtime(cache_dir, cc)       # the pool's library is loaded before this one
     ffi = _ffi_of(manifest["ffi_module"])
-    return lib_path, ffi, ffi.dlopen(str(lib_path)), dict(zip(entries, manifest["functions"]))
+    lib = _open(ffi, lib_path, manifest["flags"])
+    return lib_path, ffi, lib, dict(zip(entries, manifest["functions"]))
+
+
+def _open(ffi, lib_path, flags):
+    """The library at ``lib_path``, built with ``flags``, loaded: its BLAS pointers bound before
+    anything can call it, when it has them (``compiler.bind_blas``)."""
+    lib = ffi.dlopen(str(lib_path))
+    if compiler.BLAS_AT_LOAD in flags:
+        compiler.bind_blas(lib_path)
+    return lib
 
 
 def _cached(cache, key):
@@ -433,13 +443,13 @@ DATA_FILES = sys.platform.startswith(("linux", "freebsd", "netbsd", "openbsd"))
 def _compile_with_data(data, src, lib, *, cflags, cc, blas=True, threads=False, started=None):
     """Compile ``src`` into ``lib``, first writing the constants ``data`` it includes beside it
     (the cache entry keeps them with the source). ``blas``, ``threads``, ``started``: see
-    ``compile_library`` (its ``blas_linked``)."""
+    ``compile_library`` (its ``use_blas``)."""
     for symbol, (_, raw) in data.items():
         (src.parent / f"{symbol}.bin").write_bytes(raw)
     if data:                # the assembler looks for the files in the source's directory
         cflags = tuple(compiler.DEFAULT_CFLAGS if cflags is None else cflags) + (
             "-Xassembler", f"-I{src.parent}")
-    return compiler.compile_library(src, lib, cflags, cc, blas_linked=blas, threads=threads,
+    return compiler.compile_library(src, lib, cflags, cc, use_blas=blas, threads=threads,
                                     started=started)
 
 
@@ -473,7 +483,7 @@ def _load(source, cdef, names, cflags, cache_dir):
     # The thread pool, for a library with parallel loops: loaded before it (threads.py).
     pool = "symgradrt_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
     blas = compiler.calls_blas(source)
-    flags = compiler.flags(cflags, blas_linked=blas, threads=pool)
+    flags = compiler.flags(cflags, use_blas=blas, threads=pool)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     found = _cached(cache, key)
@@ -485,11 +495,11 @@ def _load(source, cdef, names, cflags, cache_dir):
                     "functions": names, "ffi_module": _ffi_module(cdef)}
         lib_path = cache.build(
             key, source, lambda src, lib: compiler.compile_library(src, lib, cflags, cc,
-                                                                   blas_linked=blas,
+                                                                   use_blas=blas,
                                                                    threads=pool),
             manifest)
     ffi = _ffi_of(manifest["ffi_module"])
-    return lib_path, ffi, ffi.dlopen(str(lib_path))
+    return lib_path, ffi, _open(ffi, lib_path, manifest["flags"])
 
 
 def evaluate_native(graph, arrays, *, cache_dir=None, cflags=None):

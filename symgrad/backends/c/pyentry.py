@@ -105,7 +105,7 @@ def _source_and_key(cc):
     from symgrad import templates
     text = templates.render("python_entry.c.j2", version=VERSION, most=MOST)
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(CFLAGS, blas_linked=False, include=include_dir())
+    flags = compiler.flags(CFLAGS, use_blas=False, include=include_dir())
     return text, cache_key(text, identity, flags, VERSION), identity, flags
 
 
@@ -123,7 +123,7 @@ def _build(cache_dir, cc):
         text, key, identity, flags = _source_and_key(cc)
         path = runtime_cache(cache_dir).build(
             key, text, lambda src, lib: compiler.compile_library(
-                src, lib, CFLAGS, cc, blas_linked=False, include=include_dir(), counted=False),
+                src, lib, CFLAGS, cc, use_blas=False, include=include_dir(), counted=False),
             {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
              "functions": ["symgrad_python_entry"]})
         with _lock:

@@ -80,14 +80,14 @@ def _load(cache_dir, cc):
     from symgrad.backends.c.pyentry import runtime_cache
     cc = cc or compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(CFLAGS, blas_linked=False)
+    flags = compiler.flags(CFLAGS, use_blas=False)
     # Keyed by symgrad's own files (the template among them), so a warm process renders
     # nothing: Jinja is loaded only to build.
     key = cache_key(f"thread pool {ABI} " + keys.code_fingerprint(), identity, flags, VERSION)
     cache = runtime_cache(cache_dir)
     path = cache.lookup(key) or cache.build(
         key, source(), lambda src, lib: compiler.compile_library(src, lib, CFLAGS, cc,
-                                                             blas_linked=False, counted=False),
+                                                             use_blas=False, counted=False),
         {"symgrad_version": VERSION, "compiler": identity, "flags": list(flags),
          "functions": [f"symgrad_{ABI}_parallel_for", f"symgrad_{ABI}_threads"]})
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
