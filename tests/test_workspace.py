@@ -64,19 +64,25 @@ def _matvec_loss(W, X):
     return snp.sum(snp.tanh(X @ W) ** 2)
 
 
-def test_workspace_grows_and_shrinks_with_run_time_sizes():
-    """One function, batch sizes going up and down: each call gets a block big enough."""
-    rng = np.random.default_rng(0)
+def _matvec_batches(cflags, batches, seed):
+    """_matvec_loss compiled with ``cflags``, called on X of each batch size in turn, each
+    value and gradient checked against the interpreter's."""
+    rng = np.random.default_rng(seed)
     W = rng.normal(size=(5, 3))
     sig = {"W": "f64[5,3]", "X": "f64[N,5]"}
-    f = symgrad.compile(_matvec_loss, signature=sig, cflags=POISON)
+    f = symgrad.compile(_matvec_loss, signature=sig, cflags=cflags)
     ref = symgrad.compile(_matvec_loss, signature=sig, backend="interp")
-    for n in (1, 100, 3, 2000, 0, 7):
+    for n in batches:
         X = rng.normal(size=(n, 5))
         value, grad = f.value_and_grad(W, X)
         want_value, want_grad = ref.value_and_grad(W, X)
         np.testing.assert_allclose(value, want_value, rtol=1e-12, atol=1e-300)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-300)
+
+
+def test_workspace_grows_and_shrinks_with_run_time_sizes():
+    """One function, batch sizes going up and down: each call gets a block big enough."""
+    _matvec_batches(POISON, (1, 100, 3, 2000, 0, 7), seed=0)
 
 
 @pytest.mark.parametrize("n_threads", [4, 12])    # 12: more calls at once than slots (8)
@@ -112,18 +118,7 @@ def test_calls_at_once_each_hold_their_own_block(n_threads):
 def test_blocks_over_the_kept_size_are_freed_after_their_call():
     """-DSYMGRAD_WORKSPACE_KEEP=4096: the small batches' blocks are kept, the large ones freed
     after each call (the sanitizer run checks the frees)."""
-    rng = np.random.default_rng(2)
-    W = rng.normal(size=(5, 3))
-    sig = {"W": "f64[5,3]", "X": "f64[N,5]"}
-    f = symgrad.compile(_matvec_loss, signature=sig,
-                        cflags=POISON + ["-DSYMGRAD_WORKSPACE_KEEP=4096"])
-    ref = symgrad.compile(_matvec_loss, signature=sig, backend="interp")
-    for n in (2, 500, 3, 900, 1, 1):
-        X = rng.normal(size=(n, 5))
-        value, grad = f.value_and_grad(W, X)
-        want_value, want_grad = ref.value_and_grad(W, X)
-        np.testing.assert_allclose(value, want_value, rtol=1e-12, atol=1e-300)
-        np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-300)
+    _matvec_batches(POISON + ["-DSYMGRAD_WORKSPACE_KEEP=4096"], (2, 500, 3, 900, 1, 1), seed=2)
 
 
 def test_generated_c_keeps_the_workspace_between_calls():
