@@ -12,8 +12,8 @@
 #include <stdint.h>
 
 /* The C library's functions and macros this file uses, declared here rather than by including
- * <math.h>, <stdlib.h> and <string.h>, which take gcc longer to read than a small module takes
- * to compile (symgrad/backends/c/libc.py). */
+ * <math.h>, <stdlib.h> and <string.h>, which cost gcc ~10 ms of every build to read
+ * (symgrad/backends/c/libc.py). */
 double exp(double);
 double log(double);
 void *malloc(size_t);
