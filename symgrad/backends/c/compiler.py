@@ -54,8 +54,9 @@ STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
 # -ffast-math it changes no result. -pthread: the thread pool (threads.py).
 # -Werror=implicit-function-declaration: a generated module declares the libc functions it
 # calls itself (libc.py); one it missed must fail the build, not be called as returning int.
-# -pipe: the compiler's stages pass the assembly through a pipe, not a temporary file (the first build of the 3-layer network of benchmarks/startup.py, gcc
-# alone: 91.6 -> 89.8 ms, medians of 25 interleaved).
+# -pipe: the compiler's stages pass the assembly through a pipe, not a temporary file (the
+# first build of the 3-layer network of benchmarks/startup.py, gcc alone: 91.6 -> 89.8 ms,
+# medians of 25 interleaved).
 REQUIRED_CFLAGS = ("-std=c99", "-fno-math-errno", "-fPIC", "-shared", "-pthread",
                    "-Werror=implicit-function-declaration", "-pipe")
 
