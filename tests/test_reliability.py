@@ -560,6 +560,36 @@ def test_symgrad_backend_interp_runs_without_a_compiler(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# -- Clang ----------------------------------------------------------------------------------------
+
+def test_gccs_own_flags_are_left_out_for_clang(monkeypatch):
+    monkeypatch.setattr(compiler, "is_clang", lambda cc: cc == "my-clang")
+    assert set(compiler.GCC_ONLY_CFLAGS) <= set(compiler.flags(cc="my-gcc"))
+    for cflags in (None, compiler.STRAIGHT_LINE_CFLAGS):
+        assert not set(compiler.GCC_ONLY_CFLAGS) & set(compiler.flags(cflags, cc="my-clang"))
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
+def test_clang_builds_and_runs_a_gradient(monkeypatch, tmp_path):
+    """With CC=clang: the libc declarations, the workspace and the BLAS pointers, built by
+    Clang, against the interpreter."""
+    monkeypatch.setenv("CC", "clang")
+    assert compiler.is_clang("clang")
+
+    def loss(A, B):
+        return snp.sum(snp.tanh(A @ B) ** 2) + snp.max(A)      # a product for the BLAS
+
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(size=(40, 30)), rng.normal(size=(30, 24))
+    f = symgrad.compile(loss, argnums=(0, 1), cache_dir=tmp_path)
+    value, (dA, dB) = f.value_and_grad(A, B)
+    want, (wA, wB) = symgrad.compile(loss, argnums=(0, 1), backend="interp").value_and_grad(A, B)
+    assert "SYMGRAD_USE_BLAS" in f.source(A, B)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    np.testing.assert_allclose(dA, wA, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dB, wB, rtol=1e-10, atol=1e-12)
+
+
 # -- threads --------------------------------------------------------------------------------------
 
 def test_eight_threads_calling_at_once_get_their_own_answers(tmp_path):

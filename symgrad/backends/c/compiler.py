@@ -48,6 +48,9 @@ DEFAULT_CFLAGS = ("-O2", "-march=native", "-fvect-cost-model=very-cheap") + (
 # (200 unrolled Euler steps, ~9,000 lines of C): -O1 compiles in 1.4 s instead of 2.2 s, and
 # its value and gradient run in 3.9 us instead of 5.7.
 STRAIGHT_LINE_CFLAGS = ("-O1",) + DEFAULT_CFLAGS[1:]
+# The flags above that only GCC knows, left out when the compiler is Clang (``is_clang``), which
+# rejects them (its vectorizer has no such cost model).
+GCC_ONLY_CFLAGS = ("-fvect-cost-model=very-cheap",)
 # Always passed: ISO C99 (which also keeps a*b+c unfused, as NumPy computes it), position-
 # independent code for a shared library, and -fno-math-errno: generated code never reads errno,
 # and without it gcc cannot vectorise loops over sqrt (an Adam step: 83 -> 32 us). Unlike
@@ -248,23 +251,42 @@ def compiler_version(cc):
 
 
 @functools.lru_cache(maxsize=None)
+def _programs(cc):
+    """The resolved path of each program the command ``cc`` runs (``ccache gcc``: both)."""
+    words = [shutil.which(word) for word in shlex.split(cc) if not word.startswith("-")]
+    return tuple(os.path.realpath(path) for path in words if path is not None)
+
+
+@functools.lru_cache(maxsize=None)
 def _executables(cc):
-    """Each program the command ``cc`` runs (``ccache gcc``: both), by resolved path, size and
-    modification time: a new or upgraded compiler is a new file. A stat, where running
-    ``cc --version`` costs a process start (milliseconds, more on a loaded machine) in every
-    process that loads a cached library."""
+    """Each program the command ``cc`` runs, by resolved path, size and modification time: a
+    new or upgraded compiler is a new file. A stat, where running ``cc --version`` costs a
+    process start (milliseconds, more on a loaded machine) in every process that loads a cached
+    library."""
     found = []
-    for word in shlex.split(cc):
-        path = shutil.which(word) if not word.startswith("-") else None
-        if path is None:
-            continue
-        real = os.path.realpath(path)
+    for real in _programs(cc):
         try:
             st = os.stat(real)
         except OSError:
             continue
         found.append(f"{real}:{st.st_size}:{st.st_mtime_ns}")
     return " ".join(found)
+
+
+@functools.lru_cache(maxsize=None)
+def is_clang(cc):
+    """Whether the command ``cc`` runs Clang: a program of it is named clang (``clang-14``, or
+    ``cc`` linked to it), or it is macOS's ``/usr/bin/cc`` or ``gcc``, which are Clang. Read off
+    the names, not ``cc --version``: the flags are part of every cache key, and a first call
+    whose library is in the cache starts no process."""
+    for real in _programs(cc):
+        name = os.path.basename(real)
+        if "clang" in name:
+            return True
+        if (platform.system() == "Darwin" and os.path.dirname(real) == "/usr/bin"
+                and name in ("cc", "gcc", "c99")):
+            return True
+    return False
 
 
 def compiler_identity(cc):
@@ -277,12 +299,16 @@ def compiler_identity(cc):
             + (f"{linked.name} {linked.version}" if linked else "no BLAS"))
 
 
-def _flag_groups(cflags, use_blas, threads=False, include=None):
-    """(compile flags, link flags): ``cflags`` (or the defaults) and the required ones; with
-    ``use_blas``, when scipy-openblas32 is installed, those that compile its calls (``Blas``);
-    with ``threads``, those that make the library call symgrad's thread pool (threads.py)."""
+def _flag_groups(cflags, use_blas, threads=False, include=None, cc=None):
+    """(compile flags, link flags): ``cflags`` (or the defaults; for Clang, without
+    ``GCC_ONLY_CFLAGS``) and the required ones; with ``use_blas``, when scipy-openblas32 is
+    installed, those that compile its calls (``Blas``); with ``threads``, those that make the
+    library call symgrad's thread pool (threads.py)."""
     linked = blas() if use_blas else None
-    compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags) + REQUIRED_CFLAGS
+    compile_flags = tuple(DEFAULT_CFLAGS if cflags is None else cflags)
+    if is_clang(cc or find_compiler()):
+        compile_flags = tuple(f for f in compile_flags if f not in GCC_ONLY_CFLAGS)
+    compile_flags += REQUIRED_CFLAGS
     link_flags = LINKER_FLAGS
     if include:                 # CPython's headers, for pyentry.py's entry points
         compile_flags += (f"-I{include}",)
@@ -302,9 +328,10 @@ def calls_blas(source):
     return "SYMGRAD_USE_BLAS" in source
 
 
-def flags(cflags=None, use_blas=True, threads=False, include=None):
-    """The flags a compile uses (see ``_flag_groups``): part of the cache key."""
-    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include)
+def flags(cflags=None, use_blas=True, threads=False, include=None, cc=None):
+    """The flags a compile by ``cc`` (default ``find_compiler()``) uses (see ``_flag_groups``):
+    part of the cache key."""
+    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include, cc)
     return compile_flags + link_flags
 
 
@@ -321,7 +348,7 @@ def compile_library(source_path, library_path, cflags=None, cc=None, use_blas=Tr
     (or could not be started): work meant for the other core waits for it (native.py)."""
     global _count
     cc = cc or find_compiler()
-    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include)
+    compile_flags, link_flags = _flag_groups(cflags, use_blas, threads, include, cc)
     # Libraries go after the source: a linker with --as-needed drops one nothing needed yet.
     command = [*shlex.split(cc), *compile_flags, "-o", str(library_path), str(source_path),
                *link_flags, "-lm"]

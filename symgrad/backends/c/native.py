@@ -331,7 +331,7 @@ def _load_program(program, choices, cflags, cache_dir):
     cc = compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
     cache = Cache(cache_dir)
-    program_key = keys.program_key(program, identity, compiler.flags(cflags), VERSION)
+    program_key = keys.program_key(program, identity, compiler.flags(cflags, cc=cc), VERSION)
     for entries in choices:
         found = _cached(cache, keys.library_key(program_key, entries))
         if found is not None:
@@ -362,7 +362,8 @@ def _load_program(program, choices, cflags, cache_dir):
                 version, ffi_module = declared()
                 return {"symgrad_version": VERSION, "compiler": identity,
                         "compiler_version": version,
-                        "flags": list(compiler.flags(cflags, use_blas=blas, threads=pool)),
+                        "flags": list(compiler.flags(cflags, use_blas=blas, threads=pool,
+                                                     cc=cc)),
                         "functions": [n for n in (module.value_name, module.grad_name) if n],
                         "threads": pool, "ffi_module": ffi_module}
             return cache.build(key, module.source, functools.partial(
@@ -483,7 +484,7 @@ def _load(source, cdef, names, cflags, cache_dir):
     # The thread pool, for a library with parallel loops: loaded before it (threads.py).
     pool = "symgradrt_parallel_for(" in source and threads.runtime(cache_dir, cc) is not None
     blas = compiler.calls_blas(source)
-    flags = compiler.flags(cflags, use_blas=blas, threads=pool)
+    flags = compiler.flags(cflags, use_blas=blas, threads=pool, cc=cc)
     key = cache_key(source, identity, flags, VERSION)
     cache = Cache(cache_dir)
     found = _cached(cache, key)

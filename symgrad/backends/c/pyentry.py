@@ -105,7 +105,7 @@ def _source_and_key(cc):
     from symgrad import templates
     text = templates.render("python_entry.c.j2", version=VERSION, most=MOST)
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(CFLAGS, use_blas=False, include=include_dir())
+    flags = compiler.flags(CFLAGS, use_blas=False, include=include_dir(), cc=cc)
     return text, cache_key(text, identity, flags, VERSION), identity, flags
 
 

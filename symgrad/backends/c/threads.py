@@ -80,7 +80,7 @@ def _load(cache_dir, cc):
     from symgrad.backends.c.pyentry import runtime_cache
     cc = cc or compiler.find_compiler()
     identity = compiler.compiler_identity(cc)
-    flags = compiler.flags(CFLAGS, use_blas=False)
+    flags = compiler.flags(CFLAGS, use_blas=False, cc=cc)
     # Keyed by symgrad's own files (the template among them), so a warm process renders
     # nothing: Jinja is loaded only to build.
     key = cache_key(f"thread pool {ABI} " + keys.code_fingerprint(), identity, flags, VERSION)
