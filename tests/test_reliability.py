@@ -564,9 +564,12 @@ def test_symgrad_backend_interp_runs_without_a_compiler(monkeypatch, tmp_path):
 
 def test_gccs_own_flags_are_left_out_for_clang(monkeypatch):
     monkeypatch.setattr(compiler, "is_clang", lambda cc: cc == "my-clang")
-    assert set(compiler.GCC_ONLY_CFLAGS) <= set(compiler.flags(cc="my-gcc"))
+    gcc = compiler.flags(cc="my-gcc")
+    assert set(compiler.GCC_ONLY_CFLAGS) <= set(gcc) and not set(compiler.CLANG_CFLAGS) & set(gcc)
     for cflags in (None, compiler.STRAIGHT_LINE_CFLAGS):
-        assert not set(compiler.GCC_ONLY_CFLAGS) & set(compiler.flags(cflags, cc="my-clang"))
+        clang = compiler.flags(cflags, cc="my-clang")
+        assert not set(compiler.GCC_ONLY_CFLAGS) & set(clang)
+        assert clang[:len(compiler.CLANG_CFLAGS)] == compiler.CLANG_CFLAGS     # the caller's win
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
