@@ -127,7 +127,7 @@ class Blas:
     A JIT library does not link it. With ``-DSYMGRAD_BLAS_AT_LOAD`` (templates/blas.h) each
     BLAS function it may call is a pointer it exports, which ``bind_blas`` points at this
     library's function when the library is loaded: the link then need not read the BLAS's
-    25 MB library for its symbols (the 3-layer network's library: ~7 ms of a ~95 ms build)."""
+    25 MB library for its symbols (the 3-layer network's library: ~7 ms of a 90–105 ms build)."""
     name: str
     version: str
     lib_dir: str

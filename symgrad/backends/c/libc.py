@@ -4,7 +4,7 @@ A module includes only the freestanding headers (``<stdbool.h>``, ``<stddef.h>``
 ``<stdint.h>``) and declares each libc function it calls, as C99 allows (7.1.4: a library
 function that needs no type from its header may be declared without it). ``<math.h>``,
 ``<stdlib.h>`` and ``<string.h>`` are not included: with ``-march=native`` they cost gcc about
-10 ms a build (``<math.h>`` alone ~6 ms), a tenth of the first build of a 3-layer network. The
+10 ms a build (``<math.h>`` alone 6-9 ms), a tenth of the first build of a 3-layer network. The
 few macros of ``<math.h>`` the code uses are defined as GCC's and Clang's builtins, as glibc
 defines them (generated modules already need those compilers: vector extensions, attributes).
 
@@ -22,7 +22,8 @@ _MATH = {
     "double {}(double)": """acos asin atan cos sin tan acosh asinh atanh cosh sinh tanh exp exp2
         expm1 log log10 log1p log2 logb cbrt fabs sqrt erf erfc lgamma tgamma ceil floor
         nearbyint rint round trunc""",
-    "double {}(double, double)": "atan2 pow hypot fmod remainder copysign nextafter fdim fmax fmin",
+    "double {}(double, double)": """atan2 pow hypot fmod remainder copysign nextafter fdim fmax
+        fmin""",
     "double {}(double, double, double)": "fma",
     "double {}(double, int)": "ldexp scalbn",
     "double {}(double, long)": "scalbln",
