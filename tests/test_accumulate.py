@@ -8,6 +8,8 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad.backends.c import accumulate
 
+from c_source import workspace_bytes
+
 
 def regularized(W, X):
     # d/dW = 2 reg W + X^T G: the term 2 reg W comes first, the product X^T G adds into it.
@@ -50,8 +52,7 @@ def test_the_product_adds_into_the_term(shape, path, dtype, tmp_path, monkeypatc
 
 
 def workspace(source):
-    line = [x for x in source.split("_value_and_grad(")[-1].splitlines() if "ws_bytes = " in x]
-    return int(line[0].split("(size_t)")[1].rstrip(";"))
+    return workspace_bytes(source)
 
 
 def test_a_term_computed_after_the_product_is_left_alone(tmp_path):

@@ -15,6 +15,7 @@ import symgrad
 from symgrad.frontend import autograph
 
 import pyconvert_fns as P
+from c_source import workspace_bytes
 
 HERE = "pyconvert_fns.py"
 POINTS = [np.array([0.7, 0.3, -0.4, 1.1]), np.array([-0.8, 0.45, 0.9, -0.2])]
@@ -250,9 +251,7 @@ def vec_recurrence_checkpointed(x):
 
 def _workspace_bytes(f, *args):
     """The value-and-gradient C function's workspace (its tape included), in bytes."""
-    import re
-    return int(re.search(r"_value_and_grad\((?:.|\n)*?_ws_bytes = \(size_t\)(\d+);",
-                         f.source(*args)).group(1))
+    return workspace_bytes(f.source(*args))
 
 
 def _counted_bytes(f, steps, *args):

@@ -12,6 +12,8 @@ import symgrad
 import symgrad.numpy as snp
 from symgrad.core.primitives.scan import widths
 
+from c_source import workspace_bytes
+
 T, D, C = 7, 5, 3
 
 
@@ -176,8 +178,7 @@ def test_the_adjoint_loop_keeps_no_row_per_step_for_closed_over_values(case):
         assert d * C not in summed, summed
         assert [n.out.shape for n in graph.nodes if n.prim == "matmul"] == [W.shape]
     source = f.source(W, X, b)
-    ws = int(re.search(r"_value_and_grad\((?:.|\n)*?_ws_bytes = \(size_t\)(\d+);",
-                       source).group(1))
+    ws = workspace_bytes(source)
     assert ws < steps * W.size * 8 / 20, ws
     value, grad = f.value_and_grad(W, X, b)
     np.testing.assert_allclose(grad, grad_complex_step(loss_numpy, W, X, b)[0], rtol=1e-11,

@@ -15,6 +15,8 @@ from symgrad.frontend.loops import memory_lines
 from symgrad.frontend.pyflow import MAX_WHILE_STEPS
 from symgrad.tools.cli import main
 
+from c_source import workspace_bytes
+
 
 def walk(p, T):
     x, v, s = p[0], p[1], 0.0
@@ -144,7 +146,7 @@ def test_the_tape_is_sized_by_the_steps_taken_not_by_a_bound():
     source = f.source(P, 1.0)
     fn = re.search(r"int symgrad_walk_value_and_grad\((?:.|\n)*?\n}\n", source).group(0)
     # The workspace allocated on entry holds no tape: a few hundred bytes, not 10,000 rows.
-    static = int(re.search(r"_ws_bytes = \(size_t\)(\d+);", fn).group(1))
+    static = workspace_bytes(fn, after="symgrad_walk_value_and_grad(")
     assert static < 4096
     # The tape: allocated after the count, freed after done: (every exit).
     alloc = re.search(r"_ws_counted0_block = \(char \*\)malloc\((.*)\);", fn)

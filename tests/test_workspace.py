@@ -1,9 +1,10 @@
-"""The workspace a compiled function keeps between calls (symgrad/templates/workspace.c).
+"""The workspace of a compiled function: an array on the stack when small and of a fixed size,
+else a block kept between calls (symgrad/templates/workspace.c).
 
-A function's intermediate arrays live in one block, kept between calls in slots the calling
-threads share, so its contents on entry are whatever the last call to take it left there. Compiled with
-``-DSYMGRAD_POISON_WORKSPACE`` the block is filled with NaNs on every call: code that reads
-workspace it never wrote then shows up as NaNs or wrong numbers.
+A function's intermediate arrays live in one workspace, whose contents on entry are whatever
+the last call left there (a block is kept between calls in slots the calling threads share).
+Compiled with ``-DSYMGRAD_POISON_WORKSPACE`` the workspace is filled with NaNs on every call:
+code that reads workspace it never wrote then shows up as NaNs or wrong numbers.
 """
 import threading
 
@@ -12,8 +13,10 @@ import pytest
 
 import symgrad
 import symgrad.numpy as snp
+from symgrad.backends.c.codegen import STACK_WORKSPACE_MAX
 from symgrad.backends.c.compiler import DEFAULT_CFLAGS
 
+from c_source import workspace_bytes
 from test_primitives import CASES, float_argnums, make_args, signature, weighted_loss
 
 POISON = list(DEFAULT_CFLAGS) + ["-DSYMGRAD_POISON_WORKSPACE"]
@@ -126,3 +129,23 @@ def test_generated_c_keeps_the_workspace_between_calls():
     src = f.source(np.zeros((5, 3)), np.zeros((4, 5)))
     assert "symgrad_workspace(_ws_bytes)" in src and "symgrad_workspace_release" in src
     assert "malloc(" not in src.split("static char *symgrad_workspace")[1].split("\n}\n", 1)[1]
+
+
+def test_a_small_fixed_workspace_is_on_the_stack_and_a_large_one_is_a_kept_block():
+    """Up to codegen.STACK_WORKSPACE_MAX bytes of a size fixed at compile time: an array on the
+    stack, and the module holds no block functions; more: the kept block. Both right, poisoned."""
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(5, 3))
+    f = symgrad.compile(_matvec_loss, cflags=POISON)
+    ref = symgrad.compile(_matvec_loss, backend="interp")
+    small, large = rng.normal(size=(40, 5)), rng.normal(size=(4000, 5))
+    on_stack, kept = f.source(W, small), f.source(W, large)
+    assert workspace_bytes(on_stack) <= STACK_WORKSPACE_MAX < workspace_bytes(kept)
+    assert f"char _ws[{workspace_bytes(on_stack)}]" in on_stack
+    assert "symgrad_workspace" not in on_stack
+    assert "symgrad_workspace(_ws_bytes)" in kept and "char _ws[" not in kept
+    for X in (small, large, small):
+        value, grad = f.value_and_grad(W, X)
+        want_value, want_grad = ref.value_and_grad(W, X)
+        np.testing.assert_allclose(value, want_value, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-300)

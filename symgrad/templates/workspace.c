@@ -1,5 +1,6 @@
 /* Workspace: the intermediate arrays of a call live in one block of memory, kept between calls
- * (a fresh large malloc on every call costs page faults). The kept blocks wait in a few slots
+ * (a fresh large malloc on every call costs page faults), when they are too many for the stack
+ * or sized at run time (codegen.py, STACK_WORKSPACE_MAX). The kept blocks wait in a few slots
  * that the threads calling this library share: a call takes a block out of a slot (an atomic
  * exchange, so no two calls ever hold the same block), grows it if it needs more, and puts it
  * back into an empty slot when it returns. A block larger than SYMGRAD_WORKSPACE_KEEP bytes, or
@@ -42,12 +43,7 @@ static char *symgrad_workspace(size_t bytes)
             return NULL;
         block->size = bytes;
     }
-    char *ws = (char *)(block + 1);
-#ifdef SYMGRAD_POISON_WORKSPACE
-    /* Testing: fill the workspace with NaNs, so code reading what it never wrote shows up. */
-    memset(ws, 0xff, bytes);
-#endif
-    return ws;
+    return (char *)(block + 1);
 }
 
 static void symgrad_workspace_release(char *ws)

@@ -36,6 +36,14 @@ from symgrad.core.primitive import BROADCAST, PADDING, REINTERPRET, WINDOW
 from symgrad.core.primitives import REGISTRY
 
 ALIGN = 64   # bytes: every workspace array starts on a cache line
+# A workspace of a size fixed at compile time and at most this many bytes is an array on the
+# stack; a larger one, or one sized at run time, is a block kept between calls
+# (templates/workspace.c). The stack costs nothing to take and is never out of memory, and a
+# module whose workspaces all fit leaves the block's three functions out: ~10 ms of gcc on a
+# 3-layer network's first build (benchmarks/startup.py). 64 KB is a small part of any stack
+# a caller's thread has (glibc gives 8 MB; 512 KB, macOS's for a thread it starts itself, is
+# the least common one).
+STACK_WORKSPACE_MAX = 64 * 1024
 
 # A constant array of at least this many elements is kept as data (a binary file the assembler
 # includes) where the build allows it, not written as literals: a 300 x 300 float64 constant
@@ -295,6 +303,7 @@ class CFunction:
     can_fail: bool
     size_checks: list = field(default_factory=list)
     workspace_size: object = 0         # the same as a dimension (an int or an expression)
+    workspace_on_stack: bool = False   # a local array (STACK_WORKSPACE_MAX), not a kept block
     cleanup: list = field(default_factory=list)   # after ``done:``, on every exit path
     inputs: list = field(default_factory=list)    # (c name, ctype, shape) per graph input
     outputs: list = field(default_factory=list)   # (c name, ctype, shape) per graph output
@@ -849,6 +858,7 @@ class FunctionRenderer:
             blocks=blocks, epilogue=self.epilogue,
             workspace_bytes=dims.c_expr(nbytes) if nbytes != 0 else "",
             workspace_size=nbytes,
+            workspace_on_stack=isinstance(nbytes, int) and 0 < nbytes <= STACK_WORKSPACE_MAX,
             can_fail=self.can_fail,
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
@@ -911,9 +921,10 @@ def render_module(functions, *, title, version, data=None):
     lines = [line for fn in functions for block in fn.blocks for line in block.lines]
     parallel = narrow.template_parts(lines)
     body = templates.render("module_body.c.j2",
-        functions=functions, runtime=runtime_sources(),
+        functions=functions, runtime=runtime_sources(), align=ALIGN,
         data=[(symbol, ctype) for symbol, (ctype, _) in sorted((data or {}).items())],
-        uses_workspace=any(fn.workspace_bytes for fn in functions),
+        uses_workspace=any(fn.workspace_bytes and not fn.workspace_on_stack
+                           for fn in functions),
         uses_blas=bool(parallel and parallel["blas"]) or any(
             "SYMGRAD_DGEMM" in line or "SYMGRAD_SGEMM" in line or "SYMGRAD_LAPACKE" in line
             for line in lines),

@@ -75,7 +75,7 @@ def kernels_used(lines):
     return sorted(found)
 
 
-GEMM = re.compile(r"\bsymgradrt_[ds]gemm_par\(")
+GEMM = re.compile(r"\bsymgradrt_([ds])gemm_par\(")
 
 
 # A gemm whose contraction is this many times its result's longer side, or more, is split
@@ -124,18 +124,22 @@ def wide_source(ctypes, nn_ctypes=()):
 
 
 def template_parts(lines):
-    """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (the split gemm calls),
-    ``ksplit`` (the split of a long contraction, only where a gemm call may have one: ~100
-    lines of C that most modules need not compile) and ``kernels`` (the C of each narrow
-    kernel called). None when they call neither."""
+    """What ``narrow.c.j2`` must hold for C ``lines``: ``blas`` (``(letter, C type)`` of each
+    gemm called), ``split`` (whether a call may give the pool work, ``may_split``: else each
+    gemm is one BLAS call, and the split's C, which costs gcc ~10 ms, is left out), ``ksplit``
+    (the split of a long contraction, only where a gemm call may have one: ~100 lines of C that
+    most modules need not compile) and ``kernels`` (the C of each narrow kernel called). None
+    when they call neither."""
     kernels = [kernel_source(*k, short=_short_k(k, lines)) for k in kernels_used(lines)]
     wide = sorted({CTYPE[x] for line in lines for x in WIDE_NAME.findall(line)})
     wide_nn = sorted({CTYPE[x] for line in lines for x in WIDE_NN_NAME.findall(line)})
     if wide or wide_nn:
         kernels.append(wide_source(wide, wide_nn))
     calls = [line for line in lines if GEMM.search(line)]
-    parts = {"blas": bool(calls), "ksplit": any(map(_may_split_k, calls)), "kernels": kernels,
-             "ksplit_ratio": KSPLIT_RATIO, "ksplit_chunk_k": KSPLIT_CHUNK_K}
+    letters = {letter for line in calls for letter in GEMM.findall(line)}
+    parts = {"blas": [(s, CTYPE[s]) for s in "ds" if s in letters],
+             "split": may_split(lines), "ksplit": any(map(_may_split_k, calls)),
+             "kernels": kernels, "ksplit_ratio": KSPLIT_RATIO, "ksplit_chunk_k": KSPLIT_CHUNK_K}
     return parts if calls or kernels else None
 
 
