@@ -33,7 +33,7 @@ from symgrad.core import dims, gcpause
 from symgrad.core.cspell import CTYPES, STATUS
 from symgrad.core.primitives import REGISTRY
 from symgrad.backends.interp import evaluate
-from symgrad.backends.c import compiler, keys, pyentry, threads
+from symgrad.backends.c import abi, compiler, keys, pyentry, threads
 from symgrad.backends.c.cache import Cache, cache_key
 from symgrad.backends.program import BOTH, VALUE, VALUE_AND_GRAD, Program
 
@@ -456,7 +456,11 @@ def _compile_with_data(data, src, lib, *, cflags, cc, blas=True, threads=False, 
 
 def _ffi_module(cdef):
     """cffi's out-of-line ABI module for the declarations ``cdef``, as Python source: loading it
-    makes the FFI without parsing C (pycparser costs tens of milliseconds to import and run)."""
+    makes the FFI without parsing C (pycparser costs tens of milliseconds to import and run).
+    symgrad's own prototypes are read without pycparser (``abi.py``); other C is parsed."""
+    text = abi.module_text(cdef, "_symgrad_module")
+    if text is not None:
+        return text
     import io
 
     import cffi
