@@ -109,7 +109,14 @@ def test_summary_reports_the_workspace_and_what_loops_store():
             return c - 0.01 * damping * c
         return symgrad.fori_loop(0, 100, step, snp.ones(2), checkpoint=10) @ snp.ones(2)
     text = "\n".join(line.text for line in sgi.report(loss, 0.5).summary_lines())
-    assert re.search(r"C workspace per call .*symgrad_loss_value_and_grad [\d.]+ KiB", text)
+    assert re.search(r"C workspace per call: .*symgrad_loss_value_and_grad [\d.]+ KiB "
+                     r"\(on the stack\)", text)
+    # Over codegen.STACK_WORKSPACE_MAX bytes (X @ W alone is 94 KiB): a block.
+    large = "\n".join(line.text for line in sgi.report(
+        lambda W, X: snp.sum(snp.tanh(X @ W) ** 2), np.ones((5, 3)), np.ones((4000, 5))
+    ).summary_lines())
+    assert re.search(r"C workspace per call: .*_value_and_grad [\d.]+ KiB \(a block kept "
+                     r"between calls\)", large), large
     # The forward loop over 10 segments of 10 steps, and its adjoint, each with the inner
     # loop of a segment indented under it.
     assert "loops (value-and-gradient):" in text

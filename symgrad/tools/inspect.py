@@ -136,8 +136,8 @@ class Report:
 
         t0 = time.perf_counter()
         renderers = program_renderers(spec.program(), function_c_name(cf.__name__))
-        self.c_source = render_program(spec.program(),
-                                       [r.render(doc=doc) for r, doc in renderers]).source
+        self.c_functions = [r.render(doc=doc) for r, doc in renderers]
+        self.c_source = render_program(spec.program(), self.c_functions).source
         self.timings["render C"] = time.perf_counter() - t0
         self.c_names = {r.name: c_names(r) for r, _ in renderers}
         self.compile_error = None
@@ -359,12 +359,9 @@ class Report:
             f"{label} {_number(sum(flops(n) for n in g.nodes))}" for label, g in graphs))
         lines.append("temporaries (arrays neither input nor output): " + "; ".join(
             f"{label} {_bytes(temporary_bytes(g))}" for label, g in graphs))
-        workspace = re.findall(r"^int (\w+)\((?:[^{]*)\{\n(?:.*\n){0,40}?\s*const size_t "
-                               r"_ws_bytes = \(size_t\)(.+);$", self.c_source, re.MULTILINE)
+        workspace = [fn for fn in self.c_functions if fn.workspace_bytes]
         if workspace:
-            lines.append("C workspace per call (kept by each calling thread): " + "; ".join(
-                f"{fn} {_bytes(int(b)) if b.isdigit() else b + ' bytes'}"
-                for fn, b in workspace))
+            lines.append("C workspace per call: " + "; ".join(map(_workspace, workspace)))
         counted = re.findall(r"(_ws_counted\d+)_block = \(char \*\)malloc\((.+)\);$",
                              self.c_source, re.MULTILINE)
         if counted:
@@ -742,6 +739,14 @@ def temporary_bytes(graph):
     ends = set(graph.inputs) | set(graph.outputs)
     return sum(n.out.type.size * np.dtype(n.out.dtype).itemsize for n in graph.nodes
                if n.out.ndim > 0 and n.out not in ends)
+
+
+def _workspace(fn):
+    """A C function's workspace, as the cost summary says it: its size and where it lives."""
+    size = (_bytes(fn.workspace_size) if isinstance(fn.workspace_size, int)
+            else f"{fn.workspace_bytes} bytes")
+    where = "on the stack" if fn.workspace_on_stack else "a block kept between calls"
+    return f"{fn.name} {size} ({where})"
 
 
 def _bytes(n):
