@@ -421,3 +421,21 @@ def test_compiler_arguments_in_cc_are_part_of_the_cache_key():
     # library loaded into a process without the sanitizer runtime fails to load or crashes.
     plain = compiler.compiler_identity("gcc")
     assert compiler.compiler_identity("gcc -fsanitize=address") != plain
+
+
+def test_a_constant_of_one_repeated_value_is_read_as_that_value():
+    # The gradient's seed, 1.0 broadcast to x's shape and folded, and a constant closed over,
+    # are read by the loops as one literal: no array of them in the C, no loop copying one.
+    two_and_a_half = np.full(5, 2.5)
+    f = symgrad.compile(lambda x: snp.sum(x ** 2 * two_and_a_half))
+    x = np.linspace(-1.0, 1.0, 5)
+    source = f.source(x)
+    assert "_data[" not in source and "2.5" in source
+    value, grad = f.value_and_grad(x)
+    assert value == pytest.approx(np.sum(x ** 2 * 2.5), rel=1e-15)
+    np.testing.assert_array_equal(grad, 5.0 * x)
+    # Equal by value is not enough: 0.0 and -0.0 differ in their sign bits.
+    signed_zeros = np.array([0.0, -0.0, 0.0])
+    g = symgrad.compile(lambda x: x * signed_zeros, argnums=())
+    assert "_data[" in g.source(np.ones(3))
+    np.testing.assert_array_equal(np.signbit(g(np.ones(3))), [False, True, False])

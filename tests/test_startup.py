@@ -203,7 +203,7 @@ def test_a_library_of_small_products_is_built_without_the_pool(tmp_path):
     source = (entry / "module.c").read_text()
     assert "#define symgradrt_dgemm_par(" in source
     assert "symgradrt_parallel_for" not in source and "symgradrt_dgemm_task" not in source
-    assert "char _ws[33152] __attribute__((aligned(64)));" in source
+    assert "char _ws[33024] __attribute__((aligned(64)));" in source
     assert "symgrad_workspace" not in source
     # The threshold the decision uses is the pool's own.
     from symgrad.backends.c import narrow

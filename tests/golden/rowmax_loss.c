@@ -124,16 +124,14 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
                                        double *restrict grad_b)
 {
     int _status = SYMGRAD_OK;
-    char _ws[320] __attribute__((aligned(64)));
+    char _ws[192] __attribute__((aligned(64)));
 #ifdef SYMGRAD_POISON_WORKSPACE
     /* Testing: NaNs in every byte, so a statement reading what none wrote shows. */
     memset(_ws, 0xff, sizeof _ws);
 #endif
     double *restrict c = (double *)(_ws + 0);
-    double *restrict e = (double *)(_ws + 64);
-    double *restrict b_f = (double *)(_ws + 128);
-    double *restrict b_d = (double *)(_ws + 192);
-    double *restrict b_a = (double *)(_ws + 256);
+    double *restrict b_d = (double *)(_ws + 64);
+    double *restrict b_a = (double *)(_ws + 128);
 
     /* a = reshape[shape=(2, 1)] b   golden_functions.py:18: scores = A @ b
      * c = matmul A a                golden_functions.py:18 */
@@ -150,32 +148,22 @@ int symgrad_rowmax_loss_value_and_grad(const double *restrict A,
         }
     }
 
-    /* d = reshape[shape=(3,)] c     golden_functions.py:18: scores = A @ b
-     * e = maximum d 0.0             golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
-     * f = square e                  golden_functions.py:19
-     * g = reduce_sum[axes=(0,)] f   golden_functions.py:19 */
+    /* d = reshape[shape=(3,)] c              golden_functions.py:18: scores = A @ b
+     * e = maximum d 0.0                      golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
+     * f = square e                           golden_functions.py:19
+     * grad of: f = square e                  golden_functions.py:19
+     * grad of: g = reduce_sum[axes=(0,)] f   golden_functions.py:19
+     * grad of: e = maximum d 0.0             golden_functions.py:19
+     * g = reduce_sum[axes=(0,)] f            golden_functions.py:19 */
     double g = 0.0;
     for (int64_t _i = 0; _i < 3; ++_i) {
-        e[_i] = ((c[_i] >= 0.0 || isnan(c[_i])) ? c[_i] : 0.0);
-        const double f = e[_i]*e[_i];
-        g += f;
-    }
-
-    /* grad of: g = reduce_sum[axes=(0,)] f   golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2) */
-    {
-        static const double _data[3] = {1.0, 1.0, 1.0};
-        for (int64_t _i0 = 0; _i0 < 3; ++_i0) {
-            b_f[_i0] = _data[_i0];
-        }
-    }
-
-    /* grad of: f = square e        golden_functions.py:19: return snp.sum(snp.maximum(scores, 0.0) ** 2)
-     * grad of: e = maximum d 0.0   golden_functions.py:19 */
-    for (int64_t _i = 0; _i < 3; ++_i) {
-        const double h = 2.0*e[_i];
-        const double b_e = symgradrt_chain_mul(b_f[_i], h);
+        const double e = ((c[_i] >= 0.0 || isnan(c[_i])) ? c[_i] : 0.0);
+        const double f = e*e;
+        const double h = 2.0*e;
+        const double b_e = h;
         const bool i = (c[_i] >= 0.0);
         b_d[_i] = symgradrt_select(i, b_e, 0.0);
+        g += f;
     }
 
     /* grad of: d = reshape[shape=(3,)] c   golden_functions.py:18: scores = A @ b

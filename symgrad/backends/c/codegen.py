@@ -389,7 +389,9 @@ class FunctionRenderer:
     def _views(self):
         """Broadcasts and zero-paddings (``pad_slice``, the adjoint of a slice) read only by
         elementwise statements: those loops read the source, with broadcasting or a bounds
-        test, instead of a materialized copy."""
+        test, instead of a materialized copy. So is a constant array of one repeated value
+        (``_repeated``), read as that value: the folded seed of a summed loss's gradient, which
+        was written out as data and copied into the workspace by a loop of its own."""
         outputs = set(self.graph.outputs)
         views = set()
         for n in self.graph.nodes:
@@ -397,7 +399,7 @@ class FunctionRenderer:
                                            for u in self.uses.get(n.out, [])):
                 continue
             view = REGISTRY[n.prim].view_of(n)
-            if view is not None and view.kind == BROADCAST:
+            if (view is not None and view.kind == BROADCAST) or _repeated(n) is not None:
                 views.add(n.out)
             elif (view is not None and view.kind == PADDING
                   and n.inputs[0] not in views and n.inputs[0].ndim > 0):
@@ -505,6 +507,11 @@ class FunctionRenderer:
             elif REGISTRY[n.prim].literal and v.ndim == 0:
                 self.storage[v] = CVar(c_literal(n.attrs["value"].value.item(), ctype), (), ctype,
                                        "literal")
+            elif v in self.views and REGISTRY[n.prim].literal:
+                # One value repeated: read as that literal, as a broadcast of it would be.
+                self.storage[v] = CVar(c_literal(_repeated(n), ctype), (1,) * v.ndim, ctype,
+                                       "literal")
+                self.aliases.add(v)
             elif v.ndim == 0 or v in self.internal:
                 self.storage[v] = CVar(self.cnames[v], v.shape, ctype, "scalar")
             elif (kind == REINTERPRET and self.storage[n.inputs[0]].kind == "array"
@@ -866,6 +873,17 @@ class FunctionRenderer:
 
 
 _DECLARATION = re.compile(r"(const |static )*(%s)\b" % "|".join(sorted(set(CTYPES.values()))))
+
+
+def _repeated(node):
+    """The one value a constant array statement holds in every element (bit for bit: not
+    0.0 beside -0.0), or None (not a constant array, or one of several values)."""
+    if not REGISTRY[node.prim].literal or node.out.ndim == 0:
+        return None
+    value = node.attrs["value"].value
+    if value.size == 0 or value.tobytes() != np.full_like(value, value.flat[0]).tobytes():
+        return None
+    return value.flat[0].item()
 
 
 def _tidy(blocks):
