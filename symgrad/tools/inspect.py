@@ -44,6 +44,7 @@ from symgrad.frontend import autograph
 from symgrad.frontend import tracing
 from symgrad import templates
 from symgrad.api import CompiledFunction
+from symgrad.core import dims
 from symgrad.core.autodiff import value_and_grad_graph
 from symgrad.core.ir import letter_names, is_scalar_literal
 from symgrad.core.passes import dce
@@ -743,7 +744,7 @@ def temporary_bytes(graph):
 
 def _workspace(fn):
     """A C function's workspace, as the cost summary says it: its size and where it lives."""
-    size = (_bytes(fn.workspace_size) if isinstance(fn.workspace_size, int)
+    size = (_bytes(fn.workspace_size) if dims.is_static(fn.workspace_size)
             else f"{fn.workspace_bytes} bytes")
     where = "on the stack" if fn.workspace_on_stack else "a block kept between calls"
     return f"{fn.name} {size} ({where})"

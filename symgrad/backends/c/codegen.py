@@ -865,7 +865,7 @@ class FunctionRenderer:
             blocks=blocks, epilogue=self.epilogue,
             workspace_bytes=dims.c_expr(nbytes) if nbytes != 0 else "",
             workspace_size=nbytes,
-            workspace_on_stack=isinstance(nbytes, int) and 0 < nbytes <= STACK_WORKSPACE_MAX,
+            workspace_on_stack=dims.is_static(nbytes) and 0 < nbytes <= STACK_WORKSPACE_MAX,
             can_fail=self.can_fail,
             inputs=[(self.cnames[v], CTYPES[v.dtype], v.shape) for v in self.graph.inputs],
             outputs=[(self.out_params[k], CTYPES[v.dtype], v.shape)
