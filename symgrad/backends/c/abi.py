@@ -3,7 +3,7 @@
 symgrad calls a library's functions through cffi in ABI mode, with the FFI this text makes
 (``native._ffi_of``); the text is kept in the cache entry's manifest, so a warm process parses
 no C. Making it with ``ffi.cdef`` parses the prototypes with pycparser, whose import alone
-costs ~25 ms: on every cold build, on the other core while gcc runs, where it slowed gcc by
+costs 24-36 ms (four fresh interpreters): on every cold build, on the other core while gcc runs, where it slowed gcc by
 ~17 ms (the first build of benchmarks/startup.py's 3-layer network: 183 -> 159 ms without it,
 medians of 30 interleaved).
 
