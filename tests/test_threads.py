@@ -92,6 +92,22 @@ def test_many_python_threads_at_once():
         print("ok")""", {"SYMGRAD_NUM_THREADS": "2"}) == ["ok"]
 
 
+def test_idle_workers_go_to_sleep():
+    # After a job the workers watch for the next one for 0.1 ms (SYMGRAD_SPIN_NS in
+    # threads.c.j2), then sleep: a process that stops calling uses no CPU. Three workers
+    # spinning on, on any machine, would use 0.5 s of CPU in the half second measured.
+    cpu = _run("""
+        import time
+        for _ in range(20):
+            f.value_and_grad(W, X, b)
+        time.sleep(0.05)
+        start = time.process_time()
+        time.sleep(0.5)
+        print(time.process_time() - start, threads.count())""", {"SYMGRAD_NUM_THREADS": "4"})
+    assert cpu[1] == "4"
+    assert float(cpu[0]) < 0.1
+
+
 def test_fork_after_the_pool_started():
     # The parent's workers do not exist in the child: its first call must make new ones (or
     # it would wait forever for workers that never come).
