@@ -1,13 +1,16 @@
-"""symgrad's thread pool (backends/c/threads.py, symgrad/templates/threads.c.j2): sized by the environment,
-the same numbers with one thread or several, safe with many Python threads calling at once and
-across fork()."""
+"""symgrad's thread pool (backends/c/threads.py, symgrad/templates/threads.c.j2): sized by the
+environment, the same numbers with one thread or several, safe with many Python threads calling at
+once and across fork(), asleep when idle, and each piece of a job run once whatever its timing."""
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from symgrad.backends.c import compiler, threads
 
 # Each scenario runs in a fresh process: the pool reads its size once per process.
 _PRELUDE = textwrap.dedent("""
@@ -95,7 +98,7 @@ def test_many_python_threads_at_once():
 def test_idle_workers_go_to_sleep():
     # After a job the workers watch for the next one for 0.1 ms (SYMGRAD_SPIN_NS in
     # threads.c.j2), then sleep: a process that stops calling uses no CPU. Three workers
-    # spinning on, on any machine, would use 0.5 s of CPU in the half second measured.
+    # spinning on would use 0.5 s of CPU or more in the half second measured (1.0 s here).
     cpu = _run("""
         import time
         for _ in range(20):
@@ -106,6 +109,77 @@ def test_idle_workers_go_to_sleep():
         print(time.process_time() - start, threads.count())""", {"SYMGRAD_NUM_THREADS": "4"})
     assert cpu[1] == "4"
     assert float(cpu[0]) < 0.1
+
+
+_STRESS = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <pthread.h>
+#include <unistd.h>
+typedef void (*task_t)(void *job, int64_t lo, int64_t hi);
+void symgrad_rt1_parallel_for(int64_t n, int64_t grain, double work, task_t task, void *job);
+
+typedef struct { int *hits; long spin; } job_t;
+
+static void task(void *data, int64_t lo, int64_t hi)
+{
+    job_t *job = data;
+    for (int64_t i = lo; i < hi; ++i) {
+        job->hits[i] += 1;
+        for (volatile long s = 0; s < job->spin; ++s) {}
+    }
+}
+
+/* Jobs of 1-64 items in pieces of 1-4, some short, some far longer than the pool's watch, some
+ * after a pause longer than it: each item must be run once, by whichever thread. */
+static void *caller(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    int hits[64];
+    for (int round = 0; round < 2000; ++round) {
+        const int n = 1 + rand_r(&seed) % 64;
+        job_t job = {hits, rand_r(&seed) % 3 == 0 ? 20000 : rand_r(&seed) % 200};
+        for (int i = 0; i < n; ++i)
+            hits[i] = 0;
+        symgrad_rt1_parallel_for(n, 1 + rand_r(&seed) % 4, 1e9, task, &job);
+        for (int i = 0; i < n; ++i)
+            if (hits[i] != 1) {
+                printf("item %d of %d ran %d times\n", i, n, hits[i]);
+                exit(1);
+            }
+        if (rand_r(&seed) % 50 == 0)
+            usleep(rand_r(&seed) % 300);
+    }
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t threads[3];
+    for (int k = 0; k < 3; ++k)
+        pthread_create(&threads[k], NULL, caller, (void *)(uintptr_t)(k + 1));
+    for (int k = 0; k < 3; ++k)
+        pthread_join(threads[k], NULL);
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+def test_the_pool_runs_every_piece_once_under_stress(tmp_path):
+    # The pool's own C, driven directly: three threads calling at once (one uses the pool, the
+    # others run alone), jobs whose pieces end before, during and after the workers' watch.
+    (tmp_path / "pool.c").write_text(threads.source())
+    (tmp_path / "stress.c").write_text(_STRESS)
+    exe = tmp_path / "stress"
+    subprocess.run([*shlex.split(compiler.find_compiler()), "-O2", "-pthread",
+                    str(tmp_path / "stress.c"), str(tmp_path / "pool.c"), "-o", str(exe)],
+                   check=True, capture_output=True)
+    for count in ("2", "3", "5"):
+        out = subprocess.run([str(exe)], env={**os.environ, "SYMGRAD_NUM_THREADS": count},
+                             capture_output=True, text=True, timeout=120)
+        assert (out.returncode, out.stdout) == (0, "ok\n"), (count, out.stdout, out.stderr)
 
 
 def test_fork_after_the_pool_started():
