@@ -1,10 +1,10 @@
 """symgrad's thread pool: one small library per process, shared by every library symgrad builds.
 
 ``symgrad/templates/threads.c.j2`` is the pool (pthreads; how it sizes itself, waits for work
-(0.1 ms watching, then asleep), and survives ``fork()`` is said there). ``runtime(cache_dir, cc)`` builds it once into the compile cache (in
-``.runtime``, beside the compiled functions' entries), and loads it with ``RTLD_GLOBAL`` so that
-the libraries built afterwards with ``-DSYMGRAD_USE_THREADS`` find its ``symgrad_rt1_parallel_for``
-when they are loaded. The first library loaded serves the whole process, whichever cache directory
+(0.1 ms watching, then asleep), and survives ``fork()`` is said there). ``runtime(cache_dir,
+cc)`` builds it once into the compile cache (in ``.runtime``, beside the compiled functions'
+entries), and loads it with ``RTLD_GLOBAL`` so that the libraries built afterwards with
+``-DSYMGRAD_USE_THREADS`` find its ``symgrad_rt1_parallel_for`` when they are loaded. The first library loaded serves the whole process, whichever cache directory
 later builds use: one pool, never one per compiled function.
 
 Why a pool of our own rather than OpenMP or OpenBLAS's: OpenMP's runtime does not survive
