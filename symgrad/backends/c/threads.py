@@ -4,8 +4,9 @@
 (0.1 ms watching, then asleep), and survives ``fork()`` is said there). ``runtime(cache_dir,
 cc)`` builds it once into the compile cache (in ``.runtime``, beside the compiled functions'
 entries), and loads it with ``RTLD_GLOBAL`` so that the libraries built afterwards with
-``-DSYMGRAD_USE_THREADS`` find its ``symgrad_rt1_parallel_for`` when they are loaded. The first library loaded serves the whole process, whichever cache directory
-later builds use: one pool, never one per compiled function.
+``-DSYMGRAD_USE_THREADS`` find its ``symgrad_rt1_parallel_for`` when they are loaded. The first
+library loaded serves the whole process, whichever cache directory later builds use: one pool,
+never one per compiled function.
 
 Why a pool of our own rather than OpenMP or OpenBLAS's: OpenMP's runtime does not survive
 ``fork()`` (Dask and multiprocessing fork), and its idle threads spin; OpenBLAS's pool is not a
