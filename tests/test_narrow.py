@@ -398,11 +398,14 @@ WIDE_SHAPES = [(200, 3073, 100), (2, 600, 17), (257, 515, 18), (513, 530, 19), (
                (1024, 512, 256)]
 
 
-# (m, k, n) for A B: W5's X W1; rows not a whole number of tiles (4, 6, 8 rows); the last
-# columns in one, two or three vectors, partial or whole (n mod 24 = 4, 13, 17, 0, 20 floats;
-# 4, 1, 5, 0 doubles in panels of 12); chunks of the contraction, the last partial.
+# (m, k, n) for A B: W5's X W1; rows not a whole number of tiles (4, 6 rows); the last columns
+# in one, two or three vectors, partial or whole (n mod 24 = 4, 13, 17, 0, 20, 16, 3, 7
+# floats; 4, 1, 5, 0, 8, 4, 3, 7 doubles in panels of 12); chunks of the contraction of 256,
+# the last partial (k mod 256 = 0, 32, 232, 1, 1, 208, 91, 91). Last columns that fit in one
+# vector go along the contraction (symgradrt_nnw_dot): two rows at a time up to 4 columns, an
+# odd number of rows (67, 73) leaving one; k = 859's last chunk ends in a partial vector.
 WIDE_NN_SHAPES = [(200, 3072, 100), (67, 800, 37), (71, 1000, 41), (65, 1025, 48),
-                  (99, 769, 20), (64, 2000, 256)]
+                  (99, 769, 20), (64, 2000, 256), (73, 859, 27), (69, 859, 31)]
 
 
 WIDE_CASES = [(True, m, k, n) for k, m, n in WIDE_SHAPES] + \
@@ -553,6 +556,12 @@ def test_a_wide_product_is_the_same_on_any_number_of_threads(tmp_path):
      "const int w_last = cols - {{ (v_count - 1) * lanes }} - 1;"),
     # A B: the chunks of the contraction overwrite each other
     ("nn chunks", "const int add = accumulate || q0 > 0;", "const int add = accumulate;"),
+    # A B, the last columns along the contraction: the second row of a pair reads the first's
+    ("nn dot rows", "*restrict x1 = a + (i + here - 1) * k;", "*restrict x1 = a + i * k;"),
+    # ... the last, partial vector of a chunk one element short
+    ("nn dot last", "const int count = (int)(len - q);", "const int count = (int)(len - q) - 1;"),
+    # ... the odd row left over never stored
+    ("nn dot odd", "r < rows && r < here;", "r < rows && here == rows;"),
 ])
 def test_a_broken_wide_tile_is_caught(where, old, new, tmp_path, monkeypatch):
     # The checks above would see each of these mistakes: the kernel rendered with one of them
@@ -564,7 +573,7 @@ def test_a_broken_wide_tile_is_caught(where, old, new, tmp_path, monkeypatch):
     monkeypatch.setattr(narrow, "wide_source",
                         lambda *ctypes: broken.render(**narrow.wide_params(*ctypes)))
     ta = not where.startswith("nn")
-    k, m, n = (513, 530, 19) if ta else (1025, 67, 37)
+    k, m, n = (513, 530, 19) if ta else (859, 73, 27) if "dot" in where else (1025, 67, 37)
     r = np.random.default_rng(2)
     a = r.standard_normal((k, m) if ta else (m, k)).astype("float32")
     b = r.standard_normal((k, n)).astype("float32")

@@ -96,9 +96,10 @@ KSPLIT_CHUNK_K = 768
 WIDE_NAME = re.compile(r"\bsymgradrt_mm_tnw_([ds])_run\(")
 # ... and products A B, ``symgradrt_mm_nnw_<d|s>_run(m, k, n, a, b, c, accumulate)``: tiles of
 # WIDE_NN_TILES (vectors of a row of c, rows), the first for whole panels of WIDE_NV vectors,
-# the others for the last columns.
+# the others for the last columns; last columns that fit in one vector go along the contraction
+# instead (``symgradrt_nnw_dot_<d|s>``, the reasons in the template).
 WIDE_NN_NAME = re.compile(r"\bsymgradrt_mm_nnw_([ds])_run\(")
-WIDE_NN_TILES = ((3, 4), (2, 6), (1, 8))
+WIDE_NN_TILES = ((3, 4), (2, 6))
 WIDE_NV = 3
 WIDE_HB = 4
 WIDE_KC = 256
@@ -112,8 +113,18 @@ def wide_params(ctypes, nn_ctypes=()):
                 if t in which]
     return {"types": types(ctypes), "nn_types": types(nn_ctypes), "nv": WIDE_NV,
             "hb": WIDE_HB, "kc": WIDE_KC, "nn_tiles": WIDE_NN_TILES,
-            "nn_rows": WIDE_NN_TILES[0][1], "tail_rows": WIDE_NN_TILES[-1][1],
+            "nn_rows": WIDE_NN_TILES[0][1], "lane_sum": _lane_sum,
             "panel": " / ".join(f"{WIDE_NV * lanes} {t}s" for _, t, lanes in types(ctypes))}
+
+
+def _lane_sum(lanes, name="lane"):
+    """C that sums ``name[0]`` .. ``name[lanes - 1]`` in pairs of halves, a tree of depth
+    log2(lanes): ``(lane[0] + lane[2]) + (lane[1] + lane[3])`` for 4."""
+    terms = [f"{name}[{l}]" for l in range(lanes)]
+    while len(terms) > 1:
+        half = len(terms) // 2
+        terms = [f"({a} + {b})" for a, b in zip(terms[:half], terms[half:])]
+    return terms[0][1:-1] if lanes > 1 else terms[0]
 
 
 def wide_source(ctypes, nn_ctypes=()):
