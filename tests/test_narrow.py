@@ -313,6 +313,42 @@ print(threads.count(), worst < 10)
 """
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rows_few_sets_apart_are_read_in_strided_panels(dtype, tmp_path):
+    # a's rows 3073 elements apart (W3's X) fall in a few sets of the L1 cache: the columns
+    # kernel reads them h apart (symgradrt_row_step), class by class. Contractions: a class
+    # longer than a panel (1100), classes of unequal length (257, 40), too few rows for a step
+    # (9), one row, none.
+    t = "f64" if dtype == "float64" else "f32"
+    f = symgrad.compile(product(True), signature={"a": f"{t}[K,3073]", "b": f"{t}[K,10]"},
+                        cache_dir=tmp_path)
+    r = np.random.default_rng(7)
+    for k in (1100, 257, 40, 9, 1, 0):
+        a = r.standard_normal((k, 3073)).astype(dtype)
+        b = r.standard_normal((k, 10)).astype(dtype)
+        check(a, b, True, f(a, b), dtype)
+    assert "symgradrt_row_step(lda, sizeof(*a), m, " in f.specialize(a, b)[0]._executable.source
+
+
+@pytest.mark.parametrize("old, new", [
+    ("i0 = ++cls;", "i0 = cls += 2;"),                          # every other class skipped
+    ("; i < i1; i += h) {", "; i < i1; i += 1) {"),             # rows of other classes too
+])
+def test_a_broken_row_step_is_caught(old, new, tmp_path, monkeypatch):
+    source = narrow.kernel_source
+
+    def broken(*args, **kwargs):
+        text = source(*args, **kwargs)
+        assert old in text
+        return text.replace(old, new)
+    monkeypatch.setattr(narrow, "kernel_source", broken)
+    a = np.random.default_rng(8).standard_normal((257, 3073)).astype("float32")
+    b = np.random.default_rng(9).standard_normal((257, 10)).astype("float32")
+    f = symgrad.compile(product(True), cache_dir=tmp_path)
+    with pytest.raises(AssertionError):
+        check(a, b, True, f(a, b), "float32")
+
+
 def test_the_new_layouts_split_over_threads_match_numpy(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SYMGRAD_NUM_THREADS", "OMP_NUM_THREADS")}
     env["SYMGRAD_NUM_THREADS"] = "3"

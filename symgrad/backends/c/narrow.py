@@ -865,7 +865,8 @@ def _tn_columns(ctype, n):
         " * accumulators: lane l of accumulator j sums c[p + l, j]. The columns go in tiles of "
         f"{tile}, the",
         f" * contraction in panels of {rows} rows (the two halves of a line of a read while it "
-        "is in cache);",
+        "is in cache),",
+        " * h apart (symgradrt_row_step: rows i, i + h, ..., for each class i mod h in turn);",
         " * between panels the sums wait in st (st[j * tile + p - t0]), which is added to c "
         "transposed",
         f" * after the last. Each row's part of a is prefetched {COLUMNS_PREFETCH} bytes ahead. */",
@@ -874,11 +875,12 @@ def _tn_columns(ctype, n):
         f"{' ' * (len(name) + 13)}const {t} *restrict b, {t} *restrict c, int accumulate)",
         "{",
         f"    {t} st[{n} * {tile}] __attribute__((aligned(64)));",
+        f"    const int64_t h = symgradrt_row_step(lda, sizeof(*a), m, {rows});",
         f"    for (int64_t t0 = p0; t0 < p1; t0 += {tile}) {{",
         f"        const int64_t t1 = t0 + {tile} < p1 ? t0 + {tile} : p1;",
-        "        int64_t i0 = 0;",
+        "        int64_t cls = 0, i0 = 0;    /* the class of rows i mod h, the panel's first */",
         "        do {    /* once at least: m == 0 leaves sums of 0 */",
-        f"            const int64_t i1 = i0 + {rows} < m ? i0 + {rows} : m;",
+        f"            const int64_t i1 = i0 + h * {rows} < m ? i0 + h * {rows} : m;",
         "            int64_t p = t0;",
     ]
 
@@ -895,7 +897,7 @@ def _tn_columns(ctype, n):
         body += ["}", f"const {t} *restrict x = a + p;"]
         if loads is None:
             body.append(f"const int64_t ahead = p + {ahead} < p1 ? {ahead} : 0;")
-        body.append("for (int64_t i = i0; i < i1; ++i) {")
+        body.append("for (int64_t i = i0; i < i1; i += h) {")
         inner = []
         for v in range(nv):
             load = (f"symgradrt_load_{s}(x + i * lda + {v * lanes})" if loads is None
@@ -925,8 +927,10 @@ def _tn_columns(ctype, n):
                     f"    const int cols = t1 - p < {lanes} ? (int)(t1 - p) : {lanes};"] +
                    _indent(part(1, f"symgradrt_loadn_{s}(x + i * lda, cols)")) + ["}"], 3)
     out += [
-        f"            i0 = i1;",
-        "        } while (i0 < m);",
+        f"            i0 += h * {rows};",
+        "            if (i0 >= m)    /* the next class of rows */",
+        "                i0 = ++cls;",
+        "        } while (i0 < m && cls < h);",
         "        for (int64_t p = t0; p < t1; ++p) {",
         f"            {t} *restrict row = c + p * {n};",
         f"            for (int j = 0; j < {n}; ++j)",
