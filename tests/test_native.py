@@ -439,3 +439,36 @@ def test_a_constant_of_one_repeated_value_is_read_as_that_value():
     g = symgrad.compile(lambda x: x * signed_zeros, argnums=())
     assert "_data[" in g.source(np.ones(3))
     np.testing.assert_array_equal(np.signbit(g(np.ones(3))), [False, True, False])
+
+
+def _loop_after(source, pattern):
+    """The two lines before the innermost ``for`` of the first loop whose body matches
+    ``pattern`` (a regular expression over one line of C), and that ``for``."""
+    lines = source.splitlines()
+    at = next(k for k, line in enumerate(lines) if re.search(pattern, line))
+    loop = max(k for k in range(at) if lines[k].lstrip().startswith("for ("))
+    return lines[loop - 1].strip(), lines[loop].strip()
+
+
+def test_elementwise_loops_promise_the_compiler_their_iterations_are_independent():
+    # SYMGRAD_IVDEP before the innermost loop of an elementwise loop: gcc's very-cheap cost
+    # model vectorises no loop needing a run-time overlap check, and in a large function gcc
+    # may no longer tell the workspace's restrict pointers apart (W5's ReLU stayed scalar).
+    X, b = np.ones((6, 12)), np.ones(12)
+    source = symgrad.compile(lambda X, b: snp.maximum(X + b, 0.0), argnums=()).source(X, b)
+    assert "#define SYMGRAD_IVDEP _Pragma(\"GCC ivdep\")" in source
+    before, loop = _loop_after(source, r"= \(\(b\[|>= 0\.0")
+    assert before == "SYMGRAD_IVDEP" and loop.startswith("for (int64_t _i1 = 0; _i1 < 12;")
+
+    # A sum over the rows adds into one element per column: each iteration its own element.
+    cols = symgrad.compile(lambda X: snp.sum(X * X, axis=0), argnums=()).source(X)
+    assert _loop_after(cols, r"\+= ")[0] == "SYMGRAD_IVDEP"
+    # A sum along the rows adds every iteration of the inner loop into one element, and a sum
+    # to a scalar is a chain of adds whose order the compiler must keep: no promise.
+    rows = symgrad.compile(lambda X: snp.sum(X * X, axis=1), argnums=()).source(X)
+    assert _loop_after(rows, r"\+= ")[0] != "SYMGRAD_IVDEP"
+    whole = symgrad.compile(lambda x: snp.sum(snp.sin(x) * x), argnums=()).source(np.ones(5))
+    assert "SYMGRAD_IVDEP" not in whole
+    # Too short for a vector: no pragma, and no macro.
+    short = symgrad.compile(lambda x: snp.sin(x) * x, argnums=()).source(np.ones(3))
+    assert "SYMGRAD_IVDEP" not in short

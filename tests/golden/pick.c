@@ -26,6 +26,20 @@ void *memset(void *, int, size_t);
 #define SYMGRAD_EINDEX 2
 #define SYMGRAD_ESIZE 3
 
+/* Before an elementwise loop, whose iterations touch no element another one writes: the
+ * compiler may vectorise it without checking at run time that its arrays do not overlap. gcc's
+ * cost model here (very-cheap) vectorises no loop that needs that check, and in a large
+ * function gcc may no longer tell the workspace's restrict pointers apart: W5's ReLU (200 x
+ * 100), forward and backward, stayed scalar (the pragma on those two loops alone: the whole
+ * float32 call, one core, 3.15-3.24 -> 3.06-3.20 ms). */
+#if defined(__clang__)
+#define SYMGRAD_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define SYMGRAD_IVDEP _Pragma("GCC ivdep")
+#else
+#define SYMGRAD_IVDEP
+#endif
+
 /* Branch-free elementwise helpers: gcc vectorizes the loops that call them.
  *
  * The chain rule's product with a strong zero (chain_mul, core/primitives/elementwise.py):
@@ -106,6 +120,7 @@ int symgrad_pick(const double *restrict logits,
 
     /* b = reshape[shape=(4, 1)] a   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
      * c = stop_gradient b           golden_functions.py:23 */
+    SYMGRAD_IVDEP
     for (int64_t _i = 0; _i < 4; ++_i) {
         c[_i] = a[_i];
     }
@@ -127,6 +142,7 @@ int symgrad_pick(const double *restrict logits,
     /* g = reshape[shape=(4, 1)] f   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
      * h = log g                     golden_functions.py:23
      * i = add h c                   golden_functions.py:23 */
+    SYMGRAD_IVDEP
     for (int64_t _i = 0; _i < 4; ++_i) {
         const double h = log(f[_i]);
         i[_i] = h + c[_i];
@@ -228,6 +244,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
     /* f = reshape[shape=(4, 1)] e   golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
      * g = log f                     golden_functions.py:23
      * h = add g b                   golden_functions.py:23 */
+    SYMGRAD_IVDEP
     for (int64_t _i = 0; _i < 4; ++_i) {
         const double g = log(e[_i]);
         h[_i] = g + a[_i];
@@ -309,6 +326,7 @@ int symgrad_pick_value_and_grad(const double *restrict logits,
 
     /* grad of: g = log f          golden_functions.py:23: logp = nn.log_softmax(logits, axis=1)
      * grad of: i = sub logits h   golden_functions.py:23 */
+    SYMGRAD_IVDEP
     for (int64_t _i = 0; _i < 4; ++_i) {
         const double q = 1.0/e[_i];
         b_f[_i] = symgradrt_chain_mul(p[_i], q);

@@ -253,13 +253,17 @@ def loop_indices(shape):
     return ["0" if n == 1 else f"_i{d}" for d, n in enumerate(shape)]
 
 
-def loop_nest(shape, body, names=None):
+def loop_nest(shape, body, names=None, independent=False):
     """Nested ``for`` loops over ``shape`` around ``body``; an axis of size 1 gets no loop (its
-    index in ``names``, default ``loop_indices(shape)``, is ``0``)."""
+    index in ``names``, default ``loop_indices(shape)``, is ``0``). ``independent``: no
+    iteration of the innermost loop reads or writes an element another one writes, which the
+    C then promises the compiler (``SYMGRAD_IVDEP``, templates/module.c.j2)."""
     names = names or loop_indices(shape)
     loops = [(n, ix) for n, ix in zip(shape, names) if n != 1]
     lines = []
     for d, (n, ix) in enumerate(loops):
+        if independent and d == len(loops) - 1:
+            lines.append("    " * d + "SYMGRAD_IVDEP")
         lines.append("    " * d + f"for (int64_t {ix} = 0; {ix} < {dims.c_expr(n)}; ++{ix}) {{")
     lines += ["    " * len(loops) + line for line in body]
     lines += ["    " * d + "}" for d in reversed(range(len(loops)))]
@@ -703,8 +707,17 @@ class FunctionRenderer:
                 loop_shape[0], elementwise,
                 [(REGISTRY[r.prim].c_reduce, self.storage[r.out], ref(r.inputs[0]))
                  for r in reductions]))
+        # Each iteration of the innermost loop writes its own elements, unless a reduction
+        # sums over that loop's axis: into one element of an array (the same for all its
+        # iterations), or into a scalar (a chain of adds the compiler must not reorder; clang's
+        # pragma would let it). Loops too short for a vector go without.
+        looped = [d for d, n in enumerate(loop_shape) if n != 1]
+        innermost = loop_shape[looped[-1]] if looped else 1
+        independent = (bool(looped) and not (isinstance(innermost, int) and innermost < 4)
+                       and not any(self.storage[r.out].kind == "scalar" or flat
+                                   or looped[-1] in r.attrs["axes"] for r in reductions))
         return Block(self._comments(self._described(nodes + reductions)),
-                     before + loop_nest(loop_shape, body, index_names))
+                     before + loop_nest(loop_shape, body, index_names, independent))
 
     def _padded_ref(self, v, indices):
         """Element ``indices`` of the pad_slice view ``v``: its source's element where the
@@ -956,7 +969,8 @@ def render_module(functions, *, title, version, data=None):
     prototypes, macros = libc.declarations(body)
     return templates.render("module.c.j2", title=c_comment(title), version=version,
                             status=STATUS, uses_complex=uses_complex, prototypes=prototypes,
-                            macros=macros, body=body)
+                            macros=macros, body=body,
+                            uses_ivdep=any(line.strip() == "SYMGRAD_IVDEP" for line in lines))
 
 
 def render_prototypes(functions):
